@@ -1,0 +1,44 @@
+"""``taskspace score``: score a suite's pairs with a model and write the per-task / per-pair tables."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import app
+from .options import BatchTokens, Device, DType, ModelOpt, Prefix, Reduction, Revision, SuiteOpt, TrustRemote
+
+
+@app.command()
+def score(
+    model: ModelOpt,
+    suite: SuiteOpt,
+    out: Path = typer.Option(..., "--out", help="Folder for tasks.csv, pairs.parquet and run.json."),
+    revision: Revision = None,
+    limit_per_task: Optional[int] = typer.Option(None, "--limit-per-task", min=1,
+                                                 help="Score only the first N pairs of each task."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma-separated task ids (default: all)."),
+    batch_tokens: BatchTokens = 4096,
+    reduction: Reduction = "sum",
+    prefix: Prefix = "bos",
+    device: Device = "cpu",
+    dtype: DType = "float32",
+    trust_remote_code: TrustRemote = False,
+    seed: int = typer.Option(0, "--seed", help="Recorded; scoring itself is deterministic."),
+) -> None:
+    """Score every pair of SUITE with MODEL: accuracy (95% CI), mean margin and ties per task."""
+    from rich.console import Console
+
+    from ..scoring import score as run_score
+    from .tables import print_scores
+
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    res = run_score(model, suite, revision=revision, reduction=reduction, prefix=prefix,
+                    batch_tokens=batch_tokens, limit_per_task=limit_per_task, tasks=task_list,
+                    device=device, dtype=dtype, trust_remote_code=trust_remote_code, progress=True,
+                    seed=seed)
+    res.save(out)
+    console = Console()
+    print_scores(console, res)
+    console.print(f"wrote {out / 'tasks.csv'}, {out / 'pairs.parquet'}, {out / 'run.json'}")

@@ -1,0 +1,43 @@
+"""Progress bars (rich) for anything that takes more than a few seconds.
+
+Bars go to stderr and switch themselves off when stderr is not a terminal or ``TASKSPACE_NO_PROGRESS``
+is set, so logs and CI output stay clean.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+
+def enabled() -> bool:
+    return not os.environ.get("TASKSPACE_NO_PROGRESS") and sys.stderr.isatty()
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None, *, fields: bool = False) -> Iterator[Callable[..., None]]:
+    """Yield ``advance(n=1, **fields)``; shows a rich bar with rate and ETA while the block runs.
+
+    With ``fields=True`` keyword arguments given to ``advance`` (e.g. ``loss=2.31``) are shown beside
+    the bar.
+    """
+    if not enabled():
+        yield lambda n=1, **kw: None
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn()]
+    if fields:
+        cols.append(TextColumn("{task.fields[info]}"))
+    with Progress(*cols, console=Console(stderr=True), transient=False) as prog:
+        tid = prog.add_task(description, total=total, info="")
+
+        def advance(n: int = 1, **kw: object) -> None:
+            info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in kw.items())
+            prog.update(tid, advance=n, **({"info": info} if kw else {}))
+
+        yield advance
