@@ -1,0 +1,78 @@
+"""Settings shared by every probe (DESIGN §2 defaults), recorded in each task space's provenance."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+from ..errors import InputError
+from ..suites.schema import Suite
+from ..suites.splits import SplitSizes, split_suite
+
+PROBES = ("gradients", "overlap", "transfer", "baseline")
+OBJECTIVES = ("difference", "logistic")
+CONTROLS = ("first", "init")
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Configuration of a probe run (scikit-learn style: everything in the constructor).
+
+    Splits are per task and seeded (:mod:`taskspace.suites.splits`): ``train_pairs`` pairs give the
+    gradient differentials and the FTGD training data, ``dev_pairs`` drive early stopping,
+    ``eval_pairs`` held-out pairs measure transfer. Masks keep the top ``mask_fraction`` of ``|ḡ_t|``
+    unless ``mask_threshold`` (the paper's τ) is given. ``mask_kind="random"`` is the random-mask
+    control of the same size.
+    """
+
+    tasks: tuple[str, ...] | None = None
+    train_pairs: int = 100
+    dev_pairs: int = 50
+    eval_pairs: int = 100
+    mask_fraction: float = 0.05
+    mask_threshold: float | None = None
+    mask_kind: str = "gradient"          # gradient | random
+    objective: str = "difference"        # difference (the paper's) | logistic
+    steps: int = 50
+    lr: float = 1e-3
+    patience: int = 5                    # dev evaluations without improvement before stopping
+    eval_every: int = 10                 # steps between dev evaluations
+    bootstrap: int = 1000                # resamples for confidence intervals
+    reduction: str = "sum"
+    prefix: str = "bos"
+    batch_tokens: int = 4096
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.mask_fraction <= 1.0:
+            raise InputError(f"mask fraction must be in (0, 1], got {self.mask_fraction}", field="mask_fraction")
+        if self.mask_threshold is not None and self.mask_threshold < 0:
+            raise InputError(f"mask threshold must be >= 0, got {self.mask_threshold}", field="mask_threshold")
+        if self.objective not in OBJECTIVES:
+            raise InputError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}",
+                             field="objective")
+        if self.mask_kind not in ("gradient", "random"):
+            raise InputError(f"unknown mask kind {self.mask_kind!r}; choose gradient or random", field="mask_kind")
+        for name in ("train_pairs", "eval_pairs", "steps"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name.replace('_', ' ')} must be >= 1", field=name)
+        if self.dev_pairs < 0:
+            raise InputError("dev pairs must be >= 0", field="dev_pairs")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["tasks"] = list(self.tasks) if self.tasks is not None else None
+        return d
+
+    def splits(self, suite: Suite) -> dict[str, Suite]:
+        """``{"train", "dev", "test"}`` suites over the selected tasks (test = the eval pairs)."""
+        sub = suite.select(list(self.tasks) if self.tasks is not None else None)
+        return split_suite(sub, SplitSizes(self.train_pairs, self.dev_pairs, self.eval_pairs), self.seed)
+
+
+def parse_tasks(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``"a,b,c"`` → ``("a", "b", "c")``; None stays None (all tasks)."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out = tuple(t.strip() for t in items if t.strip())
+    return out or None
