@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if ! "$PY" -c "import torch" 2>/dev/null; then
-  "$PY" -m pip install "torch==2.13.0" 2>/dev/null \
-    || "$PY" -m pip install torch --index-url https://download.pytorch.org/whl/cpu
+  # 2.13.0 is the CPU wheel on our machines; elsewhere pick your build (any recent torch works).
+  "$PY" -m pip install "torch==2.13.0" || "$PY" -m pip install torch
 fi
 "$PY" -m pip install -q -e ".[test,hub]"
