@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from . import app
-from .options import BatchTokens, Device, DType, ModelOpt, Prefix, Reduction, Revision, SuiteOpt, TrustRemote
+from .options import BatchTokens, Columns, Device, DType, ModelOpt, Prefix, Reduction, Revision, SuiteOpt, TrustRemote
 
 
 @app.command()
@@ -26,15 +26,20 @@ def score(
     dtype: DType = "float32",
     trust_remote_code: TrustRemote = False,
     seed: int = typer.Option(0, "--seed", help="Recorded; scoring itself is deterministic."),
+    columns: Columns = None,
 ) -> None:
     """Score every pair of SUITE with MODEL: accuracy (95% CI), mean margin and ties per task."""
     from rich.console import Console
 
     from ..scoring import score as run_score
+    from ..suites import load_suite
+    from ..suites.files import parse_columns
     from .tables import print_scores
 
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    res = run_score(model, suite, revision=revision, reduction=reduction, prefix=prefix,
+    # the suite first: bad input is refused before a model is loaded
+    suite_obj = load_suite(suite, columns=parse_columns(columns) or None)
+    res = run_score(model, suite_obj, revision=revision, reduction=reduction, prefix=prefix,
                     batch_tokens=batch_tokens, limit_per_task=limit_per_task, tasks=task_list,
                     device=device, dtype=dtype, trust_remote_code=trust_remote_code, progress=True,
                     seed=seed)
