@@ -104,13 +104,13 @@ class TaskSpace:
 
     # -- I/O -------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write ``<path>.csv`` and ``<path>.json`` (``path`` may end in .csv), atomically.
+        """Write ``<path>.csv`` and ``<path>.json`` (``path`` may end in .csv or .json), atomically.
 
         Values are written with 17 significant digits so ``load`` gives back the same floats.
         """
         from .io import atomic_path, write_json
 
-        csv = Path(path).with_suffix(".csv")
+        csv = _csv_path(path)
         df = self.to_pandas()
         with atomic_path(csv) as tmp:
             df.to_csv(tmp, float_format="%.17g")
@@ -130,7 +130,7 @@ class TaskSpace:
 
         from .io import read_json
 
-        csv = Path(path).with_suffix(".csv")
+        csv = _csv_path(path)
         side_path = csv.with_suffix(".json")
         for p in (csv, side_path):
             if not p.exists():
@@ -157,3 +157,11 @@ class TaskSpace:
 
 def _nan_to_none(a: np.ndarray) -> list:
     return [[None if not np.isfinite(x) else float(x) for x in row] for row in a]
+
+
+def _csv_path(path: str | Path) -> Path:
+    """``x``, ``x.csv`` or ``x.json`` → ``x.csv``; dots inside names (``block0.attn``) are kept."""
+    p = Path(path)
+    if p.suffix in (".csv", ".json"):
+        return p.with_suffix(".csv")
+    return p.with_name(p.name + ".csv")

@@ -1,1 +1,54 @@
-"""(to be written)"""
+"""``taskspace compare`` and ``taskspace report``: a run's task spaces against theory, controls,
+checkpoints and sizes; the figures and the self-contained HTML report."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from . import app
+
+RunArg = typer.Argument(..., help="A run directory (RUN/<model>/<revision>/spaces/…) or one probe output folder.")
+Permutations = typer.Option(999, "--permutations", min=1, help="Mantel permutations (exact below n! ≤ N+1).")
+SeedOpt = typer.Option(0, "--seed", help="Seed of the permutation test.")
+
+
+def _console():
+    import sys
+
+    from rich.console import Console
+
+    # Piped output (logs, CI) gets a width that fits the tables instead of rich's 80 columns.
+    return Console() if sys.stdout.isatty() else Console(width=150)
+
+
+@app.command()
+def compare(
+    run: Path = RunArg,
+    permutations: int = Permutations,
+    seed: int = SeedOpt,
+    all_spaces: bool = typer.Option(False, "--all-spaces", help="Print every space, not only the main ones."),
+) -> None:
+    """Compare every task space of RUN with linguistic theory, its control, checkpoints and sizes;
+    write RUN/comparison.json and print the tables."""
+    from ..analysis.compare import compare_run
+    from ..analysis.printing import print_comparison
+
+    cmp = compare_run(run, permutations=permutations, seed=seed, progress=True)
+    console = _console()
+    print_comparison(console, cmp, all_spaces=all_spaces)
+    console.print(f"wrote {Path(cmp['run']) / 'comparison.json'}", highlight=False)
+
+
+@app.command()
+def report(
+    run: Path = RunArg,
+    permutations: int = Permutations,
+    seed: int = SeedOpt,
+) -> None:
+    """Write RUN/figures/ (PNG + SVG) and RUN/report.html, one self-contained page; print its path."""
+    from ..report import build_report
+
+    path = build_report(run, permutations=permutations, seed=seed)
+    _console().print(f"wrote {path.parent / 'figures'}/ and {path}", highlight=False)
+    typer.echo(str(path))

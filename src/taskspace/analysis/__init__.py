@@ -1,0 +1,27 @@
+"""Analysis of task spaces: comparison with linguistic theory, controls, checkpoints and model sizes
+(DESIGN §2 "Comparing with theory", "Distributedness and dynamics").
+
+Plain arrays, DataFrames and dicts out::
+
+    from taskspace.analysis import compare_run, mantel, hypothesis_space
+    cmp = compare_run("runs/blimp")          # writes runs/blimp/comparison.json
+"""
+from __future__ import annotations
+
+from .clustering import cluster_space
+from .collect import Cell, ModelCells, RunData, load_probe_dir, load_run
+from .compare import compare_run, compare_spaces, summarize_space
+from .distributedness import summarize_distributedness
+from .dynamics import revision_key, space_correlation, space_dynamics, sudden_stage
+from .findings import findings, headline
+from .generalization import generalization_table, group_generalization, wide
+from .hypothesis import group_blocks, group_order, hypothesis_space
+from .stats import complete_tasks, mantel, spearman_offdiagonal, within_between
+
+__all__ = [
+    "Cell", "ModelCells", "RunData", "cluster_space", "compare_run", "compare_spaces", "complete_tasks",
+    "findings", "generalization_table", "group_blocks", "group_generalization", "group_order", "headline",
+    "hypothesis_space", "load_probe_dir", "load_run", "mantel", "revision_key", "space_correlation",
+    "space_dynamics", "spearman_offdiagonal", "sudden_stage", "summarize_distributedness",
+    "summarize_space", "wide", "within_between",
+]

@@ -1,0 +1,254 @@
+"""Compare task spaces with theory, with their controls, across checkpoints and across model sizes.
+
+:func:`compare_run` reads a RUN directory (or one probe DIR), computes everything in DESIGN §2
+"Comparing with theory" and "Distributedness and dynamics", and writes ``comparison.json``:
+
+``schema``, ``run``, ``provenance`` (versions, created, plan, analysis settings, per-cell provenance),
+``models`` (slug, name, size, n_parameters, revisions, control), ``probes`` (space names found),
+``cells`` (one per model × revision: per-space summaries against H, signed and absolute; per-module
+gradient gaps; distributedness; FTGD status; and ``versus_control``), ``generalization`` (per normalised
+transfer space: rows = groups, columns = checkpoints, and the per-size view), ``dynamics`` (per model
+and space), ``sizes`` (per space: one row per model at its final checkpoint), ``findings`` and
+``headline``.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..spaces import TaskSpace
+from .clustering import cluster_space
+from .collect import Cell, ModelCells, RunData, load_run
+from .distributedness import summarize_distributedness
+from .dynamics import space_dynamics
+from .generalization import generalization_table, table_to_dict
+from .hypothesis import hypothesis_space
+from .stats import complete_tasks, mantel, within_between
+
+SCHEMA = "taskspace.comparison/1"
+# Spaces whose entries are generalisation (normalised transfer), in order of preference.
+GENERALIZATION_SPACES = ("transfer_normalized", "baseline_normalized", "transfer_accuracy_normalized",
+                         "baseline_accuracy_normalized")
+# Spaces shown first in tables and figures.
+MAIN_SPACES = ("gradients", "overlap", "transfer_normalized", "baseline_normalized")
+
+
+def summarize_space(space: TaskSpace, *, permutations: int = 999, seed: int = 0) -> dict:
+    """A task space against the hypothesis space, signed and absolute.
+
+    ``signed``/``absolute``: within, between, difference (+ standard errors and counts), ``rho``
+    (Spearman with H over off-diagonal entries) and ``p`` (Mantel, one-sided); ``ari``/``ari_abs``:
+    adjusted Rand index of average-linkage clusters cut at the number of groups. Tasks with missing
+    entries (a failed fine-tuning) are left out of the test and clustering and listed in ``dropped``.
+    """
+    keep = complete_tasks(space.matrix)
+    dropped = [t for t, k in zip(space.tasks, keep) if not k]
+    sub = space.select([t for t, k in zip(space.tasks, keep) if k])
+    h = hypothesis_space(sub.groups)
+    out: dict[str, Any] = {"kind": space.kind, "n_tasks": space.n_tasks, "n_groups": len(set(space.groups)),
+                           "dropped": dropped}
+    for name, absolute in (("signed", False), ("absolute", True)):
+        wb = within_between(space.matrix, space.groups, absolute=absolute)
+        m = mantel(np.abs(sub.matrix) if absolute else sub.matrix, h, permutations=permutations, seed=seed)
+        out[name] = {**wb, "rho": m["rho"], "p": m["p"]}
+        out["permutations"], out["exact"] = m["permutations"], m["exact"]
+    out["ari"] = cluster_space(space)["ari"]
+    out["ari_abs"] = cluster_space(space, absolute=True)["ari"]
+    return out
+
+
+def _versus(trained: dict, control: dict) -> dict:
+    keys = ("within", "between", "difference", "rho")
+    t = {k: trained["signed"][k] for k in keys}
+    c = {k: control["signed"][k] for k in keys}
+    return {"trained": t, "control": c, "difference": {k: t[k] - c[k] for k in keys},
+            "trained_abs": {k: trained["absolute"][k] for k in keys},
+            "control_abs": {k: control["absolute"][k] for k in keys}}
+
+
+def _ftgd_summary(ftgd: dict[str, dict]) -> dict | None:
+    if not ftgd:
+        return None
+    failed = sorted(t for t, r in ftgd.items() if str(r.get("status", "ok")) != "ok")
+    damage = [r.get("lm_damage") for r in ftgd.values()]
+    damage = [float(d) for d in damage if isinstance(d, (int, float)) and math.isfinite(d)]
+    return {"n_tasks": len(ftgd), "n_failed": len(failed), "failed": failed,
+            "lm_damage_mean": float(np.mean(damage)) if damage else None}
+
+
+def _accuracy(cell: Cell) -> float | None:
+    if cell.scores is None or "accuracy" not in cell.scores:
+        return None
+    v = cell.scores["accuracy"].to_numpy(dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else None
+
+
+class _Summaries:
+    """Memoised space summaries, so a control shared by several checkpoints is tested once."""
+
+    def __init__(self, permutations: int, seed: int) -> None:
+        self.permutations, self.seed = permutations, seed
+        self._cache: dict[int, dict] = {}
+
+    def __call__(self, space: TaskSpace) -> dict:
+        key = id(space)
+        if key not in self._cache:
+            self._cache[key] = summarize_space(space, permutations=self.permutations, seed=self.seed)
+        return self._cache[key]
+
+
+def _cell_entry(model: ModelCells, cell: Cell, control: Cell | None, summarize: _Summaries,
+                progress) -> dict:
+    spaces = {}
+    for name, space in cell.spaces.items():
+        spaces[name] = summarize(space)
+        progress()
+    modules = {name: {k: within_between(s.matrix, s.groups)[k] for k in ("within", "between", "difference")}
+               for name, s in cell.by_module.items()}
+    dist = summarize_distributedness(cell.distributedness, cell.spaces.get("overlap"))
+    entry = {"id": f"{model.slug}@{cell.revision}", "model": model.slug, "revision": cell.revision,
+             "path": str(cell.path), "untrained": cell.untrained, "n_parameters": cell.n_parameters,
+             "is_control": model.control == cell.revision, "spaces": spaces, "modules": modules,
+             "distributedness": dist, "ftgd": _ftgd_summary(cell.ftgd), "accuracy": _accuracy(cell),
+             "control": None, "versus_control": {}}
+    if control is not None:
+        entry["control"] = control.revision
+        for name in cell.spaces.keys() & control.spaces.keys():
+            entry["versus_control"][name] = _versus(spaces[name], summarize(control.spaces[name]))
+        cdist = summarize_distributedness(control.distributedness, control.spaces.get("overlap"))
+        entry["distributedness_control"] = cdist
+    return entry
+
+
+def compare_run(run_dir: str | Path, *, permutations: int = 999, seed: int = 0, write: bool = True,
+                progress: bool = False) -> dict:
+    """Compare every task space of a RUN (or of one probe DIR) with theory, controls, checkpoints and
+    sizes; write ``comparison.json`` into it (atomically, with provenance) unless ``write=False``.
+
+    Returns the comparison as a plain dict (see the module docstring for its keys).
+    """
+    from ..io import write_json
+    from ..progress import progress_bar
+    from ..provenance import timestamp, versions
+    from .findings import findings, headline
+
+    run = load_run(run_dir)
+    summarize = _Summaries(permutations, seed)
+    cells = []
+    n_spaces = sum(len(c.spaces) for _, c in run.cells())
+    with progress_bar("comparing task spaces", n_spaces if progress else None) as advance:
+        for model, cell in run.cells():
+            ctrl = model.control_of(cell.revision)
+            cells.append(_cell_entry(model, cell, ctrl, summarize, advance))
+            # A control tree inside the DIR gets its own entry too (once: checkpoints share their control).
+            if cell.control is not None and f"{model.slug}@{cell.control.revision}" not in {c["id"] for c in cells}:
+                cells.append(_cell_entry(model, cell.control, None, summarize, lambda: None))
+                cells[-1]["is_control"] = True
+    out: dict[str, Any] = {
+        "schema": SCHEMA,
+        "run": str(run.root),
+        "kind": "probe_dir" if run.single_dir else "run",
+        "models": [{"slug": m.slug, "name": m.name, "size": m.size, "n_parameters": m.n_parameters,
+                    "revisions": m.revisions, "control": m.control,
+                    "cells": [f"{m.slug}@{r}" for r in m.cells]} for m in run.models],
+        "probes": run.probes,
+        "cells": cells,
+        "generalization": _generalization(run),
+        "dynamics": _dynamics(run),
+        "sizes": _sizes(run, cells),
+    }
+    out["findings"] = findings(out)
+    out["headline"] = headline(out)
+    out["provenance"] = {
+        "created": timestamp(), "versions": versions(), "plan": run.plan,
+        "analysis": {"permutations": permutations, "seed": seed, "test": "one-sided Mantel, Spearman",
+                     "clustering": "average linkage on 1 - S of (S + S^T)/2, cut at the number of groups"},
+        "cells": {f"{m.slug}@{c.revision}": _short_provenance(c.provenance) for m, c in run.cells()},
+    }
+    out = clean(out)
+    if write:
+        write_json(run.root / "comparison.json", out)
+    return out
+
+
+def compare_spaces(probe_dir: str | Path, **kwargs: Any) -> dict:
+    """:func:`compare_run` for a single probe DIR (one model checkpoint, with its ``control/`` tree
+    when there is one); writes ``DIR/comparison.json``."""
+    return compare_run(probe_dir, **kwargs)
+
+
+def _short_provenance(prov: dict) -> dict:
+    keep = ("model", "revision", "convention", "settings", "suite", "probe", "seed", "created", "versions")
+    return {k: prov[k] for k in keep if k in prov}
+
+
+def _generalization(run: RunData) -> dict:
+    out = {}
+    for name in GENERALIZATION_SPACES:
+        by_cell = {f"{m.slug}@{c.revision}": c.spaces[name] for m, c in run.cells() if name in c.spaces}
+        if not by_cell:
+            continue
+        finals = {m.slug: m.final.spaces[name] for m in run.models if m.final and name in m.final.spaces}
+        out[name] = {"by_checkpoint": table_to_dict(generalization_table(by_cell)),
+                     "by_checkpoint_abs": table_to_dict(generalization_table(by_cell, absolute=True)),
+                     "by_size": table_to_dict(generalization_table(finals)),
+                     "by_size_abs": table_to_dict(generalization_table(finals, absolute=True))}
+    return out
+
+
+def _dynamics(run: RunData) -> dict:
+    out: dict = {}
+    for m in run.models:
+        if len(m.revisions) < 2:
+            continue
+        per = {}
+        names = [n for n in run.probes if all(n in m.cells[r].spaces for r in m.revisions)]
+        for name in names:
+            cells = [m.cells[r] for r in m.revisions]
+            d = space_dynamics(m.revisions, [c.spaces[name] for c in cells],
+                               untrained=[c.untrained for c in cells])
+            if name in GENERALIZATION_SPACES:
+                d["generalization"] = table_to_dict(generalization_table(
+                    {r: m.cells[r].spaces[name] for r in m.revisions}))
+            per[name] = d
+        out[m.slug] = per
+    return out
+
+
+def _sizes(run: RunData, cells: list[dict]) -> dict:
+    by_id = {c["id"]: c for c in cells}
+    out: dict = {}
+    for name in run.probes:
+        rows = []
+        for m in run.models:
+            if m.final is None or name not in m.final.spaces:
+                continue
+            s = by_id[f"{m.slug}@{m.final.revision}"]["spaces"][name]
+            rows.append({"model": m.slug, "size": m.size, "n_parameters": m.n_parameters,
+                         "revision": m.final.revision, **{k: s["signed"][k] for k in
+                                                          ("within", "between", "difference", "se_difference",
+                                                           "se_within", "n_within", "rho", "p")},
+                         "difference_abs": s["absolute"]["difference"], "rho_abs": s["absolute"]["rho"],
+                         "ari": s["ari"]})
+        if rows:
+            out[name] = rows
+    return out
+
+
+def clean(obj: Any) -> Any:
+    """Make ``obj`` strict JSON: non-finite floats become None, numpy scalars plain numbers."""
+    if isinstance(obj, dict):
+        return {str(k): clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

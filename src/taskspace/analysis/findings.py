@@ -1,0 +1,219 @@
+"""The paper's findings, each next to what a run shows, computed from a comparison (DESIGN §2).
+
+Weber et al. report: (1) larger models generalise more within groups; (2) parameter sharing between
+related tasks grows with training; (3) task spaces change smoothly, with no sudden stages. Each finding
+here gets a verdict — ``reproduced``, ``partly reproduced``, ``not reproduced`` or ``inconclusive`` —
+with the numbers and the rule behind it, so a reader can disagree with the rule but not with the data.
+Everything works on the plain comparison dict, so it can be recomputed from ``comparison.json``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .dynamics import SUDDEN_RATIO
+
+REPRODUCED, PARTLY, NOT, INCONCLUSIVE = "reproduced", "partly reproduced", "not reproduced", "inconclusive"
+# A change counts only when it exceeds this many standard errors (entries treated as independent).
+Z = 2.0
+SPACE_LABEL = {"gradients": "gradient cosine", "overlap": "mask overlap (Jaccard)",
+               "transfer": "margin transfer T", "transfer_normalized": "normalised transfer T̃",
+               "transfer_accuracy": "accuracy transfer", "transfer_accuracy_normalized": "normalised accuracy transfer",
+               "baseline": "baseline transfer", "baseline_normalized": "normalised baseline transfer"}
+
+
+def _ok(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _fmt(x: Any, signed: bool = True) -> str:
+    if not _ok(x):
+        return "n/a"
+    return f"{x:+.3f}" if signed else f"{x:.3f}"
+
+
+def _fmt_p(p: Any) -> str:
+    if not _ok(p):
+        return "n/a"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def label(space: str) -> str:
+    """A reader's name for a space file name."""
+    return SPACE_LABEL.get(space, space.replace("_", " "))
+
+
+def _pick(available, preference) -> str | None:
+    return next((s for s in preference if s in available), None)
+
+
+def finding_sizes(cmp: dict) -> dict:
+    """Finding 1: larger models generalise more within groups (mean within-group entry, final checkpoints)."""
+    paper = ("Larger models generalise more within groups (per-group transfer grows from 27M to 70M to 203M "
+             "parameters, e.g. determiner-noun agreement 0.24 / 0.33 / 0.56).")
+    space = _pick(cmp.get("sizes", {}), ("transfer_normalized", "transfer", "gradients", "overlap"))
+    base = {"id": "sizes", "title": "Larger models generalise more within groups", "paper": paper, "space": space}
+    rows = cmp.get("sizes", {}).get(space, []) if space else []
+    if len(rows) < 2:
+        return {**base, "verdict": INCONCLUSIVE, "numbers": {},
+                "this_run": "This run has fewer than two model sizes with "
+                            f"{label(space) if space else 'a task space'}, so size cannot be compared."}
+    names = [r["model"] + (f" ({r['size']})" if r.get("size") and r["size"] != r["model"] else "") for r in rows]
+    within = [r["within"] for r in rows]
+    se = [r.get("se_within") for r in rows]
+    delta = within[-1] - within[0] if _ok(within[-1]) and _ok(within[0]) else float("nan")
+    se_d = math.hypot(se[-1], se[0]) if _ok(se[-1]) and _ok(se[0]) else float("nan")
+    monotone = all(_ok(a) and _ok(b) and b > a for a, b in zip(within, within[1:]))
+    groups_up = None
+    gen = cmp.get("generalization", {}).get(space, {}).get("by_size") if space else None
+    if gen:
+        first, last = rows[0]["model"], rows[-1]["model"]
+        pairs = [(gen["cells"][g].get(first, {}).get("mean"), gen["cells"][g].get(last, {}).get("mean"))
+                 for g in gen["groups"]]
+        pairs = [(a, b) for a, b in pairs if _ok(a) and _ok(b)]
+        groups_up = (sum(b > a for a, b in pairs), len(pairs))
+    if not _ok(delta):
+        verdict = INCONCLUSIVE
+    elif _ok(se_d) and abs(delta) <= Z * se_d:
+        verdict = INCONCLUSIVE
+    elif delta > 0:
+        verdict = REPRODUCED if monotone else PARTLY
+    else:
+        verdict = NOT
+    vals = ", ".join(f"{n} {_fmt(w)} ± {_fmt(s, False)}" for n, w, s in zip(names, within, se))
+    text = (f"Mean within-group {label(space)} at the final checkpoint, smallest to largest model: {vals} "
+            f"(mean ± s.e.); largest − smallest = {_fmt(delta)} (s.e. {_fmt(se_d, False)})"
+            + ("" if monotone else "; not monotone in size") + ".")
+    if groups_up:
+        text += f" {groups_up[0]} of {groups_up[1]} groups generalise more in the largest model than in the smallest."
+    rule = (f"reproduced: grows monotonically with size and largest − smallest > {Z:g} s.e.; partly: larger "
+            f"but not monotone; not reproduced: smaller by > {Z:g} s.e.; inconclusive: within {Z:g} s.e.")
+    return {**base, "verdict": verdict, "this_run": text, "rule": rule,
+            "numbers": {"models": names, "within": within, "se_within": se, "delta": delta,
+                        "se_delta": se_d, "monotone": monotone,
+                        "groups_up": list(groups_up) if groups_up else None}}
+
+
+def finding_sharing(cmp: dict) -> dict:
+    """Finding 2: parameter sharing between related tasks (within − between overlap) grows with training."""
+    paper = "Parameter sharing between related tasks (overlap of their subnetworks) grows with training."
+    dyn = cmp.get("dynamics", {})
+    available = {s for per in dyn.values() for s in per}
+    space = _pick(available, ("overlap", "gradients"))
+    base = {"id": "sharing", "title": "Sharing between related tasks grows with training", "paper": paper,
+            "space": space}
+    if space is None:
+        return {**base, "verdict": INCONCLUSIVE, "numbers": {},
+                "this_run": "No model in this run has overlap or gradient spaces at two or more checkpoints."}
+    per_model, parts = {}, []
+    for slug, per in dyn.items():
+        d = per.get(space)
+        if not d:
+            continue
+        diff, se = d["difference"], d["se_difference"]
+        if not (_ok(diff[0]) and _ok(diff[-1])):
+            continue
+        delta = diff[-1] - diff[0]
+        se_d = math.hypot(se[0], se[-1]) if _ok(se[0]) and _ok(se[-1]) else float("nan")
+        trend = "up" if delta > (Z * se_d if _ok(se_d) else 0) else (
+            "down" if delta < -(Z * se_d if _ok(se_d) else 0) else "flat")
+        per_model[slug] = {"revisions": d["revisions"], "difference": diff, "delta": delta, "se_delta": se_d,
+                           "trend": trend}
+        parts.append(f"{slug}: {_fmt(diff[0])} at {d['revisions'][0]} → {_fmt(diff[-1])} at "
+                     f"{d['revisions'][-1]} ({trend}, Δ {_fmt(delta)} ± {_fmt(se_d, False)})")
+    if not per_model:
+        return {**base, "verdict": INCONCLUSIVE, "numbers": {}, "this_run": "No usable checkpoints."}
+    trends = [v["trend"] for v in per_model.values()]
+    if all(t == "up" for t in trends):
+        verdict = REPRODUCED
+    elif "up" in trends:
+        verdict = PARTLY
+    elif "down" in trends:
+        verdict = NOT
+    else:
+        verdict = INCONCLUSIVE
+    text = f"Within − between {label(space)} from the first to the final checkpoint: " + "; ".join(parts) + "."
+    rule = (f"reproduced: the gap grows by more than {Z:g} s.e. in every model; partly: in some; not "
+            f"reproduced: it shrinks and grows in none; inconclusive: no change beyond {Z:g} s.e.")
+    return {**base, "verdict": verdict, "this_run": text, "rule": rule, "numbers": per_model}
+
+
+def finding_smooth(cmp: dict) -> dict:
+    """Finding 3: task spaces change smoothly over training (no step-to-step change far above the rest)."""
+    paper = "Task spaces change smoothly during training, with no sudden stages."
+    dyn = cmp.get("dynamics", {})
+    available = {s for per in dyn.values() for s in per}
+    space = _pick(available, ("gradients", "overlap", "transfer_normalized"))
+    base = {"id": "smooth", "title": "Task spaces change smoothly, no sudden stages", "paper": paper,
+            "space": space}
+    per_model, parts = {}, []
+    for slug, per in dyn.items():
+        d = per.get(space) if space else None
+        if not d:
+            continue
+        s = d["sudden"]
+        used = s.get("trained_only") or s
+        note = " (after the onset of training, which is the largest change)" if s.get("trained_only") else ""
+        per_model[slug] = {"rho_next": d["rho_next"], "rho_final": d["rho_final"], "ratio": used["ratio"],
+                           "at": used["at"], "sudden": used["sudden"], "n_transitions": used["n_transitions"],
+                           "trained_only": bool(s.get("trained_only"))}
+        rhos = ", ".join(_fmt(r, False) for r in d["rho_next"])
+        if _ok(used["ratio"]):
+            parts.append(f"{slug}: ρ with the next checkpoint {rhos}; largest change {used['at']} is "
+                         f"{_fmt(used['ratio'], False)}× the median of the others{note}")
+        else:
+            parts.append(f"{slug}: ρ with the next checkpoint {rhos} (one transition only)")
+    testable = [v for v in per_model.values() if v["sudden"] is not None]
+    if not testable:
+        verdict = INCONCLUSIVE
+        text = ("Too few checkpoints: the sudden-stage test needs at least two step-to-step changes "
+                "(three checkpoints)." + (" " + "; ".join(parts) + "." if parts else ""))
+    else:
+        verdict = NOT if any(v["sudden"] for v in testable) else REPRODUCED
+        text = f"Spearman between consecutive {label(space)} spaces — " + "; ".join(parts) + "."
+    rule = (f"not reproduced: some step-to-step change (1 − ρ) exceeds {SUDDEN_RATIO:g}× the median of the "
+            "others; reproduced otherwise; checkpoints are compared as given, whatever their spacing.")
+    return {**base, "verdict": verdict, "this_run": text, "rule": rule, "numbers": per_model}
+
+
+def findings(cmp: dict) -> list[dict]:
+    """The three findings of the paper, each with ``paper``, ``this_run``, ``verdict``, ``rule``, ``numbers``."""
+    return [finding_sizes(cmp), finding_sharing(cmp), finding_smooth(cmp)]
+
+
+def headline(cmp: dict) -> dict:
+    """The numbers that answer "does the task space match theory, does it grow with size and training",
+    for the largest model's final checkpoint, with one-line texts in ``lines``."""
+    models = cmp.get("models", [])
+    out: dict[str, Any] = {"model": None, "revision": None, "spaces": {}, "verdicts": {}, "lines": []}
+    if not models:
+        return out
+    m = models[-1]
+    rev = m["revisions"][-1] if m["revisions"] else None
+    cell = next((c for c in cmp["cells"] if c["model"] == m["slug"] and c["revision"] == rev), None)
+    out.update(model=m["slug"], revision=rev)
+    if cell is None:
+        return out
+    for name in ("gradients", "overlap", "transfer_normalized", "baseline_normalized", "transfer"):
+        s = cell["spaces"].get(name)
+        if s is None:
+            continue
+        vc = cell["versus_control"].get(name)
+        e = {"within": s["signed"]["within"], "between": s["signed"]["between"],
+             "difference": s["signed"]["difference"], "rho": s["signed"]["rho"], "p": s["signed"]["p"],
+             "difference_abs": s["absolute"]["difference"], "rho_abs": s["absolute"]["rho"],
+             "p_abs": s["absolute"]["p"], "ari": s["ari"],
+             "control": cell.get("control"),
+             "control_difference": vc["control"]["difference"] if vc else None,
+             "gain_over_control": vc["difference"]["difference"] if vc else None}
+        out["spaces"][name] = e
+        line = (f"{label(name)}: within {_fmt(e['within'])} vs between {_fmt(e['between'])} "
+                f"(gap {_fmt(e['difference'])}), Spearman with theory ρ = {_fmt(e['rho'])} (p = {_fmt_p(e['p'])}), "
+                f"ARI {_fmt(e['ari'])}")
+        if vc:
+            line += f"; control {cell['control']} gap {_fmt(e['control_difference'])}"
+        out["lines"].append(line)
+    for f in cmp.get("findings", []):
+        out["verdicts"][f["id"]] = f["verdict"]
+        out["lines"].append(f"{f['title']}: {f['verdict']}")
+    return out

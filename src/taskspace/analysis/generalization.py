@@ -1,0 +1,68 @@
+"""Per-group generalisation: mean ± std of the normalised transfer ``T̃[a, b]`` over ordered pairs
+a ≠ b inside a group — the shape of the paper's table (rows = groups, one column per model or
+checkpoint)."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..spaces import TaskSpace
+from .hypothesis import group_order
+
+
+def group_generalization(space: TaskSpace, *, absolute: bool = False) -> pd.DataFrame:
+    """One row per group: ``group``, ``n_tasks``, ``n`` (finite entries used), ``mean``, ``std``.
+
+    Entries are ``S[a, b]`` for a ≠ b in the group, both directions (a transfer space is not
+    symmetric). ``std`` is the sample standard deviation (ddof=1); a group of one task has ``n = 0``
+    and NaN statistics. With ``absolute=True`` the statistics are of ``|S[a, b]|``.
+    """
+    m = np.abs(space.matrix) if absolute else space.matrix
+    rows = []
+    groups = [space.groups[i] for i in group_order(space.groups)]
+    for g in dict.fromkeys(groups):
+        idx = [i for i, x in enumerate(space.groups) if x == g]
+        vals = np.array([m[a, b] for a in idx for b in idx if a != b], dtype=float)
+        vals = vals[np.isfinite(vals)]
+        rows.append({"group": g, "n_tasks": len(idx), "n": int(vals.size),
+                     "mean": float(vals.mean()) if vals.size else float("nan"),
+                     "std": float(vals.std(ddof=1)) if vals.size > 1 else float("nan")})
+    return pd.DataFrame(rows, columns=["group", "n_tasks", "n", "mean", "std"])
+
+
+def generalization_table(spaces: Mapping[str, TaskSpace], *, absolute: bool = False) -> pd.DataFrame:
+    """Long table over several spaces (one per model or checkpoint): columns ``column``, ``group``,
+    ``n_tasks``, ``n``, ``mean``, ``std``. Groups appear in the order of the first space that has them.
+    """
+    frames = []
+    for label, space in spaces.items():
+        df = group_generalization(space, absolute=absolute)
+        df.insert(0, "column", label)
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=["column", "group", "n_tasks", "n", "mean", "std"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def wide(table: pd.DataFrame, value: str = "mean") -> pd.DataFrame:
+    """The long table as rows = groups, columns = models/checkpoints (values of ``value``)."""
+    groups = list(dict.fromkeys(table["group"]))
+    columns = list(dict.fromkeys(table["column"]))
+    out = table.pivot(index="group", columns="column", values=value)
+    return out.reindex(index=groups, columns=columns)
+
+
+def table_to_dict(table: pd.DataFrame) -> dict:
+    """``{"columns": [...], "groups": [...], "cells": {group: {column: {mean, std, n}}}}`` for JSON."""
+    groups = list(dict.fromkeys(table["group"]))
+    columns = list(dict.fromkeys(table["column"]))
+    cells: dict = {g: {} for g in groups}
+    for r in table.itertuples(index=False):
+        cells[r.group][r.column] = {"mean": _f(r.mean), "std": _f(r.std), "n": int(r.n), "n_tasks": int(r.n_tasks)}
+    return {"columns": columns, "groups": groups, "cells": cells}
+
+
+def _f(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)

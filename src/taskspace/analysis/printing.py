@@ -1,0 +1,84 @@
+"""Readable terminal tables (rich) of a comparison dict, as written to ``comparison.json``."""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from .findings import label
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
+
+_MAIN = ("gradients", "overlap", "transfer_normalized", "baseline_normalized")
+_VERDICT_STYLE = {"reproduced": "green", "partly reproduced": "yellow", "not reproduced": "red",
+                  "inconclusive": "dim"}
+
+
+def _f(x: Any, signed: bool = True) -> str:
+    if not (isinstance(x, (int, float)) and math.isfinite(x)):
+        return "–"
+    return f"{x:+.3f}" if signed else f"{x:.3f}"
+
+
+def _p(x: Any) -> str:
+    if not (isinstance(x, (int, float)) and math.isfinite(x)):
+        return "–"
+    return f"{x:.3f}" if x >= 0.001 else f"{x:.1e}"
+
+
+def print_comparison(console: "Console", cmp: dict, *, all_spaces: bool = False) -> None:
+    """Print the theory table, the generalisation table, the dynamics and the findings."""
+    from rich.table import Table
+
+    t = Table(title="task spaces against theory (H: 1 within a group, 0 across)", title_justify="left")
+    for col in ("checkpoint", "space", "within", "between", "gap", "ρ with H", "p", "|gap|", "ARI",
+                "gap − control"):
+        t.add_column(col, justify="left" if col in ("checkpoint", "space") else "right",
+                     no_wrap=col in ("checkpoint", "space"))
+    for c in cmp["cells"]:
+        for name, s in c["spaces"].items():
+            if not all_spaces and name not in _MAIN and any(n in c["spaces"] for n in _MAIN):
+                continue
+            vc = c["versus_control"].get(name)
+            t.add_row(c["id"] + (" (control)" if c.get("is_control") else ""), name,
+                      _f(s["signed"]["within"]), _f(s["signed"]["between"]), _f(s["signed"]["difference"]),
+                      _f(s["signed"]["rho"]), _p(s["signed"]["p"]), _f(s["absolute"]["difference"]),
+                      _f(s["ari"]), _f(vc["difference"]["difference"]) if vc else "–")
+    console.print(t)
+    for name, g in cmp.get("generalization", {}).items():
+        tab = g["by_size"] if len(g["by_size"]["columns"]) > 1 else g["by_checkpoint"]
+        gt = Table(title=f"per-group generalisation: {label(name)}, mean ± std over a ≠ b in the group",
+                   title_justify="left")
+        gt.add_column("group")
+        for col in tab["columns"]:
+            gt.add_column(col, justify="right")
+        for grp in tab["groups"]:
+            cells = [tab["cells"][grp].get(col, {}) for col in tab["columns"]]
+            gt.add_row(grp, *[f"{_f(c.get('mean'))} ± {_f(c.get('std'), False)}" if c.get("mean") is not None
+                              else "–" for c in cells])
+        console.print(gt)
+    for slug, per in cmp.get("dynamics", {}).items():
+        names = [n for n in _MAIN if n in per]
+        if not names:
+            continue
+        dt = Table(title=f"{slug} over training: gap (within − between), ρ with the next / final space",
+                   title_justify="left")
+        dt.add_column("revision")
+        for n in names:
+            dt.add_column(f"{n} gap", justify="right")
+            dt.add_column("ρ next", justify="right")
+            dt.add_column("ρ final", justify="right")
+        revs = per[names[0]]["revisions"]
+        for i, r in enumerate(revs):
+            row = [r]
+            for n in names:
+                d = per[n]
+                row += [_f(d["difference"][i]), _f(d["rho_next"][i]) if i < len(d["rho_next"]) else "",
+                        _f(d["rho_final"][i])]
+            dt.add_row(*row)
+        console.print(dt)
+    console.print("[bold]The paper's findings, next to this run[/bold]")
+    for f in cmp.get("findings", []):
+        style = _VERDICT_STYLE.get(f["verdict"], "")
+        console.print(f"• {f['title']}: [{style}]{f['verdict']}[/{style}]")
+        console.print(f"  {f['this_run']}", highlight=False)

@@ -1,0 +1,142 @@
+"""Statistics of a task space against theory: within- vs between-group means, Spearman correlation
+with the hypothesis space and its Mantel permutation test (DESIGN §2 "Comparing with theory").
+
+Everything works on plain ``(n, n)`` arrays; the diagonal (a task with itself) never counts.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+from .hypothesis import hypothesis_space
+
+# Permutation statistics equal to the observed one up to float rounding count as "at least as large".
+_TIE_EPS = 1e-12
+
+
+def offdiagonal(n: int) -> np.ndarray:
+    """Boolean mask of the off-diagonal entries of an ``n × n`` matrix."""
+    return ~np.eye(n, dtype=bool)
+
+
+def complete_tasks(matrix: np.ndarray) -> np.ndarray:
+    """Boolean mask of the tasks whose off-diagonal row and column are finite everywhere.
+
+    A failed fine-tuning leaves a row of NaN in a transfer space; dropping such tasks (rather than
+    single entries) keeps a permutation test valid, since it permutes whole tasks.
+    """
+    m = np.asarray(matrix, dtype=float)
+    keep = np.ones(m.shape[0], dtype=bool)
+    # Drop the task with the most missing entries first, until what is left is complete.
+    while keep.sum() > 0:
+        sub = m[np.ix_(keep, keep)]
+        bad = ~np.isfinite(sub) & offdiagonal(sub.shape[0])
+        if not bad.any():
+            break
+        counts = bad.sum(0) + bad.sum(1)
+        idx = np.flatnonzero(keep)[int(np.argmax(counts))]
+        keep[idx] = False
+    return keep
+
+
+def within_between(matrix: np.ndarray, groups: Sequence[str], *, absolute: bool = False) -> dict[str, float]:
+    """Mean of the off-diagonal entries within groups and between groups, and their difference.
+
+    With ``absolute=True`` the means are of ``|S|`` (paradigms of one group can reward opposite forms,
+    so a strongly negative pair is as "grouped" as a strongly positive one). NaN entries are ignored.
+    Also returns the standard errors of the two means and of the difference (entries treated as
+    independent: a rough guide, the Mantel test is the calibrated one).
+    """
+    m = np.abs(np.asarray(matrix, dtype=float)) if absolute else np.asarray(matrix, dtype=float)
+    h = hypothesis_space(groups)
+    off = offdiagonal(len(groups))
+    w = m[(h == 1) & off]
+    b = m[(h == 0) & off]
+    w = w[np.isfinite(w)]
+    b = b[np.isfinite(b)]
+    wm, ws = _mean_se(w)
+    bm, bs = _mean_se(b)
+    return {"within": wm, "between": bm, "difference": wm - bm,
+            "se_within": ws, "se_between": bs, "se_difference": float(math.hypot(ws, bs)),
+            "n_within": int(w.size), "n_between": int(b.size)}
+
+
+def _mean_se(x: np.ndarray) -> tuple[float, float]:
+    if x.size == 0:
+        return float("nan"), float("nan")
+    se = float(np.std(x, ddof=1) / math.sqrt(x.size)) if x.size > 1 else float("nan")
+    return float(np.mean(x)), se
+
+
+def _offdiag_ranks(matrix: np.ndarray) -> np.ndarray:
+    """A matrix holding the average ranks of the off-diagonal entries (diagonal 0)."""
+    n = matrix.shape[0]
+    off = offdiagonal(n)
+    r = np.zeros((n, n))
+    r[off] = rankdata(matrix[off])
+    return r
+
+
+def spearman_offdiagonal(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman correlation between the off-diagonal entries of two square matrices (NaN pairs dropped)."""
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    off = offdiagonal(a.shape[0])
+    x, y = a[off], b[off]
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(rankdata(x), rankdata(y))[0, 1])
+
+
+def mantel(matrix: np.ndarray, reference: np.ndarray, *, permutations: int = 999, seed: int = 0,
+           chunk: int = 128) -> dict:
+    """Spearman correlation of the off-diagonal entries of ``matrix`` with ``reference`` and a one-sided
+    Mantel permutation test (is the correlation larger than chance?).
+
+    Task labels are permuted jointly on rows and columns of ``matrix``. When ``n!`` is at most
+    ``permutations + 1`` every permutation is enumerated and ``p`` is exact (the fraction of all
+    permutations, the identity included, whose statistic is at least the observed one). Otherwise
+    ``permutations`` random ones are drawn as successive ``rng.permutation(n)`` calls of
+    ``numpy.random.default_rng(seed)`` and ``p = (1 + #{≥ observed}) / (1 + permutations)``.
+
+    ``matrix`` must be finite off the diagonal (see :func:`complete_tasks`). Returns ``rho``, ``p``,
+    ``permutations`` (the number used), ``exact`` and ``n_tasks``; ``rho`` and ``p`` are NaN when either
+    matrix is constant off the diagonal (e.g. a single group).
+    """
+    s = np.asarray(matrix, dtype=float)
+    h = np.asarray(reference, dtype=float)
+    n = s.shape[0]
+    off = offdiagonal(n)
+    if not np.isfinite(s[off]).all():
+        raise ValueError("matrix has non-finite off-diagonal entries; select complete tasks first")
+    out = {"rho": float("nan"), "p": float("nan"), "permutations": 0, "exact": False, "n_tasks": n}
+    if n < 3 or np.ptp(s[off]) == 0 or np.ptp(h[off]) == 0:
+        return out
+    # Spearman = Pearson of ranks. Permuting tasks permutes the off-diagonal entries among themselves,
+    # so ranks, means and norms are invariant and only the cross product changes.
+    a = _offdiag_ranks(s)
+    b = _offdiag_ranks(h)
+    a[off] -= a[off].mean()
+    b[off] -= b[off].mean()
+    norm = math.sqrt(float((a[off] ** 2).sum()) * float((b[off] ** 2).sum()))
+    observed = float((a * b).sum()) / norm
+    exact = math.factorial(n) <= permutations + 1
+    if exact:
+        perms = np.array(list(itertools.permutations(range(n))), dtype=np.intp)
+    else:
+        rng = np.random.default_rng(seed)
+        perms = np.stack([rng.permutation(n) for _ in range(permutations)]).astype(np.intp)
+    count = 0
+    for i in range(0, len(perms), chunk):
+        p = perms[i:i + chunk]
+        stats = (a[p[:, :, None], p[:, None, :]] * b).sum(axis=(1, 2)) / norm
+        count += int((stats >= observed - _TIE_EPS).sum())
+    p_value = count / len(perms) if exact else (1 + count) / (1 + len(perms))
+    out.update(rho=observed, p=float(p_value), permutations=int(len(perms)), exact=bool(exact))
+    return out

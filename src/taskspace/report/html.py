@@ -1,0 +1,477 @@
+"""``report.html``: one self-contained page (plotly.js inlined, no network) with the headline numbers
+first, the paper's findings next to this run's, interactive heatmaps (hover: task a, task b, value, CI),
+the tables, the static figures and the provenance."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..analysis.collect import RunData, load_run
+from ..analysis.findings import label
+from ..analysis.hypothesis import group_order
+from ..spaces import TaskSpace
+from .figures import MAIN_SPACES, is_signed
+
+_TRANSFER_LIKE = ("transfer", "baseline")
+
+
+# -- small formatting helpers ----------------------------------------------------------------------
+def _ok(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _f(x: Any, signed: bool = True, digits: int = 3) -> str:
+    if not _ok(x):
+        return "–"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def _p(x: Any) -> str:
+    if not _ok(x):
+        return "–"
+    return f"{x:.3f}" if x >= 0.001 else f"{x:.1e}"
+
+
+def _e(s: Any) -> str:
+    return html.escape(str(s))
+
+
+def _color(v: Any, vmax: float) -> dict:
+    """Background on a red (positive) / blue (negative) scale, white at 0."""
+    if not _ok(v) or vmax <= 0:
+        return {}
+    t = max(-1.0, min(1.0, v / vmax))
+    a = abs(t) * 0.55
+    rgb = (214, 96, 77) if t > 0 else (67, 147, 195)
+    return {"style": f"background: rgba({rgb[0]},{rgb[1]},{rgb[2]},{a:.2f})"}
+
+
+def _table(header: list[str], rows: Iterable[list], left: int = 1, cls: str = "") -> str:
+    """Cells are already-escaped HTML, or ``(html, {"style": ..., "class": ..., "colspan": ...})``."""
+    out = [f'<div class="scroll"><table class="{cls}"><tr>']
+    out += [f'<th class="{"l" if i < left else ""}">{h}</th>' for i, h in enumerate(header)]
+    out.append("</tr>")
+    for r in rows:
+        out.append("<tr>")
+        for i, c in enumerate(r):
+            text, attrs = c if isinstance(c, tuple) else (c, {})
+            classes = " ".join(x for x in ("l" if i < left else "", attrs.get("class", "")) if x)
+            extra = "".join(f' {k}="{v}"' for k, v in attrs.items() if k != "class")
+            out.append(f'<td class="{classes}"{extra}>{text}</td>')
+        out.append("</tr>")
+    out.append("</table></div>")
+    return "".join(out)
+
+
+def _badge(verdict: str) -> str:
+    return f'<span class="badge v-{_e(verdict.replace(" ", "-"))}">{_e(verdict)}</span>'
+
+
+def _img(path: Path, caption: str) -> str:
+    if not path.exists():
+        return ""
+    b64 = base64.b64encode(path.read_bytes()).decode()
+    return (f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{b64}">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
+# -- data for the interactive explorer ---------------------------------------------------------------
+def _round(m: np.ndarray | None) -> list | None:
+    if m is None:
+        return None
+    return [[float(f"{x:.4g}") if np.isfinite(x) else None for x in row] for row in m]
+
+
+def _payload(space: TaskSpace) -> dict:
+    s = space.select([space.tasks[i] for i in group_order(space.groups)])
+    has_ci = s.ci_low is not None and s.ci_high is not None and (np.isfinite(s.ci_low).any())
+    return {"tasks": s.tasks, "groups": s.groups, "z": _round(s.matrix),
+            "lo": _round(s.ci_low) if has_ci else None, "hi": _round(s.ci_high) if has_ci else None}
+
+
+def explorer_data(run: RunData, cmp: dict) -> dict:
+    """Matrices (group-ordered, 4 significant digits) and the list of views for the explorer."""
+    shown = [n for n in MAIN_SPACES if n in run.probes] or run.probes
+    cells: dict[str, dict] = {}
+    spaces: dict[str, dict] = {}
+    views: list[dict] = []
+    headline = cmp.get("headline", {})
+    default = 0
+    for name in shown:
+        transfer_like = name.startswith(_TRANSFER_LIKE)
+        signed = True
+        for m, c in run.cells():
+            if name in c.spaces:
+                cid = f"{m.slug}@{c.revision}"
+                cells.setdefault(cid, {})[name] = _payload(c.spaces[name])
+                signed = is_signed(c.spaces[name])
+        spaces[name] = {"label": label(name), "signed": signed,
+                        "row": "fine-tuned on (a)" if transfer_like else "task a",
+                        "col": "evaluated on (b)" if transfer_like else "task b"}
+        for m in reversed(run.models):
+            for rev in reversed(m.revisions):
+                cell = m.cells[rev]
+                if name not in cell.spaces:
+                    continue
+                ctrl = m.control_of(rev)
+                cid = f"{m.slug}@{rev}"
+                panels = [{"title": f"{m.slug} @ {rev}", "cell": cid, "space": name}]
+                text = f"{label(name)} — {m.slug} @ {rev}"
+                if ctrl is not None and name in ctrl.spaces:
+                    kid = f"{m.slug}@{ctrl.revision}"
+                    cells.setdefault(kid, {})[name] = _payload(ctrl.spaces[name])
+                    panels += [{"title": f"control: {ctrl.revision}", "cell": kid, "space": name},
+                               {"title": "difference", "cell": cid, "minus": kid, "space": name}]
+                    text += f" beside its control ({ctrl.revision}) and the difference"
+                if (m.slug == headline.get("model") and rev == headline.get("revision")
+                        and name == next((n for n in ("transfer_normalized", "gradients") if n in shown), name)
+                        and not views[default:default + 1] == [] and default == 0):
+                    default = len(views)
+                views.append({"group": label(name), "label": text, "space": name, "panels": panels,
+                              "caption": _caption(name)})
+        finals = [m for m in run.models if m.final is not None and name in m.final.spaces]
+        if len(finals) > 1:
+            views.append({"group": label(name), "label": f"{label(name)} — model sizes side by side (final checkpoints)",
+                          "space": name, "caption": _caption(name),
+                          "panels": [{"title": f"{m.slug} @ {m.final.revision}", "cell": f"{m.slug}@{m.final.revision}",
+                                      "space": name} for m in finals]})
+        for m in run.models:
+            revs = [r for r in m.revisions if name in m.cells[r].spaces]
+            if len(revs) > 1:
+                views.append({"group": label(name), "label": f"{label(name)} — {m.slug} over training",
+                              "space": name, "caption": _caption(name),
+                              "panels": [{"title": f"{m.slug} @ {r}", "cell": f"{m.slug}@{r}", "space": name}
+                                         for r in revs]})
+    return {"cells": cells, "spaces": spaces, "views": views, "default_view": default}
+
+
+def _caption(name: str) -> str:
+    if name.startswith(_TRANSFER_LIKE):
+        return ("Rows: the task fine-tuned on (a); columns: the task evaluated (b). Tasks ordered by group, "
+                "black lines separate groups. Hover for the value and its bootstrap 95% CI.")
+    return "Tasks ordered by group; black lines separate groups. Hover for the pair of tasks and the value."
+
+
+# -- sections ---------------------------------------------------------------------------------------
+def _main_space(cmp: dict) -> str | None:
+    spaces = cmp.get("headline", {}).get("spaces", {})
+    return next((n for n in ("transfer_normalized", "gradients", "overlap") if n in spaces), next(iter(spaces), None))
+
+
+def _headline(cmp: dict) -> str:
+    h = cmp.get("headline", {})
+    main = _main_space(cmp)
+    cards = []
+    if main:
+        e = h["spaces"][main]
+        match = _ok(e["p"]) and e["p"] < 0.05 and _ok(e["difference"]) and e["difference"] > 0
+        verdict = "yes" if match else "no"
+        detail = (f"{_e(label(main))}, {_e(h['model'])} @ {_e(h['revision'])}: within {_f(e['within'])} vs "
+                  f"between {_f(e['between'])}; Mantel p = {_p(e['p'])}; clusters vs groups ARI {_f(e['ari'])}")
+        if e.get("control"):
+            detail += f"; control ({_e(e['control'])}) gap {_f(e['control_difference'])}"
+        cards.append(f'<div class="card"><div class="q">Does the task space match linguistic theory?</div>'
+                     f'<div class="big">ρ = {_f(e["rho"])} {_badge(verdict)}</div>'
+                     f'<div class="detail">{detail}</div></div>')
+    for f in cmp.get("findings", []):
+        n = f.get("numbers") or {}
+        if f["id"] == "sizes" and n.get("models"):
+            big = " → ".join(_f(x) for x in n["within"])
+            detail = f"within-group {_e(label(f['space']))}: " + ", ".join(_e(m) for m in n["models"])
+        elif f["id"] == "sharing" and n:
+            big = "; ".join(f"{_f(v['difference'][0])} → {_f(v['difference'][-1])}" for v in n.values())
+            detail = f"within − between {_e(label(f['space']))}, first → final checkpoint, per model"
+        elif f["id"] == "smooth" and n:
+            ratios = [v["ratio"] for v in n.values() if _ok(v.get("ratio"))]
+            big = f"max ratio {max(ratios):.2f}" if ratios else "–"
+            detail = "largest step-to-step change ÷ median of the others (sudden stage above 3)"
+        else:
+            big, detail = "–", _e(f["this_run"])
+        q = {"sizes": "Does it grow with model size?", "sharing": "Does sharing grow with training?",
+             "smooth": "Does it change smoothly over training?"}.get(f["id"], f["title"])
+        cards.append(f'<div class="card"><div class="q">{_e(q)}</div><div class="big">{big}</div>'
+                     f'<div>{_badge(f["verdict"])}</div><div class="detail">{detail}</div></div>')
+    rows = []
+    for name, e in h.get("spaces", {}).items():
+        rows.append([_e(label(name)), _f(e["within"]), _f(e["between"]), _f(e["difference"]), _f(e["rho"]),
+                     _p(e["p"]), _f(e["difference_abs"]), _f(e["rho_abs"]), _f(e["ari"]),
+                     _f(e.get("control_difference")), _f(e.get("gain_over_control"))])
+    table = _table(["space", "within", "between", "gap", "ρ with H", "Mantel p", "|gap|", "|ρ|", "ARI",
+                    "control gap", "gap − control gap"], rows) if rows else ""
+    where = f"{_e(h.get('model'))} @ {_e(h.get('revision'))}" if h.get("model") else ""
+    return (f'<section id="headline"><h2>Headline</h2><div class="cards">{"".join(cards)}</div>'
+            f"<h3>The largest model's final checkpoint ({where}) against theory</h3>{table}"
+            '<p class="note">gap = mean of off-diagonal entries within groups − between groups; ρ = Spearman '
+            "correlation of the off-diagonal entries with the hypothesis space H (1 within a group, 0 across), "
+            "one-sided Mantel permutation test; |·| = the same on absolute values (paradigms of one group can "
+            "reward opposite forms); ARI = average-linkage clusters vs groups.</p></section>")
+
+
+def _findings(cmp: dict) -> str:
+    rows = []
+    for f in cmp.get("findings", []):
+        wrap = {"class": "wrap"}
+        rows.append([(f"<b>{_e(f['title'])}</b><br>{_e(f['paper'])}", wrap), (_e(f["this_run"]), wrap),
+                     _badge(f["verdict"]), (f'<span style="color:var(--muted)">{_e(f.get("rule", ""))}</span>', wrap)])
+    return ('<section id="findings"><h2>The paper\'s findings, next to this run</h2>'
+            + _table(["the paper (Weber et al. 2024)", "this run", "verdict", "rule"], rows, left=4,
+                     cls="findings")
+            + "</section>")
+
+
+def _explorer() -> str:
+    return ('<section id="explorer"><h2>Task spaces (interactive)</h2><div class="explorer">'
+            '<label>view: <select id="ts-view"></select></label><div id="ts-plot" class="plot"></div>'
+            '<p class="note" id="ts-caption"></p></div></section>')
+
+
+def _summary_table(cmp: dict) -> str:
+    rows = []
+    for c in cmp.get("cells", []):
+        for name, s in c["spaces"].items():
+            vc = c["versus_control"].get(name)
+            rows.append([_e(c["model"]), _e(c["revision"]) + (" (control)" if c.get("is_control") else ""),
+                         _e(label(name)), str(s["n_tasks"]), _f(s["signed"]["within"]), _f(s["signed"]["between"]),
+                         _f(s["signed"]["difference"]), _f(s["signed"]["rho"]), _p(s["signed"]["p"]),
+                         _f(s["absolute"]["difference"]), _f(s["absolute"]["rho"]), _p(s["absolute"]["p"]),
+                         _f(s["ari"]), _f(s["ari_abs"]),
+                         _f(vc["difference"]["difference"]) if vc else "–",
+                         _e(", ".join(s["dropped"])) or ""])
+    return ('<section id="theory"><h2>Every task space against theory</h2>'
+            + _table(["model", "revision", "space", "tasks", "within", "between", "gap", "ρ", "p", "|gap|",
+                      "|ρ|", "|p|", "ARI", "|ARI|", "gap − control", "left out"], rows, left=3)
+            + "</section>")
+
+
+def _generalization(cmp: dict, figdir: Path) -> str:
+    parts = ['<section id="generalization"><h2>Per-group generalisation</h2>'
+             '<p class="note">Mean ± std of the normalised transfer T̃[a,b] = T[a,b] / |T[a,a]| over ordered '
+             "pairs a ≠ b inside a group (the shape of the paper's table: for its 27M / 70M / 203M models e.g. "
+             "determiner-noun agreement 0.24 / 0.33 / 0.56, irregular forms −0.42 / −0.62 / −0.97).</p>"]
+    for name, g in cmp.get("generalization", {}).items():
+        for key, title in (("by_size", "by model size (final checkpoints)"), ("by_checkpoint", "every checkpoint"),
+                           ("by_checkpoint_abs", "every checkpoint, absolute values")):
+            t = g[key]
+            if key == "by_size" and len(t["columns"]) < 2:
+                continue
+            vals = [abs(c["mean"]) for r in t["cells"].values() for c in r.values() if _ok(c.get("mean"))]
+            vmax = max(vals) if vals else 1.0
+            rows = []
+            for grp in t["groups"]:
+                row = [_e(grp)]
+                for col in t["columns"]:
+                    c = t["cells"][grp].get(col, {})
+                    txt = f"{_f(c.get('mean'))} ± {_f(c.get('std'), False)}" if _ok(c.get("mean")) else "–"
+                    row.append((txt, _color(c.get("mean"), vmax)))
+                rows.append(row)
+            body = _table(["group"] + [_e(c) for c in t["columns"]], rows)
+            if key == "by_checkpoint_abs":
+                body = f"<details><summary>{_e(label(name))}, {title}</summary>{body}</details>"
+            else:
+                body = f"<h3>{_e(label(name))}, {title}</h3>{body}"
+            parts.append(body)
+        parts.append(_img(figdir / f"generalization_sizes_{name}.png", f"{label(name)} by model size"))
+        parts.append(_img(figdir / f"generalization_{name}.png", f"{label(name)} at every checkpoint"))
+    if len(parts) == 1:
+        parts.append('<p class="note">No normalised transfer space in this run (run the transfer probe).</p>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _clustering(run: RunData, cmp: dict, figdir: Path) -> str:
+    from .figures import _slug
+
+    imgs = []
+    for m in reversed(run.models):
+        if m.final is None:
+            continue
+        for name in [n for n in MAIN_SPACES if n in m.final.spaces] or list(m.final.spaces):
+            imgs.append(_img(figdir / f"clustered_{_slug(m.slug)}_{name}.png", f"{label(name)}, {m.slug} @ {m.final.revision}"))
+    return ('<section id="clustering"><h2>Clusters</h2><p class="note">Average linkage on 1 − S of the '
+            "symmetrised space, cut at the number of groups; the strip under the dendrogram colours each task "
+            "by its group: one colour per block means the model's clusters are the theory's groups.</p>"
+            + '<div class="row">' + "".join(imgs) + "</div></section>")
+
+
+def _dynamics(cmp: dict, figdir: Path) -> str:
+    from .figures import _slug
+
+    parts = ['<section id="dynamics"><h2>Over training</h2>']
+    for slug, per in cmp.get("dynamics", {}).items():
+        parts.append(f"<h3>{_e(slug)}</h3>")
+        parts.append(_img(figdir / f"dynamics_{_slug(slug)}.png", f"{slug} over training"))
+        rows = []
+        for name, d in per.items():
+            for i, rev in enumerate(d["revisions"]):
+                rows.append([_e(label(name)), _e(rev), _f(d["within"][i]), _f(d["between"][i]),
+                             _f(d["difference"][i]), _f(d["difference_abs"][i]),
+                             _f(d["rho_next"][i]) if i < len(d["rho_next"]) else "", _f(d["rho_final"][i])])
+            s = d["sudden"]
+            so = s.get("trained_only") or s
+            rows.append([_e(label(name)), "<i>sudden stage?</i>",
+                         (f"largest change {_e(so.get('at'))}: {_f(so.get('ratio'), False, 2)}× the median of "
+                          f"the others ({'yes' if so.get('sudden') else 'no' if so.get('sudden') is False else 'n/a'})",
+                          {"colspan": "6", "class": "wrap"})])
+        parts.append(_table(["space", "revision", "within", "between", "gap", "|gap|", "ρ with next", "ρ with final"],
+                            rows, left=2))
+    if len(parts) == 1:
+        parts.append('<p class="note">Fewer than two checkpoints per model: no dynamics.</p>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _sizes(cmp: dict, figdir: Path) -> str:
+    sizes = cmp.get("sizes", {})
+    if len(cmp.get("models", [])) < 2:
+        return ""
+    rows = []
+    for name, rs in sizes.items():
+        for r in rs:
+            rows.append([_e(label(name)), _e(r["model"]), _e(r.get("size") or ""),
+                         f"{r['n_parameters']:,}" if r.get("n_parameters") else "–", _e(r["revision"]),
+                         _f(r["within"]), _f(r["between"]), _f(r["difference"]), _f(r["rho"]), _p(r["p"]),
+                         _f(r["difference_abs"]), _f(r["ari"])])
+    return ('<section id="sizes"><h2>Model sizes side by side</h2>' + _img(figdir / "sizes.png", "sizes")
+            + _table(["space", "model", "size", "parameters", "revision", "within", "between", "gap", "ρ", "p",
+                      "|gap|", "ARI"], rows, left=5) + "</section>")
+
+
+def _distributedness(cmp: dict) -> str:
+    rows, mod_rows = [], []
+    for c in cmp.get("cells", []):
+        d = c.get("distributedness") or {}
+        if d:
+            ov = d.get("overlap") or {}
+            layers = d.get("layer_shares") or {}
+            rows.append([_e(c["model"]), _e(c["revision"]), _f(d.get("mask_size"), False, 4),
+                         _f(d.get("participation_ratio"), False), _f(d.get("effective_layers"), False, 2),
+                         _f(d.get("layer_spread"), False, 2), _f(ov.get("within"), False),
+                         _f(ov.get("between"), False), _f(ov.get("difference")),
+                         (_e(", ".join(f"{k} {v:.0%}" for k, v in layers.items())), {"class": "wrap"})])
+        if c.get("modules"):
+            mod_rows.append((c["id"], c["modules"]))
+    if not rows and not mod_rows:
+        return ""
+    out = ['<section id="distributedness"><h2>Distributedness</h2>'
+           '<p class="note">mask size = fraction of parameters in M_t; participation ratio of |ḡ_t| = '
+           "(Σ|g|)² / (n Σ g²) (1 = evenly spread, →0 = concentrated); effective layers = exp(entropy) of the "
+           "mean share of |ḡ_t| per layer, spread = that ÷ the number of layers; overlap = Jaccard of masks "
+           "within vs between groups.</p>"]
+    if rows:
+        out.append(_table(["model", "revision", "mask size", "participation ratio", "effective layers", "spread",
+                           "overlap within", "overlap between", "gap", "share of |ḡ| per layer"], rows, left=2))
+    if mod_rows:
+        mods = list(dict.fromkeys(m for _, ms in mod_rows for m in ms))
+        vals = [abs(v["difference"]) for _, ms in mod_rows for v in ms.values() if _ok(v.get("difference"))]
+        vmax = max(vals) if vals else 1.0
+        body = _table(["checkpoint"] + [_e(m) for m in mods],
+                      [[_e(cid)] + [(_f(ms.get(m, {}).get("difference")), _color(ms.get(m, {}).get("difference"), vmax))
+                                    for m in mods] for cid, ms in mod_rows])
+        out.append("<h3>Where sharing happens: gradient-cosine gap (within − between) per module</h3>" + body)
+    out.append("</section>")
+    return "".join(out)
+
+
+def _ftgd(cmp: dict) -> str:
+    rows = []
+    for c in cmp.get("cells", []):
+        f = c.get("ftgd")
+        if f:
+            rows.append([_e(c["id"]), str(f["n_tasks"]), str(f["n_failed"]), _e(", ".join(f["failed"])) or "",
+                         _f(f.get("lm_damage_mean"))])
+    if not rows:
+        return ""
+    return ('<section id="ftgd"><h2>Fine-tuning (FTGD)</h2>'
+            + _table(["checkpoint", "tasks", "failed", "failed tasks", "mean LM damage (nats)"], rows) + "</section>")
+
+
+def _provenance(cmp: dict) -> str:
+    rows = [[_e(m["slug"]), _e(m["name"]), _e(m.get("size") or ""),
+             f"{m['n_parameters']:,}" if m.get("n_parameters") else "–", _e(", ".join(m["revisions"])),
+             _e(m.get("control") or "none")] for m in cmp.get("models", [])]
+    prov = cmp.get("provenance", {})
+    first = next(iter(prov.get("cells", {}).values()), {})
+    out = ['<section id="provenance"><h2>Provenance</h2>',
+           _table(["model", "name", "size", "parameters", "revisions", "control"], rows)]
+    for key in ("convention", "settings", "suite"):
+        if key in first:
+            out.append(f"<h3>{key}</h3><pre>{_e(json.dumps(first[key], indent=1, ensure_ascii=False))}</pre>")
+    out.append(f"<h3>versions</h3><pre>{_e(json.dumps(prov.get('versions', {}), indent=1))}</pre>")
+    out.append(f"<p class=\"note\">analysis: {_e(json.dumps(prov.get('analysis', {}), ensure_ascii=False))}; "
+               f"created {_e(prov.get('created', ''))}</p>")
+    if prov.get("plan"):
+        out.append(f"<details><summary>run plan (run.json)</summary><pre>"
+                   f"{_e(json.dumps(prov['plan'], indent=1, ensure_ascii=False))}</pre></details>")
+    out.append("<details><summary>provenance of every checkpoint</summary><pre>"
+               f"{_e(json.dumps(prov.get('cells', {}), indent=1, ensure_ascii=False))}</pre></details></section>")
+    return "".join(out)
+
+
+# -- the page --------------------------------------------------------------------------------------
+def render_html(run: RunData, cmp: dict, figdir: Path) -> str:
+    """The report page as a string (plotly.js and every figure inlined)."""
+    from plotly.offline import get_plotlyjs
+
+    sections = [_headline(cmp), _explorer(), _findings(cmp), _summary_table(cmp), _generalization(cmp, figdir),
+                _clustering(run, cmp, figdir), _dynamics(cmp, figdir), _sizes(cmp, figdir),
+                _distributedness(cmp), _ftgd(cmp), _provenance(cmp)]
+    nav = [("headline", "Headline"), ("explorer", "Task spaces"), ("findings", "Findings"), ("theory", "vs theory"),
+           ("generalization", "Generalisation"), ("clustering", "Clusters"), ("dynamics", "Training"),
+           ("sizes", "Sizes"), ("distributedness", "Distributedness"), ("ftgd", "Fine-tuning"),
+           ("provenance", "Provenance")]
+    body = "\n".join(s for s in sections if s)
+    nav_html = " ".join(f'<a href="#{k}">{v}</a>' for k, v in nav if f'id="{k}"' in body)
+    models = ", ".join(m["slug"] for m in cmp.get("models", []))
+    sub = (f"{_e(cmp.get('run', ''))} · models: {_e(models)} · probes: {_e(', '.join(cmp.get('probes', [])))} · "
+           f"created {_e(cmp.get('provenance', {}).get('created', ''))}")
+    data = json.dumps(explorer_data(run, cmp), separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    template = resources.files("taskspace.report").joinpath("template.html").read_text(encoding="utf-8")
+    page = template.replace("{{plotlyjs}}", "\x00PLOTLY\x00")
+    for key, value in (("title", "taskspace report"), ("subtitle", sub), ("nav", nav_html), ("body", body),
+                       ("data", data)):
+        page = page.replace("{{" + key + "}}", value)
+    # plotly.js goes in last so no placeholder inside it can ever be replaced.
+    return page.replace("\x00PLOTLY\x00", get_plotlyjs())
+
+
+def _comparison_is_fresh(path: Path, root: Path) -> bool:
+    if not path.exists():
+        return False
+    t = path.stat().st_mtime
+    return all(p.stat().st_mtime <= t for p in root.rglob("*") if p.suffix in (".csv", ".json")
+               and p.name != "comparison.json" and "figures" not in p.parts
+               and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def build_report(run_dir: str | Path, *, comparison: dict | None = None, permutations: int = 999,
+                 seed: int = 0) -> Path:
+    """Write ``RUN/figures/*.png|svg`` and ``RUN/report.html``; return the page's path.
+
+    Uses ``comparison`` when given, else ``RUN/comparison.json`` when it is newer than every result
+    file, else computes (and writes) a fresh comparison.
+    """
+    from ..analysis.collect import _read_json
+    from ..analysis.compare import SCHEMA, compare_run
+    from ..io import write_text
+    from .figures import write_figures
+
+    run = load_run(run_dir)
+    cpath = run.root / "comparison.json"
+    if comparison is None and _comparison_is_fresh(cpath, run.root):
+        comparison = _read_json(cpath)
+        if comparison.get("schema") != SCHEMA:
+            comparison = None
+    if comparison is None:
+        comparison = compare_run(run.root, permutations=permutations, seed=seed)
+    figdir = run.root / "figures"
+    write_figures(run, comparison, figdir)
+    out = run.root / "report.html"
+    write_text(out, render_html(run, comparison, figdir))
+    return out
