@@ -34,6 +34,7 @@ class ProbeSettings:
     objective: str = "difference"        # difference (the paper's) | logistic
     steps: int = 50
     lr: float = 1e-3
+    batch_pairs: int = 16                # training pairs per FTGD / baseline step (seeded shuffle)
     patience: int = 5                    # dev evaluations without improvement before stopping
     eval_every: int = 10                 # steps between dev evaluations
     bootstrap: int = 1000                # resamples for confidence intervals
@@ -52,7 +53,7 @@ class ProbeSettings:
                              field="objective")
         if self.mask_kind not in ("gradient", "random"):
             raise InputError(f"unknown mask kind {self.mask_kind!r}; choose gradient or random", field="mask_kind")
-        for name in ("train_pairs", "eval_pairs", "steps"):
+        for name in ("train_pairs", "eval_pairs", "steps", "batch_pairs", "patience", "eval_every"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name.replace('_', ' ')} must be >= 1", field=name)
         if self.dev_pairs < 0:

@@ -1,0 +1,260 @@
+"""Benchmark of the probes (issue 4): wall time of gradients, overlap, transfer and baseline, split into
+fine-tuning and evaluation; the masked FTGD step vs a plain fine-tuning step; peak RSS vs number of tasks.
+
+The full 67 × 67 BLiMP transfer space takes long, so ``--finetune-tasks K`` fine-tunes only K tasks
+(each still evaluated on ALL tasks' eval pairs, exactly as in the full run) and extrapolates to all
+tasks: per-task cost × number of tasks + the one-off base-model scoring.
+
+Examples (the figures in the README were produced with these)::
+
+    python benchmarks/bench_probes.py probes --suite blimp --finetune-tasks 3 --threads 2
+    python benchmarks/bench_probes.py probes --suite toy --threads 2
+    python benchmarks/bench_probes.py step --threads 2
+    python benchmarks/bench_probes.py memory --suite blimp --tasks-list 2,4,8 --threads 2
+
+Results are printed and written as JSON under ``benchmarks/results/``. The machine may be shared: the
+load average is recorded with each result; compare ratios measured in one process.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TASKSPACE_SHARED", REPO.parent / "shared"))
+GUTENBERG = SHARED / "models" / "gutenberg-gpt2-5m"
+BLIMP = SHARED / "data" / "blimp"
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def _setup(threads: int) -> None:
+    import torch
+
+    os.environ.setdefault("TASKSPACE_NO_PROGRESS", "1")
+    torch.set_num_threads(threads)
+
+
+def _load(suite: str, model: str | None, revision: str | None):
+    """(LoadedModel, Suite): BLiMP with gutenberg-gpt2-5m step2577, or the toy suite with a toy model."""
+    from taskspace.models.loading import load_model
+    from taskspace.suites import load_suite
+
+    if suite == "blimp":
+        return load_model(model or str(GUTENBERG), revision or "step2577"), load_suite(str(BLIMP))
+    s = load_suite("toy")
+    if model is None:
+        # a toy model pretrained here, cached between benchmark runs
+        from taskspace.models.pretrain import pretrain
+
+        folder = RESULTS / "toy-model"
+        pretrain("toy", "tiny", folder, progress=False)
+        from taskspace.models.loading import list_revisions
+
+        model, revision = str(folder), list_revisions(str(folder))[-1]
+    return load_model(model, revision), s
+
+
+def _meta(threads: int) -> dict:
+    from taskspace.provenance import versions
+
+    return {"threads": threads, "load_average": os.getloadavg(), "cpu_count": os.cpu_count(),
+            "versions": versions()}
+
+
+def bench_probes(args: argparse.Namespace) -> dict:
+    """Gradients + overlap over all tasks (or --tasks N), transfer and baseline per task, extrapolated."""
+    from taskspace.probes import run_gradient_probes
+    from taskspace.probes.settings import ProbeSettings
+    from taskspace.probes.transfer import _run_task
+    from taskspace.scoring import Scorer
+
+    lm, suite = _load(args.suite, args.model, args.revision)
+    tasks = suite.tasks[: args.tasks] if args.tasks else suite.tasks
+    settings = ProbeSettings(tasks=tuple(tasks), train_pairs=args.train_pairs, dev_pairs=args.dev_pairs,
+                             eval_pairs=args.eval_pairs, steps=args.steps, bootstrap=args.bootstrap)
+    out: dict = {"suite": args.suite, "model": lm.describe(), "n_tasks": len(tasks),
+                 "settings": settings.to_dict(), **_meta(args.threads)}
+    out["settings"]["tasks"] = f"{len(tasks)} tasks"
+
+    if "gradients" in args.probes or "overlap" in args.probes:
+        grad_tasks = tasks[: args.gradient_tasks] if args.gradient_tasks else tasks
+        gs = ProbeSettings(tasks=tuple(grad_tasks), train_pairs=args.train_pairs)
+        t = time.perf_counter()
+        run_gradient_probes(lm, suite, gs, probes=("gradients", "overlap"), progress=False)
+        total = time.perf_counter() - t
+        per_task = total / len(grad_tasks)
+        out["gradients_overlap"] = {"tasks_run": len(grad_tasks), "seconds": total,
+                                    "seconds_per_task": per_task,
+                                    "extrapolated_all_tasks_s": per_task * len(tasks)}
+        print(f"gradients+overlap: {total:.1f} s for {len(grad_tasks)} tasks "
+              f"({per_task:.2f} s/task → {per_task * len(tasks):.0f} s for {len(tasks)})")
+
+    split = settings.splits(suite)
+    train_by, dev_by, eval_pairs = split["train"].by_task(), split["dev"].by_task(), split["test"].pairs
+    scorer = Scorer(lm.model, lm.tokenizer, reduction=settings.reduction, prefix=settings.prefix,
+                    batch_tokens=settings.batch_tokens)
+    t = time.perf_counter()
+    base_df = scorer.score_pairs(eval_pairs)
+    base_eval = time.perf_counter() - t
+    from taskspace.probes.evaluation import lm_nll
+
+    base_nll = lm_nll(base_df)
+    groups = {a: suite.group_of(a) for a in tasks}
+    out["base_eval_s"] = base_eval
+    out["eval_pairs_total"] = len(eval_pairs)
+    print(f"base model on {len(eval_pairs)} eval pairs of {len(tasks)} tasks: {base_eval:.1f} s")
+    ft_tasks = tasks[:: max(1, len(tasks) // args.finetune_tasks)][: args.finetune_tasks]
+    for probe in [p for p in ("transfer", "baseline") if p in args.probes]:
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for a in ft_tasks:
+                timings = {"gradients": 0.0, "finetune": 0.0, "eval": 0.0}
+                t = time.perf_counter()
+                rec = _run_task(a, probe=probe, loaded=lm, scorer=scorer, settings=settings,
+                                train_pairs=train_by[a], dev_pairs=dev_by.get(a, []), eval_pairs=eval_pairs,
+                                base_df=base_df, base_nll=base_nll, heldout=None, groups=groups,
+                                out=Path(tmp), rows_dir=Path(tmp) / "rows", save_deltas=probe == "transfer",
+                                timings=timings)
+                wall = time.perf_counter() - t
+                rows.append({"task": a, "status": rec["status"], "steps_run": rec["steps_run"],
+                             "gradients_s": rec["gradient_seconds"], "finetune_s": rec["seconds"],
+                             "eval_s": rec["eval_seconds"], "wall_s": wall,
+                             "self_transfer": rec.get("self_transfer"), "lm_damage": rec.get("lm_damage")})
+                print(f"  {probe} {a}: grad {rec['gradient_seconds']:.1f} s, fine-tune {rec['seconds']:.1f} s "
+                      f"({rec['steps_run']} steps), eval {rec['eval_seconds']:.1f} s, wall {wall:.1f} s")
+        mean = {k: statistics.mean(r[k] for r in rows) for k in ("gradients_s", "finetune_s", "eval_s", "wall_s")}
+        est = base_eval + mean["wall_s"] * len(tasks)
+        out[probe] = {"tasks_run": [r["task"] for r in rows], "per_task": rows, "mean_per_task": mean,
+                      "extrapolated_all_tasks_s": est,
+                      "extrapolated_finetune_s": (mean["gradients_s"] + mean["finetune_s"]) * len(tasks),
+                      "extrapolated_eval_s": base_eval + mean["eval_s"] * len(tasks)}
+        print(f"{probe}: per task {mean['wall_s']:.1f} s (fine-tuning {mean['gradients_s'] + mean['finetune_s']:.1f}"
+              f" s incl. gradient/mask, evaluation {mean['eval_s']:.1f} s) → {len(tasks)}×{len(tasks)} space "
+              f"≈ {est / 60:.1f} min")
+    return out
+
+
+def bench_step(args: argparse.Namespace) -> dict:
+    """Per-step wall time: FTGD's masked step (top-5% gradient mask) vs a plain fine-tuning step (all
+    parameters, Adam in place) vs a naive masked step (full gradient × mask, Adam on everything), same
+    model and batches, interleaved repetitions; medians."""
+    from taskspace.probes.ftgd import _Dense, _finetune, _Sparse
+    from taskspace.probes.gradients import task_gradients
+    from taskspace.probes.masks import top_fraction_mask
+    from taskspace.suites.schema import Suite
+
+    lm, suite = _load(args.suite, args.model, args.revision)
+    task = suite.tasks[0]
+    pairs = suite.pairs_of(task)[: args.train_pairs]
+    g = task_gradients(lm.model, lm.tokenizer, Suite(pairs), progress=False)
+    mask = top_fraction_mask(g.get(task), 0.05)
+    del g
+
+    class _Naive(_Dense):
+        """Full Adam over all parameters with the gradient multiplied by the mask (the obvious way)."""
+
+        def after_backward(self) -> None:
+            for n, p in self._named.items():
+                if p.grad is not None:
+                    p.grad.mul_(mask[n])
+
+    kinds = {"masked (FTGD)": lambda: _Sparse(lm.model, mask), "plain (all parameters)": lambda: _Dense(lm.model),
+             "naive masked (grad × mask, full Adam)": lambda: _Naive(lm.model)}
+    per_step: dict[str, list[float]] = {k: [] for k in kinds}
+    for rep in range(args.reps):
+        for name, factory in kinds.items():
+            res = _finetune(lm.model, lm.tokenizer, pairs, [], factory, objective="difference",
+                            steps=args.steps, lr=1e-3, patience=5, eval_every=10, batch_pairs=16,
+                            reduction="sum", prefix="bos", batch_tokens=4096, seed=rep, on_step=None)
+            per_step[name].append(res.seconds / res.steps_run)
+    med = {k: statistics.median(v) for k, v in per_step.items()}
+    plain = med["plain (all parameters)"]
+    out = {"task": task, "batch_pairs": 16, "steps": args.steps, "reps": args.reps,
+           "mask_entries": sum(int(m.sum()) for m in mask.values()),
+           "median_step_s": med, "ratio_to_plain": {k: v / plain for k, v in med.items()},
+           "all_step_s": per_step, "model": lm.describe(), **_meta(args.threads)}
+    for k, v in med.items():
+        print(f"{k:40s} {v * 1000:8.1f} ms/step   ×{v / plain:.3f} of plain")
+    return out
+
+
+def _child_rss(args: argparse.Namespace, k: int) -> dict:
+    code = f"""
+import json, resource, sys, time, torch, tempfile
+sys.path.insert(0, {str(REPO / 'benchmarks')!r})
+import bench_probes as b
+b._setup({args.threads})
+from taskspace.probes.settings import ProbeSettings
+from taskspace.probes.transfer import transfer_probe
+lm, suite = b._load({args.suite!r}, {args.model!r}, {args.revision!r})
+tasks = suite.tasks[:{k}]
+s = ProbeSettings(tasks=tuple(tasks), train_pairs={args.train_pairs}, dev_pairs=0, eval_pairs={args.eval_pairs},
+                  steps={args.steps}, bootstrap=100)
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+with tempfile.TemporaryDirectory() as d:
+    transfer_probe(lm, suite, s, d, progress=False)
+print(json.dumps({{"tasks": {k}, "rss_after_load_mib": rss0 / 1024,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "seconds": time.perf_counter() - t}}))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ, TASKSPACE_NO_PROGRESS="1"))
+    if r.returncode != 0:
+        raise SystemExit(r.stderr)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def bench_memory(args: argparse.Namespace) -> dict:
+    """Peak RSS of a transfer run (fresh process each) for growing numbers of tasks."""
+    rows = []
+    for k in [int(x) for x in args.tasks_list.split(",")]:
+        row = _child_rss(args, k)
+        rows.append(row)
+        print(f"{k:3d} tasks: peak RSS {row['peak_rss_mib']:.0f} MiB (after loading {row['rss_after_load_mib']:.0f}"
+              f" MiB), {row['seconds']:.1f} s")
+    return {"rows": rows, "suite": args.suite, "steps": args.steps, **_meta(args.threads)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["probes", "step", "memory"])
+    ap.add_argument("--suite", default="blimp", choices=["blimp", "toy"])
+    ap.add_argument("--model", default=None, help="model folder (default: gutenberg-gpt2-5m for blimp, "
+                                                  "a toy model pretrained here for toy)")
+    ap.add_argument("--revision", default=None)
+    ap.add_argument("--probes", default="gradients,overlap,transfer,baseline")
+    ap.add_argument("--tasks", type=int, default=0, help="use only the first N tasks of the suite (0: all)")
+    ap.add_argument("--gradient-tasks", type=int, default=0,
+                    help="compute gradient differentials for only N tasks and extrapolate (0: all)")
+    ap.add_argument("--finetune-tasks", type=int, default=3, help="fine-tune K tasks (spread over the suite) "
+                                                                  "and extrapolate")
+    ap.add_argument("--tasks-list", default="2,4,8", help="memory: numbers of tasks to run")
+    ap.add_argument("--train-pairs", type=int, default=100)
+    ap.add_argument("--dev-pairs", type=int, default=50)
+    ap.add_argument("--eval-pairs", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--reps", type=int, default=3, help="step: interleaved repetitions")
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    args.probes = [p.strip() for p in args.probes.split(",")]
+    _setup(args.threads)
+    fn = {"probes": bench_probes, "step": bench_step, "memory": bench_memory}[args.what]
+    res = fn(args)
+    res["command"] = " ".join(["python", "benchmarks/bench_probes.py", *sys.argv[1:]])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"probes_{args.what}_{args.suite}_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(res, indent=2, default=str))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""The gradient and overlap probes: task spaces from gradient differentials (DESIGN §2, Probes).
+
+- :func:`gradient_space`: ``G[a, b] = cos(ḡ_a, ḡ_b)`` over all parameters, and the same per module;
+- :func:`compute_masks` / :func:`overlap_space`: masks ``M_t`` and ``O[a, b] = Jaccard(M_a, M_b)``;
+- :func:`distributedness`: per task, how ``|ḡ_t|`` spreads (norm, participation ratio, mask size,
+  share per module);
+- :func:`run_gradient_probes`: all of it for one model checkpoint and a suite, ready to write.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..provenance import timestamp
+from ..spaces import TaskSpace
+from .gradients import TaskGradients, task_gradients
+from .masks import (Mask, mask_size, module_shares, overlap_matrix, pack, participation_ratio,
+                    random_mask, task_seed, threshold_mask, top_fraction_mask)
+from .modules import layer_index
+from .settings import ProbeSettings
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from ..models.loading import LoadedModel
+    from ..suites.schema import Suite
+
+
+def _provenance(grads: TaskGradients, probe: str, settings: ProbeSettings | None, **extra: Any) -> dict:
+    base = dict(grads.provenance)
+    model = base.get("model", {})
+    out = {"probe": probe, "created": timestamp(), "model": model,
+           "revision": model.get("revision") if isinstance(model, dict) else None,
+           "convention": grads.convention, "settings": settings.to_dict() if settings is not None else None,
+           "seed": settings.seed if settings is not None else None,
+           "suite": base.get("suite"), "n_train_pairs": grads.n_pairs,
+           "gradients_computed": base.get("created"), "versions": base.get("versions")}
+    out.update(extra)
+    return out
+
+
+def _cosine(gram: np.ndarray) -> np.ndarray:
+    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = gram / np.outer(norms, norms)
+    cos[~np.isfinite(cos)] = np.nan
+    cos = np.clip(cos, -1.0, 1.0)            # rounding can step just past ±1; NaN stays NaN
+    d = np.where(norms > 0, 1.0, np.nan)
+    np.fill_diagonal(cos, d)
+    return cos
+
+
+def gradient_space(grads: TaskGradients, settings: ProbeSettings | None = None) -> tuple[TaskSpace, dict[str, TaskSpace]]:
+    """The gradient probe: cosine of ḡ_a and ḡ_b over all parameters (kind ``gradients``), and a
+    space per module (``embed``, ``block0.attn`` …; provenance field ``module``).
+
+    A task whose ḡ is zero (e.g. only identical pairs) gets NaN entries.
+    """
+    total, by_module = grads.gram(per_module=True)
+    prov = _provenance(grads, "gradients", settings)
+    space = TaskSpace(_cosine(total), grads.tasks, grads.groups, "gradients", prov)
+    modules = {m: TaskSpace(_cosine(g), grads.tasks, grads.groups, "gradients",
+                            dict(prov, module=m)) for m, g in by_module.items()}
+    return space, modules
+
+
+class MaskSet(Mapping[str, Mask]):
+    """The masks of every task, computed from ḡ_t when asked for (so T masks never sit in memory at
+    once unless you ``dict()`` them).
+
+    ``kind="gradient"``: top ``fraction`` of ``|ḡ_t|``, or ``|ḡ_t| ≥ threshold`` when a threshold is
+    given. ``kind="random"``: a seeded random mask per task of the same size the gradient mask has.
+    """
+
+    def __init__(self, grads: TaskGradients, *, fraction: float = 0.05, threshold: float | None = None,
+                 kind: str = "gradient", seed: int = 0) -> None:
+        self.grads = grads
+        self.fraction = fraction
+        self.threshold = threshold
+        self.kind = kind
+        self.seed = seed
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "fraction": None if self.threshold is not None else self.fraction,
+                "threshold": self.threshold, "seed": self.seed if self.kind == "random" else None}
+
+    def mask_for(self, task: str, grad: Mapping[str, torch.Tensor] | None = None) -> Mask:
+        """The mask of ``task``; pass ``grad`` when ḡ_t is already loaded to skip reading it again."""
+        if task not in self.grads.tasks:
+            raise KeyError(task)
+        if self.kind == "random":
+            size: float | int = self.fraction
+            if self.threshold is not None:
+                g = grad if grad is not None else self.grads.get(task)
+                size = int(mask_size(threshold_mask(g, self.threshold)))
+            return random_mask(self.grads.shapes, size, task_seed(self.seed, task))
+        g = grad if grad is not None else self.grads.get(task)
+        if self.threshold is not None:
+            return threshold_mask(g, self.threshold)
+        return top_fraction_mask(g, self.fraction)
+
+    def __getitem__(self, task: str) -> Mask:
+        return self.mask_for(task)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.grads.tasks)
+
+    def __len__(self) -> int:
+        return len(self.grads.tasks)
+
+
+def compute_masks(grads: TaskGradients, settings: ProbeSettings, model: Any = None) -> MaskSet:
+    """``{task: mask}`` per ``settings`` (``mask_kind`` gradient or random, ``mask_fraction`` or
+    ``mask_threshold``, ``seed``), computed lazily per task. ``model`` is accepted for symmetry with
+    the other probes; parameter names and shapes come from ``grads``."""
+    return MaskSet(grads, fraction=settings.mask_fraction, threshold=settings.mask_threshold,
+                   kind=settings.mask_kind, seed=settings.seed)
+
+
+def overlap_space(grads: TaskGradients, fraction: float = 0.05, threshold: float | None = None, *,
+                  masks: Mapping[str, Mask] | None = None, settings: ProbeSettings | None = None) -> TaskSpace:
+    """The overlap probe: ``O[a, b] = |M_a ∩ M_b| / |M_a ∪ M_b|`` (kind ``overlap``).
+
+    Masks come from ``masks`` (e.g. :func:`compute_masks`), else from ``settings``, else from
+    ``fraction`` / ``threshold``. Masks are packed to bits one task at a time (T × N/8 bytes).
+    """
+    if masks is None:
+        masks = (compute_masks(grads, settings) if settings is not None
+                 else MaskSet(grads, fraction=fraction, threshold=threshold))
+    packed = [pack(masks[t]) for t in grads.tasks]
+    mdesc = masks.describe() if isinstance(masks, MaskSet) else {"fraction": fraction, "threshold": threshold}
+    return _overlap_from_packed(grads, packed, settings, mdesc)
+
+
+def _overlap_from_packed(grads: TaskGradients, packed: Sequence[np.ndarray], settings: ProbeSettings | None,
+                         mdesc: dict) -> TaskSpace:
+    prov = _provenance(grads, "overlap", settings, mask=mdesc)
+    return TaskSpace(overlap_matrix(packed), grads.tasks, grads.groups, "overlap", prov)
+
+
+def _task_stats(task: str, group: str, grads: TaskGradients, g: Mapping[str, torch.Tensor], mask: Mask) -> dict:
+    shares = module_shares(g, grads.modules)
+    norm = float(np.sqrt(sum(float(v.double().pow(2).sum()) for v in g.values())))
+    layered = {m: s for m, s in shares.items() if layer_index(m) is not None and np.isfinite(s)}
+    mass = sum(layered.values())
+    centroid = (sum(layer_index(m) * s for m, s in layered.items()) / mass) if mass > 0 else float("nan")
+    row = {"task": task, "group": group, "n_pairs": grads.n_pairs.get(task), "grad_norm": norm,
+           "participation_ratio": participation_ratio(g), "mask_size": mask_size(mask, relative=True),
+           "layer_centroid": centroid}
+    row.update({f"share:{m}": s for m, s in shares.items()})
+    return row
+
+
+def distributedness(grads: TaskGradients, masks: Mapping[str, Mask], model: Any = None) -> "pd.DataFrame":
+    """Per task: task, group, n_pairs, grad_norm (‖ḡ_t‖₂), participation_ratio of ``|ḡ_t|``, mask_size
+    (fraction of parameters), layer_centroid (``|ḡ|``-weighted mean block index) and one
+    ``share:<module>`` column per module (share of ``Σ|ḡ_t|``). ``model`` is unused when ``grads``
+    already knows its modules (it always does when made by :func:`task_gradients`)."""
+    import pandas as pd
+
+    rows = []
+    for t, grp in zip(grads.tasks, grads.groups):
+        g = grads.get(t)
+        m = masks.mask_for(t, g) if isinstance(masks, MaskSet) else masks[t]
+        rows.append(_task_stats(t, grp, grads, g, m))
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class GradientProbeResult:
+    """The results of :func:`run_gradient_probes` for one model checkpoint."""
+
+    grads: TaskGradients
+    masks: MaskSet
+    spaces: dict[str, TaskSpace] = field(default_factory=dict)     # "gradients", "overlap"
+    by_module: dict[str, TaskSpace] = field(default_factory=dict)  # module → gradient space
+    distributedness: "pd.DataFrame | None" = None
+    provenance: dict = field(default_factory=dict)
+
+    def write(self, out: str | Path, *, control: bool = False, save_masks: bool = False) -> list[Path]:
+        """Write into the layout of :mod:`taskspace.probes.output` (``DIR`` or ``DIR/control``)."""
+        from .output import probe_dir, write_distributedness, write_gradient_spaces, write_masks, write_space
+
+        d = probe_dir(out, control)
+        paths: list[Path] = []
+        if "gradients" in self.spaces:
+            paths += write_gradient_spaces(d, self.spaces["gradients"], self.by_module)
+        if "overlap" in self.spaces:
+            paths.append(write_space(d, "overlap", self.spaces["overlap"]))
+        if self.distributedness is not None:
+            paths.append(write_distributedness(d, self.distributedness, self.provenance))
+        if save_masks:
+            meta = {k: str(v) for k, v in self.masks.describe().items()}
+            paths += write_masks(d, self.masks, meta)
+        return paths
+
+
+def run_gradient_probes(
+    loaded: "LoadedModel",
+    suite: "Suite",
+    settings: ProbeSettings = ProbeSettings(),
+    *,
+    probes: Sequence[str] = ("gradients", "overlap"),
+    store: str | Path | None = None,
+    storage_dtype: str = "float32",
+    progress: bool = True,
+) -> GradientProbeResult:
+    """Gradient differentials on the training split of ``suite`` (per ``settings``), then the asked
+    ``probes`` (``gradients`` and/or ``overlap``) and the distributedness table, in one pass over the
+    tasks for masks and statistics."""
+    unknown = [p for p in probes if p not in ("gradients", "overlap")]
+    if unknown:
+        raise ValueError(f"unknown gradient probe(s): {', '.join(unknown)}")
+    train = settings.splits(suite)["train"]
+    grads = task_gradients(loaded, None, train, reduction=settings.reduction, prefix=settings.prefix,
+                           batch_tokens=settings.batch_tokens, store=store, storage_dtype=storage_dtype,
+                           progress=progress)
+    masks = compute_masks(grads, settings)
+    res = GradientProbeResult(grads=grads, masks=masks)
+    if "gradients" in probes:
+        res.spaces["gradients"], res.by_module = gradient_space(grads, settings)
+    rows, packed = [], []
+    for t, grp in zip(grads.tasks, grads.groups):
+        g = grads.get(t)
+        m = masks.mask_for(t, g)
+        rows.append(_task_stats(t, grp, grads, g, m))
+        if "overlap" in probes:
+            packed.append(pack(m))
+    if "overlap" in probes:
+        res.spaces["overlap"] = _overlap_from_packed(grads, packed, settings, masks.describe())
+    import pandas as pd
+
+    res.distributedness = pd.DataFrame(rows)
+    res.provenance = _provenance(grads, "distributedness", settings, mask=masks.describe())
+    return res
