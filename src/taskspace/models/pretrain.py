@@ -1,0 +1,368 @@
+"""Pretrain a small GPT-2 from scratch, with log-spaced checkpoints and exact resume after a kill.
+
+Layout of an output folder ``DIR``::
+
+    DIR/pretrain.json        preset, model config, parameter counts, seed, corpus hash, versions, status
+    DIR/training.csv         step, tokens_seen, train_loss, heldout_loss, elapsed_s (one row per checkpoint)
+    DIR/step0/               the untrained initialisation (always)
+    DIR/stepN/               transformers format (config.json, model.safetensors) + tokenizer
+    DIR/stepN/training_state/   only in the latest checkpoint while training runs: optimizer state,
+                                RNG state (safetensors) and scalars / data position (JSON); no pickle
+
+Every checkpoint is written to a temporary folder and renamed into place, so a folder ``stepN`` is
+either complete or absent. A run killed at any moment restarts from the latest checkpoint that holds a
+``training_state`` and ends with the same final weights as an uninterrupted run (bitwise on the same
+machine and thread count): the data order is a pure function of (seed, step), the learning rate a pure
+function of the step, and the optimizer moments are restored exactly.
+
+Training data follows the scoring convention of :mod:`taskspace.scoring`: a corpus of short documents
+(sentences) is trained one document per row as ``<|endoftext|> document <|endoftext|>``, exactly the
+context ``P(sentence | <|endoftext|>)`` is scored in; long documents (real text) are joined with
+``<|endoftext|>`` into one stream and cut into blocks of the model's context length.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import InputError, TaskspaceError
+from .checkpoints import (CSV_COLUMNS, STATE_DIR, clean_stale, find_resume_checkpoint, lock_folder,
+                          optimizer_from_disk, optimizer_to_disk, save_checkpoint, write_csv)
+from .presets import Preset, get_preset
+from .training_data import (BatchStream, Corpus, Data, build_tokenizer, encode_documents, epoch_batches,
+                            load_corpus, make_data, pad_rows)
+
+__all__ = ["BatchStream", "CSV_COLUMNS", "Corpus", "Data", "STATE_DIR", "build_tokenizer", "checkpoint_steps",
+           "encode_documents", "epoch_batches", "find_resume_checkpoint", "heldout_loss", "learning_rate",
+           "lm_loss", "load_corpus", "make_data", "optimizer_from_disk", "optimizer_to_disk", "pad_rows",
+           "pretrain"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+# ---------------------------------------------------------------------------------------------------
+# loss, schedule, checkpoints
+# ---------------------------------------------------------------------------------------------------
+def lm_loss(model: Any, batch: "torch.Tensor", pad_id: int) -> tuple["torch.Tensor", int]:
+    """Mean next-token NLL over the real (non-padding) targets of ``batch`` and their number.
+
+    Padding is marked -1 in ``batch`` and is on the right, where a causal model's real tokens never
+    look, so no attention mask is needed; only the loss ignores it.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    real = batch >= 0
+    ids = torch.where(real, batch, torch.full_like(batch, pad_id))
+    keep = real[:, 1:]
+    hidden = model.transformer(input_ids=ids).last_hidden_state[:, :-1][keep]
+    logits = model.lm_head(hidden)
+    targets = ids[:, 1:][keep]
+    return F.cross_entropy(logits.float(), targets), int(targets.numel())
+
+
+def learning_rate(step: int, total: int, preset: Preset) -> float:
+    """Linear warm-up over ``preset.warmup`` of the steps, then cosine decay to ``min_lr_ratio * lr``."""
+    warm = max(1, int(round(preset.warmup * total)))
+    if step < warm:
+        return preset.lr * (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    floor = preset.min_lr_ratio * preset.lr
+    return floor + 0.5 * (preset.lr - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def checkpoint_steps(total: int, n: int = 5, first_fraction: float = 0.02) -> list[int]:
+    """``0``, about ``n`` log-spaced steps from ``first_fraction * total``, and ``total``."""
+    if total < 1:
+        raise InputError(f"steps must be at least 1, got {total}", field="steps")
+    first = max(1.0, first_fraction * total)
+    pts = {0, total}
+    if n > 0 and total > 1:
+        ratio = (total / first) ** (1.0 / n)
+        pts.update(min(total, int(round(first * ratio ** i))) for i in range(n))
+    return sorted(pts)
+
+
+def heldout_loss(model: Any, examples: list[np.ndarray], pad_id: int, batch_tokens: int = 8192) -> float:
+    """Token-weighted mean NLL over the held-out examples."""
+    import torch
+
+    was = model.training
+    model.eval()
+    total, count = 0.0, 0
+    order = sorted(range(len(examples)), key=lambda i: -len(examples[i]))
+    with torch.no_grad():
+        i = 0
+        while i < len(order):
+            width = len(examples[order[i]])
+            k = max(1, batch_tokens // max(1, width))
+            chunk = [examples[j] for j in order[i:i + k]]
+            loss, n = lm_loss(model, pad_rows(chunk), pad_id)
+            total += float(loss) * n
+            count += n
+            i += k
+    model.train(was)
+    return total / max(1, count)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the training loop
+# ---------------------------------------------------------------------------------------------------
+def pretrain(
+    corpus: "str | Path | Sequence[str]",
+    size: str,
+    out_dir: str | Path,
+    *,
+    steps: int | None = None,
+    seed: int = 0,
+    tokenizer: str = "auto",
+    checkpoints: Sequence[int] | None = None,
+    progress: bool = True,
+    sentences: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    n_positions: int | None = None,
+    vocab_size: int = 8192,
+    mode: str = "auto",
+    threads: int | None = None,
+    keep_training_state: bool = False,
+    stop_at: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Train a GPT-2 of preset ``size`` from scratch on ``corpus`` and write checkpoints to ``out_dir``.
+
+    ``corpus``: ``"toy"`` / ``"toy:SEED"`` (``sentences`` sentences of the toy grammar), a text file
+    (one document per line) or a list of sentences. ``tokenizer``: ``auto`` (word-level for the toy
+    language, byte-level BPE of ``vocab_size`` otherwise), ``word``, ``bpe`` or a tokenizer folder.
+    ``checkpoints``: steps to save besides ``0`` and ``steps`` (default: 5 log-spaced ones).
+    ``stop_at``: stop after the first checkpoint at or beyond this step, leaving the run resumable
+    (what a kill does, without the kill). Re-running the same call on the same folder resumes an
+    interrupted run, or returns at once when it is complete; a folder holding a different run is
+    refused. Returns ``out_dir``.
+
+    >>> pretrain("toy", "small", "models/toy-small")        # then --model models/toy-small --revision stepN
+    """
+    import dataclasses
+
+    import torch
+
+    from ..io import read_json, write_json
+    from ..progress import progress_bar
+    from ..provenance import timestamp, versions
+    from .presets import model_config, non_embedding_parameters, parameter_counts
+
+    say = log or (lambda msg: None)
+    out = Path(out_dir)
+    preset = get_preset(size)
+    overrides = {k: v for k, v in (("batch_size", batch_size), ("lr", lr)) if v is not None}
+    if overrides.get("batch_size", 1) < 1:
+        raise InputError(f"batch size must be positive, got {batch_size}", field="batch_size")
+    if overrides.get("lr", 1.0) <= 0:
+        raise InputError(f"learning rate must be positive, got {lr}", field="lr")
+    recipe = dataclasses.replace(preset, **overrides)
+    steps = recipe.steps if steps is None else int(steps)
+    ckpts = checkpoint_steps(steps) if checkpoints is None else sorted({0, steps, *map(int, checkpoints)})
+    if ckpts[0] < 0 or ckpts[-1] > steps:
+        raise InputError(f"checkpoints must lie in 0..{steps}, got {list(checkpoints or [])}",
+                         field="checkpoints")
+    threads_before = torch.get_num_threads()
+
+    existing = out / "pretrain.json"
+    if out.exists() and not out.is_dir():
+        raise InputError("output path exists and is not a folder", file=out)
+    if out.is_dir() and any(not d.name.startswith(".") for d in out.iterdir()) and not existing.is_file():
+        raise TaskspaceError(f"{out} is not empty and holds no pretrain.json; choose a new folder for --out")
+    corp = load_corpus(corpus, sentences=sentences)  # bad input fails here, before anything is written
+    corpus_info = corp.describe()
+    say(f"corpus {corpus_info['spec']}: {corpus_info['n_documents']:,} documents")
+    settings = {"size": size, "recipe": recipe.to_dict(), "steps": steps, "seed": seed,
+                "checkpoints": ckpts, "corpus": corpus_info["spec"], "corpus_hash": corpus_info["hash"],
+                "tokenizer": tokenizer, "vocab_size": vocab_size, "n_positions": n_positions,
+                "mode": mode}
+    if tokenizer not in ("auto", "word", "bpe") and not Path(tokenizer).is_dir():
+        raise InputError("tokenizer must be auto, word, bpe or a folder with a saved tokenizer",
+                         field="tokenizer")
+    created = not out.exists()
+    lock = lock_folder(out)
+    quiet = _quiet_transformers()
+    if threads is not None:
+        # tiny models on a shared machine: one thread can be many times faster than two that spin-wait
+        torch.set_num_threads(int(threads))
+    ok = False
+    try:
+        if existing.is_file():
+            prev = read_json(existing)
+            diff = [k for k in settings if prev.get("settings", {}).get(k) != settings[k]]
+            if diff:
+                raise TaskspaceError(f"{out} holds a different pretraining run ({', '.join(diff)} differ); "
+                                     "choose a new folder for --out or repeat the same settings to resume")
+            if prev.get("status") == "complete":
+                say(f"{out} is already complete ({steps} steps)")
+                ok = True
+                return out
+        clean_stale(out)
+        resume = find_resume_checkpoint(out)
+
+        # -- tokenizer and data ----------------------------------------------------------------------
+        if resume is not None:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(resume)
+            prev = read_json(existing) if existing.is_file() else {}
+            tok_kind = prev.get("tokenizer", {}).get("kind", "saved")
+        else:
+            say("building the tokenizer")
+            tok, tok_kind = build_tokenizer(corp, tokenizer, vocab_size=vocab_size,
+                                            n_positions=n_positions or 128)
+        npos = n_positions or (64 if tok_kind == "word" else 128)
+        tok.model_max_length = npos
+        eot = int(tok.eos_token_id)
+        say("tokenizing")
+        data = make_data(corp.documents, tok, n_positions=npos, mode=mode)
+        if data.mode == "blocks" and lr is None:
+            recipe = dataclasses.replace(recipe, lr=recipe.text_lr)
+        stream = BatchStream(data.train, recipe.batch_size, seed)
+
+        # -- model and optimizer ---------------------------------------------------------------------
+        from transformers import GPT2LMHeadModel
+
+        config = model_config(recipe, vocab_size=len(tok), n_positions=npos, eot_id=eot)
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(config)
+        if resume is not None:
+            from safetensors.torch import load_file
+
+            ref = GPT2LMHeadModel.from_pretrained(resume, dtype=torch.float32)
+            model.load_state_dict(ref.state_dict())
+            del ref
+        model.train()
+        decay = [p for _, p in model.named_parameters() if p.dim() >= 2]
+        no_decay = [p for _, p in model.named_parameters() if p.dim() < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=recipe.lr, betas=(0.9, 0.95), eps=1e-8)
+        params = decay + no_decay
+        start, tokens_seen, elapsed, rows = 0, 0, 0.0, []
+        if resume is not None:
+            st = read_json(resume / STATE_DIR / "state.json")
+            tensors = load_file(str(resume / STATE_DIR / "state.safetensors"))
+            optimizer_from_disk(opt, tensors, st["optimizer"])
+            torch.set_rng_state(tensors["rng.torch"])
+            start, tokens_seen, elapsed, rows = st["step"], st["tokens_seen"], st["elapsed_s"], st["rows"]
+            if st["data_position"] != stream.position(start):
+                raise TaskspaceError(f"{resume}: saved data position {st['data_position']} does not match "
+                                     f"the corpus ({stream.position(start)}); was the corpus changed?")
+            say(f"resuming from {resume.name}")
+
+        counts = parameter_counts(model)
+        meta = {
+            "kind": "pretrain", "status": "running", "created": timestamp(), "settings": settings,
+            "preset": recipe.to_dict(), "config": config.to_dict(),
+            "parameters": dict(counts, non_embedding_formula=non_embedding_parameters(recipe)),
+            "seed": seed, "steps": steps, "checkpoints": ckpts, "corpus": corpus_info,
+            "tokenizer": {"kind": tok_kind, "vocab_size": len(tok), "special": tok.eos_token,
+                          "bos = eos = pad": True, "adds_special_tokens": False},
+            "data": data.describe(), "batches_per_epoch": stream.per_epoch,
+            "optimizer": {"name": "AdamW", "betas": [0.9, 0.95], "eps": 1e-8, "grad_clip": 1.0,
+                          "schedule": "linear warm-up, cosine decay"},
+            "threads": torch.get_num_threads(), "device": "cpu", "dtype": "float32",
+            "versions": versions(),
+        }
+        if existing.is_file():
+            meta["created"] = read_json(existing).get("created", meta["created"])
+        write_json(existing, meta)
+
+        def checkpoint(step: int, train_loss: float | None) -> None:
+            h = heldout_loss(model, data.heldout, eot)
+            rows[:] = [r for r in rows if r["step"] < step]
+            rows.append({"step": step, "tokens_seen": tokens_seen, "train_loss": train_loss,
+                         "heldout_loss": h, "elapsed_s": round(elapsed + (time.perf_counter() - t0), 3)})
+            save_checkpoint(out, step, model, tok, opt, {
+                "step": step, "tokens_seen": tokens_seen, "elapsed_s": rows[-1]["elapsed_s"],
+                "data_position": stream.position(step), "rows": rows, "settings": settings})
+            write_csv(out / "training.csv", rows)
+            say(f"step {step}: held-out loss {h:.4f}")
+
+        t0 = time.perf_counter()
+        if resume is None:
+            checkpoint(0, None)
+        loss_sum, loss_n = 0.0, 0
+        stopped = False
+        with progress_bar(f"pretraining {size}", total=steps, fields=True) if progress else _null() as advance:
+            if start:
+                advance(start)
+            for step in range(start, steps):
+                lr_now = learning_rate(step, steps, recipe)
+                for g in opt.param_groups:
+                    g["lr"] = lr_now
+                batch = stream.batch(step)
+                loss, _ = lm_loss(model, batch, eot)
+                if not torch.isfinite(loss):
+                    raise TaskspaceError(f"training diverged at step {step + 1} (loss {float(loss)}); "
+                                         "try a smaller --lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                loss = float(loss.detach())
+                tokens_seen += int((batch >= 0).sum())
+                loss_sum += loss
+                loss_n += 1
+                done = step + 1
+                if done in ckpts:
+                    checkpoint(done, loss_sum / loss_n)
+                    loss_sum, loss_n = 0.0, 0
+                    if stop_at is not None and done >= stop_at and done < steps:
+                        stopped = True
+                        advance(1, loss=loss)
+                        break
+                advance(1, loss=loss, lr=lr_now)
+        if stopped:
+            say(f"stopped after step {done}; run the same command again to resume")
+            ok = True
+            return out
+        meta.update(status="complete", finished=timestamp(), tokens_seen=tokens_seen,
+                    elapsed_s=rows[-1]["elapsed_s"], final_heldout_loss=rows[-1]["heldout_loss"],
+                    revisions=[f"step{s}" for s in ckpts])
+        write_json(existing, meta)
+        if not keep_training_state:
+            shutil.rmtree(out / f"step{steps}" / STATE_DIR, ignore_errors=True)
+        ok = True
+        return out
+    finally:
+        torch.set_num_threads(threads_before)
+        quiet()
+        lock.close()
+        if not ok and created and all(d.name == ".lock" for d in out.iterdir()):
+            shutil.rmtree(out, ignore_errors=True)  # failed before writing anything: leave no folder
+
+
+def _quiet_transformers() -> Callable[[], None]:
+    """Silence transformers' per-save progress bars and padding advice; returns the undo."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+    def undo() -> None:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+    return undo
+
+
+class _null:
+    def __enter__(self):
+        return lambda n=1, **kw: None
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,181 @@
+"""Executors: where a run's jobs execute. Submit jobs (each after the jobs it depends on), then gather.
+
+- :class:`LocalExecutor` (default): in this process, one job after the other, with a progress bar over
+  jobs. Deterministic and the easiest to debug.
+- :class:`RayExecutor` (optional extra ``pip install taskspace[ray]``): each job becomes a Ray task;
+  a job's dependencies are passed to it as object references, so Ray starts it only after them. The run
+  directory must be on a file system every worker sees. Same jobs, same keys, same files → the same
+  results as the local executor, to the bit when a job gets as many torch threads as a local run uses
+  (``cpus_per_job``; float32 sums are grouped by thread, so 1 and 2 threads differ in the last bits).
+
+An executor never decides *what* to run: the runner hands it only jobs that are not done, and
+:func:`~taskspace.runs.jobs.execute_job` writes results and done-records itself, wherever it runs.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import TaskspaceError
+from .jobs import Job, execute_job
+from .store import JobStore
+
+
+@dataclass
+class Outcome:
+    """What became of one job: ``done``, ``failed`` (with ``error``) or ``blocked`` (a dependency failed)."""
+
+    job: Job
+    status: str
+    seconds: float = 0.0
+    error: str | None = None
+    summary: dict = field(default_factory=dict)
+
+
+class Executor(ABC):
+    """Runs jobs of one run directory while respecting their dependencies."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.store = JobStore(run_dir)
+        self._jobs: list[Job] = []
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job``. Its dependencies must be submitted before it or be done already."""
+        known = {j.key for j in self._jobs}
+        for dep in job.deps:
+            if dep not in known and not self.store.is_done(dep):
+                raise TaskspaceError(f"job {job.label} depends on a job that was neither submitted nor done")
+        self._jobs.append(job)
+
+    @abstractmethod
+    def gather(self) -> list[Outcome]:
+        """Run everything submitted; one :class:`Outcome` per job, in submission order. A failing job
+        does not stop the others, only the jobs that depend on it (``blocked``)."""
+
+    def close(self) -> None:
+        """Release what the executor holds (workers, connections)."""
+
+
+class LocalExecutor(Executor):
+    """Runs jobs here, sequentially in submission order (a valid order: dependencies come first)."""
+
+    def gather(self) -> list[Outcome]:
+        from ..progress import progress_bar
+
+        jobs, self._jobs = self._jobs, []
+        outcomes: list[Outcome] = []
+        failed: set[str] = set()
+        with progress_bar("jobs", total=len(jobs), fields=True) as advance:
+            for job in jobs:
+                advance(0, job=job.label)
+                if any(d in failed for d in job.deps):
+                    failed.add(job.key)
+                    outcomes.append(Outcome(job, "blocked", error="a job it depends on failed"))
+                    self.store.log("blocked", job.key, job.label)
+                    advance(1)
+                    continue
+                try:
+                    res = execute_job(job, self.run_dir)
+                    outcomes.append(Outcome(job, "done", res.get("seconds", 0.0), summary=res.get("summary", {})))
+                except KeyboardInterrupt:
+                    raise
+                except Exception as e:  # noqa: BLE001 - one job's failure must not stop the run
+                    failed.add(job.key)
+                    outcomes.append(Outcome(job, "failed", error=_one_line(e)))
+                    self.store.log("fail", job.key, job.label, error=_one_line(e))
+                advance(1)
+        return outcomes
+
+
+class RayExecutor(Executor):
+    """Runs each job as a Ray task (``ray`` is imported only here; it is an optional extra).
+
+    ``address``: a running cluster (``ray://host:10001`` or ``auto``), or None for a local Ray started on
+    this machine with ``num_cpus`` CPUs. ``cpus_per_job``: CPUs Ray reserves per job.
+    """
+
+    def __init__(self, run_dir: str | Path, *, address: str | None = None, num_cpus: int | None = None,
+                 cpus_per_job: float = 1.0) -> None:
+        super().__init__(run_dir)
+        try:
+            import ray
+        except ImportError:
+            raise TaskspaceError("executor 'ray' needs Ray: pip install 'taskspace[ray]' "
+                                 "(or use executor kind = \"local\")") from None
+        self._ray = ray
+        self._started_here = not ray.is_initialized()
+        if self._started_here:
+            kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if address:
+                kw["address"] = address
+            elif num_cpus:
+                kw["num_cpus"] = num_cpus
+            ray.init(**kw)
+        self._threads = max(1, int(cpus_per_job))
+        self._remote = ray.remote(num_cpus=cpus_per_job, max_retries=0)(_ray_execute)
+
+    def gather(self) -> list[Outcome]:
+        from ..progress import progress_bar
+
+        ray = self._ray
+        jobs, self._jobs = self._jobs, []
+        refs: dict[str, Any] = {}
+        for job in jobs:
+            dep_refs = [refs[d] for d in job.deps if d in refs]
+            refs[job.key] = self._remote.remote(job.to_dict(), str(self.run_dir.resolve()), self._threads,
+                                                *dep_refs)
+        by_ref = {refs[j.key]: j for j in jobs}
+        results: dict[str, Outcome] = {}
+        pending = list(by_ref)
+        with progress_bar("jobs (ray)", total=len(jobs)) as advance:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                for ref in ready:
+                    job = by_ref[ref]
+                    try:
+                        res = ray.get(ref)
+                        results[job.key] = Outcome(job, "done", res.get("seconds", 0.0),
+                                                   summary=res.get("summary", {}))
+                    except Exception as e:  # noqa: BLE001 - RayTaskError wraps the job's own error
+                        cause = getattr(e, "cause", None) or e
+                        status = "blocked" if _blocked(job, results) else "failed"
+                        results[job.key] = Outcome(job, status, error=_one_line(cause))
+                        self.store.log(status if status == "blocked" else "fail", job.key, job.label,
+                                       error=_one_line(cause))
+                    advance(1)
+        return [results[j.key] for j in jobs]
+
+    def close(self) -> None:
+        if self._started_here and self._ray.is_initialized():
+            self._ray.shutdown()
+
+
+def _ray_execute(job: dict, run_dir: str, threads: int, *deps: Any) -> dict:
+    """The Ray task: the same function the local executor calls, with a fixed number of torch threads
+    (Ray would otherwise set one per reserved CPU through OMP_NUM_THREADS)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return execute_job(job, run_dir, *deps)
+
+
+def _blocked(job: Job, results: dict[str, Outcome]) -> bool:
+    return any(results.get(d) is not None and results[d].status != "done" for d in job.deps)
+
+
+def make_executor(kind: str, run_dir: str | Path, **options: Any) -> Executor:
+    """The executor named ``kind`` (``local`` or ``ray``); ``options`` go to the Ray executor."""
+    if kind == "local":
+        return LocalExecutor(run_dir)
+    if kind == "ray":
+        return RayExecutor(run_dir, **options)
+    raise TaskspaceError(f"unknown executor {kind!r}; choose local or ray")
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    msg = text[0] if text else ""
+    return f"{type(e).__name__}: {msg}" if not isinstance(e, TaskspaceError) else msg

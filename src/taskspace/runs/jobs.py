@@ -1,0 +1,327 @@
+"""Jobs: the units of work of a run, their keys, and how each one is executed.
+
+A *job* is one cell of the plan's grid — pretraining one model, or one probe on one model checkpoint —
+or one of the closing steps (compare, report). Its *key* is a sha256 over everything its result depends
+on: the job kind, the model's weights (a content fingerprint of the checkpoint's config, weights and
+tokenizer files, or the hub name + revision), the suite's data hash, the settings the probe reads, the
+device and dtype, and the versions of taskspace / torch / transformers. Same key → same result, so a
+finished job is never recomputed; a changed setting changes the key and the job runs again.
+
+Jobs are plain JSON-serialisable records (:class:`Job`), so an executor can ship them to another process
+or machine; :func:`execute_job` runs one of them from that record alone.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import TaskspaceError
+from ..provenance import hash_records, timestamp
+from .store import crash_point as _crash_point
+
+# Settings each probe's numbers depend on (a change of any other setting leaves its key unchanged).
+_SCORE_SETTINGS = ("reduction", "prefix", "batch_tokens", "seed")
+_GRADIENT_SETTINGS = ("train_pairs", "dev_pairs", "eval_pairs", "mask_fraction", "mask_threshold",
+                      "mask_kind", "reduction", "prefix", "batch_tokens", "seed")
+# weight-defining files of a checkpoint folder (optimizer / resume state is not part of the model)
+_MODEL_FILE_PATTERNS = ("config.json", "model*.safetensors", "pytorch_model*.bin", "tokenizer*.json",
+                        "special_tokens_map.json", "vocab.*", "merges.txt", "*.model")
+JOB_KINDS = ("pretrain", "score", "gradients", "transfer", "baseline", "compare", "report")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work.
+
+    ``slot`` names what the job fills (``<model>/<revision>:<kind>``, ``models/<model>:pretrain``,
+    ``run:compare``): a newer job of the same slot replaces an older one's results. ``dest`` is the
+    folder (relative to RUN) its staged results are published into; None for jobs that write in place.
+    ``deps`` are keys of jobs that must be done first.
+    """
+
+    kind: str
+    key: str
+    label: str
+    slot: str
+    spec: dict
+    dest: str | None = None
+    deps: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["deps"] = list(self.deps)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Job":
+        return cls(kind=d["kind"], key=d["key"], label=d["label"], slot=d["slot"], spec=d["spec"],
+                   dest=d.get("dest"), deps=tuple(d.get("deps", ())))
+
+
+def job_key(kind: str, inputs: dict) -> str:
+    """The key of a job: sha256 over its kind, its inputs and the versions that can change a number."""
+    return hash_records([{"kind": kind, "inputs": inputs, "versions": _key_versions()}])
+
+
+@lru_cache(maxsize=1)
+def _key_versions() -> dict[str, str]:
+    from ..provenance import versions
+
+    v = versions()
+    return {k: v[k] for k in ("taskspace", "torch", "transformers", "tokenizers")}
+
+
+def settings_subset(kind: str, settings: dict) -> dict:
+    """The settings a job of ``kind`` depends on (all of them for the fine-tuning probes)."""
+    if kind == "score":
+        return {k: settings[k] for k in _SCORE_SETTINGS}
+    if kind == "gradients":
+        return {k: settings[k] for k in _GRADIENT_SETTINGS}
+    return dict(settings)
+
+
+# -- model fingerprints --------------------------------------------------------------------------
+
+def model_fingerprint(name: str, revision: str | None) -> dict:
+    """What identifies the weights of ``name`` at ``revision``.
+
+    A local checkpoint folder: sha256 over its config, weight and tokenizer files (their content, so a
+    retrained checkpoint gets a new key even at the same path). A fresh initialisation (``init[:SEED]``):
+    the fingerprint of the checkpoint whose config it uses, plus the seed. A hub model: its name and
+    revision (the hub cannot be read offline; pin a commit hash as revision for exact keys).
+    """
+    from ..models.loading import list_revisions, resolve_local
+
+    if revision is not None and (revision == "init" or revision.startswith("init:")):
+        revs = list_revisions(name)
+        base = model_fingerprint(name, revs[0] if revs else None)
+        seed = int(revision.split(":", 1)[1]) if ":" in revision else 0
+        return {"init_from": base, "init_seed": seed}
+    local = resolve_local(name, revision)
+    if local is None:
+        return {"hub": name, "revision": revision}
+    return {"sha256": _folder_hash(str(local.resolve()), _folder_stamp(local))}
+
+
+def _folder_stamp(folder: Path) -> tuple:
+    """(name, size, mtime) of the weight-defining files: the cache key of :func:`_folder_hash`."""
+    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in _model_files(folder))
+
+
+def _model_files(folder: Path) -> list[Path]:
+    found = {p for pat in _MODEL_FILE_PATTERNS for p in folder.glob(pat) if p.is_file()}
+    return sorted(found, key=lambda p: p.name)
+
+
+@lru_cache(maxsize=256)
+def _folder_hash(folder: str, stamp: tuple) -> str:
+    h = hashlib.sha256()
+    for p in _model_files(Path(folder)):
+        h.update(p.name.encode() + b"\0")
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+# -- execution -----------------------------------------------------------------------------------
+
+def execute_job(job: Job | dict, run_dir: str | Path, *_deps: Any) -> dict:
+    """Run one job from its record alone and mark it done; returns a short summary.
+
+    Extra positional arguments are ignored: a distributed executor passes the results of the job's
+    dependencies there, so the job starts only after them.
+    """
+    from .store import JobStore
+
+    job = Job.from_dict(job) if isinstance(job, dict) else job
+    store = JobStore(run_dir)
+    if store.is_done(job.key):  # e.g. a retried worker; never compute twice
+        return {"label": job.label, "skipped": True}
+    runner = _RUNNERS.get(job.kind)
+    if runner is None:
+        raise TaskspaceError(f"unknown job kind {job.kind!r}")
+    _seed_everything(job.spec.get("seed", 0))
+    store.log("start", job.key, job.label)
+    started, t0 = timestamp(), time.perf_counter()
+    record = {"kind": job.kind, "label": job.label, "slot": job.slot, "spec": job.spec,
+              "deps": list(job.deps), "started": started}
+    if job.dest is not None:
+        staging = store.staging_dir(job.key)
+        summary = runner(job.spec, staging, Path(run_dir))
+        _crash_point("before_publish")
+        record.update(summary=summary, seconds=round(time.perf_counter() - t0, 3))
+        files = store.publish(job.key, staging, job.dest, record)
+    else:
+        summary, files = runner(job.spec, None, Path(run_dir))
+        _crash_point("before_publish")
+        record.update(summary=summary, seconds=round(time.perf_counter() - t0, 3))
+        store.mark_done(job.key, files, record)
+    store.log("done", job.key, job.label, seconds=record["seconds"], files=len(files))
+    return {"label": job.label, "skipped": False, "seconds": record["seconds"], "summary": summary}
+
+
+def _seed_everything(seed: int) -> None:
+    """Every job starts from the same random state, whatever ran before it in this process — so a
+    resumed run, which skips finished jobs, computes exactly what an uninterrupted one does."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+
+
+# -- the job kinds -------------------------------------------------------------------------------
+
+def _load_suite(spec: dict):
+    from ..suites import load_suite
+
+    s = spec["suite"]
+    suite = load_suite(s["spec"])
+    if s.get("tasks") or s.get("limit_per_task"):
+        suite = suite.select(s.get("tasks"), s.get("limit_per_task"))
+    if suite.data_hash != s["data_hash"]:
+        raise TaskspaceError(f"the suite {s['spec']} changed while the run was planned (data hash "
+                             f"{suite.data_hash[:12]} ≠ {s['data_hash'][:12]}); run again to replan")
+    return suite
+
+
+def _load_model(spec: dict):
+    from ..models.loading import load_model
+
+    m = spec["model"]
+    return load_model(m["name"], m["revision"], device=m["device"], dtype=m["dtype"])
+
+
+def _settings(spec: dict):
+    from ..probes.settings import ProbeSettings
+
+    d = dict(spec["settings"])
+    d.pop("tasks", None)
+    return ProbeSettings(**d)
+
+
+def _run_score(spec: dict, out: Path, run_dir: Path) -> dict:
+    from ..scoring import score
+
+    s = spec["settings"]
+    res = score(_load_model(spec), _load_suite(spec), reduction=s["reduction"], prefix=s["prefix"],
+                batch_tokens=s["batch_tokens"], seed=s["seed"], progress=True)
+    res.save(out / "scores")
+    return {"accuracy": res.accuracy, "n_pairs": int(len(res.pairs))}
+
+
+def _run_gradients(spec: dict, out: Path, run_dir: Path) -> dict:
+    from ..probes.controls import summarize_with_control
+    from ..probes.output import write_summary
+    from ..probes.similarity import run_gradient_probes
+
+    loaded = _load_model(spec)
+    probes = spec.get("probes", ["gradients", "overlap"])
+    res = run_gradient_probes(loaded, _load_suite(spec), _settings(spec), probes=probes, progress=True)
+    res.write(out)
+    summary = {}
+    for probe in probes:
+        s = summarize_with_control(res.spaces[probe], None)
+        write_summary(out, probe, dict(s, probe=probe, model=loaded.describe(), settings=spec["settings"]))
+        summary[probe] = s["trained"]
+    return _jsonable(summary)
+
+
+def _run_transfer(spec: dict, out: Path, run_dir: Path, baseline: bool = False) -> dict:
+    from ..probes.transfer import transfer_probe
+
+    spaces = transfer_probe(_load_model(spec), _load_suite(spec), _settings(spec), out,
+                            baseline=baseline, progress=True)
+    return {name: sp.within_between() for name, sp in spaces.items()}
+
+
+def _run_baseline(spec: dict, out: Path, run_dir: Path) -> dict:
+    return _run_transfer(spec, out, run_dir, baseline=True)
+
+
+def _run_pretrain(spec: dict, out: None, run_dir: Path) -> tuple[dict, list[str]]:
+    """Pretraining writes into ``RUN/models/<slug>/`` itself (it checkpoints and resumes on its own);
+    a folder left by a pretraining with other inputs (another key) is cleared first."""
+    import shutil
+
+    from ..io import write_text
+    from ..models.pretrain import pretrain
+
+    p = spec["pretrain"]
+    folder = run_dir / spec["out"]
+    marker = folder.with_name(folder.name + ".key")
+    if folder.exists() and (not marker.exists() or marker.read_text().strip() != spec["key_inputs_hash"]):
+        shutil.rmtree(folder)
+    write_text(marker, spec["key_inputs_hash"] + "\n")
+    kwargs: dict[str, Any] = {"steps": p["steps"], "seed": p["seed"], "progress": True}
+    if p.get("checkpoints") is not None:
+        kwargs["checkpoints"] = p["checkpoints"]
+    if p.get("sentences") is not None:
+        kwargs["sentences"] = p["sentences"]
+    _crash_point("pretrain")
+    pretrain(p["corpus"], p["size"], folder, **kwargs)
+    files = sorted(q.relative_to(run_dir).as_posix() for q in folder.rglob("*") if q.is_file())
+    from ..models.loading import list_revisions
+
+    return {"checkpoints": list_revisions(str(folder))}, files
+
+
+def _run_compare(spec: dict, out: None, run_dir: Path) -> tuple[dict, list[str]]:
+    from ..analysis import compare_run
+
+    result = compare_run(run_dir)
+    return _headline(result), ["comparison.json"]
+
+
+def _run_report(spec: dict, out: None, run_dir: Path) -> tuple[dict, list[str]]:
+    from ..report import build_report
+
+    path = Path(build_report(run_dir))
+    files = [path.relative_to(run_dir).as_posix()] if path.is_relative_to(run_dir) else []
+    fig = run_dir / "figures"
+    if fig.is_dir():
+        files += sorted(q.relative_to(run_dir).as_posix() for q in fig.rglob("*") if q.is_file())
+    return {"report": str(path)}, files
+
+
+def _headline(result: Any) -> dict:
+    if isinstance(result, dict):
+        for key in ("headline", "findings"):
+            if key in result:
+                return {key: _jsonable(result[key])}
+    return {}
+
+
+def _jsonable(obj: Any) -> Any:
+    """Keep only what JSON can hold (summaries go into done-records)."""
+    import json
+
+    from ..io import _json_default
+
+    try:
+        return json.loads(json.dumps(obj, default=_json_default))
+    except (TypeError, ValueError):
+        return {}
+
+
+_RUNNERS: dict[str, Callable[..., Any]] = {
+    "pretrain": _run_pretrain,
+    "score": _run_score,
+    "gradients": _run_gradients,
+    "transfer": _run_transfer,
+    "baseline": _run_baseline,
+    "compare": _run_compare,
+    "report": _run_report,
+}

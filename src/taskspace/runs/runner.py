@@ -1,0 +1,357 @@
+"""Running a plan: lock the run directory, expand the grid into jobs, skip what is done, execute the rest.
+
+Two phases, because the checkpoints of a model trained inside the run exist only after its training:
+
+1. pretraining jobs (one per ``pretrain`` model);
+2. with every model's revisions resolved: one job per probe × model × revision (the control included),
+   then ``compare`` and ``report``, which depend on all of them.
+
+Layout of a run directory (DESIGN §3)::
+
+    RUN/run.json                       the resolved plan, versions, suite data hash, status
+    RUN/plan.toml                      a copy of the plan file (when run from a file)
+    RUN/models/<slug>/stepN/           models trained inside the run
+    RUN/<slug>/<revision>/             one probe folder per model checkpoint (scores/, spaces/, stats/, …)
+    RUN/comparison.json, report.html, figures/
+    RUN/.jobs/                         done-records, staging folders, log (see taskspace.runs.store)
+    RUN/.lock                          held while a process works on the run
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import InputError, TaskspaceError
+from ..io import write_json
+from ..provenance import hash_records, timestamp, versions
+from .executors import Executor, Outcome, make_executor
+from .jobs import Job, job_key, model_fingerprint, settings_subset
+from .lock import RunLock
+from .plan import ModelSpec, Plan
+from .store import JobStore
+
+MAIN = "main"  # folder name of a model's default revision (no revision given)
+
+
+@dataclass
+class ResolvedModel:
+    """A plan model with its folder and revisions known."""
+
+    spec: ModelSpec
+    name: str                          # what load_model gets: hub name or folder
+    revisions: list[str | None]
+    control: str | None
+
+    @property
+    def cells(self) -> list[str | None]:
+        """Revisions to probe: the plan's, then the control if it is not among them."""
+        return self.revisions + ([self.control] if self.control is not None and self.control not in self.revisions else [])
+
+    def to_dict(self) -> dict:
+        s = self.spec
+        return {"name": self.name, "slug": s.slug, "size": s.size,
+                "revisions": [rev_dir(r) for r in self.revisions],
+                "control": rev_dir(self.control) if self.control is not None else None,
+                "pretrain": s.pretrain.to_dict() if s.pretrain else None,
+                "device": s.device, "dtype": s.dtype}
+
+
+@dataclass
+class RunResult:
+    """What a run did: the outcome of every job it executed, and the jobs it found done."""
+
+    run_dir: Path
+    outcomes: list[Outcome] = field(default_factory=list)
+    skipped: list[Job] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status in ("failed", "blocked")]
+
+    @property
+    def report_path(self) -> Path | None:
+        p = self.run_dir / "report.html"
+        return p if p.exists() else None
+
+
+def rev_dir(revision: str | None) -> str:
+    """Folder name of a revision (``main`` for the default one)."""
+    return MAIN if revision is None else revision
+
+
+def run_plan(plan: Plan, run_dir: str | Path, *, executor: str | Executor | None = None,
+             dry_run: bool = False, plan_text: str | None = None) -> RunResult:
+    """Execute ``plan`` into ``run_dir``; resumes a killed run and skips finished jobs.
+
+    ``executor``: ``"local"``, ``"ray"``, an :class:`Executor`, or None for the plan's choice.
+    ``dry_run``: list the jobs (and whether they are done) without running anything.
+    A second process on the same ``run_dir`` gets :class:`~taskspace.errors.RunLockedError`.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError("the run directory is a file", file=run_dir)
+    t0 = time.perf_counter()
+    result = RunResult(run_dir)
+    # check what can be checked before anything is written: the suite, and every model not trained here
+    suite_info = _suite_info(plan)
+    for m in plan.models:
+        if m.pretrain is None:
+            resolve_model(plan, m, run_dir)
+    with RunLock(run_dir):
+        store = JobStore(run_dir)
+        store.clean_staging()
+        if plan_text is not None and not dry_run:
+            from ..io import write_text
+
+            write_text(run_dir / "plan.toml", plan_text)
+        own_executor = not isinstance(executor, Executor)
+        ex = executor if isinstance(executor, Executor) else (
+            None if dry_run else _make_executor(plan, run_dir, executor))
+        try:
+            # phase 1: models trained in the run
+            pre_jobs = pretrain_jobs(plan, run_dir)
+            models: list[ResolvedModel] | None = None
+            if not dry_run:
+                _write_run_json(run_dir, plan, None, suite_info, "running")
+            result = _execute(ex, store, pre_jobs, result, dry_run)
+            if dry_run and any(not store.is_done(j.key) for j in pre_jobs):
+                return result  # revisions of untrained models are unknown yet
+            if any(o.job.kind == "pretrain" for o in result.failed):
+                raise TaskspaceError(_failure_line(result))
+            # phase 2: probes, then compare and report
+            models = [resolve_model(plan, m, run_dir) for m in plan.models]
+            if not dry_run:
+                _write_run_json(run_dir, plan, models, suite_info, "running")
+            jobs = probe_jobs(plan, models, suite_info, run_dir)
+            jobs += finish_jobs(plan, jobs)
+            result = _execute(ex, store, jobs, result, dry_run)
+        finally:
+            if own_executor and ex is not None:
+                ex.close()
+        result.seconds = time.perf_counter() - t0
+        if not dry_run:
+            status = "complete" if not result.failed else "failed"
+            _write_run_json(run_dir, plan, models, suite_info, status, result)
+    if result.failed and not dry_run:
+        raise TaskspaceError(_failure_line(result))
+    return result
+
+
+def _make_executor(plan: Plan, run_dir: Path, kind: str | None) -> Executor:
+    e = plan.executor
+    kind = kind or e.kind
+    opts = {} if kind == "local" else {"address": e.address, "num_cpus": e.num_cpus, "cpus_per_job": e.cpus_per_job}
+    return make_executor(kind, run_dir, **opts)
+
+
+def _execute(ex: Executor | None, store: JobStore, jobs: Sequence[Job], result: RunResult,
+             dry_run: bool) -> RunResult:
+    todo = []
+    for job in jobs:
+        if store.is_done(job.key):
+            result.skipped.append(job)
+            if not dry_run:
+                store.log("skip", job.key, job.label)
+        else:
+            todo.append(job)
+    if dry_run:
+        result.outcomes.extend(Outcome(j, "pending") for j in todo)
+        return result
+    for job in todo:
+        ex.submit(job)
+    if todo:
+        result.outcomes.extend(ex.gather())
+    return result
+
+
+def _failure_line(result: RunResult) -> str:
+    bad = [o for o in result.outcomes if o.status == "failed"]
+    blocked = [o for o in result.outcomes if o.status == "blocked"]
+    first = bad[0] if bad else blocked[0]
+    more = len(bad) - 1
+    tail = (f" (and {more} more failed job(s)" if more > 0 else " (") + \
+           (f"; {len(blocked)} job(s) not run" if blocked else "") + \
+           f"; see {result.run_dir / '.jobs' / 'log.jsonl'}; finished jobs are kept, rerun to retry)"
+    return f"job {first.job.label} failed: {first.error}" + tail.replace(" (;", " (")
+
+
+# -- expansion -----------------------------------------------------------------------------------
+
+def _suite_info(plan: Plan) -> dict:
+    """Load the suite once for planning: its data hash keys every probe job."""
+    from ..suites import load_suite
+
+    s = plan.suite
+    try:
+        suite = load_suite(s.spec)
+    except InputError as e:
+        if e.file is None or e.file == s.spec:
+            raise InputError(e.message, file=plan.source, field="suite.spec") from None
+        raise
+    if s.tasks or s.limit_per_task:
+        try:
+            suite = suite.select(list(s.tasks) if s.tasks else None, s.limit_per_task)
+        except InputError as e:
+            raise InputError(e.message, file=plan.source, field="suite.tasks") from None
+    return {**plan.suite.to_dict(), **suite.describe(), "groups": suite.task_groups()}
+
+
+def pretrain_jobs(plan: Plan, run_dir: Path) -> list[Job]:
+    """One job per model of the plan that is trained inside the run."""
+    jobs = []
+    for m in plan.models:
+        if m.pretrain is None:
+            continue
+        inputs = {"pretrain": m.pretrain.to_dict()}
+        key = job_key("pretrain", inputs)
+        out = f"models/{m.slug}"
+        spec = {"pretrain": m.pretrain.to_dict(), "out": out, "seed": m.pretrain.seed,
+                "key_inputs_hash": hash_records([inputs])}
+        jobs.append(Job("pretrain", key, f"pretrain {m.slug}", f"{out}:pretrain", spec))
+    return jobs
+
+
+def resolve_model(plan: Plan, m: ModelSpec, run_dir: Path) -> ResolvedModel:
+    """The model's folder (or hub name), its revisions and its control, checked against what exists."""
+    from ..models.loading import list_revisions
+
+    i = plan.models.index(m)
+    where = f"models[{i}]"
+    name = str((run_dir / "models" / m.slug).resolve()) if m.pretrain else m.name
+    local = Path(name).expanduser()
+    if m.pretrain is None and (name.startswith((".", "/", "~")) or local.exists()) and not local.is_dir():
+        raise InputError(f"model folder {name} does not exist", file=plan.source, field=where + ".name")
+    available = list_revisions(name)
+    is_local = local.is_dir()
+    single = is_local and (local / "config.json").exists()
+
+    def check(r: str, field_name: str) -> str:
+        if is_local and r not in available and not (r == "init" or r.startswith("init:")):
+            have = f"; it has: {', '.join(available)}" if available else "; it has no checkpoint sub-folders"
+            raise InputError(f"model {name} has no revision {r!r}{have}", file=plan.source, field=where + field_name)
+        return r
+
+    if m.revisions == ("all",):
+        if available:
+            revisions: list[str | None] = list(available)
+        elif not is_local and m.pretrain is None:
+            raise InputError('"all" needs a local folder with stepN sub-folders; list the hub revisions '
+                             'instead', file=plan.source, field=where + ".revisions")
+        elif single:
+            revisions = [None]
+        else:
+            raise InputError(f"{name} holds neither config.json nor checkpoint sub-folders",
+                             file=plan.source, field=where + ".name")
+    elif m.revisions == (None,):
+        revisions = list(available) if (is_local and not single and available) else [None]
+    else:
+        revisions = [check(r, ".revisions") for r in m.revisions if r is not None]
+
+    control = m.control
+    if control == "first":
+        if available:
+            control = available[0]
+        elif not is_local and revisions and revisions[0] is not None:
+            control = revisions[0]
+        else:
+            raise InputError(f'control "first" needs checkpoints; {name} has none (use control = "init")',
+                             file=plan.source, field=where + ".control")
+    elif control is not None:
+        control = check(control, ".control")
+    if m.device in ("auto", ""):
+        # the key must name the device the numbers come from, not "whatever is there"
+        from dataclasses import replace
+
+        from ..models.loading import resolve_device
+
+        m = replace(m, device=resolve_device(m.device))
+    return ResolvedModel(spec=m, name=name, revisions=revisions, control=control)
+
+
+def probe_jobs(plan: Plan, models: Sequence[ResolvedModel], suite_info: dict, run_dir: Path) -> list[Job]:
+    """One job per probe × model × revision (the control included), in a stable order."""
+    settings = plan.settings.to_dict()
+    kinds = []
+    for p in plan.probes:
+        k = "gradients" if p in ("gradients", "overlap") else p
+        if k not in kinds:
+            kinds.append(k)
+    jobs = []
+    for m in models:
+        fingerprints: dict[str | None, dict] = {}
+        for kind in kinds:
+            for rev in _cells_for(plan, m, kind):
+                if rev not in fingerprints:
+                    fingerprints[rev] = model_fingerprint(m.name, rev)
+                model = {"name": m.name, "revision": rev, "device": m.spec.device, "dtype": m.spec.dtype}
+                sub = settings_subset(kind, settings)
+                inputs = {"model": {**{k: v for k, v in model.items() if k != "name"},
+                                    "weights": fingerprints[rev]},
+                          "suite": suite_info["data_hash"], "settings": sub}
+                if "hub" in fingerprints[rev]:
+                    inputs["model"]["name"] = m.name
+                dest = f"{m.spec.slug}/{rev_dir(rev)}"
+                spec = {"model": model, "settings": settings, "seed": settings["seed"],
+                        "suite": {k: suite_info[k] for k in ("spec", "tasks", "limit_per_task", "data_hash")}}
+                if kind == "gradients":
+                    spec["probes"] = [p for p in ("gradients", "overlap") if p in plan.probes]
+                    inputs["probes"] = spec["probes"]
+                label = f"{kind if kind != 'gradients' else 'gradients+overlap'} {m.spec.slug}@{rev_dir(rev)}"
+                jobs.append(Job(kind, job_key(kind, inputs), label, f"{dest}:{kind}", spec, dest=dest))
+    return jobs
+
+
+def _cells_for(plan: Plan, m: ResolvedModel, kind: str) -> list[str | None]:
+    """The revisions job ``kind`` runs on: all cells, or those named in ``[probe_revisions]``."""
+    names = [p for p in plan.probe_revisions if (p if p not in ("gradients", "overlap") else "gradients") == kind]
+    if not names:
+        return m.cells
+    wanted: list[str | None] = []
+    for p in names:
+        for w in plan.probe_revisions[p]:
+            if w == "first":
+                r = [m.revisions[0]]
+            elif w == "last":
+                r = [m.revisions[-1]]
+            elif w == "control":
+                r = [m.control] if m.control is not None else []
+            elif w in [rev_dir(c) for c in m.cells]:
+                r = [c for c in m.cells if rev_dir(c) == w]
+            else:
+                have = ", ".join(["first", "last", "control"] + [rev_dir(c) for c in m.cells])
+                raise InputError(f"{w!r} is not a revision of {m.spec.slug} ({have})",
+                                 file=plan.source, field=f"probe_revisions.{p}")
+            wanted.extend(x for x in r if x not in wanted)
+    return [c for c in m.cells if c in wanted]
+
+
+def finish_jobs(plan: Plan, jobs: Sequence[Job]) -> list[Job]:
+    """``compare`` and ``report`` after every probe job; keyed by the keys they read."""
+    if not plan.report:
+        return []
+    deps = tuple(j.key for j in jobs)
+    compare = Job("compare", job_key("compare", {"deps": sorted(deps)}), "compare", "run:compare",
+                  {"seed": 0}, deps=deps)
+    report = Job("report", job_key("report", {"deps": [compare.key]}), "report", "run:report",
+                 {"seed": 0}, deps=(compare.key,))
+    return [compare, report]
+
+
+def _write_run_json(run_dir: Path, plan: Plan, models: Sequence[ResolvedModel] | None, suite_info: dict,
+                    status: str, result: RunResult | None = None) -> None:
+    d = plan.to_dict()
+    if models is not None:
+        d["models"] = [m.to_dict() for m in models]
+    d["suite"] = suite_info
+    d["versions"] = versions()
+    d["status"] = status
+    d["updated"] = timestamp()
+    if result is not None:
+        d["jobs"] = {"done": sum(o.status == "done" for o in result.outcomes),
+                     "skipped": len(result.skipped),
+                     "failed": len(result.failed),
+                     "seconds": round(result.seconds, 3)}
+    write_json(run_dir / "run.json", d)

@@ -1,0 +1,462 @@
+"""Resumable runs: plans, job keys, the job store, the lock, executors, kill -9 and resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from taskspace.errors import InputError, RunLockedError, TaskspaceError
+
+# -- helpers -------------------------------------------------------------------------------------
+
+SUITE_ROWS = {
+    # task: (group, good template, bad template); {n} = a singular noun, {p} = its plural
+    "sva_singular": ("subject_verb_agreement", "the {n} sleeps .", "the {n} sleep ."),
+    "sva_plural": ("subject_verb_agreement", "the {p} sleep .", "the {p} sleeps ."),
+    "anaphor_singular": ("anaphor_agreement", "the {n} sees itself .", "the {n} sees themselves ."),
+    "anaphor_plural": ("anaphor_agreement", "the {p} see themselves .", "the {p} see itself ."),
+    "npi_never": ("npi_licensing", "the {n} never ran .", "the {n} ever ran ."),
+    "npi_not": ("npi_licensing", "the {p} ran not any .", "the {p} ran not some ."),
+}
+NOUNS = [("cat", "cats"), ("dog", "dogs"), ("girl", "girls"), ("boy", "boys"), ("teacher", "teachers")]
+
+
+def write_suite(path: Path, per_task: int = 12) -> Path:
+    """A BLiMP-style JSONL suite over the conftest word tokenizer's vocabulary (3 groups × 2 tasks)."""
+    with open(path, "w") as f:
+        for task, (group, good, bad) in SUITE_ROWS.items():
+            for i in range(per_task):
+                n, p = NOUNS[i % len(NOUNS)]
+                extra = "" if i < len(NOUNS) else " " + ("ran" if i % 2 else "never")
+                row = {"sentence_good": good.format(n=n, p=p) + extra, "sentence_bad": bad.format(n=n, p=p) + extra,
+                       "UID": task, "linguistics_term": group, "pairID": str(i)}
+                f.write(json.dumps(row) + "\n")
+    return path
+
+
+def write_plan(path: Path, model_dir: Path, suite: Path, *, probes=("score", "gradients", "overlap"),
+               control: str = "init", train_pairs: int = 6, extra: str = "") -> Path:
+    path.write_text(
+        f'probes = [{", ".join(repr(p).replace(chr(39), chr(34)) for p in probes)}]\n'
+        "report = false\n"
+        "[suite]\n"
+        f'spec = "{suite}"\n'
+        "[[models]]\n"
+        f'name = "{model_dir}"\n'
+        'revisions = "all"\n'
+        f'control = "{control}"\n'
+        "[settings]\n"
+        f"train_pairs = {train_pairs}\n"
+        "dev_pairs = 2\n"
+        "eval_pairs = 4\n"
+        + extra)
+    return path
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    e = dict(os.environ, TASKSPACE_NO_PROGRESS="1", **(env or {}))
+    return subprocess.run(["taskspace", *args], capture_output=True, text=True, env=e, timeout=timeout)
+
+
+def results_of(run: Path) -> dict[str, bytes]:
+    """Every result table of a run (CSV and Parquet), by relative path."""
+    out = {}
+    for p in sorted(run.rglob("*")):
+        rel = p.relative_to(run).as_posix()
+        if p.is_file() and not rel.startswith(".") and p.suffix in (".csv", ".parquet"):
+            out[rel] = p.read_bytes()
+    return out
+
+
+def events(run: Path) -> list[dict]:
+    from taskspace.runs import JobStore
+
+    return JobStore(run).events()
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_model_dir):
+    suite = write_suite(tmp_path / "suite.jsonl")
+    plan = write_plan(tmp_path / "plan.toml", tiny_model_dir, suite)
+    return tmp_path, tiny_model_dir, suite, plan
+
+
+# -- plans ---------------------------------------------------------------------------------------
+
+def _parse(text: str, tmp_path: Path):
+    from taskspace.runs import load_plan
+
+    p = tmp_path / "p.toml"
+    p.write_text(text)
+    return load_plan(p)
+
+
+BASE = '[suite]\nspec = "toy"\n[[models]]\nname = "gpt2"\n'
+
+
+def test_plan_defaults_and_resolution(tmp_path, tiny_model_dir):
+    plan = _parse(BASE + "[[models]]\npretrain = {size = \"small\", steps = 50}\n"
+                  f'[[models]]\nname = "{tiny_model_dir}"\nrevisions = ["step10"]\ncontrol = "none"\n', tmp_path)
+    hub, pre, local = plan.models
+    assert (hub.slug, hub.revisions, hub.control) == ("gpt2", (None,), None)
+    assert (pre.slug, pre.size, pre.revisions, pre.control) == ("toy-small", "small", ("all",), "first")
+    assert pre.pretrain.steps == 50 and pre.pretrain.corpus == "toy"
+    assert (local.slug, local.revisions, local.control) == ("tiny-lm", ("step10",), None)
+    assert plan.probes == ("score", "gradients", "overlap", "transfer") and plan.report is True
+    assert plan.settings.train_pairs == 100 and plan.executor.kind == "local"
+
+
+def test_plan_relative_paths_resolve_beside_the_plan(tmp_path, tiny_model_dir):
+    sub = tmp_path / "plans"
+    sub.mkdir()
+    write_suite(sub / "s.jsonl")
+    from taskspace.runs import load_plan
+
+    (sub / "p.toml").write_text('[suite]\nspec = "s.jsonl"\n[[models]]\nname = "gpt2"\n')
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)  # not the plan's folder
+        assert load_plan(sub / "p.toml").suite.spec == str((sub / "s.jsonl").resolve())
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.mark.parametrize("text, field, line, words", [
+    (BASE + 'revision = "step1"\n', "models[0].revision", 5, "did you mean 'revisions'"),
+    (BASE + 'control = "init:x"\n', "models[0].control", 5, "seed"),
+    ('probes = ["score", "gradient"]\n' + BASE, "probes[1]", 1, "did you mean 'gradients'"),
+    (BASE + "[settings]\nmask_fraction = 1.5\n", "settings.mask_fraction", 6, "mask fraction"),
+    (BASE + "[settings]\nsteps = 2.5\n", "settings.steps", 6, "must be a int"),
+    (BASE + "[settings]\ntasks = [\"a\"]\n", "settings.tasks", 6, "[suite]"),
+    (BASE + 'probes = ["score"]\n', "models[0].probes", 5, "top-level key"),
+    (BASE + "[[models]]\nname = \"gpt2\"\n", "models[1].slug", None, "slug 'gpt2'"),
+    (BASE + '[[models]]\npretrain = {size = "huge"}\n', "models[1].pretrain.size", 6, "tiny, small, base"),
+    (BASE + "[executor]\nkind = \"rey\"\n", "executor.kind", 6, "did you mean 'ray'"),
+    ('[suite]\nspec = "toy"\n', "models", None, "missing [[models]]"),
+    (BASE + "[probe_revisions]\nbaseline = [\"last\"]\n", "probe_revisions.baseline", 6, "not in `probes`"),
+])
+def test_plan_errors_name_file_line_field(tmp_path, text, field, line, words):
+    with pytest.raises(InputError) as info:
+        _parse(text, tmp_path)
+    e = info.value
+    assert e.file == str(tmp_path / "p.toml") and e.field == field and e.line == line, str(e)
+    assert words in str(e)
+
+
+def test_plan_toml_syntax_error_has_line(tmp_path):
+    with pytest.raises(InputError) as info:
+        _parse(BASE + "[settings]\nsteps = = 3\n", tmp_path)
+    assert info.value.line == 6 and "invalid TOML" in str(info.value)
+
+
+def test_cli_bad_plan_is_one_line_and_writes_nothing(tmp_path):
+    plan = tmp_path / "p.toml"
+    plan.write_text(BASE + 'revisons = "all"\n')
+    r = cli("run", str(plan), "--out", str(tmp_path / "run"))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "did you mean 'revisions'" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
+
+
+def test_unknown_revision_is_an_input_error(tmp_path, setup):
+    tmp, model_dir, suite, _ = setup
+    plan = tmp / "bad.toml"
+    write_plan(plan, model_dir, suite)
+    plan.write_text(plan.read_text().replace('revisions = "all"', 'revisions = ["step10", "step99"]'))
+    r = cli("run", str(plan), "--out", str(tmp / "run"))
+    assert r.returncode == 2 and "step99" in r.stderr and "step0, step10" in r.stderr and "models[0].revisions" in r.stderr
+    assert not (tmp / "run").exists()                                     # nothing written
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+def test_fingerprint_follows_the_weights_not_the_path(tmp_path, tiny_model_dir):
+    import shutil
+
+    from taskspace.runs import model_fingerprint
+
+    from conftest import make_tiny_model
+
+    a = model_fingerprint(str(tiny_model_dir), "step0")
+    assert a == model_fingerprint(str(tiny_model_dir), "step0")
+    assert a != model_fingerprint(str(tiny_model_dir), "step10")
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    assert model_fingerprint(str(copy), "step0") == a                  # same weights elsewhere: same key
+    (copy / "step0" / "training_state").mkdir()                          # resume state is not the model
+    (copy / "step0" / "training_state" / "optimizer.safetensors").write_bytes(b"x")
+    assert model_fingerprint(str(copy), "step0") == a
+    make_tiny_model("gpt2", vocab_size=64, seed=5).save_pretrained(copy / "step0")   # retrained in place
+    assert model_fingerprint(str(copy), "step0") != a
+    init = model_fingerprint(str(tiny_model_dir), "init")
+    assert init["init_from"] == a and init["init_seed"] == 0
+    assert model_fingerprint(str(tiny_model_dir), "init:1") != init
+    assert model_fingerprint("EleutherAI/pythia-70m", "step1000") == {"hub": "EleutherAI/pythia-70m",
+                                                                      "revision": "step1000"}
+
+
+def test_keys_change_only_with_what_a_job_reads(setup):
+    from taskspace.runs import load_plan
+    from taskspace.runs.runner import _suite_info, probe_jobs, resolve_model
+
+    tmp, model_dir, suite, plan_path = setup
+
+    def keys(**kw):
+        write_plan(plan_path, model_dir, suite, **kw)
+        plan = load_plan(plan_path)
+        models = [resolve_model(plan, m, tmp / "run") for m in plan.models]
+        return {j.label: j.key for j in probe_jobs(plan, models, _suite_info(plan), tmp / "run")}
+
+    base = keys()
+    assert set(base) == {f"{k} tiny-lm@{r}" for k in ("score", "gradients+overlap")
+                         for r in ("step0", "step10", "init")}
+    assert len(set(base.values())) == len(base)
+    more = keys(train_pairs=7)
+    changed = {k for k in base if base[k] != more[k]}
+    assert changed == {f"gradients+overlap tiny-lm@{r}" for r in ("step0", "step10", "init")}
+    assert keys(extra="steps = 3\n") == base          # FTGD steps: no transfer job in this plan
+    assert keys() == base                              # deterministic
+
+
+# -- store, lock, executors ----------------------------------------------------------------------
+
+def test_publish_replaces_a_slot_and_removes_stale_files(tmp_path):
+    from taskspace.runs import JobStore
+
+    store = JobStore(tmp_path)
+    s1 = store.staging_dir("k1")
+    for name in ("spaces/a.csv", "ftgd/t1.json", "ftgd/t2.json"):
+        (s1 / name).parent.mkdir(parents=True, exist_ok=True)
+        (s1 / name).write_text(name + " v1")
+    rec = {"slot": "m/step1:transfer", "kind": "transfer", "label": "x"}
+    files = store.publish("k1", s1, "m/step1", rec)
+    assert files == ["m/step1/ftgd/t1.json", "m/step1/ftgd/t2.json", "m/step1/spaces/a.csv"]
+    assert store.is_done("k1") and not s1.exists()
+    # another slot shares a file name: it must survive the first slot's replacement
+    s3 = store.staging_dir("k3")
+    (s3 / "ftgd").mkdir()
+    (s3 / "ftgd" / "t2.json").write_text("other slot")
+    store.publish("k3", s3, "m/step1", {"slot": "m/step1:baseline", "kind": "baseline", "label": "y"})
+    s2 = store.staging_dir("k2")
+    (s2 / "spaces").mkdir()
+    (s2 / "spaces" / "a.csv").write_text("v2")
+    (s2 / "ftgd").mkdir()
+    (s2 / "ftgd" / "t1.json").write_text("t1 v2")
+    store.publish("k2", s2, "m/step1", rec)
+    assert not store.record_path("k1").exists() and not store.is_done("k1")
+    assert (tmp_path / "m/step1/spaces/a.csv").read_text() == "v2"
+    assert (tmp_path / "m/step1/ftgd/t1.json").read_text() == "t1 v2"
+    assert (tmp_path / "m/step1/ftgd/t2.json").read_text() == "other slot"   # kept: k3 owns it now
+    assert store.is_done("k2") and store.is_done("k3")
+    (tmp_path / "m/step1/spaces/a.csv").unlink()                               # a user deleted a result
+    assert not store.is_done("k2")
+
+
+def test_lock_refuses_a_second_holder_and_names_it(tmp_path):
+    from taskspace.runs import RunLock
+
+    with RunLock(tmp_path) as lock:
+        assert lock.held
+        with pytest.raises(RunLockedError) as info:
+            RunLock(tmp_path).acquire()
+        assert f"process {os.getpid()}" in str(info.value)
+    with RunLock(tmp_path):  # released: free again
+        pass
+
+
+def test_lock_is_released_by_kill_9(tmp_path):
+    from taskspace.runs import RunLock
+
+    code = f"from taskspace.runs import RunLock; import time; RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)"
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    with pytest.raises(RunLockedError) as info:
+        RunLock(tmp_path).acquire()
+    assert f"process {p.pid}" in str(info.value)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    with RunLock(tmp_path):  # no stale lock
+        pass
+
+
+def test_second_process_on_a_run_is_refused_by_the_cli(setup):
+    from taskspace.runs import RunLock
+
+    tmp, _, _, plan = setup
+    with RunLock(tmp / "run"):
+        r = cli("run", str(plan), "--out", str(tmp / "run"))
+    assert r.returncode == 2 and r.stderr.startswith("error: run directory") and f"process {os.getpid()}" in r.stderr
+    assert r.stderr.strip().count("\n") == 0
+    assert not (tmp / "run" / "run.json").exists()
+
+
+def test_local_executor_respects_dependencies_and_isolates_failures(tmp_path, monkeypatch):
+    from taskspace.runs import Job, LocalExecutor
+    from taskspace.runs import jobs as jobs_mod
+
+    order = []
+
+    def ok(spec, out, run_dir):
+        order.append(spec["name"])
+        (out / f"{spec['name']}.txt").write_text(spec["name"])
+        return {"name": spec["name"]}
+
+    def boom(spec, out, run_dir):
+        order.append(spec["name"])
+        raise RuntimeError("exploded")
+
+    monkeypatch.setitem(jobs_mod._RUNNERS, "score", ok)
+    monkeypatch.setitem(jobs_mod._RUNNERS, "transfer", boom)
+    a = Job("score", "a" * 64, "a", "x:a", {"name": "a"}, dest="x")
+    b = Job("transfer", "b" * 64, "b", "x:b", {"name": "b"}, dest="x")
+    c = Job("score", "c" * 64, "c", "x:c", {"name": "c"}, dest="x", deps=(b.key,))   # blocked by b
+    d = Job("score", "d" * 64, "d", "x:d", {"name": "d"}, dest="x", deps=(a.key,))
+    ex = LocalExecutor(tmp_path)
+    with pytest.raises(TaskspaceError):
+        ex.submit(c)                    # b not submitted yet
+    for j in (a, b, c, d):
+        ex.submit(j)
+    outcomes = {o.job.label: o for o in ex.gather()}
+    assert order == ["a", "b", "d"]
+    assert {k: o.status for k, o in outcomes.items()} == {"a": "done", "b": "failed", "c": "blocked", "d": "done"}
+    assert "exploded" in outcomes["b"].error
+    assert (tmp_path / "x" / "d.txt").read_text() == "d"
+
+
+def test_ray_executor_gives_the_same_results(setup):
+    pytest.importorskip("ray")
+    import torch
+
+    tmp, model_dir, suite, plan_path = setup
+    from taskspace.runs import RayExecutor, load_plan, run_plan
+
+    plan = load_plan(plan_path)
+    run_plan(plan, tmp / "local")
+    n = torch.get_num_threads()          # bit-identical needs the same torch threads per job
+    ex = RayExecutor(tmp / "ray", num_cpus=n, cpus_per_job=n)
+    try:
+        result = run_plan(plan, tmp / "ray", executor=ex)
+    finally:
+        ex.close()
+    assert len(result.outcomes) == 6 and not result.failed
+    assert results_of(tmp / "local") == results_of(tmp / "ray")
+    pids = {e["pid"] for e in events(tmp / "ray") if e["event"] == "done"}
+    assert os.getpid() not in pids       # the jobs really ran in Ray workers
+
+
+def test_ray_missing_is_one_clear_line(setup, monkeypatch):
+    import builtins
+
+    tmp, _, _, plan_path = setup
+    real_import = builtins.__import__
+
+    def no_ray(name, *a, **kw):
+        if name == "ray":
+            raise ImportError("no ray")
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    from taskspace.runs import RayExecutor
+
+    with pytest.raises(TaskspaceError, match=r"pip install 'taskspace\[ray\]'"):
+        RayExecutor(tmp)
+
+
+# -- running, resuming ---------------------------------------------------------------------------
+
+def test_run_skips_done_jobs_and_recomputes_changed_ones(setup):
+    tmp, model_dir, suite, plan = setup
+    run = tmp / "run"
+    r = cli("run", str(plan), "--out", str(run))
+    assert r.returncode == 0, r.stderr
+    assert "6 job(s) run, 0 already done" in r.stdout
+    for rev in ("step0", "step10", "init"):
+        assert (run / "tiny-lm" / rev / "scores" / "tasks.csv").exists()
+        assert (run / "tiny-lm" / rev / "spaces" / "gradients.csv").exists()
+        assert (run / "tiny-lm" / rev / "spaces" / "overlap.csv").exists()
+        assert (run / "tiny-lm" / rev / "stats" / "distributedness.csv").exists()
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["models"][0]["revisions"] == ["step0", "step10"] and meta["models"][0]["control"] == "init"
+    assert meta["models"][0]["slug"] == "tiny-lm" and meta["status"] == "complete"
+    assert meta["probes"] == ["score", "gradients", "overlap"] and meta["versions"]["taskspace"]
+    assert meta["suite"]["n_tasks"] == 6 and len(meta["suite"]["data_hash"]) == 64
+    prov = json.loads((run / "tiny-lm" / "step10" / "scores" / "run.json").read_text())
+    assert prov["model"]["revision"] == "step10" and prov["suite"]["data_hash"] == meta["suite"]["data_hash"]
+    assert not list((run / ".jobs" / "staging").iterdir())
+    before = results_of(run)
+    mtimes = {p: p.stat().st_mtime_ns for p in (run / ".jobs").glob("*.json")}
+
+    r = cli("run", str(plan), "--out", str(run))
+    assert r.returncode == 0 and "0 job(s) run, 6 already done" in r.stdout
+    assert {p: p.stat().st_mtime_ns for p in (run / ".jobs").glob("*.json")} == mtimes
+    assert results_of(run) == before
+
+    write_plan(plan, model_dir, suite, train_pairs=8)      # gradients read train_pairs, scores do not
+    r = cli("run", str(plan), "--out", str(run))
+    assert r.returncode == 0 and "3 job(s) run, 3 already done" in r.stdout
+    after = results_of(run)
+    assert all(after[k] == before[k] for k in before if "/scores/" in k)
+    assert after["tiny-lm/step10/spaces/gradients.csv"] != before["tiny-lm/step10/spaces/gradients.csv"]
+    assert len(list((run / ".jobs").glob("*.json"))) == 6   # the old gradient records were retired
+
+
+def _wait_for(pred, proc, timeout=120.0):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if pred():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.slow
+def test_kill_9_at_any_point_resumes_to_identical_results(setup):
+    tmp, model_dir, suite, plan = setup
+    from taskspace.runs import load_plan, run_plan
+
+    clean, run = tmp / "clean", tmp / "run"
+    run_plan(load_plan(plan), clean)          # uninterrupted, in this process: another process history
+    expected = results_of(clean)
+    assert len(expected) > 20
+
+    # 1. a real external kill -9 as soon as the first done-record appears
+    env = dict(os.environ, TASKSPACE_NO_PROGRESS="1")
+    proc = subprocess.Popen(["taskspace", "run", str(plan), "--out", str(run)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert _wait_for(lambda: any((run / ".jobs").glob("*.json")), proc)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    first_done = {p.name: p.stat().st_mtime_ns for p in (run / ".jobs").glob("*.json")}
+    assert first_done
+
+    # 2. kills inside a job's life: computed but not published, half the files linked, all linked but
+    #    no done-record, done-record written but staging not cleaned; the last one in the 2nd job it runs
+    for point in ("before_publish", "publish_half", "publish_linked", "after_record:2"):
+        r = cli("run", str(plan), "--out", str(run), env={"TASKSPACE_CRASH_AT": point})
+        assert r.returncode == -signal.SIGKILL, (point, r.stdout, r.stderr)
+
+    r = cli("run", str(plan), "--out", str(run))
+    assert r.returncode == 0, r.stderr
+    assert results_of(run) == expected                         # byte-identical to the uninterrupted run
+
+    log = events(run)
+    finished_at: dict[str, int] = {}
+    for i, e in enumerate(log):
+        if e["event"] in ("done", "skip"):
+            finished_at.setdefault(e["key"], i)
+        if e["event"] == "start" and e["key"] in finished_at:
+            pytest.fail(f"{e['label']} was started again after it had finished")
+    assert len(finished_at) == 6
+    for name, mtime in first_done.items():                       # and its record was not rewritten
+        assert (run / ".jobs" / name).stat().st_mtime_ns == mtime
+    assert len({e["pid"] for e in log}) >= 6                     # it really took that many processes
+    assert not list((run / ".jobs" / "staging").iterdir())
+    assert not [p for p in run.rglob("*.tmp")] and not [p for p in run.rglob("*.publish")]
