@@ -19,6 +19,10 @@ def load_suite(spec: str | Path, *, columns: Mapping[str, str] | None = None) ->
     """Load a suite from ``spec`` (see module docstring). ``columns`` maps our field names
     (``good``, ``bad``, ``task``, ``group``, ``pair_id``) to the file's column names."""
     s = str(spec)
+    p = Path(s).expanduser()
+    if columns and not p.is_file():
+        raise InputError("a column mapping applies only to a .jsonl/.csv/.tsv file of pairs",
+                         file=s, field="columns")
     if s == "toy" or s.startswith("toy:"):
         from .toy import toy_suite
 
@@ -28,7 +32,6 @@ def load_suite(spec: str | Path, *, columns: Mapping[str, str] | None = None) ->
         from .blimp import load_blimp_hub
 
         return load_blimp_hub()
-    p = Path(s).expanduser()
     if p.is_dir():
         from .blimp import load_blimp_folder
 
