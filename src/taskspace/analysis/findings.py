@@ -22,20 +22,30 @@ SPACE_LABEL = {"gradients": "gradient cosine", "overlap": "mask overlap (Jaccard
                "baseline": "baseline transfer", "baseline_normalized": "normalised baseline transfer"}
 
 
-def _ok(x: Any) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
+def is_number(x: Any) -> bool:
+    """A finite real number (not a bool, not NaN/inf, not None)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _fmt(x: Any, signed: bool = True) -> str:
-    if not _ok(x):
-        return "n/a"
-    return f"{x:+.3f}" if signed else f"{x:.3f}"
+_ok = is_number
 
 
-def _fmt_p(p: Any) -> str:
-    if not _ok(p):
-        return "n/a"
+def fmt_value(x: Any, signed: bool = True, digits: int = 3, missing: str = "n/a") -> str:
+    """``+0.123`` (signed) or ``0.123``; ``missing`` for anything that is not a finite number."""
+    if not is_number(x):
+        return missing
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def fmt_p(p: Any, missing: str = "n/a") -> str:
+    """A p-value: three decimals, or scientific notation below 0.001."""
+    if not is_number(p):
+        return missing
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+_fmt = fmt_value
+_fmt_p = fmt_p
 
 
 def label(space: str) -> str:

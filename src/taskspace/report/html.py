@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
@@ -14,7 +13,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..analysis.collect import RunData, load_run
-from ..analysis.findings import label
+from ..analysis.findings import fmt_p, fmt_value, is_number, label
 from ..analysis.hypothesis import group_order
 from ..spaces import TaskSpace
 from .figures import MAIN_SPACES, is_signed
@@ -23,20 +22,15 @@ _TRANSFER_LIKE = ("transfer", "baseline")
 
 
 # -- small formatting helpers ----------------------------------------------------------------------
-def _ok(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+_ok = is_number
 
 
 def _f(x: Any, signed: bool = True, digits: int = 3) -> str:
-    if not _ok(x):
-        return "–"
-    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+    return fmt_value(x, signed, digits, missing="–")
 
 
 def _p(x: Any) -> str:
-    if not _ok(x):
-        return "–"
-    return f"{x:.3f}" if x >= 0.001 else f"{x:.1e}"
+    return fmt_p(x, missing="–")
 
 
 def _e(s: Any) -> str:
