@@ -10,7 +10,8 @@ Examples (the figures in the README were produced with these)::
     python benchmarks/bench_probes.py probes --suite blimp --finetune-tasks 3 --threads 2
     python benchmarks/bench_probes.py probes --suite toy --threads 2
     python benchmarks/bench_probes.py step --threads 2
-    python benchmarks/bench_probes.py memory --suite blimp --tasks-list 2,4,8 --threads 2
+    python benchmarks/bench_probes.py probes --suite blimp --probes transfer --finetune-tasks 6 --workers 2
+    python benchmarks/bench_probes.py memory --suite blimp --steps 3 --train-pairs 20 --eval-pairs 20
 
 Results are printed and written as JSON under ``benchmarks/results/``. The machine may be shared: the
 load average is recorded with each result; compare ratios measured in one process.
@@ -111,6 +112,11 @@ def bench_probes(args: argparse.Namespace) -> dict:
     out["eval_pairs_total"] = len(eval_pairs)
     print(f"base model on {len(eval_pairs)} eval pairs of {len(tasks)} tasks: {base_eval:.1f} s")
     ft_tasks = tasks[:: max(1, len(tasks) // args.finetune_tasks)][: args.finetune_tasks]
+    if args.workers > 1:
+        for probe in [p for p in ("transfer", "baseline") if p in args.probes]:
+            out[probe] = _bench_workers(args, probe, lm, settings, split, base_df, base_nll, groups, ft_tasks,
+                                        base_eval, len(tasks))
+        return out
     for probe in [p for p in ("transfer", "baseline") if p in args.probes]:
         rows = []
         with tempfile.TemporaryDirectory() as tmp:
@@ -139,6 +145,35 @@ def bench_probes(args: argparse.Namespace) -> dict:
               f" s incl. gradient/mask, evaluation {mean['eval_s']:.1f} s) → {len(tasks)}×{len(tasks)} space "
               f"≈ {est / 60:.1f} min")
     return out
+
+
+def _bench_workers(args, probe, lm, settings, split, base_df, base_nll, groups, ft_tasks, base_eval,
+                   n_tasks) -> dict:
+    """K tasks through ``--workers`` spawned processes (as ``transfer_probe`` runs them); the wall time
+    includes starting the workers, so the per-task figure is an upper bound for a long run."""
+    import dataclasses
+
+    from taskspace.probes.transfer import _in_workers, _Job, worker_threads
+
+    with tempfile.TemporaryDirectory() as tmp:
+        job = _Job(probe=probe, settings=dataclasses.replace(settings, workers=args.workers),
+                   train_by=split["train"].by_task(), dev_by={a: split["dev"].by_task().get(a, []) for a in ft_tasks},
+                   eval_pairs=split["test"].pairs, base_df=base_df, base_nll=base_nll, heldout=None,
+                   groups=groups, out=Path(tmp), rows_dir=Path(tmp) / "rows", save_deltas=probe == "transfer")
+        t = time.perf_counter()
+        rows = [{"task": a, "status": rec["status"], "gradients_s": rec["gradient_seconds"],
+                 "finetune_s": rec["seconds"], "eval_s": rec["eval_seconds"]}
+                for a, rec, _ in _in_workers(lm, job, list(ft_tasks), args.workers)]
+        wall = time.perf_counter() - t
+    per_task = wall / len(ft_tasks)
+    est = base_eval + per_task * n_tasks
+    mean = {k: statistics.mean(r[k] for r in rows) for k in ("gradients_s", "finetune_s", "eval_s")}
+    print(f"{probe}: {len(ft_tasks)} tasks in {args.workers} workers × {worker_threads(args.workers)} thread(s): "
+          f"{wall:.1f} s wall incl. start-up → {per_task:.1f} s/task; in a worker: fine-tuning "
+          f"{mean['gradients_s'] + mean['finetune_s']:.1f} s incl. gradient/mask, evaluation {mean['eval_s']:.1f} s"
+          f" → {n_tasks}×{n_tasks} space ≈ {est / 60:.1f} min")
+    return {"tasks_run": list(ft_tasks), "workers": args.workers, "threads_per_worker": worker_threads(args.workers),
+            "per_task": rows, "wall_s": wall, "mean_in_worker": mean, "extrapolated_all_tasks_s": est}
 
 
 def bench_step(args: argparse.Namespace) -> dict:
@@ -185,42 +220,59 @@ def bench_step(args: argparse.Namespace) -> dict:
     return out
 
 
-def _child_rss(args: argparse.Namespace, k: int) -> dict:
+def bench_memory(args: argparse.Namespace) -> dict:
+    """Resident memory after each task of one transfer run over ``--tasks`` tasks (default: all), in a
+    fresh process. Flat means: what a finished task allocated is released, so the peak does not grow
+    with the number of tasks. Prints the peak after the first task, after a quarter of the tasks and
+    at the end (assembling the spaces and the combined per-pair log included), and the slope of the
+    resident memory over the tasks (least squares, MiB per task)."""
     code = f"""
-import json, resource, sys, time, torch, tempfile
+import json, sys, tempfile, time
 sys.path.insert(0, {str(REPO / 'benchmarks')!r})
 import bench_probes as b
 b._setup({args.threads})
 from taskspace.probes.settings import ProbeSettings
 from taskspace.probes.transfer import transfer_probe
-lm, suite = b._load({args.suite!r}, {args.model!r}, {args.revision!r})
-tasks = suite.tasks[:{k}]
-s = ProbeSettings(tasks=tuple(tasks), train_pairs={args.train_pairs}, dev_pairs=0, eval_pairs={args.eval_pairs},
-                  steps={args.steps}, bootstrap=100)
-rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-t = time.perf_counter()
-with tempfile.TemporaryDirectory() as d:
-    transfer_probe(lm, suite, s, d, progress=False)
-print(json.dumps({{"tasks": {k}, "rss_after_load_mib": rss0 / 1024,
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "seconds": time.perf_counter() - t}}))
+
+def status():
+    kv = dict(l.split(':', 1) for l in open('/proc/self/status') if ':' in l)
+    return int(kv['VmRSS'].split()[0]) / 1024, int(kv['VmHWM'].split()[0]) / 1024
+
+def main():
+    lm, suite = b._load({args.suite!r}, {args.model!r}, {args.revision!r})
+    tasks = suite.tasks[:{args.tasks}] if {args.tasks} else suite.tasks
+    s = ProbeSettings(tasks=tuple(tasks), train_pairs={args.train_pairs}, dev_pairs={args.dev_pairs},
+                      eval_pairs={args.eval_pairs}, steps={args.steps}, bootstrap={args.bootstrap})
+    rows = [dict(zip(('rss_mib', 'peak_mib'), status()), task=None)]
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        transfer_probe(lm, suite, s, d, progress=False,
+                       on_task=lambda a, rec: rows.append(dict(zip(('rss_mib', 'peak_mib'), status()), task=a)))
+        rows.append(dict(zip(('rss_mib', 'peak_mib'), status()), task='(assembled)'))
+    print(json.dumps({{"rows": rows, "seconds": time.perf_counter() - t}}))
+
+if __name__ == '__main__':
+    main()
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env=dict(os.environ, TASKSPACE_NO_PROGRESS="1"))
     if r.returncode != 0:
         raise SystemExit(r.stderr)
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def bench_memory(args: argparse.Namespace) -> dict:
-    """Peak RSS of a transfer run (fresh process each) for growing numbers of tasks."""
-    rows = []
-    for k in [int(x) for x in args.tasks_list.split(",")]:
-        row = _child_rss(args, k)
-        rows.append(row)
-        print(f"{k:3d} tasks: peak RSS {row['peak_rss_mib']:.0f} MiB (after loading {row['rss_after_load_mib']:.0f}"
-              f" MiB), {row['seconds']:.1f} s")
-    return {"rows": rows, "suite": args.suite, "steps": args.steps, **_meta(args.threads)}
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    rows = res["rows"]
+    per_task = [r for r in rows[1:] if r["task"] != "(assembled)"]
+    n = len(per_task)
+    xs = list(range(1, n + 1))
+    slope = statistics.linear_regression(xs, [r["rss_mib"] for r in per_task]).slope if n > 1 else 0.0
+    q = per_task[max(0, n // 4 - 1)]
+    out = {"tasks": n, "after_load_mib": rows[0]["rss_mib"], "peak_after_first_task_mib": per_task[0]["peak_mib"],
+           "peak_after_quarter_mib": q["peak_mib"], "peak_at_end_mib": rows[-1]["peak_mib"],
+           "rss_slope_mib_per_task": slope, "seconds": res["seconds"], "trace": rows,
+           "suite": args.suite, "steps": args.steps, **_meta(args.threads)}
+    print(f"{n} tasks: after loading {out['after_load_mib']:.0f} MiB; peak after task 1 {out['peak_after_first_task_mib']:.0f}"
+          f" MiB, after task {n // 4 or 1} {out['peak_after_quarter_mib']:.0f} MiB, at the end {out['peak_at_end_mib']:.0f}"
+          f" MiB; resident memory slope {slope:+.2f} MiB/task ({res['seconds']:.0f} s)")
+    return out
 
 
 def main() -> None:
@@ -236,7 +288,8 @@ def main() -> None:
                     help="compute gradient differentials for only N tasks and extrapolate (0: all)")
     ap.add_argument("--finetune-tasks", type=int, default=3, help="fine-tune K tasks (spread over the suite) "
                                                                   "and extrapolate")
-    ap.add_argument("--tasks-list", default="2,4,8", help="memory: numbers of tasks to run")
+    ap.add_argument("--workers", type=int, default=1, help="probes: fine-tune in this many processes "
+                                                           "(--threads shared out among them)")
     ap.add_argument("--train-pairs", type=int, default=100)
     ap.add_argument("--dev-pairs", type=int, default=50)
     ap.add_argument("--eval-pairs", type=int, default=100)

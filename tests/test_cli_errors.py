@@ -242,3 +242,25 @@ def test_suite_toy_writes_a_readable_suite(tmp_path):
     folder = tmp_path / "toy_folder"
     assert run_cli("suite", "toy", "--out", folder, "--seed", "3", "--pairs-per-task", "20").returncode == 0
     assert load_blimp_folder(folder).by_task() == {t: expected.pairs_of(t) for t in sorted(expected.tasks)}
+
+
+def test_score_share_prefix_choice_is_recorded_and_changes_no_margin(tmp_path, tiny_model_dir):
+    import pandas as pd
+
+    suite = write(tmp_path / "pairs.jsonl", jsonl(GOOD_ROWS))
+    runs = {}
+    for name, flag in (("default", []), ("whole", ["--no-share-prefix"]), ("shared", ["--share-prefix"])):
+        out = tmp_path / name
+        proc = run_cli("score", "--model", tiny_model_dir, "--revision", "step10", "--suite", suite,
+                       "--out", out, *flag)
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = (json.loads((out / "run.json").read_text())["scorer"]["share_prefix"],
+                      pd.read_parquet(out / "pairs.parquet"))
+    # the tiny GPT-2 scores a prefix cache exactly, so the default (auto) turns prefix sharing on
+    assert runs["default"][0] is True and runs["shared"][0] is True and runs["whole"][0] is False
+    whole = runs["whole"][1]
+    for name in ("default", "shared"):
+        pairs = runs[name][1]
+        assert pairs["pair_id"].tolist() == whole["pair_id"].tolist()
+        assert pairs["margin"].to_numpy() == pytest.approx(whole["margin"].to_numpy(), abs=1e-4)
+        assert pairs["logp_good"].to_numpy() == pytest.approx(whole["logp_good"].to_numpy(), abs=1e-4)

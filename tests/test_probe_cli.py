@@ -189,3 +189,70 @@ def test_toy_world_gradient_gap_exceeds_the_control(tmp_path):
     control = _gap(str(out), "step0", suite, 40)
     print(f"\ntoy world (tiny, 300 steps): gap trained {trained:.4f}, control {control:.4f}")
     assert trained > control
+
+
+# -- the four commands' options (declared once, shared) ----------------------------------------------------
+
+# (option, short flag, default) in --help order; None as default: optional without a default; ...: required
+HEAD_OPTIONS = [("--model", "-m", ...), ("--suite", "-s", ...), ("--out", "-o", ...), ("--revision", "-r", None),
+                ("--tasks", None, None), ("--train-pairs", None, 100), ("--dev-pairs", None, 50),
+                ("--eval-pairs", None, 100), ("--mask-fraction", None, None), ("--mask-threshold", None, None),
+                ("--mask-kind", None, "gradient")]
+TAIL_OPTIONS = [("--seed", None, 0), ("--control", None, None), ("--device", None, "cpu"),
+                ("--dtype", None, "float32"), ("--batch-tokens", None, 4096), ("--reduction", None, "sum"),
+                ("--prefix", None, "bos"), ("--trust-remote-code", None, False)]
+GRADIENT_OPTIONS = [("--save-masks", None, False), ("--gradients-dir", None, None),
+                    ("--storage-dtype", None, "float32")]
+FTGD_OPTIONS = [("--objective", None, "difference"), ("--steps", None, 50), ("--lr", None, 1e-3),
+                ("--batch-pairs", None, 16), ("--patience", None, 5), ("--eval-every", None, 10),
+                ("--bootstrap", None, 1000)]
+PROBE_OPTIONS = {
+    "gradients": HEAD_OPTIONS + TAIL_OPTIONS + GRADIENT_OPTIONS,
+    "overlap": HEAD_OPTIONS + TAIL_OPTIONS + GRADIENT_OPTIONS,
+    "transfer": HEAD_OPTIONS + FTGD_OPTIONS + TAIL_OPTIONS + [("--heldout", None, None), ("--workers", None, 1)],
+    "baseline": HEAD_OPTIONS + FTGD_OPTIONS + TAIL_OPTIONS + [("--heldout", None, None), ("--workers", None, 1)],
+}
+
+
+def _probe_command(name: str):
+    import typer
+
+    from taskspace.cli import app
+
+    return typer.main.get_command(app).commands["probe"].commands[name]
+
+
+@pytest.mark.parametrize("name", list(PROBE_OPTIONS))
+def test_probe_help_lists_every_option_with_its_flags_and_defaults(name):
+    from typer.testing import CliRunner
+
+    from taskspace.cli import app
+
+    r = CliRunner().invoke(app, ["probe", name, "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
+    assert r.exit_code == 0, r.output
+    expected = PROBE_OPTIONS[name]
+    rows = [line.strip("│ *").split() for line in r.output.splitlines() if line.startswith("│")]
+    shown = [row[0] for row in rows if row and row[0].startswith("--")]     # first column of the table
+    assert shown == [opt for opt, _, _ in expected] + ["--help"]
+    assert ("--workers" in r.output) == (name in ("transfer", "baseline"))
+    params = [p for p in _probe_command(name).params if p.name != "help"]
+    assert [p.opts[0] for p in params] == [opt for opt, _, _ in expected]
+    for p, (opt, short, default) in zip(params, expected):
+        assert p.opts[1:] == ([short] if short else []), opt
+        assert p.help and p.help.split()[0] in r.output, opt       # every option keeps its help
+        if default is ...:
+            assert p.required, opt
+        else:
+            assert not p.required and p.default == default, opt
+    first_line = _probe_command(name).help.splitlines()[0]
+    assert first_line in r.output                                  # the docstring is still the help
+
+
+@pytest.mark.parametrize("name", ["transfer", "baseline"])
+def test_probe_workers_zero_is_refused(tmp_path, name):
+    out = tmp_path / "out"
+    r = taskspace("probe", name, "--model", tmp_path / "m", "--suite", tmp_path / "s.jsonl", "--out", out,
+                  "--workers", "0")
+    assert r.returncode == 2                                       # click's usage error
+    assert "Invalid value for '--workers'" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not out.exists()

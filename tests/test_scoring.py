@@ -13,7 +13,7 @@ import torch
 
 from conftest import BLIMP, GUTENBERG_MODEL, make_tiny_model, make_word_tokenizer, shared_or_skip
 from taskspace.errors import TaskspaceError
-from taskspace.scoring import (Scorer, _Head, batch_logprobs, encode, length_batches, score,
+from taskspace.scoring import (Scorer, _Head, batch_logprobs, encode, fused_activations, length_batches, score,
                                shared_prefix_length, summarize_tasks, wilson_interval)
 from taskspace.suites.schema import Pair, Suite
 
@@ -414,3 +414,47 @@ def test_gutenberg_scores_equal_direct_on_blimp():
         assert_close(df[col], want)
     plain = Scorer.from_loaded(lm, share_prefix=False).score_pairs(pairs)
     assert_close(plain["logp_bad"], df["logp_bad"])
+
+
+# -- fused tanh-GELU ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float64, 1e-10)])
+def test_fused_gelu_swaps_gpt2_activations_and_changes_only_rounding(dtype, tol):
+    tok = make_word_tokenizer()
+    model = make_tiny_model("gpt2", vocab_size=len(tok), seed=2, dtype=dtype)
+    originals = [blk.mlp.act for blk in model.transformer.h]
+    assert all(type(a).__name__ == "NewGELUActivation" for a in originals)
+    with fused_activations(model) as n:
+        assert n == len(originals)
+        assert all(isinstance(blk.mlp.act, torch.nn.GELU) for blk in model.transformer.h)
+    assert [blk.mlp.act for blk in model.transformer.h] == originals  # the very same modules back
+    pairs = [Pair("the cat sleeps .", "the cat sleep .", "t", "g", "0"),
+             Pair("the dogs see the cat .", "the dogs sees the cat .", "t", "g", "1")]
+    fast = Scorer(model, tok).score_pairs(pairs)
+    plain = Scorer(model, tok, fast_gelu=False).score_pairs(pairs)
+    np.testing.assert_allclose(fast["logp_good"], plain["logp_good"], rtol=tol, atol=tol)
+    np.testing.assert_allclose(fast["margin"], plain["margin"], rtol=tol, atol=tol)
+    assert Scorer(model, tok).describe()["fused_gelu_modules"] == 2
+    assert Scorer(model, tok, fast_gelu=False).describe()["fused_gelu_modules"] == 0
+
+
+def test_fused_gelu_leaves_hooked_or_different_modules_and_restores_after_an_error():
+    tok = make_word_tokenizer()
+    model = make_tiny_model("gpt2", vocab_size=len(tok), seed=2)
+    # a module with the right name that computes another function fails the check: not swapped
+    Impostor = type("NewGELUActivation", (torch.nn.Module,), {"forward": lambda self, x: torch.relu(x)})
+    model.transformer.h[0].mlp.act = Impostor()
+    seen = []
+    handle = model.transformer.h[1].mlp.act.register_forward_hook(lambda m, i, o: seen.append(1))
+    hooked = model.transformer.h[1].mlp.act
+    with fused_activations(model) as n:
+        assert n == 0
+        assert isinstance(model.transformer.h[0].mlp.act, Impostor)
+        assert model.transformer.h[1].mlp.act is hooked
+    handle.remove()
+    model.transformer.h[0].mlp.act = hooked.__class__()
+    with pytest.raises(RuntimeError):
+        with fused_activations(model) as n:
+            assert n == 2
+            raise RuntimeError("boom")
+    assert all(type(blk.mlp.act).__name__ == "NewGELUActivation" for blk in model.transformer.h)

@@ -124,6 +124,21 @@ def test_transfer_probe_writes_results_and_resumes(lm, tmp_path, monkeypatch):
     for name in SPACES:
         np.testing.assert_array_equal(again_spaces[name].matrix, spaces[name].matrix)
         np.testing.assert_array_equal(again_spaces[name].ci_low, spaces[name].ci_low)
+    # worker processes change how fast, not what: same spaces, per-task files and log, bit for bit
+    par = tmp_path / "workers"
+    par_spaces = transfer_probe(lm, suite, ProbeSettings(**{**SETTINGS.to_dict(), "workers": 2}), par,
+                                progress=False)
+    assert calls == ["reflexive"]  # the tasks ran in the workers, not here
+    for name in SPACES:
+        np.testing.assert_array_equal(par_spaces[name].matrix, spaces[name].matrix)
+        np.testing.assert_array_equal(par_spaces[name].ci_high, spaces[name].ci_high)
+    pd.testing.assert_frame_equal(pd.read_parquet(par / "scores" / "transfer.parquet"), log)
+    assert json.loads((par / "stats" / "transfer_timings.json").read_text())["workers"] == 2
+    for a in tasks:  # (safetensors writes its metadata in a per-process hash order: compare contents)
+        d_par, d_seq = load_delta(par / "deltas" / f"{a}.safetensors"), load_delta(tmp_path / "deltas" / f"{a}.safetensors")
+        assert d_par.meta == d_seq.meta and d_par.shapes == d_seq.shapes and d_par.entries.keys() == d_seq.entries.keys()
+        for name, (idx, val) in d_seq.entries.items():
+            assert torch.equal(d_par.entries[name][0], idx) and torch.equal(d_par.entries[name][1], val)
     # other settings are other results: nothing is skipped
     calls.clear()
     transfer_probe(lm, suite, ProbeSettings(**{**SETTINGS.to_dict(), "tasks": None, "steps": 3}),
@@ -261,6 +276,14 @@ def test_cli_transfer_and_baseline(tiny_model_dir, tmp_path):
     for f in ("ftgd/sva_sg.json", "ftgd/reflexive.json", "deltas/sva_sg.safetensors", "scores/base.parquet",
               "scores/transfer.parquet", "stats/transfer_tasks.csv", "stats/transfer_summary.json"):
         assert (out / f).exists(), f
+    # --workers 2 reaches the settings, and two worker processes give the same spaces
+    out2 = tmp_path / "probe-workers"
+    r = _cli("probe", "transfer", *[a if a != str(out) else str(out2) for a in common], "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out2 / "stats" / "transfer_summary.json").read_text())["settings"]["workers"] == 2
+    for name in SPACES:
+        np.testing.assert_array_equal(TaskSpace.load(out2 / "spaces" / f"{name}.csv").matrix,
+                                      TaskSpace.load(out / "spaces" / f"{name}.csv").matrix)
     r = _cli("probe", "baseline", *common)
     assert r.returncode == 0, r.stderr
     assert (out / "spaces" / "baseline_normalized.csv").exists() and (out / "baseline" / "sva_sg.json").exists()

@@ -15,6 +15,8 @@ Speed (DESIGN §6), without changing any number beyond float rounding:
 - the last token of a sentence is never fed to the model (its output would predict the token after
   the sentence, which is not scored), and the LM head and the log-softmax run only on scored
   positions, chunk by chunk so the logits stay in cache;
+- GPT-2's ``gelu_new``, written out in Python as five element-wise ops, runs as torch's fused
+  tanh-GELU (the same formula; :func:`fused_activations`);
 - with ``share_prefix`` (pairs only), the tokens that a pair's two sentences share at the start
   (≈ 20% of BLiMP's tokens, counting the prefix token) run through the model once; both continuations
   then attend to that prefix's key/value cache.
@@ -261,7 +263,8 @@ class _Head:
             if lg.dtype not in (torch.float32, torch.float64):
                 lg = lg.float()
             t = targets[s : s + step].unsqueeze(1)
-            pieces.append(lg.gather(1, t).squeeze(1) - torch.logsumexp(lg, dim=1))
+            # one fused (vectorised) kernel; ``gather − logsumexp`` costs 1.3–4× more on CPU
+            pieces.append(torch.log_softmax(lg, dim=1).gather(1, t).squeeze(1))
         if not pieces:
             dt = torch.float64 if rows.dtype == torch.float64 else torch.float32
             return torch.zeros(0, dtype=dt, device=rows.device)
@@ -300,6 +303,57 @@ class _Head:
             return bool(np.allclose(got, want, rtol=tol, atol=tol))
         except Exception:  # noqa: BLE001 - any failure means: no prefix sharing for this model
             return False
+
+
+#: transformers' tanh-approximated GELUs written out in Python (five element-wise kernels each):
+#: GPT-2's ``gelu_new``, ``gelu_fast`` and ``gelu_python_tanh``
+_PY_TANH_GELUS = ("NewGELUActivation", "FastGELUActivation", "GELUTanh", "PytorchGELUTanh")
+
+
+def _same_function(a: Any, b: Any, dtype: "torch.dtype") -> bool:
+    """Whether activations ``a`` and ``b`` agree to float rounding on a grid of inputs of ``dtype``."""
+    import torch
+
+    x = torch.cat([torch.linspace(-12, 12, 4001, dtype=torch.float64),
+                   torch.tensor([0.0, 1e-6, -1e-6, 30.0, -30.0], dtype=torch.float64)]).to(dtype)
+    with torch.no_grad():
+        ya, yb = a(x).double(), b(x).double()
+    tol = {torch.float64: 1e-12, torch.float32: 2e-6}.get(dtype, 2e-2)
+    return bool(torch.allclose(ya, yb, rtol=tol, atol=tol))
+
+
+@contextmanager
+def fused_activations(model: Any) -> Iterator[int]:
+    """Run the model's Python-written tanh-GELUs with torch's fused kernel of the same formula.
+
+    GPT-2's ``gelu_new`` is ``0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`` spelled out as separate
+    element-wise ops; ``torch.nn.GELU(approximate="tanh")`` computes the same function in one pass
+    (2.2× faster on CPU, about a fifth of a small GPT-2's forward time). Each module is swapped only
+    after a check on a grid of inputs that the two agree to float rounding, and only when nothing is
+    hooked onto it; the originals are put back on exit, also after an error. Yields the number of
+    modules swapped. Nested use is harmless (swapped modules are no longer candidates).
+    """
+    import torch
+
+    swapped: list[tuple[Any, str, Any]] = []
+    try:
+        dtype = next(model.parameters()).dtype
+        fused = torch.nn.GELU(approximate="tanh")
+        verdict: dict[type, bool] = {}
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                cls = type(child)
+                if cls.__name__ not in _PY_TANH_GELUS or child._forward_hooks or child._forward_pre_hooks:
+                    continue
+                if cls not in verdict:
+                    verdict[cls] = _same_function(child, fused, dtype)
+                if verdict[cls]:
+                    setattr(parent, name, fused)
+                    swapped.append((parent, name, child))
+        yield len(swapped)
+    finally:
+        for parent, name, child in reversed(swapped):
+            setattr(parent, name, child)
 
 
 def _select_cache(cache: Any, index: "torch.Tensor") -> Any:
@@ -457,7 +511,9 @@ class Scorer:
     ``share_prefix``: score the tokens a pair's two sentences share at the start once (same numbers
     within float rounding, fewer tokens through the model). ``None`` (default) turns it on when the
     model passes a one-off exactness check; ``False`` never; ``True`` insists (error if the model
-    cannot). The choice in effect is ``scorer.shares_prefix``.
+    cannot). The choice in effect is ``scorer.shares_prefix``. ``fast_gelu``: run Python-written
+    tanh-GELUs (GPT-2's ``gelu_new``) with torch's fused kernel of the same formula
+    (:func:`fused_activations`; float rounding only).
     """
 
     def __init__(
@@ -470,6 +526,7 @@ class Scorer:
         batch_tokens: int = 4096,
         max_batch: int = 512,
         share_prefix: bool | None = None,
+        fast_gelu: bool = True,
     ) -> None:
         from .errors import TaskspaceError
 
@@ -482,6 +539,8 @@ class Scorer:
         self.batch_tokens = batch_tokens
         self.max_batch = max_batch
         self.share_prefix = share_prefix
+        self.fast_gelu = fast_gelu
+        self._n_fused: int | None = None
         token, token_id = resolve_prefix(tokenizer, prefix)
         dtype = str(next(model.parameters()).dtype).replace("torch.", "")
         self.convention = Convention(reduction=reduction, prefix=prefix, prefix_token=token,
@@ -517,8 +576,19 @@ class Scorer:
 
     def describe(self) -> dict:
         """How this scorer computes (not what: that is :attr:`convention`), for provenance."""
+        if self._n_fused is None:
+            with self._activations() as n:
+                self._n_fused = n
         return {"batch_tokens": self.batch_tokens, "share_prefix": self.shares_prefix,
-                "split_head": self.head.split}
+                "split_head": self.head.split, "fused_gelu_modules": self._n_fused}
+
+    @contextmanager
+    def _activations(self) -> Iterator[int]:
+        if not self.fast_gelu:
+            yield 0
+            return
+        with fused_activations(self.model) as n:
+            yield n
 
     def encode(self, sentences: Sequence[str]) -> list[list[int]]:
         """Token ids of ``sentences`` under this scorer's convention (prefix token first)."""
@@ -559,7 +629,8 @@ class Scorer:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), self._activations() as n_fused:
+                self._n_fused = n_fused
                 if groups and self.shares_prefix:
                     families = []
                     for g in groups:

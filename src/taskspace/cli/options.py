@@ -1,6 +1,7 @@
 """Options shared by several commands, so every command spells them the same way."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -36,6 +37,24 @@ Control = Annotated[Optional[str], typer.Option(
 Objective = Annotated[str, typer.Option("--objective", help="FTGD objective: difference (the paper's) or logistic.")]
 Steps = Annotated[int, typer.Option("--steps", min=1, help="Fine-tuning steps per task (cap).")]
 LR = Annotated[float, typer.Option("--lr", help="Adam learning rate.")]
+ProbeOut = Annotated[Path, typer.Option("--out", "-o", help="Folder for spaces/, stats/, masks/ (and control/).")]
+# gradients, overlap
+SaveMasks = Annotated[bool, typer.Option("--save-masks", help="Also write masks/<task>.safetensors.")]
+GradientsDir = Annotated[Optional[Path], typer.Option(
+    "--gradients-dir", help="Stream each task's ḡ_t to this folder (bounded memory for large models).")]
+StorageDType = Annotated[str, typer.Option(
+    "--storage-dtype", help="Storage precision of ḡ_t: float32 (default), bfloat16, float16.")]
+# transfer, baseline
+BatchPairs = Annotated[int, typer.Option("--batch-pairs", min=1, help="Training pairs per fine-tuning step.")]
+Patience = Annotated[int, typer.Option("--patience", min=1,
+                                       help="Dev evaluations without improvement before stopping.")]
+EvalEvery = Annotated[int, typer.Option("--eval-every", min=1, help="Steps between dev evaluations (early stopping).")]
+Bootstrap = Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the 95% CIs (0: none).")]
+Heldout = Annotated[Optional[Path], typer.Option(
+    "--heldout", help="Text file (one sentence a line) for LM damage; default: the good sentences of all eval pairs.")]
+Workers = Annotated[int, typer.Option(
+    "--workers", min=1, help="Processes that fine-tune and evaluate tasks side by side (CPU: each gets its share "
+                             "of the threads); changes speed, never results.")]
 Columns = Annotated[Optional[str], typer.Option(
     "--columns", help="For a .jsonl/.csv/.tsv suite: our fields -> the file's columns, e.g. "
                       "good=sentence1,bad=sentence2,task=paradigm[,group=COL][,pair_id=COL].")]

@@ -1,20 +1,23 @@
 """``taskspace probe``: task spaces from a model's learning signals.
 
 ``gradients`` and ``overlap`` live here; ``transfer`` and ``baseline`` (FTGD) are added to the same
-``probe_app`` by :mod:`taskspace.cli.probe_transfer`. The helpers :func:`build_settings`,
-:func:`load_with_control` and :func:`print_summary` are shared with those commands.
+``probe_app`` by :mod:`taskspace.cli.probe_transfer`. The options every probe command takes are listed
+once (:data:`PROBE_HEAD`, :data:`PROBE_TAIL`) and given to each command by :func:`probe_command`. The
+helpers :func:`build_settings`, :func:`load_with_control` and :func:`print_summary` are shared with
+those commands.
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import typer
 
 from . import app
-from .options import (BatchTokens, Control, Device, DevPairs, DType, EvalPairs, MaskFraction, MaskKind,
-                      MaskThreshold, ModelOpt, Prefix, Reduction, Revision, Seed, SuiteOpt, Tasks, TrainPairs,
-                      TrustRemote)
+from .options import (BatchTokens, Control, Device, DevPairs, DType, EvalPairs, GradientsDir, MaskFraction,
+                      MaskKind, MaskThreshold, ModelOpt, Prefix, ProbeOut, Reduction, Revision, SaveMasks, Seed,
+                      StorageDType, SuiteOpt, Tasks, TrainPairs, TrustRemote)
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -28,12 +31,64 @@ probe_app = typer.Typer(
 )
 app.add_typer(probe_app, name="probe")
 
-Out = typer.Option(..., "--out", "-o", help="Folder for spaces/, stats/, masks/ (and control/).")
-SaveMasks = typer.Option(False, "--save-masks", help="Also write masks/<task>.safetensors.")
-GradStore = typer.Option(None, "--gradients-dir",
-                         help="Stream each task's ḡ_t to this folder (bounded memory for large models).")
-StorageDType = typer.Option("float32", "--storage-dtype",
-                            help="Storage precision of ḡ_t: float32 (default), bfloat16, float16.")
+Command = Callable[..., None]
+
+
+def option(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    """One command-line option as a keyword-only parameter: ``annotation`` is an ``Annotated`` alias
+    of :mod:`taskspace.cli.options`; no ``default`` makes it required."""
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+
+#: Options of every probe command, first in ``--help``: model, data, splits and masks.
+PROBE_HEAD: tuple[inspect.Parameter, ...] = (
+    option("model", ModelOpt),
+    option("suite", SuiteOpt),
+    option("out", ProbeOut),
+    option("revision", Revision, None),
+    option("tasks", Tasks, None),
+    option("train_pairs", TrainPairs, 100),
+    option("dev_pairs", DevPairs, 50),
+    option("eval_pairs", EvalPairs, 100),
+    option("mask_fraction", MaskFraction, None),
+    option("mask_threshold", MaskThreshold, None),
+    option("mask_kind", MaskKind, "gradient"),
+)
+#: Options of every probe command, after the command's own probe options: seed, control and how the
+#: model is loaded and scored.
+PROBE_TAIL: tuple[inspect.Parameter, ...] = (
+    option("seed", Seed, 0),
+    option("control", Control, None),
+    option("device", Device, "cpu"),
+    option("dtype", DType, "float32"),
+    option("batch_tokens", BatchTokens, 4096),
+    option("reduction", Reduction, "sum"),
+    option("prefix", Prefix, "bos"),
+    option("trust_remote_code", TrustRemote, False),
+)
+#: ``gradients`` and ``overlap`` only (at the end of ``--help``).
+GRADIENT_OPTIONS: tuple[inspect.Parameter, ...] = (
+    option("save_masks", SaveMasks, False),
+    option("gradients_dir", GradientsDir, None),
+    option("storage_dtype", StorageDType, "float32"),
+)
+
+
+def probe_command(name: str, *, middle: Sequence[inspect.Parameter] = (),
+                  extra: Sequence[inspect.Parameter] = ()) -> Callable[[Command], Command]:
+    """Register the decorated function as ``taskspace probe NAME`` (its docstring is the help).
+
+    Its options are :data:`PROBE_HEAD`, then ``middle`` (the command's own probe options), then
+    :data:`PROBE_TAIL`, then ``extra``; typer reads them from the ``__signature__`` set here, and
+    calls the function with every option as a keyword argument.
+    """
+    params = [*PROBE_HEAD, *middle, *PROBE_TAIL, *extra]
+
+    def register(func: Command) -> Command:
+        func.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+        return probe_app.command(name)(func)
+
+    return register
 
 
 def build_settings(*, tasks: str | None, train_pairs: int, dev_pairs: int, eval_pairs: int,
@@ -137,70 +192,23 @@ def _run(probe: str, *, model: str, suite: str, out: Path, revision: str | None,
     console.print(f"wrote {len(paths)} files under {out}")
 
 
-@probe_app.command("gradients")
-def gradients(
-    model: ModelOpt,
-    suite: SuiteOpt,
-    out: Path = Out,
-    revision: Revision = None,
-    tasks: Tasks = None,
-    train_pairs: TrainPairs = 100,
-    dev_pairs: DevPairs = 50,
-    eval_pairs: EvalPairs = 100,
-    mask_fraction: MaskFraction = None,
-    mask_threshold: MaskThreshold = None,
-    mask_kind: MaskKind = "gradient",
-    seed: Seed = 0,
-    control: Control = None,
-    device: Device = "cpu",
-    dtype: DType = "float32",
-    batch_tokens: BatchTokens = 4096,
-    reduction: Reduction = "sum",
-    prefix: Prefix = "bos",
-    trust_remote_code: TrustRemote = False,
-    save_masks: bool = SaveMasks,
-    gradients_dir: Optional[Path] = GradStore,
-    storage_dtype: str = StorageDType,
-) -> None:
+@probe_command("gradients", extra=GRADIENT_OPTIONS)
+def gradients(**options: Any) -> None:
     """Gradient probe: cosine of the tasks' gradient differentials ḡ_t, overall and per module.
 
     Writes spaces/gradients.csv|.json, spaces/gradients_by_module/<module>.csv|.json and
     stats/distributedness.csv (with --control, the same under control/), and prints within- vs
     between-group means.
     """
-    _run("gradients", **locals())
+    _run("gradients", **options)
 
 
-@probe_app.command("overlap")
-def overlap(
-    model: ModelOpt,
-    suite: SuiteOpt,
-    out: Path = Out,
-    revision: Revision = None,
-    tasks: Tasks = None,
-    train_pairs: TrainPairs = 100,
-    dev_pairs: DevPairs = 50,
-    eval_pairs: EvalPairs = 100,
-    mask_fraction: MaskFraction = None,
-    mask_threshold: MaskThreshold = None,
-    mask_kind: MaskKind = "gradient",
-    seed: Seed = 0,
-    control: Control = None,
-    device: Device = "cpu",
-    dtype: DType = "float32",
-    batch_tokens: BatchTokens = 4096,
-    reduction: Reduction = "sum",
-    prefix: Prefix = "bos",
-    trust_remote_code: TrustRemote = False,
-    save_masks: bool = SaveMasks,
-    gradients_dir: Optional[Path] = GradStore,
-    storage_dtype: str = StorageDType,
-) -> None:
+@probe_command("overlap", extra=GRADIENT_OPTIONS)
+def overlap(**options: Any) -> None:
     """Overlap probe: Jaccard overlap of the tasks' masks M_t (top 5% of |ḡ_t| by default).
 
     Writes spaces/overlap.csv|.json and stats/distributedness.csv (with --save-masks also
     masks/<task>.safetensors; with --control, the same under control/), and prints within- vs
     between-group means.
     """
-    _run("overlap", **locals())
-
+    _run("overlap", **options)

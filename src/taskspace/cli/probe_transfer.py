@@ -7,22 +7,28 @@ A killed run resumes: run the same command again.
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-import typer
+from .options import LR, BatchPairs, Bootstrap, EvalEvery, Heldout, Objective, Patience, Steps, Workers
+from .probe import build_settings, load_with_control, option, print_summary, probe_command
 
-from .options import (LR, BatchTokens, Control, Device, DevPairs, DType, EvalPairs, MaskFraction, MaskKind,
-                      MaskThreshold, ModelOpt, Objective, Prefix, Reduction, Revision, Seed, Steps, SuiteOpt,
-                      Tasks, TrainPairs, TrustRemote)
-from .probe import Out, build_settings, load_with_control, print_summary, probe_app
-
-BatchPairs = typer.Option(16, "--batch-pairs", min=1, help="Training pairs per fine-tuning step.")
-Patience = typer.Option(5, "--patience", min=1, help="Dev evaluations without improvement before stopping.")
-EvalEvery = typer.Option(10, "--eval-every", min=1, help="Steps between dev evaluations (early stopping).")
-Bootstrap = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the 95% CIs (0: none).")
-Heldout = typer.Option(None, "--heldout", help="Text file (one sentence a line) for LM damage; default: "
-                                               "the good sentences of all eval pairs.")
+#: The fine-tuning options of ``transfer`` and ``baseline`` (after the mask options in ``--help``).
+FTGD_OPTIONS: tuple[inspect.Parameter, ...] = (
+    option("objective", Objective, "difference"),
+    option("steps", Steps, 50),
+    option("lr", LR, 1e-3),
+    option("batch_pairs", BatchPairs, 16),
+    option("patience", Patience, 5),
+    option("eval_every", EvalEvery, 10),
+    option("bootstrap", Bootstrap, 1000),
+)
+#: ``transfer`` and ``baseline`` only, at the end of ``--help``.
+RUN_OPTIONS: tuple[inspect.Parameter, ...] = (
+    option("heldout", Heldout, None),
+    option("workers", Workers, 1),
+)
 
 
 def _run(probe: str, *, model: str, suite: str, out: Path, revision: Optional[str], tasks: Optional[str],
@@ -30,7 +36,7 @@ def _run(probe: str, *, model: str, suite: str, out: Path, revision: Optional[st
          mask_threshold: Optional[float], mask_kind: str, objective: str, steps: int, lr: float,
          batch_pairs: int, patience: int, eval_every: int, bootstrap: int, seed: int,
          control: Optional[str], device: str, dtype: str, batch_tokens: int, reduction: str, prefix: str,
-         trust_remote_code: bool, heldout: Optional[Path]) -> None:
+         trust_remote_code: bool, heldout: Optional[Path], workers: int) -> None:
     import torch
     from rich.console import Console
 
@@ -46,7 +52,8 @@ def _run(probe: str, *, model: str, suite: str, out: Path, revision: Optional[st
                               mask_threshold=mask_threshold, mask_kind=mask_kind, seed=seed,
                               reduction=reduction, prefix=prefix, batch_tokens=batch_tokens,
                               objective=objective, steps=steps, lr=lr, batch_pairs=batch_pairs,
-                              patience=patience, eval_every=eval_every, bootstrap=bootstrap)
+                              patience=patience, eval_every=eval_every, bootstrap=bootstrap,
+                              workers=workers)
     if not lr > 0:
         raise InputError(f"learning rate must be > 0, got {lr}", field="lr")
     sentences = None
@@ -91,77 +98,21 @@ def _run(probe: str, *, model: str, suite: str, out: Path, revision: Optional[st
     console.print(f"wrote {Path(out) / 'spaces' / probe}*.csv|.json and per-task results under {out}")
 
 
-@probe_app.command("transfer")
-def transfer(
-    model: ModelOpt,
-    suite: SuiteOpt,
-    out: Path = Out,
-    revision: Revision = None,
-    tasks: Tasks = None,
-    train_pairs: TrainPairs = 100,
-    dev_pairs: DevPairs = 50,
-    eval_pairs: EvalPairs = 100,
-    mask_fraction: MaskFraction = None,
-    mask_threshold: MaskThreshold = None,
-    mask_kind: MaskKind = "gradient",
-    objective: Objective = "difference",
-    steps: Steps = 50,
-    lr: LR = 1e-3,
-    batch_pairs: int = BatchPairs,
-    patience: int = Patience,
-    eval_every: int = EvalEvery,
-    bootstrap: int = Bootstrap,
-    seed: Seed = 0,
-    control: Control = None,
-    device: Device = "cpu",
-    dtype: DType = "float32",
-    batch_tokens: BatchTokens = 4096,
-    reduction: Reduction = "sum",
-    prefix: Prefix = "bos",
-    trust_remote_code: TrustRemote = False,
-    heldout: Optional[Path] = Heldout,
-) -> None:
+@probe_command("transfer", middle=FTGD_OPTIONS, extra=RUN_OPTIONS)
+def transfer(**options: Any) -> None:
     """Transfer probe: FTGD on each task (its gradient mask), then every task scored on held-out pairs.
 
     T[a,b] = perf_b(θ_a) − perf_b(θ_0) (mean margin and accuracy), raw and normalised by
     self-transfer, with 95% bootstrap CIs; LM damage per task. Resumes a killed run.
     """
-    _run("transfer", **locals())
+    _run("transfer", **options)
 
 
-@probe_app.command("baseline")
-def baseline(
-    model: ModelOpt,
-    suite: SuiteOpt,
-    out: Path = Out,
-    revision: Revision = None,
-    tasks: Tasks = None,
-    train_pairs: TrainPairs = 100,
-    dev_pairs: DevPairs = 50,
-    eval_pairs: EvalPairs = 100,
-    mask_fraction: MaskFraction = None,
-    mask_threshold: MaskThreshold = None,
-    mask_kind: MaskKind = "gradient",
-    objective: Objective = "difference",
-    steps: Steps = 50,
-    lr: LR = 1e-3,
-    batch_pairs: int = BatchPairs,
-    patience: int = Patience,
-    eval_every: int = EvalEvery,
-    bootstrap: int = Bootstrap,
-    seed: Seed = 0,
-    control: Control = None,
-    device: Device = "cpu",
-    dtype: DType = "float32",
-    batch_tokens: BatchTokens = 4096,
-    reduction: Reduction = "sum",
-    prefix: Prefix = "bos",
-    trust_remote_code: TrustRemote = False,
-    heldout: Optional[Path] = Heldout,
-) -> None:
+@probe_command("baseline", middle=FTGD_OPTIONS, extra=RUN_OPTIONS)
+def baseline(**options: Any) -> None:
     """Entangled baseline: plain fine-tuning on each task's good sentences (all parameters), then every
     task scored on held-out pairs — the comparison that shows what FTGD's disentanglement buys.
 
     Mask and objective options are accepted for symmetry with `transfer` and ignored.
     """
-    _run("baseline", **locals())
+    _run("baseline", **options)

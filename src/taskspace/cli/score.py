@@ -27,6 +27,10 @@ def score(
     trust_remote_code: TrustRemote = False,
     seed: int = typer.Option(0, "--seed", help="Recorded; scoring itself is deterministic."),
     columns: Columns = None,
+    share_prefix: Optional[bool] = typer.Option(
+        None, "--share-prefix/--no-share-prefix",
+        help="Score the tokens a pair's two sentences share at the start once (default: on when exact for "
+             "the model; --no-share-prefix: every sentence whole)."),
 ) -> None:
     """Score every pair of SUITE with MODEL: accuracy (95% CI), mean margin and ties per task."""
     from rich.console import Console
@@ -42,7 +46,7 @@ def score(
     res = run_score(model, suite_obj, revision=revision, reduction=reduction, prefix=prefix,
                     batch_tokens=batch_tokens, limit_per_task=limit_per_task, tasks=task_list,
                     device=device, dtype=dtype, trust_remote_code=trust_remote_code, progress=True,
-                    seed=seed)
+                    seed=seed, share_prefix=share_prefix)
     res.save(out)
     console = Console()
     print_scores(console, res)

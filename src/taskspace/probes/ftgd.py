@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..scoring import fused_activations
 from .deltas import Delta, applied
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -477,10 +478,11 @@ def ftgd(
         factory: Callable[[], _Trainable] = lambda: _Dense(model)  # noqa: E731
     else:
         factory = lambda: _Sparse(model, mask)  # noqa: E731
-    return _finetune(model, tokenizer, train_pairs, dev_pairs, factory, objective=objective, steps=steps,
-                     lr=lr, patience=patience, eval_every=eval_every, batch_pairs=batch_pairs,
-                     reduction=reduction, prefix=prefix, batch_tokens=batch_tokens, seed=seed,
-                     on_step=on_step)
+    with fused_activations(model):  # GPT-2's gelu_new as one fused kernel (same formula)
+        return _finetune(model, tokenizer, train_pairs, dev_pairs, factory, objective=objective, steps=steps,
+                         lr=lr, patience=patience, eval_every=eval_every, batch_pairs=batch_pairs,
+                         reduction=reduction, prefix=prefix, batch_tokens=batch_tokens, seed=seed,
+                         on_step=on_step)
 
 
 def finetune_lm(
@@ -507,7 +509,8 @@ def finetune_lm(
         factory: Callable[[], _Trainable] = lambda: _Dense(model)  # noqa: E731
     else:
         factory = lambda: _Sparse(model, mask)  # noqa: E731
-    return _finetune(model, tokenizer, train_pairs, dev_pairs, factory, objective="lm", steps=steps,
-                     lr=lr, patience=patience, eval_every=eval_every, batch_pairs=batch_pairs,
-                     reduction="sum", prefix=prefix, batch_tokens=batch_tokens, seed=seed,
-                     on_step=on_step)
+    with fused_activations(model):
+        return _finetune(model, tokenizer, train_pairs, dev_pairs, factory, objective="lm", steps=steps,
+                         lr=lr, patience=patience, eval_every=eval_every, batch_pairs=batch_pairs,
+                         reduction="sum", prefix=prefix, batch_tokens=batch_tokens, seed=seed,
+                         on_step=on_step)

@@ -250,7 +250,8 @@ def task_gradients(
     ``store/<task>.safetensors`` as soon as it is computed (memory: one model's worth of gradients).
     """
     from ..provenance import timestamp, versions
-    from ..scoring import REDUCTIONS, Convention, _Head, batch_logprobs, encode, length_batches, resolve_prefix
+    from ..scoring import (REDUCTIONS, Convention, _Head, batch_logprobs, encode, fused_activations,
+                           length_batches, resolve_prefix)
 
     describe = None
     if hasattr(model, "describe") and hasattr(model, "model"):
@@ -298,7 +299,8 @@ def task_gradients(
             p.grad = None
         from ..progress import progress_bar
 
-        with progress_bar("gradient differentials", total=len(by_task)) if progress else _null() as advance:
+        with (progress_bar("gradient differentials", total=len(by_task)) if progress else _null() as advance,
+              fused_activations(model)):
             for task, pairs in by_task.items():
                 coef = _sentence_coefficients(pairs)
                 sents = list(coef)

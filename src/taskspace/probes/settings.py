@@ -21,7 +21,9 @@ class ProbeSettings:
     gradient differentials and the FTGD training data, ``dev_pairs`` drive early stopping,
     ``eval_pairs`` held-out pairs measure transfer. Masks keep the top ``mask_fraction`` of ``|ḡ_t|``
     unless ``mask_threshold`` (the paper's τ) is given. ``mask_kind="random"`` is the random-mask
-    control of the same size.
+    control of the same size. ``workers`` (transfer and baseline only) fine-tunes and evaluates that
+    many tasks at once in separate processes; it changes how fast, not what is computed (a task's
+    results depend only on its own data and the seed), so it is not part of any resume key.
     """
 
     tasks: tuple[str, ...] | None = None
@@ -42,6 +44,8 @@ class ProbeSettings:
     prefix: str = "bos"
     batch_tokens: int = 4096
     seed: int = 0
+    workers: int = 1                     # transfer / baseline: processes fine-tuning tasks side by side
+
 
     def __post_init__(self) -> None:
         if not 0.0 < self.mask_fraction <= 1.0:
@@ -53,7 +57,7 @@ class ProbeSettings:
                              field="objective")
         if self.mask_kind not in ("gradient", "random"):
             raise InputError(f"unknown mask kind {self.mask_kind!r}; choose gradient or random", field="mask_kind")
-        for name in ("train_pairs", "eval_pairs", "steps", "batch_pairs", "patience", "eval_every"):
+        for name in ("train_pairs", "eval_pairs", "steps", "batch_pairs", "patience", "eval_every", "workers"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name.replace('_', ' ')} must be >= 1", field=name)
         if self.dev_pairs < 0:

@@ -28,6 +28,7 @@ from .store import crash_point as _crash_point
 _SCORE_SETTINGS = ("reduction", "prefix", "batch_tokens", "seed")
 _GRADIENT_SETTINGS = ("train_pairs", "dev_pairs", "eval_pairs", "mask_fraction", "mask_threshold",
                       "mask_kind", "reduction", "prefix", "batch_tokens", "seed")
+_EXECUTION_SETTINGS = ("workers",)
 # weight-defining files of a checkpoint folder (optimizer / resume state is not part of the model)
 _MODEL_FILE_PATTERNS = ("config.json", "model*.safetensors", "pytorch_model*.bin", "tokenizer*.json",
                         "special_tokens_map.json", "vocab.*", "merges.txt", "*.model")
@@ -82,7 +83,8 @@ def settings_subset(kind: str, settings: dict) -> dict:
         return {k: settings[k] for k in _SCORE_SETTINGS}
     if kind == "gradients":
         return {k: settings[k] for k in _GRADIENT_SETTINGS}
-    return dict(settings)
+    # how fast, not what: the number of worker processes never changes a result
+    return {k: v for k, v in settings.items() if k not in _EXECUTION_SETTINGS}
 
 
 # -- model fingerprints --------------------------------------------------------------------------
