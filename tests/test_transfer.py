@@ -369,3 +369,27 @@ def test_gutenberg_determiner_noun_agreement_transfers(tmp_path):
     assert (np.diag(T.matrix) > 0).all()
     assert T.matrix[0, 1] > 0 and T.matrix[1, 0] > 0, T.matrix
     assert T.ci_low[0, 1] > 0 and T.ci_low[1, 0] > 0, (T.ci_low, T.matrix)
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang(tiny_model_dir, tmp_path):
+    """A script without the ``__main__`` guard makes every spawned worker re-run it and die while
+    starting: the run must stop with a one-line error naming the cause, not block forever."""
+    suite = tmp_path / "pairs.jsonl"
+    _write_suite(suite)
+    script = tmp_path / "unguarded.py"
+    script.write_text(f"""
+from taskspace.models.loading import load_model
+from taskspace.probes.settings import ProbeSettings
+from taskspace.probes.transfer import transfer_probe
+from taskspace.suites import load_suite
+
+lm = load_model({str(tiny_model_dir)!r}, "step10")
+settings = ProbeSettings(train_pairs=10, dev_pairs=0, eval_pairs=10, steps=2, bootstrap=0, workers=2)
+transfer_probe(lm, load_suite({str(suite)!r}), settings, {str(tmp_path / "out")!r}, progress=False)
+""")
+    env = dict(os.environ, TASKSPACE_NO_PROGRESS="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert "worker process died" in last and "__main__" in last, r.stderr[-2000:]
+    assert not (tmp_path / "out" / "spaces").exists()

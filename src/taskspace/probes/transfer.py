@@ -240,13 +240,14 @@ def _in_process(loaded: "LoadedModel", scorer: Any, job: _Job, todo: list[str]) 
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(payload: bytes, threads: int) -> None:
+def _worker_init(payload: str, threads: int) -> None:
     import pickle
 
     import torch
 
     torch.set_num_threads(threads)
-    loaded, job = pickle.loads(payload)
+    with open(payload, "rb") as f:
+        loaded, job = pickle.load(f)
     from ..scoring import Scorer
 
     s = job.settings
@@ -271,24 +272,31 @@ def _in_workers(loaded: "LoadedModel", job: _Job, todo: list[str], workers: int)
     """The tasks in ``workers`` spawned processes; results as they finish (any order)."""
     import multiprocessing
     import pickle
+    import tempfile
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    payload = pickle.dumps((loaded, job), protocol=pickle.HIGHEST_PROTOCOL)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(payload, worker_threads(workers)))
-    del payload
-    try:
-        pending = {pool.submit(_worker_task, a) for a in todo}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                yield fut.result()
-    except BrokenProcessPool as e:
-        raise TaskspaceError(f"a worker process died ({e}); finished tasks are kept — run the same command "
-                             "again to resume, with fewer --workers if memory ran out") from None
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    # the model goes to the workers through a file, not through the pipe that starts them: a worker that
+    # dies while starting (e.g. a script without the __main__ guard) then shows as a broken pool instead
+    # of leaving this process blocked on a pipe nobody reads
+    with tempfile.TemporaryDirectory(prefix="taskspace-workers-") as tmp:
+        payload = Path(tmp) / "job.pkl"
+        with open(payload, "wb") as f:
+            pickle.dump((loaded, job), f, protocol=pickle.HIGHEST_PROTOCOL)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init, initargs=(str(payload), worker_threads(workers)))
+        try:
+            pending = {pool.submit(_worker_task, a) for a in todo}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield fut.result()
+        except BrokenProcessPool as e:
+            raise TaskspaceError(f"a worker process died ({e}); finished tasks are kept — run the same "
+                                 "command again to resume, with fewer --workers if memory ran out (a script "
+                                 "that starts workers needs the `if __name__ == \"__main__\":` guard)") from None
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_task(a: str, *, probe: str, loaded: "LoadedModel", scorer: Any, settings: "ProbeSettings",
