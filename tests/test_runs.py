@@ -222,6 +222,11 @@ def test_keys_change_only_with_what_a_job_reads(setup):
     assert changed == {f"gradients+overlap tiny-lm@{r}" for r in ("step0", "step10", "init")}
     assert keys(extra="steps = 3\n") == base          # FTGD steps: no transfer job in this plan
     assert keys() == base                              # deterministic
+    # with a transfer job: FTGD settings are in its key, the number of worker processes is not
+    ft = keys(probes=("score", "transfer"))
+    assert keys(probes=("score", "transfer"), extra="workers = 2\n") == ft
+    ft_steps = keys(probes=("score", "transfer"), extra="steps = 3\n")
+    assert {k for k in ft if ft[k] != ft_steps[k]} == {f"transfer tiny-lm@{r}" for r in ("step0", "step10", "init")}
 
 
 # -- store, lock, executors ----------------------------------------------------------------------
