@@ -156,8 +156,9 @@ def _bench_workers(args, probe, lm, settings, split, base_df, base_nll, groups, 
     from taskspace.probes.transfer import _in_workers, _Job, worker_threads
 
     with tempfile.TemporaryDirectory() as tmp:
+        dev_by = split["dev"].by_task()
         job = _Job(probe=probe, settings=dataclasses.replace(settings, workers=args.workers),
-                   train_by=split["train"].by_task(), dev_by={a: split["dev"].by_task().get(a, []) for a in ft_tasks},
+                   train_by=split["train"].by_task(), dev_by={a: dev_by.get(a, []) for a in ft_tasks},
                    eval_pairs=split["test"].pairs, base_df=base_df, base_nll=base_nll, heldout=None,
                    groups=groups, out=Path(tmp), rows_dir=Path(tmp) / "rows", save_deltas=probe == "transfer")
         t = time.perf_counter()

@@ -75,6 +75,18 @@ def tiny_model_dir(tmp_path):
     return root
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and the CI machine is shared: one thread is faster.
+    (Also what makes in-process and one-thread worker results comparable bit for bit.)"""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def shared_or_skip(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent")

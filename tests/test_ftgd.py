@@ -66,13 +66,7 @@ def _top_mask(model, tok, pairs, fraction=0.05):
     return top_fraction_mask(g.get(pairs[0].task), fraction)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and the CI machine is shared: one thread is faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,12 +23,7 @@ from test_ftgd import agreement_pairs, reflexive_pairs
 SPACES = ["transfer", "transfer_normalized", "transfer_accuracy", "transfer_accuracy_normalized"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_suite() -> Suite:

@@ -27,9 +27,9 @@ cache, ...).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Sequence
 
 import numpy as np
 
@@ -308,6 +308,8 @@ class _Head:
 #: transformers' tanh-approximated GELUs written out in Python (five element-wise kernels each):
 #: GPT-2's ``gelu_new``, ``gelu_fast`` and ``gelu_python_tanh``
 _PY_TANH_GELUS = ("NewGELUActivation", "FastGELUActivation", "GELUTanh", "PytorchGELUTanh")
+#: (activation class, dtype) → whether it computes torch's tanh-GELU; checked once per process
+_GELU_VERDICTS: dict[tuple[type, Any], bool] = {}
 
 
 def _same_function(a: Any, b: Any, dtype: "torch.dtype") -> bool:
@@ -329,7 +331,8 @@ def fused_activations(model: Any) -> Iterator[int]:
     GPT-2's ``gelu_new`` is ``0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`` spelled out as separate
     element-wise ops; ``torch.nn.GELU(approximate="tanh")`` computes the same function in one pass
     (2.2× faster on CPU, about a fifth of a small GPT-2's forward time). Each module is swapped only
-    after a check on a grid of inputs that the two agree to float rounding, and only when nothing is
+    after a check on a grid of inputs that the two agree to float rounding (once per class and
+    dtype), and only when nothing is
     hooked onto it; the originals are put back on exit, also after an error. Yields the number of
     modules swapped. Nested use is harmless (swapped modules are no longer candidates).
     """
@@ -339,15 +342,14 @@ def fused_activations(model: Any) -> Iterator[int]:
     try:
         dtype = next(model.parameters()).dtype
         fused = torch.nn.GELU(approximate="tanh")
-        verdict: dict[type, bool] = {}
         for parent in list(model.modules()):
             for name, child in list(parent.named_children()):
                 cls = type(child)
                 if cls.__name__ not in _PY_TANH_GELUS or child._forward_hooks or child._forward_pre_hooks:
                     continue
-                if cls not in verdict:
-                    verdict[cls] = _same_function(child, fused, dtype)
-                if verdict[cls]:
+                if (cls, dtype) not in _GELU_VERDICTS:
+                    _GELU_VERDICTS[cls, dtype] = _same_function(child, fused, dtype)
+                if _GELU_VERDICTS[cls, dtype]:
                     setattr(parent, name, fused)
                     swapped.append((parent, name, child))
         yield len(swapped)
@@ -582,13 +584,9 @@ class Scorer:
         return {"batch_tokens": self.batch_tokens, "share_prefix": self.shares_prefix,
                 "split_head": self.head.split, "fused_gelu_modules": self._n_fused}
 
-    @contextmanager
-    def _activations(self) -> Iterator[int]:
-        if not self.fast_gelu:
-            yield 0
-            return
-        with fused_activations(self.model) as n:
-            yield n
+    def _activations(self) -> ContextManager[int]:
+        """:func:`fused_activations` of the model, or nothing (0 modules) with ``fast_gelu=False``."""
+        return fused_activations(self.model) if self.fast_gelu else nullcontext(0)
 
     def encode(self, sentences: Sequence[str]) -> list[list[int]]:
         """Token ids of ``sentences`` under this scorer's convention (prefix token first)."""

@@ -10,6 +10,8 @@ from ..suites.splits import SplitSizes, split_suite
 
 PROBES = ("gradients", "overlap", "transfer", "baseline")
 OBJECTIVES = ("difference", "logistic")
+#: settings that change how fast a probe runs, never what it computes: left out of every resume / job key
+EXECUTION_SETTINGS = ("workers",)
 CONTROLS = ("first", "init")
 
 
@@ -45,7 +47,6 @@ class ProbeSettings:
     batch_tokens: int = 4096
     seed: int = 0
     workers: int = 1                     # transfer / baseline: processes fine-tuning tasks side by side
-
 
     def __post_init__(self) -> None:
         if not 0.0 < self.mask_fraction <= 1.0:

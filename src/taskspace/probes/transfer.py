@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from ..errors import TaskspaceError
 from .evaluation import METRICS, heldout_nll, lm_nll, self_transfer, transfer_matrices
+from .settings import EXECUTION_SETTINGS
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -48,7 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 PROBES = ("transfer", "baseline")
 #: settings that do not change a fine-tuned task's results (so they do not invalidate a resume)
-_NOT_IN_KEY = ("tasks", "bootstrap", "workers")
+_NOT_IN_KEY = ("tasks", "bootstrap", *EXECUTION_SETTINGS)
 
 
 def space_names(probe: str) -> list[str]:
@@ -83,7 +84,6 @@ def transfer_probe(
     from ..io import write_json
     from ..progress import progress_bar
     from ..provenance import hash_records, timestamp, versions
-    from ..scoring import Scorer
 
     probe = "baseline" if baseline else "transfer"
     out = Path(out_dir)
@@ -97,9 +97,7 @@ def transfer_probe(
     if empty:
         raise TaskspaceError(f"task(s) {', '.join(empty[:5])} have no training or eval pairs "
                              f"(pairs per task too few for --train-pairs/--dev-pairs/--eval-pairs)")
-    model, tokenizer = loaded.model, loaded.tokenizer
-    scorer = Scorer(model, tokenizer, reduction=settings.reduction, prefix=settings.prefix,
-                    batch_tokens=settings.batch_tokens)
+    scorer = _scorer(loaded, settings)
     eval_pairs = test.pairs
     train_by, dev_by = train.by_task(), dev.by_task()
 
@@ -222,6 +220,14 @@ class _Job:
         return rec, timings
 
 
+def _scorer(loaded: "LoadedModel", settings: "ProbeSettings") -> Any:
+    """The scorer of a transfer run (the same in this process and in every worker)."""
+    from ..scoring import Scorer
+
+    return Scorer(loaded.model, loaded.tokenizer, reduction=settings.reduction, prefix=settings.prefix,
+                  batch_tokens=settings.batch_tokens)
+
+
 def _in_process(loaded: "LoadedModel", scorer: Any, job: _Job, todo: list[str]) -> Iterator[tuple[str, dict, dict]]:
     """The tasks one after the other in this process."""
     for a in todo:
@@ -233,9 +239,9 @@ def _in_process(loaded: "LoadedModel", scorer: Any, job: _Job, todo: list[str]) 
 # Tasks are independent (each starts from θ_0, restored bit-exactly, with its own seeded batches and
 # masks), so ``workers`` processes can take one task each. On a CPU, processes with one thread each get
 # ~1.3–1.5× more out of the cores than one process with all threads, because a small model's matrices
-# are too small to split well across threads. Each worker gets its own copy of the model, sent as
-# plain pickled bytes (a tensor sent through multiprocessing's own pickler would be moved into shared
-# memory, and the workers write into their parameters). Workers are spawned, never forked: a forked
+# are too small to split well across threads. Each worker gets its own copy of the model, read from
+# a file written with plain pickle (a tensor sent through multiprocessing's own pickler would be moved
+# into shared memory, and the workers write into their parameters). Workers are spawned, never forked: a forked
 # child of a process that has started torch's thread pool can deadlock.
 _WORKER: dict[str, Any] = {}
 
@@ -248,12 +254,7 @@ def _worker_init(payload: str, threads: int) -> None:
     torch.set_num_threads(threads)
     with open(payload, "rb") as f:
         loaded, job = pickle.load(f)
-    from ..scoring import Scorer
-
-    s = job.settings
-    _WORKER.update(loaded=loaded, job=job,
-                   scorer=Scorer(loaded.model, loaded.tokenizer, reduction=s.reduction, prefix=s.prefix,
-                                 batch_tokens=s.batch_tokens))
+    _WORKER.update(loaded=loaded, job=job, scorer=_scorer(loaded, job.settings))
 
 
 def _worker_task(a: str) -> tuple[str, dict, dict]:

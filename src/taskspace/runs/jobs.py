@@ -13,9 +13,8 @@ or machine; :func:`execute_job` runs one of them from that record alone.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -28,7 +27,6 @@ from .store import crash_point as _crash_point
 _SCORE_SETTINGS = ("reduction", "prefix", "batch_tokens", "seed")
 _GRADIENT_SETTINGS = ("train_pairs", "dev_pairs", "eval_pairs", "mask_fraction", "mask_threshold",
                       "mask_kind", "reduction", "prefix", "batch_tokens", "seed")
-_EXECUTION_SETTINGS = ("workers",)
 # weight-defining files of a checkpoint folder (optimizer / resume state is not part of the model)
 _MODEL_FILE_PATTERNS = ("config.json", "model*.safetensors", "pytorch_model*.bin", "tokenizer*.json",
                         "special_tokens_map.json", "vocab.*", "merges.txt", "*.model")
@@ -83,8 +81,9 @@ def settings_subset(kind: str, settings: dict) -> dict:
         return {k: settings[k] for k in _SCORE_SETTINGS}
     if kind == "gradients":
         return {k: settings[k] for k in _GRADIENT_SETTINGS}
-    # how fast, not what: the number of worker processes never changes a result
-    return {k: v for k, v in settings.items() if k not in _EXECUTION_SETTINGS}
+    from ..probes.settings import EXECUTION_SETTINGS
+
+    return {k: v for k, v in settings.items() if k not in EXECUTION_SETTINGS}
 
 
 # -- model fingerprints --------------------------------------------------------------------------
