@@ -39,12 +39,6 @@ class Estimate:
     high: np.ndarray
 
 
-def score_eval(scorer: "Scorer", pairs: Sequence["Pair"], *,
-               progress: Callable[[int], None] | None = None) -> "pd.DataFrame":
-    """Per-pair scores of the model as it is now (batched, length-sorted, unique sentences once)."""
-    return scorer.score_pairs(pairs, progress=progress)
-
-
 def lm_nll(pairs_df: "pd.DataFrame", reduction: str = "sum") -> float:
     """Mean per-token NLL (nats) of the good sentences of a per-pair score table.
 

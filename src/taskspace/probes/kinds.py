@@ -1,0 +1,129 @@
+"""The built-in probe kinds: one registry entry each (:mod:`taskspace.probes.registry`).
+
+The runners of the four original probes are thin adapters here (their modules predate the registry);
+every newer probe keeps its runner in its own module.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from .registry import ProbeSpec, RunContext, SpaceSpec, register
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models.loading import LoadedModel
+    from ..suites.schema import Suite
+    from .result import ProbeResult
+    from .settings import ProbeSettings
+
+#: what every probe that scores sentences reads
+SCORING = ("reduction", "prefix", "batch_tokens", "seed")
+#: the per-task splits (train / dev / eval sizes all shape every split)
+SPLITS = ("train_pairs", "dev_pairs", "eval_pairs")
+MASKS = ("mask_fraction", "mask_threshold", "mask_kind")
+FINETUNING = ("objective", "steps", "lr", "batch_pairs", "patience", "eval_every", "bootstrap")
+
+
+def _transfer_spaces(probe: str, label: str) -> tuple[SpaceSpec, ...]:
+    rows = "task fine-tuned on"
+    cols = "task evaluated"
+    return (
+        SpaceSpec(probe, f"margin {label} T", rows=rows, columns=cols),
+        SpaceSpec(f"{probe}_normalized", f"normalised {label} T̃", main=True, generalization=True,
+                  rows=rows, columns=cols),
+        SpaceSpec(f"{probe}_accuracy", f"accuracy {label}", rows=rows, columns=cols),
+        SpaceSpec(f"{probe}_accuracy_normalized", f"normalised accuracy {label}", generalization=True,
+                  rows=rows, columns=cols),
+    )
+
+
+# -- runners of the original probes --------------------------------------------------------------
+
+def run_gradient_kinds(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: RunContext,
+                       kinds: Sequence[str] = ("gradients", "overlap")) -> "ProbeResult":
+    """``gradients`` and/or ``overlap`` (one pass of gradient differentials) and the distributedness
+    table."""
+    from .result import ProbeResult
+    from .similarity import run_gradient_probes
+
+    res = run_gradient_probes(loaded, suite, settings, probes=tuple(kinds),
+                              store=ctx.options.get("gradients_dir"),
+                              storage_dtype=ctx.options.get("storage_dtype") or "float32", progress=ctx.progress)
+    spaces = dict(res.spaces)
+    if "gradients" in kinds:
+        spaces.update({f"gradients_by_module/{m}": sp for m, sp in res.by_module.items()})
+    out = ProbeResult(tuple(kinds), spaces=spaces, provenance=res.provenance, extra={"gradients": res})
+    if res.distributedness is not None:
+        out.tables["stats/distributedness.csv"] = (res.distributedness, res.provenance)
+    if ctx.options.get("save_masks"):
+        from .output import mask_path
+        from .masks import save_mask
+
+        meta = {k: str(v) for k, v in res.masks.describe().items()}
+        # masks are written by ProbeResult.save through the workdir: stage them in a temp folder
+        import tempfile
+
+        work = Path(tempfile.mkdtemp(prefix="taskspace-masks-"))
+        for t in res.masks:
+            save_mask(res.masks[t], mask_path(work, t), {"task": t, **meta})
+        out.workdir = work
+    return out
+
+
+def run_transfer_kinds(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: RunContext,
+                       kinds: Sequence[str] = ("transfer",)) -> "ProbeResult":
+    """FTGD transfer or the entangled baseline (each its own job): fine-tune per task, evaluate on all."""
+    import tempfile
+
+    from .result import ProbeResult
+    from .transfer import transfer_probe
+
+    (kind,) = kinds
+    out = Path(ctx.out) if ctx.out is not None else Path(tempfile.mkdtemp(prefix=f"taskspace-{kind}-"))
+    spaces = transfer_probe(loaded, suite, settings, out, baseline=kind == "baseline", progress=ctx.progress,
+                            heldout=ctx.options.get("heldout"), rows=ctx.rows)
+    return ProbeResult((kind,), spaces=spaces, workdir=out,
+                       provenance=next(iter(spaces.values())).provenance if spaces else {})
+
+
+# -- the registry entries ------------------------------------------------------------------------
+
+GRADIENT_OPTIONS = ("save_masks", "gradients_dir", "storage_dtype")
+
+register(ProbeSpec(
+    name="gradients",
+    help="Gradient probe: cosine of the tasks' gradient differentials ḡ_t, overall and per module.",
+    reads=SPLITS + MASKS + SCORING,
+    spaces=(SpaceSpec("gradients", "gradient cosine", main=True, by="module"),),
+    runner="taskspace.probes.kinds:run_gradient_kinds",
+    cost="one backward pass per task over its training pairs",
+    job="gradients", options=GRADIENT_OPTIONS,
+))
+register(ProbeSpec(
+    name="overlap",
+    help="Overlap probe: Jaccard overlap of the tasks' masks M_t (top fraction of |ḡ_t|).",
+    reads=SPLITS + MASKS + SCORING,
+    spaces=(SpaceSpec("overlap", "mask overlap (Jaccard)", signed=False, main=True),),
+    runner="taskspace.probes.kinds:run_gradient_kinds",
+    cost="as gradients (computed in the same pass)",
+    job="gradients", options=GRADIENT_OPTIONS,
+))
+register(ProbeSpec(
+    name="transfer",
+    help="Transfer probe: FTGD on each task (its gradient mask), then every task scored on held-out pairs.",
+    reads=SPLITS + MASKS + FINETUNING + SCORING,
+    spaces=_transfer_spaces("transfer", "transfer"),
+    runner="taskspace.probes.kinds:run_transfer_kinds",
+    cost="a fine-tuning and an evaluation of every task per task (the costliest)",
+    needs=(), per_task=True, options=("heldout", "workers"),
+))
+register(ProbeSpec(
+    name="baseline",
+    help="Entangled baseline: plain fine-tuning on each task's good sentences (all parameters), then "
+         "every task scored on held-out pairs.",
+    reads=SPLITS + tuple(f for f in FINETUNING if f != "objective") + SCORING,
+    spaces=_transfer_spaces("baseline", "baseline transfer"),
+    runner="taskspace.probes.kinds:run_transfer_kinds",
+    cost="as transfer, all parameters trained",
+    per_task=True, options=("heldout", "workers"),
+))
