@@ -30,7 +30,8 @@ class SpaceSpec:
 
     ``signed``: entries can be negative (a diverging colour map, and absolute values are reported
     beside signed ones). ``main``: shown in overviews (tables, figures, the headline). ``generalization``:
-    its entries are normalised transfer (rows of a per-group generalisation table). ``by``: the space
+    its entries are normalised transfer (rows of a per-group generalisation table); the value ranks
+    such spaces (1 first: normalised margin transfer, 2: normalised accuracy transfer). ``by``: the space
     also exists per module / per layer in ``spaces/<name>_by_<by>/<part>.csv``.
     """
 
@@ -38,7 +39,7 @@ class SpaceSpec:
     label: str
     signed: bool = True
     main: bool = False
-    generalization: bool = False
+    generalization: int = 0
     rows: str = "task"
     columns: str = "task"
     by: str | None = None
@@ -161,7 +162,8 @@ def main_spaces() -> list[str]:
 
 def generalization_spaces() -> list[str]:
     """Spaces whose entries are normalised transfer, in order of preference."""
-    return [s.name for _, s in all_spaces() if s.generalization]
+    ranked = [(s.generalization, i, s.name) for i, (_, s) in enumerate(all_spaces()) if s.generalization]
+    return [name for _, _, name in sorted(ranked)]
 
 
 def space_label(name: str) -> str:
