@@ -105,7 +105,6 @@ def test_cli_overlap_with_first_control_and_masks(tiny_model_dir, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--tasks", "sv_sing,nope"], "nope"),
-    (["--mask-fraction", "0.1", "--mask-threshold", "0.001"], "not both"),
     (["--control", "first"], "control 'first'"),            # step0 is the revision probed
     (["--mask-fraction", "1.5"], "mask fraction"),
 ])
@@ -191,27 +190,26 @@ def test_toy_world_gradient_gap_exceeds_the_control(tmp_path):
     assert trained > control
 
 
-# -- the four commands' options (declared once, shared) ----------------------------------------------------
+# -- the commands are generated from the registry -------------------------------------------------------
 
-# (option, short flag, default) in --help order; None as default: optional without a default; ...: required
-HEAD_OPTIONS = [("--model", "-m", ...), ("--suite", "-s", ...), ("--out", "-o", ...), ("--revision", "-r", None),
-                ("--tasks", None, None), ("--train-pairs", None, 100), ("--dev-pairs", None, 50),
-                ("--eval-pairs", None, 100), ("--mask-fraction", None, None), ("--mask-threshold", None, None),
-                ("--mask-kind", None, "gradient")]
-TAIL_OPTIONS = [("--seed", None, 0), ("--control", None, None), ("--device", None, "cpu"),
-                ("--dtype", None, "float32"), ("--batch-tokens", None, 4096), ("--reduction", None, "sum"),
-                ("--prefix", None, "bos"), ("--trust-remote-code", None, False)]
-GRADIENT_OPTIONS = [("--save-masks", None, False), ("--gradients-dir", None, None),
-                    ("--storage-dtype", None, "float32")]
-FTGD_OPTIONS = [("--objective", None, "difference"), ("--steps", None, 50), ("--lr", None, 1e-3),
-                ("--batch-pairs", None, 16), ("--patience", None, 5), ("--eval-every", None, 10),
-                ("--bootstrap", None, 1000)]
-PROBE_OPTIONS = {
-    "gradients": HEAD_OPTIONS + TAIL_OPTIONS + GRADIENT_OPTIONS,
-    "overlap": HEAD_OPTIONS + TAIL_OPTIONS + GRADIENT_OPTIONS,
-    "transfer": HEAD_OPTIONS + FTGD_OPTIONS + TAIL_OPTIONS + [("--heldout", None, None), ("--workers", None, 1)],
-    "baseline": HEAD_OPTIONS + FTGD_OPTIONS + TAIL_OPTIONS + [("--heldout", None, None), ("--workers", None, 1)],
-}
+def _expected_options(name: str) -> list[tuple[str, str | None, object]]:
+    """(option, short flag, default) in --help order, from the registry and ProbeSettings' defaults;
+    ...: required, None: optional without a default."""
+    import dataclasses
+
+    from taskspace.probes import registry
+    from taskspace.probes.settings import ProbeSettings
+
+    spec = registry.get(name)
+    defaults = {f.name: f.default for f in dataclasses.fields(ProbeSettings)}
+    extra = {"save_masks": False, "gradients_dir": None, "storage_dtype": "float32", "heldout": None}
+    flag = lambda n: "--" + n.replace("_", "-")  # noqa: E731
+    head = [("--model", "-m", ...), ("--suite", "-s", ...), ("--out", "-o", ...), ("--revision", "-r", None),
+            ("--tasks", None, None)]
+    tail = [("--control", None, None), ("--device", None, "cpu"), ("--dtype", None, "float32"),
+            ("--trust-remote-code", None, False)]
+    return (head + [(flag(n), None, defaults[n]) for n in spec.reads] + tail
+            + [(flag(n), None, defaults[n] if n in defaults else extra[n]) for n in spec.options])
 
 
 def _probe_command(name: str):
@@ -222,7 +220,7 @@ def _probe_command(name: str):
     return typer.main.get_command(app).commands["probe"].commands[name]
 
 
-@pytest.mark.parametrize("name", list(PROBE_OPTIONS))
+@pytest.mark.parametrize("name", __import__("taskspace.probes.registry", fromlist=["names"]).names())
 def test_probe_help_lists_every_option_with_its_flags_and_defaults(name):
     from typer.testing import CliRunner
 
@@ -230,7 +228,8 @@ def test_probe_help_lists_every_option_with_its_flags_and_defaults(name):
 
     r = CliRunner().invoke(app, ["probe", name, "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
     assert r.exit_code == 0, r.output
-    expected = PROBE_OPTIONS[name]
+    expected = _expected_options(name)
+    assert ("--mask-fraction", None, 0.05) in expected or name == "baseline"
     rows = [line.strip("│ *").split() for line in r.output.splitlines() if line.startswith("│")]
     shown = [row[0] for row in rows if row and row[0].startswith("--")]     # first column of the table
     assert shown == [opt for opt, _, _ in expected] + ["--help"]

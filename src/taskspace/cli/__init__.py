@@ -29,7 +29,7 @@ def _root() -> None:
 
 def _register() -> None:
     # Imported here, not at the top, so each module can `from . import app` without a cycle.
-    from . import analysis, corpus, demo, pretrain, probe, probe_transfer, score, suite  # noqa: F401
+    from . import analysis, corpus, demo, pretrain, probe, score, suite  # noqa: F401
 
 
 def fail(message: str, code: int = 2) -> "typer.Exit":

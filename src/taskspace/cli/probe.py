@@ -1,111 +1,121 @@
-"""``taskspace probe``: task spaces from a model's learning signals.
+"""``taskspace probe KIND``: one command per registered probe, generated from the registry.
 
-``gradients`` and ``overlap`` live here; ``transfer`` and ``baseline`` (FTGD) are added to the same
-``probe_app`` by :mod:`taskspace.cli.probe_transfer`. The options every probe command takes are listed
-once (:data:`PROBE_HEAD`, :data:`PROBE_TAIL`) and given to each command by :func:`probe_command`. The
-helpers :func:`build_settings`, :func:`load_with_control` and :func:`print_summary` are shared with
-those commands.
+Each command's options are the model and data options every probe takes, then the
+:class:`~taskspace.probes.settings.ProbeSettings` fields the probe reads (its ``ProbeSpec.reads``) with
+their defaults taken from the dataclass, then the probe's own options (``ProbeSpec.options``), then the
+control and loading options. Every command runs the same code (:func:`run_probe`): cheap checks, load the
+model (and its control), :func:`taskspace.probe`, save, print within- vs between-group means.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 
 import typer
 
 from . import app
-from .options import (BatchTokens, Control, Device, DevPairs, DType, EvalPairs, GradientsDir, MaskFraction,
-                      MaskKind, MaskThreshold, ModelOpt, Prefix, ProbeOut, Reduction, Revision, SaveMasks, Seed,
-                      StorageDType, SuiteOpt, Tasks, TrainPairs, TrustRemote)
+from .options import (Control, Device, DType, GradientsDir, Heldout, ModelOpt, ProbeOut, Revision, SaveMasks,
+                      StorageDType, SuiteOpt, Tasks, TrustRemote)
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
 
-    from ..probes.settings import ProbeSettings
+    from ..probes.registry import ProbeSpec
 
 probe_app = typer.Typer(
     name="probe",
-    help="Probe how tasks interact inside a model: gradients, overlap, transfer, baseline.",
+    help="Probe how tasks interact inside a model (one command per probe kind).",
     no_args_is_help=True,
 )
 app.add_typer(probe_app, name="probe")
 
-Command = Callable[..., None]
+#: help of the ProbeSettings fields (a field's own ``metadata["help"]`` wins)
+SETTING_HELP = {
+    "train_pairs": "Training pairs per task (gradient differentials, FTGD).",
+    "dev_pairs": "Dev pairs per task (FTGD early stopping).",
+    "eval_pairs": "Held-out pairs per task (transfer, evaluation).",
+    "mask_fraction": "Mask = top fraction of |ḡ_t| over all parameters.",
+    "mask_threshold": "Mask = parameters with |ḡ_t| ≥ τ (the paper's τ = 1e-3), instead of a fraction.",
+    "mask_kind": "gradient, or random (the random-mask control, same size).",
+    "objective": "FTGD objective: difference (the paper's) or logistic.",
+    "steps": "Fine-tuning steps per task (cap).",
+    "lr": "Adam learning rate.",
+    "batch_pairs": "Training pairs per fine-tuning step.",
+    "patience": "Dev evaluations without improvement before stopping.",
+    "eval_every": "Steps between dev evaluations (early stopping).",
+    "bootstrap": "Bootstrap resamples for the 95% CIs (0: none).",
+    "reduction": "sum or mean of token log-probs.",
+    "prefix": "bos: score given the BOS (else EOS) token; none: no prefix.",
+    "batch_tokens": "Padded tokens per scoring batch.",
+    "seed": "Random seed.",
+    "workers": "Processes that fine-tune and evaluate tasks side by side (CPU: each gets its share of the "
+               "threads); changes speed, never results.",
+}
+#: the probes' own options that are not settings: (annotation, default)
+EXTRA_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "save_masks": (SaveMasks, False),
+    "gradients_dir": (GradientsDir, None),
+    "storage_dtype": (StorageDType, "float32"),
+    "heldout": (Heldout, None),
+}
 
 
 def option(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
-    """One command-line option as a keyword-only parameter: ``annotation`` is an ``Annotated`` alias
-    of :mod:`taskspace.cli.options`; no ``default`` makes it required."""
+    """One command-line option as a keyword-only parameter (no ``default``: required)."""
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
 
 
-#: Options of every probe command, first in ``--help``: model, data, splits and masks.
-PROBE_HEAD: tuple[inspect.Parameter, ...] = (
-    option("model", ModelOpt),
-    option("suite", SuiteOpt),
-    option("out", ProbeOut),
-    option("revision", Revision, None),
-    option("tasks", Tasks, None),
-    option("train_pairs", TrainPairs, 100),
-    option("dev_pairs", DevPairs, 50),
-    option("eval_pairs", EvalPairs, 100),
-    option("mask_fraction", MaskFraction, None),
-    option("mask_threshold", MaskThreshold, None),
-    option("mask_kind", MaskKind, "gradient"),
-)
-#: Options of every probe command, after the command's own probe options: seed, control and how the
-#: model is loaded and scored.
-PROBE_TAIL: tuple[inspect.Parameter, ...] = (
-    option("seed", Seed, 0),
-    option("control", Control, None),
-    option("device", Device, "cpu"),
-    option("dtype", DType, "float32"),
-    option("batch_tokens", BatchTokens, 4096),
-    option("reduction", Reduction, "sum"),
-    option("prefix", Prefix, "bos"),
-    option("trust_remote_code", TrustRemote, False),
-)
-#: ``gradients`` and ``overlap`` only (at the end of ``--help``).
-GRADIENT_OPTIONS: tuple[inspect.Parameter, ...] = (
-    option("save_masks", SaveMasks, False),
-    option("gradients_dir", GradientsDir, None),
-    option("storage_dtype", StorageDType, "float32"),
-)
+HEAD = (option("model", ModelOpt), option("suite", SuiteOpt), option("out", ProbeOut),
+        option("revision", Revision, None), option("tasks", Tasks, None))
+TAIL = (option("control", Control, None), option("device", Device, "cpu"), option("dtype", DType, "float32"),
+        option("trust_remote_code", TrustRemote, False))
 
 
-def probe_command(name: str, *, middle: Sequence[inspect.Parameter] = (),
-                  extra: Sequence[inspect.Parameter] = ()) -> Callable[[Command], Command]:
-    """Register the decorated function as ``taskspace probe NAME`` (its docstring is the help).
-
-    Its options are :data:`PROBE_HEAD`, then ``middle`` (the command's own probe options), then
-    :data:`PROBE_TAIL`, then ``extra``; typer reads them from the ``__signature__`` set here, and
-    calls the function with every option as a keyword argument.
-    """
-    params = [*PROBE_HEAD, *middle, *PROBE_TAIL, *extra]
-
-    def register(func: Command) -> Command:
-        func.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
-        return probe_app.command(name)(func)
-
-    return register
+def setting_option(f: dataclasses.Field) -> inspect.Parameter:
+    """The option of one ProbeSettings field: ``--train-pairs`` etc., default from the dataclass."""
+    hints = typing.get_type_hints(_settings_class())
+    tp = hints[f.name]
+    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = Optional[args[0]]
+    help_text = f.metadata.get("help") or SETTING_HELP.get(f.name, f.name.replace("_", " ").capitalize() + ".")
+    flag = "--" + f.name.replace("_", "-")
+    kwargs: dict[str, Any] = {"help": help_text}
+    if f.name == "workers":
+        kwargs["min"] = 1            # a usage error before anything is loaded
+    return option(f.name, Annotated[tp, typer.Option(flag, **kwargs)], f.default)
 
 
-def build_settings(*, tasks: str | None, train_pairs: int, dev_pairs: int, eval_pairs: int,
-                   mask_fraction: float | None, mask_threshold: float | None, mask_kind: str = "gradient",
-                   seed: int = 0, reduction: str = "sum", prefix: str = "bos", batch_tokens: int = 4096,
-                   **extra: Any) -> "ProbeSettings":
-    """ProbeSettings from CLI options. ``--mask-fraction`` and ``--mask-threshold`` exclude each other."""
-    from ..errors import InputError
-    from ..probes.settings import ProbeSettings, parse_tasks
+def _settings_class():
+    from ..probes.settings import ProbeSettings
 
-    if mask_fraction is not None and mask_threshold is not None:
-        raise InputError("give --mask-fraction or --mask-threshold, not both", field="mask")
-    return ProbeSettings(tasks=parse_tasks(tasks), train_pairs=train_pairs, dev_pairs=dev_pairs,
-                         eval_pairs=eval_pairs,
-                         mask_fraction=0.05 if mask_fraction is None else mask_fraction,
-                         mask_threshold=mask_threshold, mask_kind=mask_kind, seed=seed, reduction=reduction,
-                         prefix=prefix, batch_tokens=batch_tokens, **extra)
+    return ProbeSettings
+
+
+def command_parameters(spec: "ProbeSpec") -> list[inspect.Parameter]:
+    """The options of ``taskspace probe <spec.name>``, in ``--help`` order."""
+    fields = {f.name: f for f in dataclasses.fields(_settings_class())}
+    own = [setting_option(fields[n]) for n in spec.reads]
+    extra = []
+    for n in spec.options:
+        if n in fields:
+            extra.append(setting_option(fields[n]))
+        else:
+            annotation, default = EXTRA_OPTIONS[n]
+            extra.append(option(n, annotation, default))
+    return [*HEAD, *own, *TAIL, *extra]
+
+
+def build_settings(spec: "ProbeSpec", options: dict[str, Any]) -> Any:
+    """ProbeSettings from a command's options (fields the probe does not read keep their defaults)."""
+    from ..probes.settings import parse_tasks
+
+    fields = {f.name for f in dataclasses.fields(_settings_class())}
+    kwargs = {k: v for k, v in options.items() if k in fields and k != "tasks"}
+    return _settings_class()(tasks=parse_tasks(options.get("tasks")), **kwargs)
 
 
 def load_with_control(model: str, revision: str | None, control: str | None, *, device: str, dtype: str,
@@ -137,78 +147,102 @@ def print_summary(console: "Console", title: str, summary: dict) -> None:
     console.print(table)
 
 
-def _run(probe: str, *, model: str, suite: str, out: Path, revision: str | None, tasks: str | None,
-         train_pairs: int, dev_pairs: int, eval_pairs: int, mask_fraction: float | None,
-         mask_threshold: float | None, mask_kind: str, seed: int, control: str | None, device: str,
-         dtype: str, batch_tokens: int, reduction: str, prefix: str, trust_remote_code: bool,
-         save_masks: bool, gradients_dir: Path | None, storage_dtype: str) -> None:
+def _read_heldout(path: Path | None) -> list[str] | None:
+    from ..errors import InputError
+
+    if path is None:
+        return None
+    if not path.is_file():
+        raise InputError("file not found", file=path)
+    sentences = [s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip()]
+    if not sentences:
+        raise InputError("no sentences in the held-out text", file=path)
+    return sentences
+
+
+def run_probe(name: str, options: dict[str, Any]) -> None:
+    """What every ``taskspace probe KIND`` does."""
+    from ..probes import registry
     from ..probes.controls import control_revision, summarize_with_control
+    from ..probes.output import probe_dir, write_summary
     from ..suites import load_suite
 
-    # cheap checks first (no torch yet), so bad input fails in a moment
-    settings = build_settings(tasks=tasks, train_pairs=train_pairs, dev_pairs=dev_pairs,
-                              eval_pairs=eval_pairs, mask_fraction=mask_fraction,
-                              mask_threshold=mask_threshold, mask_kind=mask_kind, seed=seed,
-                              reduction=reduction, prefix=prefix, batch_tokens=batch_tokens)
+    spec = registry.get(name)
+    # cheap checks first (no torch yet), so bad input fails in a moment and writes nothing
+    settings = build_settings(spec, options)
+    model, revision, control = options["model"], options["revision"], options["control"]
     if control:
         control_revision(model, revision, control)
-    suite_obj = load_suite(suite)
-    suite_obj.select(list(settings.tasks) if settings.tasks else None)   # unknown tasks fail here
+    extra = {n: options[n] for n in spec.options if n in EXTRA_OPTIONS}
+    if "heldout" in extra:
+        extra["heldout"] = _read_heldout(extra["heldout"])
+    suite = load_suite(options["suite"])
+    suite.select(list(settings.tasks) if settings.tasks else None)     # unknown tasks fail here
 
     import torch
     from rich.console import Console
 
-    from ..probes.output import write_summary
-    from ..probes.similarity import run_gradient_probes
+    from ..probes.run import probe
 
-    lm, lm_ctl = load_with_control(model, revision, control, device=device, dtype=dtype,
-                                   trust_remote_code=trust_remote_code)
-    probes = ("gradients",) if probe == "gradients" else ("overlap",)
-    torch.manual_seed(seed)
-    # compute everything (trained and control) before writing anything: no partial outputs
-    res = run_gradient_probes(lm, suite_obj, settings, probes=probes, store=gradients_dir,
-                              storage_dtype=storage_dtype)
+    out = Path(options["out"])
+    lm, lm_ctl = load_with_control(model, revision, control, device=options["device"], dtype=options["dtype"],
+                                   trust_remote_code=options["trust_remote_code"])
+    torch.manual_seed(settings.seed)
+    # probes that write per-task files as they go (FTGD) resume from `out`; the others compute the
+    # trained and the control result before anything is written: no partial outputs
+    work = out if spec.per_task else None
+    res = probe(lm, suite, name, settings, out=work, **extra)
     res_ctl = None
     if lm_ctl is not None:
-        res_ctl = run_gradient_probes(lm_ctl, suite_obj, settings, probes=probes,
-                                      store=None if gradients_dir is None else gradients_dir / "control",
-                                      storage_dtype=storage_dtype)
-    summary = summarize_with_control(res.spaces[probe], res_ctl.spaces[probe] if res_ctl else None)
-    summary.update({"probe": probe, "model": lm.describe(),
-                    "control_model": lm_ctl.describe() if lm_ctl is not None else None,
-                    "control_kind": control, "settings": settings.to_dict(),
-                    "convention": res.grads.convention})
-    paths = res.write(out, save_masks=save_masks)
+        ctl_extra = dict(extra)
+        if extra.get("gradients_dir") is not None:
+            ctl_extra["gradients_dir"] = Path(extra["gradients_dir"]) / "control"
+        res_ctl = probe(lm_ctl, suite, name, settings, out=probe_dir(out, True) if work else None, **ctl_extra)
+    paths = res.save(out)
     if res_ctl is not None:
-        paths += res_ctl.write(out, control=True, save_masks=save_masks)
-    paths.append(write_summary(out, probe, summary))
-
+        paths += res_ctl.save(out, control=True)
     console = Console()
-    n = len(res.grads.tasks)
-    groups = len(set(res.grads.groups))
-    title = (f"{probe}: {lm.name}" + (f" @ {lm.revision}" if lm.revision else "") +
-             f" — {n} tasks, {groups} groups" + (f"; control {lm_ctl.revision}" if lm_ctl else ""))
-    print_summary(console, title, summary)
+    ctl_txt = f"; control {lm_ctl.revision}" if lm_ctl is not None else ""
+    shown = [s.name for s in spec.spaces if s.main] or [spec.spaces[0].name]
+    for i, space_name in enumerate(shown):
+        if space_name not in res.spaces:
+            continue
+        ctl_space = res_ctl.spaces.get(space_name) if res_ctl is not None else None
+        summary = summarize_with_control(res.spaces[space_name], ctl_space)
+        summary.update({"probe": name, "space": space_name, "model": lm.describe(),
+                        "control_model": lm_ctl.describe() if lm_ctl is not None else None,
+                        "control_kind": control, "settings": settings.to_dict(),
+                        "notes": res.extra.get("notes", [])})
+        paths.append(write_summary(out, name if i == 0 else space_name, summary))
+        sp = res.spaces[space_name]
+        title = (f"{space_name}: {lm.name}" + (f" @ {lm.revision}" if lm.revision else "") +
+                 f" — {sp.n_tasks} tasks, {len(set(sp.groups))} groups{ctl_txt}")
+        print_summary(console, title, summary)
+    for line in res.extra.get("notes", []):
+        console.print(line)
     console.print(f"wrote {len(paths)} files under {out}")
 
 
-@probe_command("gradients", extra=GRADIENT_OPTIONS)
-def gradients(**options: Any) -> None:
-    """Gradient probe: cosine of the tasks' gradient differentials ḡ_t, overall and per module.
+def _make_command(spec: "ProbeSpec") -> Callable[..., None]:
+    def command(**options: Any) -> None:
+        run_probe(spec.name, options)
 
-    Writes spaces/gradients.csv|.json, spaces/gradients_by_module/<module>.csv|.json and
-    stats/distributedness.csv (with --control, the same under control/), and prints within- vs
-    between-group means.
-    """
-    _run("gradients", **options)
+    command.__name__ = spec.name.replace("-", "_")
+    spaces = ", ".join(f"spaces/{s.name}.csv" for s in spec.spaces)
+    command.__doc__ = (f"{spec.help}\n\nWrites {spaces} (+ .json provenance); with --control the same under "
+                       f"DIR/control/. Cost: {spec.cost or 'see docs/probes.md'}.")
+    command.__signature__ = inspect.Signature(command_parameters(spec), return_annotation=None)  # type: ignore[attr-defined]
+    return command
 
 
-@probe_command("overlap", extra=GRADIENT_OPTIONS)
-def overlap(**options: Any) -> None:
-    """Overlap probe: Jaccard overlap of the tasks' masks M_t (top 5% of |ḡ_t| by default).
+def register_commands() -> None:
+    """One ``taskspace probe NAME`` per registered probe (call again after registering a new one)."""
+    from ..probes import registry
 
-    Writes spaces/overlap.csv|.json and stats/distributedness.csv (with --save-masks also
-    masks/<task>.safetensors; with --control, the same under control/), and prints within- vs
-    between-group means.
-    """
-    _run("overlap", **options)
+    have = {c.name for c in probe_app.registered_commands}
+    for spec in registry.probes():
+        if spec.name not in have:
+            probe_app.command(spec.name)(_make_command(spec))
+
+
+register_commands()

@@ -78,12 +78,25 @@ def run_transfer_kinds(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSe
     from .result import ProbeResult
     from .transfer import transfer_probe
 
+    from .transfer import summary
+
     (kind,) = kinds
     out = Path(ctx.out) if ctx.out is not None else Path(tempfile.mkdtemp(prefix=f"taskspace-{kind}-"))
     spaces = transfer_probe(loaded, suite, settings, out, baseline=kind == "baseline", progress=ctx.progress,
                             heldout=ctx.options.get("heldout"), rows=ctx.rows)
-    return ProbeResult((kind,), spaces=spaces, workdir=out,
-                       provenance=next(iter(spaces.values())).provenance if spaces else {})
+    res = ProbeResult((kind,), spaces=spaces, workdir=out,
+                      provenance=next(iter(spaces.values())).provenance if spaces else {})
+    if spaces:
+        info = summary(spaces, kind, out / "stats" / f"{kind}_tasks.csv")
+        res.records[f"stats/{kind}_info.json"] = info
+        notes = [f"diagonal mean of T (self-transfer, margin): {info['diagonal_mean']:.4g}"]
+        if "lm_damage_mean" in info:
+            notes.append(f"LM damage (mean change of held-out NLL, nats/token): {info['lm_damage_mean']:.4g}")
+        failed = info["failed"]
+        notes.append(f"{len(failed)} task(s) failed: " + "; ".join(f"{t} ({why})" for t, why in failed.items())
+                     if failed else "failed tasks: none")
+        res.extra["notes"] = notes
+    return res
 
 
 # -- the registry entries ------------------------------------------------------------------------

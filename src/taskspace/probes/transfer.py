@@ -68,6 +68,8 @@ def transfer_probe(
     heldout: Sequence[str] | None = None,
     save_deltas: bool | None = None,
     on_task: Callable[[str, dict], None] | None = None,
+    rows: Sequence[str] | None = None,
+    base_from: str | Path | None = None,
 ) -> dict[str, "TaskSpace"]:
     """Run the transfer probe (FTGD) or, with ``baseline=True``, the entangled baseline; write every
     result under ``out_dir`` and return the four spaces keyed as in :func:`space_names`.
@@ -77,73 +79,59 @@ def transfer_probe(
     baseline's dense ones, which are the size of the model per task). ``on_task(task, record)`` is
     called as each task finishes (its files written), in the order they finish.
 
+    ``rows``: fine-tune only these source tasks and return ``{}`` without assembling the spaces (one
+    job per source task in a run; :func:`assemble_transfer` builds the spaces from the rows' files).
+    ``base_from``: a folder where the base model's scores were already written (``scores/base.parquet``
+    and ``stats/<probe>_base.json``), so a row job does not score the base model again.
+
     With ``settings.workers > 1`` the tasks run in that many spawned processes, each with a copy of
     the model; like any spawning code, a script that calls this needs the
     ``if __name__ == "__main__":`` guard.
     """
     from ..io import write_json
     from ..progress import progress_bar
-    from ..provenance import hash_records, timestamp, versions
+    from ..provenance import hash_records, timestamp
 
     probe = "baseline" if baseline else "transfer"
     out = Path(out_dir)
     save_deltas = (not baseline) if save_deltas is None else save_deltas
-    splits = settings.splits(suite)
-    train, dev, test = splits["train"], splits["dev"], splits["test"]
-    tasks = suite.select(list(settings.tasks) if settings.tasks is not None else None).tasks
-    groups = {t: suite.group_of(t) for t in tasks}
-    n_test, n_train = test.counts(), train.counts()
-    empty = [t for t in tasks if not n_test.get(t) or not n_train.get(t)]
-    if empty:
-        raise TaskspaceError(f"task(s) {', '.join(empty[:5])} have no training or eval pairs "
-                             f"(pairs per task too few for --train-pairs/--dev-pairs/--eval-pairs)")
-    scorer = _scorer(loaded, settings)
-    eval_pairs = test.pairs
-    train_by, dev_by = train.by_task(), dev.by_task()
-
-    model_desc = loaded.describe()
-    base_key = {"model": {k: v for k, v in model_desc.items() if k != "device"},
-                "convention": scorer.convention.to_dict(), "eval": test.data_hash,
-                "heldout": hash_records(heldout) if heldout is not None else None}
-    run_settings = {k: v for k, v in settings.to_dict().items() if k not in _NOT_IN_KEY}
-
+    plan = _plan(loaded, suite, settings, probe, heldout)
+    if rows is not None:
+        unknown = [a for a in rows if a not in plan.tasks]
+        if unknown:
+            raise TaskspaceError(f"row task(s) {', '.join(unknown[:5])} are not among the probed tasks")
     timings = {"base_eval": 0.0, "gradients": 0.0, "finetune": 0.0, "eval": 0.0}
     t = time.perf_counter()
-    if progress:
-        n_sent = len({s for p in eval_pairs for s in (p.good, p.bad)})
-        with progress_bar(f"{probe}: scoring base model", total=n_sent) as adv:
-            base_df = scorer.score_pairs(eval_pairs, progress=adv)
-    else:
-        base_df = scorer.score_pairs(eval_pairs)
-    base_nll = heldout_nll(scorer, heldout) if heldout is not None else lm_nll(base_df, settings.reduction)
+    base_df, base_nll = score_base(loaded, suite, settings, out if base_from is None else Path(base_from),
+                                   baseline=baseline, heldout=heldout, progress=progress, plan=plan)
     timings["base_eval"] = time.perf_counter() - t
-    _write_parquet(out / "scores" / "base.parquet", base_df)
+    if base_from is not None:
+        _write_parquet(out / "scores" / "base.parquet", base_df)
 
     status_dir = out / ("baseline" if baseline else "ftgd")
     rows_dir = out / "scores" / probe
+    wanted = list(rows) if rows is not None else plan.tasks
     records: dict[str, dict] = {}
     t_tasks = time.perf_counter()
-    with progress_bar(probe, total=len(tasks), fields=True) if progress else _null() as advance:
-        keys: dict[str, str] = {}
-        for a in tasks:
-            keys[a] = hash_records([probe, base_key, run_settings, train.select([a]).data_hash,
-                                    dev.select([a]).data_hash if dev_by.get(a) else None])
-            rec = _done(status_dir, rows_dir, a, keys[a])
+    model_desc = loaded.describe()
+    with progress_bar(probe, total=len(wanted), fields=True) if progress else _null() as advance:
+        for a in wanted:
+            rec = _done(status_dir, rows_dir, a, plan.keys[a])
             if rec is not None:
                 records[a] = rec
                 advance(1, task=a, status="done before")
-        todo = [a for a in tasks if a not in records]
-        job = _Job(probe=probe, settings=settings, train_by={a: train_by[a] for a in todo},
-                   dev_by={a: dev_by.get(a, []) for a in todo}, eval_pairs=eval_pairs, base_df=base_df,
-                   base_nll=base_nll, heldout=heldout, groups=groups, out=out, rows_dir=rows_dir,
-                   save_deltas=save_deltas)
+        todo = [a for a in wanted if a not in records]
+        job = _Job(probe=probe, settings=settings, train_by={a: plan.train_by[a] for a in todo},
+                   dev_by={a: plan.dev_by.get(a, []) for a in todo}, eval_pairs=plan.test.pairs,
+                   base_df=base_df, base_nll=base_nll, heldout=heldout, groups=plan.groups, out=out,
+                   rows_dir=rows_dir, save_deltas=save_deltas)
         workers = max(1, min(settings.workers, len(todo)))
         results = (_in_workers(loaded, job, todo, workers) if workers > 1
-                   else _in_process(loaded, scorer, job, todo))
+                   else _in_process(loaded, plan.scorer, job, todo))
         for a, rec, task_timings in results:
             for k, v in task_timings.items():
                 timings[k] += v
-            rec.update({"task": a, "group": groups[a], "probe": probe, "key": keys[a],
+            rec.update({"task": a, "group": plan.groups[a], "probe": probe, "key": plan.keys[a],
                         "model": model_desc, "created": timestamp()})
             # the status file is written last: its presence (with this key) marks the task as done
             write_json(_task_path(status_dir, a, ".json"), rec)
@@ -153,26 +141,134 @@ def transfer_probe(
                 on_task(a, rec)
     timings["tasks_wall"] = time.perf_counter() - t_tasks
     timings["workers"] = workers
+    if rows is not None:
+        write_json(out / "stats" / f"{probe}_timings" / f"{hash_records(list(rows))[:12]}.json", timings)
+        return {}
+    return assemble_transfer(loaded.describe(), suite, settings, out, baseline=baseline, heldout=heldout,
+                             scorer=plan.scorer, timings=timings)
 
-    # assemble from the per-pair logs (also those of tasks finished by an earlier, killed run), one
-    # task's log in memory at a time
+
+@dataclass
+class _Plan:
+    """What every stage of one transfer run agrees on: tasks, splits, the scorer and the resume keys."""
+
+    tasks: list[str]
+    groups: dict[str, str]
+    test: "Suite"
+    train_by: dict
+    dev_by: dict
+    scorer: Any
+    base_key: str
+    keys: dict[str, str]
+
+
+def _plan(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", probe: str,
+          heldout: Sequence[str] | None) -> _Plan:
+    from ..provenance import hash_records
+
+    splits = settings.splits(suite)
+    train, dev, test = splits["train"], splits["dev"], splits["test"]
+    tasks = suite.select(list(settings.tasks) if settings.tasks is not None else None).tasks
+    n_test, n_train = test.counts(), train.counts()
+    empty = [t for t in tasks if not n_test.get(t) or not n_train.get(t)]
+    if empty:
+        raise TaskspaceError(f"task(s) {', '.join(empty[:5])} have no training or eval pairs "
+                             f"(pairs per task too few for --train-pairs/--dev-pairs/--eval-pairs)")
+    scorer = _scorer(loaded, settings)
+    train_by, dev_by = train.by_task(), dev.by_task()
+    model_desc = loaded.describe()
+    base_key = {"model": {k: v for k, v in model_desc.items() if k != "device"},
+                "convention": scorer.convention.to_dict(), "eval": test.data_hash,
+                "heldout": hash_records(heldout) if heldout is not None else None}
+    run_settings = {k: v for k, v in settings.to_dict().items() if k not in _NOT_IN_KEY}
+    keys = {a: hash_records([probe, base_key, run_settings, train.select([a]).data_hash,
+                             dev.select([a]).data_hash if dev_by.get(a) else None]) for a in tasks}
+    return _Plan(tasks=tasks, groups={t: suite.group_of(t) for t in tasks}, test=test, train_by=train_by,
+                 dev_by=dev_by, scorer=scorer, base_key=hash_records([probe, base_key]), keys=keys)
+
+
+def score_base(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", out_dir: str | Path, *,
+               baseline: bool = False, heldout: Sequence[str] | None = None, progress: bool = True,
+               plan: _Plan | None = None) -> tuple["pd.DataFrame", float]:
+    """The base model's per-pair scores on every eval pair and its LM NLL, written to
+    ``scores/base.parquet`` and ``stats/<probe>_base.json`` in ``out_dir`` — or read from there when an
+    earlier run with the same model, convention and eval pairs wrote them (the first stage of a
+    transfer run; its row jobs and the assembly read it)."""
+    import pandas as pd
+
+    from ..io import read_json, write_json
+    from ..progress import progress_bar
+
+    probe = "baseline" if baseline else "transfer"
+    plan = plan if plan is not None else _plan(loaded, suite, settings, probe, heldout)
+    out = Path(out_dir)
+    rec_path, df_path = out / "stats" / f"{probe}_base.json", out / "scores" / "base.parquet"
+    if rec_path.exists() and df_path.exists():
+        try:
+            rec = read_json(rec_path)
+        except ValueError:
+            rec = {}
+        if rec.get("key") == plan.base_key:
+            return pd.read_parquet(df_path), float(rec["lm_nll"])
+    scorer, eval_pairs = plan.scorer, plan.test.pairs
+    if progress:
+        n_sent = len({s for p in eval_pairs for s in (p.good, p.bad)})
+        with progress_bar(f"{probe}: scoring base model", total=n_sent) as adv:
+            base_df = scorer.score_pairs(eval_pairs, progress=adv)
+    else:
+        base_df = scorer.score_pairs(eval_pairs)
+    base_nll = heldout_nll(scorer, heldout) if heldout is not None else lm_nll(base_df, settings.reduction)
+    _write_parquet(df_path, base_df)
+    write_json(rec_path, {"key": plan.base_key, "lm_nll": base_nll, "convention": scorer.convention.to_dict()})
+    return base_df, base_nll
+
+
+def assemble_transfer(model_desc: dict, suite: "Suite", settings: "ProbeSettings", out_dir: str | Path, *,
+                      baseline: bool = False, heldout: Sequence[str] | None = None, scorer: Any = None,
+                      timings: dict | None = None, source: str | Path | None = None) -> dict[str, "TaskSpace"]:
+    """The four spaces from the per-task files of every source task (written by :func:`transfer_probe`,
+    in one run or in one job per row), into ``out_dir``; ``source`` is where those files are (default
+    ``out_dir``). A task without its files is an error naming it."""
+    import pandas as pd
+
+    from ..io import read_json, write_json
+    from ..provenance import timestamp, versions
+    from ..spaces import TaskSpace
+
+    probe = "baseline" if baseline else "transfer"
+    out = Path(out_dir)
+    src = Path(source) if source is not None else out
     t = time.perf_counter()
+    timings = dict(timings or {})
+    tasks = suite.select(list(settings.tasks) if settings.tasks is not None else None).tasks
+    groups = {a: suite.group_of(a) for a in tasks}
+    status_dir, rows_dir = src / ("baseline" if baseline else "ftgd"), src / "scores" / probe
+    records: dict[str, dict] = {}
+    for a in tasks:
+        path = _task_path(status_dir, a, ".json")
+        if not path.exists():
+            raise TaskspaceError(f"{probe}: no result for source task {a!r} in {src}")
+        records[a] = read_json(path)
+    base_df = pd.read_parquet(src / "scores" / "base.parquet")
+    if src != out:
+        _write_parquet(out / "scores" / "base.parquet", base_df)
     ok = [a for a in tasks if records[a]["status"] == "ok"]
     finetuned = _TaskLogs({a: _task_path(rows_dir, a, ".parquet") for a in ok})
     est = transfer_matrices(base_df, finetuned, tasks, bootstrap=settings.bootstrap, seed=settings.seed)
-    failed = {a: records[a].get("reason") for a in tasks if records[a]["status"] != "ok"}
+    failed = {a: records[a].get("reason") or records[a]["status"] for a in tasks if records[a]["status"] != "ok"}
+    convention = (scorer.convention.to_dict() if scorer is not None
+                  else read_json(src / "stats" / f"{probe}_base.json").get("convention"))
     prov_common = {
         "probe": probe, "created": timestamp(), "model": model_desc,
-        "convention": scorer.convention.to_dict(), "settings": settings.to_dict(),
+        "revision": model_desc.get("revision") if isinstance(model_desc, dict) else None,
+        "convention": convention, "settings": settings.to_dict(),
         "suite": suite.select(tasks).describe(), "seed": settings.seed,
         "bootstrap": {"resamples": settings.bootstrap, "level": 0.95, "paired": True,
                       "unit": "eval pair"},
         "lm_damage_text": "heldout sentences" if heldout is not None else "good sentences of all eval pairs",
-        "failed_tasks": failed, "versions": versions(),
+        "failed_tasks": failed, "rows_measured": len(ok), "versions": versions(),
         "rows": "task fine-tuned on", "columns": "task evaluated",
     }
-    from ..spaces import TaskSpace
-
     spaces: dict[str, TaskSpace] = {}
     for m in METRICS:
         name = probe + m
