@@ -226,7 +226,14 @@ def test_keys_change_only_with_what_a_job_reads(setup):
     ft = keys(probes=("score", "transfer"))
     assert keys(probes=("score", "transfer"), extra="workers = 2\n") == ft
     ft_steps = keys(probes=("score", "transfer"), extra="steps = 3\n")
-    assert {k for k in ft if ft[k] != ft_steps[k]} == {f"transfer tiny-lm@{r}" for r in ("step0", "step10", "init")}
+    # transfer is one job per source task (+ the base scores and the assembly): FTGD's steps change the
+    # rows and the assembly, never the base model's scores
+    revs = ("step0", "step10", "init")
+    tasks = list(SUITE_ROWS)
+    assert {f"transfer base tiny-lm@{r}" for r in revs} <= set(ft)
+    assert {f"transfer {t} tiny-lm@{r}" for t in tasks for r in revs} <= set(ft)
+    assert {k for k in ft if ft[k] != ft_steps[k]} == (
+        {f"transfer tiny-lm@{r}" for r in revs} | {f"transfer {t} tiny-lm@{r}" for t in tasks for r in revs})
 
 
 # -- store, lock, executors ----------------------------------------------------------------------
@@ -465,3 +472,67 @@ def test_kill_9_at_any_point_resumes_to_identical_results(setup):
     assert len({e["pid"] for e in log}) >= 6                     # it really took that many processes
     assert not list((run / ".jobs" / "staging").iterdir())
     assert not [p for p in run.rglob("*.tmp")] and not [p for p in run.rglob("*.publish")]
+
+
+# -- per-task jobs -------------------------------------------------------------------------------
+
+def _per_task_plan(setup, executor: str = "local"):
+    tmp, model_dir, suite, plan_path = setup
+    write_plan(plan_path, model_dir, suite, probes=("transfer",), control="none", train_pairs=4,
+               extra="steps = 3\nbootstrap = 20\n[probe_revisions]\ntransfer = [\"last\"]\n"
+                     f"[executor]\nkind = \"{executor}\"\n")
+    return plan_path
+
+
+def test_transfer_splits_into_one_job_per_source_task_with_the_same_spaces(setup):
+    """A run's transfer = a base job, one job per source task and the assembly; the assembled spaces
+    equal one transfer_probe call's, bit for bit (same threads); a second run redoes nothing."""
+    import numpy as np
+
+    from taskspace import load_model, load_suite
+    from taskspace.runs import load_plan, run_plan
+    from taskspace.probes.transfer import transfer_probe
+    from taskspace.spaces import TaskSpace
+
+    tmp, model_dir, suite_path, _ = setup
+    plan = load_plan(_per_task_plan(setup))
+    result = run_plan(plan, tmp / "run")
+    kinds = [o.job.kind for o in result.outcomes]
+    assert kinds == ["transfer:base"] + ["transfer:row"] * len(SUITE_ROWS) + ["transfer"], kinds
+    rows = [o.job for o in result.outcomes if o.job.kind == "transfer:row"]
+    assert sorted(j.spec["row"] for j in rows) == sorted(SUITE_ROWS)
+    direct = transfer_probe(load_model(str(model_dir), "step10"), load_suite(str(suite_path)), plan.settings,
+                            tmp / "direct", progress=False)
+    cell = tmp / "run" / "tiny-lm" / "step10"
+    for name, sp in direct.items():
+        got = TaskSpace.load(cell / "spaces" / f"{name}.csv")
+        np.testing.assert_array_equal(got.matrix, sp.matrix)
+        np.testing.assert_array_equal(got.ci_low, sp.ci_low)
+        assert got.tasks == sp.tasks
+        assert got.provenance["model"]["revision"] == "step10"
+    for a in SUITE_ROWS:
+        assert (cell / "ftgd" / f"{a}.json").exists() and (cell / "deltas" / f"{a}.safetensors").exists()
+    again = run_plan(plan, tmp / "run")
+    assert not again.outcomes and len(again.skipped) == len(result.outcomes)
+
+
+def test_per_task_jobs_on_a_real_local_ray_cluster_match_the_local_executor(setup):
+    if os.environ.get("TASKSPACE_REQUIRE_RAY") != "1":
+        pytest.importorskip("ray")
+    import torch
+
+    from taskspace.runs import RayExecutor, load_plan, run_plan
+
+    tmp = setup[0]
+    plan = load_plan(_per_task_plan(setup))
+    run_plan(plan, tmp / "local")
+    n = torch.get_num_threads()
+    ex = RayExecutor(tmp / "ray", num_cpus=max(2, n), cpus_per_job=n)
+    try:
+        result = run_plan(plan, tmp / "ray", executor=ex)
+    finally:
+        ex.close()
+    assert not result.failed and len(result.outcomes) == len(SUITE_ROWS) + 2
+    assert results_of(tmp / "local") == results_of(tmp / "ray")
+    pids = {e["pid"] for e in events(tmp / "ray") if e["event"] == "done"}
+    assert os.getpid() not in pids

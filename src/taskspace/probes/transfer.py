@@ -102,11 +102,10 @@ def transfer_probe(
             raise TaskspaceError(f"row task(s) {', '.join(unknown[:5])} are not among the probed tasks")
     timings = {"base_eval": 0.0, "gradients": 0.0, "finetune": 0.0, "eval": 0.0}
     t = time.perf_counter()
-    base_df, base_nll = score_base(loaded, suite, settings, out if base_from is None else Path(base_from),
-                                   baseline=baseline, heldout=heldout, progress=progress, plan=plan)
+    cached = _cached_base(Path(base_from), probe, plan.base_key) if base_from is not None else None
+    base_df, base_nll = cached if cached is not None else score_base(
+        loaded, suite, settings, out, baseline=baseline, heldout=heldout, progress=progress, plan=plan)
     timings["base_eval"] = time.perf_counter() - t
-    if base_from is not None:
-        _write_parquet(out / "scores" / "base.parquet", base_df)
 
     status_dir = out / ("baseline" if baseline else "ftgd")
     rows_dir = out / "scores" / probe
@@ -202,14 +201,10 @@ def score_base(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings",
     probe = "baseline" if baseline else "transfer"
     plan = plan if plan is not None else _plan(loaded, suite, settings, probe, heldout)
     out = Path(out_dir)
+    cached = _cached_base(out, probe, plan.base_key)
+    if cached is not None:
+        return cached
     rec_path, df_path = out / "stats" / f"{probe}_base.json", out / "scores" / "base.parquet"
-    if rec_path.exists() and df_path.exists():
-        try:
-            rec = read_json(rec_path)
-        except ValueError:
-            rec = {}
-        if rec.get("key") == plan.base_key:
-            return pd.read_parquet(df_path), float(rec["lm_nll"])
     scorer, eval_pairs = plan.scorer, plan.test.pairs
     if progress:
         n_sent = len({s for p in eval_pairs for s in (p.good, p.bad)})
@@ -219,16 +214,36 @@ def score_base(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings",
         base_df = scorer.score_pairs(eval_pairs)
     base_nll = heldout_nll(scorer, heldout) if heldout is not None else lm_nll(base_df, settings.reduction)
     _write_parquet(df_path, base_df)
-    write_json(rec_path, {"key": plan.base_key, "lm_nll": base_nll, "convention": scorer.convention.to_dict()})
+    write_json(rec_path, {"key": plan.base_key, "lm_nll": base_nll, "convention": scorer.convention.to_dict(),
+                          "model": loaded.describe()})
     return base_df, base_nll
 
 
-def assemble_transfer(model_desc: dict, suite: "Suite", settings: "ProbeSettings", out_dir: str | Path, *,
+def _cached_base(folder: Path, probe: str, key: str) -> tuple["pd.DataFrame", float] | None:
+    """The base scores :func:`score_base` wrote into ``folder`` for the same ``key``, or None."""
+    import pandas as pd
+
+    from ..io import read_json
+
+    rec_path, df_path = folder / "stats" / f"{probe}_base.json", folder / "scores" / "base.parquet"
+    if not (rec_path.exists() and df_path.exists()):
+        return None
+    try:
+        rec = read_json(rec_path)
+    except ValueError:
+        return None
+    if rec.get("key") != key:
+        return None
+    return pd.read_parquet(df_path), float(rec["lm_nll"])
+
+
+def assemble_transfer(model_desc: dict | None, suite: "Suite", settings: "ProbeSettings", out_dir: str | Path, *,
                       baseline: bool = False, heldout: Sequence[str] | None = None, scorer: Any = None,
                       timings: dict | None = None, source: str | Path | None = None) -> dict[str, "TaskSpace"]:
     """The four spaces from the per-task files of every source task (written by :func:`transfer_probe`,
     in one run or in one job per row), into ``out_dir``; ``source`` is where those files are (default
-    ``out_dir``). A task without its files is an error naming it."""
+    ``out_dir``; the base scores are then not copied). ``model_desc`` None: the description the base
+    stage recorded. A task without its files is an error naming it."""
     import pandas as pd
 
     from ..io import read_json, write_json
@@ -250,14 +265,13 @@ def assemble_transfer(model_desc: dict, suite: "Suite", settings: "ProbeSettings
             raise TaskspaceError(f"{probe}: no result for source task {a!r} in {src}")
         records[a] = read_json(path)
     base_df = pd.read_parquet(src / "scores" / "base.parquet")
-    if src != out:
-        _write_parquet(out / "scores" / "base.parquet", base_df)
+    base_rec = read_json(src / "stats" / f"{probe}_base.json")
+    model_desc = model_desc if model_desc is not None else base_rec.get("model", {})
     ok = [a for a in tasks if records[a]["status"] == "ok"]
     finetuned = _TaskLogs({a: _task_path(rows_dir, a, ".parquet") for a in ok})
     est = transfer_matrices(base_df, finetuned, tasks, bootstrap=settings.bootstrap, seed=settings.seed)
     failed = {a: records[a].get("reason") or records[a]["status"] for a in tasks if records[a]["status"] != "ok"}
-    convention = (scorer.convention.to_dict() if scorer is not None
-                  else read_json(src / "stats" / f"{probe}_base.json").get("convention"))
+    convention = scorer.convention.to_dict() if scorer is not None else base_rec.get("convention")
     prov_common = {
         "probe": probe, "created": timestamp(), "model": model_desc,
         "revision": model_desc.get("revision") if isinstance(model_desc, dict) else None,

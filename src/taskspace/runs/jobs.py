@@ -23,14 +23,14 @@ from ..errors import TaskspaceError
 from ..provenance import hash_records, timestamp
 from .store import crash_point as _crash_point
 
-# Settings each probe's numbers depend on (a change of any other setting leaves its key unchanged).
+# Settings the scores depend on (a probe's come from its registry entry's ``reads``).
 _SCORE_SETTINGS = ("reduction", "prefix", "batch_tokens", "seed")
-_GRADIENT_SETTINGS = ("train_pairs", "dev_pairs", "eval_pairs", "mask_fraction", "mask_threshold",
-                      "mask_kind", "reduction", "prefix", "batch_tokens", "seed")
 # weight-defining files of a checkpoint folder (optimizer / resume state is not part of the model)
 _MODEL_FILE_PATTERNS = ("config.json", "model*.safetensors", "pytorch_model*.bin", "tokenizer*.json",
                         "special_tokens_map.json", "vocab.*", "merges.txt", "*.model")
-JOB_KINDS = ("pretrain", "score", "gradients", "transfer", "baseline", "compare", "report")
+#: job kinds besides the probes' (which come from the registry; a per-task probe P also has the kinds
+#: ``P:base`` and ``P:row``, see :func:`taskspace.runs.runner.probe_jobs`)
+FIXED_KINDS = ("pretrain", "score", "compare", "report")
 
 
 @dataclass(frozen=True)
@@ -76,14 +76,18 @@ def _key_versions() -> dict[str, str]:
 
 
 def settings_subset(kind: str, settings: dict) -> dict:
-    """The settings a job of ``kind`` depends on (all of them for the fine-tuning probes)."""
+    """The settings a job of ``kind`` depends on: the scoring settings for ``score``, else what the
+    probes computed by that job read (their registry entries' ``reads``)."""
     if kind == "score":
         return {k: settings[k] for k in _SCORE_SETTINGS}
-    if kind == "gradients":
-        return {k: settings[k] for k in _GRADIENT_SETTINGS}
-    from ..probes.settings import EXECUTION_SETTINGS
+    from ..probes.kinds import SCORING, SPLITS
+    from ..probes.registry import reads_of_job
 
-    return {k: v for k, v in settings.items() if k not in EXECUTION_SETTINGS}
+    job, _, stage = kind.partition(":")
+    reads = reads_of_job(job)
+    if stage == "base":          # the base model's scores: only the eval split and the scoring convention
+        reads = tuple(r for r in reads if r in SPLITS + SCORING)
+    return {k: settings[k] for k in reads}
 
 
 # -- model fingerprints --------------------------------------------------------------------------
@@ -145,9 +149,7 @@ def execute_job(job: Job | dict, run_dir: str | Path, *_deps: Any) -> dict:
     store = JobStore(run_dir)
     if store.is_done(job.key):  # e.g. a retried worker; never compute twice
         return {"label": job.label, "skipped": True}
-    runner = _RUNNERS.get(job.kind)
-    if runner is None:
-        raise TaskspaceError(f"unknown job kind {job.kind!r}")
+    runner = _RUNNERS.get(job.kind) or _probe_runner(job.kind)
     _seed_everything(job.spec.get("seed", 0))
     store.log("start", job.key, job.label)
     started, t0 = timestamp(), time.perf_counter()
@@ -223,33 +225,62 @@ def _run_score(spec: dict, out: Path, run_dir: Path) -> dict:
     return {"accuracy": res.accuracy, "n_pairs": int(len(res.pairs))}
 
 
-def _run_gradients(spec: dict, out: Path, run_dir: Path) -> dict:
+def _probe_runner(kind: str) -> Callable[..., Any]:
+    """The runner of a probe job: ``P`` (the whole probe, or the assembly of a per-task probe),
+    ``P:base`` or ``P:row``."""
+    from ..probes.registry import job_kinds
+
+    job, _, stage = kind.partition(":")
+    if job not in job_kinds() or stage not in ("", "base", "row"):
+        raise TaskspaceError(f"unknown job kind {kind!r}")
+    return lambda spec, out, run_dir: _run_probe(spec, out, run_dir, job, stage)
+
+
+def _run_probe(spec: dict, out: Path, run_dir: Path, job: str, stage: str) -> dict:
+    from ..probes.registry import probes_of_job
+
+    kinds = tuple(spec.get("probes") or [p.name for p in probes_of_job(job)])
+    per_task = probes_of_job(job)[0].per_task
+    if per_task:
+        return _run_per_task(spec, out, run_dir, kinds[0], stage)
     from ..probes.controls import summarize_with_control
     from ..probes.output import write_summary
-    from ..probes.similarity import run_gradient_probes
+    from ..probes.registry import get
+    from ..probes.run import probe
 
     loaded = _load_model(spec)
-    probes = spec.get("probes", ["gradients", "overlap"])
-    res = run_gradient_probes(loaded, _load_suite(spec), _settings(spec), probes=probes, progress=True)
-    res.write(out)
+    res = probe(loaded, _load_suite(spec), kinds, _settings(spec), progress=True)
+    res.save(out)
     summary = {}
-    for probe in probes:
-        s = summarize_with_control(res.spaces[probe], None)
-        write_summary(out, probe, dict(s, probe=probe, model=loaded.describe(), settings=spec["settings"]))
-        summary[probe] = s["trained"]
+    for kind in kinds:
+        for s in get(kind).spaces:
+            if s.main and s.name in res.spaces:
+                wb = summarize_with_control(res.spaces[s.name], None)
+                write_summary(out, kind if s.name == kind else s.name,
+                              dict(wb, probe=kind, space=s.name, model=loaded.describe(), settings=spec["settings"]))
+                summary[s.name] = wb["trained"]
     return _jsonable(summary)
 
 
-def _run_transfer(spec: dict, out: Path, run_dir: Path, baseline: bool = False) -> dict:
-    from ..probes.transfer import transfer_probe
+def _run_per_task(spec: dict, out: Path, run_dir: Path, kind: str, stage: str) -> dict:
+    """The three stages of a probe that splits into one job per source task (transfer, baseline):
+    ``base`` scores the base model, ``row`` fine-tunes on one source task (reading the base scores the
+    base job published), and the assembly builds the spaces from every row's published files."""
+    from ..probes import transfer as tr
 
-    spaces = transfer_probe(_load_model(spec), _load_suite(spec), _settings(spec), out,
-                            baseline=baseline, progress=True)
+    baseline = kind == "baseline"
+    cell = run_dir / spec["dest"]
+    if stage == "base":
+        loaded = _load_model(spec)
+        tr.score_base(loaded, _load_suite(spec), _settings(spec), out, baseline=baseline, progress=True)
+        return {"stage": "base"}
+    if stage == "row":
+        loaded = _load_model(spec)
+        tr.transfer_probe(loaded, _load_suite(spec), _settings(spec), out, baseline=baseline, progress=False,
+                          rows=[spec["row"]], base_from=cell)
+        return {"row": spec["row"]}
+    spaces = tr.assemble_transfer(None, _load_suite(spec), _settings(spec), out, baseline=baseline, source=cell)
     return {name: sp.within_between() for name, sp in spaces.items()}
-
-
-def _run_baseline(spec: dict, out: Path, run_dir: Path) -> dict:
-    return _run_transfer(spec, out, run_dir, baseline=True)
 
 
 def _run_pretrain(spec: dict, out: None, run_dir: Path) -> tuple[dict, list[str]]:
@@ -320,9 +351,6 @@ def _jsonable(obj: Any) -> Any:
 _RUNNERS: dict[str, Callable[..., Any]] = {
     "pretrain": _run_pretrain,
     "score": _run_score,
-    "gradients": _run_gradients,
-    "transfer": _run_transfer,
-    "baseline": _run_baseline,
     "compare": _run_compare,
     "report": _run_report,
 }

@@ -43,7 +43,15 @@ from typing import Any, Mapping
 from ..errors import InputError
 from ..probes.settings import ProbeSettings
 
-PROBE_NAMES = ("score", "gradients", "overlap", "transfer", "baseline")
+
+
+def probe_names() -> tuple[str, ...]:
+    """What ``probes = [...]`` may name: ``score`` and every registered probe."""
+    from ..probes.registry import names
+
+    return ("score", *names())
+
+
 PRETRAIN_SIZES = ("tiny", "small", "base")
 EXECUTOR_KINDS = ("local", "ray")
 REVISION_WORDS = ("first", "last", "control")
@@ -194,13 +202,14 @@ def parse_plan(data: Mapping[str, Any], source: str = "<plan>", text: str | None
         if s in slugs[:i]:
             v.fail(f"two models have the slug {s!r}; give one of them another `slug`", f"models[{i}].slug")
 
+    known = probe_names()
     probes = data.get("probes", ["score", "gradients", "overlap", "transfer"])
     if not isinstance(probes, list) or not probes or not all(isinstance(x, str) for x in probes):
-        v.fail(f"must be a non-empty list of probe names ({', '.join(PROBE_NAMES)})", "probes")
+        v.fail(f"must be a non-empty list of probe names ({', '.join(known)})", "probes")
     for i, pname in enumerate(probes):
-        if pname not in PROBE_NAMES:
-            v.fail(f"unknown probe {pname!r}{_suggest(pname, PROBE_NAMES)}; choose from "
-                   f"{', '.join(PROBE_NAMES)}", f"probes[{i}]")
+        if pname not in known:
+            v.fail(f"unknown probe {pname!r}{_suggest(pname, known)}; choose from "
+                   f"{', '.join(known)}", f"probes[{i}]")
     probes = tuple(dict.fromkeys(probes))
 
     report = data.get("report", True)
@@ -340,7 +349,7 @@ def _parse_settings(v: "_Validator", d: Any) -> ProbeSettings:
 
 def _parse_probe_revisions(v: "_Validator", d: Any, probes: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     v.table(d, "probe_revisions")
-    v.keys(d, PROBE_NAMES, "probe_revisions")
+    v.keys(d, probe_names(), "probe_revisions")
     out: dict[str, tuple[str, ...]] = {}
     for probe, revs in d.items():
         where = f"probe_revisions.{probe}"

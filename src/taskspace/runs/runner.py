@@ -272,41 +272,66 @@ def resolve_model(plan: Plan, m: ModelSpec, run_dir: Path) -> ResolvedModel:
 
 
 def probe_jobs(plan: Plan, models: Sequence[ResolvedModel], suite_info: dict, run_dir: Path) -> list[Job]:
-    """One job per probe × model × revision (the control included), in a stable order."""
+    """The jobs of every probe × model × revision (the control included), in a stable order.
+
+    Probes that share one pass share one job (``gradients`` and ``overlap``). A probe that splits into
+    one job per source task (its registry entry's ``per_task``: transfer, baseline) becomes a ``P:base``
+    job (the base model's scores), one ``P:row`` job per source task, and the assembly ``P``, so a Ray
+    cluster spreads one checkpoint's fine-tunings over its workers; the assembled spaces are the same as
+    one job's.
+    """
+    from ..probes.registry import get, job_kinds, probes_of_job
+
     settings = plan.settings.to_dict()
-    kinds = []
-    for p in plan.probes:
-        k = "gradients" if p in ("gradients", "overlap") else p
-        if k not in kinds:
-            kinds.append(k)
+    wanted = [k for k in plan.probes if k != "score"]
+    kinds = (["score"] if "score" in plan.probes else []) + [
+        j for j in job_kinds() if any(p.name in wanted for p in probes_of_job(j))]
+    tasks = list(suite_info["groups"])
     jobs = []
     for m in models:
         fingerprints: dict[str | None, dict] = {}
         for kind in kinds:
+            names = [p.name for p in probes_of_job(kind) if p.name in wanted] if kind != "score" else []
             for rev in _cells_for(plan, m, kind):
                 if rev not in fingerprints:
                     fingerprints[rev] = model_fingerprint(m.name, rev)
                 model = {"name": m.name, "revision": rev, "device": m.spec.device, "dtype": m.spec.dtype}
-                sub = settings_subset(kind, settings)
                 inputs = {"model": {**{k: v for k, v in model.items() if k != "name"},
                                     "weights": fingerprints[rev]},
-                          "suite": suite_info["data_hash"], "settings": sub}
+                          "suite": suite_info["data_hash"], "settings": settings_subset(kind, settings)}
                 if "hub" in fingerprints[rev]:
                     inputs["model"]["name"] = m.name
                 dest = f"{m.spec.slug}/{rev_dir(rev)}"
-                spec = {"model": model, "settings": settings, "seed": settings["seed"],
+                spec = {"model": model, "settings": settings, "seed": settings["seed"], "dest": dest,
                         "suite": {k: suite_info[k] for k in ("spec", "tasks", "limit_per_task", "data_hash")}}
-                if kind == "gradients":
-                    spec["probes"] = [p for p in ("gradients", "overlap") if p in plan.probes]
-                    inputs["probes"] = spec["probes"]
-                label = f"{kind if kind != 'gradients' else 'gradients+overlap'} {m.spec.slug}@{rev_dir(rev)}"
-                jobs.append(Job(kind, job_key(kind, inputs), label, f"{dest}:{kind}", spec, dest=dest))
+                where = f"{m.spec.slug}@{rev_dir(rev)}"
+                if kind == "score":
+                    jobs.append(Job(kind, job_key(kind, inputs), f"score {where}", f"{dest}:score", spec, dest=dest))
+                    continue
+                spec["probes"] = inputs["probes"] = names
+                label = "+".join(names)
+                if not get(names[0]).per_task:
+                    jobs.append(Job(kind, job_key(kind, inputs), f"{label} {where}", f"{dest}:{kind}", spec,
+                                    dest=dest))
+                    continue
+                base_inputs = dict(inputs, settings=settings_subset(f"{kind}:base", settings))
+                base = Job(f"{kind}:base", job_key(f"{kind}:base", base_inputs), f"{label} base {where}",
+                           f"{dest}:{kind}:base", spec, dest=dest)
+                rows = [Job(f"{kind}:row", job_key(f"{kind}:row", dict(inputs, row=a)), f"{label} {a} {where}",
+                            f"{dest}:{kind}:row:{a}", dict(spec, row=a), dest=dest, deps=(base.key,))
+                        for a in tasks]
+                deps = tuple(j.key for j in rows)
+                assemble = Job(kind, job_key(kind, dict(inputs, rows=sorted(deps))), f"{label} {where}",
+                               f"{dest}:{kind}", spec, dest=dest, deps=(base.key, *deps))
+                jobs += [base, *rows, assemble]
     return jobs
 
 
 def _cells_for(plan: Plan, m: ResolvedModel, kind: str) -> list[str | None]:
     """The revisions job ``kind`` runs on: all cells, or those named in ``[probe_revisions]``."""
-    names = [p for p in plan.probe_revisions if (p if p not in ("gradients", "overlap") else "gradients") == kind]
+    from ..probes.registry import get
+
+    names = [p for p in plan.probe_revisions if (p == kind if p == "score" else get(p).job_kind == kind)]
     if not names:
         return m.cells
     wanted: list[str | None] = []
