@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..probes.registry import generalization_spaces
 from ..spaces import TaskSpace
 from .clustering import cluster_space
 from .collect import Cell, ModelCells, RunData, load_run
@@ -29,11 +30,6 @@ from .hypothesis import hypothesis_space
 from .stats import complete_tasks, mantel, within_between
 
 SCHEMA = "taskspace.comparison/1"
-# Spaces whose entries are generalisation (normalised transfer), in order of preference.
-GENERALIZATION_SPACES = ("transfer_normalized", "baseline_normalized", "transfer_accuracy_normalized",
-                         "baseline_accuracy_normalized")
-# Spaces shown first in tables and figures.
-MAIN_SPACES = ("gradients", "overlap", "transfer_normalized", "baseline_normalized")
 
 
 def summarize_space(space: TaskSpace, *, permutations: int = 999, seed: int = 0) -> dict:
@@ -188,7 +184,7 @@ def _short_provenance(prov: dict) -> dict:
 
 def _generalization(run: RunData) -> dict:
     out = {}
-    for name in GENERALIZATION_SPACES:
+    for name in generalization_spaces():
         by_cell = {f"{m.slug}@{c.revision}": c.spaces[name] for m, c in run.cells() if name in c.spaces}
         if not by_cell:
             continue
@@ -211,7 +207,7 @@ def _dynamics(run: RunData) -> dict:
             cells = [m.cells[r] for r in m.revisions]
             d = space_dynamics(m.revisions, [c.spaces[name] for c in cells],
                                untrained=[c.untrained for c in cells])
-            if name in GENERALIZATION_SPACES:
+            if name in generalization_spaces():
                 d["generalization"] = table_to_dict(generalization_table(
                     {r: m.cells[r].spaces[name] for r in m.revisions}))
             per[name] = d

@@ -16,10 +16,6 @@ from .dynamics import SUDDEN_RATIO
 REPRODUCED, PARTLY, NOT, INCONCLUSIVE = "reproduced", "partly reproduced", "not reproduced", "inconclusive"
 # A change counts only when it exceeds this many standard errors (entries treated as independent).
 Z = 2.0
-SPACE_LABEL = {"gradients": "gradient cosine", "overlap": "mask overlap (Jaccard)",
-               "transfer": "margin transfer T", "transfer_normalized": "normalised transfer T̃",
-               "transfer_accuracy": "accuracy transfer", "transfer_accuracy_normalized": "normalised accuracy transfer",
-               "baseline": "baseline transfer", "baseline_normalized": "normalised baseline transfer"}
 
 
 def is_number(x: Any) -> bool:
@@ -49,8 +45,11 @@ _fmt_p = fmt_p
 
 
 def label(space: str) -> str:
-    """A reader's name for a space file name."""
-    return SPACE_LABEL.get(space, space.replace("_", " "))
+    """A reader's name for a space file name (the registry's label; the file name for unknown spaces)."""
+    from ..probes.registry import space_spec
+
+    spec = space_spec(space)
+    return spec.label if spec is not None and "/" not in space else space.replace("_", " ")
 
 
 def _pick(available, preference) -> str | None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from ..probes.registry import main_spaces
 from .findings import label
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
 
-_MAIN = ("gradients", "overlap", "transfer_normalized", "baseline_normalized")
 _VERDICT_STYLE = {"reproduced": "green", "partly reproduced": "yellow", "not reproduced": "red",
                   "inconclusive": "dim"}
 
@@ -37,7 +37,7 @@ def print_comparison(console: "Console", cmp: dict, *, all_spaces: bool = False)
                      no_wrap=col in ("checkpoint", "space"))
     for c in cmp["cells"]:
         for name, s in c["spaces"].items():
-            if not all_spaces and name not in _MAIN and any(n in c["spaces"] for n in _MAIN):
+            if not all_spaces and name not in main_spaces() and any(n in c["spaces"] for n in main_spaces()):
                 continue
             vc = c["versus_control"].get(name)
             t.add_row(c["id"] + (" (control)" if c.get("is_control") else ""), name,
@@ -58,7 +58,7 @@ def print_comparison(console: "Console", cmp: dict, *, all_spaces: bool = False)
                               else "–" for c in cells])
         console.print(gt)
     for slug, per in cmp.get("dynamics", {}).items():
-        names = [n for n in _MAIN if n in per]
+        names = [n for n in main_spaces() if n in per]
         if not names:
             continue
         dt = Table(title=f"{slug} over training: gap (within − between), ρ with the next / final space",

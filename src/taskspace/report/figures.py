@@ -14,9 +14,9 @@ from ..analysis.clustering import cluster_space
 from ..analysis.collect import RunData
 from ..analysis.findings import label
 from ..analysis.hypothesis import group_blocks, group_order
+from ..probes.registry import main_spaces
 from ..spaces import TaskSpace
 
-MAIN_SPACES = ("gradients", "overlap", "transfer_normalized", "baseline_normalized")
 FORMATS = ("png", "svg")
 
 
@@ -30,9 +30,12 @@ def _plt():
 
 
 def is_signed(space: TaskSpace) -> bool:
-    """Overlap (Jaccard) is non-negative; every other probe's values carry a sign."""
+    """Whether the space's values carry a sign: what its registry entry says (overlap, a Jaccard index,
+    does not), unless the data disagree (a negative entry is always shown on a diverging scale)."""
+    from ..probes.registry import is_signed_space
+
     m = space.matrix[np.isfinite(space.matrix)]
-    return not (space.kind.startswith("overlap") and (m.size == 0 or m.min() >= 0))
+    return bool(is_signed_space(space.kind) or (m.size > 0 and m.min() < 0))
 
 
 def ordered(space: TaskSpace) -> TaskSpace:
@@ -193,7 +196,7 @@ def fig_dynamics(slug: str, per_space: dict, control_gaps: dict | None = None):
     """Three panels over checkpoints: Spearman with the next and the final space; within − between
     per probe (control as a dashed line); per-group generalisation per step when transfer is present."""
     plt = _plt()
-    names = [n for n in MAIN_SPACES if n in per_space] or list(per_space)
+    names = [n for n in main_spaces() if n in per_space] or list(per_space)
     gen_name = next((n for n in ("transfer_normalized", "baseline_normalized") if n in per_space
                      and "generalization" in per_space[n]), None)
     k = 3 if gen_name else 2
@@ -237,7 +240,7 @@ def fig_dynamics(slug: str, per_space: dict, control_gaps: dict | None = None):
 def fig_sizes(sizes: dict):
     """Within − between per model size (final checkpoints), one panel per probe, error bars = s.e."""
     plt = _plt()
-    names = [n for n in MAIN_SPACES if n in sizes] or list(sizes)
+    names = [n for n in main_spaces() if n in sizes] or list(sizes)
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names):
         rows = sizes[name]
@@ -282,7 +285,7 @@ def write_figures(run: RunData, cmp: dict, out_dir: str | Path) -> dict[str, lis
     out_dir = Path(out_dir)
     jobs = []
     probes = run.probes
-    shown = [n for n in MAIN_SPACES if n in probes] or probes
+    shown = [n for n in main_spaces() if n in probes] or probes
     for m in run.models:
         for rev in m.revisions:
             if rev == m.control and len(m.revisions) > 1:

@@ -16,9 +16,9 @@ from ..analysis.collect import RunData, load_run
 from ..analysis.findings import fmt_p, fmt_value, is_number, label
 from ..analysis.hypothesis import group_order
 from ..spaces import TaskSpace
-from .figures import MAIN_SPACES, is_signed
+from ..probes.registry import generalization_spaces, main_spaces, space_spec
+from .figures import is_signed
 
-_TRANSFER_LIKE = ("transfer", "baseline")
 
 
 # -- small formatting helpers ----------------------------------------------------------------------
@@ -92,14 +92,14 @@ def _payload(space: TaskSpace) -> dict:
 
 def explorer_data(run: RunData, cmp: dict) -> dict:
     """Matrices (group-ordered, 4 significant digits) and the list of views for the explorer."""
-    shown = [n for n in MAIN_SPACES if n in run.probes] or run.probes
+    shown = [n for n in main_spaces() if n in run.probes] or run.probes
     cells: dict[str, dict] = {}
     spaces: dict[str, dict] = {}
     views: list[dict] = []
     headline = cmp.get("headline", {})
     default = 0
     for name in shown:
-        transfer_like = name.startswith(_TRANSFER_LIKE)
+        transfer_like = _transfer_like(name)
         signed = True
         for m, c in run.cells():
             if name in c.spaces:
@@ -125,7 +125,7 @@ def explorer_data(run: RunData, cmp: dict) -> dict:
                                {"title": "difference", "cell": cid, "minus": kid, "space": name}]
                     text += f" beside its control ({ctrl.revision}) and the difference"
                 if (m.slug == headline.get("model") and rev == headline.get("revision")
-                        and name == next((n for n in ("transfer_normalized", "gradients") if n in shown), name)
+                        and name == next((n for n in _preference() if n in shown), name)
                         and not views[default:default + 1] == [] and default == 0):
                     default = len(views)
                 views.append({"group": label(name), "label": text, "space": name, "panels": panels,
@@ -146,8 +146,20 @@ def explorer_data(run: RunData, cmp: dict) -> dict:
     return {"cells": cells, "spaces": spaces, "views": views, "default_view": default}
 
 
+def _transfer_like(name: str) -> bool:
+    """Rows and columns mean different things (fine-tuned on / evaluated), per the registry."""
+    spec = space_spec(name)
+    return spec is not None and spec.rows != spec.columns
+
+
+def _preference() -> list[str]:
+    """The space a headline or the explorer opens on: the first normalised transfer space, else the first
+    main space."""
+    return [*generalization_spaces()[:1], *main_spaces()]
+
+
 def _caption(name: str) -> str:
-    if name.startswith(_TRANSFER_LIKE):
+    if _transfer_like(name):
         return ("Rows: the task fine-tuned on (a); columns: the task evaluated (b). Tasks ordered by group, "
                 "black lines separate groups. Hover for the value and its bootstrap 95% CI.")
     return "Tasks ordered by group; black lines separate groups. Hover for the pair of tasks and the value."
@@ -156,7 +168,7 @@ def _caption(name: str) -> str:
 # -- sections ---------------------------------------------------------------------------------------
 def _main_space(cmp: dict) -> str | None:
     spaces = cmp.get("headline", {}).get("spaces", {})
-    return next((n for n in ("transfer_normalized", "gradients", "overlap") if n in spaces), next(iter(spaces), None))
+    return next((n for n in _preference() if n in spaces), next(iter(spaces), None))
 
 
 def _headline(cmp: dict) -> str:
@@ -286,7 +298,7 @@ def _clustering(run: RunData, cmp: dict, figdir: Path) -> str:
     for m in reversed(run.models):
         if m.final is None:
             continue
-        for name in [n for n in MAIN_SPACES if n in m.final.spaces] or list(m.final.spaces):
+        for name in [n for n in main_spaces() if n in m.final.spaces] or list(m.final.spaces):
             imgs.append(_img(figdir / f"clustered_{_slug(m.slug)}_{name}.png", f"{label(name)}, {m.slug} @ {m.final.revision}"))
     return ('<section id="clustering"><h2>Clusters</h2><p class="note">Average linkage on 1 − S of the '
             "symmetrised space, cut at the number of groups; the strip under the dendrogram colours each task "
