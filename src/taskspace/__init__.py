@@ -13,12 +13,14 @@ __version__ = "0.1.0"
 
 from .errors import InputError, ModelLoadError, TaskspaceError
 from .models.loading import LoadedModel, load_model
+from .probes.result import ProbeResult
+from .probes.run import probe
 from .scoring import Convention, Scorer, ScoreResult, score
 from .spaces import TaskSpace
 from .suites import Pair, SplitSizes, Suite, load_suite, split_suite
 
 __all__ = [
-    "Convention", "InputError", "LoadedModel", "ModelLoadError", "Pair", "Scorer", "ScoreResult",
-    "SplitSizes", "Suite", "TaskSpace", "TaskspaceError", "load_model", "load_suite", "score",
-    "split_suite",
+    "Convention", "InputError", "LoadedModel", "ModelLoadError", "Pair", "ProbeResult", "Scorer",
+    "ScoreResult", "SplitSizes", "Suite", "TaskSpace", "TaskspaceError", "load_model", "load_suite", "probe",
+    "score", "split_suite",
 ]
