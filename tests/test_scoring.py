@@ -13,8 +13,9 @@ import torch
 
 from conftest import BLIMP, GUTENBERG_MODEL, make_tiny_model, make_word_tokenizer, shared_or_skip
 from taskspace.errors import TaskspaceError
-from taskspace.scoring import (Scorer, _Head, batch_logprobs, encode, fused_activations, length_batches, score,
-                               shared_prefix_length, summarize_tasks, wilson_interval)
+from taskspace.scoring import (Head, Scorer, batch_logprobs, encode, fused_activations, length_batches,
+                               prefix_sharing_exact, score, shared_prefix_length, summarize_tasks,
+                               wilson_interval)
 from taskspace.suites.schema import Pair, Suite
 
 ARCHS = ("gpt2", "gpt_neox")
@@ -97,9 +98,9 @@ def test_logprobs_equal_direct_float64(model64, tok, share):
 
 
 def test_split_head_and_prefix_sharing_are_used_on_both_archs(model32):
-    head = _Head(model32)
+    head = Head(model32)
     assert head.split, "backbone/head split should be exact for GPT-2 and GPT-NeoX"
-    assert head.cache_ok()
+    assert prefix_sharing_exact(head)
     assert Scorer(model32, make_word_tokenizer()).shares_prefix  # on by default where exact
 
 
