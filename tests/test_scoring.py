@@ -352,6 +352,16 @@ def test_margin_sign_and_accuracy(model32, tok):
     assert tasks.loc[0, "mean_margin"] == pytest.approx(df["margin"].mean())
 
 
+def test_environment_line_names_versions_and_threads():
+    from taskspace.provenance import environment_line, torch_threads, versions
+
+    line = environment_line()
+    for package in ("python", "taskspace", "torch", "transformers", "tokenizers", "numpy", "pandas"):
+        assert f"{package} {versions()[package]}" in line
+    assert line.endswith(f"{torch_threads()} torch thread{'s' if torch_threads() != 1 else ''}")
+    assert environment_line({"torch": "2.1"}, 1) == "torch 2.1 · 1 torch thread"
+
+
 def test_wilson_interval():
     lo, hi = wilson_interval(np.array([0, 10, 5, 50]), np.array([10, 10, 10, 100]))
     assert lo[0] == pytest.approx(0.0, abs=1e-12) and 0.2 < hi[0] < 0.35
@@ -389,6 +399,7 @@ def test_score_writes_documented_files_with_provenance(tiny_model_dir, tmp_path)
                                  "prefix_token_id": lm.tokenizer.bos_token_id, "dtype": "float32",
                                  "leading_space": False}
     assert run["seed"] == 7 and run["versions"]["torch"] == torch.__version__
+    assert run["torch_threads"] == torch.get_num_threads()
     assert run["suite"]["data_hash"] == suite.data_hash == run["data_hash"]
     assert run["scorer"]["share_prefix"] is True
 

@@ -113,7 +113,7 @@ def score(
     import torch
 
     from ..models.loading import LoadedModel, load_model
-    from ..provenance import timestamp, versions
+    from ..provenance import timestamp, torch_threads, versions
     from ..suites import load_suite
 
     torch.manual_seed(seed)
@@ -145,5 +145,6 @@ def score(
         "batch_tokens": batch_tokens,
         "seed": seed,
         "versions": versions(),
+        "torch_threads": torch_threads(),
     }
     return ScoreResult(tasks=tasks_df, pairs=pairs_df, provenance=prov)
