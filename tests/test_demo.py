@@ -72,6 +72,8 @@ def test_demo_quick_end_to_end(tmp_path):
         assert (out / "models" / m["slug"] / m["revisions"][-1] / "config.json").exists()
     assert str(out / "report.html") in r.stdout.replace("\n", "")
     assert "findings" in r.stdout
+    assert f"transformers {meta['versions']['transformers']}" in r.stdout   # versions printed, one line
+    assert isinstance(meta["torch_threads"], int)
     assert (out / "plan.toml").exists()
 
     again = subprocess.run(["taskspace", "demo", "--quick", "--out", str(out)], capture_output=True, text=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -13,8 +14,9 @@ import torch
 
 from conftest import BLIMP, GUTENBERG_MODEL, make_tiny_model, make_word_tokenizer, shared_or_skip
 from taskspace.errors import TaskspaceError
-from taskspace.scoring import (Scorer, _Head, batch_logprobs, encode, fused_activations, length_batches, score,
-                               shared_prefix_length, summarize_tasks, wilson_interval)
+from taskspace.scoring import (Head, Scorer, batch_logprobs, encode, fused_activations, length_batches,
+                               prefix_sharing_exact, score, shared_prefix_length, summarize_tasks,
+                               wilson_interval)
 from taskspace.suites.schema import Pair, Suite
 
 ARCHS = ("gpt2", "gpt_neox")
@@ -97,9 +99,9 @@ def test_logprobs_equal_direct_float64(model64, tok, share):
 
 
 def test_split_head_and_prefix_sharing_are_used_on_both_archs(model32):
-    head = _Head(model32)
+    head = Head(model32)
     assert head.split, "backbone/head split should be exact for GPT-2 and GPT-NeoX"
-    assert head.cache_ok()
+    assert prefix_sharing_exact(head)
     assert Scorer(model32, make_word_tokenizer()).shares_prefix  # on by default where exact
 
 
@@ -350,6 +352,16 @@ def test_margin_sign_and_accuracy(model32, tok):
     assert tasks.loc[0, "mean_margin"] == pytest.approx(df["margin"].mean())
 
 
+def test_environment_line_names_versions_and_threads():
+    from taskspace.provenance import environment_line, torch_threads, versions
+
+    line = environment_line()
+    for package in ("python", "taskspace", "torch", "transformers", "tokenizers", "numpy", "pandas"):
+        assert f"{package} {versions()[package]}" in line
+    assert line.endswith(f"{torch_threads()} torch thread{'s' if torch_threads() != 1 else ''}")
+    assert environment_line({"torch": "2.1"}, 1) == "torch 2.1 · 1 torch thread"
+
+
 def test_wilson_interval():
     lo, hi = wilson_interval(np.array([0, 10, 5, 50]), np.array([10, 10, 10, 100]))
     assert lo[0] == pytest.approx(0.0, abs=1e-12) and 0.2 < hi[0] < 0.35
@@ -387,6 +399,7 @@ def test_score_writes_documented_files_with_provenance(tiny_model_dir, tmp_path)
                                  "prefix_token_id": lm.tokenizer.bos_token_id, "dtype": "float32",
                                  "leading_space": False}
     assert run["seed"] == 7 and run["versions"]["torch"] == torch.__version__
+    assert run["torch_threads"] == torch.get_num_threads()
     assert run["suite"]["data_hash"] == suite.data_hash == run["data_hash"]
     assert run["scorer"]["share_prefix"] is True
 
@@ -458,3 +471,113 @@ def test_fused_gelu_leaves_hooked_or_different_modules_and_restores_after_an_err
             assert n == 2
             raise RuntimeError("boom")
     assert all(type(blk.mlp.act).__name__ == "NewGELUActivation" for blk in model.transformer.h)
+
+
+# -- transformers' KV-cache API, old and new ----------------------------------------------------------
+
+def make_tiny_llama(vocab_size: int, seed: int = 4):
+    """A real randomly initialised Llama-style causal LM (rotary positions, RMSNorm, SwiGLU)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+                      bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def build(arch: str, vocab_size: int, seed: int):
+    return make_tiny_llama(vocab_size, seed) if arch == "llama" else make_tiny_model(arch, vocab_size, seed)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "llama"])
+def test_prefix_cache_path_is_exact_and_warns_nothing(arch, tok):
+    """Shared-prefix scoring goes through the KV cache on each architecture, under the cache argument
+    the installed transformers takes, with the same numbers as the plain forward pass and without a
+    single deprecation warning (issue 11: 30 FutureWarnings in a quick demo on transformers 5.24)."""
+    import logging
+
+    from taskspace.scoring.cache import CACHE_KWARGS
+
+    model = build(arch, len(tok), seed=5)
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    handler = Collect(level=logging.DEBUG)
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        logging.Logger.warning_once.cache_clear()  # warn-once state of earlier tests must not hide it
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            scorer = Scorer(model, tok)
+            assert scorer.shares_prefix, f"{arch}: the prefix cache path should be exact here"
+            assert scorer.head.cache_kwarg in CACHE_KWARGS
+            df = scorer.score_pairs(pairs_of(SENTENCES))
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    deprecations = [f"{w.category.__name__}: {w.message}" for w in seen
+                    if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    assert not deprecations, deprecations[:3]
+    assert not [r for r in records if "deprecat" in r.lower()]
+    want = [direct_logprob(model, x) for x in encode(tok, SENTENCES, tok.bos_token_id)]
+    got = np.stack([df["logp_good"], df["logp_bad"]], 1).ravel()
+    assert_close(got, want[: len(got)])
+
+
+def test_a_model_without_a_cache_argument_falls_back_to_plain_scoring(tok):
+    """No known cache argument: prefix sharing is off (an error where it is insisted on), scores exact."""
+    model = make_tiny_model("gpt2", vocab_size=len(tok), seed=6)
+    scorer = Scorer(model, tok)
+    scorer.head.cache_kwarg = None  # as for a remote-code model whose forward names no cache
+    assert not scorer.shares_prefix
+    want = [direct_logprob(model, x) for x in encode(tok, SENTENCES, tok.bos_token_id)]
+    df = scorer.score_pairs(pairs_of(SENTENCES))
+    assert_close(df["logp_good"], want[0:14:2])
+    insist = Scorer(model, tok, share_prefix=True)
+    insist.head.cache_kwarg = None
+    with pytest.raises(TaskspaceError, match="share_prefix=False"):
+        insist.score_pairs(pairs_of(SENTENCES))
+
+
+def test_cache_argument_is_found_by_feature_detection():
+    from dataclasses import dataclass
+
+    from taskspace.scoring.cache import cache_kwarg, output_cache
+
+    class New(torch.nn.Module):
+        def forward(self, input_ids=None, cache=None, use_cache=None, **kwargs):
+            return input_ids
+
+    class Old(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None):
+            return input_ids
+
+    class PassesOn(New):  # post-processes its base class's output, takes everything as **kwargs
+        def forward(self, *args, **kwargs):
+            return super().forward(*args, **kwargs)
+
+    class Closed(torch.nn.Module):
+        def forward(self, input_ids=None):
+            return input_ids
+
+    class OpenOnClosed(Closed):
+        def forward(self, *args, **kwargs):
+            return super().forward(*args, **kwargs)
+
+    assert cache_kwarg(New()) == "cache" and cache_kwarg(Old()) == "past_key_values"
+    assert cache_kwarg(PassesOn()) == "cache"
+    assert cache_kwarg(Closed()) is None and cache_kwarg(OpenOnClosed()) is None
+
+    @dataclass
+    class NewOut:
+        cache: object = None
+
+    @dataclass
+    class OldOut:
+        past_key_values: object = None
+
+    assert output_cache(NewOut("c")) == "c" and output_cache(OldOut("p")) == "p"
+    assert output_cache(object()) is None

@@ -22,6 +22,31 @@ def versions() -> dict[str, str]:
     return out
 
 
+def torch_threads() -> int | None:
+    """torch's intra-op thread count, or None without torch.
+
+    Recorded beside the versions because it can move the last bits of a float: a matmul or a sum split
+    over another number of threads adds in another order.
+    """
+    try:
+        import torch
+    except ImportError:
+        return None
+    return int(torch.get_num_threads())
+
+
+def environment_line(versions_: dict[str, str] | None = None, threads: int | None = None) -> str:
+    """One line naming the package versions and torch thread count a result was computed with, e.g.
+    ``python 3.11.7 · taskspace 0.1.0 · torch 2.13.0+cpu · … · 2 torch threads``; the current process's
+    when called without arguments."""
+    if versions_ is None:
+        versions_, threads = versions(), torch_threads()
+    parts = [f"{k} {v}" for k, v in versions_.items()]
+    if threads is not None:
+        parts.append(f"{threads} torch thread{'s' if threads != 1 else ''}")
+    return " · ".join(parts)
+
+
 def timestamp() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

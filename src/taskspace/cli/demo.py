@@ -56,6 +56,19 @@ def demo(
     from ..demo import print_headline
 
     print_headline(console, out)
+    print_environment(console, out)
+
+
+def print_environment(console: "Console", out: Path) -> None:
+    """The versions and torch thread count the run recorded in ``run.json``, in one line: the demo's
+    numbers can move with them (issue 11)."""
+    from ..io import read_json
+    from ..provenance import environment_line
+
+    path = Path(out) / "run.json"
+    meta = read_json(path) if path.exists() else {}
+    line = environment_line(meta["versions"], meta.get("torch_threads")) if "versions" in meta else environment_line()
+    console.print(f"computed with: {line}", markup=False, highlight=False, soft_wrap=True)  # one line
 
 
 def print_run(console: "Console", result: "RunResult") -> None:

@@ -259,11 +259,11 @@ class _Loss:
 
     def __init__(self, model: Any, data: _Encoded, objective: str, reduction: str, pad_id: int,
                  batch_tokens: int) -> None:
-        from ..scoring import _Head
+        from ..scoring import Head
 
         self.model, self.data, self.objective = model, data, objective
         self.reduction, self.pad_id, self.batch_tokens = reduction, pad_id, batch_tokens
-        self.head = _Head(model)
+        self.head = Head(model)
         if objective == "lm":
             self.lengths = [len(g) for g in data.good]
             self.per_row = 1

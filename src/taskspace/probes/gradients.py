@@ -250,7 +250,7 @@ def task_gradients(
     ``store/<task>.safetensors`` as soon as it is computed (memory: one model's worth of gradients).
     """
     from ..provenance import timestamp, versions
-    from ..scoring import (REDUCTIONS, Convention, _Head, batch_logprobs, encode, fused_activations,
+    from ..scoring import (REDUCTIONS, Convention, Head, batch_logprobs, encode, fused_activations,
                            length_batches, resolve_prefix)
 
     describe = None
@@ -291,7 +291,7 @@ def task_gradients(
     saved_flags = [p.requires_grad for _, p in params]
     saved_grads = [p.grad for _, p in params]
     was_training = model.training
-    head = _Head(model)
+    head = Head(model)
     model.eval()
     try:
         for _, p in params:

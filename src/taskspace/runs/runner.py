@@ -25,7 +25,7 @@ from typing import Sequence
 
 from ..errors import InputError, TaskspaceError
 from ..io import write_json
-from ..provenance import hash_records, timestamp, versions
+from ..provenance import hash_records, timestamp, torch_threads, versions
 from .executors import Executor, Outcome, make_executor
 from .jobs import Job, job_key, model_fingerprint, settings_subset
 from .lock import RunLock
@@ -372,6 +372,7 @@ def _write_run_json(run_dir: Path, plan: Plan, models: Sequence[ResolvedModel] |
         d["models"] = [m.to_dict() for m in models]
     d["suite"] = suite_info
     d["versions"] = versions()
+    d["torch_threads"] = torch_threads()  # can move a float's last bits, like a version (issue 11)
     d["status"] = status
     d["updated"] = timestamp()
     if result is not None:

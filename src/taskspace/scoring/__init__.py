@@ -1,0 +1,40 @@
+"""Exact, fast sentence scoring under one documented convention (DESIGN §2).
+
+``logp(x) = Σ_t log p(x_t | prefix, x_<t)`` over every token of the sentence as written (no leading
+space added), where the prefix is the tokenizer's BOS token, else its EOS token. Options: ``reduction=
+"mean"`` (divide by the number of scored tokens) and ``prefix="none"`` (the first token is then not
+scored: nothing predicts it). Tokenizers that would add a BOS by themselves are called with
+``add_special_tokens=False`` and get exactly one prefix token from us, never two.
+
+Modules, each importing only those above it:
+
+- :mod:`.convention` — :class:`Convention`, :func:`resolve_prefix`, :func:`encode`;
+- :mod:`.batching` — length-sorted batches under a token budget, right padding;
+- :mod:`.cache` — transformers' old and new KV-cache API, chosen by feature detection;
+- :mod:`.head` — :class:`Head`: the model as backbone + output head, log-probs on scored rows only;
+- :mod:`.fused` — :func:`fused_activations`: GPT-2's Python tanh-GELU as torch's fused kernel;
+- :mod:`.forward` — :func:`batch_logprobs` and shared-prefix sums on a KV cache;
+- :mod:`.scorer` — :class:`Scorer`;
+- :mod:`.results` — per-task/group tables, :class:`ScoreResult`, :func:`score`.
+
+Every shortcut (backbone/head split, prefix sharing) is checked once per model against the plain
+forward pass and switched off where it would not be exact.
+"""
+from __future__ import annotations
+
+from .batching import length_batches, shared_prefix_length
+from .convention import PREFIXES, REDUCTIONS, Convention, encode, resolve_prefix
+from .forward import batch_logprobs, prefix_sharing_exact
+from .fused import fused_activations
+from .head import Head, quiet_transformers
+from .results import ScoreResult, score, summarize_groups, summarize_tasks, wilson_interval
+from .scorer import Scorer
+
+#: the old private name of :class:`Head`, for code written before the split (probe branches)
+_Head = Head
+
+__all__ = [
+    "Convention", "Head", "PREFIXES", "REDUCTIONS", "ScoreResult", "Scorer", "batch_logprobs", "encode",
+    "fused_activations", "length_batches", "prefix_sharing_exact", "quiet_transformers", "resolve_prefix",
+    "score", "shared_prefix_length", "summarize_groups", "summarize_tasks", "wilson_interval",
+]

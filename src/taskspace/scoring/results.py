@@ -1,0 +1,150 @@
+"""Per-pair scores into per-task and per-group tables, and :func:`score`, the one obvious call."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from .scorer import Scorer
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from ..models.loading import LoadedModel
+    from ..suites.schema import Suite
+
+
+def wilson_interval(k: np.ndarray, n: np.ndarray, z: float = 1.959963984540054) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval for a binomial proportion (95% by default); sensible at 0% and 100%."""
+    k = np.asarray(k, dtype=float)
+    n = np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        denom = 1 + z**2 / n
+        centre = (p + z**2 / (2 * n)) / denom
+        half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+    return centre - half, centre + half
+
+
+def summarize_tasks(pairs_df: "pd.DataFrame") -> "pd.DataFrame":
+    """Per-task table: task, group, n_pairs, accuracy, accuracy_ci_low/high (Wilson 95%),
+    mean_margin, n_ties. Task order is first appearance in ``pairs_df``."""
+    import pandas as pd
+
+    g = pairs_df.groupby("task", sort=False)
+    out = pd.DataFrame({
+        "group": g["group"].first(),
+        "n_pairs": g.size(),
+        "n_correct": g["correct"].sum(),
+        "mean_margin": g["margin"].mean(),
+        "n_ties": g["tie"].sum(),
+    })
+    out["accuracy"] = out["n_correct"] / out["n_pairs"]
+    lo, hi = wilson_interval(out["n_correct"].to_numpy(), out["n_pairs"].to_numpy())
+    out["accuracy_ci_low"], out["accuracy_ci_high"] = lo, hi
+    out = out.reset_index()
+    return out[["task", "group", "n_pairs", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
+                "mean_margin", "n_ties"]]
+
+
+def summarize_groups(pairs_df: "pd.DataFrame") -> "pd.DataFrame":
+    """Per-group table: group, n_tasks, n_pairs, accuracy (pooled over pairs), mean_margin, n_ties."""
+    g = pairs_df.groupby("group", sort=False)
+    out = g.agg(n_tasks=("task", "nunique"), n_pairs=("task", "size"), accuracy=("correct", "mean"),
+                mean_margin=("margin", "mean"), n_ties=("tie", "sum")).reset_index()
+    return out
+
+
+@dataclass
+class ScoreResult:
+    """What :func:`score` returns: per-task and per-pair tables plus provenance."""
+
+    tasks: "pd.DataFrame"
+    pairs: "pd.DataFrame"
+    provenance: dict
+
+    @property
+    def groups(self) -> "pd.DataFrame":
+        return summarize_groups(self.pairs)
+
+    @property
+    def accuracy(self) -> float:
+        """Mean of per-task accuracies (BLiMP's headline number)."""
+        return float(self.tasks["accuracy"].mean())
+
+    def save(self, out_dir: Any) -> None:
+        """Write ``tasks.csv``, ``pairs.parquet`` and ``run.json`` into ``out_dir`` (atomically)."""
+        from pathlib import Path
+
+        from ..io import atomic_path, write_json
+
+        out = Path(out_dir)
+        with atomic_path(out / "pairs.parquet") as tmp:
+            self.pairs.to_parquet(tmp, index=False)
+        with atomic_path(out / "tasks.csv") as tmp:
+            self.tasks.to_csv(tmp, index=False, float_format="%.6g")
+        write_json(out / "run.json", self.provenance)
+
+
+def score(
+    model: "str | LoadedModel",
+    suite: "str | Suite",
+    *,
+    revision: str | None = None,
+    reduction: str = "sum",
+    prefix: str = "bos",
+    batch_tokens: int = 4096,
+    limit_per_task: int | None = None,
+    tasks: Sequence[str] | None = None,
+    device: str | None = "cpu",
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    progress: bool = False,
+    seed: int = 0,
+    share_prefix: bool | None = None,
+) -> ScoreResult:
+    """Score every pair of a suite with a model; the one obvious call.
+
+    >>> res = taskspace.score("../shared/models/gutenberg-gpt2-5m", "../shared/data/blimp",
+    ...                       revision="step2577", limit_per_task=100)
+    >>> res.tasks.head()
+    """
+    import torch
+
+    from ..models.loading import LoadedModel, load_model
+    from ..provenance import timestamp, torch_threads, versions
+    from ..suites import load_suite
+
+    torch.manual_seed(seed)
+    loaded = model if isinstance(model, LoadedModel) else load_model(
+        model, revision, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    suite_obj = suite if not isinstance(suite, str) else load_suite(suite)
+    if tasks is not None or limit_per_task is not None:
+        suite_obj = suite_obj.select(tasks, limit_per_task)
+    scorer = Scorer.from_loaded(loaded, reduction=reduction, prefix=prefix, batch_tokens=batch_tokens,
+                                share_prefix=share_prefix)
+    if progress:
+        from ..progress import progress_bar
+
+        n_sent = len({s for p in suite_obj.pairs for s in (p.good, p.bad)})
+        with progress_bar("scoring", total=n_sent) as advance:
+            pairs_df = scorer.score_pairs(suite_obj.pairs, progress=advance)
+    else:
+        pairs_df = scorer.score_pairs(suite_obj.pairs)
+    tasks_df = summarize_tasks(pairs_df)
+    prov = {
+        "kind": "scores",
+        "created": timestamp(),
+        "model": loaded.describe(),
+        "convention": scorer.convention.to_dict(),
+        "suite": suite_obj.describe(),
+        "data_hash": suite_obj.data_hash,
+        "scorer": scorer.describe(),
+        "limit_per_task": limit_per_task,
+        "batch_tokens": batch_tokens,
+        "seed": seed,
+        "versions": versions(),
+        "torch_threads": torch_threads(),
+    }
+    return ScoreResult(tasks=tasks_df, pairs=pairs_df, provenance=prov)
