@@ -1,4 +1,4 @@
-"""Atomic file output: a reader (or a resumed run) never sees half a file."""
+"""Atomic file output: a reader (or a resumed run) never sees half a file; and user paths."""
 from __future__ import annotations
 
 import json
@@ -28,6 +28,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def user_path(path: str | Path) -> Path:
+    """``path`` with a leading ``~`` / ``~user`` expanded. A ``~user`` with no home folder stays as
+    written (``Path.expanduser`` raises RuntimeError there), so the caller reports it as a missing
+    file in its own one-line error instead of a traceback."""
+    p = Path(path)
+    try:
+        return p.expanduser()
+    except RuntimeError:
+        return p
 
 
 def _umask() -> int:

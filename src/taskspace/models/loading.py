@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import ModelLoadError
+from ..io import user_path
 
 DTYPES = {"float32": "float32", "fp32": "float32", "float64": "float64", "fp64": "float64",
           "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
@@ -76,7 +77,7 @@ def resolve_device(device: str | None) -> str:
 
 def resolve_local(name: str, revision: str | None) -> Path | None:
     """The local folder for ``name``/``revision``, or None when ``name`` is not a local path."""
-    p = Path(name).expanduser()
+    p = user_path(name)
     if not p.exists():
         if name.startswith((".", "/", "~")) or name.count("/") > 1:
             raise ModelLoadError(f"model folder {name} does not exist")

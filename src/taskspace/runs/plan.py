@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import InputError
+from ..io import user_path
 from ..probes.settings import ProbeSettings
 
 PROBE_NAMES = ("score", "gradients", "overlap", "transfer", "baseline")
@@ -399,7 +400,7 @@ class _Validator:
     def path(self, value: str) -> str:
         """``value`` as an absolute path when it names an existing file or folder (beside the plan
         first, then from the current directory); otherwise unchanged (a hub name, or missing)."""
-        p = Path(value).expanduser()
+        p = user_path(value)
         if p.is_absolute():
             return str(p)
         for base in ([self.base_dir] if self.base_dir is not None else []) + [Path.cwd()]:

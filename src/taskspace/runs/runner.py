@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import InputError, TaskspaceError
-from ..io import write_json
+from ..io import user_path, write_json
 from ..provenance import hash_records, timestamp, versions
 from .executors import Executor, Outcome, make_executor
 from .jobs import Job, job_key, model_fingerprint, settings_subset
@@ -221,7 +221,7 @@ def resolve_model(plan: Plan, m: ModelSpec, run_dir: Path) -> ResolvedModel:
     i = plan.models.index(m)
     where = f"models[{i}]"
     name = str((run_dir / "models" / m.slug).resolve()) if m.pretrain else m.name
-    local = Path(name).expanduser()
+    local = user_path(name)
     if m.pretrain is None and (name.startswith((".", "/", "~")) or local.exists()) and not local.is_dir():
         raise InputError(f"model folder {name} does not exist", file=plan.source, field=where + ".name")
     available = list_revisions(name)
