@@ -48,6 +48,9 @@ PROBE_NAMES = ("score", "gradients", "overlap", "transfer", "baseline")
 PRETRAIN_SIZES = ("tiny", "small", "base")
 EXECUTOR_KINDS = ("local", "ray")
 REVISION_WORDS = ("first", "last", "control")
+DEVICES = ("cpu", "cuda", "mps", "auto")
+#: a model's device: one of DEVICES, or cuda:N (a GPU by index)
+_DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|mps|auto)$")
 
 _TOP_KEYS = ("probes", "report", "suite", "models", "settings", "probe_revisions", "executor")
 _SUITE_KEYS = ("spec", "tasks", "limit_per_task")
@@ -157,7 +160,13 @@ def load_plan(path: str | Path) -> Plan:
     p = Path(path)
     if not p.is_file():
         raise InputError("plan file not found", file=p)
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"not UTF-8 text (byte {e.object[e.start]:#04x}); a plan is a UTF-8 TOML file",
+                         file=p, line=e.object.count(b"\n", 0, e.start) + 1) from None
+    except OSError as e:
+        raise InputError(f"cannot read the plan: {e.strerror or e}", file=p) from None
     return parse_plan_text(text, source=str(p), base_dir=p.parent)
 
 
@@ -279,6 +288,9 @@ def _parse_model(v: "_Validator", d: Any, i: int) -> ModelSpec:
         elif control not in ("first", "init") and not control.startswith("init:"):
             control = _revision(v, control, where + ".control")
     device = v.string(d, "device", where) or "cpu"
+    if not _DEVICE_RE.match(device):
+        v.fail(f"unknown device {device!r}{_suggest(device, DEVICES)}; choose cpu, cuda, cuda:N, mps or auto",
+               where + ".device")
     dtype = v.string(d, "dtype", where) or "float32"
     from ..models.loading import DTYPES
 
