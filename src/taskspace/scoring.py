@@ -802,6 +802,7 @@ def score(
     suite_obj = suite if not isinstance(suite, str) else load_suite(suite)
     if tasks is not None or limit_per_task is not None:
         suite_obj = suite_obj.select(tasks, limit_per_task)
+    from .models.context import check_fits; check_fits(loaded, suite_obj.pairs, prefix=prefix)  # noqa: E702
     scorer = Scorer.from_loaded(loaded, reduction=reduction, prefix=prefix, batch_tokens=batch_tokens,
                                 share_prefix=share_prefix)
     if progress:
