@@ -453,7 +453,7 @@ def build_report(run_dir: str | Path, *, comparison: dict | None = None, permuta
     """
     from ..analysis.collect import _read_json
     from ..analysis.compare import SCHEMA, compare_run
-    from ..io import write_text
+    from ..io import remove_stale_temps, write_text
     from .figures import write_figures
 
     run = load_run(run_dir)
@@ -465,6 +465,9 @@ def build_report(run_dir: str | Path, *, comparison: dict | None = None, permuta
     if comparison is None:
         comparison = compare_run(run.root, permutations=permutations, seed=seed)
     figdir = run.root / "figures"
+    # a build killed mid-way (kill -9) leaves its temporary files: this build owns the figures now
+    remove_stale_temps(figdir)
+    remove_stale_temps(run.root, ("report.html", "comparison.json"))
     write_figures(run, comparison, figdir)
     out = run.root / "report.html"
     write_text(out, render_html(run, comparison, figdir))
