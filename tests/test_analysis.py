@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -389,3 +390,48 @@ def test_cli_bad_input_one_line_no_partial_output(tmp_path):
         assert "gradients.json" in r.stderr and "Traceback" not in r.stderr
     assert not (root / "comparison.json").exists() and not (root / "report.html").exists()
     assert not (root / "figures").exists()
+
+
+# -- coverage: every figure says how many rows it rests on (issue 11, item 3) ---------------------------
+
+def test_coverage_counts_rows_and_cells():
+    from taskspace.analysis.stats import coverage, coverage_note
+
+    m = np.arange(16, dtype=float).reshape(4, 4)
+    full = coverage(m, list("abcd"))
+    assert full == {"rows": 4, "of": 4, "cells": 12, "cells_of": 12, "missing": [], "complete": True}
+    assert coverage_note(full) == "4/4 rows"
+    m[1, :] = np.nan
+    m[3, 0] = np.nan
+    part = coverage(m, list("abcd"))
+    assert (part["rows"], part["cells"], part["missing"], part["complete"]) == (3, 8, ["b"], False)
+    assert coverage_note(part) == "3/4 rows, incomplete: 8/12 cells; missing b"
+
+
+def test_missing_rows_are_counted_marked_and_withhold_the_size_verdict(tmp_path):
+    root = make_run(tmp_path / "run")
+    # the largest model's final transfer fine-tunings failed (or never beat step 0) on two tasks
+    final = root / "toy-small" / "step300"
+    shutil.rmtree(final)
+    write_cell(final, "toy-small", "small", "step300", 0.5, 80_000, seed=11, failed_task="npi_9")
+    for name in ("transfer", "transfer_normalized"):
+        s = TaskSpace.load(final / "spaces" / name)
+        s.matrix[s.tasks.index("binding_3"), :] = np.nan
+        s.save(final / "spaces" / name)
+    cmp = compare_run(root, permutations=99, write=False)
+    cell = next(c for c in cmp["cells"] if c["id"] == "toy-small@step300")
+    cov = cell["spaces"]["transfer_normalized"]["coverage"]
+    assert (cov["rows"], cov["of"], sorted(cov["missing"])) == (10, 12, ["binding_3", "npi_9"])
+    assert cell["spaces"]["gradients"]["coverage"]["complete"]
+    line = next(x for x in cmp["headline"]["lines"] if x.startswith("normalised transfer"))
+    assert line.startswith("normalised transfer T̃ on 10/12 rows, incomplete")
+    assert any(x.startswith("gradient cosine on 12/12 rows:") for x in cmp["headline"]["lines"])
+    f = next(x for x in cmp["findings"] if x["id"] == "sizes")
+    assert f["space"] == "transfer_normalized" and f["verdict"] == "inconclusive"
+    assert "Verdict withheld" in f["this_run"] and "toy-small: 10/12 rows" in f["this_run"]
+    # the report marks it too: no yes/no on the headline card, rows in the tables
+    from taskspace.report.html import render_html
+    from taskspace.analysis.collect import load_run as _load
+
+    page = render_html(_load(root), cmp, root / "figures")
+    assert "v-withheld" in page and "10/12 rows, incomplete" in page

@@ -92,8 +92,7 @@ def test_score_refuses_bad_suite(tmp_path, tiny_model_dir, name, fname, content,
     proc = run_cli("score", "--model", tiny_model_dir, "--revision", "step0", "--suite", suite,
                    "--out", out, *extra)
     line = assert_one_line_error(proc, *must)
-    if "columns" not in name and "mapping" not in name:
-        assert str(suite) in line
+    assert str(suite) in line  # --columns errors too name the file they are for
     assert_no_files(out)
 
 
@@ -229,7 +228,6 @@ def test_suite_info_on_blimp(tmp_path):
 
 
 def test_suite_toy_writes_a_readable_suite(tmp_path):
-    pytest.importorskip("taskspace.suites.toy")
     from taskspace.suites.blimp import load_blimp_folder
     from taskspace.suites.files import load_pairs_file
     from taskspace.suites.toy import toy_suite
@@ -264,3 +262,90 @@ def test_score_share_prefix_choice_is_recorded_and_changes_no_margin(tmp_path, t
         assert pairs["pair_id"].tolist() == whole["pair_id"].tolist()
         assert pairs["margin"].to_numpy() == pytest.approx(whole["margin"].to_numpy(), abs=1e-4)
         assert pairs["logp_good"].to_numpy() == pytest.approx(whole["logp_good"].to_numpy(), abs=1e-4)
+
+
+# -- the fuzzer's findings (issue 11, item 5), in-process: exit 2, one line, nothing written ------
+
+def run_main(capsys, *args) -> tuple[int, str]:
+    """``taskspace.cli.main`` in this process (no interpreter start per case): exit code and stderr."""
+    from taskspace.cli import main
+
+    with pytest.raises(SystemExit) as ei:
+        main([str(a) for a in args])
+    return ei.value.code, capsys.readouterr().err
+
+
+def one_line(code: int, err: str, *must: str) -> str:
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for m in must:
+        assert m in err, (m, err)
+    return err
+
+
+FUZZ_SUITES = [
+    # (id, file name, content, strings the error must contain)
+    ("5000-digit id", "s.jsonl", jsonl([GOOD_LINE, '{"good": "a", "bad": "b", "task": "t", "pair_id": '
+                                        + "7" * 5000 + "}"]), ["s.jsonl, line 2: malformed JSON"]),
+    ("100,000 [", "s.jsonl", jsonl([GOOD_LINE, "[" * 100_000]), ["s.jsonl, line 2: malformed JSON"]),
+    ("lone surrogate", "s.jsonl", jsonl([GOOD_LINE, '{"good": "x\\ud800y", "bad": "b", "task": "t", "group": "g"}']),
+     ["s.jsonl, line 2, field 'good'", "lone surrogate"]),
+    ("zero-width space", "s.jsonl", jsonl([GOOD_LINE, dict(GOOD_ROWS[1], bad="\u200b")]),
+     ["s.jsonl, line 2, field 'bad'", "no visible character"]),
+    ("byte-order mark", "s.jsonl", jsonl([GOOD_LINE, dict(GOOD_ROWS[1], good="\ufeff")]),
+     ["s.jsonl, line 2, field 'good'", "no visible character"]),
+    ("control characters", "s.csv", "good,bad,task\nthe cat .,\x01\x02,t\n", ["s.csv, line 2, field 'bad'",
+                                                                              "control character"]),
+    ("NUL", "s.jsonl", jsonl([GOOD_LINE, dict(GOOD_ROWS[1], bad="\x00")]), ["s.jsonl, line 2, field 'bad'",
+                                                                          "control character (U+0000)"]),
+    ("1 MB of delimiters", "s.tsv", "good\tbad\ttask\nthe cat .\tcat the .\tt\n" + "\t" * (1 << 20) + "\n",
+     ["s.tsv, line 3", "the row has 1048577 cells"]),
+    ("unclosed quote", "s.csv", 'good,bad,task\n"the cat .,x,t\na,b,t\nc,d,t\ne,f,t\ng,h,t\ni,j,t\n',
+     ["s.csv, line 2: malformed CSV: a quoted cell is never closed"]),
+]
+
+
+@pytest.mark.parametrize("name, fname, content, must", FUZZ_SUITES, ids=[c[0] for c in FUZZ_SUITES])
+def test_score_refuses_fuzzed_suites(tmp_path, tiny_model_dir, capsys, name, fname, content, must):
+    suite = write(tmp_path / fname, content)
+    out = tmp_path / "out"
+    one_line(*run_main(capsys, "score", "--model", tiny_model_dir, "--revision", "step0", "--suite", suite,
+                       "--out", out), str(suite), *must)
+    assert_no_files(out)
+    one_line(*run_main(capsys, "suite", "info", suite), str(suite), *must)
+
+
+@pytest.mark.parametrize("spec, must", [
+    ("toy:abc", "toy:abc: the toy suite's seed must be a non-negative integer"), ("toy:", "got ''"),
+    ("toy:1.5", "got '1.5'"), ("~nosuchuser_taskspace/x.jsonl", "~nosuchuser_taskspace/x.jsonl: no such suite"),
+])
+def test_bad_suite_names_are_one_line(tmp_path, capsys, spec, must):
+    one_line(*run_main(capsys, "suite", "info", spec), must)
+
+
+def test_score_refuses_a_sentence_longer_than_the_context(tmp_path, tiny_model_dir, capsys):
+    # the tiny GPT-2 has 64 positions: 63 words + the BOS prefix fit, 64 words do not
+    rows = [dict(GOOD_ROWS[0], pair_id="p1"), dict(GOOD_ROWS[1], good=" ".join(["the"] * 63), pair_id="p2"),
+            dict(GOOD_ROWS[2], bad=" ".join(["the"] * 64), pair_id="p7")]
+    suite = write(tmp_path / "s.jsonl", jsonl(rows))
+    out = tmp_path / "out"
+    one_line(*run_main(capsys, "score", "--model", tiny_model_dir, "--revision", "step0", "--suite", suite,
+                       "--out", out),
+             "field 'bad': task 'refl', pair 'p7': the bad sentence is 65 tokens (with the prefix token), "
+             "longer than the model's 64 positions")
+    assert_no_files(out)
+    # without the prefix token the same sentence is 64 tokens: it fits, and is scored
+    code, err = run_main(capsys, "score", "--model", tiny_model_dir, "--revision", "step0", "--suite", suite,
+                         "--out", out, "--prefix", "none")
+    assert code == 0, err
+
+
+def test_score_refuses_a_model_folder_without_tokenizer_files(tmp_path, tiny_model_dir, capsys):
+    for f in (tiny_model_dir / "step0").iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges")):
+            f.unlink()
+    suite = write(tmp_path / "s.jsonl", jsonl(GOOD_ROWS))
+    out = tmp_path / "out"
+    one_line(*run_main(capsys, "score", "--model", tiny_model_dir, "--revision", "step0", "--suite", suite,
+                       "--out", out), "step0")
+    assert_no_files(out)

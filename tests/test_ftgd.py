@@ -212,15 +212,17 @@ def test_nan_injected_in_forward_fails_and_restores(setup, mask):
 
 def test_early_stopping_keeps_the_best_dev_state(setup):
     """Dev pairs that reward the opposite verb form: dev loss only gets worse, so training stops after
-    `patience` evaluations and the best state is step 0 (Δ = 0)."""
+    `patience` evaluations and the best state is step 0: reported as "no_improvement", like a failure
+    (no Δ), so a transfer row never rests on a fine-tuning that learned nothing."""
     model, tok, train, dev, test = setup
     mask = _top_mask(model, tok, train)
     flipped = [Pair(p.task, p.group, p.pair_id, p.bad, p.good) for p in dev]
     res = ftgd(model, tok, train, flipped, mask, steps=100, lr=1e-2, eval_every=3, patience=2)
-    assert res.ok and res.stopped_early
+    assert res.status == "no_improvement" and not res.ok and res.stopped_early
+    assert "never improved on step 0" in res.reason
     assert res.steps_run == 6 and res.best_step == 0
     assert [d["step"] for d in res.history["dev"]] == [0, 3, 6]
-    assert res.delta.n_nonzero() == 0
+    assert res.delta is None and res.to_dict()["delta_norm"] is None
     res2 = ftgd(model, tok, train, dev, mask, steps=9, lr=1e-2, eval_every=3, patience=2)
     assert res2.best_step == 9 and not res2.stopped_early
 

@@ -21,7 +21,7 @@ from taskspace.models import pretrain as P  # noqa: E402
 from taskspace.models.presets import PRESETS, get_preset, model_config, non_embedding_parameters, parameter_counts  # noqa: E402
 from taskspace.models.tokenizer_training import EOT, train_bpe_tokenizer, unknown_words, word_level_tokenizer  # noqa: E402
 
-toy = pytest.importorskip("taskspace.suites.toy")
+from taskspace.suites import toy  # noqa: E402  (our own module: an import error must fail, not skip)
 
 
 def _weights(folder: Path) -> dict:
@@ -289,25 +289,29 @@ def test_seed_changes_the_init(tiny_run, tmp_path):
 
 @pytest.mark.slow
 def test_kill_9_then_resume_gives_the_straight_run(tmp_path):
+    """A real SIGKILL at a fixed training step (the process kills itself at the crash point, so the
+    moment is the same on every machine), then a resume: every checkpoint equals the straight run's,
+    weights and tokenizer files byte for byte (a resumed run's checkpoints keep their fingerprint)."""
     args = ["pretrain", "--corpus", "toy", "--size", "tiny", "--steps", "120", "--sentences", "3000",
             "--threads", "1"]
     straight = _cli(*args, "--out", str(tmp_path / "a"))
     assert straight.returncode == 0, straight.stderr
     out = tmp_path / "b"
-    env = dict(os.environ, TASKSPACE_NO_PROGRESS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "taskspace", *args, "--out", str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    target = out / f"step{P.checkpoint_steps(120)[3]}"  # kill right after the 3rd checkpoint appears
-    deadline = time.time() + 240
-    while time.time() < deadline and not target.exists() and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (out / "step120").exists(), "the run finished before it could be killed"
+    steps = P.checkpoint_steps(120)
+    kill_at = steps[3] + 2  # after the 4th checkpoint, between two checkpoints: those 2 steps are lost
+    assert kill_at < steps[4]
+    env = dict(os.environ, TASKSPACE_NO_PROGRESS="1", TASKSPACE_CRASH_AT=f"pretrain_step:{kill_at}")
+    killed = subprocess.run([sys.executable, "-m", "taskspace", *args, "--out", str(out)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (out / f"step{steps[3]}").is_dir() and not (out / f"step{steps[4]}").exists()
     resumed = _cli(*args, "--out", str(out))
     assert resumed.returncode == 0, resumed.stderr
-    for s in P.checkpoint_steps(120):
+    for s in steps:
         assert _same_weights(out / f"step{s}", tmp_path / "a" / f"step{s}"), f"step{s} differs"
+        for f in sorted((tmp_path / "a" / f"step{s}").iterdir()):
+            if f.is_file() and f.name != "model.safetensors":  # tokenizer files, config.json, ...
+                assert (out / f"step{s}" / f.name).read_bytes() == f.read_bytes(), f"step{s}/{f.name} differs"
 
 
 # ---------------------------------------------------------------------------------------------------

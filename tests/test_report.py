@@ -130,3 +130,29 @@ def test_chromium_draws_the_heatmaps(reported, tmp_path):
     rows = np.flatnonzero(red.sum(1) > 20)
     cols = np.flatnonzero(red.sum(0) > 20)
     assert rows.size > 100 and cols.size > 100  # spread over the heatmap, not one stray line
+
+
+def test_atomic_writes_leave_no_temp_file_on_error(tmp_path):
+    from taskspace.io import atomic_path
+
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "x.png") as tmp:
+            tmp.write_bytes(b"half a figure")
+            raise RuntimeError("killed while drawing")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rebuilt_report_removes_temp_files_of_a_killed_build(reported):
+    """``kill -9`` during a report skips atomic_path's cleanup; the next build removes what is left."""
+    from taskspace.report import build_report
+
+    root, _ = reported
+    stale = [root / "figures" / ".sizes.png.k1ll3d.tmp", root / "figures" / ".heatmap_x.svg.abc.tmp",
+             root / ".report.html.q9.tmp"]
+    for f in stale:
+        f.write_bytes(b"half a file")
+    keep = root / ".jobs-note.tmp.txt"          # not one of atomic_path's names: left alone
+    keep.write_text("x")
+    build_report(root, permutations=99)
+    assert not any(f.exists() for f in stale)
+    assert keep.exists() and not list((root / "figures").glob(".*.tmp"))

@@ -548,3 +548,108 @@ def test_per_task_jobs_on_a_real_local_ray_cluster_match_the_local_executor(setu
     assert results_of(tmp / "local") == results_of(tmp / "ray")
     pids = {e["pid"] for e in events(tmp / "ray") if e["event"] == "done"}
     assert os.getpid() not in pids
+
+
+# -- a plan a run would refuse is refused before anything is written (issue 11, item 5) ----------
+
+def _cli_refuses(capsys, *args: str) -> str:
+    """Run the CLI in-process; it must exit 2 with one line on stderr and no traceback."""
+    from taskspace.cli import main
+
+    with pytest.raises(SystemExit) as ei:
+        main(list(args))
+    err = capsys.readouterr().err
+    assert ei.value.code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("extra, field", [
+    ("batch_tokens = 0\n", "settings.batch_tokens"),
+    ('reduction = "median"\n', "settings.reduction"),
+    ('prefix = "eos"\n', "settings.prefix"),
+    ("lr = -0.001\n", "settings.lr"),
+    ("lr = nan\n", "settings.lr"),
+    ("bootstrap = -1\n", "settings.bootstrap"),
+])
+def test_settings_a_job_would_refuse_are_refused_by_the_plan(setup, capsys, extra, field):
+    tmp, model_dir, suite, _ = setup
+    plan = write_plan(tmp / "bad.toml", model_dir, suite, extra=extra)
+    for dry in (["--dry-run"], []):
+        err = _cli_refuses(capsys, "run", str(plan), "--out", str(tmp / "run"), *dry)
+        assert f"bad.toml, line 13, field '{field}'" in err, err
+        assert not (tmp / "run").exists()
+
+
+@pytest.mark.parametrize("device, ok", [("gpu", False), ("cuda:x", False), ("cpu", True), ("cuda:1", True),
+                                        ("mps", True), ("auto", True)])
+def test_plan_device_is_checked(tmp_path, device, ok):
+    text = BASE + f'device = "{device}"\n'
+    if ok:
+        assert _parse(text, tmp_path).models[0].device == device
+    else:
+        with pytest.raises(InputError, match="unknown device") as ei:
+            _parse(text, tmp_path)
+        assert ei.value.field == "models[0].device" and ei.value.line == 5
+
+
+def test_a_plan_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    plan = tmp_path / "p.toml"
+    plan.write_bytes(BASE.encode() + b'# caf\xe9\n')
+    err = _cli_refuses(capsys, "run", str(plan), "--out", str(tmp_path / "run"), "--dry-run")
+    assert f"{plan}, line 5: not UTF-8 text (byte 0xe9)" in err
+    assert not (tmp_path / "run").exists()
+
+
+def _break_missing(f: Path) -> None:
+    f.unlink()
+
+
+def _break_truncate(f: Path) -> None:
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("what, breaker, words", [
+    ("config.json", _break_missing, "has no revision 'step10'"),
+    ("config.json", lambda f: f.write_text("{not json"), "config.json is not readable JSON"),
+    ("config.json", lambda f: f.write_text("[]"), "names no model_type"),
+    ("tokenizer.json", _break_missing, "holds no tokenizer files"),
+    ("model.safetensors", _break_missing, "holds no weights"),
+    ("model.safetensors", _break_truncate, "model.safetensors is damaged (truncated"),
+    ("model.safetensors", lambda f: f.write_bytes(b"\xff" * 64), "model.safetensors is damaged"),
+])
+def test_broken_model_folders_are_refused_before_anything_is_written(setup, capsys, what, breaker, words):
+    tmp, model_dir, suite, plan = setup
+    plan.write_text(plan.read_text().replace('revisions = "all"', 'revisions = ["step0", "step10"]'))
+    breaker(model_dir / "step10" / what)
+    for dry in (["--dry-run"], []):
+        err = _cli_refuses(capsys, "run", str(plan), "--out", str(tmp / "run"), *dry)
+        assert "field 'models[0]." in err and "step10" in err and words in err, err
+        assert not (tmp / "run").exists()
+
+
+def test_broken_reference_checkpoint_of_an_init_control_is_refused(setup, capsys):
+    tmp, model_dir, suite, _ = setup
+    plan = write_plan(tmp / "p.toml", model_dir, suite, control="init")
+    plan.write_text(plan.read_text().replace('revisions = "all"', 'revisions = ["step10"]'))
+    (model_dir / "step0" / "tokenizer.json").unlink()
+    err = _cli_refuses(capsys, "run", str(plan), "--out", str(tmp / "run"), "--dry-run")
+    assert "step0 holds no tokenizer files" in err
+    assert not (tmp / "run").exists()
+
+
+def test_unknown_probe_revision_and_executor_fail_before_the_lock(setup, capsys):
+    tmp, model_dir, suite, _ = setup
+    plan = write_plan(tmp / "p.toml", model_dir, suite)
+    plan.write_text(plan.read_text().replace("report = false\n", "report = false\n[probe_revisions]\n"
+                                             'score = ["last", "step77"]\n'))
+    for dry in (["--dry-run"], []):
+        err = _cli_refuses(capsys, "run", str(plan), "--out", str(tmp / "run"), *dry)
+        assert "'step77' is not a revision" in err and "probe_revisions.score" in err
+        assert not (tmp / "run").exists()                       # no .lock, no run.json
+    _, _, _, good = setup
+    for dry in (["--dry-run"], []):
+        err = _cli_refuses(capsys, "run", str(good), "--out", str(tmp / "run"), "--executor", "slurm", *dry)
+        assert "unknown executor 'slurm'" in err
+        assert not (tmp / "run").exists()

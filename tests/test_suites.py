@@ -458,3 +458,151 @@ def test_a_tasks_split_ignores_the_other_tasks():
         parts = split_suite(other, seed=1)
         for k in ("train", "dev", "test"):
             assert parts[k].pairs_of("a2") == ref[k].pairs_of("a2")
+
+
+# -- bad input found by fuzzing (issue 11, item 5): every class gets one clean line --------------
+GOOD = '{"good": "a b.", "bad": "b a.", "task": "t"}'
+
+
+@pytest.mark.parametrize("raw, message", [
+    ('{"good": "a", "bad": "b", "task": "t", "pair_id": ' + "9" * 5000 + "}", "malformed JSON: Exceeds the limit"),
+    ("[" * 100_000, "malformed JSON"),
+    ('{"good": "a", "bad": "b", "task": ' + "[" * 100_000 + "}", "malformed JSON"),
+])
+def test_jsonl_huge_integer_and_deep_nesting_are_input_errors(tmp_path, raw, message):
+    p = write_jsonl(tmp_path / "x.jsonl", [GOOD, raw])
+    with pytest.raises(InputError, match=message) as ei:
+        load_pairs_file(p)
+    raises_at(ei, p, 2, None)
+    # the BLiMP loader reads lines with the same reader
+    (tmp_path / "blimp").mkdir()
+    q = write_jsonl(tmp_path / "blimp" / "x.jsonl", [raw])
+    with pytest.raises(InputError, match=message) as ei:
+        load_blimp_folder(tmp_path / "blimp")
+    raises_at(ei, q, 1, None)
+
+
+INVISIBLE = [("x\ud800y", "lone surrogate"), ("\u200b", "no visible character"), ("\ufeff", "no visible character"),
+             ("\x01\x02\x1b", "control character"), ("\t\n\r", "empty sentence"), ("\x00", "control character"),
+             ("the cat\x00 sleeps.", "control character"), ("\u200b \u00a0\u2028", "no visible character")]
+
+
+@pytest.mark.parametrize("sentence, message", INVISIBLE)
+def test_sentences_without_visible_text_are_refused_at_load(tmp_path, sentence, message):
+    # json.dumps writes "\ud800" as an escape, so the file itself is valid UTF-8, as in the fuzzer
+    p = write_jsonl(tmp_path / "x.jsonl", [GOOD, {"good": "a b.", "bad": sentence, "task": "t"}])
+    with pytest.raises(InputError, match=message) as ei:
+        load_pairs_file(p)
+    raises_at(ei, p, 2, "bad")
+    blimp_row = {"sentence_good": sentence, "sentence_bad": "b a.", "UID": "u", "linguistics_term": "g",
+                 "pairID": 0}
+    q = write_jsonl(tmp_path / "blimp" / "u.jsonl", [blimp_row])
+    with pytest.raises(InputError, match=message) as ei:
+        load_blimp_folder(tmp_path / "blimp")
+    raises_at(ei, q, 1, "sentence_good")
+    if "\x00" not in sentence and "\ud800" not in sentence and "\n" not in sentence:  # writable as CSV
+        c = tmp_path / "x.csv"
+        c.write_text(f"good,bad,task\na b.,{sentence},t\n", encoding="utf-8")
+        with pytest.raises(InputError, match=message) as ei:
+            load_pairs_file(c)
+        raises_at(ei, c, 2, "bad")
+
+
+def test_visible_text_in_any_script_loads(tmp_path):
+    rows = [{"good": s, "bad": "b a.", "task": "t", "pair_id": i}
+            for i, s in enumerate(["Ö", "日本語です。", "a\u200bb", "\ufeffThe cat.", "x\u00a0y", "😀"])]
+    assert [q.good for q in load_pairs_file(write_jsonl(tmp_path / "x.jsonl", rows))] == [r["good"] for r in rows]
+
+
+@pytest.mark.parametrize("suffix, delim", [(".csv", ","), (".tsv", "\t")])
+def test_a_row_of_a_million_delimiters_is_an_error_not_skipped(tmp_path, suffix, delim):
+    p = tmp_path / f"x{suffix}"
+    p.write_text(f"good{delim}bad{delim}task\na b.{delim}b a.{delim}t\n" + delim * (1 << 20) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match="the row has 1048577 cells, the header 3 columns") as ei:
+        load_pairs_file(p)
+    raises_at(ei, p, 3, "column 4")
+    # a spreadsheet's empty row (as many empty cells as columns) and a blank line are still skipped
+    p.write_text(f"good{delim}bad{delim}task\n{delim}{delim}\n\na b.{delim}b a.{delim}t\n", encoding="utf-8")
+    assert [q.pair_id for q in load_pairs_file(p)] == ["4"]
+
+
+def test_unclosed_csv_quote_is_reported_where_it_opens(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text('good,bad,task\n"a b.,b a.,t\nc d.,d c.,t\ne,f,t\ng,h,t\ni,j,t\nk,l,t\n', encoding="utf-8")
+    with pytest.raises(InputError, match="a quoted cell is never closed") as ei:
+        load_pairs_file(p)
+    raises_at(ei, p, 2, None)
+
+
+def test_tsv_sentence_may_start_with_a_quote(tmp_path):
+    p = tmp_path / "x.tsv"
+    p.write_text('good\tbad\ttask\n"Hi," she said.\t"Hi," she say.\tt\nHe said "no".\tHe say "no".\tt\n',
+                 encoding="utf-8")
+    s = load_pairs_file(p)
+    assert [(q.good, q.bad) for q in s] == [('"Hi," she said.', '"Hi," she say.'), ('He said "no".', 'He say "no".')]
+
+
+@pytest.mark.parametrize("suffix, delim", [(".csv", ","), (".tsv", "\t")])
+def test_a_200_kb_cell_loads_and_a_cell_over_the_cap_is_an_error(tmp_path, suffix, delim):
+    from taskspace.suites.files import MAX_CELL_CHARS
+
+    long = "word " * 40_000 + "end."
+    p = tmp_path / f"x{suffix}"
+    p.write_text(f"good{delim}bad{delim}task\n{long}{delim}b a.{delim}t\n", encoding="utf-8")
+    assert load_pairs_file(p).pairs[0].good == long
+    p.write_text(f"good{delim}bad{delim}task\n{'w' * (MAX_CELL_CHARS + 1)}{delim}b a.{delim}t\n", encoding="utf-8")
+    with pytest.raises(InputError, match="field larger than field limit") as ei:
+        load_pairs_file(p)
+    assert ei.value.line == 2
+
+
+def test_column_mapping_errors_name_the_file(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text("s1,s2,paradigm\na,b,t\n", encoding="utf-8")
+    for spec, msg in [("good:s1", "malformed column mapping"), ("good=s1,sentence=s2", "unknown field 'sentence'")]:
+        with pytest.raises(InputError, match=msg) as ei:
+            load_pairs_file(p, columns=parse_columns(spec, file=p))
+        raises_at(ei, p, None, "columns")
+    with pytest.raises(InputError, match="both mapped") as ei:
+        load_pairs_file(p, columns={"good": "s1", "bad": "s1"})
+    raises_at(ei, p, None, "columns")
+
+
+@pytest.mark.parametrize("spec", ["toy:abc", "toy:", "toy:1.5", "toy:-1", "toy: 3"])
+def test_bad_toy_seeds_are_input_errors(spec):
+    with pytest.raises(InputError, match="seed must be a non-negative integer") as ei:
+        load_suite(spec)
+    assert ei.value.file == spec
+    assert load_suite("toy:3").data_hash == load_suite("toy:3").data_hash
+
+
+def test_a_home_folder_that_does_not_exist_is_a_missing_file():
+    with pytest.raises(InputError, match="no such suite") as ei:
+        load_suite("~nosuchuser_taskspace/x.jsonl")
+    assert ei.value.file == "~nosuchuser_taskspace/x.jsonl"
+
+
+def test_a_fifo_in_a_blimp_folder_is_refused_not_read(tmp_path):
+    import os
+    import threading
+
+    folder = tmp_path / "blimp"
+    write_jsonl(folder / "a.jsonl", [{"sentence_good": "a b.", "sentence_bad": "b a.", "UID": "a",
+                                      "linguistics_term": "g", "pairID": 0}])
+    os.mkfifo(folder / "b.jsonl")
+    out: list = []
+    # in a thread, so a regression shows as a failed assertion, not a test run that never ends
+    t = threading.Thread(target=lambda: out.append(_catch(load_blimp_folder, folder)), daemon=True)
+    t.start()
+    t.join(timeout=30)
+    assert out, "load_blimp_folder blocked on a FIFO"
+    e = out[0]
+    assert isinstance(e, InputError) and "not a regular file" in str(e) and e.file == str(folder / "b.jsonl")
+
+
+def _catch(fn, *args):
+    try:
+        fn(*args)
+    except Exception as e:  # noqa: BLE001
+        return e
+    return None

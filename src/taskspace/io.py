@@ -1,4 +1,4 @@
-"""Atomic file output: a reader (or a resumed run) never sees half a file."""
+"""Atomic file output: a reader (or a resumed run) never sees half a file; and user paths."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 @contextmanager
@@ -28,6 +28,37 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def remove_stale_temps(folder: str | Path, names: Iterable[str] | None = None) -> list[Path]:
+    """Delete the temporary files :func:`atomic_path` left in ``folder`` when its process was killed
+    (``kill -9`` skips the cleanup), only those for ``names`` when given; return what was removed.
+
+    Call it only where one writer at a time owns the files (a report build rebuilding its figures):
+    another live writer's temporary file would be removed under it.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    patterns = [f".{n}.*.tmp" for n in names] if names is not None else [".*.tmp"]
+    removed = []
+    for pattern in patterns:
+        for f in folder.glob(pattern):
+            if f.is_file():
+                f.unlink(missing_ok=True)
+                removed.append(f)
+    return removed
+
+
+def user_path(path: str | Path) -> Path:
+    """``path`` with a leading ``~`` / ``~user`` expanded. A ``~user`` with no home folder stays as
+    written (``Path.expanduser`` raises RuntimeError there), so the caller reports it as a missing
+    file in its own one-line error instead of a traceback."""
+    p = Path(path)
+    try:
+        return p.expanduser()
+    except RuntimeError:
+        return p
 
 
 def _umask() -> int:

@@ -27,7 +27,7 @@ from .distributedness import summarize_distributedness
 from .dynamics import space_dynamics
 from .generalization import generalization_table, table_to_dict
 from .hypothesis import hypothesis_space
-from .stats import complete_tasks, mantel, within_between
+from .stats import complete_tasks, coverage, mantel, within_between
 
 SCHEMA = "taskspace.comparison/1"
 
@@ -45,7 +45,7 @@ def summarize_space(space: TaskSpace, *, permutations: int = 999, seed: int = 0)
     sub = space.select([t for t, k in zip(space.tasks, keep) if k])
     h = hypothesis_space(sub.groups)
     out: dict[str, Any] = {"kind": space.kind, "n_tasks": space.n_tasks, "n_groups": len(set(space.groups)),
-                           "dropped": dropped}
+                           "dropped": dropped, "coverage": coverage(space.matrix, space.tasks)}
     for name, absolute in (("signed", False), ("absolute", True)):
         wb = within_between(space.matrix, space.groups, absolute=absolute)
         m = mantel(np.abs(sub.matrix) if absolute else sub.matrix, h, permutations=permutations, seed=seed)
@@ -229,7 +229,7 @@ def _sizes(run: RunData, cells: list[dict]) -> dict:
                                                           ("within", "between", "difference", "se_difference",
                                                            "se_within", "n_within", "rho", "p")},
                          "difference_abs": s["absolute"]["difference"], "rho_abs": s["absolute"]["rho"],
-                         "ari": s["ari"]})
+                         "ari": s["ari"], "coverage": s.get("coverage")})
         if rows:
             out[name] = rows
     return out

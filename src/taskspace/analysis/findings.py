@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from .dynamics import SUDDEN_RATIO
+from .stats import coverage_note
 
 REPRODUCED, PARTLY, NOT, INCONCLUSIVE = "reproduced", "partly reproduced", "not reproduced", "inconclusive"
 # A change counts only when it exceeds this many standard errors (entries treated as independent).
@@ -81,7 +82,11 @@ def finding_sizes(cmp: dict) -> dict:
                  for g in gen["groups"]]
         pairs = [(a, b) for a, b in pairs if _ok(a) and _ok(b)]
         groups_up = (sum(b > a for a, b in pairs), len(pairs))
-    if not _ok(delta):
+    # a verdict needs complete matrices: a missing row (a failed fine-tuning) biases the means
+    incomplete = [(r["model"], r["coverage"]) for r in rows if r.get("coverage") and not r["coverage"]["complete"]]
+    if incomplete:
+        verdict = INCONCLUSIVE
+    elif not _ok(delta):
         verdict = INCONCLUSIVE
     elif _ok(se_d) and abs(delta) <= Z * se_d:
         verdict = INCONCLUSIVE
@@ -95,8 +100,12 @@ def finding_sizes(cmp: dict) -> dict:
             + ("" if monotone else "; not monotone in size") + ".")
     if groups_up:
         text += f" {groups_up[0]} of {groups_up[1]} groups generalise more in the largest model than in the smallest."
+    if incomplete:
+        text += (" Verdict withheld: the matrices are incomplete ("
+                 + "; ".join(f"{m}: {coverage_note(c)}" for m, c in incomplete) + ").")
     rule = (f"reproduced: grows monotonically with size and largest − smallest > {Z:g} s.e.; partly: larger "
-            f"but not monotone; not reproduced: smaller by > {Z:g} s.e.; inconclusive: within {Z:g} s.e.")
+            f"but not monotone; not reproduced: smaller by > {Z:g} s.e.; inconclusive: within {Z:g} s.e., "
+            "or a matrix has missing rows")
     return {**base, "verdict": verdict, "this_run": text, "rule": rule,
             "numbers": {"models": names, "within": within, "se_within": se, "delta": delta,
                         "se_delta": se_d, "monotone": monotone,
@@ -214,9 +223,13 @@ def headline(cmp: dict) -> dict:
              "p_abs": s["absolute"]["p"], "ari": s["ari"],
              "control": cell.get("control"),
              "control_difference": vc["control"]["difference"] if vc else None,
-             "gain_over_control": vc["difference"]["difference"] if vc else None}
+             "gain_over_control": vc["difference"]["difference"] if vc else None,
+             "coverage": s.get("coverage")}
         out["spaces"][name] = e
-        line = (f"{label(name)}: within {_fmt(e['within'])} vs between {_fmt(e['between'])} "
+        # every headline figure says how many rows it rests on; an incomplete matrix is marked
+        cov = s.get("coverage")
+        on = f" on {coverage_note(cov)}" if cov else ""
+        line = (f"{label(name)}{on}: within {_fmt(e['within'])} vs between {_fmt(e['between'])} "
                 f"(gap {_fmt(e['difference'])}), Spearman with theory ρ = {_fmt(e['rho'])} (p = {_fmt_p(e['p'])}), "
                 f"ARI {_fmt(e['ari'])}")
         if vc:

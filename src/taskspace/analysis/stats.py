@@ -43,6 +43,36 @@ def complete_tasks(matrix: np.ndarray) -> np.ndarray:
     return keep
 
 
+def coverage(matrix: np.ndarray, tasks: Sequence[str] | None = None) -> dict:
+    """How much of a task space a figure rests on: the one helper compare, report and headline use.
+
+    ``rows``: tasks whose row holds at least one finite entry (a failed fine-tuning, or one that never
+    beat step 0, leaves a row of NaN), ``of``: tasks; ``cells``/``cells_of``: finite off-diagonal
+    entries and their number; ``missing``: the tasks without a row; ``complete``: nothing missing.
+    """
+    m = np.asarray(matrix, dtype=float)
+    n = m.shape[0]
+    finite = np.isfinite(m)
+    present = finite.any(axis=1) if n else np.zeros(0, dtype=bool)
+    names = list(tasks) if tasks is not None else [str(i) for i in range(n)]
+    cells = int((finite & offdiagonal(n)).sum())
+    return {"rows": int(present.sum()), "of": n, "cells": cells, "cells_of": n * (n - 1),
+            "missing": [t for t, ok in zip(names, present) if not ok], "complete": cells == n * (n - 1)}
+
+
+def coverage_note(cov: dict | None) -> str:
+    """``"6/6 rows"``, or ``"3/6 rows, incomplete: missing a, b, c"`` (empty for no coverage)."""
+    if not cov:
+        return ""
+    text = f"{cov['rows']}/{cov['of']} rows"
+    if not cov.get("complete", True):
+        missing = cov.get("missing") or []
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        text += (f", incomplete: {cov['cells']}/{cov['cells_of']} cells"
+                 + (f"; missing {shown}" if missing else ""))
+    return text
+
+
 def within_between(matrix: np.ndarray, groups: Sequence[str], *, absolute: bool = False) -> dict[str, float]:
     """Mean of the off-diagonal entries within groups and between groups, and their difference.
 

@@ -42,7 +42,7 @@ def score(
 
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     # the suite first: bad input is refused before a model is loaded
-    suite_obj = load_suite(suite, columns=parse_columns(columns) or None)
+    suite_obj = load_suite(suite, columns=parse_columns(columns, file=suite) or None)
     res = run_score(model, suite_obj, revision=revision, reduction=reduction, prefix=prefix,
                     batch_tokens=batch_tokens, limit_per_task=limit_per_task, tasks=task_list,
                     device=device, dtype=dtype, trust_remote_code=trust_remote_code, progress=True,

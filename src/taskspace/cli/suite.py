@@ -26,7 +26,7 @@ def info(
     from ..suites import load_suite
     from ..suites.files import parse_columns
 
-    s = load_suite(suite, columns=parse_columns(columns) or None)
+    s = load_suite(suite, columns=parse_columns(columns, file=suite) or None)
     counts = s.counts()
     identical = [(p.task, p.pair_id) for p in s.pairs if p.identical]
     n_identical = {t: 0 for t in counts}

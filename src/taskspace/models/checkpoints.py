@@ -105,6 +105,8 @@ def _fmt(v: Any) -> str:
 
 
 def save_checkpoint(out: Path, step: int, model: Any, tok: Any, opt: Any, state: dict) -> None:
+    """Write checkpoint ``out/stepN`` atomically: model, tokenizer and training state. ``tok`` is a
+    tokenizer, or ``{file name: bytes}`` of its saved files (written as they are)."""
     import tempfile
 
     import torch
@@ -118,7 +120,11 @@ def save_checkpoint(out: Path, step: int, model: Any, tok: Any, opt: Any, state:
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is as readable as any folder
     model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
+    if isinstance(tok, dict):
+        for name, data in tok.items():
+            (tmp / name).write_bytes(data)
+    else:
+        tok.save_pretrained(tmp)
     (tmp / STATE_DIR).mkdir()
     tensors, opt_meta = optimizer_to_disk(opt)
     tensors["rng.torch"] = torch.get_rng_state()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import ModelLoadError
+from ..io import user_path
 
 DTYPES = {"float32": "float32", "fp32": "float32", "float64": "float64", "fp64": "float64",
           "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
@@ -76,7 +77,7 @@ def resolve_device(device: str | None) -> str:
 
 def resolve_local(name: str, revision: str | None) -> Path | None:
     """The local folder for ``name``/``revision``, or None when ``name`` is not a local path."""
-    p = Path(name).expanduser()
+    p = user_path(name)
     if not p.exists():
         if name.startswith((".", "/", "~")) or name.count("/") > 1:
             raise ModelLoadError(f"model folder {name} does not exist")
@@ -95,6 +96,86 @@ def resolve_local(name: str, revision: str | None) -> Path | None:
         hint = f"; pass --revision, one of: {', '.join(revs)}" if revs else ""
         raise ModelLoadError(f"{p} holds no config.json{hint}")
     return p
+
+
+#: files that hold a tokenizer's vocabulary (fast tokenizer, GPT-2/BPE, WordPiece, SentencePiece)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model",
+                   "sentencepiece.bpe.model")
+#: files that hold a model's weights (single file or a sharded index)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+#: a sentence every tokenizer must encode to at least one id
+PROBE_SENTENCE = "The cat sleeps."
+
+
+def check_model_folder(folder: str | Path) -> None:
+    """Refuse a local model folder that could not give a working model, without loading weights:
+    it needs a ``config.json`` (a JSON object naming a ``model_type``), tokenizer files
+    (:data:`TOKENIZER_FILES`) and a weights file (:data:`WEIGHT_FILES`; a ``.safetensors`` file's
+    header must be intact and the file as long as the header says). One-line :class:`ModelLoadError`
+    naming the folder. Used by a run's pre-flight, so a plan is refused before anything is written."""
+    import json
+
+    p = Path(folder)
+    if not p.is_dir():
+        raise ModelLoadError(f"model folder {p} does not exist")
+    cfg = p / "config.json"
+    try:
+        config = json.loads(cfg.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelLoadError(f"model folder {p} holds no config.json") from None
+    except (OSError, ValueError, RecursionError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ModelLoadError(f"model folder {p}: config.json is not readable JSON ({first})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise ModelLoadError(f"model folder {p}: config.json names no model_type")
+    if not any((p / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelLoadError(f"model folder {p} holds no tokenizer files (one of {', '.join(TOKENIZER_FILES)}); "
+                             "save the tokenizer beside the model")
+    weights = next((p / f for f in WEIGHT_FILES if (p / f).is_file()), None)
+    if weights is None:
+        raise ModelLoadError(f"model folder {p} holds no weights ({' or '.join(WEIGHT_FILES[::2])})")
+    if weights.name == "model.safetensors":
+        problem = _safetensors_problem(weights)
+        if problem:
+            raise ModelLoadError(f"model folder {p}: model.safetensors is damaged ({problem})")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file is damaged (bad header, truncated), or None; reads the header only."""
+    import json
+    import struct
+
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > size - 8 or n > 100_000_000:
+                return "header longer than the file"
+            header = json.loads(f.read(n))
+    except (OSError, struct.error, ValueError, RecursionError):
+        return "unreadable header"
+    if not isinstance(header, dict):
+        return "unreadable header"
+    ends = [t["data_offsets"][1] for k, t in header.items()
+            if k != "__metadata__" and isinstance(t, dict) and len(t.get("data_offsets") or ()) == 2]
+    if ends and 8 + n + max(ends) > size:
+        return f"truncated: {size} bytes, the header needs {8 + n + max(ends)}"
+    return None
+
+
+def check_tokenizer(tokenizer: Any, where: str) -> None:
+    """Refuse a tokenizer that would make every score meaningless: no vocabulary, or a probe sentence
+    that encodes to no ids (e.g. a folder without tokenizer files loads an empty tokenizer)."""
+    try:
+        n_vocab = len(tokenizer)
+        ids = tokenizer(PROBE_SENTENCE, add_special_tokens=False)["input_ids"]
+    except Exception as e:  # noqa: BLE001 - any failure here is the same finding: no usable tokenizer
+        raise ModelLoadError(f"the tokenizer of {where} does not work ({type(e).__name__}: "
+                             f"{(str(e).splitlines() or [''])[0]})") from None
+    if not n_vocab or not ids:
+        raise ModelLoadError(f"the tokenizer of {where} is empty (vocabulary {n_vocab}, {PROBE_SENTENCE!r} "
+                             f"encodes to {list(ids)}): the folder has no usable tokenizer files")
 
 
 def list_revisions(name: str) -> list[str]:
@@ -140,6 +221,7 @@ def load_model(
             model = AutoModelForCausalLM.from_pretrained(src, dtype=torch_dtype, **kwargs)
     except Exception as e:  # noqa: BLE001 - hub, file and config errors all become one clear line
         raise _load_error(name, revision, local is None, e) from None
+    check_tokenizer(tokenizer, src)
     model.to(device)
     model.eval()
     n_params = sum(p.numel() for p in model.parameters())
@@ -182,6 +264,7 @@ def _load_fresh_init(name: str, revision: str, *, device: str, dtype: str,
             tokenizer = AutoTokenizer.from_pretrained(src, **kwargs)
     except Exception as e:  # noqa: BLE001
         raise _load_error(name, ref_rev, local is None, e) from None
+    check_tokenizer(tokenizer, src)
     # a seeded generator of its own: the control is the same for a seed, and the caller's RNG is untouched
     with torch.random.fork_rng(devices=[]), quiet_loading():
         torch.manual_seed(seed)

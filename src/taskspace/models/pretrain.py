@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from ..errors import InputError, TaskspaceError
+from ..runs.store import crash_point
 from .checkpoints import (CSV_COLUMNS, STATE_DIR, clean_stale, find_resume_checkpoint, lock_folder,
                           optimizer_from_disk, optimizer_to_disk, save_checkpoint, write_csv)
 from .presets import Preset, get_preset
@@ -222,6 +223,10 @@ def pretrain(
                                             n_positions=n_positions or 128)
         npos = n_positions or (64 if tok_kind == "word" else 128)
         tok.model_max_length = npos
+        # the tokenizer files every checkpoint gets, byte for byte the same whether or not the run was
+        # resumed: a reloaded tokenizer saves extra keys ("is_local", "local_files_only"), which would
+        # change the checkpoints' fingerprints and every downstream job key
+        tok_files = tokenizer_files(tok, resume)
         eot = int(tok.eos_token_id)
         say("tokenizing")
         data = make_data(corp.documents, tok, n_positions=npos, mode=mode)
@@ -283,7 +288,7 @@ def pretrain(
             rows[:] = [r for r in rows if r["step"] < step]
             rows.append({"step": step, "tokens_seen": tokens_seen, "train_loss": train_loss,
                          "heldout_loss": h, "elapsed_s": round(elapsed + (time.perf_counter() - t0), 3)})
-            save_checkpoint(out, step, model, tok, opt, {
+            save_checkpoint(out, step, model, tok_files, opt, {
                 "step": step, "tokens_seen": tokens_seen, "elapsed_s": rows[-1]["elapsed_s"],
                 "data_position": stream.position(step), "rows": rows, "settings": settings})
             write_csv(out / "training.csv", rows)
@@ -315,6 +320,7 @@ def pretrain(
                 loss_sum += loss
                 loss_n += 1
                 done = step + 1
+                crash_point("pretrain_step")  # kill -9 injection for the resume test (off by default)
                 if done in ckpts:
                     checkpoint(done, loss_sum / loss_n)
                     loss_sum, loss_n = 0.0, 0
@@ -341,6 +347,21 @@ def pretrain(
         lock.close()
         if not ok and created and all(d.name == ".lock" for d in out.iterdir()):
             shutil.rmtree(out, ignore_errors=True)  # failed before writing anything: leave no folder
+
+
+def tokenizer_files(tok: Any, source: Path | None = None) -> dict[str, bytes]:
+    """``{file name: bytes}`` of the files ``tok.save_pretrained`` writes. With ``source`` (the
+    checkpoint a run resumes from), each file's bytes come from there, as the first save wrote them:
+    a tokenizer loaded back from disk would save different bytes."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        tok.save_pretrained(d)
+        fresh = {f.name: f.read_bytes() for f in sorted(Path(d).iterdir()) if f.is_file()}
+    if source is None:
+        return fresh
+    return {name: (source / name).read_bytes() if (source / name).is_file() else data
+            for name, data in fresh.items()}
 
 
 def _quiet_transformers() -> Callable[[], None]:

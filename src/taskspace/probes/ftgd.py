@@ -53,7 +53,7 @@ class FTGDResult:
     dev evaluation, step 0 = before training). ``mask_size`` counts the trained entries.
     """
 
-    status: str                       # "ok" | "failed"
+    status: str                       # "ok" | "failed" | "no_improvement" (best dev loss at step 0)
     reason: str | None
     delta: Delta | None
     objective: str
@@ -420,6 +420,12 @@ def _finetune(
         if dev is None:
             best_step, best_snap = step, trainable.snapshot()
         delta = trainable.delta(best_snap)
+        if dev is not None and best_step == 0:
+            # Δ = 0: nothing was learned, so a transfer row from it would be a row of zeros that looks
+            # like "no transfer"; it is reported like a failure, and its row counts as missing
+            status, delta = "no_improvement", None
+            reason = (f"the dev loss never improved on step 0 (before training) in {step} step(s); "
+                      "more steps, a larger lr or more training pairs may help")
     except _Failed as e:
         status, reason, delta = "failed", str(e), None
     finally:

@@ -63,6 +63,28 @@ class ProbeSettings:
                 raise InputError(f"{name.replace('_', ' ')} must be >= 1", field=name)
         if self.dev_pairs < 0:
             raise InputError("dev pairs must be >= 0", field="dev_pairs")
+        # Everything a probe job would refuse is refused here, so a plan's dry run catches it before a
+        # run writes anything. The scoring conventions are imported from where they are defined
+        # (scoring imports neither torch nor this module at import time: no cycle).
+        import math
+
+        from ..scoring import PREFIXES, REDUCTIONS
+
+        if self.batch_tokens < 1:
+            raise InputError("batch tokens must be >= 1", field="batch_tokens")
+        if self.bootstrap < 0:
+            raise InputError("bootstrap must be >= 0 (0: no confidence intervals)", field="bootstrap")
+        if self.seed < 0:
+            raise InputError("seed must be >= 0", field="seed")
+        if self.reduction not in REDUCTIONS:
+            raise InputError(f"unknown reduction {self.reduction!r}; choose one of {', '.join(REDUCTIONS)}",
+                             field="reduction")
+        if self.prefix not in PREFIXES:
+            raise InputError(f"unknown prefix {self.prefix!r}; choose one of {', '.join(PREFIXES)}", field="prefix")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"learning rate must be a finite number > 0, got {self.lr}", field="lr")
+        if self.mask_threshold is not None and not math.isfinite(self.mask_threshold):
+            raise InputError(f"mask threshold must be finite, got {self.mask_threshold}", field="mask_threshold")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -15,6 +15,7 @@ import numpy as np
 from ..analysis.collect import RunData, load_run
 from ..analysis.findings import fmt_p, fmt_value, is_number, label
 from ..analysis.hypothesis import group_order
+from ..analysis.stats import coverage_note
 from ..spaces import TaskSpace
 from ..probes.registry import generalization_spaces, main_spaces, space_spec
 from .figures import is_signed
@@ -178,8 +179,10 @@ def _headline(cmp: dict) -> str:
     if main:
         e = h["spaces"][main]
         match = _ok(e["p"]) and e["p"] < 0.05 and _ok(e["difference"]) and e["difference"] > 0
-        verdict = "yes" if match else "no"
-        detail = (f"{_e(label(main))}, {_e(h['model'])} @ {_e(h['revision'])}: within {_f(e['within'])} vs "
+        cov = e.get("coverage")
+        # no yes/no from a matrix with missing rows: it would rest on the tasks that happened to train
+        verdict = "withheld" if cov and not cov["complete"] else "yes" if match else "no"
+        detail = (f"{_e(label(main))} on {_e(coverage_note(cov) or '?')}, {_e(h['model'])} @ {_e(h['revision'])}: within {_f(e['within'])} vs "
                   f"between {_f(e['between'])}; Mantel p = {_p(e['p'])}; clusters vs groups ARI {_f(e['ari'])}")
         if e.get("control"):
             detail += f"; control ({_e(e['control'])}) gap {_f(e['control_difference'])}"
@@ -206,7 +209,8 @@ def _headline(cmp: dict) -> str:
                      f'<div>{_badge(f["verdict"])}</div><div class="detail">{detail}</div></div>')
     rows = []
     for name, e in h.get("spaces", {}).items():
-        rows.append([_e(label(name)), _f(e["within"]), _f(e["between"]), _f(e["difference"]), _f(e["rho"]),
+        rows.append([_e(label(name)) + (f" ({_e(coverage_note(e['coverage']))})" if e.get("coverage") else ""),
+                     _f(e["within"]), _f(e["between"]), _f(e["difference"]), _f(e["rho"]),
                      _p(e["p"]), _f(e["difference_abs"]), _f(e["rho_abs"]), _f(e["ari"]),
                      _f(e.get("control_difference")), _f(e.get("gain_over_control"))])
     table = _table(["space", "within", "between", "gap", "ρ with H", "Mantel p", "|gap|", "|ρ|", "ARI",
@@ -244,7 +248,7 @@ def _summary_table(cmp: dict) -> str:
         for name, s in c["spaces"].items():
             vc = c["versus_control"].get(name)
             rows.append([_e(c["model"]), _e(c["revision"]) + (" (control)" if c.get("is_control") else ""),
-                         _e(label(name)), str(s["n_tasks"]), _f(s["signed"]["within"]), _f(s["signed"]["between"]),
+                         _e(label(name)), _e(coverage_note(s.get("coverage")) or s["n_tasks"]), _f(s["signed"]["within"]), _f(s["signed"]["between"]),
                          _f(s["signed"]["difference"]), _f(s["signed"]["rho"]), _p(s["signed"]["p"]),
                          _f(s["absolute"]["difference"]), _f(s["absolute"]["rho"]), _p(s["absolute"]["p"]),
                          _f(s["ari"]), _f(s["ari_abs"]),
@@ -465,7 +469,7 @@ def build_report(run_dir: str | Path, *, comparison: dict | None = None, permuta
     """
     from ..analysis.collect import _read_json
     from ..analysis.compare import SCHEMA, compare_run
-    from ..io import write_text
+    from ..io import remove_stale_temps, write_text
     from .figures import write_figures
 
     run = load_run(run_dir)
@@ -477,6 +481,9 @@ def build_report(run_dir: str | Path, *, comparison: dict | None = None, permuta
     if comparison is None:
         comparison = compare_run(run.root, permutations=permutations, seed=seed)
     figdir = run.root / "figures"
+    # a build killed mid-way (kill -9) leaves its temporary files: this build owns the figures now
+    remove_stale_temps(figdir)
+    remove_stale_temps(run.root, ("report.html", "comparison.json"))
     write_figures(run, comparison, figdir)
     out = run.root / "report.html"
     write_text(out, render_html(run, comparison, figdir))

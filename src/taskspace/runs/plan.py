@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import InputError
+from ..io import user_path
 from ..probes.settings import ProbeSettings
 
 
@@ -55,6 +56,9 @@ def probe_names() -> tuple[str, ...]:
 PRETRAIN_SIZES = ("tiny", "small", "base")
 EXECUTOR_KINDS = ("local", "ray")
 REVISION_WORDS = ("first", "last", "control")
+DEVICES = ("cpu", "cuda", "mps", "auto")
+#: a model's device: one of DEVICES, or cuda:N (a GPU by index)
+_DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|mps|auto)$")
 
 _TOP_KEYS = ("probes", "report", "suite", "models", "settings", "probe_revisions", "executor")
 _SUITE_KEYS = ("spec", "tasks", "limit_per_task")
@@ -164,7 +168,13 @@ def load_plan(path: str | Path) -> Plan:
     p = Path(path)
     if not p.is_file():
         raise InputError("plan file not found", file=p)
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"not UTF-8 text (byte {e.object[e.start]:#04x}); a plan is a UTF-8 TOML file",
+                         file=p, line=e.object.count(b"\n", 0, e.start) + 1) from None
+    except OSError as e:
+        raise InputError(f"cannot read the plan: {e.strerror or e}", file=p) from None
     return parse_plan_text(text, source=str(p), base_dir=p.parent)
 
 
@@ -287,6 +297,9 @@ def _parse_model(v: "_Validator", d: Any, i: int) -> ModelSpec:
         elif control not in ("first", "init") and not control.startswith("init:"):
             control = _revision(v, control, where + ".control")
     device = v.string(d, "device", where) or "cpu"
+    if not _DEVICE_RE.match(device):
+        v.fail(f"unknown device {device!r}{_suggest(device, DEVICES)}; choose cpu, cuda, cuda:N, mps or auto",
+               where + ".device")
     dtype = v.string(d, "dtype", where) or "float32"
     from ..models.loading import DTYPES
 
@@ -408,7 +421,7 @@ class _Validator:
     def path(self, value: str) -> str:
         """``value`` as an absolute path when it names an existing file or folder (beside the plan
         first, then from the current directory); otherwise unchanged (a hub name, or missing)."""
-        p = Path(value).expanduser()
+        p = user_path(value)
         if p.is_absolute():
             return str(p)
         for base in ([self.base_dir] if self.base_dir is not None else []) + [Path.cwd()]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import InputError, TaskspaceError
-from ..io import write_json
+from ..io import user_path, write_json
 from ..provenance import hash_records, timestamp, torch_threads, versions
 from .executors import Executor, Outcome, make_executor
 from .jobs import Job, job_key, model_fingerprint, settings_subset
@@ -95,11 +95,8 @@ def run_plan(plan: Plan, run_dir: str | Path, *, executor: str | Executor | None
         raise InputError("the run directory is a file", file=run_dir)
     t0 = time.perf_counter()
     result = RunResult(run_dir)
-    # check what can be checked before anything is written: the suite, and every model not trained here
-    suite_info = _suite_info(plan)
-    for m in plan.models:
-        if m.pretrain is None:
-            resolve_model(plan, m, run_dir)
+    # everything a run would refuse is refused here, before run.json, plan.toml, .jobs/ or .lock exist
+    suite_info = preflight(plan, run_dir, executor)
     with RunLock(run_dir):
         store = JobStore(run_dir)
         store.clean_staging()
@@ -138,6 +135,35 @@ def run_plan(plan: Plan, run_dir: str | Path, *, executor: str | Executor | None
     if result.failed and not dry_run:
         raise TaskspaceError(_failure_line(result))
     return result
+
+
+def preflight(plan: Plan, run_dir: Path, executor: str | Executor | None = None) -> dict:
+    """Check what a run (or a dry run) would refuse, writing nothing; returns the suite's info.
+
+    The executor kind (and that Ray is installed), the suite, and every model not trained in the run:
+    its folder, revisions and control exist, each holds a config, tokenizer files and intact weights
+    (:func:`~taskspace.models.loading.check_model_folder`, no weights loaded), and the
+    ``[probe_revisions]`` name revisions it has.
+    """
+    kind = executor if isinstance(executor, str) else (plan.executor.kind if executor is None else None)
+    if kind is not None:
+        from .plan import EXECUTOR_KINDS
+
+        if kind not in EXECUTOR_KINDS:
+            raise InputError(f"unknown executor {kind!r}; choose {' or '.join(EXECUTOR_KINDS)}", field="executor")
+        if kind == "ray":
+            import importlib.util
+
+            if importlib.util.find_spec("ray") is None:
+                raise TaskspaceError("executor 'ray' needs Ray: pip install 'taskspace[ray]' "
+                                     "(or use executor kind = \"local\")")
+    suite_info = _suite_info(plan)
+    for m in plan.models:
+        if m.pretrain is None:
+            resolved = resolve_model(plan, m, run_dir)
+            for kind_ in ("score", "gradients", "transfer", "baseline"):
+                _cells_for(plan, resolved, kind_)  # an unknown revision in [probe_revisions] raises here
+    return suite_info
 
 
 def _make_executor(plan: Plan, run_dir: Path, kind: str | None) -> Executor:
@@ -221,7 +247,7 @@ def resolve_model(plan: Plan, m: ModelSpec, run_dir: Path) -> ResolvedModel:
     i = plan.models.index(m)
     where = f"models[{i}]"
     name = str((run_dir / "models" / m.slug).resolve()) if m.pretrain else m.name
-    local = Path(name).expanduser()
+    local = user_path(name)
     if m.pretrain is None and (name.startswith((".", "/", "~")) or local.exists()) and not local.is_dir():
         raise InputError(f"model folder {name} does not exist", file=plan.source, field=where + ".name")
     available = list_revisions(name)
@@ -261,6 +287,21 @@ def resolve_model(plan: Plan, m: ModelSpec, run_dir: Path) -> ResolvedModel:
                              file=plan.source, field=where + ".control")
     elif control is not None:
         control = check(control, ".control")
+    if is_local and m.pretrain is None:
+        # each checkpoint the run will load must be whole: config, tokenizer files, weights
+        from ..errors import ModelLoadError
+        from ..models.loading import check_model_folder
+
+        cells = revisions + ([control] if control is not None else [])
+        fresh = [r for r in cells if r is not None and (r == "init" or r.startswith("init:"))]
+        folders = {local / r if r is not None else local for r in cells if r not in fresh}
+        if fresh:  # init[:SEED] takes its config and tokenizer from the first checkpoint
+            folders.add(local / available[0] if available else local)
+        for folder in sorted(folders):
+            try:
+                check_model_folder(folder)
+            except ModelLoadError as e:
+                raise InputError(str(e), file=plan.source, field=where + ".name") from None
     if m.device in ("auto", ""):
         # the key must name the device the numbers come from, not "whatever is there"
         from dataclasses import replace

@@ -112,6 +112,7 @@ def score(
     """
     import torch
 
+    from ..models.context import check_fits
     from ..models.loading import LoadedModel, load_model
     from ..provenance import timestamp, torch_threads, versions
     from ..suites import load_suite
@@ -122,6 +123,7 @@ def score(
     suite_obj = suite if not isinstance(suite, str) else load_suite(suite)
     if tasks is not None or limit_per_task is not None:
         suite_obj = suite_obj.select(tasks, limit_per_task)
+    check_fits(loaded, suite_obj.pairs, prefix=prefix)      # a pair longer than the context: one line
     scorer = Scorer.from_loaded(loaded, reduction=reduction, prefix=prefix, batch_tokens=batch_tokens,
                                 share_prefix=share_prefix)
     if progress:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import InputError, TaskspaceError
+from ..io import user_path
 from .files import check_id, check_sentence, kind_of, read_jsonl
 from .schema import Pair, Suite
 
@@ -118,7 +119,7 @@ def load_blimp_folder(path: str | Path) -> Suite:
 
     >>> suite = load_blimp_folder("../shared/data/blimp")      # 67 tasks x 1,000 pairs, 13 groups
     """
-    folder = Path(path).expanduser()
+    folder = user_path(path)
     if not folder.is_dir():
         raise InputError("not a folder", file=str(path))
     files = sorted(folder.glob("*.jsonl"), key=lambda p: p.name)

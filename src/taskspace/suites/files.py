@@ -11,8 +11,15 @@ command line ``--columns good=s1,bad=s2``) overrides that.
   CSV/TSV), so an id points at its line;
 - sentences are kept exactly as written and must be non-empty strings; task, group and pair ids are
   strings (JSONL also accepts integers);
-- a task belongs to one group; a pair_id is unique within its task; blank lines (and CSV rows of empty
-  cells) are skipped; CSV rows must have as many cells as the header has columns.
+- a sentence must hold a visible character and no control character or lone surrogate
+  (:func:`~taskspace.suites.schema.sentence_problem`);
+- a task belongs to one group; a pair_id is unique within its task; blank lines (and CSV rows of as
+  many empty cells as the header has columns, as spreadsheets export an empty row) are skipped; any
+  other row must have as many cells as the header has columns, so a row of stray delimiters is an
+  error naming its line, never skipped unseen;
+- CSV cells may be quoted (``"a, b"``); TSV has no quoting (``csv.QUOTE_NONE``): a cell is everything
+  between two tabs, so a sentence may start with a quote (``"Hi," she said.``) and cannot hold a tab;
+- a CSV/TSV cell may hold up to :data:`MAX_CELL_CHARS` (1 Mi) characters, as a JSONL value may.
 
 Every problem is an :class:`~taskspace.errors.InputError` naming the file, the line (1-based, of the
 physical file, the header included) and the field, e.g. ``pairs.csv, line 7, field 'bad': empty
@@ -23,11 +30,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import stat
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from ..errors import InputError
-from .schema import Pair, Suite
+from ..io import user_path
+from .schema import Pair, Suite, sentence_problem
 
 #: Our fields, in the order they are documented.
 FIELDS: tuple[str, ...] = ("good", "bad", "task", "group", "pair_id")
@@ -42,6 +51,9 @@ ALIASES: dict[str, tuple[str, ...]] = {
 }
 FORMATS: dict[str, str] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 _EXAMPLE = "e.g. good=sentence1,bad=sentence2,task=paradigm"
+#: the largest CSV/TSV cell read (csv's own default, 128 KiB, would refuse a valid long cell); the one
+#: place this limit is set.
+MAX_CELL_CHARS = 1 << 20
 
 
 # -- value checks shared with the BLiMP loader ---------------------------------------------------
@@ -66,6 +78,9 @@ def check_sentence(value: Any, *, file: str, line: int, field: str) -> str:
         raise InputError(f"expected a string sentence, got {kind_of(value)}", file=file, line=line, field=field)
     if not value.strip():
         raise InputError("empty sentence", file=file, line=line, field=field)
+    problem = sentence_problem(value)
+    if problem is not None:
+        raise InputError(problem, file=file, line=line, field=field)
     return value
 
 
@@ -90,7 +105,12 @@ def decode_utf8(data: bytes, *, file: str) -> str:
 
 
 def read_text(path: Path, *, file: str) -> str:
+    """The UTF-8 text of a regular file; anything else is an :class:`InputError` naming ``file``."""
     try:
+        # a FIFO, socket or device (e.g. a pipe named x.jsonl in a BLiMP folder) would block
+        # read_bytes() forever or never end: refuse it before opening
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise InputError("not a regular file (a pipe, socket or device)", file=file)
         data = path.read_bytes()
     except OSError as e:
         raise InputError(f"cannot read: {e.strerror or e}", file=file) from None
@@ -106,15 +126,28 @@ def read_jsonl(path: Path, *, file: str | None = None) -> Iterator[tuple[int, An
         if not raw.strip():
             continue
         try:
-            yield n, json.loads(raw)
+            obj = json.loads(raw)
         except json.JSONDecodeError as e:
             raise InputError(f"malformed JSON at column {e.colno}: {e.msg}", file=file, line=n) from None
+        except ValueError as e:  # json raises a plain ValueError for an integer of > 4300 digits
+            raise InputError(f"malformed JSON: {str(e).splitlines()[0]}", file=file, line=n) from None
+        except RecursionError:  # e.g. 100,000 nested '['
+            raise InputError("malformed JSON: nested too deeply", file=file, line=n) from None
+        yield n, obj
 
 
 # -- column mapping ------------------------------------------------------------------------------
-def parse_columns(spec: str | None) -> dict[str, str]:
+def parse_columns(spec: str | None, *, file: str | Path | None = None) -> dict[str, str]:
     """``"good=s1,bad=s2"`` → ``{"good": "s1", "bad": "s2"}``; malformed items and unknown field names
-    raise :class:`InputError` (field ``columns``). ``None`` or ``""`` gives ``{}``."""
+    raise :class:`InputError` (field ``columns``, naming ``file``, the suite the mapping is for).
+    ``None`` or ``""`` gives ``{}``."""
+    try:
+        return _parse_columns(spec)
+    except InputError as e:
+        raise InputError(e.message, file=file, field=e.field) from None
+
+
+def _parse_columns(spec: str | None) -> dict[str, str]:
     out: dict[str, str] = {}
     if spec is None:
         return out
@@ -152,7 +185,10 @@ def resolve_columns(available: Iterable[str], columns: Mapping[str, str] | None,
     """``{field: column}`` for every field the file provides; ``line`` locates a missing column (the
     header of a CSV, the first record of a JSONL)."""
     have = list(dict.fromkeys(available))
-    mapping = check_columns(columns)
+    try:
+        mapping = check_columns(columns)
+    except InputError as e:
+        raise InputError(e.message, file=file, field=e.field) from None
     out: dict[str, str] = {}
     for fld in FIELDS:
         if fld in mapping:
@@ -184,8 +220,13 @@ def _jsonl_records(path: Path, file: str) -> list[tuple[int, dict]]:
 def _csv_records(path: Path, file: str, delimiter: str) -> tuple[int, list[str], list[tuple[int, dict]]]:
     """``(header line, header, [(start line, {column: cell})])``; ragged rows are errors."""
     text = read_text(path, file=file)
-    # strict: a stray quote is an error with its line, not a silently merged or split sentence
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    if csv.field_size_limit() < MAX_CELL_CHARS:  # process-wide; only ever raised, never lowered
+        csv.field_size_limit(MAX_CELL_CHARS)
+    tsv = delimiter == "\t"
+    # strict: a stray quote is an error with its line, not a silently merged or split sentence.
+    # TSV has no quoting: a quote is text, so a sentence may start with one.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True,
+                        quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
     header: list[str] | None = None
     header_line = 0
     records: list[tuple[int, dict]] = []
@@ -193,8 +234,9 @@ def _csv_records(path: Path, file: str, delimiter: str) -> tuple[int, list[str],
     try:
         for row in reader:
             start, prev = prev + 1, reader.line_num
-            if not any(cell.strip() for cell in row):
-                continue
+            if not any(cell.strip() for cell in row) and (
+                    len(row) <= 1 or (header is not None and len(row) == len(header))):
+                continue  # a blank line, or a spreadsheet's empty row; stray delimiters are ragged rows
             if header is None:
                 header, header_line = [c.strip() for c in row], start
                 for i, name in enumerate(header):
@@ -211,8 +253,13 @@ def _csv_records(path: Path, file: str, delimiter: str) -> tuple[int, list[str],
                                  "(an unquoted delimiter inside a sentence?)", file=file, line=start, field=fld)
             records.append((start, dict(zip(header, row))))
     except csv.Error as e:
-        raise InputError(f"malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {e}", file=file,
-                         line=reader.line_num) from None
+        kind = "TSV" if tsv else "CSV"
+        if "end of data" in str(e):
+            # the reader ran to the end of the file inside a quoted cell: the record that opened the
+            # quote starts on the line after the last complete one
+            raise InputError(f"malformed {kind}: a quoted cell is never closed (unclosed \")",
+                             file=file, line=prev + 1) from None
+        raise InputError(f"malformed {kind}: {e}", file=file, line=reader.line_num) from None
     if header is None:
         raise InputError("empty file: no header and no pairs", file=file)
     return header_line, header, records
@@ -251,7 +298,7 @@ def load_pairs_file(path: str | Path, columns: Mapping[str, str] | None = None) 
 
     >>> load_pairs_file("pairs.csv", columns={"good": "grammatical", "bad": "ungrammatical"})
     """
-    p = Path(path).expanduser()
+    p = user_path(path)
     file = str(path)
     fmt = FORMATS.get(p.suffix.lower())
     if fmt is None:

@@ -12,22 +12,35 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import InputError
+from ..io import user_path
 from .schema import Suite
+
+
+def toy_seed(spec: str) -> int:
+    """The seed of ``toy`` (0) or ``toy:SEED``; anything after ``toy:`` but a non-negative integer
+    (``toy:``, ``toy:abc``, ``toy:1.5``, ``toy:-1``) is an :class:`InputError`."""
+    if spec == "toy":
+        return 0
+    tail = spec.split(":", 1)[1]
+    # isdecimal, not int(): int() also takes " 7", "+7", "1_0" and would raise ValueError on the rest
+    if not (tail.isascii() and tail.isdecimal()):
+        raise InputError(f"the toy suite's seed must be a non-negative integer (toy:SEED), got {tail!r}",
+                         file=spec)
+    return int(tail)
 
 
 def load_suite(spec: str | Path, *, columns: Mapping[str, str] | None = None) -> Suite:
     """Load a suite from ``spec`` (see module docstring). ``columns`` maps our field names
     (``good``, ``bad``, ``task``, ``group``, ``pair_id``) to the file's column names."""
     s = str(spec)
-    p = Path(s).expanduser()
+    p = user_path(s)
     if columns and not p.is_file():
         raise InputError("a column mapping applies only to a .jsonl/.csv/.tsv file of pairs",
                          file=s, field="columns")
     if s == "toy" or s.startswith("toy:"):
         from .toy import toy_suite
 
-        seed = int(s.split(":", 1)[1]) if ":" in s else 0
-        return toy_suite(seed=seed)
+        return toy_suite(seed=toy_seed(s))
     if s == "blimp":
         from .blimp import load_blimp_hub
 

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import InputError
-from ..io import atomic_path
+from ..io import atomic_path, user_path
 from .files import FORMATS
 from .schema import Pair, Suite
 
@@ -42,7 +42,7 @@ def write_suite(suite: Suite, path: str | Path) -> Path:
     """Write ``suite`` to ``path`` (a ``.jsonl`` file, or a folder of ``<task>.jsonl`` files; see the
     module docstring) and return the path. A folder must not exist yet or be empty; its files come
     back from :func:`~taskspace.suites.blimp.load_blimp_folder` with the tasks sorted by name."""
-    out = Path(path).expanduser()
+    out = user_path(path)
     fields = suite.meta.get("blimp_fields") or {}
     if out.suffix:
         if FORMATS.get(out.suffix.lower()) != "jsonl":
