@@ -99,6 +99,35 @@ def run_transfer_kinds(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSe
     return res
 
 
+class TransferStages:
+    """How a run splits transfer / baseline into jobs: the base model's scores once (``base``), one
+    fine-tuning per source task (``row``, reading the published base scores from ``cell``) and the
+    assembly of the spaces from every row's published files (``assemble``)."""
+
+    @staticmethod
+    def base(kind: str, loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", out: Path) -> dict:
+        from .transfer import score_base
+
+        score_base(loaded, suite, settings, out, baseline=kind == "baseline", progress=True)
+        return {"stage": "base"}
+
+    @staticmethod
+    def row(kind: str, loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", out: Path, row: str,
+            cell: Path) -> dict:
+        from .transfer import transfer_probe
+
+        transfer_probe(loaded, suite, settings, out, baseline=kind == "baseline", progress=False, rows=[row],
+                       base_from=cell)
+        return {"row": row}
+
+    @staticmethod
+    def assemble(kind: str, suite: "Suite", settings: "ProbeSettings", out: Path, cell: Path) -> dict:
+        from .transfer import assemble_transfer
+
+        spaces = assemble_transfer(None, suite, settings, out, baseline=kind == "baseline", source=cell)
+        return {name: sp.within_between() for name, sp in spaces.items()}
+
+
 # -- the registry entries ------------------------------------------------------------------------
 
 GRADIENT_OPTIONS = ("save_masks", "gradients_dir", "storage_dtype")
@@ -128,7 +157,7 @@ register(ProbeSpec(
     spaces=_transfer_spaces("transfer", "transfer"),
     runner="taskspace.probes.kinds:run_transfer_kinds",
     cost="a fine-tuning and an evaluation of every task per task (the costliest)",
-    needs=(), per_task=True, options=("heldout", "workers"),
+    per_task=True, options=("heldout", "workers"), stages="taskspace.probes.kinds:TransferStages",
 ))
 register(ProbeSpec(
     name="baseline",
@@ -138,5 +167,5 @@ register(ProbeSpec(
     spaces=_transfer_spaces("baseline", "baseline transfer"),
     runner="taskspace.probes.kinds:run_transfer_kinds",
     cost="as transfer, all parameters trained",
-    per_task=True, options=("heldout", "workers"),
+    per_task=True, options=("heldout", "workers"), stages="taskspace.probes.kinds:TransferStages",
 ))

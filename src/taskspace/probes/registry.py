@@ -6,7 +6,8 @@ fields its numbers depend on (which are also the options its ``taskspace probe N
 and the settings its job key hashes), the task spaces it writes (:class:`SpaceSpec`: file name, signed
 or not, what rows and columns mean), what it reuses from other probes, how it runs on one checkpoint
 (``runner``: ``"module:function"`` under :mod:`taskspace.probes`, imported only when the probe runs, so
-reading the registry never imports torch) and whether it splits into one job per source task.
+reading the registry never imports torch), whether its runner can compute only some source rows
+(``per_task``) and how a run splits it into one job per source task (``stages``).
 
 Adding a probe is writing its module (a function ``run(loaded, suite, settings, *, out, progress,
 rows) -> ProbeResult``) and calling :func:`register` with its spec — in the module that defines the
@@ -59,6 +60,7 @@ class ProbeSpec:
     job: str | None = None
     per_task: bool = False
     options: tuple[str, ...] = ()
+    stages: str | None = None
 
     @property
     def job_kind(self) -> str:
@@ -68,6 +70,15 @@ class ProbeSpec:
     def load_runner(self) -> Callable[..., "ProbeResult"]:
         module, _, func = self.runner.partition(":")
         return getattr(importlib.import_module(module, __package__), func)
+
+    def load_stages(self) -> Any:
+        """The object whose ``base``, ``row`` and ``assemble`` functions a run calls, one job each, for a
+        probe that splits into one job per source task (``stages`` set); see
+        :class:`taskspace.probes.kinds.TransferStages`."""
+        if self.stages is None:
+            raise ValueError(f"probe {self.name!r} does not split into per-task jobs")
+        module, _, obj = self.stages.partition(":")
+        return getattr(importlib.import_module(module, __package__), obj)
 
     def space(self, name: str) -> SpaceSpec | None:
         return next((s for s in self.spaces if s.name == name), None)

@@ -237,15 +237,13 @@ def _probe_runner(kind: str) -> Callable[..., Any]:
 
 
 def _run_probe(spec: dict, out: Path, run_dir: Path, job: str, stage: str) -> dict:
-    from ..probes.registry import probes_of_job
+    from ..probes.registry import get, probes_of_job
 
     kinds = tuple(spec.get("probes") or [p.name for p in probes_of_job(job)])
-    per_task = probes_of_job(job)[0].per_task
-    if per_task:
-        return _run_per_task(spec, out, run_dir, kinds[0], stage)
+    if stage or get(kinds[0]).stages is not None:
+        return _run_stage(spec, out, run_dir, kinds[0], stage)
     from ..probes.controls import summarize_with_control
     from ..probes.output import write_summary
-    from ..probes.registry import get
     from ..probes.run import probe
 
     loaded = _load_model(spec)
@@ -262,25 +260,19 @@ def _run_probe(spec: dict, out: Path, run_dir: Path, job: str, stage: str) -> di
     return _jsonable(summary)
 
 
-def _run_per_task(spec: dict, out: Path, run_dir: Path, kind: str, stage: str) -> dict:
-    """The three stages of a probe that splits into one job per source task (transfer, baseline):
-    ``base`` scores the base model, ``row`` fine-tunes on one source task (reading the base scores the
-    base job published), and the assembly builds the spaces from every row's published files."""
-    from ..probes import transfer as tr
+def _run_stage(spec: dict, out: Path, run_dir: Path, kind: str, stage: str) -> dict:
+    """One stage of a probe that splits into one job per source task (its registry entry's ``stages``):
+    ``base``, ``row`` (one source task, reading what the base job published into the cell) or the
+    assembly (stage ``""``, reading every row's published files)."""
+    from ..probes.registry import get
 
-    baseline = kind == "baseline"
+    stages = get(kind).load_stages()
     cell = run_dir / spec["dest"]
     if stage == "base":
-        loaded = _load_model(spec)
-        tr.score_base(loaded, _load_suite(spec), _settings(spec), out, baseline=baseline, progress=True)
-        return {"stage": "base"}
+        return stages.base(kind, _load_model(spec), _load_suite(spec), _settings(spec), out)
     if stage == "row":
-        loaded = _load_model(spec)
-        tr.transfer_probe(loaded, _load_suite(spec), _settings(spec), out, baseline=baseline, progress=False,
-                          rows=[spec["row"]], base_from=cell)
-        return {"row": spec["row"]}
-    spaces = tr.assemble_transfer(None, _load_suite(spec), _settings(spec), out, baseline=baseline, source=cell)
-    return {name: sp.within_between() for name, sp in spaces.items()}
+        return stages.row(kind, _load_model(spec), _load_suite(spec), _settings(spec), out, spec["row"], cell)
+    return stages.assemble(kind, _load_suite(spec), _settings(spec), out, cell)
 
 
 def _run_pretrain(spec: dict, out: None, run_dir: Path) -> tuple[dict, list[str]]:

@@ -351,7 +351,7 @@ def probe_jobs(plan: Plan, models: Sequence[ResolvedModel], suite_info: dict, ru
                     continue
                 spec["probes"] = inputs["probes"] = names
                 label = "+".join(names)
-                if not get(names[0]).per_task:
+                if get(names[0]).stages is None:
                     jobs.append(Job(kind, job_key(kind, inputs), f"{label} {where}", f"{dest}:{kind}", spec,
                                     dest=dest))
                     continue
