@@ -585,3 +585,11 @@ def test_a_sentence_longer_than_the_context_is_refused_before_the_run(setup, cap
         assert "field 'suite.spec'" in err and f"pair 'long': the bad sentence is 65 tokens" in err, err
         assert "64 positions" in err
         assert not (tmp / "run").exists()
+
+
+@pytest.mark.parametrize("tail, words", [("x = " + "9" * 5000, "Exceeds the limit"), ("x = " + "[" * 100_000, "nested too deeply"),
+                                         ("x = " + "{a = " * 50_000, "nested too deeply")])
+def test_plan_huge_integers_and_deep_nesting_are_one_line(tmp_path, tail, words):
+    with pytest.raises(InputError, match=words) as ei:
+        _parse(BASE + tail + "\n", tmp_path)
+    assert ei.value.file == str(tmp_path / "p.toml") and "\n" not in str(ei.value)
