@@ -435,3 +435,12 @@ def test_missing_rows_are_counted_marked_and_withhold_the_size_verdict(tmp_path)
 
     page = render_html(_load(root), cmp, root / "figures")
     assert "v-withheld" in page and "10/12 rows, incomplete" in page
+    # and `taskspace compare`'s table has a rows column
+    from rich.console import Console
+
+    from taskspace.analysis.printing import print_comparison
+
+    con = Console(record=True, width=250)
+    print_comparison(con, cmp)
+    text = con.export_text()
+    assert "10/12*" in text and "12/12" in text and "* incomplete: rows missing" in text

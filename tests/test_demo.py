@@ -1,35 +1,14 @@
 """`taskspace demo --quick` end to end through the real console script (the README's first command)."""
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
 
 import pytest
 
-PARTS = {
-    "taskspace.suites.toy": "toy_suite",
-    "taskspace.models.pretrain": "pretrain",
-    "taskspace.probes.similarity": "run_gradient_probes",
-    "taskspace.probes.transfer": "transfer_probe",
-    "taskspace.analysis": "compare_run",
-    "taskspace.report": "build_report",
-}
-
-
-def _missing_part() -> str | None:
-    for module, name in PARTS.items():
-        try:
-            if not hasattr(importlib.import_module(module), name):
-                return f"{module}.{name}"
-        except ImportError:
-            return module
-    return None
-
 
 def test_demo_plan_is_a_valid_plan_with_three_sizes_and_every_stage(tmp_path):
-    pytest.importorskip("taskspace.suites.toy")
     from taskspace.demo import demo_plan_text
     from taskspace.runs import parse_plan_text
 
@@ -46,9 +25,6 @@ def test_demo_plan_is_a_valid_plan_with_three_sizes_and_every_stage(tmp_path):
 
 @pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path):
-    missing = _missing_part()
-    if missing:
-        pytest.skip(f"the demo needs {missing}, which is not there yet")
     out = tmp_path / "demo"
     env = dict(os.environ, TASKSPACE_NO_PROGRESS="1")
     r = subprocess.run(["taskspace", "demo", "--quick", "--out", str(out)], capture_output=True, text=True,
@@ -58,6 +34,17 @@ def test_demo_quick_end_to_end(tmp_path):
     assert (out / "figures").is_dir() and list((out / "figures").glob("*.png")) and list((out / "figures").glob("*.svg"))
     cmp = json.loads((out / "comparison.json").read_text())
     assert cmp["findings"] and cmp["headline"]
+    # every fine-tuning trained (no row of a transfer space is empty), and the headline says so
+    from taskspace.demo import QUICK, demo_tasks
+
+    records = list(out.glob("*/*/ftgd/*.json"))
+    assert len(records) == 3 * len(demo_tasks(QUICK))  # three sizes, transfer on the last checkpoint
+    for rec in records:
+        ft = json.loads(rec.read_text())
+        assert ft["status"] == "ok" and ft["best_step"] > 0 and ft["delta_norm"] > 0, (rec, ft["reason"])
+    n = len(demo_tasks(QUICK))
+    assert any(line.startswith(f"normalised transfer T̃ on {n}/{n} rows:") for line in cmp["headline"]["lines"])
+    assert f"on {n}/{n} rows" in " ".join(r.stdout.split())  # rich may wrap the line
     meta = json.loads((out / "run.json").read_text())
     assert meta["status"] == "complete"
     assert [m["size"] for m in meta["models"]] == ["tiny", "small", "base"]

@@ -653,3 +653,26 @@ def test_unknown_probe_revision_and_executor_fail_before_the_lock(setup, capsys)
         err = _cli_refuses(capsys, "run", str(good), "--out", str(tmp / "run"), "--executor", "slurm", *dry)
         assert "unknown executor 'slurm'" in err
         assert not (tmp / "run").exists()
+
+
+def test_a_sentence_longer_than_the_context_is_refused_before_the_run(setup, capsys):
+    tmp, model_dir, suite, _ = setup
+    long_suite = tmp / "long.jsonl"
+    rows = suite.read_text().splitlines()
+    row = json.loads(rows[-1])
+    row.update(pairID="long", sentence_bad=" ".join(["the"] * 64))  # + BOS = 65 > the tiny GPT-2's 64
+    long_suite.write_text("\n".join(rows + [json.dumps(row)]) + "\n")
+    plan = write_plan(tmp / "p.toml", model_dir, long_suite)
+    for dry in (["--dry-run"], []):
+        err = _cli_refuses(capsys, "run", str(plan), "--out", str(tmp / "run"), *dry)
+        assert "field 'suite.spec'" in err and f"pair 'long': the bad sentence is 65 tokens" in err, err
+        assert "64 positions" in err
+        assert not (tmp / "run").exists()
+
+
+@pytest.mark.parametrize("tail, words", [("x = " + "9" * 5000, "Exceeds the limit"), ("x = " + "[" * 100_000, "nested too deeply"),
+                                         ("x = " + "{a = " * 50_000, "nested too deeply")])
+def test_plan_huge_integers_and_deep_nesting_are_one_line(tmp_path, tail, words):
+    with pytest.raises(InputError, match=words) as ei:
+        _parse(BASE + tail + "\n", tmp_path)
+    assert ei.value.file == str(tmp_path / "p.toml") and "\n" not in str(ei.value)

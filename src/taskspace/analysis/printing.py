@@ -31,7 +31,7 @@ def print_comparison(console: "Console", cmp: dict, *, all_spaces: bool = False)
     from rich.table import Table
 
     t = Table(title="task spaces against theory (H: 1 within a group, 0 across)", title_justify="left")
-    for col in ("checkpoint", "space", "within", "between", "gap", "ρ with H", "p", "|gap|", "ARI",
+    for col in ("checkpoint", "space", "rows", "within", "between", "gap", "ρ with H", "p", "|gap|", "ARI",
                 "gap − control"):
         t.add_column(col, justify="left" if col in ("checkpoint", "space") else "right",
                      no_wrap=col in ("checkpoint", "space"))
@@ -40,11 +40,18 @@ def print_comparison(console: "Console", cmp: dict, *, all_spaces: bool = False)
             if not all_spaces and name not in main_spaces() and any(n in c["spaces"] for n in main_spaces()):
                 continue
             vc = c["versus_control"].get(name)
-            t.add_row(c["id"] + (" (control)" if c.get("is_control") else ""), name,
+            cov = s.get("coverage")
+            # how many rows the numbers rest on; an incomplete space (failed fine-tunings) in red
+            rows = (f"{cov['rows']}/{cov['of']}" if cov["complete"] else f"[red]{cov['rows']}/{cov['of']}*[/red]"
+                    ) if cov else "–"
+            t.add_row(c["id"] + (" (control)" if c.get("is_control") else ""), name, rows,
                       _f(s["signed"]["within"]), _f(s["signed"]["between"]), _f(s["signed"]["difference"]),
                       _f(s["signed"]["rho"]), _p(s["signed"]["p"]), _f(s["absolute"]["difference"]),
                       _f(s["ari"]), _f(vc["difference"]["difference"]) if vc else "–")
     console.print(t)
+    if any(not (s.get("coverage") or {"complete": True})["complete"] for c in cmp["cells"] for s in c["spaces"].values()):
+        console.print("* incomplete: rows missing (a fine-tuning failed or never beat step 0); the numbers "
+                      "rest on the rows shown, and a size verdict is withheld", highlight=False)
     for name, g in cmp.get("generalization", {}).items():
         tab = g["by_size"] if len(g["by_size"]["columns"]) > 1 else g["by_checkpoint"]
         gt = Table(title=f"per-group generalisation: {label(name)}, mean ± std over a ≠ b in the group",

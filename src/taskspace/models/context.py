@@ -8,7 +8,8 @@ one line naming the task, the pair and both lengths.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 from ..errors import InputError
 
@@ -37,8 +38,38 @@ def check_fits(lm: Any, pairs: Iterable[Any], *, prefix: str = "bos", tokenizer:
     model = getattr(lm, "model", lm)
     tok = tokenizer if tokenizer is not None else getattr(lm, "tokenizer", None)
     limit = max_positions(getattr(model, "config", None))
-    if limit is None or tok is None:
+    if limit is not None and tok is not None:
+        _check(limit, lambda: tok, pairs, prefix)
+
+
+def check_folder_fits(folder: str | Path, pairs: Iterable[Any], *, prefix: str = "bos") -> None:
+    """:func:`check_fits` for a saved checkpoint folder, without loading its weights: the positions
+    come from ``config.json``, and the tokenizer is loaded only when a sentence might not fit.
+    A run's pre-flight uses it, so such a plan is refused before anything is written."""
+    import json
+    from types import SimpleNamespace
+
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # the folder check reports a broken config
+    limit = max_positions(SimpleNamespace(**config)) if isinstance(config, dict) else None
+    if limit is None:
         return
+
+    def load_tokenizer() -> Any:
+        from transformers import AutoTokenizer
+
+        from .loading import quiet_loading
+
+        with quiet_loading():
+            return AutoTokenizer.from_pretrained(str(folder))
+
+    _check(limit, load_tokenizer, pairs, prefix)
+
+
+def _check(limit: int, get_tokenizer: Callable[[], Any], pairs: Iterable[Any], prefix: str) -> None:
     extra = 0 if prefix == "none" else 1
     pairs = list(pairs)
     # No tokenizer we know makes more than two tokens per UTF-8 byte, so only sentences longer than
@@ -48,7 +79,7 @@ def check_fits(lm: Any, pairs: Iterable[Any], *, prefix: str = "bos", tokenizer:
                                   if 2 * len(s.encode("utf-8", "surrogatepass")) + extra > limit))
     if not suspects:
         return
-    ids = tok(suspects, add_special_tokens=False)["input_ids"]
+    ids = get_tokenizer()(suspects, add_special_tokens=False)["input_ids"]
     too_long = {s: len(i) + extra for s, i in zip(suspects, ids) if len(i) + extra > limit}
     for p in pairs:
         for field in ("good", "bad"):

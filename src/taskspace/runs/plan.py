@@ -186,6 +186,10 @@ def parse_plan_text(text: str, source: str = "<plan>", base_dir: str | Path | No
         m = re.search(r"\(at line (\d+), column \d+\)", str(e))
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e)) or "invalid TOML"
         raise InputError(f"invalid TOML: {msg}", file=source, line=int(m.group(1)) if m else None) from None
+    except ValueError as e:  # tomllib, like json, raises a plain ValueError for an integer of > 4300 digits
+        raise InputError(f"invalid TOML: {str(e).splitlines()[0]}", file=source) from None
+    except RecursionError:  # e.g. 100,000 nested '['
+        raise InputError("invalid TOML: nested too deeply", file=source) from None
     return parse_plan(data, source=source, text=text, base_dir=base_dir)
 
 

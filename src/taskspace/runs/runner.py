@@ -158,11 +158,27 @@ def preflight(plan: Plan, run_dir: Path, executor: str | Executor | None = None)
                 raise TaskspaceError("executor 'ray' needs Ray: pip install 'taskspace[ray]' "
                                      "(or use executor kind = \"local\")")
     suite_info = _suite_info(plan)
+    pairs = None
     for m in plan.models:
         if m.pretrain is None:
             resolved = resolve_model(plan, m, run_dir)
             for kind_ in ("score", "gradients", "transfer", "baseline"):
                 _cells_for(plan, resolved, kind_)  # an unknown revision in [probe_revisions] raises here
+            local = user_path(resolved.name)
+            if local.is_dir():
+                # every sentence must fit the model's context (else scoring fails deep in the forward)
+                from ..models.context import check_folder_fits
+                from ..suites import load_suite
+
+                if pairs is None:
+                    s = plan.suite
+                    pairs = load_suite(s.spec).select(list(s.tasks) if s.tasks else None, s.limit_per_task).pairs
+                rev = next((r for r in resolved.revisions if r is not None), None)
+                try:
+                    check_folder_fits(local / rev if rev else local, pairs, prefix=plan.settings.prefix)
+                except InputError as e:
+                    raise InputError(f"{e.message} ({resolved.name})", file=plan.source,
+                                     field="suite.spec") from None
     return suite_info
 
 
