@@ -127,3 +127,15 @@ register(ProbeSpec(
     cost="as transfer, all parameters trained",
     per_task=True, options=("heldout", "workers"),
 ))
+
+# -- the newer probes: one module each --------------------------------------------------------------
+
+register(ProbeSpec(
+    name="activations",
+    help="Activation probe: cosine of the tasks' mean good−bad residual-stream differences, per layer "
+         "and over all layers (Zhou et al. 2024).",
+    reads=SPLITS + ("prefix", "batch_tokens", "seed"),
+    spaces=(SpaceSpec("activations", "activation-difference cosine", main=True, by="layer"),),
+    runner="taskspace.probes.activations:run",
+    cost="one forward pass per unique training sentence (no gradients)",
+))
