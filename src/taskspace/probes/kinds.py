@@ -139,3 +139,13 @@ register(ProbeSpec(
     runner="taskspace.probes.activations:run",
     cost="one forward pass per unique training sentence (no gradients)",
 ))
+register(ProbeSpec(
+    name="latent",
+    help="Latent probe: cosine of the tasks' latent gradients h̄_t (∇ of the margin w.r.t. the final hidden "
+         "states), and a vocabulary task card per task (cards/latent.csv).",
+    reads=SPLITS + SCORING,
+    spaces=(SpaceSpec("latent", "latent-gradient cosine", main=True),),
+    runner="taskspace.probes.latent:run",
+    cost="one forward pass per unique training sentence, a backward through the head only; one pinv of W_U",
+    options=("card_tokens",),
+))
