@@ -149,3 +149,14 @@ register(ProbeSpec(
     cost="one forward pass per unique training sentence, a backward through the head only; one pinv of W_U",
     options=("card_tokens",),
 ))
+register(ProbeSpec(
+    name="lookahead",
+    help="Lookahead probe: one masked gradient step on task a read on task b to first order, "
+         "⟨ḡ_b^eval, M_a ⊙ ḡ_a⟩ / |diagonal|; no fine-tuning.",
+    reads=SPLITS + MASKS + SCORING,
+    spaces=(SpaceSpec("lookahead", "lookahead L̃ (normalised)", main=True,
+                      rows="task stepped on", columns="task evaluated"),
+            SpaceSpec("lookahead_raw", "lookahead L (raw)", rows="task stepped on", columns="task evaluated")),
+    runner="taskspace.probes.lookahead:run",
+    cost="as gradients, plus one backward pass per task over its eval pairs",
+))
