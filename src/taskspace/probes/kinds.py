@@ -160,3 +160,17 @@ register(ProbeSpec(
     runner="taskspace.probes.lookahead:run",
     cost="as gradients, plus one backward pass per task over its eval pairs",
 ))
+register(ProbeSpec(
+    name="transfer-estimate",
+    help="Transfer estimate: the first-order term −⟨ḡ_b^eval, Δ_a⟩ of FTGD transfer from the deltas "
+         "(a transfer run's, when present), without evaluating any fine-tuned model.",
+    reads=SPLITS + MASKS + tuple(f for f in FINETUNING if f != "bootstrap") + SCORING,
+    spaces=(SpaceSpec("transfer_estimate", "first-order transfer estimate T̂",
+                      rows="task fine-tuned on", columns="task evaluated"),
+            SpaceSpec("transfer_estimate_normalized", "normalised transfer estimate", main=True,
+                      rows="task fine-tuned on", columns="task evaluated")),
+    runner="taskspace.probes.transfer_estimate:run",
+    cost="FTGD per task unless a transfer run's deltas are reused, plus one backward pass per task over "
+         "its eval pairs; no evaluation of fine-tuned models",
+    options=("heldout",),
+))
