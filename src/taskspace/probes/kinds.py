@@ -174,3 +174,16 @@ register(ProbeSpec(
          "its eval pairs; no evaluation of fine-tuned models",
     options=("heldout",),
 ))
+register(ProbeSpec(
+    name="ablation",
+    help="Ablation probe: every task's mean-margin change when task a's mask M_a is zeroed (or set to a "
+         "reference model's values), beside a random mask of the same size per row.",
+    reads=SPLITS + MASKS + SCORING + ("bootstrap",),
+    spaces=(SpaceSpec("ablation", "mask ablation Δmargin", main=True,
+                      rows="task whose mask is ablated", columns="task evaluated"),
+            SpaceSpec("ablation_random", "random-mask ablation Δmargin",
+                      rows="task whose random mask is ablated", columns="task evaluated")),
+    runner="taskspace.probes.ablation:run",
+    cost="the gradient pass, then two scorings of every task's eval pairs per row",
+    per_task=True, options=("reference",),
+))
