@@ -124,6 +124,8 @@ def activation_differences(
     pad = getattr(tokenizer, "pad_token_id", None)
     pad_id = int(pad) if pad is not None else (token_id if token_id is not None else 0)
     device = next(model.parameters()).device
+    backbone = getattr(model, "base_model", None)
+    backbone = model if backbone is None else backbone
     was_training = model.training
     model.eval()
     out: dict[str, torch.Tensor] = {}
@@ -142,15 +144,18 @@ def activation_differences(
                     for r, x in enumerate(rows):
                         inp[r, : len(x)] = torch.tensor(x)
                     # right padding, no attention mask: a causal model's real positions never see it
-                    hs = model(input_ids=inp.to(device), output_hidden_states=True, use_cache=False).hidden_states
-                    states = torch.stack(hs[1:], dim=0).to(torch.float64)        # [L, B, T, W]
-                    lens = torch.tensor([len(x) for x in rows], device=states.device)
-                    pos = torch.arange(width, device=states.device)
-                    sel = (pos.unsqueeze(0) >= skip) & (pos.unsqueeze(0) < lens.unsqueeze(1))  # [B, T]
-                    pooled = (states * sel[None, :, :, None]).sum(2) / sel.sum(1)[None, :, None]  # [L, B, W]
+                    # the backbone only: the LM head's logits (positions × vocabulary) are not needed
+                    hs = backbone(input_ids=inp.to(device), output_hidden_states=True, use_cache=False).hidden_states
+                    lens = torch.tensor([len(x) for x in rows], device=device)
+                    pos = torch.arange(width, device=device)
+                    sel = ((pos.unsqueeze(0) >= skip) & (pos.unsqueeze(0) < lens.unsqueeze(1))).to(torch.float64)
                     w = torch.tensor([float(coef[sents[keep[j]]]) for j in batch], dtype=torch.float64,
-                                     device=states.device)
-                    part = (pooled * w[None, :, None]).sum(1)
+                                     device=device)
+                    # per sentence: mean over its token positions; then Σ_s coef_s · pooled_s — one layer
+                    # at a time, so at most one [batch, len, width] float64 copy exists
+                    part = torch.stack([
+                        ((h.to(torch.float64) * sel[:, :, None]).sum(1) / sel.sum(1)[:, None] * w[:, None]).sum(0)
+                        for h in hs[1:]])                                          # [L, W]
                     total = part if total is None else total + part
                 if total is None:   # only identical pairs: every difference is exactly zero
                     cfg = model.config

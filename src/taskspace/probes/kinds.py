@@ -185,5 +185,5 @@ register(ProbeSpec(
                       rows="task whose random mask is ablated", columns="task evaluated")),
     runner="taskspace.probes.ablation:run",
     cost="the gradient pass, then two scorings of every task's eval pairs per row",
-    per_task=True, options=("reference",),
+    options=("reference",),
 ))

@@ -66,7 +66,9 @@ def flat_delta(model: Any, delta: "Delta") -> tuple["torch.Tensor", "torch.Tenso
         val_parts.append(val.reshape(-1))
     if not idx_parts:
         return torch.zeros(0, dtype=torch.int64), torch.zeros(0)
-    return torch.cat(idx_parts), torch.cat(val_parts)
+    idx = torch.cat(idx_parts)
+    # int32 indices where they fit: T deltas stay in memory at once (8 bytes per entry, not 12)
+    return (idx.to(torch.int32) if n < 2 ** 31 else idx), torch.cat(val_parts)
 
 
 def estimate_matrix(model: Any, tokenizer: Any, test: "Suite", tasks: Sequence[str], settings: "ProbeSettings",
