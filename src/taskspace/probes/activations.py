@@ -117,7 +117,7 @@ def activation_differences(
     (float64), over every task of ``suite_train`` (pass its training split). Forward passes only."""
     import torch
 
-    from ..scoring import encode, length_batches, resolve_prefix
+    from ..scoring import encode, length_batches, quiet_transformers, resolve_prefix
 
     _, token_id = resolve_prefix(tokenizer, prefix)
     skip = 1 if token_id is not None else 0     # the prefix position is not part of the sentence
@@ -145,7 +145,11 @@ def activation_differences(
                         inp[r, : len(x)] = torch.tensor(x)
                     # right padding, no attention mask: a causal model's real positions never see it
                     # the backbone only: the LM head's logits (positions × vocabulary) are not needed
-                    hs = backbone(input_ids=inp.to(device), output_hidden_states=True, use_cache=False).hidden_states
+                    # (quiet: transformers warns about padding without an attention mask; right padding
+                    # of a causal model needs none, as in scoring)
+                    with quiet_transformers():
+                        hs = backbone(input_ids=inp.to(device), output_hidden_states=True,
+                                      use_cache=False).hidden_states
                     lens = torch.tensor([len(x) for x in rows], device=device)
                     pos = torch.arange(width, device=device)
                     sel = ((pos.unsqueeze(0) >= skip) & (pos.unsqueeze(0) < lens.unsqueeze(1))).to(torch.float64)
