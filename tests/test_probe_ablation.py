@@ -155,3 +155,11 @@ def test_trained_model_diagonal_drops_more_than_random_mask():
     for i in range(len(tasks)):
         # the masked drop's interval lies wholly below the random drop
         assert A.ci_high[i, i] < R.matrix[i, i] and A.matrix[i, i] < -0.3, (A.matrix, R.matrix)
+
+
+def test_unknown_row_is_an_input_error(tok):
+    from taskspace.errors import InputError
+
+    with pytest.raises(InputError, match="not in the suite"):
+        registry.get("ablation").load_runner()(lm_of(tok), make_suite(), SETTINGS,
+                                               RunContext(progress=False, rows=("nope",)))

@@ -143,6 +143,9 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
         raise InputError("the suite has no tasks", field="tasks")
     check_tasks(splits, tasks, ["train", "test"])
     rows = list(ctx.rows) if ctx.rows else tasks
+    unknown = [r for r in rows if r not in tasks]
+    if unknown:
+        raise InputError(f"row task(s) {', '.join(unknown[:5])} are not in the suite", field="tasks")
     ref_opt = ctx.options.get("reference")
     reference = _reference(loaded.model, ref_opt)
     base, masked, rand, stats, mdesc = ablation_scores(loaded, train, test, rows, settings, reference)

@@ -160,6 +160,9 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     check_tasks(splits, tasks, ["train", "test"])
     groups = {t: suite.group_of(t) for t in tasks}
     rows = list(ctx.rows) if ctx.rows else tasks
+    unknown = [r for r in rows if r not in tasks]
+    if unknown:
+        raise InputError(f"row task(s) {', '.join(unknown[:5])} are not in the suite", field="tasks")
     out = Path(ctx.out) if ctx.out is not None else None
     keys = (transfer_keys(loaded, suite, settings, rows, ctx.options.get("heldout"))
             if out is not None and (out / "deltas").is_dir() else {})
