@@ -169,3 +169,63 @@ register(ProbeSpec(
     cost="as transfer, all parameters trained",
     per_task=True, options=("heldout", "workers"), stages="taskspace.probes.kinds:TransferStages",
 ))
+
+# -- the newer probes: one module each --------------------------------------------------------------
+
+register(ProbeSpec(
+    name="activations",
+    help="Activation probe: cosine of the tasks' mean good−bad residual-stream differences, per layer "
+         "and over all layers (Zhou et al. 2024).",
+    reads=SPLITS + ("prefix", "batch_tokens", "seed"),
+    spaces=(SpaceSpec("activations", "activation-difference cosine", main=True, by="layer"),),
+    runner="taskspace.probes.activations:run",
+    cost="one forward pass per unique training sentence (no gradients)",
+))
+register(ProbeSpec(
+    name="latent",
+    help="Latent probe: cosine of the tasks' latent gradients h̄_t (∇ of the margin w.r.t. the final hidden "
+         "states), and a vocabulary task card per task (cards/latent.csv).",
+    reads=SPLITS + SCORING,
+    spaces=(SpaceSpec("latent", "latent-gradient cosine", main=True),),
+    runner="taskspace.probes.latent:run",
+    cost="one forward pass per unique training sentence, a backward through the head only; one pinv of W_U",
+    options=("card_tokens",),
+))
+register(ProbeSpec(
+    name="lookahead",
+    help="Lookahead probe: one masked gradient step on task a read on task b to first order, "
+         "⟨ḡ_b^eval, M_a ⊙ ḡ_a⟩ / |diagonal|; no fine-tuning.",
+    reads=SPLITS + MASKS + SCORING,
+    spaces=(SpaceSpec("lookahead", "lookahead L̃ (normalised)", main=True,
+                      rows="task stepped on", columns="task evaluated"),
+            SpaceSpec("lookahead_raw", "lookahead L (raw)", rows="task stepped on", columns="task evaluated")),
+    runner="taskspace.probes.lookahead:run",
+    cost="as gradients, plus one backward pass per task over its eval pairs",
+))
+register(ProbeSpec(
+    name="transfer-estimate",
+    help="Transfer estimate: the first-order term −⟨ḡ_b^eval, Δ_a⟩ of FTGD transfer from the deltas "
+         "(a transfer run's, when present), without evaluating any fine-tuned model.",
+    reads=SPLITS + MASKS + tuple(f for f in FINETUNING if f != "bootstrap") + SCORING,
+    spaces=(SpaceSpec("transfer_estimate", "first-order transfer estimate T̂",
+                      rows="task fine-tuned on", columns="task evaluated"),
+            SpaceSpec("transfer_estimate_normalized", "normalised transfer estimate", main=True,
+                      rows="task fine-tuned on", columns="task evaluated")),
+    runner="taskspace.probes.transfer_estimate:run",
+    cost="FTGD per task unless a transfer run's deltas are reused, plus one backward pass per task over "
+         "its eval pairs; no evaluation of fine-tuned models",
+    options=("heldout",),
+))
+register(ProbeSpec(
+    name="ablation",
+    help="Ablation probe: every task's mean-margin change when task a's mask M_a is zeroed (or set to a "
+         "reference model's values), beside a random mask of the same size per row.",
+    reads=SPLITS + MASKS + SCORING + ("bootstrap",),
+    spaces=(SpaceSpec("ablation", "mask ablation Δmargin", main=True,
+                      rows="task whose mask is ablated", columns="task evaluated"),
+            SpaceSpec("ablation_random", "random-mask ablation Δmargin",
+                      rows="task whose random mask is ablated", columns="task evaluated")),
+    runner="taskspace.probes.ablation:run",
+    cost="the gradient pass, then two scorings of every task's eval pairs per row",
+    options=("reference",),
+))

@@ -1,0 +1,213 @@
+"""The activation-difference probe (``activations``, after Zhou et al. 2024, arXiv 2409.12435): forward only.
+
+For task t and layer ℓ (the residual stream after transformer block ℓ)::
+
+    d_t^ℓ = mean_i [ r_ℓ(good_i) − r_ℓ(bad_i) ]          over t's training pairs
+    A_ℓ[a, b] = cos(d_a^ℓ, d_b^ℓ)                           space activations_by_layer/layer<ℓ>
+    A[a, b]   = cos([d_a^0; …; d_a^{L−1}], [d_b^0; …; d_b^{L−1}])   space activations (main)
+
+Why: the mean good−bad difference of the hidden states is what separates a task's grammatical from its
+ungrammatical sentences inside the model; tasks whose differences point the same way are represented
+alike. It needs no gradients, so it scales to any model that fits for inference.
+
+Pooling ``r_ℓ(x)``: the sentence is encoded exactly as the scorer encodes it (the prefix token — BOS,
+else EOS — in front unless ``prefix="none"``, no leading space), run through the model once, and the
+hidden states at the positions of the sentence's own tokens are averaged. The prefix position is left
+out: under a causal model it is the same for the good and the bad sentence, so it would only dilute the
+difference by a length-dependent factor. (With the prefix, every sentence token is a scored token; the
+pooling also keeps the last token, whose state the scorer never needs but which has read the whole
+sentence.) Hidden states come from ``output_hidden_states=True``: ``hidden_states[ℓ + 1]`` is the output
+of block ℓ; in ``transformers`` the last entry already has the final norm applied, so the last layer is
+read where the unembedding reads it.
+
+As in :mod:`.gradients`, each unique sentence of a task is run once with a coefficient (+1 per time it is
+a good sentence, −1 per time it is a bad one), so identical pairs cancel exactly.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from ..models.loading import LoadedModel
+    from ..suites.schema import Pair, Suite
+    from .registry import RunContext
+    from .result import ProbeResult
+    from .settings import ProbeSettings
+
+NAME = "activations"
+
+
+# -- helpers the newer probes share (provenance, conventions, cosines) --------------------------------
+
+def sentence_coefficients(pairs: Sequence["Pair"]) -> dict[str, int]:
+    """Unique sentences of a task with their coefficient in ``Σ_i (f(good_i) − f(bad_i))``; sentences
+    whose coefficients sum to zero (identical pairs) drop out."""
+    coef: dict[str, int] = {}
+    for p in pairs:
+        coef[p.good] = coef.get(p.good, 0) + 1
+        coef[p.bad] = coef.get(p.bad, 0) - 1
+    return {s: c for s, c in coef.items() if c != 0}
+
+
+def convention_of(model: Any, tokenizer: Any, settings: "ProbeSettings") -> dict:
+    """How sentences are encoded and scored (recorded in every output), as the scorer records it."""
+    from ..scoring import Convention, resolve_prefix
+
+    token, token_id = resolve_prefix(tokenizer, settings.prefix)
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    return Convention(reduction=settings.reduction, prefix=settings.prefix, prefix_token=token,
+                      prefix_token_id=token_id, dtype=dtype).to_dict()
+
+
+def probe_provenance(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", probe: str,
+                     convention: dict, **extra: Any) -> dict:
+    """Provenance of a task space of the newer probes (the fields of ``similarity._provenance``):
+    probe, model (``loaded.describe()``), revision, convention, settings, seed, suite, versions."""
+    from ..provenance import timestamp, versions
+
+    model = loaded.describe()
+    out = {"probe": probe, "created": timestamp(), "model": model, "revision": model.get("revision"),
+           "convention": convention, "settings": settings.to_dict(), "seed": settings.seed,
+           "suite": suite.describe(), "versions": versions()}
+    out.update(extra)
+    return out
+
+
+def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
+    """``C[a, b] = cos(v_a, v_b)`` for the rows of ``vectors`` (float64); a zero row gets NaN entries
+    (and NaN on the diagonal), as the gradient probe does."""
+    v = np.asarray(vectors, dtype=np.float64)
+    gram = v @ v.T
+    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = gram / np.outer(norms, norms)
+    cos[~np.isfinite(cos)] = np.nan
+    cos = np.clip(cos, -1.0, 1.0)
+    np.fill_diagonal(cos, np.where(norms > 0, 1.0, np.nan))
+    return cos
+
+
+def check_tasks(splits: Mapping[str, "Suite"], tasks: Sequence[str], needed: Sequence[str]) -> None:
+    """A task without pairs in a needed split is a one-line input error, not a NaN row."""
+    for split in needed:
+        counts = splits[split].counts()
+        empty = [t for t in tasks if not counts.get(t)]
+        if empty:
+            raise InputError(f"task(s) {', '.join(empty[:5])} have no {split} pairs (pairs per task too few "
+                             f"for --train-pairs/--dev-pairs/--eval-pairs)", field="tasks")
+
+
+# -- the computation ----------------------------------------------------------------------------------
+
+def activation_differences(
+    model: Any,
+    tokenizer: Any,
+    suite_train: "Suite",
+    *,
+    prefix: str = "bos",
+    batch_tokens: int = 4096,
+) -> dict[str, "torch.Tensor"]:
+    """``{task: D_t}`` with ``D_t[ℓ] = d_t^ℓ = mean_i [r_ℓ(good_i) − r_ℓ(bad_i)]``, shape ``[layers, width]``
+    (float64), over every task of ``suite_train`` (pass its training split). Forward passes only."""
+    import torch
+
+    from ..scoring import encode, length_batches, quiet_transformers, resolve_prefix
+
+    _, token_id = resolve_prefix(tokenizer, prefix)
+    skip = 1 if token_id is not None else 0     # the prefix position is not part of the sentence
+    pad = getattr(tokenizer, "pad_token_id", None)
+    pad_id = int(pad) if pad is not None else (token_id if token_id is not None else 0)
+    device = next(model.parameters()).device
+    backbone = getattr(model, "base_model", None)
+    backbone = model if backbone is None else backbone
+    was_training = model.training
+    model.eval()
+    out: dict[str, torch.Tensor] = {}
+    try:
+        with torch.inference_mode():
+            for task, pairs in suite_train.by_task().items():
+                coef = sentence_coefficients(pairs)
+                sents = list(coef)
+                ids = encode(tokenizer, sents, token_id)
+                total: torch.Tensor | None = None
+                keep = [i for i, x in enumerate(ids) if len(x) > skip]   # an empty sentence has no state
+                for batch in length_batches([len(ids[i]) for i in keep], batch_tokens):
+                    rows = [ids[keep[j]] for j in batch]
+                    width = max(len(x) for x in rows)
+                    inp = torch.full((len(rows), width), pad_id, dtype=torch.long)
+                    for r, x in enumerate(rows):
+                        inp[r, : len(x)] = torch.tensor(x)
+                    # right padding, no attention mask: a causal model's real positions never see it
+                    # the backbone only: the LM head's logits (positions × vocabulary) are not needed
+                    # (quiet: transformers warns about padding without an attention mask; right padding
+                    # of a causal model needs none, as in scoring)
+                    with quiet_transformers():
+                        hs = backbone(input_ids=inp.to(device), output_hidden_states=True,
+                                      use_cache=False).hidden_states
+                    lens = torch.tensor([len(x) for x in rows], device=device)
+                    pos = torch.arange(width, device=device)
+                    sel = ((pos.unsqueeze(0) >= skip) & (pos.unsqueeze(0) < lens.unsqueeze(1))).to(torch.float64)
+                    w = torch.tensor([float(coef[sents[keep[j]]]) for j in batch], dtype=torch.float64,
+                                     device=device)
+                    # per sentence: mean over its token positions; then Σ_s coef_s · pooled_s — one layer
+                    # at a time, so at most one [batch, len, width] float64 copy exists
+                    part = torch.stack([
+                        ((h.to(torch.float64) * sel[:, :, None]).sum(1) / sel.sum(1)[:, None] * w[:, None]).sum(0)
+                        for h in hs[1:]])                                          # [L, W]
+                    total = part if total is None else total + part
+                if total is None:   # only identical pairs: every difference is exactly zero
+                    cfg = model.config
+                    total = torch.zeros((cfg.num_hidden_layers, cfg.hidden_size), dtype=torch.float64)
+                out[task] = (total / len(pairs)).cpu()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def activation_spaces(diffs: Mapping[str, "torch.Tensor"], tasks: Sequence[str], groups: Sequence[str],
+                      provenance: dict) -> dict[str, "Any"]:
+    """``{"activations": A, "activations_by_layer/layer<ℓ>": A_ℓ}`` from the differences."""
+    from ..spaces import TaskSpace
+
+    stack = np.stack([diffs[t].numpy() for t in tasks])            # [T, L, W]
+    spaces = {NAME: TaskSpace(cosine_matrix(stack.reshape(len(tasks), -1)), list(tasks), list(groups), NAME,
+                              dict(provenance, layers="all, concatenated"))}
+    for layer in range(stack.shape[1]):
+        spaces[f"{NAME}_by_layer/layer{layer}"] = TaskSpace(
+            cosine_matrix(stack[:, layer]), list(tasks), list(groups), NAME, dict(provenance, layer=layer))
+    return spaces
+
+
+def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
+        kinds: Sequence[str] = (NAME,)) -> "ProbeResult":
+    """The ``activations`` probe on one checkpoint: differences on the training split, cosines per layer
+    and over all layers, and ``stats/activations.csv`` (‖d_t^ℓ‖ per task and layer)."""
+    import pandas as pd
+
+    from .result import ProbeResult
+
+    splits = settings.splits(suite)
+    train = splits["train"]
+    tasks = train.tasks
+    if not tasks:
+        raise InputError("the suite has no pairs to compute activations from", field="tasks")
+    check_tasks(splits, tasks, ["train"])
+    diffs = activation_differences(loaded.model, loaded.tokenizer, train, prefix=settings.prefix,
+                                   batch_tokens=settings.batch_tokens)
+    groups = [suite.group_of(t) for t in tasks]
+    conv = convention_of(loaded.model, loaded.tokenizer, settings)
+    prov = probe_provenance(loaded, train, settings, NAME, conv, n_train_pairs=train.counts(),
+                            pooling="mean over the sentence's tokens (prefix position excluded), "
+                                    "hidden_states[l+1] = output of block l")
+    spaces = activation_spaces(diffs, tasks, groups, prov)
+    rows = [{"task": t, "group": g, "layer": layer, "norm": float(diffs[t][layer].norm())}
+            for t, g in zip(tasks, groups) for layer in range(diffs[t].shape[0])]
+    res = ProbeResult(tuple(kinds), spaces=spaces, provenance=prov, extra={"differences": diffs})
+    res.tables["stats/activations.csv"] = (pd.DataFrame(rows), prov)
+    return res
