@@ -202,7 +202,8 @@ def _expected_options(name: str) -> list[tuple[str, str | None, object]]:
 
     spec = registry.get(name)
     defaults = {f.name: f.default for f in dataclasses.fields(ProbeSettings)}
-    extra = {"save_masks": False, "gradients_dir": None, "storage_dtype": "float32", "heldout": None}
+    extra = {"save_masks": False, "gradients_dir": None, "storage_dtype": "float32", "heldout": None,
+             "card_tokens": 15, "reference": None}
     flag = lambda n: "--" + n.replace("_", "-")  # noqa: E731
     head = [("--model", "-m", ...), ("--suite", "-s", ...), ("--out", "-o", ...), ("--revision", "-r", None),
             ("--tasks", None, None)]
@@ -229,11 +230,13 @@ def test_probe_help_lists_every_option_with_its_flags_and_defaults(name):
     r = CliRunner().invoke(app, ["probe", name, "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
     assert r.exit_code == 0, r.output
     expected = _expected_options(name)
-    assert ("--mask-fraction", None, 0.05) in expected or name == "baseline"
+    from taskspace.probes import registry
+
+    assert (("--mask-fraction", None, 0.05) in expected) == ("mask_fraction" in registry.get(name).reads)
     rows = [line.strip("│ *").split() for line in r.output.splitlines() if line.startswith("│")]
     shown = [row[0] for row in rows if row and row[0].startswith("--")]     # first column of the table
     assert shown == [opt for opt, _, _ in expected] + ["--help"]
-    assert ("--workers" in r.output) == (name in ("transfer", "baseline"))
+    assert ("--workers" in r.output) == ("workers" in registry.get(name).options)
     params = [p for p in _probe_command(name).params if p.name != "help"]
     assert [p.opts[0] for p in params] == [opt for opt, _, _ in expected]
     for p, (opt, short, default) in zip(params, expected):

@@ -119,3 +119,53 @@ def test_a_probe_registered_in_a_test_flows_through_cli_run_compare_report(lengt
     assert "rho" in entry["spaces"]["sentence_length"]["signed"]
     html = (tmp_path / "run" / "report.html").read_text()
     assert "sentence-length similarity" in html
+
+
+SMALL = ["--train-pairs", "3", "--dev-pairs", "2", "--eval-pairs", "3"]
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_every_registered_probe_runs_from_the_cli_with_provenance(name, tiny_model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from taskspace.cli import app
+
+    spec = registry.get(name)
+    suite = write_suite(tmp_path / "s.jsonl", per_task=8)
+    out = tmp_path / "out"
+    args = ["probe", name, "--model", str(tiny_model_dir), "--revision", "step10", "--suite", str(suite),
+            "--out", str(out), "--tasks", "sva_singular,sva_plural,anaphor_singular"]
+    args += [a for a in SMALL if a.lstrip("-").replace("-", "_") in spec.reads or a.isdigit()]
+    if "steps" in spec.reads:
+        args += ["--steps", "2", "--eval-every", "1"]
+    if "bootstrap" in spec.reads:
+        args += ["--bootstrap", "10"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    for s in spec.spaces:
+        sp = TaskSpace.load(out / "spaces" / f"{s.name}.csv")
+        assert sp.tasks == ["sva_singular", "sva_plural", "anaphor_singular"]
+        prov = sp.provenance
+        assert prov["model"]["revision"] == "step10" and prov["versions"]["torch"]
+        assert prov["settings"]["seed"] == 0
+
+
+def test_every_registered_probe_flows_through_a_run_compare_and_report(tiny_model_dir, tmp_path):
+    from taskspace.runs import load_plan, run_plan
+
+    suite = write_suite(tmp_path / "s.jsonl", per_task=8)
+    plan_path = write_plan(tmp_path / "plan.toml", tiny_model_dir, suite, probes=tuple(registry.names()),
+                           control="none", train_pairs=3,
+                           extra="steps = 2\neval_every = 1\nbootstrap = 10\n[probe_revisions]\n"
+                                 + "".join(f'"{n}" = ["last"]\n' for n in registry.names()))
+    plan_path.write_text(plan_path.read_text().replace("report = false", "report = true")
+                         .replace('spec = "', 'tasks = ["sva_singular", "anaphor_singular", "npi_never"]\nspec = "'))
+    result = run_plan(load_plan(plan_path), tmp_path / "run")
+    assert not result.failed, [o.error for o in result.failed]
+    cmp = json.loads((tmp_path / "run" / "comparison.json").read_text())
+    html = (tmp_path / "run" / "report.html").read_text()
+    for spec in registry.probes():
+        for s in spec.spaces:
+            assert s.name in cmp["probes"], s.name
+            if s.main:
+                assert s.label in html, s.label

@@ -60,6 +60,11 @@ EXTRA_OPTIONS: dict[str, tuple[Any, Any]] = {
     "gradients_dir": (GradientsDir, None),
     "storage_dtype": (StorageDType, "float32"),
     "heldout": (Heldout, None),
+    "card_tokens": (Annotated[int, typer.Option("--card-tokens", min=1,
+                                                help="Tokens per direction on each task card.")], 15),
+    "reference": (Annotated[Optional[str], typer.Option(
+        "--reference", help="Set ablated entries to this revision's values (e.g. step0 or init) instead of "
+                            "zero.")], None),
 }
 
 
@@ -176,6 +181,12 @@ def run_probe(name: str, options: dict[str, Any]) -> None:
     extra = {n: options[n] for n in spec.options if n in EXTRA_OPTIONS}
     if "heldout" in extra:
         extra["heldout"] = _read_heldout(extra["heldout"])
+    if extra.get("reference") is not None:
+        from ..probes.controls import control_revision
+
+        ref = extra["reference"]
+        # a control word names the control's revision; anything else is a revision of the same model
+        extra["reference"] = control_revision(model, revision, ref) if ref in ("first", "init") else ref
     suite = load_suite(options["suite"])
     suite.select(list(settings.tasks) if settings.tasks else None)     # unknown tasks fail here
 
@@ -187,6 +198,11 @@ def run_probe(name: str, options: dict[str, Any]) -> None:
     out = Path(options["out"])
     lm, lm_ctl = load_with_control(model, revision, control, device=options["device"], dtype=options["dtype"],
                                    trust_remote_code=options["trust_remote_code"])
+    if extra.get("reference") is not None:
+        from ..models.loading import load_model
+
+        extra["reference"] = load_model(model, extra["reference"], device=options["device"],
+                                        dtype=options["dtype"], trust_remote_code=options["trust_remote_code"])
     torch.manual_seed(settings.seed)
     # probes that write per-task files as they go (FTGD) resume from `out`; the others compute the
     # trained and the control result before anything is written: no partial outputs

@@ -47,9 +47,9 @@ CARD_COLUMNS = ["task", "group", "rank", "direction", "token", "token_id", "cosi
 def _split_head(model: Any) -> Any:
     """The scorer's backbone/head split; the latent probe needs the head's input, so a model whose
     logits are not exactly ``W_U · backbone output`` (soft-capping, scaling) is refused."""
-    from ..scoring import _Head
+    from ..scoring import Head
 
-    head = _Head(model)
+    head = Head(model)
     if not head.split:
         raise TaskspaceError("the latent probe needs a model whose output head reads the backbone's final "
                              "hidden states directly (this model transforms its logits further)")

@@ -186,6 +186,15 @@ def _plan(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", prob
                  dev_by=dev_by, scorer=scorer, base_key=hash_records([probe, base_key]), keys=keys)
 
 
+def task_keys(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", *, baseline: bool = False,
+              heldout: Sequence[str] | None = None) -> dict[str, str]:
+    """The resume key of every source task: a hash of the probe, the model, the convention, the eval
+    pairs, the held-out text, the settings that change a fine-tuning and the task's own train and dev
+    pairs. A task's files with this key are its finished result (also for other probes that reuse the
+    deltas, e.g. ``transfer-estimate``)."""
+    return _plan(loaded, suite, settings, "baseline" if baseline else "transfer", heldout).keys
+
+
 def score_base(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", out_dir: str | Path, *,
                baseline: bool = False, heldout: Sequence[str] | None = None, progress: bool = True,
                plan: _Plan | None = None) -> tuple["pd.DataFrame", float]:

@@ -109,19 +109,10 @@ def transfer_keys(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSetting
                   heldout: Sequence[str] | None) -> dict[str, str]:
     """The job key the transfer probe gives each task (the same formula as ``transfer_probe``), so a
     delta is reused only when the run that made it had the same model, data and FTGD settings."""
-    from ..provenance import hash_records
-    from .transfer import _NOT_IN_KEY, _scorer
+    from .transfer import task_keys
 
-    splits = settings.splits(suite)
-    train, dev, test = splits["train"], splits["dev"], splits["test"]
-    dev_by = dev.by_task()
-    model_desc = loaded.describe()
-    base_key = {"model": {k: v for k, v in model_desc.items() if k != "device"},
-                "convention": _scorer(loaded, settings).convention.to_dict(), "eval": test.data_hash,
-                "heldout": hash_records(heldout) if heldout is not None else None}
-    run_settings = {k: v for k, v in settings.to_dict().items() if k not in _NOT_IN_KEY}
-    return {a: hash_records(["transfer", base_key, run_settings, train.select([a]).data_hash,
-                             dev.select([a]).data_hash if dev_by.get(a) else None]) for a in tasks}
+    keys = task_keys(loaded, suite, settings, heldout=heldout)
+    return {a: keys[a] for a in tasks}
 
 
 def run_ftgd(loaded: "LoadedModel", a: str, train_pairs: list, dev_pairs: list, group: str,
