@@ -162,6 +162,11 @@ def test_every_registered_probe_flows_through_a_run_compare_and_report(tiny_mode
                          .replace('spec = "', 'tasks = ["sva_singular", "anaphor_singular", "npi_never"]\nspec = "'))
     result = run_plan(load_plan(plan_path), tmp_path / "run")
     assert not result.failed, [o.error for o in result.failed]
+    # transfer-estimate ran after transfer on the same checkpoint and reused its deltas
+    import pandas as pd
+
+    est = pd.read_csv(tmp_path / "run" / "tiny-lm" / "step10" / "stats" / "transfer_estimate_tasks.csv")
+    assert set(est["source"]) == {"transfer run"}
     cmp = json.loads((tmp_path / "run" / "comparison.json").read_text())
     html = (tmp_path / "run" / "report.html").read_text()
     for spec in registry.probes():

@@ -206,7 +206,7 @@ def run_probe(name: str, options: dict[str, Any]) -> None:
     torch.manual_seed(settings.seed)
     # probes that write per-task files as they go (FTGD) resume from `out`; the others compute the
     # trained and the control result before anything is written: no partial outputs
-    work = out if spec.per_task else None
+    work = out if spec.per_task or spec.needs else None
     res = probe(lm, suite, name, settings, out=work, **extra)
     res_ctl = None
     if lm_ctl is not None:

@@ -211,7 +211,7 @@ register(ProbeSpec(
                       rows="task fine-tuned on", columns="task evaluated"),
             SpaceSpec("transfer_estimate_normalized", "normalised transfer estimate", main=True,
                       rows="task fine-tuned on", columns="task evaluated")),
-    runner="taskspace.probes.transfer_estimate:run",
+    runner="taskspace.probes.transfer_estimate:run", needs=("transfer",),
     cost="FTGD per task unless a transfer run's deltas are reused, plus one backward pass per task over "
          "its eval pairs; no evaluation of fine-tuned models",
     options=("heldout",),

@@ -7,7 +7,10 @@ and the settings its job key hashes), the task spaces it writes (:class:`SpaceSp
 or not, what rows and columns mean), what it reuses from other probes, how it runs on one checkpoint
 (``runner``: ``"module:function"`` under :mod:`taskspace.probes`, imported only when the probe runs, so
 reading the registry never imports torch), whether its runner can compute only some source rows
-(``per_task``) and how a run splits it into one job per source task (``stages``).
+(``per_task``) and how a run splits it into one job per source task (``stages``). ``needs`` names
+probes whose results this one reuses when they are in the same folder (``transfer-estimate`` reads the
+``transfer`` probe's deltas): a run orders its job after theirs on the same checkpoint and lets it read
+(never write) that checkpoint's folder.
 
 Adding a probe is writing its module (a function ``run(loaded, suite, settings, *, out, progress,
 rows) -> ProbeResult``) and calling :func:`register` with its spec — in the module that defines the

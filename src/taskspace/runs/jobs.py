@@ -247,7 +247,10 @@ def _run_probe(spec: dict, out: Path, run_dir: Path, job: str, stage: str) -> di
     from ..probes.run import probe
 
     loaded = _load_model(spec)
-    res = probe(loaded, _load_suite(spec), kinds, _settings(spec), progress=True)
+    # a probe that reuses other probes' results reads them from the checkpoint's folder (never writes there)
+    reads_cell = any(get(k).needs for k in kinds)
+    res = probe(loaded, _load_suite(spec), kinds, _settings(spec), progress=True,
+                out=run_dir / spec["dest"] if reads_cell else None)
     res.save(out)
     summary = {}
     for kind in kinds:

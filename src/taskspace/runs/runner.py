@@ -345,6 +345,7 @@ def probe_jobs(plan: Plan, models: Sequence[ResolvedModel], suite_info: dict, ru
         j for j in job_kinds() if any(p.name in wanted for p in probes_of_job(j))]
     tasks = list(suite_info["groups"])
     jobs = []
+    by_cell: dict[tuple[str, str], str] = {}      # (dest, job kind) → key of the job that completes it
     for m in models:
         fingerprints: dict[str | None, dict] = {}
         for kind in kinds:
@@ -368,8 +369,12 @@ def probe_jobs(plan: Plan, models: Sequence[ResolvedModel], suite_info: dict, ru
                 spec["probes"] = inputs["probes"] = names
                 label = "+".join(names)
                 if get(names[0]).stages is None:
-                    jobs.append(Job(kind, job_key(kind, inputs), f"{label} {where}", f"{dest}:{kind}", spec,
-                                    dest=dest))
+                    needed = [get(n).job_kind for p in names for n in get(p).needs]
+                    deps = tuple(by_cell[(dest, k)] for k in needed if (dest, k) in by_cell)
+                    job = Job(kind, job_key(kind, inputs), f"{label} {where}", f"{dest}:{kind}", spec, dest=dest,
+                              deps=deps)
+                    by_cell[(dest, kind)] = job.key
+                    jobs.append(job)
                     continue
                 base_inputs = dict(inputs, settings=settings_subset(f"{kind}:base", settings))
                 base = Job(f"{kind}:base", job_key(f"{kind}:base", base_inputs), f"{label} base {where}",
@@ -380,6 +385,7 @@ def probe_jobs(plan: Plan, models: Sequence[ResolvedModel], suite_info: dict, ru
                 deps = tuple(j.key for j in rows)
                 assemble = Job(kind, job_key(kind, dict(inputs, rows=sorted(deps))), f"{label} {where}",
                                f"{dest}:{kind}", spec, dest=dest, deps=(base.key, *deps))
+                by_cell[(dest, kind)] = assemble.key
                 jobs += [base, *rows, assemble]
     return jobs
 
