@@ -174,3 +174,6 @@ def test_every_registered_probe_flows_through_a_run_compare_and_report(tiny_mode
             assert s.name in cmp["probes"], s.name
             if s.main:
                 assert s.label in html, s.label
+    # the latent probe's task cards are in the report, one per task, searchable
+    assert 'id="cards"' in html and html.count('class="card" data-search=') == 3
+    assert 'data-search="sva_singular' in html

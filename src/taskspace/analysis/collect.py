@@ -17,7 +17,8 @@ from .dynamics import revision_key, step_of
 
 # Size labels in the order of growing models, used when no parameter count is recorded.
 SIZE_ORDER = ("nano", "micro", "tiny", "mini", "small", "medium", "base", "large", "xl", "xxl")
-_SKIP_DIRS = {"figures", "models", "control", ".jobs", "spaces", "stats", "ftgd", "deltas", "masks", "scores"}
+_SKIP_DIRS = {"figures", "models", "control", ".jobs", "spaces", "stats", "ftgd", "deltas", "masks", "scores",
+              "cards", "baseline"}
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Cell:
     distributedness: pd.DataFrame | None = None
     ftgd: dict[str, dict] = field(default_factory=dict)
     scores: pd.DataFrame | None = None
+    cards: pd.DataFrame | None = None   # the latent probe's vocabulary task cards (cards/latent.csv)
     control: "Cell | None" = None  # a control tree written inside this DIR (``DIR/control/``)
 
     @property
@@ -229,12 +231,16 @@ def load_probe_dir(path: str | Path, *, model: str | None = None, revision: str 
     tpath = path / "scores" / "tasks.csv"
     if tpath.exists():
         scores = _read_table(tpath, ("task",), ("accuracy", "mean_margin"))
+    cards = None
+    cpath = path / "cards" / "latent.csv"
+    if cpath.exists():
+        cards = _read_table(cpath, ("task", "direction", "token"), ("rank", "cosine"))
     prov = next((s.provenance for s in spaces.values() if s.provenance), {})
     pm = prov.get("model") if isinstance(prov.get("model"), dict) else {}
     name = model or pm.get("model") or path.name
     rev = revision if revision is not None else (pm.get("revision") or prov.get("revision"))
     cell = Cell(path=path, model=str(name), revision=None if rev is None else str(rev), spaces=spaces,
-                by_module=by_module, distributedness=dist, ftgd=ftgd, scores=scores)
+                by_module=by_module, distributedness=dist, ftgd=ftgd, scores=scores, cards=cards)
     if is_probe_dir(path / "control"):
         cell.control = load_probe_dir(path / "control", model=cell.model)
         if cell.control.revision in (None, cell.revision):

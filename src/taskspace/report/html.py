@@ -425,17 +425,49 @@ def _provenance(cmp: dict) -> str:
 
 
 # -- the page --------------------------------------------------------------------------------------
+def _cards(run: RunData) -> str:
+    """One card per task (the latent probe): the tokens learning the task pushes the final hidden state
+    towards and away from, for each model's final checkpoint; a search box filters by task or token."""
+    blocks = []
+    for m in run.models:
+        cell = m.final
+        if cell is None or cell.cards is None or not len(cell.cards):
+            continue
+        cards = []
+        for task, df in cell.cards.groupby("task", sort=False):
+            group = str(df["group"].iloc[0]) if "group" in df.columns else ""
+            parts = []
+            for direction, word in (("push", "towards"), ("pull", "away from")):
+                d = df[df["direction"] == direction].sort_values("rank")
+                toks = " ".join(f'<span class="tok" title="cos {float(c):+.3f}">{_e(repr(str(t))[1:-1])}</span>'
+                                for t, c in zip(d["token"], d["cosine"]))
+                parts.append(f"<div><b>{word}</b>: {toks}</div>")
+            text = " ".join([str(task), group, *map(str, df["token"])]).lower()
+            cards.append(f'<div class="card" data-search="{_e(text)}"><h4>{_e(task)} '
+                         f'<small>{_e(group)}</small></h4>{"".join(parts)}</div>')
+        blocks.append(f"<h3>{_e(m.slug)} @ {_e(cell.revision)}</h3>" + "".join(cards))
+    if not blocks:
+        return ""
+    search = ('<input type="search" placeholder="filter by task or token" oninput="'
+              "var q=this.value.toLowerCase();document.querySelectorAll('#cards .card').forEach("
+              "function(c){c.style.display=c.dataset.search.indexOf(q)<0?'none':''})\">")
+    return (f'<section id="cards"><h2>Task cards (latent probe)</h2><p>For each task, the tokens whose '
+            f"unembedding directions (b_v = pinv(W_U)·e_v) are closest to and furthest from the task's latent "
+            f"gradient h̄_t: what learning the task pushes the model towards and away from. Hover a token for "
+            f"its cosine.</p>{search}{''.join(blocks)}</section>")
+
+
 def render_html(run: RunData, cmp: dict, figdir: Path) -> str:
     """The report page as a string (plotly.js and every figure inlined)."""
     from plotly.offline import get_plotlyjs
 
     sections = [_headline(cmp), _explorer(), _findings(cmp), _summary_table(cmp), _generalization(cmp, figdir),
                 _clustering(run, cmp, figdir), _dynamics(cmp, figdir), _sizes(cmp, figdir),
-                _distributedness(cmp), _ftgd(cmp), _provenance(cmp)]
+                _distributedness(cmp), _ftgd(cmp), _cards(run), _provenance(cmp)]
     nav = [("headline", "Headline"), ("explorer", "Task spaces"), ("findings", "Findings"), ("theory", "vs theory"),
            ("generalization", "Generalisation"), ("clustering", "Clusters"), ("dynamics", "Training"),
            ("sizes", "Sizes"), ("distributedness", "Distributedness"), ("ftgd", "Fine-tuning"),
-           ("provenance", "Provenance")]
+           ("cards", "Task cards"), ("provenance", "Provenance")]
     body = "\n".join(s for s in sections if s)
     nav_html = " ".join(f'<a href="#{k}">{v}</a>' for k, v in nav if f'id="{k}"' in body)
     models = ", ".join(m["slug"] for m in cmp.get("models", []))
