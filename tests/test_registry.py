@@ -177,3 +177,15 @@ def test_every_registered_probe_flows_through_a_run_compare_and_report(tiny_mode
     # the latent probe's task cards are in the report, one per task, searchable
     assert 'id="cards"' in html and html.count('class="card" data-search=') == 3
     assert 'data-search="sva_singular' in html
+
+
+def test_readme_and_docs_describe_every_registered_probe():
+    from conftest import REPO
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Probes: which one to use"):readme.index("## The demo")]
+    docs = (REPO / "docs" / "probes.md").read_text(encoding="utf-8")
+    for name in registry.names():
+        assert f"| `{name}` |" in table, name
+    for name in registry.names()[4:]:             # the newer probes each have a section in docs/probes.md
+        assert f"## {name}" in docs, name

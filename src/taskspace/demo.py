@@ -1,6 +1,6 @@
 """``taskspace demo``: the paper's whole design in miniature on the built-in toy English (DESIGN §5).
 
-toy suite + corpus → pretrain tiny / small / base with checkpoints → gradient, overlap and transfer
+toy suite + corpus → pretrain tiny / small / base with checkpoints → gradient, overlap, activation and latent
 probes per checkpoint (control = step0) → compare with the grammar's groups → report. The demo is an
 ordinary plan (written to ``DIR/plan.toml``, so ``taskspace run DIR/plan.toml --out DIR`` is the same
 thing) run through :mod:`taskspace.runs`: an interrupted demo resumes where it stopped.
@@ -53,6 +53,13 @@ QUICK = DemoConfig(steps=40, checkpoints=(10,), sentences=3000, pairs_per_task=4
                    transfer_revisions=("last",), tasks_per_group=2, max_groups=3)
 
 
+#: what the demo runs: every probe that is cheap on these models (ablation is left out: two scorings of
+#: every task per row); those in LAST_ONLY run only where the transfer probe runs
+DEMO_PROBES = ("score", "gradients", "overlap", "activations", "latent", "lookahead", "transfer",
+               "transfer-estimate")
+LAST_ONLY = ("lookahead", "transfer", "transfer-estimate")
+
+
 def demo_tasks(cfg: DemoConfig) -> list[str] | None:
     """The toy tasks the demo probes: all, or the first ``tasks_per_group`` of the first ``max_groups``."""
     if cfg.tasks_per_group is None and cfg.max_groups is None:
@@ -74,7 +81,7 @@ def demo_plan_text(quick: bool = False) -> str:
     lines = [
         f"# taskspace demo{' --quick' if quick else ''}: the toy world, three model sizes, every probe.",
         "# Rerun it with: taskspace run plan.toml --out <this folder>",
-        'probes = ["score", "gradients", "overlap", "transfer"]',
+        "probes = [" + ", ".join(f'"{p}"' for p in DEMO_PROBES) + "]",
         "report = true",
         "",
         "[suite]",
@@ -104,7 +111,7 @@ def demo_plan_text(quick: bool = False) -> str:
         f"bootstrap = {cfg.bootstrap}",
         "",
         "[probe_revisions]",
-        "transfer = [" + ", ".join(f'"{r}"' for r in cfg.transfer_revisions) + "]",
+        *(f'"{p}" = [' + ", ".join(f'"{r}"' for r in cfg.transfer_revisions) + "]" for p in LAST_ONLY),
         "",
     ]
     return "\n".join(lines)
