@@ -135,7 +135,8 @@ class TaskSpace:
         for p in (csv, side_path):
             if not p.exists():
                 raise InputError("file not found", file=p)
-        df = pd.read_csv(csv, index_col=0)
+        # round_trip: the %.17g floats read back bit for bit (pandas < 3 parses them faster but inexactly)
+        df = pd.read_csv(csv, index_col=0, float_precision="round_trip")
         try:
             side = read_json(side_path)
         except ValueError as e:
