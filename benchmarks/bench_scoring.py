@@ -23,6 +23,7 @@ figure on a shared machine). minicons is an optional dependency (``pip install m
 
     python benchmarks/bench_scoring.py                          # both sizes, 1 thread
     python benchmarks/bench_scoring.py --sizes tiny --threads 2 --pairs-per-task 100
+    python benchmarks/bench_scoring.py --sizes tiny --bare-only --pairs-per-task 20 --repeats 5
 """
 from __future__ import annotations
 
@@ -58,7 +59,17 @@ def make_model(size: str, model_dir: Path) -> tuple[Any, Any]:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    try:
+        tok = AutoTokenizer.from_pretrained(model_dir)
+    except ValueError:  # transformers 4.x: a tokenizer saved by 5.x (class TokenizersBackend), for speed runs
+        import json
+
+        from transformers import PreTrainedTokenizerFast
+
+        cfg = json.loads((model_dir / "tokenizer_config.json").read_text())
+        tok = PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"),
+                                      **{k: cfg[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token")
+                                         if isinstance(cfg.get(k), str)})
     if size == "tiny":
         model = AutoModelForCausalLM.from_pretrained(model_dir)
     elif size == "gpt2-small":
@@ -112,7 +123,7 @@ def bench_size(size: str, args: argparse.Namespace) -> dict:
                 model(input_ids=x, use_cache=False).logits
 
     methods: list[tuple[str, Callable[[], Any]]] = [("bare forward", bare)]
-    for label, share in (("taskspace", None), ("taskspace (no prefix sharing)", False)):
+    for label, share in () if args.bare_only else (("taskspace", None), ("taskspace (no prefix sharing)", False)):
         scorer = Scorer(model, tok, batch_tokens=args.batch_tokens, share_prefix=share)
         scorer.shares_prefix  # the one-off exactness checks run here, not inside the timing
 
@@ -126,7 +137,7 @@ def bench_size(size: str, args: argparse.Namespace) -> dict:
     except ImportError:
         mc_scorer = None
         print("minicons is not installed (pip install minicons): skipping it", file=sys.stderr)
-    if mc_scorer is not None:
+    if mc_scorer is not None and not args.bare_only:
         lm = mc_scorer.IncrementalLMScorer(model, tokenizer=copy.deepcopy(tok), device="cpu")
         for bs in args.minicons_batches:
             def run_mc(bs: int = bs) -> np.ndarray:
@@ -148,16 +159,16 @@ def bench_size(size: str, args: argparse.Namespace) -> dict:
         print(f"  {size:10s} {label:38s} wall {wall:8.2f} s  cpu {cpu:8.2f} s  "
               f"{n / wall:8.1f} pairs/s (wall)  {n / cpu:8.1f} pairs/s (cpu)", flush=True)
 
-    ts = next(k for k in rows if k.startswith("taskspace") and "no prefix" not in k)
+    ts = next((k for k in rows if k.startswith("taskspace") and "no prefix" not in k), None)
     report = {"size": size, "pairs": n, "pairs_per_task": per_task, "threads": torch.get_num_threads(),
               "batch_tokens": args.batch_tokens, "results": rows, "ratios": {}, "max_abs_logp_diff": {}}
     for label in rows:
-        if label == ts:
+        if ts is None or label == ts:
             continue
         for clock in ("cpu", "wall"):
             report["ratios"][f"{ts} / {label} ({clock})"] = rows[label][f"{clock}_s"] / rows[ts][f"{clock}_s"]
     for label, lp in logps.items():
-        if label != ts:
+        if ts is not None and label != ts:
             report["max_abs_logp_diff"][f"{ts} vs {label}"] = float(np.max(np.abs(lp - logps[ts])))
     return report
 
@@ -176,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--no-warmup", dest="warmup", action="store_false")
     ap.add_argument("--json", help="also write the figures to this JSON file")
+    ap.add_argument("--bare-only", action="store_true",
+                    help="time the bare forward pass only (comparing library versions, issue 11)")
     args = ap.parse_args(argv)
     args.minicons_batches = [int(b) for b in args.minicons_batches.split(",") if b]
 

@@ -135,7 +135,9 @@ class TaskSpace:
         for p in (csv, side_path):
             if not p.exists():
                 raise InputError("file not found", file=p)
-        df = pd.read_csv(csv, index_col=0)
+        # cells as text, then Python's exact float parsing: pandas < 3's fast parser can miss the last bit
+        # of a %.17g float, and pandas 3 deprecates asking for its exact one (float_precision)
+        df = pd.read_csv(csv, index_col=0, dtype=str)
         try:
             side = read_json(side_path)
         except ValueError as e:
@@ -146,7 +148,7 @@ class TaskSpace:
         if side.get("tasks", tasks) != tasks:
             raise InputError("tasks differ from the CSV's", file=side_path, field="tasks")
         ci = {k: (np.array(side[k], dtype=float) if k in side else None) for k in ("ci_low", "ci_high")}
-        return cls(df.to_numpy(dtype=np.float64), tasks, side["groups"], side["kind"],
+        return cls(df.to_numpy(dtype=object).astype(np.float64), tasks, side["groups"], side["kind"],
                    side.get("provenance", {}), ci["ci_low"], ci["ci_high"])
 
     def __repr__(self) -> str:
