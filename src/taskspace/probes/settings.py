@@ -8,7 +8,6 @@ from ..errors import InputError
 from ..suites.schema import Suite
 from ..suites.splits import SplitSizes, split_suite
 
-PROBES = ("gradients", "overlap", "transfer", "baseline")
 OBJECTIVES = ("difference", "logistic")
 #: settings that change how fast a probe runs, never what it computes: left out of every resume / job key
 EXECUTION_SETTINGS = ("workers",)

@@ -47,7 +47,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..suites.schema import Suite
     from .settings import ProbeSettings
 
-PROBES = ("transfer", "baseline")
 #: settings that do not change a fine-tuned task's results (so they do not invalidate a resume)
 _NOT_IN_KEY = ("tasks", "bootstrap", *EXECUTION_SETTINGS)
 
