@@ -258,3 +258,20 @@ def test_probe_workers_zero_is_refused(tmp_path, name):
     assert r.returncode == 2                                       # click's usage error
     assert "Invalid value for '--workers'" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not out.exists()
+
+
+@pytest.mark.parametrize("name", ["gradients", "transfer", "latent"])
+def test_probe_refuses_a_sentence_longer_than_the_context_before_writing(tiny_model_dir, tmp_path, name):
+    """The tiny GPT-2 has 64 positions: a pair of 70 words is one line naming task and pair, exit 2."""
+    suite = write_suite(tmp_path / "pairs.jsonl")
+    long = " ".join(["the cat"] * 35) + " sleeps ."
+    with open(suite, "a") as f:
+        f.write(json.dumps(dict(task="refl", group="anaphor", good=long, bad=long.replace("sleeps", "sleep")))
+                + "\n")
+    out = tmp_path / "out"
+    r = taskspace("probe", name, "--model", tiny_model_dir, "--revision", "step10", "--suite", suite,
+                  "--out", out, "--train-pairs", "3")
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "positions" in lines[0] and "'refl'" in lines[0], r.stderr
+    assert not out.exists()

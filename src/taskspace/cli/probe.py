@@ -198,6 +198,9 @@ def run_probe(name: str, options: dict[str, Any]) -> None:
     out = Path(options["out"])
     lm, lm_ctl = load_with_control(model, revision, control, device=options["device"], dtype=options["dtype"],
                                    trust_remote_code=options["trust_remote_code"])
+    from ..models.context import check_fits
+
+    check_fits(lm, suite.select(list(settings.tasks) if settings.tasks else None).pairs, prefix=settings.prefix)
     if extra.get("reference") is not None:
         from ..models.loading import load_model
 
