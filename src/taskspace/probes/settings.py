@@ -1,7 +1,7 @@
 """Settings shared by every probe (DESIGN §2 defaults), recorded in each task space's provenance."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 from ..errors import InputError
@@ -13,6 +13,8 @@ OBJECTIVES = ("difference", "logistic")
 #: settings that change how fast a probe runs, never what it computes: left out of every resume / job key
 EXECUTION_SETTINGS = ("workers",)
 CONTROLS = ("first", "init")
+GRADIENT_MODES = ("exact", "sketch", "auto")
+AUTOCASTS = ("none", "bf16")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,13 @@ class ProbeSettings:
     batch_tokens: int = 4096
     seed: int = 0
     workers: int = 1                     # transfer / baseline: processes fine-tuning tasks side by side
+    gradient_mode: str = field(default="auto", metadata={
+        "help": "gradient/overlap probes: exact (one copy of ḡ per task), sketch (k numbers per task), "
+                "auto (sketch when exact copies would pass the memory budget)"})
+    sketch_dim: int = field(default=16384, metadata={
+        "help": "dimensions k of the gradient count sketch (sketch mode); cosine error ≈ √((1+c²)/k)"})
+    autocast: str = field(default="none", metadata={
+        "help": "none | bf16: forward and backward in bfloat16 autocast, ḡ accumulated in float32"})
 
     def __post_init__(self) -> None:
         if not 0.0 < self.mask_fraction <= 1.0:
@@ -63,6 +72,14 @@ class ProbeSettings:
                 raise InputError(f"{name.replace('_', ' ')} must be >= 1", field=name)
         if self.dev_pairs < 0:
             raise InputError("dev pairs must be >= 0", field="dev_pairs")
+        if self.gradient_mode not in GRADIENT_MODES:
+            raise InputError(f"unknown gradient mode {self.gradient_mode!r}; choose one of "
+                             f"{', '.join(GRADIENT_MODES)}", field="gradient_mode")
+        if self.sketch_dim < 1:
+            raise InputError("sketch dim must be >= 1", field="sketch_dim")
+        if self.autocast not in AUTOCASTS:
+            raise InputError(f"unknown autocast {self.autocast!r}; choose one of {', '.join(AUTOCASTS)}",
+                             field="autocast")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -311,7 +311,7 @@ def _run_task(a: str, *, probe: str, loaded: "LoadedModel", scorer: Any, setting
     model, tokenizer = loaded.model, loaded.tokenizer
     common = dict(steps=settings.steps, lr=settings.lr, patience=settings.patience,
                   eval_every=settings.eval_every, batch_pairs=settings.batch_pairs, prefix=settings.prefix,
-                  batch_tokens=settings.batch_tokens, seed=settings.seed)
+                  batch_tokens=settings.batch_tokens, seed=settings.seed, autocast=settings.autocast)
     mask_info: dict = {"kind": "all parameters"}
     grad_seconds = 0.0
     if probe == "baseline":
@@ -352,16 +352,26 @@ def _run_task(a: str, *, probe: str, loaded: "LoadedModel", scorer: Any, setting
 
 
 def _task_mask(loaded: "LoadedModel", task: str, train_pairs: list, group: str, settings: "ProbeSettings"):
-    """ḡ_a on the task's training pairs, then its mask (gradient or random, per ``settings``)."""
-    from ..suites.schema import Suite
-    from . import compute_masks
-    from .gradients import task_gradients
+    """ḡ_a on the task's training pairs, then its mask (gradient or random, per ``settings``).
 
-    one = Suite(list(train_pairs), name="train")
-    grads = task_gradients(loaded.model, loaded.tokenizer, one, reduction=settings.reduction,
-                           prefix=settings.prefix, batch_tokens=settings.batch_tokens, progress=False)
-    mask = dict(compute_masks(grads, settings, loaded.model)[task])
-    del grads
+    ḡ_a is read where backward leaves it (``.grad``), one tensor at a time, and the mask is a
+    :class:`~taskspace.probes.bitsets.BitsetMask` (1 bit per parameter, unpacked per tensor when FTGD
+    reads it) — no float32 copy of the model and no byte-per-parameter mask is kept."""
+    import torch
+
+    from .gradients import iter_task_gradients
+    from .similarity import task_bitset
+
+    model = loaded.model
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    mask = None
+    for _, g in iter_task_gradients(model, loaded.tokenizer, {task: list(train_pairs)},
+                                    reduction=settings.reduction, prefix=settings.prefix,
+                                    batch_tokens=settings.batch_tokens, autocast=settings.autocast,
+                                    progress=False):
+        full = {n: (v if v is not None else torch.zeros(shapes[n])) for n, v in g.items()}
+        mask = task_bitset(full, shapes, task, settings)
+        del full, g
     return mask
 
 
