@@ -34,10 +34,11 @@ _HI_BINS = 1 << 15     # top 16 bits of a non-negative int32: 0 … 32767
 
 
 def _keys(g: torch.Tensor) -> torch.Tensor:
-    """``|g|`` in float32 as monotone int32 keys (NaN → −1), flattened, on the CPU."""
+    """``|g|`` in float32 as monotone int32 keys (NaN → −1), flattened, on ``g``'s device (histograms
+    run there; only they and the packed bits come back to the CPU)."""
     a = g.detach().reshape(-1).float().abs()     # abs() always allocates: ``a`` is ours to reuse
     nan = torch.isnan(a)
-    return a.view(torch.int32).masked_fill_(nan, _NAN_KEY).cpu()
+    return a.view(torch.int32).masked_fill_(nan, _NAN_KEY)
 
 
 class BitsetMask(Mapping[str, torch.Tensor]):
@@ -122,7 +123,7 @@ def _top_cut(grads: Mapping[str, torch.Tensor], names: Sequence[str], k: int) ->
         key = _keys(grads[n])
         ok = key >= 0
         n_nan += int((~ok).sum())
-        hi += torch.bincount((key[ok] >> 16), minlength=_HI_BINS)
+        hi += torch.bincount((key[ok] >> 16), minlength=_HI_BINS).cpu()
     n_real = int(hi.sum())
     if k > n_real:
         # every real entry, then the first NaNs
@@ -134,7 +135,7 @@ def _top_cut(grads: Mapping[str, torch.Tensor], names: Sequence[str], k: int) ->
     for n in names:
         key = _keys(grads[n])
         sel = key[(key >> 16) == b]
-        lo += torch.bincount(sel & 0xFFFF, minlength=1 << 16)
+        lo += torch.bincount(sel & 0xFFFF, minlength=1 << 16).cpu()
     lo_above = torch.flip(torch.cumsum(torch.flip(lo, [0]), 0), [0])
     need = k - greater
     low = int((lo_above >= need).nonzero().max())
@@ -177,7 +178,7 @@ def gradient_bitset(grads: Mapping[str, torch.Tensor], names: Sequence[str] | No
             eq = (key == cut).nonzero().squeeze(1)[:ties]
             sel[eq] = True
             ties -= eq.numel()
-        parts.append(np.packbits(sel.numpy()))
+        parts.append(np.packbits(sel.cpu().numpy()))
     return BitsetMask(names, shapes, np.concatenate(parts))
 
 

@@ -347,12 +347,15 @@ def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSetting
     masks = BitsetMaskSet(folder, tasks, mdesc, keep)
     rows = []
     zeros: dict[str, torch.Tensor] = {}
+    device = params[0][1].device if params else torch.device("cpu")
     for task, g in iter_task_gradients(model, tokenizer, by_task, reduction=settings.reduction,
                                        prefix=settings.prefix, batch_tokens=settings.batch_tokens,
                                        autocast=settings.autocast, reuse=True, progress=progress):
         # a parameter the loss does not reach has no .grad: one shared zero tensor stands in
-        full = {n: (v if v is not None else zeros.setdefault(n, torch.zeros(shapes[n])))
-                for n, v in g.items()}
+        for n, v in g.items():
+            if v is None and n not in zeros:
+                zeros[n] = torch.zeros(shapes[n], device=device)
+        full = {n: (v if v is not None else zeros[n]) for n, v in g.items()}
         if "gradients" in probes:
             sk.add(task, full)
         bits = task_bitset(full, shapes, task, settings)
