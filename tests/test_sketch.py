@@ -130,6 +130,9 @@ def test_bitset_mask_equals_top_fraction_mask(fraction, seed):
     for n in g:
         assert torch.equal(bits[n], exact[n]), n
     assert bits.count() == sum(int(m.sum()) for m in exact.values())
+    # the in-place variant (keys written over the gradient buffers) gives the same bits
+    over = gradient_bitset({n: v.clone() for n, v in g.items()}, fraction=fraction, overwrite=True)
+    np.testing.assert_array_equal(over.bits, bits.bits)
 
 
 def test_bitset_threshold_mask_and_ties_at_the_cut():

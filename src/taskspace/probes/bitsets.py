@@ -115,15 +115,20 @@ class BitsetMask(Mapping[str, torch.Tensor]):
         return cls(layout["names"], layout["shapes"], bits)
 
 
-def _top_cut(grads: Mapping[str, torch.Tensor], names: Sequence[str], k: int) -> tuple[int, int]:
-    """(cut key, number of entries equal to the cut to take) for the k largest ``|g|``; k ≥ 1."""
-    hi = torch.zeros(_HI_BINS, dtype=torch.int64)
-    n_nan = 0
+def _keys_in_place(g: torch.Tensor) -> torch.Tensor:
+    """:func:`_keys` written over ``g`` itself (float32 only): no allocation of the tensor's size.
+    ``g``'s values are lost — for a gradient buffer that is zeroed before the next task anyway."""
+    nan = torch.isnan(g)
+    return g.detach().abs_().view(torch.int32).masked_fill_(nan, _NAN_KEY).reshape(-1)
+
+
+def _top_cut(keys: Mapping[str, torch.Tensor], names: Sequence[str], k: int) -> tuple[int, int]:
+    """(cut key, number of entries equal to the cut to take) for the k largest keys; k ≥ 1."""
+    hi = torch.zeros(_HI_BINS + 1, dtype=torch.int64)
     for n in names:
-        key = _keys(grads[n])
-        ok = key >= 0
-        n_nan += int((~ok).sum())
-        hi += torch.bincount((key[ok] >> 16), minlength=_HI_BINS).cpu()
+        # NaN's key −1 lands in bin 0 after the +1 shift: no boolean indexing (a copy) needed
+        hi += torch.bincount((keys[n] >> 16) + 1, minlength=_HI_BINS + 1).cpu()
+    hi = hi[1:]
     n_real = int(hi.sum())
     if k > n_real:
         # every real entry, then the first NaNs
@@ -133,7 +138,7 @@ def _top_cut(grads: Mapping[str, torch.Tensor], names: Sequence[str], k: int) ->
     greater = int(above[b + 1]) if b + 1 < _HI_BINS else 0
     lo = torch.zeros(1 << 16, dtype=torch.int64)
     for n in names:
-        key = _keys(grads[n])
+        key = keys[n]
         sel = key[(key >> 16) == b]
         lo += torch.bincount(sel & 0xFFFF, minlength=1 << 16).cpu()
     lo_above = torch.flip(torch.cumsum(torch.flip(lo, [0]), 0), [0])
@@ -144,12 +149,17 @@ def _top_cut(grads: Mapping[str, torch.Tensor], names: Sequence[str], k: int) ->
 
 
 def gradient_bitset(grads: Mapping[str, torch.Tensor], names: Sequence[str] | None = None, *,
-                    fraction: float | None = 0.05, threshold: float | None = None) -> BitsetMask:
+                    fraction: float | None = 0.05, threshold: float | None = None,
+                    overwrite: bool = False) -> BitsetMask:
     """The gradient mask of ``grads`` as a :class:`BitsetMask`, one tensor at a time.
 
     ``threshold`` given: ``|ḡ| ≥ τ`` (as :func:`~taskspace.probes.masks.threshold_mask`); else the top
     ``round(fraction · N)`` entries of ``|ḡ|`` with the ties rule of
     :func:`~taskspace.probes.masks.top_fraction_mask` (the same mask, bit for bit).
+
+    ``overwrite=True`` (top fraction, float32 tensors) turns ``grads`` into their sort keys in place:
+    the three passes then share one set of keys instead of recomputing ``|g|`` (an allocation the
+    size of each tensor) three times. Use it on a gradient buffer that is reset afterwards.
     """
     names = list(grads) if names is None else list(names)
     shapes = {n: tuple(grads[n].shape) for n in names}
@@ -170,9 +180,13 @@ def gradient_bitset(grads: Mapping[str, torch.Tensor], names: Sequence[str] | No
         for n in names:
             parts.append(np.packbits(np.full(math.prod(shapes[n]), k > 0, dtype=bool)))
         return BitsetMask(names, shapes, np.concatenate(parts) if parts else np.zeros(0, np.uint8))
-    cut, ties = _top_cut(grads, names, k)
+    if overwrite and all(grads[n].dtype == torch.float32 for n in names):
+        keys = {n: _keys_in_place(grads[n]) for n in names}
+    else:
+        keys = _LazyKeys(grads)
+    cut, ties = _top_cut(keys, names, k)
     for n in names:
-        key = _keys(grads[n])
+        key = keys[n]
         sel = key > cut
         if ties > 0:
             eq = (key == cut).nonzero().squeeze(1)[:ties]
@@ -180,6 +194,22 @@ def gradient_bitset(grads: Mapping[str, torch.Tensor], names: Sequence[str] | No
             ties -= eq.numel()
         parts.append(np.packbits(sel.cpu().numpy()))
     return BitsetMask(names, shapes, np.concatenate(parts))
+
+
+class _LazyKeys(Mapping[str, torch.Tensor]):
+    """Keys computed per tensor when read (memory: one tensor's keys at a time)."""
+
+    def __init__(self, grads: Mapping[str, torch.Tensor]) -> None:
+        self.grads = grads
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return _keys(self.grads[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.grads)
+
+    def __len__(self) -> int:
+        return len(self.grads)
 
 
 def overlap_from_bitsets(bitsets: Sequence[BitsetMask | np.ndarray], chunk_bytes: int = 1 << 22) -> np.ndarray:

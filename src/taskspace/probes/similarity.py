@@ -266,9 +266,10 @@ class BitsetMaskSet(Mapping[str, BitsetMask]):
 
 
 def task_bitset(grad: Mapping[str, torch.Tensor], shapes: Mapping[str, Sequence[int]], task: str,
-                settings: ProbeSettings) -> BitsetMask:
+                settings: ProbeSettings, overwrite: bool = False) -> BitsetMask:
     """The mask of one task per ``settings`` as a bitset, from its gradient one tensor at a time:
-    gradient (top fraction or ``|ḡ| ≥ τ``) or the seeded random mask of the same size."""
+    gradient (top fraction or ``|ḡ| ≥ τ``) or the seeded random mask of the same size.
+    ``overwrite``: ``grad`` may be overwritten (see :func:`~taskspace.probes.bitsets.gradient_bitset`)."""
     if settings.mask_kind == "random":
         size: float | int = settings.mask_fraction
         if settings.mask_threshold is not None:
@@ -276,11 +277,11 @@ def task_bitset(grad: Mapping[str, torch.Tensor], shapes: Mapping[str, Sequence[
                                    threshold=settings.mask_threshold).count()
         return BitsetMask.from_mask(random_mask(shapes, size, task_seed(settings.seed, task)))
     return gradient_bitset(grad, list(shapes), fraction=settings.mask_fraction,
-                           threshold=settings.mask_threshold)
+                           threshold=settings.mask_threshold, overwrite=overwrite)
 
 
 def streamed_stats(task: str, group: str, n_pairs: int | None, grad: Mapping[str, torch.Tensor],
-                   modules: Mapping[str, str], mask: BitsetMask) -> dict:
+                   modules: Mapping[str, str], mask: BitsetMask | None) -> dict:
     """The distributedness row of one task (as :func:`distributedness`), one tensor at a time:
     ``‖ḡ‖₂``, the participation ratio ``(Σ|g|)² / (n Σ g²)``, the mask size, the ``|ḡ|``-weighted
     layer centroid and ``share:<module>`` = the module's share of ``Σ|ḡ|``; sums in float64."""
@@ -300,7 +301,8 @@ def streamed_stats(task: str, group: str, n_pairs: int | None, grad: Mapping[str
     centroid = (sum(layer_index(m) * v for m, v in layered.items()) / lm) if lm > 0 else float("nan")
     row = {"task": task, "group": group, "n_pairs": n_pairs, "grad_norm": float(np.sqrt(s2)),
            "participation_ratio": s1 * s1 / (n * s2) if s2 > 0 else float("nan"),
-           "mask_size": mask.count() / mask.n_parameters if mask.n_parameters else float("nan"),
+           "mask_size": (mask.count() / mask.n_parameters if mask is not None and mask.n_parameters
+                         else float("nan")),
            "layer_centroid": centroid}
     row.update({f"share:{m}": v for m, v in shares.items()})
     return row
@@ -358,8 +360,12 @@ def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSetting
         full = {n: (v if v is not None else zeros[n]) for n, v in g.items()}
         if "gradients" in probes:
             sk.add(task, full)
-        bits = task_bitset(full, shapes, task, settings)
-        rows.append(streamed_stats(task, train.group_of(task), len(by_task[task]), full, modules, bits))
+        # stats first: the mask may then overwrite the gradient buffers with its sort keys (they are
+        # zeroed before the next task); the shared zero stand-ins are never overwritten
+        stats = streamed_stats(task, train.group_of(task), len(by_task[task]), full, modules, None)
+        bits = task_bitset(full, shapes, task, settings, overwrite=not zeros)
+        stats["mask_size"] = bits.count() / bits.n_parameters if bits.n_parameters else float("nan")
+        rows.append(stats)
         bits.save(masks.path(task))
         del bits, full
     src = _Source(tasks, groups, prov, convention, {t: len(ps) for t, ps in by_task.items()})

@@ -370,7 +370,7 @@ def _task_mask(loaded: "LoadedModel", task: str, train_pairs: list, group: str, 
                                     batch_tokens=settings.batch_tokens, autocast=settings.autocast,
                                     progress=False):
         full = {n: (v if v is not None else torch.zeros(shapes[n])) for n, v in g.items()}
-        mask = task_bitset(full, shapes, task, settings)
+        mask = task_bitset(full, shapes, task, settings, overwrite=True)
         del full, g
     return mask
 
