@@ -31,6 +31,9 @@ from ..errors import InputError
 
 _NAN_KEY = -1          # NaN sorts below every magnitude (the bit pattern of |x| is >= 0)
 _HI_BINS = 1 << 15     # top 16 bits of a non-negative int32: 0 … 32767
+#: elements per step of a pass (int32 temporaries of 4 MB, recycled by the allocator — whole-tensor
+#: temporaries of a 210M model are fresh mmap'd pages, i.e. page faults and system time, every task)
+_STEP = 1 << 20
 
 
 def _keys(g: torch.Tensor) -> torch.Tensor:
@@ -118,8 +121,11 @@ class BitsetMask(Mapping[str, torch.Tensor]):
 def _keys_in_place(g: torch.Tensor) -> torch.Tensor:
     """:func:`_keys` written over ``g`` itself (float32 only): no allocation of the tensor's size.
     ``g``'s values are lost — for a gradient buffer that is zeroed before the next task anyway."""
-    nan = torch.isnan(g)
-    return g.detach().abs_().view(torch.int32).masked_fill_(nan, _NAN_KEY).reshape(-1)
+    flat = g.detach().reshape(-1)
+    for part in flat.split(_STEP):
+        nan = torch.isnan(part)
+        part.abs_().view(torch.int32).masked_fill_(nan, _NAN_KEY)
+    return flat.view(torch.int32)
 
 
 def _top_cut(keys: Mapping[str, torch.Tensor], names: Sequence[str], k: int) -> tuple[int, int]:
@@ -127,7 +133,8 @@ def _top_cut(keys: Mapping[str, torch.Tensor], names: Sequence[str], k: int) -> 
     hi = torch.zeros(_HI_BINS + 1, dtype=torch.int64)
     for n in names:
         # NaN's key −1 lands in bin 0 after the +1 shift: no boolean indexing (a copy) needed
-        hi += torch.bincount((keys[n] >> 16) + 1, minlength=_HI_BINS + 1).cpu()
+        for part in keys[n].split(_STEP):
+            hi += torch.bincount((part >> 16) + 1, minlength=_HI_BINS + 1).cpu()
     hi = hi[1:]
     n_real = int(hi.sum())
     if k > n_real:
@@ -138,9 +145,9 @@ def _top_cut(keys: Mapping[str, torch.Tensor], names: Sequence[str], k: int) -> 
     greater = int(above[b + 1]) if b + 1 < _HI_BINS else 0
     lo = torch.zeros(1 << 16, dtype=torch.int64)
     for n in names:
-        key = keys[n]
-        sel = key[(key >> 16) == b]
-        lo += torch.bincount(sel & 0xFFFF, minlength=1 << 16).cpu()
+        for part in keys[n].split(_STEP):
+            sel = part[(part >> 16) == b]
+            lo += torch.bincount(sel & 0xFFFF, minlength=1 << 16).cpu()
     lo_above = torch.flip(torch.cumsum(torch.flip(lo, [0]), 0), [0])
     need = k - greater
     low = int((lo_above >= need).nonzero().max())

@@ -289,11 +289,15 @@ def streamed_stats(task: str, group: str, n_pairs: int | None, grad: Mapping[str
     s1 = s2 = 0.0
     n = 0
     for name, g in grad.items():
-        a = g.detach().abs()
-        t1 = float(a.sum(dtype=torch.float64))
+        # norms are reductions: no |g| or g² temporary the size of the tensor is allocated
+        # (in steps of 1M elements: a float64 cast of a step, not of the whole tensor)
+        flat = g.detach().reshape(-1)
+        t1 = 0.0
+        for part in flat.split(1 << 20):
+            t1 += float(torch.linalg.vector_norm(part, 1, dtype=torch.float64))
+            s2 += float(torch.linalg.vector_norm(part, 2, dtype=torch.float64)) ** 2
         s1 += t1
-        s2 += float(a.pow(2).sum(dtype=torch.float64)) if a.dtype != torch.float64 else float((a * a).sum())
-        n += a.numel()
+        n += flat.numel()
         mass[modules[name]] += t1
     shares = {m: (v / s1 if s1 > 0 else float("nan")) for m, v in mass.items()}
     layered = {m: v for m, v in shares.items() if layer_index(m) is not None and np.isfinite(v)}

@@ -34,8 +34,11 @@ import torch
 
 from .modules import module_order
 
-#: elements hashed at a time: bounds the temporary memory of a sketch (int32 hashes + signed values)
-_CHUNK = 1 << 22
+#: elements hashed at a time: bounds the temporary memory of a sketch (int32 hashes + signed values).
+#: 1M elements = 4 MB temporaries: small enough for glibc to recycle them from its heap; a fresh
+#: mmap'd buffer per chunk costs a page fault per 4 KiB (measured: ~1.3M minor faults per task at 210M
+#: with 4M-element chunks and whole-tensor temporaries elsewhere).
+_CHUNK = 1 << 20
 # murmur3 fmix32 constants as signed int32 (torch multiplies int32 with wrap-around)
 _C1 = 0x85EBCA6B - (1 << 32)
 _C2 = 0xC2B2AE35 - (1 << 32)
@@ -72,7 +75,11 @@ def buckets_signs(key: int, start: int, stop: int, dim: int, device: Any = "cpu"
     """Bucket ``h(i) ∈ [0, dim)`` (int32) and sign bit (True = +1) of positions ``start … stop-1``."""
     x = hashes(key, start, stop, device)
     sign = (x & 1).bool()
-    bucket = ((x >> 1) & 0x7FFFFFFF) % dim
+    if dim & (dim - 1) == 0:
+        # a power of two: a mask of the low bits above the sign bit (same as % dim, cheaper)
+        bucket = (x >> 1) & (dim - 1)
+    else:
+        bucket = ((x >> 1) & 0x7FFFFFFF) % dim
     return bucket, sign
 
 
