@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def _provenance(grads: Any, probe: str, settings: ProbeSettings | None, **extra: Any) -> dict:
     """``grads``: a :class:`TaskGradients` or anything with its ``provenance``, ``convention`` and
-    ``n_pairs`` (the sketch mode's :class:`_Source`)."""
+    ``n_pairs`` (the sketch mode's :class:`SketchedGradients`)."""
     base = dict(grads.provenance)
     model = base.get("model", {})
     out = {"probe": probe, "created": timestamp(), "model": model,
@@ -180,7 +180,7 @@ def distributedness(grads: TaskGradients, masks: Mapping[str, Mask], model: Any 
 class GradientProbeResult:
     """The results of :func:`run_gradient_probes` for one model checkpoint."""
 
-    grads: TaskGradients | None                                     # None in sketch mode
+    grads: "TaskGradients | SketchedGradients"                      # no tensors in sketch mode
     masks: "MaskSet | BitsetMaskSet"
     spaces: dict[str, TaskSpace] = field(default_factory=dict)     # "gradients", "overlap"
     by_module: dict[str, TaskSpace] = field(default_factory=dict)  # module → gradient space
@@ -224,8 +224,10 @@ def resolve_gradient_mode(mode: str, n_parameters: int, n_tasks: int,
     return mode
 
 
-class _Source:
-    """What the provenance helpers read from a :class:`TaskGradients`, for the sketch mode."""
+class SketchedGradients:
+    """What is known of the gradients in sketch mode — tasks, groups, convention, pairs per task and
+    provenance, the attributes callers read from a :class:`TaskGradients` — and no tensors (the
+    sketches are :attr:`GradientProbeResult.sketches`)."""
 
     def __init__(self, tasks: list[str], groups: list[str], provenance: dict, convention: dict,
                  n_pairs: dict) -> None:
@@ -372,8 +374,8 @@ def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSetting
         rows.append(stats)
         bits.save(masks.path(task))
         del bits, full
-    src = _Source(tasks, groups, prov, convention, {t: len(ps) for t, ps in by_task.items()})
-    res = GradientProbeResult(grads=None, masks=masks, mode="sketch",
+    src = SketchedGradients(tasks, groups, prov, convention, {t: len(ps) for t, ps in by_task.items()})
+    res = GradientProbeResult(grads=src, masks=masks, mode="sketch",
                               sketches=sk if "gradients" in probes else None)
     if "gradients" in probes:
         total, by_module = sk.gram(per_module=True)
