@@ -52,8 +52,9 @@ class ProbeSettings:
     gradient_mode: str = field(default="auto", metadata={
         "help": "gradient/overlap probes: exact (one copy of ḡ per task), sketch (k numbers per task), "
                 "auto (sketch when exact copies would pass the memory budget)"})
-    sketch_dim: int = field(default=16384, metadata={
-        "help": "dimensions k of the gradient count sketch (sketch mode); cosine error ≈ √((1+c²)/k)"})
+    sketch_dim: int = field(default=32768, metadata={
+        "help": "dimensions k of the gradient count sketch (sketch mode); 32768: mean cosine error 0.004, "
+                "Spearman 0.995 vs exact on gutenberg-gpt2-5m × 67 BLiMP tasks"})
     autocast: str = field(default="none", metadata={
         "help": "none | bf16: forward and backward in bfloat16 autocast, ḡ accumulated in float32"})
 

@@ -119,7 +119,7 @@ class SketchSet:
     """
 
     def __init__(self, param_names: Sequence[str], shapes: Mapping[str, Sequence[int]],
-                 modules: Mapping[str, str], *, dim: int = 16384, seed: int = 0,
+                 modules: Mapping[str, str], *, dim: int = 32768, seed: int = 0,
                  module_dim: int | None = None) -> None:
         if dim < 1:
             raise ValueError(f"sketch dimension must be >= 1, got {dim}")
