@@ -317,3 +317,20 @@ def test_gpu_check_cpu_smoke():
                        env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")})
     assert r.returncode == 0, r.stderr[-2000:]
     assert "restore bit-exact" in r.stdout
+
+
+def test_sketch_mode_threshold_masks_and_store(tmp_path, tok, one_thread):
+    """|ḡ| ≥ τ masks in sketch mode: bitsets in STORE/masks equal the exact masks, overlap too."""
+    from taskspace.probes.bitsets import BitsetMask
+
+    model = make_tiny_model("gpt2", vocab_size=len(tok), seed=2)
+    settings = dict(train_pairs=3, dev_pairs=0, eval_pairs=1, mask_threshold=1e-3)
+    ex = run_gradient_probes(_Loaded(model, tok), make_suite(), ProbeSettings(gradient_mode="exact", **settings),
+                             progress=False)
+    sk = run_gradient_probes(_Loaded(model, tok), make_suite(), ProbeSettings(gradient_mode="sketch", **settings),
+                             store=tmp_path / "store", progress=False)
+    np.testing.assert_allclose(sk.spaces["overlap"].matrix, ex.spaces["overlap"].matrix, atol=1e-12)
+    saved = BitsetMask.load(tmp_path / "store" / "masks" / "sv.npy")
+    ref = ex.masks["sv"]
+    assert all(torch.equal(saved[n], ref[n]) for n in ref)
+    assert sk.spaces["overlap"].provenance["mask"]["threshold"] == 1e-3
