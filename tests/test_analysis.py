@@ -11,7 +11,6 @@ import json
 import math
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from taskspace.analysis import (cluster_space, compare_run, findings, generalization_table, group_generalization,
+from taskspace.analysis import (cluster_space, compare_run, generalization_table, group_generalization,
                                 hypothesis_space, load_run, mantel, space_dynamics, spearman_offdiagonal,
                                 sudden_stage, summarize_distributedness, within_between)
 from taskspace.analysis.stats import complete_tasks

@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 from conftest import BLIMP, REPO
 
@@ -40,6 +39,9 @@ def test_pythia_example_dry_run_lists_every_job(tmp_path):
             assert f"score pythia-{size}@{rev}" in text and f"gradients+overlap pythia-{size}@{rev}" in text
         assert f"transfer base pythia-{size}@step143000" in text and f"transfer base pythia-{size}@init" in text
         assert f"transfer pythia-{size}@step512" not in text
+        rows = [lab for lab in labels if lab.startswith("transfer ") and f"pythia-{size}@step143000" in lab
+                and " base " not in lab and lab != f"transfer pythia-{size}@step143000"]
+        assert len(rows) == n_tasks
     assert "pending" in r.stdout and "done" not in r.stdout.replace("already done", "")
     assert not (tmp_path / "run" / "run.json").exists()
 

@@ -88,10 +88,8 @@ def test_a_probe_registered_in_a_test_flows_through_cli_run_compare_report(lengt
                                                                             tmp_path):
     from typer.testing import CliRunner
 
-    from taskspace.analysis import compare_run
     from taskspace.cli import app
     from taskspace.cli.probe import register_commands
-    from taskspace.report import build_report
     from taskspace.runs import load_plan, run_plan
 
     suite = write_suite(tmp_path / "s.jsonl")

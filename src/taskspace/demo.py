@@ -91,7 +91,7 @@ def demo_plan_text(quick: bool = False) -> str:
     if tasks is not None:
         lines.append("tasks = [" + ", ".join(f'"{t}"' for t in tasks) + "]")
     for size in ("tiny", "small", "base"):
-        pre = [f'corpus = "toy"', f'size = "{size}"', "seed = 0"]
+        pre = ['corpus = "toy"', f'size = "{size}"', "seed = 0"]
         if cfg.steps is not None:
             pre.append(f"steps = {cfg.steps}")
         if cfg.sentences is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
@@ -23,7 +23,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from ..scoring import Scorer
-    from ..suites.schema import Pair
 
 #: names of the four matrices of a transfer probe (prefixed by the probe: transfer, baseline)
 METRICS = ("", "_normalized", "_accuracy", "_accuracy_normalized")

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..scoring import fused_activations
+from .gradients import autocast_context
 from .deltas import Delta, applied
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -258,9 +259,11 @@ class _Loss:
     """
 
     def __init__(self, model: Any, data: _Encoded, objective: str, reduction: str, pad_id: int,
-                 batch_tokens: int) -> None:
+                 batch_tokens: int, autocast: str = "none") -> None:
         from ..scoring import Head
 
+        self.autocast = autocast
+        self.device = next(model.parameters()).device
         self.model, self.data, self.objective = model, data, objective
         self.reduction, self.pad_id, self.batch_tokens = reduction, pad_id, batch_tokens
         self.head = Head(model)
@@ -289,13 +292,15 @@ class _Loss:
                     ids_ok = [x for x in ids if len(x) > 1]
                     if not ids_ok:
                         continue
-                    lp = batch_logprobs(self.model, ids_ok, reduction="sum", head=self.head,
-                                        pad_id=self.pad_id)
+                    with autocast_context(self.device, self.autocast):
+                        lp = _widen(batch_logprobs(self.model, ids_ok, reduction="sum", head=self.head,
+                                                   pad_id=self.pad_id))
                     loss = -lp.sum() / denom
                 else:
                     ids = [self.data.good[r] for r in chunk] + [self.data.bad[r] for r in chunk]
-                    lp = batch_logprobs(self.model, ids, reduction=self.reduction, head=self.head,
-                                        pad_id=self.pad_id)
+                    with autocast_context(self.device, self.autocast):
+                        lp = _widen(batch_logprobs(self.model, ids, reduction=self.reduction, head=self.head,
+                                                   pad_id=self.pad_id))
                     margin = lp[: len(chunk)] - lp[len(chunk):]
                     terms = -margin if self.objective == "difference" else F.softplus(-margin)
                     loss = terms.sum() / denom
@@ -303,6 +308,13 @@ class _Loss:
                     loss.backward()
                 total += float(loss.detach())
         return total
+
+
+def _widen(lp: "torch.Tensor") -> "torch.Tensor":
+    """Log-probabilities from a bfloat16 autocast forward, in float32 for the loss (float64 stays)."""
+    import torch
+
+    return lp.float() if lp.dtype in (torch.bfloat16, torch.float16) else lp
 
 
 def _batches(n: int, batch_pairs: int, seed: int) -> Callable[[], list[int]]:
@@ -340,6 +352,7 @@ def _finetune(
     batch_tokens: int,
     seed: int,
     on_step: Callable[[int, float], None] | None,
+    autocast: str = "none",
 ) -> FTGDResult:
     import torch
 
@@ -358,15 +371,17 @@ def _finetune(
     pad = getattr(tokenizer, "pad_token_id", None)
     pad_id = int(pad) if pad is not None else (prefix_id if prefix_id is not None else 0)
     train = _Loss(model, _encode_pairs(tokenizer, train_pairs, prefix_id), objective, reduction, pad_id,
-                  batch_tokens)
+                  batch_tokens, autocast)
     dev = (_Loss(model, _encode_pairs(tokenizer, dev_pairs, prefix_id), objective, reduction, pad_id,
-                 batch_tokens) if dev_pairs else None)
+                 batch_tokens, autocast) if dev_pairs else None)
     dev_rows = list(range(len(dev_pairs)))
     n_params = sum(p.numel() for p in model.parameters())
     settings = {"objective": objective, "steps": steps, "lr": lr, "patience": patience,
                 "eval_every": eval_every, "batch_pairs": batch_pairs, "reduction": reduction,
                 "prefix": prefix, "seed": seed, "n_train": len(train_pairs), "n_dev": len(dev_pairs),
                 "optimizer": "Adam(betas=(0.9, 0.999), eps=1e-8, weight_decay=0)"}
+    if autocast not in (None, "", "none"):
+        settings["autocast"] = autocast
 
     was_training = model.training
     model.eval()
@@ -461,6 +476,7 @@ def ftgd(
     batch_tokens: int = 4096,
     seed: int = 0,
     on_step: Callable[[int, float], None] | None = None,
+    autocast: str = "none",
 ) -> FTGDResult:
     """Fine-tune ``model`` on one task's pairs through the mask; return ``Δ`` and leave the model as it was.
 
@@ -470,6 +486,10 @@ def ftgd(
     Early stopping: the dev loss is evaluated before training and every ``eval_every`` steps; after
     ``patience`` evaluations without improvement training stops, and ``Δ`` comes from the best state.
     ``objective``: ``difference`` (``−mean margin``, the paper's) or ``logistic`` (``mean −log σ(margin)``).
+    ``autocast="bf16"``: forward and backward under bfloat16 autocast; the trained entries stay a
+    float32 master copy (Adam state too) and the restore writes back the saved values bit-exactly.
+    ``mask`` may be a lazy mapping (e.g. a :class:`~taskspace.probes.bitsets.BitsetMask`): it is read
+    one tensor at a time.
 
     >>> res = ftgd(model, tok, train, dev, masks["anaphor_number_agreement"], steps=50)
     >>> with applied(model, res.delta):
@@ -488,7 +508,7 @@ def ftgd(
         return _finetune(model, tokenizer, train_pairs, dev_pairs, factory, objective=objective, steps=steps,
                          lr=lr, patience=patience, eval_every=eval_every, batch_pairs=batch_pairs,
                          reduction=reduction, prefix=prefix, batch_tokens=batch_tokens, seed=seed,
-                         on_step=on_step)
+                         on_step=on_step, autocast=autocast)
 
 
 def finetune_lm(
@@ -507,6 +527,7 @@ def finetune_lm(
     batch_tokens: int = 4096,
     seed: int = 0,
     on_step: Callable[[int, float], None] | None = None,
+    autocast: str = "none",
 ) -> FTGDResult:
     """The entangled baseline: plain fine-tuning on the *good* sentences of the pairs (per-token NLL),
     all parameters by default, with the same optimiser, step cap and early stopping as :func:`ftgd`.
@@ -519,4 +540,4 @@ def finetune_lm(
         return _finetune(model, tokenizer, train_pairs, dev_pairs, factory, objective="lm", steps=steps,
                          lr=lr, patience=patience, eval_every=eval_every, batch_pairs=batch_pairs,
                          reduction="sum", prefix=prefix, batch_tokens=batch_tokens, seed=seed,
-                         on_step=on_step)
+                         on_step=on_step, autocast=autocast)

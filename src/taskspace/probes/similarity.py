@@ -20,8 +20,10 @@ from ..spaces import TaskSpace
 from .gradients import TaskGradients, task_gradients
 from .masks import (Mask, mask_size, module_shares, overlap_matrix, pack, participation_ratio,
                     random_mask, task_seed, threshold_mask, top_fraction_mask)
-from .modules import layer_index
+from .bitsets import BitsetMask, gradient_bitset, overlap_from_bitsets
+from .modules import layer_index, module_order, resolve_modules
 from .settings import ProbeSettings
+from .sketch import SketchSet
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -30,7 +32,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..suites.schema import Suite
 
 
-def _provenance(grads: TaskGradients, probe: str, settings: ProbeSettings | None, **extra: Any) -> dict:
+def _provenance(grads: Any, probe: str, settings: ProbeSettings | None, **extra: Any) -> dict:
+    """``grads``: a :class:`TaskGradients` or anything with its ``provenance``, ``convention`` and
+    ``n_pairs`` (the sketch mode's :class:`SketchedGradients`)."""
     base = dict(grads.provenance)
     model = base.get("model", {})
     out = {"probe": probe, "created": timestamp(), "model": model,
@@ -38,7 +42,9 @@ def _provenance(grads: TaskGradients, probe: str, settings: ProbeSettings | None
            "convention": grads.convention, "settings": settings.to_dict() if settings is not None else None,
            "seed": settings.seed if settings is not None else None,
            "suite": base.get("suite"), "n_train_pairs": grads.n_pairs,
-           "gradients_computed": base.get("created"), "versions": base.get("versions")}
+           "gradients_computed": base.get("created"), "versions": base.get("versions"),
+           "gradient_mode": base.get("gradient_mode", "exact"), "sketch": base.get("sketch"),
+           "autocast": base.get("autocast", "none")}
     out.update(extra)
     return out
 
@@ -174,12 +180,14 @@ def distributedness(grads: TaskGradients, masks: Mapping[str, Mask], model: Any 
 class GradientProbeResult:
     """The results of :func:`run_gradient_probes` for one model checkpoint."""
 
-    grads: TaskGradients
-    masks: MaskSet
+    grads: "TaskGradients | SketchedGradients"                      # no tensors in sketch mode
+    masks: "MaskSet | BitsetMaskSet"
     spaces: dict[str, TaskSpace] = field(default_factory=dict)     # "gradients", "overlap"
     by_module: dict[str, TaskSpace] = field(default_factory=dict)  # module → gradient space
     distributedness: "pd.DataFrame | None" = None
     provenance: dict = field(default_factory=dict)
+    mode: str = "exact"                                             # exact | sketch
+    sketches: SketchSet | None = None                               # sketch mode: k numbers per task
 
     def write(self, out: str | Path, *, control: bool = False, save_masks: bool = False) -> list[Path]:
         """Write into the layout of :mod:`taskspace.probes.output` (``DIR`` or ``DIR/control``)."""
@@ -199,6 +207,191 @@ class GradientProbeResult:
         return paths
 
 
+#: auto mode keeps exact gradient copies while tasks × parameters × 4 bytes stay within this (4 GiB:
+#: all 67 BLiMP tasks on a ≤ 16M-parameter model). A fixed number, not a share of this machine's free
+#: memory, so the same command picks the same mode — and gives the same spaces — on every machine.
+EXACT_BUDGET_BYTES = 4 << 30
+
+
+def resolve_gradient_mode(mode: str, n_parameters: int, n_tasks: int,
+                          budget_bytes: int = EXACT_BUDGET_BYTES) -> str:
+    """``exact`` or ``sketch``: ``auto`` → exact iff ``n_tasks × n_parameters × 4 ≤ budget_bytes``
+    (the float32 copies the exact mode keeps), else sketch."""
+    if mode == "auto":
+        return "exact" if n_tasks * n_parameters * 4 <= budget_bytes else "sketch"
+    if mode not in ("exact", "sketch"):
+        raise ValueError(f"unknown gradient mode {mode!r}")
+    return mode
+
+
+class SketchedGradients:
+    """What is known of the gradients in sketch mode — tasks, groups, convention, pairs per task and
+    provenance, the attributes callers read from a :class:`TaskGradients` — and no tensors (the
+    sketches are :attr:`GradientProbeResult.sketches`)."""
+
+    def __init__(self, tasks: list[str], groups: list[str], provenance: dict, convention: dict,
+                 n_pairs: dict) -> None:
+        self.tasks, self.groups, self.provenance = tasks, groups, provenance
+        self.convention, self.n_pairs = convention, n_pairs
+
+
+class BitsetMaskSet(Mapping[str, BitsetMask]):
+    """The masks of every task as bitset files (``<folder>/<task>.npy``), memory-mapped when read."""
+
+    def __init__(self, folder: Path, tasks: Sequence[str], desc: dict, keep: Any = None) -> None:
+        self.folder = Path(folder)
+        self.tasks = list(tasks)
+        self._desc = desc
+        self._keep = keep        # a TemporaryDirectory to keep alive as long as the masks are used
+
+    def path(self, task: str) -> Path:
+        from .output import task_filename
+
+        return self.folder / f"{task_filename(task)}.npy"
+
+    def describe(self) -> dict:
+        return dict(self._desc)
+
+    def mask_for(self, task: str, grad: Any = None) -> BitsetMask:
+        if task not in self.tasks:
+            raise KeyError(task)
+        return BitsetMask.load(self.path(task))
+
+    def __getitem__(self, task: str) -> BitsetMask:
+        return self.mask_for(task)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tasks)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+
+def task_bitset(grad: Mapping[str, torch.Tensor], shapes: Mapping[str, Sequence[int]], task: str,
+                settings: ProbeSettings, overwrite: bool = False) -> BitsetMask:
+    """The mask of one task per ``settings`` as a bitset, from its gradient one tensor at a time:
+    gradient (top fraction or ``|ḡ| ≥ τ``) or the seeded random mask of the same size.
+    ``overwrite``: ``grad`` may be overwritten (see :func:`~taskspace.probes.bitsets.gradient_bitset`)."""
+    if settings.mask_kind == "random":
+        size: float | int = settings.mask_fraction
+        if settings.mask_threshold is not None:
+            size = gradient_bitset(grad, list(shapes), fraction=None,
+                                   threshold=settings.mask_threshold).count()
+        return BitsetMask.from_mask(random_mask(shapes, size, task_seed(settings.seed, task)))
+    return gradient_bitset(grad, list(shapes), fraction=settings.mask_fraction,
+                           threshold=settings.mask_threshold, overwrite=overwrite)
+
+
+def streamed_stats(task: str, group: str, n_pairs: int | None, grad: Mapping[str, torch.Tensor],
+                   modules: Mapping[str, str], mask: BitsetMask | None) -> dict:
+    """The distributedness row of one task (as :func:`distributedness`), one tensor at a time:
+    ``‖ḡ‖₂``, the participation ratio ``(Σ|g|)² / (n Σ g²)``, the mask size, the ``|ḡ|``-weighted
+    layer centroid and ``share:<module>`` = the module's share of ``Σ|ḡ|``; sums in float64."""
+    mass: dict[str, float] = {m: 0.0 for m in module_order(modules.values())}
+    s1 = s2 = 0.0
+    n = 0
+    for name, g in grad.items():
+        # norms are reductions: no |g| or g² temporary the size of the tensor is allocated
+        # (in steps of 1M elements: a float64 cast of a step, not of the whole tensor)
+        flat = g.detach().reshape(-1)
+        t1 = 0.0
+        for part in flat.split(1 << 20):
+            t1 += float(torch.linalg.vector_norm(part, 1, dtype=torch.float64))
+            s2 += float(torch.linalg.vector_norm(part, 2, dtype=torch.float64)) ** 2
+        s1 += t1
+        n += flat.numel()
+        mass[modules[name]] += t1
+    shares = {m: (v / s1 if s1 > 0 else float("nan")) for m, v in mass.items()}
+    layered = {m: v for m, v in shares.items() if layer_index(m) is not None and np.isfinite(v)}
+    lm = sum(layered.values())
+    centroid = (sum(layer_index(m) * v for m, v in layered.items()) / lm) if lm > 0 else float("nan")
+    row = {"task": task, "group": group, "n_pairs": n_pairs, "grad_norm": float(np.sqrt(s2)),
+           "participation_ratio": s1 * s1 / (n * s2) if s2 > 0 else float("nan"),
+           "mask_size": (mask.count() / mask.n_parameters if mask is not None and mask.n_parameters
+                         else float("nan")),
+           "layer_centroid": centroid}
+    row.update({f"share:{m}": v for m, v in shares.items()})
+    return row
+
+
+def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSettings, probes: Sequence[str],
+                   store: str | Path | None, progress: bool) -> GradientProbeResult:
+    """The sketch mode: per task, ḡ_t is computed into ``.grad`` and, before the next task, sketched
+    (k numbers), reduced to its distributedness row, and turned into a bitset mask written to disk;
+    nothing of size N is kept per task. Overlap comes from the bitset files in chunks."""
+    import tempfile
+
+    import pandas as pd
+
+    from .gradients import _convention, _unwrap, gradient_provenance, iter_task_gradients
+
+    model, tokenizer, describe = _unwrap(loaded, None)
+    by_task = train.by_task()
+    if not by_task:
+        from ..errors import InputError
+
+        raise InputError("the suite has no pairs to compute gradients from", field="tasks")
+    params = list(model.named_parameters())
+    names = [n for n, _ in params]
+    shapes = {n: tuple(p.shape) for n, p in params}
+    modules = resolve_modules(model, names)
+    tasks = list(by_task)
+    groups = [train.group_of(t) for t in tasks]
+    convention = _convention(model, tokenizer, settings.reduction, settings.prefix)
+    prov = gradient_provenance(model, describe, train, convention, settings.batch_tokens)
+    sk = SketchSet(names, shapes, modules, dim=settings.sketch_dim, seed=settings.seed)
+    prov.update(gradient_mode="sketch", sketch=sk.describe(), autocast=settings.autocast)
+    keep = None
+    if store is not None:
+        folder = Path(store) / "masks"
+    else:
+        keep = tempfile.TemporaryDirectory(prefix="taskspace-masks-")
+        folder = Path(keep.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    mdesc = {"kind": settings.mask_kind,
+             "fraction": None if settings.mask_threshold is not None else settings.mask_fraction,
+             "threshold": settings.mask_threshold,
+             "seed": settings.seed if settings.mask_kind == "random" else None, "storage": "bitset"}
+    masks = BitsetMaskSet(folder, tasks, mdesc, keep)
+    rows = []
+    zeros: dict[str, torch.Tensor] = {}
+    device = params[0][1].device if params else torch.device("cpu")
+    for task, g in iter_task_gradients(model, tokenizer, by_task, reduction=settings.reduction,
+                                       prefix=settings.prefix, batch_tokens=settings.batch_tokens,
+                                       autocast=settings.autocast, reuse=True, progress=progress):
+        # a parameter the loss does not reach has no .grad: one shared zero tensor stands in
+        for n, v in g.items():
+            if v is None and n not in zeros:
+                zeros[n] = torch.zeros(shapes[n], device=device)
+        full = {n: (v if v is not None else zeros[n]) for n, v in g.items()}
+        if "gradients" in probes:
+            sk.add(task, full)
+        # stats first: the mask may then overwrite the gradient buffers with its sort keys (they are
+        # zeroed before the next task); the shared zero stand-ins are never overwritten
+        stats = streamed_stats(task, train.group_of(task), len(by_task[task]), full, modules, None)
+        bits = task_bitset(full, shapes, task, settings, overwrite=not zeros)
+        stats["mask_size"] = bits.count() / bits.n_parameters if bits.n_parameters else float("nan")
+        rows.append(stats)
+        bits.save(masks.path(task))
+        del bits, full
+    src = SketchedGradients(tasks, groups, prov, convention, {t: len(ps) for t, ps in by_task.items()})
+    res = GradientProbeResult(grads=src, masks=masks, mode="sketch",
+                              sketches=sk if "gradients" in probes else None)
+    if "gradients" in probes:
+        total, by_module = sk.gram(per_module=True)
+        p = _provenance(src, "gradients", settings)
+        res.spaces["gradients"] = TaskSpace(_cosine(total), tasks, groups, "gradients", p)
+        res.by_module = {m: TaskSpace(_cosine(v), tasks, groups, "gradients", dict(p, module=m))
+                         for m, v in by_module.items()}
+    if "overlap" in probes:
+        o = overlap_from_bitsets([BitsetMask.load(masks.path(t)) for t in tasks])
+        res.spaces["overlap"] = TaskSpace(o, tasks, groups, "overlap",
+                                          _provenance(src, "overlap", settings, mask=mdesc))
+    res.distributedness = pd.DataFrame(rows)
+    res.provenance = _provenance(src, "distributedness", settings, mask=mdesc)
+    return res
+
+
 def run_gradient_probes(
     loaded: "LoadedModel",
     suite: "Suite",
@@ -211,14 +404,27 @@ def run_gradient_probes(
 ) -> GradientProbeResult:
     """Gradient differentials on the training split of ``suite`` (per ``settings``), then the asked
     ``probes`` (``gradients`` and/or ``overlap``) and the distributedness table, in one pass over the
-    tasks for masks and statistics."""
+    tasks for masks and statistics.
+
+    ``settings.gradient_mode``: ``exact`` keeps ḡ_t of every task (in memory, or in ``store``) and
+    computes exact cosines; ``sketch`` keeps a count sketch of ``settings.sketch_dim`` numbers per task
+    (plus per-module vectors) and writes each task's mask as a bitset (``store/masks`` or a temporary
+    folder), so memory does not grow with the number of tasks; ``auto`` picks by
+    :func:`resolve_gradient_mode`. Every space's provenance records the mode, and the sketch's k and seed.
+    """
     unknown = [p for p in probes if p not in ("gradients", "overlap")]
     if unknown:
         raise ValueError(f"unknown gradient probe(s): {', '.join(unknown)}")
     train = settings.splits(suite)["train"]
+    model = loaded.model if hasattr(loaded, "model") else loaded
+    mode = resolve_gradient_mode(settings.gradient_mode, sum(p.numel() for p in model.parameters()),
+                                 len(train.tasks))
+    if mode == "sketch":
+        return _sketch_probes(loaded, train, settings, probes, store, progress)
     grads = task_gradients(loaded, None, train, reduction=settings.reduction, prefix=settings.prefix,
                            batch_tokens=settings.batch_tokens, store=store, storage_dtype=storage_dtype,
-                           progress=progress)
+                           progress=progress, autocast=settings.autocast)
+    grads.provenance.update(gradient_mode="exact", sketch=None, autocast=settings.autocast)
     masks = compute_masks(grads, settings)
     res = GradientProbeResult(grads=grads, masks=masks)
     if "gradients" in probes:

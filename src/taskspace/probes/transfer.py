@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .settings import ProbeSettings
 
 #: settings that do not change a fine-tuned task's results (so they do not invalidate a resume)
-_NOT_IN_KEY = ("tasks", "bootstrap", *EXECUTION_SETTINGS)
+_NOT_IN_KEY = ("tasks", "bootstrap", "gradient_mode", "sketch_dim", *EXECUTION_SETTINGS)
 
 
 def space_names(probe: str) -> list[str]:
@@ -201,9 +201,8 @@ def score_base(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings",
     ``scores/base.parquet`` and ``stats/<probe>_base.json`` in ``out_dir`` — or read from there when an
     earlier run with the same model, convention and eval pairs wrote them (the first stage of a
     transfer run; its row jobs and the assembly read it)."""
-    import pandas as pd
 
-    from ..io import read_json, write_json
+    from ..io import write_json
     from ..progress import progress_bar
 
     probe = "baseline" if baseline else "transfer"
@@ -429,7 +428,7 @@ def _run_task(a: str, *, probe: str, loaded: "LoadedModel", scorer: Any, setting
     model, tokenizer = loaded.model, loaded.tokenizer
     common = dict(steps=settings.steps, lr=settings.lr, patience=settings.patience,
                   eval_every=settings.eval_every, batch_pairs=settings.batch_pairs, prefix=settings.prefix,
-                  batch_tokens=settings.batch_tokens, seed=settings.seed)
+                  batch_tokens=settings.batch_tokens, seed=settings.seed, autocast=settings.autocast)
     mask_info: dict = {"kind": "all parameters"}
     grad_seconds = 0.0
     if probe == "baseline":
@@ -470,16 +469,26 @@ def _run_task(a: str, *, probe: str, loaded: "LoadedModel", scorer: Any, setting
 
 
 def _task_mask(loaded: "LoadedModel", task: str, train_pairs: list, group: str, settings: "ProbeSettings"):
-    """ḡ_a on the task's training pairs, then its mask (gradient or random, per ``settings``)."""
-    from ..suites.schema import Suite
-    from . import compute_masks
-    from .gradients import task_gradients
+    """ḡ_a on the task's training pairs, then its mask (gradient or random, per ``settings``).
 
-    one = Suite(list(train_pairs), name="train")
-    grads = task_gradients(loaded.model, loaded.tokenizer, one, reduction=settings.reduction,
-                           prefix=settings.prefix, batch_tokens=settings.batch_tokens, progress=False)
-    mask = dict(compute_masks(grads, settings, loaded.model)[task])
-    del grads
+    ḡ_a is read where backward leaves it (``.grad``), one tensor at a time, and the mask is a
+    :class:`~taskspace.probes.bitsets.BitsetMask` (1 bit per parameter, unpacked per tensor when FTGD
+    reads it) — no float32 copy of the model and no byte-per-parameter mask is kept."""
+    import torch
+
+    from .gradients import iter_task_gradients
+    from .similarity import task_bitset
+
+    model = loaded.model
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    mask = None
+    for _, g in iter_task_gradients(model, loaded.tokenizer, {task: list(train_pairs)},
+                                    reduction=settings.reduction, prefix=settings.prefix,
+                                    batch_tokens=settings.batch_tokens, autocast=settings.autocast,
+                                    progress=False):
+        full = {n: (v if v is not None else torch.zeros(shapes[n])) for n, v in g.items()}
+        mask = task_bitset(full, shapes, task, settings, overwrite=True)
+        del full, g
     return mask
 
 

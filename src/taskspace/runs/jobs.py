@@ -153,6 +153,15 @@ def execute_job(job: Job | dict, run_dir: str | Path, *_deps: Any) -> dict:
     _seed_everything(job.spec.get("seed", 0))
     store.log("start", job.key, job.label)
     started, t0 = timestamp(), time.perf_counter()
+    try:
+        return _execute(job, runner, store, run_dir, started, t0)
+    except BaseException:
+        _MODEL.clear()                       # a job that failed may have left the weights anywhere
+        raise
+
+
+def _execute(job: Job, runner: Callable[..., Any], store: Any, run_dir: str | Path, started: str,
+             t0: float) -> dict:
     record = {"kind": job.kind, "label": job.label, "slot": job.slot, "spec": job.spec,
               "deps": list(job.deps), "started": started}
     if job.dest is not None:
@@ -187,24 +196,59 @@ def _seed_everything(seed: int) -> None:
 
 # -- the job kinds -------------------------------------------------------------------------------
 
+# A process that runs many jobs of one run (the local executor, a Ray worker) loads the suite once and
+# keeps the last model it loaded: a transfer checkpoint is T + 2 jobs on the same model, and loading the
+# suite (the toy suite is generated) and the weights again for each would cost more than a small model's
+# fine-tuning. Every probe leaves the weights as it found them (FTGD and ablation restore bit-exactly),
+# and a job that fails drops the cached model, so a cached model is the checkpoint on disk.
+_SUITES: dict[str, Any] = {}
+_MODEL: dict[str, Any] = {}
+
+
 def _load_suite(spec: dict):
+    import json
+
     from ..suites import load_suite
 
     s = spec["suite"]
+    key = json.dumps(s, sort_keys=True)
+    if key in _SUITES:
+        return _SUITES[key]
     suite = load_suite(s["spec"])
     if s.get("tasks") or s.get("limit_per_task"):
         suite = suite.select(s.get("tasks"), s.get("limit_per_task"))
-    if suite.data_hash != s["data_hash"]:
+    if suite.data_hash != s["data_hash"]:   # (the key holds the data hash: an edited file is read again)
         raise TaskspaceError(f"the suite {s['spec']} changed while the run was planned (data hash "
                              f"{suite.data_hash[:12]} ≠ {s['data_hash'][:12]}); run again to replan")
+    _SUITES.clear()
+    _SUITES[key] = suite
     return suite
 
 
 def _load_model(spec: dict):
+    import json
+
     from ..models.loading import load_model
 
+    from ..errors import ModelLoadError
+    from ..models.loading import list_revisions, resolve_local
+
     m = spec["model"]
-    return load_model(m["name"], m["revision"], device=m["device"], dtype=m["dtype"])
+    rev = m["revision"]
+    if rev is not None and (rev == "init" or rev.startswith("init:")):     # a fresh init of the first one's config
+        revs = list_revisions(m["name"])
+        rev = revs[0] if revs else None
+    try:
+        local = resolve_local(m["name"], rev)
+    except ModelLoadError:
+        local = None                         # load_model below says what is wrong
+    # the files' names, sizes and mtimes: a checkpoint rewritten at the same path is loaded again
+    stamp = _folder_stamp(local) if local is not None else None
+    key = json.dumps([m, stamp], sort_keys=True)
+    if key not in _MODEL:
+        _MODEL.clear()                       # at most one model held
+        _MODEL[key] = load_model(m["name"], m["revision"], device=m["device"], dtype=m["dtype"])
+    return _MODEL[key]
 
 
 def _settings(spec: dict):

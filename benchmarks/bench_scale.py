@@ -1,0 +1,317 @@
+"""Scale benchmark (issue 9): memory and time of the gradient + overlap probes on 210M / 1B random
+models, sketch accuracy on gutenberg-gpt2-5m, and transfer rows on the 210M shape.
+
+    python benchmarks/bench_scale.py accuracy                    # (c) sketch vs exact, 67 tasks × 100 pairs
+    python benchmarks/bench_scale.py memory --tasks 8 16 67      # (a) 210M GPT-2: peak RSS, s/task vs fwd+bwd
+    python benchmarks/bench_scale.py memory --shape neox1b --tasks 8 --pairs 2   # (b) 1B GPT-NeoX
+    python benchmarks/bench_scale.py transfer --rows 1           # (d) 210M: one FTGD row over 67 tasks
+
+Each memory configuration runs in a fresh subprocess and reads its peak RSS from the OS
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``), with user / system CPU seconds and major / minor page
+faults. The machine is shared: the 1-minute load average is printed next to every figure; compare
+ratios measured in one run. Results are also written as JSON under ``benchmarks/results/``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TASKSPACE_SHARED", REPO.parent / "shared"))
+GUTENBERG = SHARED / "models" / "gutenberg-gpt2-5m"
+BLIMP = SHARED / "data" / "blimp"
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def _load() -> float:
+    return os.getloadavg()[0]
+
+
+def _usage() -> dict:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return {"maxrss_gb": r.ru_maxrss / 1024 ** 2, "user_s": r.ru_utime, "sys_s": r.ru_stime,
+            "minflt": r.ru_minflt, "majflt": r.ru_majflt}
+
+
+def random_model(shape: str):
+    """A randomly initialised model of the named shape, with its tokenizer (float32)."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(str(GUTENBERG / "step2577"))
+    if shape == "gpt2-210m":
+        cfg = GPT2Config(vocab_size=len(tok), n_positions=512, n_embd=1024, n_layer=16, n_head=16,
+                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+        model = GPT2LMHeadModel(cfg)
+    elif shape in ("neox1b", "neox160m", "neox-tiny"):
+        dims = {"neox1b": (16, 2048, 8), "neox160m": (12, 768, 12), "neox-tiny": (2, 64, 2)}[shape]
+        # Pythia's vocabulary size; the gutenberg tokenizer's ids (< 8192) are all inside it
+        cfg = GPTNeoXConfig(vocab_size=50304, hidden_size=dims[1], num_hidden_layers=dims[0],
+                            num_attention_heads=dims[2], intermediate_size=4 * dims[1],
+                            max_position_embeddings=512, hidden_dropout=0.0, attention_dropout=0.0,
+                            tie_word_embeddings=False, bos_token_id=tok.bos_token_id,
+                            eos_token_id=tok.eos_token_id)
+        model = GPTNeoXForCausalLM(cfg)
+    else:
+        raise SystemExit(f"unknown shape {shape}")
+    return model.float().eval(), tok
+
+
+class Loaded:
+    """The parts of a LoadedModel the probes read."""
+
+    def __init__(self, model, tokenizer, name):
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+
+    def describe(self):
+        return {"model": self.name, "architecture": type(self.model).__name__,
+                "n_parameters": sum(p.numel() for p in self.model.parameters())}
+
+
+def blimp(n_tasks: int):
+    from taskspace.suites.blimp import load_blimp_folder
+
+    suite = load_blimp_folder(BLIMP)
+    return suite, tuple(suite.tasks[:n_tasks])
+
+
+# -- (a)/(b): one configuration in this process ------------------------------------------------------
+
+def one(args) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    model, tok = random_model(args.shape)
+    n_params = sum(p.numel() for p in model.parameters())
+    suite, tasks = blimp(args.tasks)
+    from taskspace.probes import ProbeSettings
+
+    settings = ProbeSettings(tasks=tasks, train_pairs=args.pairs, dev_pairs=0, eval_pairs=1,
+                             gradient_mode=args.mode, sketch_dim=args.sketch_dim)
+    build = time.perf_counter() - t0
+    before = _usage()
+    t = time.perf_counter()
+    if args.what == "fwdbwd":
+        # the same tasks' forward + backward passes alone (buffers reused, nothing else done)
+        from taskspace.probes.gradients import iter_task_gradients
+
+        train = settings.splits(suite)["train"]
+        for _ in iter_task_gradients(model, tok, train.by_task(), reuse=True, progress=False):
+            pass
+        extra = {}
+    else:
+        from taskspace.probes import run_gradient_probes
+
+        res = run_gradient_probes(Loaded(model, tok, args.shape), suite, settings, progress=False)
+        extra = {"mode": res.mode, "within_between": res.spaces["gradients"].within_between()["difference"],
+                 "sketch_bytes": res.sketches.nbytes if res.sketches is not None else None}
+    wall = time.perf_counter() - t
+    after = _usage()
+    return {"shape": args.shape, "what": args.what, "tasks": len(tasks), "pairs": args.pairs,
+            "n_parameters": n_params, "build_s": build, "wall_s": wall, "s_per_task": wall / len(tasks),
+            "sys_s": after["sys_s"] - before["sys_s"], "user_s": after["user_s"] - before["user_s"],
+            "minflt": after["minflt"] - before["minflt"], "maxrss_gb": after["maxrss_gb"],
+            "load": _load(), "threads": args.threads, **extra}
+
+
+def memory(args) -> list[dict]:
+    out = []
+    for n in args.tasks:
+        for what in args.what:
+            cmd = [sys.executable, __file__, "_one", "--shape", args.shape, "--tasks", str(n), "--pairs",
+                   str(args.pairs), "--what", what, "--threads", str(args.threads), "--mode", args.mode,
+                   "--sketch-dim", str(args.sketch_dim)]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                print(r.stderr[-3000:], file=sys.stderr)
+                rec = {"shape": args.shape, "tasks": n, "what": what, "error": r.stderr[-500:]}
+            else:
+                rec = json.loads(r.stdout.strip().splitlines()[-1])
+            out.append(rec)
+            print(json.dumps(rec), flush=True)
+    probe = {r["tasks"]: r for r in out if r.get("what") == "probe" and "maxrss_gb" in r}
+    fb = {r["tasks"]: r for r in out if r.get("what") == "fwdbwd" and "maxrss_gb" in r}
+    print(f"\n{args.shape}, {args.pairs} pairs/task, mode {args.mode}, k={args.sketch_dim}, "
+          f"{args.threads} threads")
+    print(f"{'tasks':>5} {'peak RSS GB':>11} {'s/task':>7} {'fwd+bwd s/task':>14} {'ratio':>6} "
+          f"{'sys s':>6} {'minflt':>9} {'load':>5}")
+    for n in sorted(probe):
+        p, f = probe[n], fb.get(n)
+        ratio = p["s_per_task"] / f["s_per_task"] if f else float("nan")
+        print(f"{n:5d} {p['maxrss_gb']:11.2f} {p['s_per_task']:7.2f} "
+              f"{(f['s_per_task'] if f else float('nan')):14.2f} {ratio:6.2f} {p['sys_s']:6.1f} "
+              f"{p['minflt']:9d} {p['load']:5.1f}")
+    ns = sorted(probe)
+    if len(ns) >= 2:
+        a, b = ns[0], ns[-1]
+        slope = (probe[b]["maxrss_gb"] - probe[a]["maxrss_gb"]) * 1024 / (b - a)
+        print(f"RSS slope {slope:.1f} MB/task ({a} → {b} tasks)")
+    return out
+
+
+# -- (c): sketch accuracy ---------------------------------------------------------------------------
+
+def accuracy(args) -> dict:
+    import numpy as np
+    import torch
+    from scipy.stats import spearmanr
+
+    from taskspace.models.loading import load_model
+    from taskspace.probes import ProbeSettings, task_gradients
+    from taskspace.probes.similarity import _cosine
+    from taskspace.probes.sketch import SketchSet
+    from taskspace.spaces import TaskSpace
+
+    torch.set_num_threads(args.threads)
+    loaded = load_model(str(GUTENBERG), "step2577")
+    suite, tasks = blimp(args.tasks)
+    settings = ProbeSettings(tasks=tasks, train_pairs=args.pairs, dev_pairs=0, eval_pairs=1)
+    train = settings.splits(suite)["train"]
+    t = time.perf_counter()
+    grads = task_gradients(loaded, None, train, batch_tokens=settings.batch_tokens, progress=False)
+    t_grad = time.perf_counter() - t
+    total, by_module = grads.gram(per_module=True)
+    exact = _cosine(total)
+    n = len(grads.tasks)
+    off = ~np.eye(n, dtype=bool)
+    h = TaskSpace(exact, grads.tasks, grads.groups, "gradients").hypothesis()
+
+    def read(m):
+        sp = TaskSpace(m, grads.tasks, grads.groups, "gradients")
+        wb = sp.within_between()["difference"]
+        mantel = spearmanr(m[off], h[off]).statistic
+        return wb, mantel
+
+    wb_e, mantel_e = read(exact)
+    rows = []
+    for k in args.dims:
+        sk = SketchSet(grads.param_names, grads.shapes, grads.modules, dim=k, seed=args.seed)
+        t = time.perf_counter()
+        for task in grads.tasks:
+            sk.add(task, grads.get(task))
+        t_sk = (time.perf_counter() - t) / n
+        tot, mods = sk.gram(per_module=True)
+        cs = _cosine(tot)
+        err = np.abs(cs - exact)[off]
+        wb_s, mantel_s = read(cs)
+        mod_err = [float(np.nanmean(np.abs(_cosine(mods[m]) - _cosine(by_module[m]))[off]))
+                   for m in mods if m not in sk.exact_modules]
+        row = {"k": k, "module_dim": sk.module_dim, "mean_err": float(err.mean()), "max_err": float(err.max()),
+               "spearman": float(spearmanr(cs[off], exact[off]).statistic),
+               "gap_err": abs(wb_s - wb_e), "mantel_err": abs(mantel_s - mantel_e),
+               "module_mean_err": float(np.mean(mod_err)) if mod_err else 0.0,
+               "s_per_task_sketch": t_sk, "numbers_per_task": sk.numbers_per_task}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(f"\ngutenberg-gpt2-5m step2577, {n} tasks × {args.pairs} pairs, {grads.n_parameters:,} parameters; "
+          f"exact gradients {t_grad:.0f} s; exact gap {wb_e:.4f}, Mantel ρ {mantel_e:.4f}; load {_load():.1f}")
+    print(f"{'k':>6} {'mean|Δcos|':>10} {'max|Δcos|':>9} {'Spearman':>8} {'Δgap':>7} {'ΔMantel':>8} "
+          f"{'module mean|Δ|':>14} {'s/task':>6}")
+    for r in rows:
+        print(f"{r['k']:6d} {r['mean_err']:10.4f} {r['max_err']:9.4f} {r['spearman']:8.4f} {r['gap_err']:7.4f} "
+              f"{r['mantel_err']:8.4f} {r['module_mean_err']:14.4f} {r['s_per_task_sketch']:6.2f}")
+    return {"tasks": n, "pairs": args.pairs, "exact_gap": wb_e, "exact_mantel": mantel_e, "rows": rows,
+            "gradient_seconds": t_grad, "load": _load()}
+
+
+# -- (d): transfer rows ------------------------------------------------------------------------------
+
+def transfer(args) -> dict:
+    import tempfile
+
+    import torch
+
+    from taskspace.probes import ProbeSettings
+    from taskspace.probes.transfer import transfer_probe
+
+    torch.set_num_threads(args.threads)
+    model, tok = random_model(args.shape)
+    suite, tasks = blimp(67)
+    settings = ProbeSettings(tasks=tasks, train_pairs=args.pairs, dev_pairs=0, eval_pairs=args.eval_pairs,
+                             steps=args.steps, eval_every=args.steps, bootstrap=10)
+    # fine-tune only the first `rows` tasks, each evaluated on all 67 tasks' eval pairs: the other
+    # rows are marked done by running on a suite whose fine-tuned tasks are the first rows only
+    sub = ProbeSettings(**{**settings.to_dict(), "tasks": tasks})
+    with tempfile.TemporaryDirectory() as out:
+        import taskspace.probes.transfer as tr
+
+        done_rows = []
+        orig = tr._in_process
+
+        def limited(loaded, scorer, job, todo):
+            for a, rec, timings in orig(loaded, scorer, job, todo[: args.rows]):
+                done_rows.append((a, rec, timings))
+                yield a, rec, timings
+            for a in todo[args.rows:]:
+                yield a, {"status": "failed", "reason": "not run (benchmark)"}, {}
+
+        tr._in_process = limited
+        t = time.perf_counter()
+        try:
+            transfer_probe(Loaded(model, tok, args.shape), suite, sub, out, progress=False)
+        finally:
+            tr._in_process = orig
+        wall = time.perf_counter() - t
+        timings = json.loads((Path(out) / "stats" / "transfer_timings.json").read_text())
+    per_row = [{"task": a, "gradient_mask_s": r.get("gradient_seconds"), "finetune_s": tm.get("finetune"),
+                "eval_s": tm.get("eval")} for a, r, tm in done_rows]
+    res = {"shape": args.shape, "rows": per_row, "base_eval_s": timings["base_eval"], "wall_s": wall,
+           "usage": _usage(), "load": _load(), "steps": args.steps, "eval_pairs": args.eval_pairs}
+    print(json.dumps(res, indent=1))
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("accuracy")
+    a.add_argument("--tasks", type=int, default=67)
+    a.add_argument("--pairs", type=int, default=100)
+    a.add_argument("--dims", type=int, nargs="+", default=[4096, 8192, 16384, 32768])
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--threads", type=int, default=2)
+    m = sub.add_parser("memory")
+    m.add_argument("--shape", default="gpt2-210m")
+    m.add_argument("--tasks", type=int, nargs="+", default=[8, 16, 67])
+    m.add_argument("--pairs", type=int, default=4)
+    m.add_argument("--what", nargs="+", default=["probe", "fwdbwd"])
+    m.add_argument("--mode", default="auto")
+    m.add_argument("--sketch-dim", type=int, default=32768)
+    m.add_argument("--threads", type=int, default=2)
+    o = sub.add_parser("_one")
+    o.add_argument("--shape", default="gpt2-210m")
+    o.add_argument("--tasks", type=int, default=8)
+    o.add_argument("--pairs", type=int, default=4)
+    o.add_argument("--what", default="probe")
+    o.add_argument("--mode", default="auto")
+    o.add_argument("--sketch-dim", type=int, default=32768)
+    o.add_argument("--threads", type=int, default=2)
+    t = sub.add_parser("transfer")
+    t.add_argument("--shape", default="gpt2-210m")
+    t.add_argument("--rows", type=int, default=1)
+    t.add_argument("--pairs", type=int, default=4)
+    t.add_argument("--eval-pairs", type=int, default=2)
+    t.add_argument("--steps", type=int, default=2)
+    t.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    if args.cmd == "_one":
+        print(json.dumps(one(args)))
+        return
+    res = {"accuracy": accuracy, "memory": memory, "transfer": transfer}[args.cmd](args)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = f"scale_{args.cmd}" + (f"_{args.shape}" if hasattr(args, "shape") else "")
+    (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
