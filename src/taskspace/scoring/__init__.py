@@ -30,9 +30,6 @@ from .head import Head, quiet_transformers
 from .results import ScoreResult, score, summarize_groups, summarize_tasks, wilson_interval
 from .scorer import Scorer
 
-#: the old private name of :class:`Head`, for code written before the split (probe branches)
-_Head = Head
-
 __all__ = [
     "Convention", "Head", "PREFIXES", "REDUCTIONS", "ScoreResult", "Scorer", "batch_logprobs", "encode",
     "fused_activations", "length_batches", "prefix_sharing_exact", "quiet_transformers", "resolve_prefix",
