@@ -290,6 +290,15 @@ def _ablation_rows(res, suite, rows, seed=0):
             f"{sep}/{len(rows)}", st["within"], st["between"], sr["within"], sr["between"]]
 
 
+def _rows_probe(lm, suite, kind, s, rows):
+    """``taskspace.probe(..., rows=rows)`` refuses probes that do not claim ``per_task`` (ablation), although
+    the ablation runner computes ``RunContext.rows`` (the other rows NaN): call the runner directly."""
+    from taskspace.probes.registry import RunContext, get
+
+    ctx = RunContext(out=None, progress=False, rows=tuple(rows), options={})
+    return get(kind).load_runner()(lm, suite, s, ctx, (kind,))
+
+
 def ablation(args) -> None:
     import taskspace
 
@@ -308,15 +317,15 @@ def ablation(args) -> None:
         models.append((f"toy {Path(args.toy_model).name} {trev}", tlm, tsuite, tt, tt[::2], "toy"))
     for label, lm, suite, tasks, rows, key in models:
         for f in args.fractions:
-            s = _settings(args, tasks=tuple(tasks), mask_fraction=f, eval_pairs=args.ablation_eval_pairs,
-                          **(_toy_pairs(args) if key == "toy" else {}))
+            kw = _toy_pairs(args) if key == "toy" else {"eval_pairs": args.ablation_eval_pairs}
+            s = _settings(args, tasks=tuple(tasks), mask_fraction=f, **kw)
             cache = Path(args.cache) / "ablation" / key / f"f{f:g}"
-            res, t, cached = _timed(cache, "ablation", lambda: taskspace.probe(lm, suite, "ablation", s, rows=rows,
-                                                                                progress=False))
+            res, t, cached = _timed(cache, "ablation", lambda: _rows_probe(lm, suite, "ablation", s, rows))
             table.append([label, f"{f:g}", *_ablation_rows(res, suite, rows), t["seconds"], f"{t['load_before']:.1f}"])
             print(f"# done {label} {f:g}", flush=True)
-    print(f"## ablation — rows: every second task (one per group), columns: all; "
-          f"{args.train_pairs} train / {args.ablation_eval_pairs} eval pairs; margins in nats")
+    print(f"## ablation — rows: every second task (one per group), columns: all; gutenberg "
+          f"{args.train_pairs} train / {args.ablation_eval_pairs} eval pairs, toy {args.toy_pairs} "
+          f"train,dev,eval pairs; margins in nats; {args.bootstrap} bootstrap resamples per cell")
     _table(header, table)
 
 
