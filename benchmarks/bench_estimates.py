@@ -252,8 +252,8 @@ def tradeoff(args) -> None:
                                   lambda: taskspace.probe(lm, suite, "transfer", s, out=cache, rows=rows,
                                                           progress=False), cache)
                 te, _, _ = _timed(cache, f"transfer-estimate-rows-{len(rows)}",
-                                  lambda: taskspace.probe(lm, suite, "transfer-estimate", s, out=cache, rows=rows,
-                                                          progress=False), cache / "te-rows")
+                                  lambda: _rows_probe(lm, suite, "transfer-estimate", s, rows, out=cache),
+                                  cache / "te-rows")
                 T, Tn, dmg = _transfer_block(cache, args.tasks, rows)
                 tasks = list(args.tasks)
                 groups = [suite.group_of(t) for t in tasks]
@@ -292,12 +292,13 @@ def _ablation_rows(res, suite, rows, seed=0):
             f"{sep}/{len(rows)}", st["within"], st["between"], sr["within"], sr["between"]]
 
 
-def _rows_probe(lm, suite, kind, s, rows):
-    """``taskspace.probe(..., rows=rows)`` refuses probes that do not claim ``per_task`` (ablation), although
-    the ablation runner computes ``RunContext.rows`` (the other rows NaN): call the runner directly."""
+def _rows_probe(lm, suite, kind, s, rows, out=None):
+    """``taskspace.probe(..., rows=rows)`` refuses probes that do not claim ``per_task`` (ablation,
+    transfer-estimate), although their runners compute ``RunContext.rows`` (the other rows NaN): call the
+    runner directly."""
     from taskspace.probes.registry import RunContext, get
 
-    ctx = RunContext(out=None, progress=False, rows=tuple(rows), options={})
+    ctx = RunContext(out=Path(out) if out is not None else None, progress=False, rows=tuple(rows), options={})
     return get(kind).load_runner()(lm, suite, s, ctx, (kind,))
 
 
