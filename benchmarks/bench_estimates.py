@@ -191,7 +191,7 @@ def estimates(args) -> None:
 
     header = ["checkpoint", "probe", "ρ off-diag (raw)", "ρ off-diag (row-normalised)",
               "sign agreement |T|>2", "cells |T|>2", "diag T/T̂ median [min, max]", "time (s)",
-              "time / transfer", "load"]
+              "time / transfer", "standalone / transfer", "load"]
     table = []
     for rev in args.revision:
         cache = Path(args.cache) / "estimates" / rev
@@ -207,7 +207,13 @@ def estimates(args) -> None:
         T, Tn = tr.spaces["transfer"].matrix, tr.spaces["transfer_normalized"].matrix
         off = offdiag(len(T))
         big = off & (np.abs(T) > 2)
-        table.append([rev, "transfer (measured)", 1.0, 1.0, 1.0, int(big.sum()), "1", t_tr["seconds"], 1.0,
+        # the estimate without a transfer run: masks + FTGD (as the transfer run spent them) + its own pass
+        recs = [json.loads(p.read_text()) for p in (cache / "ftgd").glob("*.json")]
+        ft = sum(r.get("gradient_seconds", 0) + r.get("seconds", 0) for r in recs)
+        ev = sum(r.get("eval_seconds", 0) for r in recs)
+        print(f"# {rev}: transfer {t_tr['seconds']:.0f} s = masks+FTGD {ft:.0f} s + evaluation {ev:.0f} s + "
+              f"load/base scoring/assembly {t_tr['seconds'] - ft - ev:.0f} s")
+        table.append([rev, "transfer (measured)", 1.0, 1.0, 1.0, int(big.sum()), "1", t_tr["seconds"], 1.0, 1.0,
                       f"{t_tr['load_before']:.1f}"])
         for name, raw, norm, t in (("transfer-estimate", te.spaces["transfer_estimate"].matrix,
                                     te.spaces["transfer_estimate_normalized"].matrix, t_te),
@@ -219,9 +225,10 @@ def estimates(args) -> None:
                 diag = f"{np.nanmedian(r):.2f} [{np.nanmin(r):.2f}, {np.nanmax(r):.2f}]"
             else:
                 diag = "n/a (no step size)"
+            alone = t["seconds"] + (ft if name == "transfer-estimate" else 0.0)
             table.append([rev, name, spearman(T[off], raw[off]), spearman(Tn[off], norm[off]), sign,
                           int(big.sum()), diag, t["seconds"], t["seconds"] / t_tr["seconds"],
-                          f"{t['load_before']:.1f}"])
+                          alone / t_tr["seconds"], f"{t['load_before']:.1f}"])
         dmg = tr.records.get("stats/transfer_info.json", {}).get("lm_damage_mean")
         print(f"# {rev}: mean self-transfer {np.nanmean(np.diag(T)):.1f} nats, mean LM damage "
               f"{_fmt(dmg)} nats/token")
