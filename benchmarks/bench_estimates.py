@@ -243,7 +243,8 @@ def tradeoff(args) -> None:
 
     header = ["checkpoint", "lr", "objective", "mean self-transfer T[a,a] (nats)", "mean LM damage (nats/tok)",
               "max LM damage", "T̃ within", "T̃ between", "within − between", "Mantel ρ", "p",
-              "ρ estimate vs measured (raw, off-diag)", "ρ (row-normalised)", "load"]
+              "ρ estimate vs measured (raw, off-diag)", "ρ (row-normalised)",
+              "ρ estimate vs measured default (lr 1e-3 difference)", "ρ lookahead vs measured", "load"]
     table = []
     rows = [r for r in args.rows if r in args.tasks]
     for rev in args.revision:
@@ -271,9 +272,19 @@ def tradeoff(args) -> None:
                 cells[idx, :] = True
                 cells &= offdiag(len(T))
                 d = [v for v in dmg.values() if v is not None]
+                # the estimate of this configuration against the default configuration's measured space,
+                # and the (configuration-free) lookahead against this configuration's measured space
+                dflt = Path(args.cache) / "estimates" / rev / "spaces" / "transfer.csv"
+                la = Path(args.cache) / "estimates" / rev / "lookahead" / "spaces" / "lookahead_raw.csv"
+                from taskspace.spaces import TaskSpace
+
+                rho_d = (spearman(TaskSpace.load(dflt).select(tasks).matrix[cells], E[cells])
+                         if dflt.exists() else float("nan"))
+                rho_l = (spearman(T[cells], TaskSpace.load(la).select(tasks).matrix[cells])
+                         if la.exists() else float("nan"))
                 table.append([rev, f"{lr:g}", obj, float(np.mean(np.diag(T)[idx])), float(np.mean(d)),
                               float(np.max(d)), st["within"], st["between"], st["gap"], st["rho"], st["p"],
-                              spearman(T[cells], E[cells]), spearman(Tn[cells], En[cells]),
+                              spearman(T[cells], E[cells]), spearman(Tn[cells], En[cells]), rho_d, rho_l,
                               f"{t1['load_before']:.1f}"])
                 print(f"# done {rev} lr {lr:g} {obj}: {t1['seconds']:.0f} s", flush=True)
     print(f"## tradeoff — gutenberg-gpt2-5m, rows {', '.join(rows)} × {len(args.tasks)} columns, "
