@@ -252,16 +252,17 @@ def tradeoff(args) -> None:
         for obj in args.objectives:
             for lr in args.lrs:
                 s = _settings(args, lr=lr, objective=obj)
+                tag = str(len(rows)) if tuple(rows) == ROWS else "-".join(r[:12] for r in rows)
                 cache = Path(args.cache) / "tradeoff" / rev / f"lr{lr:g}_{obj}"
                 default = Path(args.cache) / "estimates" / rev
                 if lr == 1e-3 and obj == "difference" and (default / ".done-transfer-estimate").exists():
                     cache = default               # the estimates run has these rows already
-                _, t1, _ = _timed(cache, f"transfer-rows-{len(rows)}",
+                _, t1, _ = _timed(cache, f"transfer-rows-{tag}",
                                   lambda: taskspace.probe(lm, suite, "transfer", s, out=cache, rows=rows,
                                                           progress=False), cache)
-                te, _, _ = _timed(cache, f"transfer-estimate-rows-{len(rows)}",
+                te, _, _ = _timed(cache, f"transfer-estimate-rows-{tag}",
                                   lambda: _rows_probe(lm, suite, "transfer-estimate", s, rows, out=cache),
-                                  cache / "te-rows")
+                                  cache / f"te-rows-{tag}" if tag != "4" else cache / "te-rows")
                 T, Tn, dmg = _transfer_block(cache, args.tasks, rows)
                 tasks = list(args.tasks)
                 groups = [suite.group_of(t) for t in tasks]
