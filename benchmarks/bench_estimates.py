@@ -243,7 +243,7 @@ def tradeoff(args) -> None:
 
     header = ["checkpoint", "lr", "objective", "mean self-transfer T[a,a] (nats)", "mean LM damage (nats/tok)",
               "max LM damage", "T̃ within", "T̃ between", "within − between", "Mantel ρ", "p",
-              "ρ estimate vs measured (raw, off-diag)", "ρ (row-normalised)",
+              "|T̃| within − between", "ρ estimate vs measured (raw, off-diag)", "ρ (row-normalised)",
               "ρ estimate vs measured default (lr 1e-3 difference)", "ρ lookahead vs measured", "load"]
     table = []
     rows = [r for r in args.rows if r in args.tasks]
@@ -268,6 +268,7 @@ def tradeoff(args) -> None:
                 groups = [suite.group_of(t) for t in tasks]
                 idx = [tasks.index(r) for r in rows]
                 st = block_stats(Tn, tasks, groups, rows)
+                sa = block_stats(np.abs(Tn), tasks, groups, rows, permutations=0)
                 E, En = te.spaces["transfer_estimate"].matrix, te.spaces["transfer_estimate_normalized"].matrix
                 cells = np.zeros_like(T, dtype=bool)
                 cells[idx, :] = True
@@ -284,7 +285,7 @@ def tradeoff(args) -> None:
                 rho_l = (spearman(T[cells], TaskSpace.load(la).select(tasks).matrix[cells])
                          if la.exists() else float("nan"))
                 table.append([rev, f"{lr:g}", obj, float(np.mean(np.diag(T)[idx])), float(np.mean(d)),
-                              float(np.max(d)), st["within"], st["between"], st["gap"], st["rho"], st["p"],
+                              float(np.max(d)), st["within"], st["between"], st["gap"], st["rho"], st["p"], sa["gap"],
                               spearman(T[cells], E[cells]), spearman(Tn[cells], En[cells]), rho_d, rho_l,
                               f"{t1['load_before']:.1f}"])
                 print(f"# done {rev} lr {lr:g} {obj}: {t1['seconds']:.0f} s", flush=True)
