@@ -294,6 +294,46 @@ def tradeoff(args) -> None:
     _table(header, table)
 
 
+def combined(args) -> None:
+    """The estimate and lookahead against the measured space of one trade-off configuration over all
+    rows it has (``tradeoff`` run once per row set): no new computation."""
+    import glob
+
+    from taskspace.spaces import TaskSpace
+
+    tasks = list(args.tasks)
+    header = ["checkpoint", "lr", "objective", "rows", "probe", "ρ off-diag (raw)", "sign agreement |T|>0.5",
+              "cells", "sign agreement |T|>2", "cells", "diag T/T̂ median [min, max]"]
+    table = []
+    for rev in args.revision:
+        c = Path(args.cache) / "tradeoff" / rev / f"lr{args.lr:g}_{args.objective}"
+        if args.lr == 1e-3 and args.objective == "difference":
+            c = Path(args.cache) / "estimates" / rev
+        have = [t for t in tasks if (c / "scores" / "transfer").glob("*") and any(
+            Path(f).stem == t for f in glob.glob(str(c / "scores" / "transfer" / "*.parquet")))]
+        T, _, _ = _transfer_block(c, tasks, have)
+        E = np.full_like(T, np.nan)
+        for f in glob.glob(str(c / "te*" / "spaces" / "transfer_estimate.csv")):
+            m = TaskSpace.load(f).select(tasks).matrix
+            ok = np.isfinite(m).all(1)
+            E[ok] = m[ok]
+        la = TaskSpace.load(Path(args.cache) / "estimates" / rev / "lookahead" / "spaces" / "lookahead_raw.csv")
+        L = la.select(tasks).matrix
+        off = offdiag(len(tasks)) & np.isfinite(T) & np.isfinite(E)
+        for name, M in (("transfer-estimate", E), ("lookahead", L)):
+            row = [rev, f"{args.lr:g}", args.objective, str(len(have)), name, spearman(T[off], M[off])]
+            for thr in (0.5, 2):
+                big = off & (np.abs(T) > thr)
+                row += [float(np.mean(np.sign(M[big]) == np.sign(T[big]))) if big.any() else float("nan"),
+                        int(big.sum())]
+            r = np.diag(T) / np.diag(E)
+            row.append(f"{np.nanmedian(r):.2f} [{np.nanmin(r):.2f}, {np.nanmax(r):.2f}]"
+                       if name == "transfer-estimate" else "n/a")
+            table.append(row)
+    print("## combined — estimate and lookahead vs the measured space of one trade-off configuration")
+    _table(header, table)
+
+
 # ---------------------------------------------------------------- 3. ablation
 def _ablation_rows(res, suite, rows, seed=0):
     A, R = res.spaces["ablation"], res.spaces["ablation_random"]
@@ -412,6 +452,9 @@ def main(argv=None) -> None:
     t.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3])
     t.add_argument("--objectives", nargs="+", default=["difference", "logistic"])
     t.add_argument("--rows", type=lambda v: tuple(v.split(",")), default=ROWS)
+    cb = sub.add_parser("combined", help="estimate vs measured over all trade-off rows of one configuration")
+    cb.add_argument("--lr", type=float, default=1e-4)
+    cb.add_argument("--objective", default="logistic")
     a = sub.add_parser("ablation", help="ablation vs random mask over mask fractions")
     a.add_argument("--fractions", type=float, nargs="+", default=[0.001, 0.005, 0.02, 0.05])
     a.add_argument("--toy-model", default=None, help="a toy model folder with checkpoints")
@@ -427,7 +470,7 @@ def main(argv=None) -> None:
     _setup(args.threads)
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()}, "
           f"threads {args.threads}", flush=True)
-    {"estimates": estimates, "tradeoff": tradeoff, "ablation": ablation, "probes": probes}[args.cmd](args)
+    {"estimates": estimates, "tradeoff": tradeoff, "combined": combined, "ablation": ablation, "probes": probes}[args.cmd](args)
 
 
 if __name__ == "__main__":
