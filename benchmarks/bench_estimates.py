@@ -5,11 +5,13 @@ and on a toy model. Every figure is per checkpoint, never pooled across models.
 Subcommands (each prints one table; heavy work is cached under ``--cache``, never in the repository)::
 
     python benchmarks/bench_estimates.py --cache /tmp/val-bench estimates
-    python benchmarks/bench_estimates.py --cache /tmp/val-bench tradeoff
+    python benchmarks/bench_estimates.py --cache /tmp/val-bench tradeoff [--rows a,b,c,d]
+    python benchmarks/bench_estimates.py --cache /tmp/val-bench combined --lr 1e-4 --objective logistic
     python benchmarks/bench_estimates.py --cache /tmp/val-bench ablation --toy-model /tmp/val-bench/toy-tiny
     python benchmarks/bench_estimates.py --cache /tmp/val-bench probes --toy-model /tmp/val-bench/toy-tiny
 
-A rerun with the same cache re-reads the spaces and the recorded timings (nothing is recomputed).
+Global options (``--revision``, ``--tasks``, pair counts) go before the subcommand; write
+``--revision=step1000`` (the option takes several values). A rerun with the same cache re-reads the spaces and the recorded timings (nothing is recomputed).
 Timings are wall seconds in one process; the machine may be shared: the load average is recorded with
 each timing (``timings.json``) and printed under each table.
 """
