@@ -187,3 +187,24 @@ def test_readme_and_docs_describe_every_registered_probe():
         assert f"| `{name}` |" in table, name
     for name in registry.names()[4:]:             # the newer probes each have a section in docs/probes.md
         assert f"## {name}" in docs, name
+
+
+@pytest.mark.parametrize("name", [p.name for p in registry.probes() if p.per_task])
+def test_probes_that_take_rows_compute_only_those_rows(name, tiny_model_dir, tmp_path):
+    lm = taskspace.load_model(str(tiny_model_dir), "step10")
+    suite = taskspace.load_suite(str(write_suite(tmp_path / "s.jsonl", per_task=8)))
+    settings = ProbeSettings(tasks=("sva_singular", "anaphor_singular", "npi_never"), train_pairs=3, dev_pairs=2,
+                             eval_pairs=3, steps=2, eval_every=1, bootstrap=10)
+    res = taskspace.probe(lm, suite, name, settings, out=tmp_path / "out", rows=["anaphor_singular"],
+                          progress=False)
+    if registry.get(name).stages is not None:        # FTGD: the row's resumable files, no spaces yet
+        status = tmp_path / "out" / ("baseline" if name == "baseline" else "ftgd")
+        assert sorted(p.name for p in status.glob("*.json")) == ["anaphor_singular.json"]
+        assert not res.spaces
+    else:
+        assert res.main_spaces()
+        for space in res.main_spaces().values():
+            rows = [t for t, r in zip(space.tasks, space.matrix) if np.isfinite(r).any()]
+            assert rows == ["anaphor_singular"], (space.kind, rows)
+    with pytest.raises((taskspace.TaskspaceError, ValueError)):
+        taskspace.probe(lm, suite, name, settings, out=tmp_path / "out2", rows=["nope"], progress=False)

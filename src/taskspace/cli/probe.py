@@ -207,9 +207,10 @@ def run_probe(name: str, options: dict[str, Any]) -> None:
         extra["reference"] = load_model(model, extra["reference"], device=options["device"],
                                         dtype=options["dtype"], trust_remote_code=options["trust_remote_code"])
     torch.manual_seed(settings.seed)
-    # probes that write per-task files as they go (FTGD) resume from `out`; the others compute the
+    # probes that write per-task files as they go (FTGD: `stages`) resume from `out`, and probes that reuse
+    # other probes' results (`needs`) read them there; the others compute the
     # trained and the control result before anything is written: no partial outputs
-    work = out if spec.per_task or spec.needs else None
+    work = out if spec.stages or spec.needs else None
     res = probe(lm, suite, name, settings, out=work, **extra)
     res_ctl = None
     if lm_ctl is not None:

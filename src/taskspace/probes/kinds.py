@@ -216,7 +216,7 @@ register(ProbeSpec(
     runner="taskspace.probes.transfer_estimate:run", needs=("transfer",),
     cost="FTGD per task unless a transfer run's deltas are reused, plus one backward pass per task over "
          "its eval pairs; no evaluation of fine-tuned models",
-    options=("heldout",),
+    options=("heldout",), per_task=True,
 ))
 register(ProbeSpec(
     name="ablation",
@@ -229,5 +229,5 @@ register(ProbeSpec(
                       rows="task whose random mask is ablated", columns="task evaluated")),
     runner="taskspace.probes.ablation:run",
     cost="the gradient pass, then two scorings of every task's eval pairs per row",
-    options=("reference",),
+    options=("reference",), per_task=True,
 ))
