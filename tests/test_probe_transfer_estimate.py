@@ -31,7 +31,8 @@ def make_suite() -> Suite:
     return Suite(pairs, name="mini")
 
 
-SETTINGS = ProbeSettings(train_pairs=3, dev_pairs=0, eval_pairs=2, steps=3, lr=1e-3, batch_pairs=3,
+SETTINGS = ProbeSettings(train_pairs=3, dev_pairs=0, eval_pairs=2, steps=3, lr=1e-3, objective="difference",
+                         batch_pairs=3,
                          mask_fraction=0.1, bootstrap=20)
 
 

@@ -107,6 +107,10 @@ def demo_plan_text(quick: bool = False) -> str:
         f"dev_pairs = {cfg.dev_pairs}",
         f"eval_pairs = {cfg.eval_pairs}",
         f"steps = {cfg.ftgd_steps}",
+        # the toy models are tiny and their FTGD budget a few steps: the paper's objective and step size
+        # (the library's default, logistic at 1e-4, barely moves them in 6-30 steps)
+        'objective = "difference"',
+        "lr = 0.001",
         f"eval_every = {cfg.eval_every}",
         f"bootstrap = {cfg.bootstrap}",
         "",

@@ -36,9 +36,14 @@ class ProbeSettings:
     mask_fraction: float = 0.05
     mask_threshold: float | None = None
     mask_kind: str = "gradient"          # gradient | random
-    objective: str = "difference"        # difference (the paper's) | logistic
+    # logistic at lr 1e-4, not the paper's difference at 1e-3: measured on gutenberg-gpt2-5m (8 BLiMP
+    # paradigms, benchmarks/README.md "Probe validation"), the paper's setting damages the LM by 14–15
+    # nats/token (each fine-tuned model is no longer a language model, and no first-order estimate can
+    # follow it), while logistic at 1e-4 damages it by 0.08–0.24, keeps the group structure where there
+    # is one (within − between 0.59) and lets transfer-estimate rank like measured transfer (ρ 0.87)
+    objective: str = "logistic"          # logistic (bounded) | difference (the paper's)
     steps: int = 50
-    lr: float = 1e-3
+    lr: float = 1e-4
     batch_pairs: int = 16                # training pairs per FTGD / baseline step (seeded shuffle)
     patience: int = 5                    # dev evaluations without improvement before stopping
     eval_every: int = 10                 # steps between dev evaluations
