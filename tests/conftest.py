@@ -91,3 +91,30 @@ def shared_or_skip(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent")
     return path
+
+
+MINI_NOUNS = [("cat", "cats"), ("dog", "dogs"), ("girl", "girls"), ("boy", "boys"), ("teacher", "teachers")]
+
+
+def mini_suite():
+    """Three tasks over the word tokenizer: singular / plural agreement (one group) and a reflexive."""
+    from taskspace.suites import Pair, Suite
+
+    pairs = []
+    for i, (s, p) in enumerate(MINI_NOUNS):
+        pairs += [Pair("sv_sing", "agr", f"a{i}", f"the {s} sleeps .", f"the {s} sleep ."),
+                  Pair("sv_plur", "agr", f"b{i}", f"the {p} sleep .", f"the {p} sleeps ."),
+                  Pair("refl", "ana", f"c{i}", f"the {s} saw itself .", f"the {s} saw themselves .")]
+    return Suite(pairs, name="mini")
+
+
+def mean_margin(model, tok, pairs) -> float:
+    """Mean margin of ``pairs`` under ``model`` as it is now, scored independently of the probes."""
+    import torch
+
+    from taskspace.scoring import Scorer, batch_logprobs
+
+    ids = Scorer(model, tok).encode([s for p in pairs for s in (p.good, p.bad)])
+    with torch.no_grad():
+        lp = batch_logprobs(model, ids, pad_id=0)
+    return float((lp[0::2] - lp[1::2]).mean())

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny_model, make_word_tokenizer
+from conftest import make_tiny_model, make_word_tokenizer, mean_margin
+from conftest import mini_suite as make_suite
 from taskspace.models.loading import LoadedModel
 from taskspace.probes import registry
 from taskspace.probes.ablation import ablated
@@ -16,23 +17,11 @@ from taskspace.probes.gradients import task_gradients
 from taskspace.probes.masks import top_fraction_mask
 from taskspace.probes.registry import RunContext
 from taskspace.probes.settings import ProbeSettings
-from taskspace.scoring import Scorer, batch_logprobs
 from taskspace.spaces import TaskSpace
-from taskspace.suites import Pair, Suite
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-NOUNS = [("cat", "cats"), ("dog", "dogs"), ("girl", "girls"), ("boy", "boys"), ("teacher", "teachers")]
 SETTINGS = ProbeSettings(train_pairs=3, dev_pairs=0, eval_pairs=2, mask_fraction=0.02, bootstrap=50)
-
-
-def make_suite() -> Suite:
-    pairs = []
-    for i, (s, p) in enumerate(NOUNS):
-        pairs += [Pair("sv_sing", "agr", f"a{i}", f"the {s} sleeps .", f"the {s} sleep ."),
-                  Pair("sv_plur", "agr", f"b{i}", f"the {p} sleep .", f"the {p} sleeps ."),
-                  Pair("refl", "ana", f"c{i}", f"the {s} saw itself .", f"the {s} saw themselves .")]
-    return Suite(pairs, name="mini")
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +32,6 @@ def tok():
 def lm_of(tok, dtype=torch.float32, seed=8):
     model = make_tiny_model("gpt2", vocab_size=len(tok), seed=seed, dtype=dtype)
     return LoadedModel(model, tok, "tiny-gpt2", "step4", "memory", "cpu", str(dtype).replace("torch.", ""))
-
-
-def mean_margin(model, tok, pairs) -> float:
-    ids = Scorer(model, tok).encode([s for p in pairs for s in (p.good, p.bad)])
-    with torch.no_grad():
-        lp = batch_logprobs(model, ids, pad_id=0)
-    return float((lp[0::2] - lp[1::2]).mean())
 
 
 def snapshot(model):

@@ -6,30 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny_model, make_word_tokenizer
+from conftest import make_tiny_model, make_word_tokenizer, mean_margin
+from conftest import mini_suite as make_suite
 from taskspace.models.loading import LoadedModel
 from taskspace.probes import registry
 from taskspace.probes.deltas import load_delta
 from taskspace.probes.registry import RunContext
 from taskspace.probes.settings import ProbeSettings
 from taskspace.probes.transfer_estimate import estimate_matrix
-from taskspace.scoring import Scorer, batch_logprobs
 from taskspace.spaces import TaskSpace
-from taskspace.suites import Pair, Suite
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-NOUNS = [("cat", "cats"), ("dog", "dogs"), ("girl", "girls"), ("boy", "boys"), ("teacher", "teachers")]
-
-
-def make_suite() -> Suite:
-    pairs = []
-    for i, (s, p) in enumerate(NOUNS):
-        pairs += [Pair("sv_sing", "agr", f"a{i}", f"the {s} sleeps .", f"the {s} sleep ."),
-                  Pair("sv_plur", "agr", f"b{i}", f"the {p} sleep .", f"the {p} sleeps ."),
-                  Pair("refl", "ana", f"c{i}", f"the {s} saw itself .", f"the {s} saw themselves .")]
-    return Suite(pairs, name="mini")
-
 
 SETTINGS = ProbeSettings(train_pairs=3, dev_pairs=0, eval_pairs=2, steps=3, lr=1e-3, objective="difference",
                          batch_pairs=3,
@@ -39,13 +26,6 @@ SETTINGS = ProbeSettings(train_pairs=3, dev_pairs=0, eval_pairs=2, steps=3, lr=1
 @pytest.fixture(scope="module")
 def tok():
     return make_word_tokenizer()
-
-
-def mean_margin(model, tok, pairs) -> float:
-    ids = Scorer(model, tok).encode([s for p in pairs for s in (p.good, p.bad)])
-    with torch.no_grad():
-        lp = batch_logprobs(model, ids, pad_id=0)
-    return float((lp[0::2] - lp[1::2]).mean())
 
 
 def test_estimate_equals_finite_difference_along_delta(tok):

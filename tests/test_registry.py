@@ -119,7 +119,7 @@ def test_a_probe_registered_in_a_test_flows_through_cli_run_compare_report(lengt
     assert "sentence-length similarity" in html
 
 
-SMALL = ["--train-pairs", "3", "--dev-pairs", "2", "--eval-pairs", "3"]
+SMALL = {"train_pairs": "3", "dev_pairs": "2", "eval_pairs": "3", "steps": "2", "eval_every": "1", "bootstrap": "10"}
 
 
 @pytest.mark.parametrize("name", registry.names())
@@ -133,11 +133,9 @@ def test_every_registered_probe_runs_from_the_cli_with_provenance(name, tiny_mod
     out = tmp_path / "out"
     args = ["probe", name, "--model", str(tiny_model_dir), "--revision", "step10", "--suite", str(suite),
             "--out", str(out), "--tasks", "sva_singular,sva_plural,anaphor_singular"]
-    args += [a for a in SMALL if a.lstrip("-").replace("-", "_") in spec.reads or a.isdigit()]
-    if "steps" in spec.reads:
-        args += ["--steps", "2", "--eval-every", "1"]
-    if "bootstrap" in spec.reads:
-        args += ["--bootstrap", "10"]
+    for field, value in SMALL.items():                # small settings, for the options this probe has
+        if field in spec.reads:
+            args += ["--" + field.replace("_", "-"), value]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     for s in spec.spaces:

@@ -19,24 +19,11 @@ DType = Annotated[str, typer.Option("--dtype", help="float32 (default), float64,
 TrustRemote = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own code (off by default).")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
 
-# -- probes (gradients, overlap, transfer, baseline) ----------------------------------------------
+# -- probes (the ProbeSettings options are generated from the dataclass in cli/probe.py) ----------------------------------------------
 Tasks = Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated task ids (default: all).")]
-TrainPairs = Annotated[int, typer.Option("--train-pairs", min=1,
-                                         help="Training pairs per task (gradient differentials, FTGD).")]
-DevPairs = Annotated[int, typer.Option("--dev-pairs", min=0, help="Dev pairs per task (FTGD early stopping).")]
-EvalPairs = Annotated[int, typer.Option("--eval-pairs", min=1, help="Held-out pairs per task (transfer).")]
-MaskFraction = Annotated[Optional[float], typer.Option(
-    "--mask-fraction", help="Mask = top fraction of |ḡ_t| over all parameters (default 0.05).")]
-MaskThreshold = Annotated[Optional[float], typer.Option(
-    "--mask-threshold", help="Mask = parameters with |ḡ_t| ≥ τ (the paper's τ = 1e-3) instead of a fraction.")]
-MaskKind = Annotated[str, typer.Option("--mask-kind", help="gradient (default) or random (the random-mask "
-                                                           "control, same size).")]
 Control = Annotated[Optional[str], typer.Option(
     "--control", help="Also run on a control: 'first' (first checkpoint of a local model folder) or "
                       "'init' (same architecture, fresh seeded initialisation); written under DIR/control/.")]
-Objective = Annotated[str, typer.Option("--objective", help="FTGD objective: difference (the paper's) or logistic.")]
-Steps = Annotated[int, typer.Option("--steps", min=1, help="Fine-tuning steps per task (cap).")]
-LR = Annotated[float, typer.Option("--lr", help="Adam learning rate.")]
 ProbeOut = Annotated[Path, typer.Option("--out", "-o", help="Folder for spaces/, stats/, masks/ (and control/).")]
 # gradients, overlap
 SaveMasks = Annotated[bool, typer.Option("--save-masks", help="Also write masks/<task>.safetensors.")]
@@ -45,16 +32,8 @@ GradientsDir = Annotated[Optional[Path], typer.Option(
 StorageDType = Annotated[str, typer.Option(
     "--storage-dtype", help="Storage precision of ḡ_t: float32 (default), bfloat16, float16.")]
 # transfer, baseline
-BatchPairs = Annotated[int, typer.Option("--batch-pairs", min=1, help="Training pairs per fine-tuning step.")]
-Patience = Annotated[int, typer.Option("--patience", min=1,
-                                       help="Dev evaluations without improvement before stopping.")]
-EvalEvery = Annotated[int, typer.Option("--eval-every", min=1, help="Steps between dev evaluations (early stopping).")]
-Bootstrap = Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the 95% CIs (0: none).")]
 Heldout = Annotated[Optional[Path], typer.Option(
     "--heldout", help="Text file (one sentence a line) for LM damage; default: the good sentences of all eval pairs.")]
-Workers = Annotated[int, typer.Option(
-    "--workers", min=1, help="Processes that fine-tune and evaluate tasks side by side (CPU: each gets its share "
-                             "of the threads); changes speed, never results.")]
 Columns = Annotated[Optional[str], typer.Option(
     "--columns", help="For a .jsonl/.csv/.tsv suite: our fields -> the file's columns, e.g. "
                       "good=sentence1,bad=sentence2,task=paradigm[,group=COL][,pair_id=COL].")]

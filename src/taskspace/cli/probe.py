@@ -188,7 +188,7 @@ def run_probe(name: str, options: dict[str, Any]) -> None:
         # a control word names the control's revision; anything else is a revision of the same model
         extra["reference"] = control_revision(model, revision, ref) if ref in ("first", "init") else ref
     suite = load_suite(options["suite"])
-    suite.select(list(settings.tasks) if settings.tasks else None)     # unknown tasks fail here
+    selected = suite.select(list(settings.tasks) if settings.tasks else None)     # unknown tasks fail here
 
     import torch
     from rich.console import Console
@@ -200,7 +200,7 @@ def run_probe(name: str, options: dict[str, Any]) -> None:
                                    trust_remote_code=options["trust_remote_code"])
     from ..models.context import check_fits
 
-    check_fits(lm, suite.select(list(settings.tasks) if settings.tasks else None).pairs, prefix=settings.prefix)
+    check_fits(lm, selected.pairs, prefix=settings.prefix)
     if extra.get("reference") is not None:
         from ..models.loading import load_model
 

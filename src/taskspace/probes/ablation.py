@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 
 from ..errors import InputError, TaskspaceError
-from .activations import check_tasks, convention_of, probe_provenance
+from .activations import convention_of, probe_provenance, probe_tasks
 from .lookahead import task_gradient_stream
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -136,16 +136,8 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     from .evaluation import transfer_matrices
     from .result import ProbeResult
 
-    splits = settings.splits(suite)
+    splits, tasks, rows = probe_tasks(suite, settings, ["train", "test"], ctx.rows)
     train, test = splits["train"], splits["test"]
-    tasks = suite.select(list(settings.tasks) if settings.tasks is not None else None).tasks
-    if not tasks:
-        raise InputError("the suite has no tasks", field="tasks")
-    check_tasks(splits, tasks, ["train", "test"])
-    rows = list(ctx.rows) if ctx.rows else tasks
-    unknown = [r for r in rows if r not in tasks]
-    if unknown:
-        raise InputError(f"row task(s) {', '.join(unknown[:5])} are not in the suite", field="tasks")
     ref_opt = ctx.options.get("reference")
     reference = _reference(loaded.model, ref_opt)
     base, masked, rand, stats, mdesc = ablation_scores(loaded, train, test, rows, settings, reference)

@@ -103,6 +103,23 @@ def check_tasks(splits: Mapping[str, "Suite"], tasks: Sequence[str], needed: Seq
                              f"for --train-pairs/--dev-pairs/--eval-pairs)", field="tasks")
 
 
+def probe_tasks(suite: "Suite", settings: Any, needed: Sequence[str],
+                rows: Sequence[str] | None = None) -> tuple[dict[str, "Suite"], list[str], list[str]]:
+    """The splits, the probed tasks (suite order, ``settings.tasks`` or all) and the source rows (``rows``
+    or all tasks) of a probe whose rows and columns are tasks; a task without pairs in a ``needed`` split,
+    or a row that is not a probed task, is a one-line input error."""
+    splits = settings.splits(suite)
+    tasks = suite.select(list(settings.tasks) if settings.tasks is not None else None).tasks
+    if not tasks:
+        raise InputError("the suite has no tasks", field="tasks")
+    check_tasks(splits, tasks, needed)
+    rows = list(rows) if rows else list(tasks)
+    unknown = [r for r in rows if r not in tasks]
+    if unknown:
+        raise InputError(f"row task(s) {', '.join(unknown[:5])} are not in the suite", field="tasks")
+    return splits, tasks, rows
+
+
 # -- the computation ----------------------------------------------------------------------------------
 
 def activation_differences(

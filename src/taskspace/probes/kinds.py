@@ -58,17 +58,10 @@ def run_gradient_kinds(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSe
     if res.distributedness is not None:
         out.tables["stats/distributedness.csv"] = (res.distributedness, res.provenance)
     if ctx.options.get("save_masks"):
-        from .output import mask_path
-        from .masks import save_mask
+        from .output import write_masks
 
         meta = {k: str(v) for k, v in res.masks.describe().items()}
-        # masks are written by ProbeResult.save through the workdir: stage them in a temp folder
-        import tempfile
-
-        work = Path(tempfile.mkdtemp(prefix="taskspace-masks-"))
-        for t in res.masks:
-            save_mask(res.masks[t], mask_path(work, t), {"task": t, **meta})
-        out.workdir = work
+        out.writers.append(lambda d: write_masks(d, res.masks, meta))
     return out
 
 

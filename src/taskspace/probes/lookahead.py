@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from .activations import check_tasks, convention_of, probe_provenance
+from .activations import convention_of, probe_provenance, probe_tasks
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -126,12 +125,8 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     from ..spaces import TaskSpace
     from .result import ProbeResult
 
-    splits = settings.splits(suite)
+    splits, tasks, _ = probe_tasks(suite, settings, ["train", "test"])
     train, test = splits["train"], splits["test"]
-    tasks = suite.select(list(settings.tasks) if settings.tasks is not None else None).tasks
-    if not tasks:
-        raise InputError("the suite has no tasks", field="tasks")
-    check_tasks(splits, tasks, ["train", "test"])
     raw, mdesc, stats = lookahead_matrix(loaded.model, loaded.tokenizer, train, test, tasks, settings)
     groups = [suite.group_of(t) for t in tasks]
     prov = probe_provenance(loaded, suite.select(tasks), settings, NAME,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -21,8 +21,9 @@ class ProbeResult:
     their path relative to the probe folder (``stats/distributedness.csv``, ``cards/latent.csv``), each
     with its provenance. ``records``: JSON files keyed the same way. ``workdir``: a folder the probe
     already wrote per-task files into while it ran (FTGD's resume units, deltas, per-pair logs);
-    :meth:`save` copies them when saving elsewhere. ``extra``: in-memory objects for Python users
-    (e.g. the gradients), never written.
+    :meth:`save` copies them when saving elsewhere. ``writers``: functions that write more files into
+    the probe folder at save time (e.g. the masks with ``save_masks``; each returns the paths written).
+    ``extra``: in-memory objects for Python users (e.g. the gradients), never written.
     """
 
     kinds: tuple[str, ...]
@@ -31,6 +32,7 @@ class ProbeResult:
     records: dict[str, Any] = field(default_factory=dict)
     workdir: Path | None = None
     provenance: dict = field(default_factory=dict)
+    writers: list[Callable[[Path], list[Path]]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def main_spaces(self) -> dict[str, "TaskSpace"]:
@@ -68,6 +70,8 @@ class ProbeResult:
         for rel, obj in self.records.items():
             write_json(d / rel, obj)
             paths.append(d / rel)
+        for write in self.writers:
+            paths += write(d)
         return paths
 
     def __repr__(self) -> str:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .activations import check_tasks, convention_of, probe_provenance
+from .activations import convention_of, probe_provenance, probe_tasks
 from .lookahead import normalize_rows, sparse_dots, task_gradient_stream
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -143,17 +143,9 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     from ..spaces import TaskSpace
     from .result import ProbeResult
 
-    splits = settings.splits(suite)
+    splits, tasks, rows = probe_tasks(suite, settings, ["train", "test"], ctx.rows)
     train, dev, test = splits["train"], splits["dev"], splits["test"]
-    tasks = suite.select(list(settings.tasks) if settings.tasks is not None else None).tasks
-    if not tasks:
-        raise InputError("the suite has no tasks", field="tasks")
-    check_tasks(splits, tasks, ["train", "test"])
     groups = {t: suite.group_of(t) for t in tasks}
-    rows = list(ctx.rows) if ctx.rows else tasks
-    unknown = [r for r in rows if r not in tasks]
-    if unknown:
-        raise InputError(f"row task(s) {', '.join(unknown[:5])} are not in the suite", field="tasks")
     out = Path(ctx.out) if ctx.out is not None else None
     keys = (transfer_keys(loaded, suite, settings, rows, ctx.options.get("heldout"))
             if out is not None and (out / "deltas").is_dir() else {})
