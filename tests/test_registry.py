@@ -206,3 +206,19 @@ def test_probes_that_take_rows_compute_only_those_rows(name, tiny_model_dir, tmp
             assert rows == ["anaphor_singular"], (space.kind, rows)
     with pytest.raises((taskspace.TaskspaceError, ValueError)):
         taskspace.probe(lm, suite, name, settings, out=tmp_path / "out2", rows=["nope"], progress=False)
+
+
+def test_registering_first_does_not_hide_the_builtin_probes():
+    """In a fresh interpreter, a user's register() before any lookup still leaves the nine built-ins."""
+    import subprocess
+    import sys
+
+    code = ("from taskspace.probes import registry as r\n"
+            "from taskspace.probes.registry import ProbeSpec, SpaceSpec\n"
+            "r.register(ProbeSpec(name='mine', help='h', reads=('seed',), spaces=(SpaceSpec('mine', 'm'),),"
+            " runner='x:y'))\n"
+            "print(','.join(r.names()))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    names = out.stdout.strip().split(",")
+    assert names[:4] == ["gradients", "overlap", "transfer", "baseline"] and names[-1] == "mine", names

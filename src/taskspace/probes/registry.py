@@ -97,6 +97,7 @@ def register(spec: ProbeSpec, *, replace: bool = False) -> ProbeSpec:
 
     from .settings import ProbeSettings
 
+    _ensure_builtin()
     known = {f.name for f in fields(ProbeSettings)}
     bad = [r for r in spec.reads if r not in known]
     if bad:
@@ -117,8 +118,15 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+_BUILTIN_LOADED = False
+
+
 def _ensure_builtin() -> None:
-    if not _REGISTRY:
+    """Load the built-in entries once, before any lookup or registration (a probe registered first must
+    not hide them); the flag is set before the import, whose own register() calls then pass through."""
+    global _BUILTIN_LOADED
+    if not _BUILTIN_LOADED:
+        _BUILTIN_LOADED = True
         importlib.import_module(".kinds", __package__)
 
 
@@ -161,14 +169,6 @@ def space_spec(name: str) -> SpaceSpec | None:
     return None
 
 
-def probe_of_space(name: str) -> ProbeSpec | None:
-    base = name.split("/", 1)[0]
-    for p, s in all_spaces():
-        if s.name == base or (s.by is not None and base == f"{s.name}_by_{s.by}"):
-            return p
-    return None
-
-
 def main_spaces() -> list[str]:
     """Space names shown first in tables and figures, in registry order."""
     return [s.name for _, s in all_spaces() if s.main]
@@ -178,11 +178,6 @@ def generalization_spaces() -> list[str]:
     """Spaces whose entries are normalised transfer, in order of preference."""
     ranked = [(s.generalization, i, s.name) for i, (_, s) in enumerate(all_spaces()) if s.generalization]
     return [name for _, _, name in sorted(ranked)]
-
-
-def space_label(name: str) -> str:
-    s = space_spec(name)
-    return s.label if s is not None else name
 
 
 def is_signed_space(name: str, default: bool = True) -> bool:
