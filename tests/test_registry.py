@@ -58,6 +58,8 @@ def test_builtin_entries_are_consistent():
     assert registry.space_spec("overlap").signed is False
     assert registry.generalization_spaces()[0] == "transfer_normalized"
     assert registry.reads_of_job("gradients") == registry.get("gradients").reads
+    assert registry.get("transfer").summary_name("transfer_normalized") == "transfer"
+    assert registry.get("transfer").summary_name("transfer_accuracy") == "transfer_accuracy"
     with pytest.raises(taskspace.InputError, match="did you mean 'overlap'"):
         registry.get("overlapp")
     with pytest.raises(ValueError, match="unknown settings"):

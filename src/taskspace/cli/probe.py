@@ -224,7 +224,7 @@ def run_probe(name: str, options: dict[str, Any]) -> None:
     console = Console()
     ctl_txt = f"; control {lm_ctl.revision}" if lm_ctl is not None else ""
     shown = [s.name for s in spec.spaces if s.main] or [spec.spaces[0].name]
-    for i, space_name in enumerate(shown):
+    for space_name in shown:
         if space_name not in res.spaces:
             continue
         ctl_space = res_ctl.spaces.get(space_name) if res_ctl is not None else None
@@ -233,7 +233,7 @@ def run_probe(name: str, options: dict[str, Any]) -> None:
                         "control_model": lm_ctl.describe() if lm_ctl is not None else None,
                         "control_kind": control, "settings": settings.to_dict(),
                         "notes": res.extra.get("notes", [])})
-        paths.append(write_summary(out, name if i == 0 else space_name, summary))
+        paths.append(write_summary(out, spec.summary_name(space_name), summary))
         sp = res.spaces[space_name]
         title = (f"{space_name}: {lm.name}" + (f" @ {lm.revision}" if lm.revision else "") +
                  f" — {sp.n_tasks} tasks, {len(set(sp.groups))} groups{ctl_txt}")

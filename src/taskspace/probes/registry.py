@@ -83,6 +83,12 @@ class ProbeSpec:
         module, _, obj = self.stages.partition(":")
         return getattr(importlib.import_module(module, __package__), obj)
 
+    def summary_name(self, space: str) -> str:
+        """The stem of ``stats/<stem>_summary.json`` for one of its spaces: the probe's name for its first
+        main space, the space's name for any other (the CLI and a run write the same files)."""
+        first = next((s.name for s in self.spaces if s.main), self.spaces[0].name)
+        return self.name if space == first else space
+
     def space(self, name: str) -> SpaceSpec | None:
         return next((s for s in self.spaces if s.name == name), None)
 

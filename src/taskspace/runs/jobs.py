@@ -301,7 +301,7 @@ def _run_probe(spec: dict, out: Path, run_dir: Path, job: str, stage: str) -> di
         for s in get(kind).spaces:
             if s.main and s.name in res.spaces:
                 wb = summarize_with_control(res.spaces[s.name], None)
-                write_summary(out, kind if s.name == kind else s.name,
+                write_summary(out, get(kind).summary_name(s.name),
                               dict(wb, probe=kind, space=s.name, model=loaded.describe(), settings=spec["settings"]))
                 summary[s.name] = wb["trained"]
     return _jsonable(summary)
