@@ -86,11 +86,20 @@ def _toy_pairs(args) -> dict:
     return {"train_pairs": tr, "dev_pairs": dv, "eval_pairs": ev}
 
 
+def _tasks_arg(value: str) -> tuple:
+    if value == "all":
+        import taskspace
+
+        return tuple(taskspace.load_suite(str(BLIMP)).tasks)
+    return tuple(value.split(","))
+
+
 def _settings(args, **kw):
     from taskspace.probes.settings import ProbeSettings
 
     base = dict(tasks=tuple(args.tasks), train_pairs=args.train_pairs, dev_pairs=args.dev_pairs,
-                eval_pairs=args.eval_pairs, bootstrap=args.bootstrap, steps=args.steps)
+                eval_pairs=args.eval_pairs, bootstrap=args.bootstrap, steps=args.steps,
+                workers=args.workers)
     base.update(kw)
     return ProbeSettings(**base)
 
@@ -441,7 +450,9 @@ def main(argv=None) -> None:
     p.add_argument("--cache", required=True, help="folder for the probe runs (outside the repository)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--revision", nargs="+", default=["step2577"], help="gutenberg checkpoints (each on its own)")
-    p.add_argument("--tasks", type=lambda v: tuple(v.split(",")), default=TASKS8)
+    p.add_argument("--tasks", type=_tasks_arg, default=TASKS8,
+                   help="comma-separated paradigms, or 'all' for every BLiMP paradigm (67)")
+    p.add_argument("--workers", type=int, default=1, help="transfer: fine-tuning processes side by side")
     p.add_argument("--train-pairs", type=int, default=100)
     p.add_argument("--dev-pairs", type=int, default=50)
     p.add_argument("--eval-pairs", type=int, default=50)

@@ -213,3 +213,25 @@ def test_taskspace_round_trip_with_ci_and_module_spaces(tmp_path):
         assert b.provenance == orig.provenance
     t = back["transfer_margin"]
     assert np.array_equal(t.ci_low, lo, equal_nan=True) and np.array_equal(t.ci_high, hi)
+
+
+def test_random_mask_is_uniform_and_bitset_equal():
+    """Every position is equally likely (no bias to early positions or to one tensor), the size is
+    exact, and the bitset built one tensor at a time is the same mask."""
+    from taskspace.probes.bitsets import random_bitset
+
+    shapes = {"a": (6, 5), "b": (10,), "c": (2, 2, 5)}
+    n = 60
+    counts = np.zeros(n)
+    for seed in range(3000):
+        m = random_mask(shapes, 0.2, seed=seed)
+        flat = torch.cat([m[k].reshape(-1) for k in shapes]).numpy()
+        assert flat.sum() == 12
+        counts += flat
+    # each position is chosen with probability 0.2: 600 ± 22 expected per position
+    assert np.abs(counts - 600).max() < 5 * np.sqrt(3000 * 0.2 * 0.8)
+    # no trend with position (ties broken by position would favour early entries)
+    assert abs(np.corrcoef(np.arange(n), counts)[0, 1]) < 0.4
+    bits = random_bitset(shapes, 0.2, seed=7)
+    ref = random_mask(shapes, 0.2, seed=7)
+    assert all(torch.equal(bits[k], ref[k]) for k in shapes)

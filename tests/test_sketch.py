@@ -106,6 +106,24 @@ def test_sketch_deterministic_and_independent_of_tensor_order():
     assert "embed" in s3.describe()["exact_modules"]
 
 
+def test_module_sketch_is_the_fold_of_the_total_and_a_count_sketch_itself():
+    """A module's sketch (module_dim < dim) is its share of the total sketch folded to module_dim
+    buckets, which is the count sketch of the module under the same hash with module_dim buckets;
+    the total is the sum of the tensors' sketches."""
+    shapes = {"w": (70, 50), "v": (300,), "e": (110, 30)}
+    modules = {"w": "block0.mlp", "v": "block0.mlp", "e": "embed"}
+    gen = torch.Generator().manual_seed(5)
+    g = {n: torch.randn(s, generator=gen) for n, s in shapes.items()}
+    sk = SketchSet(list(shapes), shapes, modules, dim=256, seed=1, module_dim=64)
+    total, mods = sk.sketch(g)
+    ref_total = sum(sketch_tensor(g[n], tensor_key(1, n), 256) for n in shapes)
+    np.testing.assert_allclose(total, ref_total.numpy(), rtol=1e-6, atol=1e-5)
+    ref_mlp = sketch_tensor(g["w"], tensor_key(1, "w"), 64) + sketch_tensor(g["v"], tensor_key(1, "v"), 64)
+    np.testing.assert_allclose(mods["block0.mlp"], ref_mlp.numpy(), rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(mods["embed"], sketch_tensor(g["e"], tensor_key(1, "e"), 64).numpy(),
+                               rtol=1e-6, atol=1e-5)
+
+
 # -- bitset masks -------------------------------------------------------------------------------------
 
 def _grads_with_ties(seed: int) -> dict[str, torch.Tensor]:
@@ -133,6 +151,8 @@ def test_bitset_mask_equals_top_fraction_mask(fraction, seed):
     # the in-place variant (keys written over the gradient buffers) gives the same bits
     over = gradient_bitset({n: v.clone() for n, v in g.items()}, fraction=fraction, overwrite=True)
     np.testing.assert_array_equal(over.bits, bits.bits)
+    # the fallback (the cut's 16-bit bin holds more entries than the cap) gives the same bits
+    np.testing.assert_array_equal(gradient_bitset(g, fraction=fraction, cap=0).bits, bits.bits)
 
 
 def test_bitset_threshold_mask_and_ties_at_the_cut():
@@ -338,3 +358,42 @@ def test_sketch_mode_threshold_masks_and_store(tmp_path, tok, one_thread):
     ref = ex.masks["sv"]
     assert all(torch.equal(saved[n], ref[n]) for n in ref)
     assert sk.spaces["overlap"].provenance["mask"]["threshold"] == 1e-3
+
+
+def test_sketch_pass_split_over_threads_gives_the_same_results(tok):
+    """The sketch mode splits each task's tensors over torch's threads (the scatter, histograms and bit
+    packing are serial kernels): on the same gradient, masks are identical and sketches and
+    statistics equal to float64 rounding whatever the number of threads."""
+    from taskspace.probes.similarity import StreamedStats, _one_pass
+
+    model = make_tiny_model("gpt2", vocab_size=len(tok), seed=2)
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    modules = param_modules(model)
+    grads = [{n: v.clone() for n, v in g.items()}
+             for _, g in iter_task_gradients(model, tok, make_suite().by_task(), progress=False)][:3]
+    settings = ProbeSettings(mask_fraction=0.1)
+    saved = torch.get_num_threads()
+    out = {}
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            sk = SketchSet(list(shapes), shapes, modules, dim=512, seed=0, module_dim=128)
+            res = []
+            for i, g in enumerate(grads):
+                st = StreamedStats(modules)
+                bits = _one_pass(str(i), {n: v.clone() for n, v in g.items()}, set(), sk, st, settings, shapes)
+                res.append((bits.bits, st.row(str(i), "g", 1, bits)))
+            assert torch.get_num_threads() == threads          # restored after each pass
+            out[threads] = (res, sk)
+    finally:
+        torch.set_num_threads(saved)
+    (r1, s1), (r3, s3) = out[1], out[3]
+    for (b1, row1), (b3, row3), g in zip(r1, r3, grads):
+        np.testing.assert_array_equal(b1, b3)
+        exact = top_fraction_mask(g, 0.1)
+        assert np.array_equal(b1, BitsetMask.from_mask(exact).bits)
+        for c in ("grad_norm", "participation_ratio", "mask_size", "layer_centroid"):
+            assert row1[c] == pytest.approx(row3[c], rel=1e-12)
+    np.testing.assert_allclose(s1.vectors(), s3.vectors(), rtol=1e-6, atol=1e-12)
+    for m in s1.order:
+        np.testing.assert_allclose(s1.vectors(m), s3.vectors(m), rtol=1e-6, atol=1e-12)

@@ -3,26 +3,29 @@ keeping gradients").
 
 :func:`top_fraction_mask` in :mod:`.masks` concatenates ``|ḡ|`` over all parameters (a float32 copy of
 the model, then ``nan_to_num``, ``kthvalue`` and a boolean copy: ~4 model-sized allocations per task).
-Here the same mask is found in three passes over the tensors, each touching one tensor at a time:
+Here the same mask is found in two passes over the tensors (:class:`TopCut`), each touching one
+chunk of one tensor at a time:
 
 1. a histogram of the top 16 bits of ``|ḡ|``'s float32 bit pattern (for non-negative floats the bit
    pattern, read as an integer, is monotone in the value), which finds the 16-bit bin holding the
-   k-th largest magnitude;
-2. a histogram of the low 16 bits inside that bin, which gives the exact cut value;
-3. the entries above the cut, plus the first ``missing`` entries equal to it in parameter then
-   row-major order — the tie rule of :func:`~taskspace.probes.masks.top_fraction_mask`, so the two
-   masks are identical (a NaN is never "large": it ranks below every magnitude, as there).
+   k-th largest magnitude — in the sketch mode this rides along the pass that sketches the gradient;
+2. the entries above that bin are set; the few inside it (their positions and keys) are collected
+   and the largest taken, ties in parameter then row-major order — the tie rule of
+   :func:`~taskspace.probes.masks.top_fraction_mask`, so the two masks are identical (a NaN is
+   never "large": it ranks below every magnitude, as there). A bin too full to collect falls back
+   to a histogram of its low 16 bits and a third pass.
 
 The result is a :class:`BitsetMask`: 1 bit per parameter, each tensor's bits packed from a byte
 boundary (≤ 1 byte of padding per tensor, always zero), readable lazily one tensor at a time — which
 is all FTGD needs — and saved to disk as a ``.npy`` file so the masks of T tasks take no memory.
+:func:`random_bitset` draws the random-mask control the same way, from hashed keys.
 """
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -155,18 +158,134 @@ def _top_cut(keys: Mapping[str, torch.Tensor], names: Sequence[str], k: int) -> 
     return (b << 16) | low, k - greater
 
 
+class TopCut:
+    """The exact top ``k`` of ``|ḡ|`` over all tensors as a :class:`BitsetMask`, in two streamed passes.
+
+    1. :meth:`observe` every chunk of sort keys (:func:`_keys`): a histogram of their top 16 bits,
+       which locates the 16-bit bin ``b`` holding the k-th largest magnitude;
+    2. :meth:`select` reads the keys once more: entries above bin ``b`` are in; entries inside it
+       (a relative width of 2⁻⁷ in magnitude: ~0.2% of a Gaussian's coordinates at the 5% cut) are
+       collected with their positions and the ``need`` largest taken, ties in parameter then
+       row-major order — the rule of :func:`~taskspace.probes.masks.top_fraction_mask`.
+
+    If bin ``b`` holds more than ``cap`` entries (a gradient with a long run of equal values at the
+    cut) or the cut falls among NaNs, :meth:`select` falls back to a histogram of the low 16 bits
+    inside bin ``b`` and a third pass; the mask is the same either way.
+    """
+
+    def __init__(self, k: int, device: Any = "cpu", cap: int = 1 << 23) -> None:
+        self.k = int(k)
+        self.cap = int(cap)
+        # bin 0 counts NaNs (key −1), bin 1 + h the keys whose top 16 bits are h
+        self.hist = torch.zeros(_HI_BINS + 1, dtype=torch.int64, device=device)
+
+    def observe(self, keys: torch.Tensor, nan_free: bool = False) -> None:
+        """Count one chunk of keys; ``nan_free`` (the caller knows the chunk is finite) saves a pass."""
+        if nan_free:
+            self.hist[1:] += torch.bincount(keys >> 16, minlength=_HI_BINS)
+        else:
+            self.hist += torch.bincount((keys >> 16) + 1, minlength=_HI_BINS + 1)
+
+    def merge(self, other: "TopCut") -> "TopCut":
+        """Add another histogram of the same cut (chunks observed by another thread)."""
+        self.hist += other.hist.to(self.hist.device)
+        return self
+
+    def plan(self) -> tuple[int, int] | None:
+        """(bin ``b`` of the cut, number of entries above bin ``b``), or None when the cut falls
+        among NaNs (more entries asked for than there are numbers): then only the fallback applies."""
+        hi = self.hist[1:].cpu()
+        if self.k > int(hi.sum()):
+            return None
+        above = torch.flip(torch.cumsum(torch.flip(hi, [0]), 0), [0])   # above[b] = #keys with hi >= b
+        b = int((above >= self.k).nonzero().max())
+        return b, (int(above[b + 1]) if b + 1 < _HI_BINS else 0)
+
+    @staticmethod
+    def scan(flat: torch.Tensor, b: int, base: int,
+             limit: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor] | None:
+        """Pass 2 over one tensor's keys: (packed bits of the keys above bin ``b``, positions — offset
+        by ``base`` bits — and keys of the entries inside bin ``b``); None as soon as more than
+        ``limit`` entries fall inside bin ``b`` (memory stays bounded; the caller falls back)."""
+        hi_min = (b + 1) << 16
+        parts, pos, key = [], [], []
+        n = 0
+        for start in range(0, flat.numel(), _STEP):
+            part = flat[start:start + _STEP]
+            idx = ((part >> 16) == b).nonzero().squeeze(1)
+            if idx.numel():
+                n += idx.numel()
+                if n > limit:
+                    return None
+                pos.append(idx.cpu() + (base + start))
+                key.append(part[idx].cpu())
+            # _STEP is a multiple of 8: the chunks' packed bytes line up with the tensor's
+            parts.append(np.packbits((part >= hi_min).cpu().numpy()))
+        cat = (lambda xs, dt: torch.cat(xs) if xs else torch.zeros(0, dtype=dt))
+        return (np.concatenate(parts) if parts else np.zeros(0, np.uint8), cat(pos, torch.int64),
+                cat(key, torch.int32))
+
+    def assemble(self, names: Sequence[str], shapes: Mapping[str, Sequence[int]], greater: int,
+                 scans: Sequence[tuple[np.ndarray, torch.Tensor, torch.Tensor] | None]) -> BitsetMask | None:
+        """The mask from the per-tensor :meth:`scan` results (in ``names`` order); None when bin ``b``
+        held more than ``cap`` entries (then use the fallback)."""
+        if any(s is None for s in scans) or sum(s[1].numel() for s in scans) > self.cap:
+            return None
+        bits = np.concatenate([s[0] for s in scans]) if scans else np.zeros(0, np.uint8)
+        pos = torch.cat([s[1] for s in scans]).numpy()
+        key = torch.cat([s[2] for s in scans]).numpy().astype(np.int64)
+        win = pos[np.lexsort((pos, -key))[:self.k - greater]]
+        np.bitwise_or.at(bits, win >> 3, (0x80 >> (win & 7)).astype(np.uint8))
+        return BitsetMask(names, shapes, bits)
+
+    def select(self, keys: Mapping[str, torch.Tensor], names: Sequence[str],
+               shapes: Mapping[str, Sequence[int]]) -> BitsetMask:
+        """The mask, reading ``keys[name]`` (flat int32 keys) once per tensor (twice on the fallback)."""
+        planned = self.plan()
+        if planned is not None:
+            b, greater = planned
+            scans, base, left = [], 0, self.cap
+            for n in names:
+                flat = keys[n]
+                scans.append(self.scan(flat, b, base, left))
+                if scans[-1] is None:
+                    break
+                left -= scans[-1][1].numel()
+                base += 8 * ((flat.numel() + 7) // 8)
+            mask = self.assemble(names, shapes, greater, scans) if len(scans) == len(names) else None
+            if mask is not None:
+                return mask
+        return _select_exact(keys, names, shapes, self.k)
+
+
+def _select_exact(keys: Mapping[str, torch.Tensor], names: Sequence[str], shapes: Mapping[str, Sequence[int]],
+                  k: int) -> BitsetMask:
+    """The fallback of :meth:`TopCut.select`: the exact cut from two histograms, then a third pass."""
+    cut, ties = _top_cut(keys, names, k)
+    parts = []
+    for n in names:
+        key = keys[n]
+        sel = key > cut
+        if ties > 0:
+            eq = (key == cut).nonzero().squeeze(1)[:ties]
+            sel[eq] = True
+            ties -= eq.numel()
+        parts.append(np.packbits(sel.cpu().numpy()))
+    return BitsetMask(names, shapes, np.concatenate(parts))
+
+
 def gradient_bitset(grads: Mapping[str, torch.Tensor], names: Sequence[str] | None = None, *,
                     fraction: float | None = 0.05, threshold: float | None = None,
-                    overwrite: bool = False) -> BitsetMask:
+                    overwrite: bool = False, cap: int = 1 << 23) -> BitsetMask:
     """The gradient mask of ``grads`` as a :class:`BitsetMask`, one tensor at a time.
 
     ``threshold`` given: ``|ḡ| ≥ τ`` (as :func:`~taskspace.probes.masks.threshold_mask`); else the top
     ``round(fraction · N)`` entries of ``|ḡ|`` with the ties rule of
-    :func:`~taskspace.probes.masks.top_fraction_mask` (the same mask, bit for bit).
+    :func:`~taskspace.probes.masks.top_fraction_mask` (the same mask, bit for bit; :class:`TopCut`).
 
     ``overwrite=True`` (top fraction, float32 tensors) turns ``grads`` into their sort keys in place:
-    the three passes then share one set of keys instead of recomputing ``|g|`` (an allocation the
-    size of each tensor) three times. Use it on a gradient buffer that is reset afterwards.
+    the passes then share one set of keys instead of recomputing ``|g|`` (an allocation the
+    size of each tensor) each time. Use it on a gradient buffer that is reset afterwards.
     """
     names = list(grads) if names is None else list(names)
     shapes = {n: tuple(grads[n].shape) for n in names}
@@ -184,23 +303,66 @@ def gradient_bitset(grads: Mapping[str, torch.Tensor], names: Sequence[str] | No
     total = sum(math.prod(s) for s in shapes.values())
     k = int(round(fraction * total))
     if k == 0 or k >= total:
-        for n in names:
-            parts.append(np.packbits(np.full(math.prod(shapes[n]), k > 0, dtype=bool)))
-        return BitsetMask(names, shapes, np.concatenate(parts) if parts else np.zeros(0, np.uint8))
+        return full_bitset(shapes, names, k > 0)
     if overwrite and all(grads[n].dtype == torch.float32 for n in names):
-        keys = {n: _keys_in_place(grads[n]) for n in names}
+        keys: Mapping[str, torch.Tensor] = {n: _keys_in_place(grads[n]) for n in names}
     else:
         keys = _LazyKeys(grads)
-    cut, ties = _top_cut(keys, names, k)
+    cut = TopCut(k, grads[names[0]].device, cap=cap)
     for n in names:
-        key = keys[n]
-        sel = key > cut
-        if ties > 0:
-            eq = (key == cut).nonzero().squeeze(1)[:ties]
-            sel[eq] = True
-            ties -= eq.numel()
-        parts.append(np.packbits(sel.cpu().numpy()))
-    return BitsetMask(names, shapes, np.concatenate(parts))
+        for part in keys[n].split(_STEP):
+            cut.observe(part)
+    return cut.select(keys, names, shapes)
+
+
+def random_bitset(shapes: Mapping[str, Sequence[int]], size: float | int, seed: int) -> BitsetMask:
+    """A uniformly random mask of exactly ``round(size · N)`` entries (``size`` an int: that count) —
+    the random-mask control — without a permutation of all N positions (a randperm of a 1B model is
+    8 GB of int64). Each position gets a pseudo-random key from a hash of (seed, parameter name,
+    position), the sketch's hash under another domain; the mask is the top ``k`` keys, found by
+    :class:`TopCut` one tensor at a time, so memory is one tensor's keys and the mask is the same on
+    every device and in every mode."""
+    from .sketch import tensor_key
+
+    names = list(shapes)
+    shapes = {n: tuple(int(x) for x in shapes[n]) for n in names}
+    n_total = sum(math.prod(s) for s in shapes.values())
+    k = int(size) if isinstance(size, (int, np.integer)) and not isinstance(size, bool) else int(round(size * n_total))
+    if not 0 <= k <= n_total:
+        raise InputError(f"random mask size must be within 0 … {n_total}, got {k}", field="mask_fraction")
+    if k == 0 or k == n_total:
+        return full_bitset(shapes, names, k > 0)
+    keys = _HashKeys({n: (tensor_key(seed, n, domain="random-mask"), math.prod(shapes[n])) for n in names})
+    cut = TopCut(k)
+    for n in names:
+        for part in keys[n].split(_STEP):
+            cut.observe(part, nan_free=True)
+    return cut.select(keys, names, shapes)
+
+
+class _HashKeys(Mapping[str, torch.Tensor]):
+    """Non-negative int32 pseudo-random keys of every position of a tensor, computed when read."""
+
+    def __init__(self, spec: Mapping[str, tuple[int, int]]) -> None:
+        self.spec = spec
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        from .sketch import hashes
+
+        key, n = self.spec[name]
+        return hashes(key, 0, n) & 0x7FFFFFFF
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.spec)
+
+    def __len__(self) -> int:
+        return len(self.spec)
+
+
+def full_bitset(shapes: Mapping[str, Sequence[int]], names: Sequence[str], value: bool) -> BitsetMask:
+    """Every bit set (``value``) or none."""
+    parts = [np.packbits(np.full(math.prod(shapes[n]), value, dtype=bool)) for n in names]
+    return BitsetMask(names, shapes, np.concatenate(parts) if parts else np.zeros(0, np.uint8))
 
 
 class _LazyKeys(Mapping[str, torch.Tensor]):

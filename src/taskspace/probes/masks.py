@@ -77,21 +77,12 @@ def task_seed(seed: int, task: str) -> int:
 def random_mask(param_shapes: Mapping[str, Sequence[int]], fraction: float, seed: int) -> Mask:
     """A uniformly random mask of exactly ``round(fraction · N)`` entries (the random-mask control).
 
-    ``fraction`` may also be an int count (the size of a threshold mask to match)."""
-    sizes = {n: math.prod(s) for n, s in param_shapes.items()}
-    n = sum(sizes.values())
-    k = int(fraction) if isinstance(fraction, int) and not isinstance(fraction, bool) else int(round(fraction * n))
-    if not 0 <= k <= n:
-        raise InputError(f"random mask size must be within 0 … {n}, got {k}", field="mask_fraction")
-    gen = torch.Generator().manual_seed(int(seed))
-    flat = torch.zeros(n, dtype=torch.bool)
-    flat[torch.randperm(n, generator=gen)[:k]] = True
-    out: Mask = {}
-    i = 0
-    for name, s in param_shapes.items():
-        out[name] = flat[i:i + sizes[name]].reshape(tuple(s)).clone()
-        i += sizes[name]
-    return out
+    ``fraction`` may also be an int count (the size of a threshold mask to match). The same mask as
+    :func:`~taskspace.probes.bitsets.random_bitset` (which builds it one tensor at a time)."""
+    from .bitsets import random_bitset
+
+    bits = random_bitset(param_shapes, fraction, seed)
+    return {name: bits[name] for name in bits}
 
 
 def mask_size(mask: Mapping[str, torch.Tensor], relative: bool = False) -> float:

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
@@ -20,7 +21,7 @@ from ..spaces import TaskSpace
 from .gradients import TaskGradients, task_gradients
 from .masks import (Mask, mask_size, module_shares, overlap_matrix, pack, participation_ratio,
                     random_mask, task_seed, threshold_mask, top_fraction_mask)
-from .bitsets import BitsetMask, gradient_bitset, overlap_from_bitsets
+from .bitsets import BitsetMask, gradient_bitset, overlap_from_bitsets, random_bitset
 from .modules import layer_index, module_order, resolve_modules
 from .settings import ProbeSettings
 from .sketch import SketchSet
@@ -277,41 +278,218 @@ def task_bitset(grad: Mapping[str, torch.Tensor], shapes: Mapping[str, Sequence[
         if settings.mask_threshold is not None:
             size = gradient_bitset(grad, list(shapes), fraction=None,
                                    threshold=settings.mask_threshold).count()
-        return BitsetMask.from_mask(random_mask(shapes, size, task_seed(settings.seed, task)))
+        return random_bitset(shapes, size, task_seed(settings.seed, task))
     return gradient_bitset(grad, list(shapes), fraction=settings.mask_fraction,
                            threshold=settings.mask_threshold, overwrite=overwrite)
 
 
+class StreamedStats:
+    """The distributedness row of one task (as :func:`distributedness`), fed one chunk at a time:
+    ``‖ḡ‖₂``, the participation ratio ``(Σ|g|)² / (n Σ g²)``, the mask size, the ``|ḡ|``-weighted
+    layer centroid and ``share:<module>`` = the module's share of ``Σ|ḡ|``. Norms are reductions of
+    each chunk (no ``|g|`` or ``g²`` temporary), summed over chunks in float64."""
+
+    def __init__(self, modules: Mapping[str, str]) -> None:
+        self.modules = modules
+        self.mass: dict[str, float] = {m: 0.0 for m in module_order(modules.values())}
+        self.s1 = self.s2 = 0.0
+        self.n = 0
+
+    def add(self, name: str, part: torch.Tensor) -> bool:
+        """Count one chunk of parameter ``name``; True when the chunk is finite (no NaN or inf)."""
+        t1 = float(torch.linalg.vector_norm(part, 1))
+        t2 = float(torch.linalg.vector_norm(part, 2))
+        self.s1 += t1
+        self.s2 += t2 * t2
+        self.n += part.numel()
+        self.mass[self.modules[name]] += t1
+        return np.isfinite(t1)
+
+    def merge(self, other: "StreamedStats") -> None:
+        """Add another accumulator's chunks (other tensors of the same task)."""
+        if other is self:
+            return
+        self.s1 += other.s1
+        self.s2 += other.s2
+        self.n += other.n
+        for m, v in other.mass.items():
+            self.mass[m] += v
+
+    def row(self, task: str, group: str, n_pairs: int | None, mask: BitsetMask | None) -> dict:
+        s1, s2, n = self.s1, self.s2, self.n
+        shares = {m: (v / s1 if s1 > 0 else float("nan")) for m, v in self.mass.items()}
+        layered = {m: v for m, v in shares.items() if layer_index(m) is not None and np.isfinite(v)}
+        lm = sum(layered.values())
+        centroid = (sum(layer_index(m) * v for m, v in layered.items()) / lm) if lm > 0 else float("nan")
+        row = {"task": task, "group": group, "n_pairs": n_pairs, "grad_norm": float(np.sqrt(s2)),
+               "participation_ratio": s1 * s1 / (n * s2) if s2 > 0 else float("nan"),
+               "mask_size": (mask.count() / mask.n_parameters if mask is not None and mask.n_parameters
+                             else float("nan")),
+               "layer_centroid": centroid}
+        row.update({f"share:{m}": v for m, v in shares.items()})
+        return row
+
+
 def streamed_stats(task: str, group: str, n_pairs: int | None, grad: Mapping[str, torch.Tensor],
                    modules: Mapping[str, str], mask: BitsetMask | None) -> dict:
-    """The distributedness row of one task (as :func:`distributedness`), one tensor at a time:
-    ``‖ḡ‖₂``, the participation ratio ``(Σ|g|)² / (n Σ g²)``, the mask size, the ``|ḡ|``-weighted
-    layer centroid and ``share:<module>`` = the module's share of ``Σ|ḡ|``; sums in float64."""
-    mass: dict[str, float] = {m: 0.0 for m in module_order(modules.values())}
-    s1 = s2 = 0.0
-    n = 0
+    """The distributedness row of one task, one tensor at a time (:class:`StreamedStats`)."""
+    st = StreamedStats(modules)
     for name, g in grad.items():
-        # norms are reductions: no |g| or g² temporary the size of the tensor is allocated
-        # (in steps of 1M elements: a float64 cast of a step, not of the whole tensor)
-        flat = g.detach().reshape(-1)
-        t1 = 0.0
-        for part in flat.split(1 << 20):
-            t1 += float(torch.linalg.vector_norm(part, 1, dtype=torch.float64))
-            s2 += float(torch.linalg.vector_norm(part, 2, dtype=torch.float64)) ** 2
-        s1 += t1
-        n += flat.numel()
-        mass[modules[name]] += t1
-    shares = {m: (v / s1 if s1 > 0 else float("nan")) for m, v in mass.items()}
-    layered = {m: v for m, v in shares.items() if layer_index(m) is not None and np.isfinite(v)}
-    lm = sum(layered.values())
-    centroid = (sum(layer_index(m) * v for m, v in layered.items()) / lm) if lm > 0 else float("nan")
-    row = {"task": task, "group": group, "n_pairs": n_pairs, "grad_norm": float(np.sqrt(s2)),
-           "participation_ratio": s1 * s1 / (n * s2) if s2 > 0 else float("nan"),
-           "mask_size": (mask.count() / mask.n_parameters if mask is not None and mask.n_parameters
-                         else float("nan")),
-           "layer_centroid": centroid}
-    row.update({f"share:{m}": v for m, v in shares.items()})
-    return row
+        for part in g.detach().reshape(-1).split(_STEP):
+            st.add(name, part)
+    return st.row(task, group, n_pairs, mask)
+
+
+#: elements per chunk of the sketch mode's pass over a task's gradient (4 MB of float32: the chunk
+#: stays in cache while the sketch, the statistics and the mask's histogram read it)
+_STEP = 1 << 20
+
+
+def _one_pass(task: str, grads: Mapping[str, torch.Tensor], shared: set[str], sk: SketchSet | None,
+              stats: StreamedStats, settings: ProbeSettings, shapes: Mapping[str, Sequence[int]]) -> BitsetMask:
+    """The sketch mode's work on one task's gradient (in ``.grad``), in one read of each chunk:
+    sketch, statistics and — for a top-fraction mask — the histogram of its sort keys, written over
+    the chunk (the buffers are zeroed before the next task; ``shared`` zero stand-ins are not
+    written); then :class:`~taskspace.probes.bitsets.TopCut` reads the keys once more for the mask.
+    Threshold and random masks come from :func:`task_bitset`, which does not need the values kept.
+
+    On a CPU the tensors are split over ``torch.get_num_threads()`` Python threads (one torch thread
+    each): the scatter, the histograms and the bit packing are serial kernels, which would otherwise
+    leave all cores but one idle. Every partial result is a sum or is per tensor, so the outcome does
+    not depend on the split beyond float64 rounding (and not at all for a given thread count)."""
+    from .bitsets import TopCut, _keys, _select_exact, full_bitset
+
+    names = list(shapes)
+    device = grads[names[0]].device if names else torch.device("cpu")
+    sizes = {n: math.prod(shapes[n]) for n in names}
+    k = int(round(settings.mask_fraction * sum(sizes.values())))
+    top = settings.mask_kind == "gradient" and settings.mask_threshold is None and 0 < k < sum(sizes.values())
+    workers = min(torch.get_num_threads(), len(names)) if device.type == "cpu" else 1
+    groups = _balanced(names, sizes, workers)
+
+    def first(group: list[str]) -> tuple:
+        ts = sk.start(device) if sk is not None else None
+        st = StreamedStats(stats.modules)
+        cut = TopCut(k, device) if top else None
+        keys: dict[str, Any] = {}
+        for n in group:
+            flat = grads[n].detach().reshape(-1)
+            in_place = top and n not in shared and flat.dtype == torch.float32
+            for start in range(0, flat.numel(), _STEP):
+                part = flat[start:start + _STEP]
+                if ts is not None:
+                    ts.add(n, start, part)
+                finite = st.add(n, part)
+                if in_place:
+                    part.abs_()
+                    kp = part.view(torch.int32)
+                    if not finite:
+                        kp.masked_fill_(torch.isnan(part), -1)
+                    cut.observe(kp, nan_free=finite)
+                elif top:
+                    cut.observe(_keys(part))
+            if ts is not None:
+                ts.end_tensor(n)
+            if top:
+                keys[n] = flat.view(torch.int32) if in_place else _LazyKey(flat)
+        return ts, st, cut, keys
+
+    with _threads(workers) as pool:
+        parts = list(pool.map(first, groups)) if pool else [first(g) for g in groups]
+        ts, _, cut, keys = parts[0]
+        for t2, st2, c2, k2 in parts:
+            stats.merge(st2)
+            if t2 is not ts and ts is not None:
+                ts.merge(t2)
+            if c2 is not cut and cut is not None:
+                cut.merge(c2)
+            if k2 is not keys:
+                keys.update(k2)
+        if ts is not None:
+            sk.keep(task, *ts.finish())
+        if not top:
+            if settings.mask_kind == "gradient" and settings.mask_threshold is None:
+                return full_bitset(shapes, names, k > 0)
+            return task_bitset(grads, shapes, task, settings)
+        key_of = _Keys(keys)
+        planned = cut.plan()
+        if planned is not None:
+            b, greater = planned
+            base, off = {}, 0
+            for n in names:
+                base[n] = off
+                off += 8 * ((sizes[n] + 7) // 8)
+
+            def second(group: list[str]) -> dict:
+                return {n: TopCut.scan(key_of[n], b, base[n], cut.cap) for n in group}
+
+            scans: dict = {}
+            for d in (pool.map(second, groups) if pool else map(second, groups)):
+                scans.update(d)
+            mask = cut.assemble(names, shapes, greater, [scans[n] for n in names])
+            if mask is not None:
+                return mask
+        return _select_exact(key_of, names, shapes, k)
+
+
+def _balanced(names: Sequence[str], sizes: Mapping[str, int], n: int) -> list[list[str]]:
+    """``names`` in at most ``n`` groups of about equal total size (largest first to the lightest)."""
+    if n <= 1:
+        return [list(names)]
+    groups: list[list[str]] = [[] for _ in range(n)]
+    load = [0] * n
+    for name in sorted(names, key=lambda x: -sizes[x]):
+        i = load.index(min(load))
+        groups[i].append(name)
+        load[i] += sizes[name]
+    return [g for g in groups if g]
+
+
+class _threads:
+    """A pool of ``n`` Python threads with torch at one thread each while it lives (None when n ≤ 1)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __enter__(self) -> Any:
+        if self.n <= 1:
+            self.pool = None
+            return None
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.saved = torch.get_num_threads()
+        torch.set_num_threads(1)
+        self.pool = ThreadPoolExecutor(self.n)
+        return self.pool
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            torch.set_num_threads(self.saved)
+
+
+class _LazyKey:
+    """Stands for the keys of a tensor whose values were not overwritten (computed when read)."""
+
+    def __init__(self, flat: torch.Tensor) -> None:
+        self.flat = flat
+
+
+class _Keys(Mapping[str, torch.Tensor]):
+    def __init__(self, keys: Mapping[str, Any]) -> None:
+        self._k = keys
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        from .bitsets import _keys
+
+        v = self._k[name]
+        return _keys(v.flat) if isinstance(v, _LazyKey) else v
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._k)
+
+    def __len__(self) -> int:
+        return len(self._k)
 
 
 def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSettings, probes: Sequence[str],
@@ -364,14 +542,9 @@ def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSetting
             if v is None and n not in zeros:
                 zeros[n] = torch.zeros(shapes[n], device=device)
         full = {n: (v if v is not None else zeros[n]) for n, v in g.items()}
-        if "gradients" in probes:
-            sk.add(task, full)
-        # stats first: the mask may then overwrite the gradient buffers with its sort keys (they are
-        # zeroed before the next task); the shared zero stand-ins are never overwritten
-        stats = streamed_stats(task, train.group_of(task), len(by_task[task]), full, modules, None)
-        bits = task_bitset(full, shapes, task, settings, overwrite=not zeros)
-        stats["mask_size"] = bits.count() / bits.n_parameters if bits.n_parameters else float("nan")
-        rows.append(stats)
+        acc = StreamedStats(modules)
+        bits = _one_pass(task, full, set(zeros), sk if "gradients" in probes else None, acc, settings, shapes)
+        rows.append(acc.row(task, train.group_of(task), len(by_task[task]), bits))
         bits.save(masks.path(task))
         del bits, full
     src = SketchedGradients(tasks, groups, prov, convention, {t: len(ps) for t, ps in by_task.items()})

@@ -20,7 +20,10 @@ tensor), computed in 32-bit integer arithmetic (murmur3's finaliser) on the tens
 
 Per-module spaces get per-module sketches: a module with at most ``module_dim`` coordinates (layer
 norms, biases) is kept exactly — a sketch of it would be larger than the module — and the others are
-sketched to ``module_dim`` buckets with the same hash. :class:`SketchSet` holds, per task, the total
+sketched to ``module_dim`` buckets with the same hash: a module's sketch is its share of the total's
+``dim`` buckets folded to ``module_dim`` (bucket mod ``module_dim``), so one scatter per coordinate
+serves both. On a CPU the hash codes are computed once per run and kept as int16 (2 bytes a
+parameter, :meth:`SketchSet.codes`): hashing costs more than the scatter. :class:`SketchSet` holds, per task, the total
 sketch (``dim`` numbers) and the per-module vectors; that is all a task leaves behind.
 """
 from __future__ import annotations
@@ -46,9 +49,10 @@ _C2 = 0xC2B2AE35 - (1 << 32)
 KIND = "count sketch (murmur3-hashed bucket and sign per coordinate)"
 
 
-def tensor_key(seed: int, name: str) -> int:
-    """A 31-bit key for parameter ``name`` under ``seed`` (stable across processes, unlike ``hash``)."""
-    h = hashlib.sha256(f"sketch\x00{int(seed)}\x00{name}".encode()).digest()
+def tensor_key(seed: int, name: str, domain: str = "sketch") -> int:
+    """A 31-bit key for parameter ``name`` under ``seed`` (stable across processes, unlike ``hash``);
+    ``domain`` separates the uses of the hash (the sketch, the random-mask control)."""
+    h = hashlib.sha256(f"{domain}\x00{int(seed)}\x00{name}".encode()).digest()
     return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
 
 
@@ -83,6 +87,14 @@ def buckets_signs(key: int, start: int, stop: int, dim: int, device: Any = "cpu"
     return bucket, sign
 
 
+def signed_codes(key: int, start: int, stop: int, dim: int, device: Any = "cpu") -> torch.Tensor:
+    """Bucket and sign of positions ``start … stop-1`` as one int32 code in ``[0, 2·dim)``: ``h(i)`` for
+    sign +1, ``dim + h(i)`` for −1. Scattering values into ``2·dim`` slots by code and subtracting the
+    upper half from the lower gives the sketch without a separate sign multiplication."""
+    bucket, sign = buckets_signs(key, start, stop, dim, device)
+    return torch.where(sign, bucket, bucket + dim)
+
+
 def sketch_tensor(g: torch.Tensor, key: int, dim: int) -> torch.Tensor:
     """``S(g)`` (float64, ``dim`` numbers) of one tensor ``g`` (any shape) under ``key``.
 
@@ -90,14 +102,13 @@ def sketch_tensor(g: torch.Tensor, key: int, dim: int) -> torch.Tensor:
     so rounding is ~1e-7 relative) and accumulated in float64.
     """
     flat = g.detach().reshape(-1)
-    out = torch.zeros(dim, dtype=torch.float64, device=flat.device)
+    out = torch.zeros(2 * dim, dtype=torch.float64, device=flat.device)
     for start in range(0, flat.numel(), _CHUNK):
         stop = min(flat.numel(), start + _CHUNK)
-        bucket, sign = buckets_signs(key, start, stop, dim, flat.device)
-        v = flat[start:stop].float()
-        v = torch.where(sign, v, -v)
-        out += torch.zeros(dim, dtype=torch.float32, device=flat.device).index_add_(0, bucket, v).double()
-    return out
+        codes = signed_codes(key, start, stop, dim, flat.device)
+        out += torch.zeros(2 * dim, dtype=torch.float32, device=flat.device).index_add_(
+            0, codes, flat[start:stop].float()).double()
+    return out[:dim] - out[dim:]
 
 
 def module_dim_for(dim: int, n_modules: int, budget_bytes: int = 8 << 20) -> int:
@@ -140,6 +151,7 @@ class SketchSet:
         self.tasks: list[str] = []
         self._total: list[np.ndarray] = []
         self._mods: dict[str, list[np.ndarray]] = {m: [] for m in self.order}
+        self._codes: dict[str, torch.Tensor] = {}
 
     def describe(self) -> dict:
         """What provenance records about the sketch."""
@@ -151,37 +163,55 @@ class SketchSet:
         return self.dim + sum(self.module_sizes[m] if m in self.exact_modules else self.module_dim
                               for m in self.order)
 
+    # -- the hash codes ------------------------------------------------------------------------
+    def codes(self, name: str, start: int, stop: int, device: Any = "cpu") -> torch.Tensor:
+        """int32 codes (:func:`signed_codes`) of positions ``start … stop-1`` of parameter ``name``.
+
+        On a CPU the codes of a tensor are hashed once and kept as int16 (2 bytes a parameter, when
+        ``2·dim ≤ 65,536``, i.e. up to the default k): hashing costs ~2 ns a coordinate, more than the
+        scatter itself, and every task would pay it again. On a GPU hashing is nearly free and memory
+        dear, so codes are recomputed per chunk there (they are the same numbers)."""
+        dev = torch.device(device)
+        if dev.type != "cpu" or 2 * self.dim > (1 << 16):
+            return signed_codes(self.keys[name], start, stop, self.dim, dev)
+        cached = self._codes.get(name)
+        if cached is None:
+            n = math.prod(self.shapes[name])
+            cached = torch.empty(n, dtype=torch.int16)
+            for a in range(0, n, _CHUNK):
+                b = min(n, a + _CHUNK)
+                cached[a:b] = signed_codes(self.keys[name], a, b, self.dim).sub_(1 << 15)
+            self._codes[name] = cached
+        return cached[start:stop].to(torch.int32).add_(1 << 15)
+
+    # -- sketching ------------------------------------------------------------------------------
+    def start(self, device: Any = "cpu") -> "TaskSketch":
+        """An empty sketch of one task's gradient, to be fed one chunk at a time (:class:`TaskSketch`)."""
+        return TaskSketch(self, torch.device(device))
+
     def sketch(self, grads: Mapping[str, torch.Tensor | None]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(total sketch, ``{module: vector}``) of one gradient given per tensor (None = zero)."""
-        total = None
-        mods: dict[str, Any] = {}
+        present = [v for v in grads.values() if v is not None]
+        ts = self.start(present[0].device if present else "cpu")
         for n in self.param_names:
             g = grads.get(n)
-            m = self.modules[n]
-            if g is None:
-                g = torch.zeros(self.shapes[n])
-            v = sketch_tensor(g, self.keys[n], self.dim)
-            total = v if total is None else total + v.to(total.device)
-            if m in self.exact_modules:
-                mods.setdefault(m, []).append(g.detach().reshape(-1).double().cpu())
-            else:
-                w = v if self.module_dim == self.dim else sketch_tensor(g, self.keys[n], self.module_dim)
-                mods[m] = w if m not in mods else mods[m] + w
-        out_mods = {}
+            flat = (g.detach() if g is not None else torch.zeros(self.shapes[n])).reshape(-1)
+            for a in range(0, flat.numel(), _CHUNK):
+                ts.add(n, a, flat[a:a + _CHUNK])
+            ts.end_tensor(n)
+        return ts.finish()
+
+    def keep(self, task: str, total: np.ndarray, mods: Mapping[str, np.ndarray]) -> None:
+        """Keep one task's sketch (:attr:`numbers_per_task` float32 numbers)."""
+        self.tasks.append(task)
+        # kept in float32 (4 bytes a number, as module_dim_for budgets); products run in float64
+        self._total.append(np.asarray(total, dtype=np.float32))
         for m in self.order:
-            x = mods[m]
-            out_mods[m] = (torch.cat(x) if isinstance(x, list) else x).cpu().numpy()
-        assert total is not None
-        return total.cpu().numpy(), out_mods
+            self._mods[m].append(np.asarray(mods[m], dtype=np.float32))
 
     def add(self, task: str, grads: Mapping[str, torch.Tensor | None]) -> None:
         """Sketch ḡ_t of ``task`` and keep only the sketch (:attr:`numbers_per_task` float32 numbers)."""
-        total, mods = self.sketch(grads)
-        self.tasks.append(task)
-        # kept in float32 (4 bytes a number, as module_dim_for budgets); products run in float64
-        self._total.append(total.astype(np.float32))
-        for m in self.order:
-            self._mods[m].append(mods[m].astype(np.float32))
+        self.keep(task, *self.sketch(grads))
 
     def vectors(self, module: str | None = None) -> np.ndarray:
         """tasks × numbers: the total sketches, or one module's vectors."""
@@ -202,3 +232,72 @@ class SketchSet:
     @property
     def nbytes(self) -> int:
         return sum(x.nbytes for x in self._total) + sum(x.nbytes for v in self._mods.values() for x in v)
+
+
+class TaskSketch:
+    """One task's sketch, built a chunk at a time: the gradient probe reads each chunk of ``.grad``
+    once and hands it here, to the statistics and to the mask's histogram (DESIGN §4).
+
+    Each chunk is scattered by its codes into ``2·dim`` float32 slots; at the end of a tensor the slots
+    are added in float64 to the total and to the tensor's module. A module's sketch is the fold of its
+    share of the total (bucket mod ``module_dim``), so one scatter serves both; modules kept exactly
+    copy their values. Threads that sketch different tensors each use their own TaskSketch and
+    :meth:`merge` them (sums, so the result does not depend on which thread took which tensor)."""
+
+    def __init__(self, sk: SketchSet, device: torch.device) -> None:
+        self.sk = sk
+        self.device = device
+        self._slots = torch.zeros(2 * sk.dim, dtype=torch.float32, device=device)
+        self._total = torch.zeros(2 * sk.dim, dtype=torch.float64, device=device)
+        self._mods: dict[str, torch.Tensor] = {}
+        self._exact: dict[str, list[torch.Tensor]] = {}     # by parameter name
+
+    def add(self, name: str, start: int, part: torch.Tensor) -> None:
+        """Scatter ``part`` = elements ``start …`` of parameter ``name`` (flat); ``part`` is not kept."""
+        v = part if part.dtype == torch.float32 else part.float()
+        self._slots.index_add_(0, self.sk.codes(name, start, start + v.numel(), v.device), v)
+        if self.sk.modules[name] in self.sk.exact_modules:
+            self._exact.setdefault(name, []).append(v.double().cpu())
+
+    def end_tensor(self, name: str) -> None:
+        """Flush the tensor's slots into the total and its module (after its last chunk)."""
+        s = self._slots.double()
+        self._slots.zero_()
+        self._total += s
+        m = self.sk.modules[name]
+        if m not in self.sk.exact_modules:
+            if m in self._mods:
+                self._mods[m] += s
+            else:
+                self._mods[m] = s
+
+    def merge(self, other: "TaskSketch") -> "TaskSketch":
+        """Add ``other``'s tensors (disjoint from this one's) into this sketch."""
+        self._total += other._total
+        for m, v in other._mods.items():
+            self._mods[m] = self._mods[m] + v if m in self._mods else v
+        self._exact.update(other._exact)
+        return self
+
+    def finish(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(total sketch, ``{module: vector}``), as :meth:`SketchSet.sketch` returns them."""
+        sk = self.sk
+        d, md = sk.dim, sk.module_dim
+        fold = None
+        out: dict[str, np.ndarray] = {m: [] for m in sk.exact_modules}
+        for n in sk.param_names:       # exact modules: values in parameter order
+            if n in self._exact:
+                out[sk.modules[n]].extend(self._exact[n])
+        for m in sk.order:
+            if m in sk.exact_modules:
+                parts = out[m]
+                out[m] = (torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)).numpy()
+                continue
+            s = self._mods.get(m)
+            v = s[:d] - s[d:] if s is not None else torch.zeros(d, dtype=torch.float64, device=self.device)
+            if md != d:
+                if fold is None:
+                    fold = torch.arange(d, device=self.device) % md
+                v = torch.zeros(md, dtype=torch.float64, device=self.device).index_add_(0, fold, v)
+            out[m] = v.cpu().numpy()
+        return (self._total[:d] - self._total[d:]).cpu().numpy(), out
