@@ -392,7 +392,7 @@ def ablation(args) -> None:
     for label, lm, suite, tasks, rows, key in models:
         for f in args.fractions:
             kw = _toy_pairs(args) if key == "toy" else {"eval_pairs": args.ablation_eval_pairs}
-            s = _settings(args, tasks=tuple(tasks), mask_fraction=f, **kw)
+            s = _settings(args, tasks=tuple(tasks), ablation_fraction=f, **kw)
             cache = Path(args.cache) / "ablation" / key / f"f{f:g}"
             res, t, cached = _timed(cache, "ablation", lambda: _rows_probe(lm, suite, "ablation", s, rows))
             table.append([label, f"{f:g}", *_ablation_rows(res, suite, rows), t["seconds"], f"{t['load_before']:.1f}"])

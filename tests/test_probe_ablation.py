@@ -10,6 +10,7 @@ import torch
 
 from conftest import make_tiny_model, make_word_tokenizer, mean_margin
 from conftest import mini_suite as make_suite
+from taskspace.errors import InputError
 from taskspace.models.loading import LoadedModel
 from taskspace.probes import registry
 from taskspace.probes.ablation import ablated
@@ -21,7 +22,7 @@ from taskspace.spaces import TaskSpace
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SETTINGS = ProbeSettings(train_pairs=3, dev_pairs=0, eval_pairs=2, mask_fraction=0.02, bootstrap=50)
+SETTINGS = ProbeSettings(train_pairs=3, dev_pairs=0, eval_pairs=2, ablation_fraction=0.02, bootstrap=50)
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +119,24 @@ def test_runner_files_and_provenance(tok, tmp_path):
     assert (tmp_path / "stats" / "ablation.csv").exists()
 
 
+def test_ablation_has_its_own_mask_fraction(tok):
+    """Ablation masks default to 0.5% of the parameters whatever the shared mask settings say (the
+    overlap probe's 5% and a random mask kind do not leak in), and the job key reads its own field."""
+    from dataclasses import replace
+
+    lm = lm_of(tok)
+    n = sum(p.numel() for p in lm.model.parameters())
+    s = ProbeSettings(train_pairs=3, dev_pairs=0, eval_pairs=2, bootstrap=0, mask_fraction=0.3, mask_kind="random")
+    assert s.ablation_fraction == 0.005
+    res = registry.get("ablation").load_runner()(lm, make_suite(), s, RunContext(progress=False, rows=("refl",)))
+    assert (res.tables["stats/ablation.csv"][0]["mask_size"] == round(0.005 * n)).all()
+    assert res.spaces["ablation"].provenance["mask"]["kind"] == "gradient"
+    reads = registry.get("ablation").reads
+    assert "ablation_fraction" in reads and "mask_fraction" not in reads and "mask_kind" not in reads
+    with pytest.raises(InputError):
+        replace(s, ablation_fraction=0.0)
+
+
 @pytest.mark.slow
 def test_trained_model_diagonal_drops_more_than_random_mask():
     """On a real trained model (gutenberg-gpt2-5m step2577), zeroing 0.1% of the weights chosen by a
@@ -131,7 +150,7 @@ def test_trained_model_diagonal_drops_more_than_random_mask():
     lm = taskspace.load_model(str(GUTENBERG_MODEL), revision="step2577")
     tasks = ["anaphor_number_agreement", "determiner_noun_agreement_2"]
     suite = taskspace.load_suite(str(BLIMP)).select(tasks)
-    s = ProbeSettings(train_pairs=50, dev_pairs=0, eval_pairs=50, mask_fraction=0.001, bootstrap=200)
+    s = ProbeSettings(train_pairs=50, dev_pairs=0, eval_pairs=50, ablation_fraction=0.001, bootstrap=200)
     res = registry.get("ablation").load_runner()(lm, suite, s, RunContext(progress=False))
     A, R = res.spaces["ablation"], res.spaces["ablation_random"]
     for i in range(len(tasks)):

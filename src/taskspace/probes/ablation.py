@@ -9,8 +9,11 @@ the values of a reference model such as the control checkpoint) and every task's
 (m_b = b's mean margin over its eval pairs; each entry carries a 95% paired bootstrap interval over
 b's eval pairs, as the transfer probe's). Why: if ``M_a`` is where the model keeps what task a needs,
 removing it hurts a more than removing as many random parameters does (``A[a, a] < A_r[a, a]``), and
-related tasks suffer with it. Top-5% masks remove too much to be specific: try smaller
-``mask_fraction`` values (the default should be chosen by measurement; DESIGN §2).
+related tasks suffer with it. ``M_a`` keeps the top ``settings.ablation_fraction`` of ``|ḡ_a|`` (default
+0.5%, or ``|ḡ_a| ≥ mask_threshold`` when that is set; always a gradient mask): top-5% masks — the
+overlap probe's — remove too much to be specific, and 0.5% is the smallest fraction at which the
+diagonal separated from the random control on both gutenberg-gpt2-5m and a toy model
+(benchmarks/README.md, "Ablation vs the random-mask control").
 
 The model is never copied: the masked entries are saved, overwritten, scored and copied back, and the
 restored entries are checked bit for bit (``torch.equal``) after every row.
@@ -100,6 +103,10 @@ def ablation_scores(loaded: "LoadedModel", train: "Suite", test: "Suite", rows: 
     from .masks import mask_size, random_mask, task_seed
     from .similarity import compute_masks
 
+    from dataclasses import replace
+
+    # the ablation mask: its own fraction, and always the gradient's (the random mask is the control)
+    settings = replace(settings, mask_fraction=settings.ablation_fraction, mask_kind="gradient")
     model = loaded.model
     scorer = Scorer(model, loaded.tokenizer, reduction=settings.reduction, prefix=settings.prefix,
                     batch_tokens=settings.batch_tokens)

@@ -215,7 +215,7 @@ register(ProbeSpec(
     name="ablation",
     help="Ablation probe: every task's mean-margin change when task a's mask M_a is zeroed (or set to a "
          "reference model's values), beside a random mask of the same size per row.",
-    reads=SPLITS + MASKS + SCORING + ("bootstrap",),
+    reads=SPLITS + ("ablation_fraction", "mask_threshold") + SCORING + ("bootstrap",),
     spaces=(SpaceSpec("ablation", "mask ablation Δmargin", main=True,
                       rows="task whose mask is ablated", columns="task evaluated"),
             SpaceSpec("ablation_random", "random-mask ablation Δmargin",

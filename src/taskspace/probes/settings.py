@@ -24,7 +24,9 @@ class ProbeSettings:
     gradient differentials and the FTGD training data, ``dev_pairs`` drive early stopping,
     ``eval_pairs`` held-out pairs measure transfer. Masks keep the top ``mask_fraction`` of ``|ḡ_t|``
     unless ``mask_threshold`` (the paper's τ) is given. ``mask_kind="random"`` is the random-mask
-    control of the same size. ``workers`` (transfer and baseline only) fine-tunes and evaluates that
+    control of the same size. The ``ablation`` probe's masks have their own fraction,
+    ``ablation_fraction`` (0.5%: top-5% masks remove too much to be specific; benchmarks/README.md).
+    ``workers`` (transfer and baseline only) fine-tunes and evaluates that
     many tasks at once in separate processes; it changes how fast, not what is computed (a task's
     results depend only on its own data and the seed), so it is not part of any resume key.
     """
@@ -59,12 +61,18 @@ class ProbeSettings:
     sketch_dim: int = field(default=32768, metadata={
         "help": "dimensions k of the gradient count sketch (sketch mode); 32768: mean cosine error 0.004, "
                 "Spearman 0.995 vs exact on gutenberg-gpt2-5m × 67 BLiMP tasks"})
+    ablation_fraction: float = field(default=0.005, metadata={
+        "help": "ablation probe: its masks keep the top fraction of |ḡ_t| (0.005: the smallest fraction at which "
+                "the diagonal separates from the random-mask control on gutenberg-gpt2-5m and a toy model)"})
     autocast: str = field(default="none", metadata={
         "help": "none | bf16: forward and backward in bfloat16 autocast, ḡ accumulated in float32"})
 
     def __post_init__(self) -> None:
         if not 0.0 < self.mask_fraction <= 1.0:
             raise InputError(f"mask fraction must be in (0, 1], got {self.mask_fraction}", field="mask_fraction")
+        if not 0.0 < self.ablation_fraction <= 1.0:
+            raise InputError(f"ablation fraction must be in (0, 1], got {self.ablation_fraction}",
+                             field="ablation_fraction")
         if self.mask_threshold is not None and self.mask_threshold < 0:
             raise InputError(f"mask threshold must be >= 0, got {self.mask_threshold}", field="mask_threshold")
         if self.objective not in OBJECTIVES:
