@@ -4,7 +4,7 @@ models, sketch accuracy on gutenberg-gpt2-5m, and transfer rows on the 210M shap
     python benchmarks/bench_scale.py accuracy                    # (c) sketch vs exact, 67 tasks × 100 pairs
     python benchmarks/bench_scale.py memory --tasks 8 16 67      # (a) 210M GPT-2: peak RSS, s/task vs fwd+bwd
     python benchmarks/bench_scale.py memory --shape neox1b --tasks 8 --pairs 2   # (b) 1B GPT-NeoX
-    python benchmarks/bench_scale.py transfer --rows 1           # (d) 210M: one FTGD row over 67 tasks
+    python benchmarks/bench_scale.py transfer --rows 2           # (d) 210M: transfer + baseline rows over 67 tasks
 
 Each memory configuration runs in a fresh subprocess and reads its peak RSS from the OS
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), with user / system CPU seconds and major / minor page
@@ -245,6 +245,8 @@ def accuracy(args) -> dict:
 # -- (d): transfer rows ------------------------------------------------------------------------------
 
 def transfer(args) -> dict:
+    """Transfer (and baseline) rows on the random model: each source row fine-tuned and evaluated on
+    all 67 BLiMP tasks' eval pairs, one row per call (``rows=``), the base model scored once."""
     import tempfile
 
     import torch
@@ -254,38 +256,37 @@ def transfer(args) -> dict:
 
     torch.set_num_threads(args.threads)
     model, tok = random_model(args.shape)
+    loaded = Loaded(model, tok, args.shape)
     suite, tasks = blimp(67)
     settings = ProbeSettings(tasks=tasks, train_pairs=args.pairs, dev_pairs=0, eval_pairs=args.eval_pairs,
                              steps=args.steps, eval_every=args.steps, bootstrap=10)
-    # fine-tune only the first `rows` tasks, each evaluated on all 67 tasks' eval pairs: the other
-    # rows are marked done by running on a suite whose fine-tuned tasks are the first rows only
-    sub = ProbeSettings(**{**settings.to_dict(), "tasks": tasks})
+    per_row = []
+    t = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        import taskspace.probes.transfer as tr
-
-        done_rows = []
-        orig = tr._in_process
-
-        def limited(loaded, scorer, job, todo):
-            for a, rec, timings in orig(loaded, scorer, job, todo[: args.rows]):
-                done_rows.append((a, rec, timings))
-                yield a, rec, timings
-            for a in todo[args.rows:]:
-                yield a, {"status": "failed", "reason": "not run (benchmark)"}, {}
-
-        tr._in_process = limited
-        t = time.perf_counter()
-        try:
-            transfer_probe(Loaded(model, tok, args.shape), suite, sub, out, progress=False)
-        finally:
-            tr._in_process = orig
-        wall = time.perf_counter() - t
-        timings = json.loads((Path(out) / "stats" / "transfer_timings.json").read_text())
-    per_row = [{"task": a, "gradient_mask_s": r.get("gradient_seconds"), "finetune_s": tm.get("finetune"),
-                "eval_s": tm.get("eval")} for a, r, tm in done_rows]
-    res = {"shape": args.shape, "rows": per_row, "base_eval_s": timings["base_eval"], "wall_s": wall,
-           "usage": _usage(), "load": _load(), "steps": args.steps, "eval_pairs": args.eval_pairs}
-    print(json.dumps(res, indent=1))
+        for probe in args.probes:
+            base_from = None
+            for a in tasks[: args.rows]:
+                t0 = time.perf_counter()
+                transfer_probe(loaded, suite, settings, out, baseline=(probe == "baseline"), progress=False,
+                               rows=[a], base_from=base_from)
+                wall = time.perf_counter() - t0
+                base_from = out
+                files = sorted((Path(out) / "stats" / f"{probe}_timings").glob("*.json"),
+                               key=lambda f: f.stat().st_mtime)
+                tm = json.loads(files[-1].read_text())
+                row = {"probe": probe, "task": a, "wall_s": wall, "base_eval_s": tm["base_eval"],
+                       "gradient_mask_s": tm["gradients"], "finetune_s": tm["finetune"], "eval_s": tm["eval"],
+                       "maxrss_gb": _usage()["maxrss_gb"], "load": _load()}
+                per_row.append(row)
+                print(json.dumps(row), flush=True)
+    res = {"shape": args.shape, "rows": per_row, "wall_s": time.perf_counter() - t, "usage": _usage(),
+           "steps": args.steps, "pairs": args.pairs, "eval_pairs": args.eval_pairs, "threads": args.threads}
+    print(f"\n{args.shape}: {args.pairs} train pairs, {args.steps} steps, {args.eval_pairs} eval pairs × 67 tasks")
+    print(f"{'probe':9} {'row':38} {'base scoring s':>14} {'gradient/mask s':>15} {'fine-tune s':>11} "
+          f"{'eval s':>7} {'peak RSS GB':>11} {'load':>5}")
+    for r in per_row:
+        print(f"{r['probe']:9} {r['task']:38} {r['base_eval_s']:14.1f} {r['gradient_mask_s']:15.1f} "
+              f"{r['finetune_s']:11.1f} {r['eval_s']:7.1f} {r['maxrss_gb']:11.2f} {r['load']:5.1f}")
     return res
 
 
@@ -316,7 +317,8 @@ def main() -> None:
     o.add_argument("--threads", type=int, default=2)
     t = sub.add_parser("transfer")
     t.add_argument("--shape", default="gpt2-210m")
-    t.add_argument("--rows", type=int, default=1)
+    t.add_argument("--rows", type=int, default=2)
+    t.add_argument("--probes", nargs="+", default=["transfer", "baseline"])
     t.add_argument("--pairs", type=int, default=4)
     t.add_argument("--eval-pairs", type=int, default=2)
     t.add_argument("--steps", type=int, default=2)
