@@ -381,11 +381,22 @@ class _LazyKeys(Mapping[str, torch.Tensor]):
         return len(self.grads)
 
 
+def _whole_file_map(a: np.ndarray) -> bool:
+    """True for a memory map of a whole ``.npy`` file's data (a slice's ``offset`` would be wrong)."""
+    import os
+
+    return (isinstance(a, np.memmap) and bool(a.filename) and a.ndim == 1
+            and a.offset + a.nbytes == os.path.getsize(a.filename))
+
+
 def overlap_from_bitsets(bitsets: Sequence[BitsetMask | np.ndarray], chunk_bytes: int = 1 << 22) -> np.ndarray:
     """Jaccard ``|M_a ∩ M_b| / |M_a ∪ M_b|`` of every pair of bitsets (NaN where both are empty).
 
     Reads ``chunk_bytes`` of every bitset at a time (memory: T × chunk, whatever the model size) and
-    counts intersections with popcounts: T²/2 × N/8 byte operations in all.
+    counts intersections with popcounts: T²/2 × N/8 byte operations in all. Bitsets memory-mapped
+    from disk (:meth:`BitsetMask.load`) are read with plain file reads instead: every page of a
+    mapping that is touched counts in the process's resident memory until it is unmapped, which made
+    the peak grow by one bitset (N/8 bytes: 126 MB at 1B parameters) per task.
     """
     arrs = [b.bits if isinstance(b, BitsetMask) else b for b in bitsets]
     t = len(arrs)
@@ -395,11 +406,26 @@ def overlap_from_bitsets(bitsets: Sequence[BitsetMask | np.ndarray], chunk_bytes
     n = arrs[0].shape[0]
     if any(a.shape[0] != n for a in arrs):
         raise ValueError("bitsets of different lengths")
-    inter = np.zeros((t, t), dtype=np.int64)
-    for start in range(0, n, chunk_bytes):
-        block = np.stack([np.asarray(a[start:start + chunk_bytes]) for a in arrs])
-        for a in range(t):
-            inter[a, a:] += np.bitwise_count(block[a] & block[a:]).sum(axis=1, dtype=np.int64)
+    files = [open(a.filename, "rb") if _whole_file_map(a) else None for a in arrs]
+    try:
+        inter = np.zeros((t, t), dtype=np.int64)
+        block = np.empty((t, min(chunk_bytes, n)), dtype=np.uint8)
+        for start in range(0, n, chunk_bytes):
+            width = min(chunk_bytes, n - start)
+            for i, (a, f) in enumerate(zip(arrs, files)):
+                if f is None:
+                    block[i, :width] = a[start:start + width]
+                else:
+                    f.seek(a.offset + start)
+                    if f.readinto(memoryview(block[i, :width])) != width:
+                        raise ValueError(f"bitset file {a.filename} is shorter than its header says")
+            view = block[:, :width]
+            for a in range(t):
+                inter[a, a:] += np.bitwise_count(view[a] & view[a:]).sum(axis=1, dtype=np.int64)
+    finally:
+        for f in files:
+            if f is not None:
+                f.close()
     sizes = np.diag(inter).copy()
     for a in range(t):
         for b in range(a, t):
