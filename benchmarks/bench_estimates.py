@@ -199,15 +199,20 @@ def _transfer_block(out: Path, tasks, rows):
 # ---------------------------------------------------------------- 1. estimates
 def estimates(args) -> None:
     import taskspace
+    from taskspace.probes.settings import ProbeSettings
 
     header = ["checkpoint", "probe", "ρ off-diag (raw)", "ρ off-diag (row-normalised)",
-              "sign agreement |T|>2", "cells |T|>2", "diag T/T̂ median [min, max]", "time (s)",
+              "sign agreement |T|>0.5", "cells |T|>0.5", "sign agreement |T|>2", "cells |T|>2",
+              "diag T/T̂ median [min, max]", "within − between (normalised)", "Mantel ρ (p)", "time (s)",
               "time / transfer", "standalone / transfer", "load"]
     table = []
-    for rev in args.revision:
-        cache = Path(args.cache) / "estimates" / rev
-        lm, suite = _blimp(rev)
-        s = _settings(args)
+    runs = [(rev, *_blimp(rev), _settings(args), Path(args.cache) / "estimates" / rev) for rev in args.revision]
+    if args.toy_model:
+        tlm, tsuite, trev = _toy(args.toy_model, None)
+        runs.append((f"toy {Path(args.toy_model).name} {trev}", tlm, tsuite,
+                     _settings(args, tasks=tuple(tsuite.tasks), **_toy_pairs(args)),
+                     Path(args.cache) / "estimates" / f"toy-{Path(args.toy_model).name}-{trev}"))
+    for rev, lm, suite, s, cache in runs:
         tr, t_tr, _ = _timed(cache, "transfer", lambda: taskspace.probe(lm, suite, "transfer", s, out=cache,
                                                                           progress=False), cache)
         te, t_te, _ = _timed(cache, "transfer-estimate",
@@ -218,33 +223,45 @@ def estimates(args) -> None:
         T, Tn = tr.spaces["transfer"].matrix, tr.spaces["transfer_normalized"].matrix
         off = offdiag(len(T))
         big = off & (np.abs(T) > 2)
+        mid = off & (np.abs(T) > 0.5)
+        tasks_ = tr.spaces["transfer"].tasks
+        groups_ = [suite.group_of(t) for t in tasks_]
+
+        def groups_of(M):
+            b = block_stats(M, tasks_, groups_, tasks_, permutations=199)
+            return b["gap"], f"{b['rho']:.3f} ({b['p']:.3f})"
+
+        def agree(raw, cells):
+            return float(np.mean(np.sign(raw[cells]) == np.sign(T[cells]))) if cells.any() else float("nan")
+
         # the estimate without a transfer run: masks + FTGD (as the transfer run spent them) + its own pass
         recs = [json.loads(p.read_text()) for p in (cache / "ftgd").glob("*.json")]
         ft = sum(r.get("gradient_seconds", 0) + r.get("seconds", 0) for r in recs)
         ev = sum(r.get("eval_seconds", 0) for r in recs)
         print(f"# {rev}: transfer {t_tr['seconds']:.0f} s = masks+FTGD {ft:.0f} s + evaluation {ev:.0f} s + "
               f"load/base scoring/assembly {t_tr['seconds'] - ft - ev:.0f} s")
-        table.append([rev, "transfer (measured)", 1.0, 1.0, 1.0, int(big.sum()), "1", t_tr["seconds"], 1.0, 1.0,
-                      f"{t_tr['load_before']:.1f}"])
+        table.append([rev, "transfer (measured)", 1.0, 1.0, 1.0, int(mid.sum()), 1.0, int(big.sum()), "1",
+                      *groups_of(Tn), t_tr["seconds"], 1.0, 1.0, f"{t_tr['load_before']:.1f}"])
         for name, raw, norm, t in (("transfer-estimate", te.spaces["transfer_estimate"].matrix,
                                     te.spaces["transfer_estimate_normalized"].matrix, t_te),
                                    ("lookahead", la.spaces["lookahead_raw"].matrix, la.spaces["lookahead"].matrix,
                                     t_la)):
-            sign = float(np.mean(np.sign(raw[big]) == np.sign(T[big]))) if big.any() else float("nan")
             if name == "transfer-estimate":
                 r = np.diag(T) / np.diag(raw)
                 diag = f"{np.nanmedian(r):.2f} [{np.nanmin(r):.2f}, {np.nanmax(r):.2f}]"
             else:
                 diag = "n/a (no step size)"
             alone = t["seconds"] + (ft if name == "transfer-estimate" else 0.0)
-            table.append([rev, name, spearman(T[off], raw[off]), spearman(Tn[off], norm[off]), sign,
-                          int(big.sum()), diag, t["seconds"], t["seconds"] / t_tr["seconds"],
+            table.append([rev, name, spearman(T[off], raw[off]), spearman(Tn[off], norm[off]), agree(raw, mid),
+                          int(mid.sum()), agree(raw, big), int(big.sum()), diag, *groups_of(norm), t["seconds"],
+                          t["seconds"] / t_tr["seconds"],
                           alone / t_tr["seconds"], f"{t['load_before']:.1f}"])
         dmg = tr.records.get("stats/transfer_info.json", {}).get("lm_damage_mean")
         print(f"# {rev}: mean self-transfer {np.nanmean(np.diag(T)):.1f} nats, mean LM damage "
               f"{_fmt(dmg)} nats/token")
     print(f"## estimates — gutenberg-gpt2-5m, {len(args.tasks)} BLiMP paradigms, {args.train_pairs}/"
-          f"{args.dev_pairs}/{args.eval_pairs} pairs, default settings (lr 1e-3, 50 steps, difference)")
+          f"{args.dev_pairs}/{args.eval_pairs} pairs (toy: {args.toy_pairs}, all toy tasks), default settings "
+          f"(objective {ProbeSettings().objective}, lr {ProbeSettings().lr:g}, {args.steps} steps)")
     _table(header, table)
 
 
@@ -460,7 +477,8 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=50, help="FTGD step cap (smoke tests only)")
     p.add_argument("--toy-pairs", default="50,25,50", help="train,dev,eval pairs per toy task (200 per task)")
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("estimates", help="transfer vs transfer-estimate vs lookahead")
+    e = sub.add_parser("estimates", help="transfer vs transfer-estimate vs lookahead")
+    e.add_argument("--toy-model", default=None, help="also on a toy model folder (its last checkpoint)")
     t = sub.add_parser("tradeoff", help="lr × objective on 6 rows")
     t.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3])
     t.add_argument("--objectives", nargs="+", default=["difference", "logistic"])

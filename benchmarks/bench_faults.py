@@ -4,6 +4,7 @@ float32/float64 temporaries) vs the streamed path (``gradient_bitset`` + ``strea
 steps), on a synthetic gradient with the 210M GPT-2 shape (16 layers, width 1024, vocabulary 8192).
 
     PYTHONPATH=src python benchmarks/bench_faults.py [--layers 16]
+    PYTHONPATH=src python benchmarks/bench_faults.py --part pass [--threads 1]   # one task's pass, timed
 
 Faults and system seconds come from ``resource.getrusage`` around each call (this process only).
 """
@@ -35,6 +36,8 @@ def main():
     ap.add_argument("--layers", type=int, default=16)
     ap.add_argument("--width", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--part", choices=["faults", "pass"], default="faults",
+                    help="pass: one task's sketch + statistics + mask, separate calls vs the one pass")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from taskspace.probes.bitsets import gradient_bitset
@@ -55,6 +58,24 @@ def main():
     print(f"{n:,} parameters, {args.threads} threads")
     tg = TaskGradients(["t"], ["g"], list(shapes), shapes)
     mods = tg.modules
+    if args.part == "pass":
+        from taskspace.probes import ProbeSettings
+        from taskspace.probes.similarity import StreamedStats, _one_pass, task_bitset
+        from taskspace.probes.sketch import SketchSet
+
+        settings = ProbeSettings()
+        sk = SketchSet(list(shapes), shapes, mods, dim=settings.sketch_dim)
+        measure("hash codes, once per run (int16 cache)", lambda: [sk.codes(n, 0, 1) for n in shapes])
+        for rep in range(3):
+            gc = {k: v.clone() for k, v in g.items()}
+            measure("separate: sketch (SketchSet.add)", lambda: sk.add("t", gc))
+            measure("separate: streamed_stats", lambda: streamed_stats("t", "g", 1, gc, mods, None))
+            measure("separate: mask (overwrite)", lambda: task_bitset(gc, shapes, "t", settings, overwrite=True))
+            gc = {k: v.clone() for k, v in g.items()}
+            measure("one pass: sketch + statistics + mask", lambda: _one_pass("t", gc, set(), sk, StreamedStats(mods),
+                                                                              settings, shapes))
+            del gc
+        return
     for rep in range(2):
         m = measure("exact: top_fraction_mask", lambda: top_fraction_mask(g, 0.05))
         measure("exact: _task_stats (norm, PR, shares)", lambda: _task_stats("t", "g", tg, g, m))
