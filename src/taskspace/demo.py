@@ -1,11 +1,12 @@
 """``taskspace demo``: the paper's whole design in miniature on the built-in toy English (DESIGN §5).
 
-toy suite + corpus → pretrain tiny / small / base with checkpoints → gradient, overlap, activation and latent
-probes per checkpoint (control = step0) → compare with the grammar's groups → report. The demo is an
+toy suite + corpus → pretrain tiny / small / base with checkpoints → gradient and overlap probes per
+checkpoint, activation and latent probes at the first and last, lookahead and transfer at the last
+(control = step0) → compare with the grammar's groups → report. The demo is an
 ordinary plan (written to ``DIR/plan.toml``, so ``taskspace run DIR/plan.toml --out DIR`` is the same
 thing) run through :mod:`taskspace.runs`: an interrupted demo resumes where it stopped.
 
-Budgets (DESIGN §6, two CPU cores): full ≤ 15 minutes, ``--quick`` ≤ 2 minutes.
+Budgets (DESIGN §6, two CPU cores): full ≤ 15 minutes, ``--quick`` ≤ 1 minute.
 """
 from __future__ import annotations
 
@@ -54,10 +55,14 @@ QUICK = DemoConfig(steps=40, checkpoints=(10,), sentences=3000, pairs_per_task=4
 
 
 #: what the demo runs: every probe that is cheap on these models (ablation is left out: two scorings of
-#: every task per row); those in LAST_ONLY run only where the transfer probe runs
+#: every task per row); those in LAST_ONLY run only where the transfer probe runs, those in ENDS_ONLY on
+#: the first checkpoint (step0, the control) and the last: the paper's findings over training rest on the
+#: gradient, overlap and transfer spaces, which run at every checkpoint, and the activation and latent
+#: spaces at the intermediate checkpoints cost ~40 s of the full demo's 15-minute budget
 DEMO_PROBES = ("score", "gradients", "overlap", "activations", "latent", "lookahead", "transfer",
                "transfer-estimate")
 LAST_ONLY = ("lookahead", "transfer", "transfer-estimate")
+ENDS_ONLY = ("activations", "latent")
 
 
 def demo_tasks(cfg: DemoConfig) -> list[str] | None:
@@ -116,6 +121,7 @@ def demo_plan_text(quick: bool = False) -> str:
         "",
         "[probe_revisions]",
         *(f'"{p}" = [' + ", ".join(f'"{r}"' for r in cfg.transfer_revisions) + "]" for p in LAST_ONLY),
+        *(f'"{p}" = ["first", "last"]' for p in ENDS_ONLY),
         "",
     ]
     return "\n".join(lines)

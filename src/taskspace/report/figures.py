@@ -1,7 +1,12 @@
 """Static figures (matplotlib, Agg backend) of a compared run, as PNG and SVG in ``RUN/figures/``:
 heatmaps ordered by group with separators and labels (diverging colormap centred at 0 for signed
 spaces), each beside its control and the difference; clustered heatmaps with dendrograms; per-group
-generalisation bars with error bars; dynamics over checkpoints; model sizes side by side."""
+generalisation bars with error bars; dynamics over checkpoints; model sizes side by side.
+
+Heatmaps and clustered heatmaps are drawn for the headline spaces (:func:`static_spaces`: gradient,
+overlap, normalised transfer, as the headline reports them) at each model's final checkpoint; every
+space of every checkpoint is in the report's interactive explorer, and drawing them all statically cost
+more than every probe of the quick demo together (124 files for nine probes)."""
 from __future__ import annotations
 
 import re
@@ -278,20 +283,25 @@ def save(fig, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
+def static_spaces(run: RunData, cmp: dict) -> list[str]:
+    """The spaces drawn as static heatmaps: the main spaces the headline reports (gradient, overlap,
+    normalised transfer; registry order), or the run's first main space when it has none of them."""
+    shown = [n for n in main_spaces() if n in run.probes] or list(run.probes)
+    head = cmp.get("headline", {}).get("spaces", {})
+    return [n for n in shown if n in head] or shown[:1]
+
+
 def write_figures(run: RunData, cmp: dict, out_dir: str | Path) -> dict[str, list[Path]]:
     """Every figure of the report into ``out_dir``; returns ``{figure name: [png, svg]}``."""
     from ..progress import progress_bar
 
     out_dir = Path(out_dir)
     jobs = []
-    probes = run.probes
-    shown = [n for n in main_spaces() if n in probes] or probes
+    shown = static_spaces(run, cmp)
     for m in run.models:
-        for rev in m.revisions:
-            if rev == m.control and len(m.revisions) > 1:
-                continue  # the control is drawn beside every other checkpoint
-            cell = m.cells[rev]
-            ctrl = m.control_of(rev)
+        if m.final is not None:
+            rev = m.revisions[-1]
+            cell, ctrl = m.cells[rev], m.control_of(rev)     # drawn beside its control
             for name in shown:
                 if name in cell.spaces:
                     c = ctrl.spaces.get(name) if ctrl is not None else None
@@ -299,7 +309,6 @@ def write_figures(run: RunData, cmp: dict, out_dir: str | Path) -> dict[str, lis
                                  lambda cell=cell, c=c, name=name, m=m, rev=rev, ctrl=ctrl: fig_space(
                                      cell.spaces[name], c, title=f"{label(name)} · {m.slug} @ {rev}",
                                      control_label=f"control: {ctrl.revision}" if ctrl else "")))
-        if m.final is not None:
             for name in shown:
                 if name in m.final.spaces:
                     jobs.append((f"clustered_{_slug(m.slug)}_{name}", lambda m=m, name=name: fig_clustered(

@@ -296,17 +296,19 @@ def _generalization(cmp: dict, figdir: Path) -> str:
 
 
 def _clustering(run: RunData, cmp: dict, figdir: Path) -> str:
-    from .figures import _slug
+    from .figures import _slug, static_spaces
 
     imgs = []
+    drawn = static_spaces(run, cmp)
     for m in reversed(run.models):
         if m.final is None:
             continue
-        for name in [n for n in main_spaces() if n in m.final.spaces] or list(m.final.spaces):
+        for name in [n for n in drawn if n in m.final.spaces]:
             imgs.append(_img(figdir / f"clustered_{_slug(m.slug)}_{name}.png", f"{label(name)}, {m.slug} @ {m.final.revision}"))
     return ('<section id="clustering"><h2>Clusters</h2><p class="note">Average linkage on 1 − S of the '
             "symmetrised space, cut at the number of groups; the strip under the dendrogram colours each task "
-            "by its group: one colour per block means the model's clusters are the theory's groups.</p>"
+            "by its group: one colour per block means the model's clusters are the theory's groups. Drawn for "
+            "the headline spaces; the explorer above clusters none but shows every space.</p>"
             + '<div class="row">' + "".join(imgs) + "</div></section>")
 
 
