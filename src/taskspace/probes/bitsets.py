@@ -229,11 +229,11 @@ class TopCut:
                  scans: Sequence[tuple[np.ndarray, torch.Tensor, torch.Tensor] | None]) -> BitsetMask | None:
         """The mask from the per-tensor :meth:`scan` results (in ``names`` order); None when bin ``b``
         held more than ``cap`` entries (then use the fallback)."""
-        if any(s is None for s in scans) or sum(s[1].numel() for s in scans) > self.cap:
+        if any(s is None for s in scans) or sum(len(s[1]) for s in scans) > self.cap:
             return None
         bits = np.concatenate([s[0] for s in scans]) if scans else np.zeros(0, np.uint8)
-        pos = torch.cat([s[1] for s in scans]).numpy()
-        key = torch.cat([s[2] for s in scans]).numpy().astype(np.int64)
+        pos = np.concatenate([np.asarray(s[1], dtype=np.int64) for s in scans])
+        key = np.concatenate([np.asarray(s[2]) for s in scans]).astype(np.int64)
         win = pos[np.lexsort((pos, -key))[:self.k - greater]]
         np.bitwise_or.at(bits, win >> 3, (0x80 >> (win & 7)).astype(np.uint8))
         return BitsetMask(names, shapes, bits)

@@ -172,8 +172,16 @@ class SketchSet:
         scatter itself, and every task would pay it again. On a GPU hashing is nearly free and memory
         dear, so codes are recomputed per chunk there (they are the same numbers)."""
         dev = torch.device(device)
-        if dev.type != "cpu" or 2 * self.dim > (1 << 16):
+        cached = self.cached_codes(name) if dev.type == "cpu" else None
+        if cached is None:
             return signed_codes(self.keys[name], start, stop, self.dim, dev)
+        return cached[start:stop].to(torch.int32).add_(1 << 15)
+
+    def cached_codes(self, name: str) -> torch.Tensor | None:
+        """The CPU cache of :meth:`codes` for a whole tensor: int16 ``code − 32768`` (built on first
+        use); None when the codes do not fit 16 bits (``2·dim > 65,536``)."""
+        if 2 * self.dim > (1 << 16):
+            return None
         cached = self._codes.get(name)
         if cached is None:
             n = math.prod(self.shapes[name])
@@ -182,7 +190,7 @@ class SketchSet:
                 b = min(n, a + _CHUNK)
                 cached[a:b] = signed_codes(self.keys[name], a, b, self.dim).sub_(1 << 15)
             self._codes[name] = cached
-        return cached[start:stop].to(torch.int32).add_(1 << 15)
+        return cached
 
     # -- sketching ------------------------------------------------------------------------------
     def start(self, device: Any = "cpu") -> "TaskSketch":
@@ -258,6 +266,11 @@ class TaskSketch:
         self._slots.index_add_(0, self.sk.codes(name, start, start + v.numel(), v.device), v)
         if self.sk.modules[name] in self.sk.exact_modules:
             self._exact.setdefault(name, []).append(v.double().cpu())
+
+    def add_slots(self, name: str) -> torch.Tensor:
+        """The float32 ``2·dim`` slots a compiled loop scatters tensor ``name`` into (flushed by
+        :meth:`end_tensor`); None for a module kept exactly, whose values must be copied (:meth:`add`)."""
+        return None if self.sk.modules[name] in self.sk.exact_modules else self._slots
 
     def end_tensor(self, name: str) -> None:
         """Flush the tensor's slots into the total and its module (after its last chunk)."""
