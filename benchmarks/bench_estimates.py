@@ -238,6 +238,9 @@ def estimates(args) -> None:
         recs = [json.loads(p.read_text()) for p in (cache / "ftgd").glob("*.json")]
         ft = sum(r.get("gradient_seconds", 0) + r.get("seconds", 0) for r in recs)
         ev = sum(r.get("eval_seconds", 0) for r in recs)
+        # with worker processes these are summed over the workers: scale them to the run's wall time
+        scale = min(1.0, t_tr["seconds"] / (ft + ev)) if ft + ev > 0 else 1.0
+        ft, ev = ft * scale, ev * scale
         print(f"# {rev}: transfer {t_tr['seconds']:.0f} s = masks+FTGD {ft:.0f} s + evaluation {ev:.0f} s + "
               f"load/base scoring/assembly {t_tr['seconds'] - ft - ev:.0f} s")
         table.append([rev, "transfer (measured)", 1.0, 1.0, 1.0, int(mid.sum()), 1.0, int(big.sum()), "1",

@@ -226,12 +226,15 @@ class TopCut:
                 cat(key, torch.int32))
 
     def assemble(self, names: Sequence[str], shapes: Mapping[str, Sequence[int]], greater: int,
-                 scans: Sequence[tuple[np.ndarray, torch.Tensor, torch.Tensor] | None]) -> BitsetMask | None:
+                 scans: Sequence[tuple[np.ndarray | None, Any, Any] | None],
+                 bits: np.ndarray | None = None) -> BitsetMask | None:
         """The mask from the per-tensor :meth:`scan` results (in ``names`` order); None when bin ``b``
-        held more than ``cap`` entries (then use the fallback)."""
+        held more than ``cap`` entries (then use the fallback). ``bits``: the packed bits of every
+        tensor already in place (then the scans' own bits are None and not read)."""
         if any(s is None for s in scans) or sum(len(s[1]) for s in scans) > self.cap:
             return None
-        bits = np.concatenate([s[0] for s in scans]) if scans else np.zeros(0, np.uint8)
+        if bits is None:
+            bits = np.concatenate([s[0] for s in scans]) if scans else np.zeros(0, np.uint8)
         pos = np.concatenate([np.asarray(s[1], dtype=np.int64) for s in scans])
         key = np.concatenate([np.asarray(s[2]) for s in scans]).astype(np.int64)
         need = self.k - greater

@@ -455,29 +455,59 @@ def _one_pass(task: str, grads: Mapping[str, torch.Tensor], shared: set[str], sk
                 off += 8 * ((sizes[n] + 7) // 8)
 
             in_bin = int(cut.hist[b + 1])
+            # the mask's bytes, allocated once here: each tensor's bits are written into their slice
+            # (per-tensor arrays joined afterwards were two more mask-sized allocations per task)
+            whole = np.zeros(off // 8, np.uint8)
 
             def second(group: list[str]) -> dict:
                 out = {}
                 pos = key = None
                 for n in group:
                     kv = keys[n]
+                    at = slice(base[n] // 8, base[n] // 8 + (sizes[n] + 7) // 8)
                     if compiled and isinstance(kv, torch.Tensor) and in_bin <= cut.cap:
                         if pos is None:
                             pos, key = np.empty(in_bin, np.int64), np.empty(in_bin, np.int32)
-                        bits = np.zeros((sizes[n] + 7) // 8, np.uint8)
-                        c = kernels.second_pass(kv.numpy(), b, bits, pos, key, base[n])
-                        out[n] = (bits, pos[:c].copy(), key[:c].copy())
+                        c = kernels.second_pass(kv.numpy(), b, whole[at], pos, key, base[n])
+                        out[n] = (None, pos[:c].copy(), key[:c].copy())
                     else:
-                        out[n] = TopCut.scan(key_of[n], b, base[n], cut.cap)
+                        scan = TopCut.scan(key_of[n], b, base[n], cut.cap)
+                        if scan is not None:
+                            whole[at] = scan[0]
+                            scan = (None, scan[1], scan[2])
+                        out[n] = scan
                 return out
 
             scans: dict = {}
             for d in (pool.map(second, groups) if pool else map(second, groups)):
                 scans.update(d)
-            mask = cut.assemble(names, shapes, greater, [scans[n] for n in names])
+            mask = cut.assemble(names, shapes, greater, [scans[n] for n in names], bits=whole)
             if mask is not None:
                 return mask
         return _select_exact(key_of, names, shapes, k)
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free memory back to the OS (glibc's ``malloc_trim``; elsewhere nothing).
+
+    A task's pass frees tens of mask-sized buffers (up to 13 MB each at 1B parameters) in several
+    threads, each with its own malloc arena; glibc keeps such freed blocks for reuse, and with the
+    arenas fragmented the resident memory crept up from task to task. Dask's workers trim the same way."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC: Any = None
 
 
 def _balanced(names: Sequence[str], sizes: Mapping[str, int], n: int) -> list[list[str]]:
@@ -595,6 +625,7 @@ def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSetting
         rows.append(acc.row(task, train.group_of(task), len(by_task[task]), bits))
         bits.save(masks.path(task))
         del bits, full
+        _trim_heap()
     src = SketchedGradients(tasks, groups, prov, convention, {t: len(ps) for t, ps in by_task.items()})
     res = GradientProbeResult(grads=src, masks=masks, mode="sketch",
                               sketches=sk if "gradients" in probes else None)
