@@ -40,6 +40,17 @@ def _usage() -> dict:
             "minflt": r.ru_minflt, "majflt": r.ru_majflt}
 
 
+def _vm(field: str) -> float:
+    """A ``/proc/self/status`` memory figure (VmHWM: peak resident, VmRSS: now) in GB; NaN elsewhere."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024 ** 2
+    except OSError:
+        pass
+    return float("nan")
+
+
 def random_model(shape: str):
     """A randomly initialised model of the named shape, with its tokenizer (float32)."""
     import torch
@@ -118,17 +129,20 @@ def one(args) -> dict:
         inner = similarity._one_pass
         spent = [0.0]
 
+        hwm: list[float] = []
+
         def timed_pass(*a, **kw):
             t0 = time.perf_counter()
             try:
                 return inner(*a, **kw)
             finally:
                 spent[0] += time.perf_counter() - t0
+                hwm.append(_vm("VmHWM"))
 
         similarity._one_pass = timed_pass
         res = run_gradient_probes(Loaded(model, tok, args.shape), suite, settings, progress=False)
         similarity._one_pass = inner
-        extra = {"pass_s_per_task": spent[0] / len(tasks), "mode": res.mode, "within_between": res.spaces["gradients"].within_between()["difference"],
+        extra = {"pass_s_per_task": spent[0] / len(tasks), "peak_gb_after_each_task": hwm, "mode": res.mode, "within_between": res.spaces["gradients"].within_between()["difference"],
                  "sketch_bytes": res.sketches.nbytes if res.sketches is not None else None}
     wall = time.perf_counter() - t
     after = _usage()
