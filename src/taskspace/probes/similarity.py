@@ -487,29 +487,6 @@ def _one_pass(task: str, grads: Mapping[str, torch.Tensor], shared: set[str], sk
         return _select_exact(key_of, names, shapes, k)
 
 
-def _trim_heap() -> None:
-    """Give the C heap's free memory back to the OS (glibc's ``malloc_trim``; elsewhere nothing).
-
-    A task's pass frees tens of mask-sized buffers (up to 13 MB each at 1B parameters) in several
-    threads, each with its own malloc arena; glibc keeps such freed blocks for reuse, and with the
-    arenas fragmented the resident memory crept up from task to task. Dask's workers trim the same way."""
-    global _LIBC
-    if _LIBC is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
-
-
-_LIBC: Any = None
-
-
 def _balanced(names: Sequence[str], sizes: Mapping[str, int], n: int) -> list[list[str]]:
     """``names`` in at most ``n`` groups of about equal total size (largest first to the lightest)."""
     if n <= 1:
@@ -625,7 +602,6 @@ def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSetting
         rows.append(acc.row(task, train.group_of(task), len(by_task[task]), bits))
         bits.save(masks.path(task))
         del bits, full
-        _trim_heap()
     src = SketchedGradients(tasks, groups, prov, convention, {t: len(ps) for t, ps in by_task.items()})
     res = GradientProbeResult(grads=src, masks=masks, mode="sketch",
                               sketches=sk if "gradients" in probes else None)
