@@ -410,7 +410,8 @@ def overlap_from_bitsets(bitsets: Sequence[BitsetMask | np.ndarray], chunk_bytes
     4 MB chunks, 67 tasks took 0.8 GB at the end of a 210M probe and most of its time in memory
     traffic). Bitsets memory-mapped from disk (:meth:`BitsetMask.load`) are read with plain file reads:
     every page of a mapping that is touched counts in the process's resident memory until it is
-    unmapped, which made the peak grow by one bitset (N/8 bytes: 126 MB at 1B parameters) per task.
+    unmapped: at the end of a run that would be every bitset (T × N/8 bytes; 8.4 GB for 67 tasks at
+    1B parameters).
     """
     arrs = [b.bits if isinstance(b, BitsetMask) else b for b in bitsets]
     t = len(arrs)
