@@ -1,10 +1,12 @@
 """Validation of the issue-10 probes (transfer-estimate, lookahead, ablation, activations, latent) and the
-lr × objective trade-off of FTGD, on gutenberg-gpt2-5m over a 16-paradigm BLiMP subset (8 groups × 2)
-and on a toy model. Every figure is per checkpoint, never pooled across models.
+lr × objective trade-off of FTGD, on gutenberg-gpt2-5m (8 BLiMP paradigms by default, ``--tasks all``
+for all 67) and on a toy model. Every figure is per checkpoint, never pooled across models.
 
 Subcommands (each prints one table; heavy work is cached under ``--cache``, never in the repository)::
 
     python benchmarks/bench_estimates.py --cache /tmp/val-bench estimates
+    python benchmarks/bench_estimates.py --cache /tmp/val67 --tasks all --eval-pairs 100 --threads 2 --workers 2 \
+        estimates --toy-model /tmp/val-bench/toy-tiny
     python benchmarks/bench_estimates.py --cache /tmp/val-bench tradeoff [--rows a,b,c,d]
     python benchmarks/bench_estimates.py --cache /tmp/val-bench combined --lr 1e-4 --objective logistic
     python benchmarks/bench_estimates.py --cache /tmp/val-bench ablation --toy-model /tmp/val-bench/toy-tiny
@@ -394,8 +396,6 @@ def _rows_probe(lm, suite, kind, s, rows, out=None):
 
 
 def ablation(args) -> None:
-    import taskspace
-
     header = ["model", "fraction", "diag A[a,a]", "diag random", "A − random", "95% CI (over rows)",
               "rows with CIs apart", "A within", "A between", "random within", "random between", "time (s)",
               "load"]

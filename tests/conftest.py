@@ -96,6 +96,27 @@ def shared_or_skip(path: Path) -> Path:
 MINI_NOUNS = [("cat", "cats"), ("dog", "dogs"), ("girl", "girls"), ("boy", "boys"), ("teacher", "teachers")]
 
 
+#: a small suite with a pair whose good and bad sentences are the same (it contributes nothing)
+AGREEMENT_ROWS = [
+    ("sv", "agr", "the cat sleeps .", "the cat sleep ."),
+    ("sv", "agr", "the teachers who see the dog sleep .", "the teachers who see the dog sleeps ."),
+    ("sv", "agr", "these girls sleep .", "these girls sleeps ."),
+    ("det", "agr", "this dog ran .", "these dog ran ."),
+    ("det", "agr", "those boys never sleep .", "that boys never sleep ."),
+    ("det", "agr", "the dog ran .", "the dog ran ."),                      # identical: contributes 0
+    ("refl", "ana", "the girl saw herself .", "the girl saw himself ."),
+    ("refl", "ana", "the boys who ran saw themselves !", "the boys who ran saw itself !"),
+]
+
+
+def agreement_suite():
+    """Three tasks of :data:`AGREEMENT_ROWS` (two groups), one pair per row."""
+    from taskspace.suites import Pair, Suite
+
+    return Suite([Pair(t, g, str(i), good, bad) for i, (t, g, good, bad) in enumerate(AGREEMENT_ROWS)],
+                 name="mini")
+
+
 def mini_suite():
     """Three tasks over the word tokenizer: singular / plural agreement (one group) and a reflexive."""
     from taskspace.suites import Pair, Suite

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import agreement_suite as make_suite
 from conftest import make_tiny_model, make_word_tokenizer
 from taskspace.models.loading import LoadedModel
 from taskspace.probes import registry
@@ -13,25 +14,8 @@ from taskspace.probes.latent import CARD_COLUMNS, latent_gradients, task_cards, 
 from taskspace.probes.registry import RunContext
 from taskspace.probes.settings import ProbeSettings
 from taskspace.spaces import TaskSpace
-from taskspace.suites import Pair, Suite
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-ROWS = [
-    ("sv", "agr", "the cat sleeps .", "the cat sleep ."),
-    ("sv", "agr", "the teachers who see the dog sleep .", "the teachers who see the dog sleeps ."),
-    ("sv", "agr", "these girls sleep .", "these girls sleeps ."),
-    ("det", "agr", "this dog ran .", "these dog ran ."),
-    ("det", "agr", "those boys never sleep .", "that boys never sleep ."),
-    ("det", "agr", "the dog ran .", "the dog ran ."),
-    ("refl", "ana", "the girl saw herself .", "the girl saw himself ."),
-    ("refl", "ana", "the boys who ran saw themselves !", "the boys who ran saw itself !"),
-]
-
-
-def make_suite() -> Suite:
-    return Suite([Pair(t, g, str(i), good, bad) for i, (t, g, good, bad) in enumerate(ROWS)], name="mini")
-
 
 @pytest.fixture(scope="module")
 def tok():

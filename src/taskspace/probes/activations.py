@@ -209,12 +209,8 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
 
     from .result import ProbeResult
 
-    splits = settings.splits(suite)
+    splits, tasks, _ = probe_tasks(suite, settings, ["train"])
     train = splits["train"]
-    tasks = train.tasks
-    if not tasks:
-        raise InputError("the suite has no pairs to compute activations from", field="tasks")
-    check_tasks(splits, tasks, ["train"])
     diffs = activation_differences(loaded.model, loaded.tokenizer, train, prefix=settings.prefix,
                                    batch_tokens=settings.batch_tokens)
     groups = [suite.group_of(t) for t in tasks]

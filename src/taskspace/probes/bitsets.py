@@ -378,12 +378,16 @@ def full_bitset(shapes: Mapping[str, Sequence[int]], names: Sequence[str], value
 
 
 class _LazyKeys(Mapping[str, torch.Tensor]):
-    """Keys computed per tensor when read (memory: one tensor's keys at a time)."""
+    """Keys computed per tensor when read (memory: one tensor's keys at a time); ``ready``: keys
+    already at hand (a gradient buffer turned into its keys in place), returned as they are."""
 
-    def __init__(self, grads: Mapping[str, torch.Tensor]) -> None:
+    def __init__(self, grads: Mapping[str, torch.Tensor], ready: Mapping[str, torch.Tensor] | None = None) -> None:
         self.grads = grads
+        self.ready = ready or {}
 
     def __getitem__(self, name: str) -> torch.Tensor:
+        if name in self.ready:
+            return self.ready[name]
         return _keys(self.grads[name])
 
     def __iter__(self) -> Iterator[str]:

@@ -31,16 +31,15 @@ except ImportError:  # pragma: no cover
 
 @njit(nogil=True, cache=True)
 def first_pass(g: np.ndarray, codes: np.ndarray, slots: np.ndarray, hist: np.ndarray,
-               sketch: bool, keys: bool) -> tuple[float, float, bool]:
+               sketch: bool, keys: bool) -> tuple[float, float]:
     """One sweep over a float32 gradient tensor ``g`` (flat, contiguous).
 
     ``sketch``: add ``g[i]`` to ``slots[codes[i] + 32768]`` (int16 codes, see
     :meth:`~taskspace.probes.sketch.SketchSet.codes`). ``keys``: overwrite ``g`` with ``|g|`` and count
     the sort keys' top 16 bits in ``hist`` (bin 0: NaN, whose key is −1; bin 1 + h otherwise).
-    Returns (Σ|g|, Σg², all finite)."""
+    Returns (Σ|g|, Σg²)."""
     s1 = 0.0
     s2 = 0.0
-    finite = True
     bits = g.view(np.int32)
     for i in range(g.size):
         v = g[i]
@@ -54,12 +53,9 @@ def first_pass(g: np.ndarray, codes: np.ndarray, slots: np.ndarray, hist: np.nda
             if a != a:
                 bits[i] = -1
                 hist[0] += 1
-                finite = False
             else:
                 hist[(bits[i] >> 16) + 1] += 1
-        elif a != a:
-            finite = False
-    return s1, s2, finite
+    return s1, s2
 
 
 @njit(nogil=True, cache=True)

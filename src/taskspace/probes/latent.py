@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ..errors import InputError, TaskspaceError
-from .activations import check_tasks, convention_of, cosine_matrix, probe_provenance, sentence_coefficients
+from .activations import convention_of, cosine_matrix, probe_provenance, probe_tasks, sentence_coefficients
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -171,12 +171,8 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     k = int(ctx.options.get("card_tokens") or CARD_TOKENS)
     if k < 1:
         raise InputError("card tokens must be >= 1", field="card_tokens")
-    splits = settings.splits(suite)
+    splits, tasks, _ = probe_tasks(suite, settings, ["train"])
     train = splits["train"]
-    tasks = train.tasks
-    if not tasks:
-        raise InputError("the suite has no pairs to compute latent gradients from", field="tasks")
-    check_tasks(splits, tasks, ["train"])
     model, tok = loaded.model, loaded.tokenizer
     lat = latent_gradients(model, tok, train, reduction=settings.reduction, prefix=settings.prefix,
                            batch_tokens=settings.batch_tokens)

@@ -320,8 +320,6 @@ class StreamedStats:
 
     def merge(self, other: "StreamedStats") -> None:
         """Add another accumulator's chunks (other tensors of the same task)."""
-        if other is self:
-            return
         self.s1 += other.s1
         self.s2 += other.s2
         self.n += other.n
@@ -373,7 +371,7 @@ def _one_pass(task: str, grads: Mapping[str, torch.Tensor], shared: set[str], sk
     each): the scatter, the histograms and the bit packing are serial kernels, which would otherwise
     leave all cores but one idle. Every partial result is a sum or is per tensor, so the outcome does
     not depend on the split beyond float64 rounding (and not at all for a given thread count)."""
-    from .bitsets import TopCut, _keys, _select_exact, full_bitset
+    from .bitsets import TopCut, _keys, _LazyKeys, _select_exact, full_bitset
 
     names = list(shapes)
     device = grads[names[0]].device if names else torch.device("cpu")
@@ -399,7 +397,7 @@ def _one_pass(task: str, grads: Mapping[str, torch.Tensor], shared: set[str], sk
                 slots = ts.add_slots(n) if ts is not None else None
                 codes = sk.cached_codes(n) if slots is not None else None
                 if ts is None or (slots is not None and codes is not None):
-                    s1, s2, _ = kernels.first_pass(
+                    s1, s2 = kernels.first_pass(
                         flat.numpy(), codes.numpy() if codes is not None else _NO_CODES,
                         slots.numpy() if slots is not None else _NO_SLOTS,
                         cut.hist.numpy() if top else _NO_HIST, codes is not None, in_place)
@@ -424,28 +422,28 @@ def _one_pass(task: str, grads: Mapping[str, torch.Tensor], shared: set[str], sk
                     cut.observe(_keys(part))
             if ts is not None:
                 ts.end_tensor(n)
-            if top:
-                keys[n] = flat.view(torch.int32) if in_place else _LazyKey(flat)
+            if in_place:
+                keys[n] = flat.view(torch.int32)
         return ts, st, cut, keys
 
     with _threads(workers) as pool:
         parts = list(pool.map(first, groups)) if pool else [first(g) for g in groups]
         ts, _, cut, keys = parts[0]
-        for t2, st2, c2, k2 in parts:
+        stats.merge(parts[0][1])
+        for t2, st2, c2, k2 in parts[1:]:
             stats.merge(st2)
-            if t2 is not ts and ts is not None:
+            if ts is not None:
                 ts.merge(t2)
-            if c2 is not cut and cut is not None:
+            if cut is not None:
                 cut.merge(c2)
-            if k2 is not keys:
-                keys.update(k2)
+            keys.update(k2)
         if ts is not None:
             sk.keep(task, *ts.finish())
         if not top:
             if settings.mask_kind == "gradient" and settings.mask_threshold is None:
                 return full_bitset(shapes, names, k > 0)
             return task_bitset(grads, shapes, task, settings)
-        key_of = _Keys(keys)
+        key_of = _LazyKeys(grads, ready=keys)    # keys written in place, the others computed when read
         planned = cut.plan()
         if planned is not None:
             b, greater = planned
@@ -463,12 +461,11 @@ def _one_pass(task: str, grads: Mapping[str, torch.Tensor], shared: set[str], sk
                 out = {}
                 pos = key = None
                 for n in group:
-                    kv = keys[n]
                     at = slice(base[n] // 8, base[n] // 8 + (sizes[n] + 7) // 8)
-                    if compiled and isinstance(kv, torch.Tensor) and in_bin <= cut.cap:
+                    if compiled and n in keys and in_bin <= cut.cap:
                         if pos is None:
                             pos, key = np.empty(in_bin, np.int64), np.empty(in_bin, np.int32)
-                        c = kernels.second_pass(kv.numpy(), b, whole[at], pos, key, base[n])
+                        c = kernels.second_pass(keys[n].numpy(), b, whole[at], pos, key, base[n])
                         out[n] = (None, pos[:c].copy(), key[:c].copy())
                     else:
                         scan = TopCut.scan(key_of[n], b, base[n], cut.cap)
@@ -521,30 +518,6 @@ class _threads:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
             torch.set_num_threads(self.saved)
-
-
-class _LazyKey:
-    """Stands for the keys of a tensor whose values were not overwritten (computed when read)."""
-
-    def __init__(self, flat: torch.Tensor) -> None:
-        self.flat = flat
-
-
-class _Keys(Mapping[str, torch.Tensor]):
-    def __init__(self, keys: Mapping[str, Any]) -> None:
-        self._k = keys
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        from .bitsets import _keys
-
-        v = self._k[name]
-        return _keys(v.flat) if isinstance(v, _LazyKey) else v
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._k)
-
-    def __len__(self) -> int:
-        return len(self._k)
 
 
 def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSettings, probes: Sequence[str],
