@@ -188,7 +188,7 @@ def _transfer_block(out: Path, tasks, rows):
     """T and T̃ (rows × all tasks; other rows NaN) from a transfer run's per-row logs, and the LM damage."""
     import pandas as pd
 
-    from taskspace.probes.evaluation import transfer_matrices
+    from taskspace.probes.finetune.evaluation import transfer_matrices
     from taskspace.probes.output import task_filename
 
     base = pd.read_parquet(out / "scores" / "base.parquet")

@@ -40,11 +40,11 @@ def main():
                     help="pass: one task's sketch + statistics + mask, separate calls vs the one pass")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from taskspace.probes.bitsets import gradient_bitset
-    from taskspace.probes.masks import top_fraction_mask
-    from taskspace.probes.similarity import streamed_stats
-    from taskspace.probes.gradients import TaskGradients
-    from taskspace.probes.similarity import _task_stats
+    from taskspace.probes.gradient.bitsets import gradient_bitset
+    from taskspace.probes.gradient.masks import top_fraction_mask
+    from taskspace.probes.gradient.similarity import streamed_stats
+    from taskspace.probes.gradient.differentials import TaskGradients
+    from taskspace.probes.gradient.similarity import _task_stats
 
     w = args.width
     shapes = {"wte": (8192, w), "wpe": (512, w)}
@@ -60,8 +60,8 @@ def main():
     mods = tg.modules
     if args.part == "pass":
         from taskspace.probes import ProbeSettings
-        from taskspace.probes.similarity import StreamedStats, _one_pass, task_bitset
-        from taskspace.probes.sketch import SketchSet
+        from taskspace.probes.gradient.similarity import StreamedStats, _one_pass, task_bitset
+        from taskspace.probes.gradient.sketch import SketchSet
 
         settings = ProbeSettings()
         sk = SketchSet(list(shapes), shapes, mods, dim=settings.sketch_dim)

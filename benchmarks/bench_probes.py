@@ -73,7 +73,7 @@ def bench_probes(args: argparse.Namespace) -> dict:
     """Gradients + overlap over all tasks (or --tasks N), transfer and baseline per task, extrapolated."""
     from taskspace.probes import run_gradient_probes
     from taskspace.probes.settings import ProbeSettings
-    from taskspace.probes.transfer import _run_task
+    from taskspace.probes.kinds.transfer import _run_task
     from taskspace.scoring import Scorer
 
     lm, suite = _load(args.suite, args.model, args.revision)
@@ -104,7 +104,7 @@ def bench_probes(args: argparse.Namespace) -> dict:
     t = time.perf_counter()
     base_df = scorer.score_pairs(eval_pairs)
     base_eval = time.perf_counter() - t
-    from taskspace.probes.evaluation import lm_nll
+    from taskspace.probes.finetune.evaluation import lm_nll
 
     base_nll = lm_nll(base_df)
     groups = {a: suite.group_of(a) for a in tasks}
@@ -153,7 +153,7 @@ def _bench_workers(args, probe, lm, settings, split, base_df, base_nll, groups, 
     includes starting the workers, so the per-task figure is an upper bound for a long run."""
     import dataclasses
 
-    from taskspace.probes.transfer import _in_workers, _Job, worker_threads
+    from taskspace.probes.kinds.transfer import _in_workers, _Job, worker_threads
 
     with tempfile.TemporaryDirectory() as tmp:
         dev_by = split["dev"].by_task()
@@ -181,9 +181,9 @@ def bench_step(args: argparse.Namespace) -> dict:
     """Per-step wall time: FTGD's masked step (top-5% gradient mask) vs a plain fine-tuning step (all
     parameters, Adam in place) vs a naive masked step (full gradient × mask, Adam on everything), same
     model and batches, interleaved repetitions; medians."""
-    from taskspace.probes.ftgd import _Dense, _finetune, _Sparse
-    from taskspace.probes.gradients import task_gradients
-    from taskspace.probes.masks import top_fraction_mask
+    from taskspace.probes.finetune.ftgd import _Dense, _finetune, _Sparse
+    from taskspace.probes.gradient.differentials import task_gradients
+    from taskspace.probes.gradient.masks import top_fraction_mask
     from taskspace.suites.schema import Suite
 
     lm, suite = _load(args.suite, args.model, args.revision)
@@ -233,7 +233,7 @@ sys.path.insert(0, {str(REPO / 'benchmarks')!r})
 import bench_probes as b
 b._setup({args.threads})
 from taskspace.probes.settings import ProbeSettings
-from taskspace.probes.transfer import transfer_probe
+from taskspace.probes.kinds.transfer import transfer_probe
 
 def status():
     kv = dict(l.split(':', 1) for l in open('/proc/self/status') if ':' in l)

@@ -114,7 +114,7 @@ def one(args) -> dict:
     t = time.perf_counter()
     if args.what == "fwdbwd":
         # the same tasks' forward + backward passes alone (buffers reused, nothing else done)
-        from taskspace.probes.gradients import iter_task_gradients
+        from taskspace.probes.gradient.differentials import iter_task_gradients
 
         train = settings.splits(suite)["train"]
         for _ in iter_task_gradients(model, tok, train.by_task(), reuse=True, progress=False):
@@ -200,8 +200,8 @@ def accuracy(args) -> dict:
 
     from taskspace.models.loading import load_model
     from taskspace.probes import ProbeSettings, task_gradients
-    from taskspace.probes.similarity import _cosine
-    from taskspace.probes.sketch import SketchSet
+    from taskspace.probes.gradient.similarity import _cosine
+    from taskspace.probes.gradient.sketch import SketchSet
     from taskspace.spaces import TaskSpace
 
     torch.set_num_threads(args.threads)
@@ -266,7 +266,7 @@ def transfer(args) -> dict:
     import torch
 
     from taskspace.probes import ProbeSettings
-    from taskspace.probes.transfer import transfer_probe
+    from taskspace.probes.kinds.transfer import transfer_probe
 
     torch.set_num_threads(args.threads)
     model, tok = random_model(args.shape)

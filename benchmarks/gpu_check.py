@@ -98,10 +98,10 @@ def main() -> int:
         print("no CUDA")
         return 0
     from taskspace.probes import ProbeSettings, run_gradient_probes
-    from taskspace.probes.ftgd import ftgd
-    from taskspace.probes.similarity import task_bitset
-    from taskspace.probes.gradients import iter_task_gradients
-    from taskspace.probes.transfer import transfer_probe
+    from taskspace.probes.finetune.ftgd import ftgd
+    from taskspace.probes.gradient.similarity import task_bitset
+    from taskspace.probes.gradient.differentials import iter_task_gradients
+    from taskspace.probes.kinds.transfer import transfer_probe
     from taskspace.scoring import Scorer
 
     if args.cpu_smoke:
@@ -180,7 +180,7 @@ def main() -> int:
     rows.append(("FTGD restore bit-exact", "yes" if ok else "no", "bit-exact", "ok" if ok else "FAIL"))
 
     # one transfer row: FTGD on one task, evaluated on every task
-    import taskspace.probes.transfer as tr
+    import taskspace.probes.kinds.transfer as tr
 
     orig = tr._in_process
 

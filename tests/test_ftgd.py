@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import make_tiny_model, make_word_tokenizer
-from taskspace.probes.deltas import applied, load_delta, save_delta
-from taskspace.probes.ftgd import finetune_lm, ftgd
+from taskspace.probes.finetune.deltas import applied, load_delta, save_delta
+from taskspace.probes.finetune.ftgd import finetune_lm, ftgd
 from taskspace.scoring import Scorer
 from taskspace.suites.schema import Pair
 
@@ -57,9 +57,9 @@ def reflexive_pairs(task: str, group: str, n: int, seed: int) -> list[Pair]:
 
 
 def _top_mask(model, tok, pairs, fraction=0.05):
-    """The top-|ḡ| mask of the package (taskspace.probes.masks) on the pairs' gradient differential."""
-    from taskspace.probes.gradients import task_gradients
-    from taskspace.probes.masks import top_fraction_mask
+    """The top-|ḡ| mask of the package (taskspace.probes.gradient.masks) on the pairs' gradient differential."""
+    from taskspace.probes.gradient.differentials import task_gradients
+    from taskspace.probes.gradient.masks import top_fraction_mask
     from taskspace.suites.schema import Suite
 
     g = task_gradients(model, tok, Suite(list(pairs)), progress=False)

@@ -12,7 +12,7 @@ from taskspace.errors import InputError
 from taskspace.probes import (ProbeSettings, compute_masks, distributedness, jaccard, load_mask, mask_size,
                               module_shares, overlap_space, participation_ratio, random_mask, save_mask,
                               task_gradients, threshold_mask, top_fraction_mask)
-from taskspace.probes.masks import overlap_matrix, pack
+from taskspace.probes.gradient.masks import overlap_matrix, pack
 from taskspace.probes.output import read_spaces, write_gradient_spaces, write_space
 from taskspace.spaces import TaskSpace
 from taskspace.suites import Pair, Suite
@@ -218,7 +218,7 @@ def test_taskspace_round_trip_with_ci_and_module_spaces(tmp_path):
 def test_random_mask_is_uniform_and_bitset_equal():
     """Every position is equally likely (no bias to early positions or to one tensor), the size is
     exact, and the bitset built one tensor at a time is the same mask."""
-    from taskspace.probes.bitsets import random_bitset
+    from taskspace.probes.gradient.bitsets import random_bitset
 
     shapes = {"a": (6, 5), "b": (10,), "c": (2, 2, 5)}
     n = 60

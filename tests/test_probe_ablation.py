@@ -13,9 +13,9 @@ from conftest import mini_suite as make_suite
 from taskspace.errors import InputError
 from taskspace.models.loading import LoadedModel
 from taskspace.probes import registry
-from taskspace.probes.ablation import ablated
-from taskspace.probes.gradients import task_gradients
-from taskspace.probes.masks import top_fraction_mask
+from taskspace.probes.kinds.ablation import ablated
+from taskspace.probes.gradient.differentials import task_gradients
+from taskspace.probes.gradient.masks import top_fraction_mask
 from taskspace.probes.registry import RunContext
 from taskspace.probes.settings import ProbeSettings
 from taskspace.spaces import TaskSpace

@@ -10,7 +10,7 @@ from conftest import agreement_suite as make_suite
 from conftest import make_tiny_model, make_word_tokenizer
 from taskspace.models.loading import LoadedModel
 from taskspace.probes import registry
-from taskspace.probes.latent import CARD_COLUMNS, latent_gradients, task_cards, vocab_basis
+from taskspace.probes.kinds.latent import CARD_COLUMNS, latent_gradients, task_cards, vocab_basis
 from taskspace.probes.registry import RunContext
 from taskspace.probes.settings import ProbeSettings
 from taskspace.spaces import TaskSpace

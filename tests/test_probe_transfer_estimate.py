@@ -10,10 +10,10 @@ from conftest import make_tiny_model, make_word_tokenizer, mean_margin
 from conftest import mini_suite as make_suite
 from taskspace.models.loading import LoadedModel
 from taskspace.probes import registry
-from taskspace.probes.deltas import load_delta
+from taskspace.probes.finetune.deltas import load_delta
 from taskspace.probes.registry import RunContext
 from taskspace.probes.settings import ProbeSettings
-from taskspace.probes.transfer_estimate import estimate_matrix
+from taskspace.probes.kinds.transfer_estimate import estimate_matrix
 from taskspace.spaces import TaskSpace
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -65,7 +65,7 @@ def test_estimate_equals_finite_difference_along_delta(tok):
 
 
 def test_reuses_deltas_of_a_transfer_run_with_the_same_settings(tok, tmp_path):
-    from taskspace.probes.transfer import transfer_probe
+    from taskspace.probes.kinds.transfer import transfer_probe
 
     model = make_tiny_model("gpt2", vocab_size=len(tok), seed=7)
     lm = LoadedModel(model, tok, "tiny-gpt2", "step9", "memory", "cpu", "float32")

@@ -503,7 +503,7 @@ def test_transfer_splits_into_one_job_per_source_task_with_the_same_spaces(setup
 
     from taskspace import load_model, load_suite
     from taskspace.runs import load_plan, run_plan
-    from taskspace.probes.transfer import transfer_probe
+    from taskspace.probes.kinds.transfer import transfer_probe
     from taskspace.spaces import TaskSpace
 
     tmp, model_dir, suite_path, _ = setup

@@ -12,12 +12,12 @@ import torch
 
 from conftest import make_tiny_model, make_word_tokenizer
 from taskspace.probes import ProbeSettings, run_gradient_probes, task_gradients, top_fraction_mask
-from taskspace.probes.bitsets import BitsetMask, gradient_bitset, overlap_from_bitsets
-from taskspace.probes.gradients import iter_task_gradients
-from taskspace.probes.masks import jaccard, overlap_matrix, pack, threshold_mask
-from taskspace.probes.modules import param_modules
-from taskspace.probes.similarity import resolve_gradient_mode
-from taskspace.probes.sketch import SketchSet, sketch_tensor, tensor_key
+from taskspace.probes.gradient.bitsets import BitsetMask, gradient_bitset, overlap_from_bitsets
+from taskspace.probes.gradient.differentials import iter_task_gradients
+from taskspace.probes.gradient.masks import jaccard, overlap_matrix, pack, threshold_mask
+from taskspace.probes.gradient.modules import param_modules
+from taskspace.probes.gradient.similarity import resolve_gradient_mode
+from taskspace.probes.gradient.sketch import SketchSet, sketch_tensor, tensor_key
 from taskspace.suites import Pair, Suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -309,7 +309,7 @@ def test_module_names_for_three_families(tok):
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "llama"])
 def test_transfer_row_on_other_architectures(arch, tmp_path, one_thread):
-    from taskspace.probes.transfer import transfer_probe
+    from taskspace.probes.kinds.transfer import transfer_probe
 
     tok = make_word_tokenizer(adds_bos=(arch == "llama"))
     model = make_llama(len(tok)) if arch == "llama" else make_tiny_model(arch, vocab_size=len(tok), seed=2)
@@ -345,7 +345,7 @@ def test_gpu_check_cpu_smoke():
 
 def test_sketch_mode_threshold_masks_and_store(tmp_path, tok, one_thread):
     """|ḡ| ≥ τ masks in sketch mode: bitsets in STORE/masks equal the exact masks, overlap too."""
-    from taskspace.probes.bitsets import BitsetMask
+    from taskspace.probes.gradient.bitsets import BitsetMask
 
     model = make_tiny_model("gpt2", vocab_size=len(tok), seed=2)
     settings = dict(train_pairs=3, dev_pairs=0, eval_pairs=1, mask_threshold=1e-3)
@@ -364,7 +364,7 @@ def test_sketch_pass_split_over_threads_gives_the_same_results(tok):
     """The sketch mode splits each task's tensors over torch's threads (the scatter, histograms and bit
     packing are serial kernels): on the same gradient, masks are identical and sketches and
     statistics equal to float64 rounding whatever the number of threads."""
-    from taskspace.probes.similarity import StreamedStats, _one_pass
+    from taskspace.probes.gradient.similarity import StreamedStats, _one_pass
 
     model = make_tiny_model("gpt2", vocab_size=len(tok), seed=2)
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
@@ -405,7 +405,7 @@ def test_compiled_pass_equals_torch_pass(tok, kind, one_thread):
     masks bit for bit, the same sketches (the same float32 slots summed in the same order) and the
     same statistics to float rounding — for top-fraction, threshold and random masks, and with NaN."""
     from taskspace.probes import kernels
-    from taskspace.probes.similarity import StreamedStats, _one_pass
+    from taskspace.probes.gradient.similarity import StreamedStats, _one_pass
 
     if not kernels.AVAILABLE:
         pytest.skip("numba is not installed (pip install 'taskspace[fast]')")

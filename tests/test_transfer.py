@@ -14,7 +14,7 @@ import torch
 
 from conftest import BLIMP, GUTENBERG_MODEL, make_tiny_model, make_word_tokenizer, shared_or_skip
 from taskspace.models.loading import LoadedModel
-from taskspace.probes.evaluation import transfer_matrices
+from taskspace.probes.finetune.evaluation import transfer_matrices
 from taskspace.probes.settings import ProbeSettings
 from taskspace.spaces import TaskSpace
 from taskspace.suites.schema import Suite
@@ -50,8 +50,8 @@ def _params(model):
 
 def test_transfer_probe_writes_results_and_resumes(lm, tmp_path, monkeypatch):
     from taskspace.probes import ftgd as ftgd_mod
-    from taskspace.probes.deltas import applied, load_delta
-    from taskspace.probes.transfer import transfer_probe
+    from taskspace.probes.finetune.deltas import applied, load_delta
+    from taskspace.probes.kinds.transfer import transfer_probe
     from taskspace.scoring import Scorer
 
     suite = tiny_suite()
@@ -145,7 +145,7 @@ def test_transfer_probe_writes_results_and_resumes(lm, tmp_path, monkeypatch):
 def test_failing_task_is_reported_and_the_run_goes_on(lm, tmp_path):
     """NaN injected into every training forward pass over a reflexive sentence: that task fails, the
     others complete, its row is NaN, and the model is untouched."""
-    from taskspace.probes.transfer import summary, transfer_probe
+    from taskspace.probes.kinds.transfer import summary, transfer_probe
 
     tok = lm.tokenizer
     poison = torch.tensor([tok.convert_tokens_to_ids(w) for w in ("herself", "himself", "themselves", "itself")])
@@ -191,7 +191,7 @@ def test_failing_task_is_reported_and_the_run_goes_on(lm, tmp_path):
 
 
 def test_baseline_probe(lm, tmp_path):
-    from taskspace.probes.transfer import transfer_probe
+    from taskspace.probes.kinds.transfer import transfer_probe
 
     spaces = transfer_probe(lm, tiny_suite(), SETTINGS, tmp_path, progress=False, baseline=True)
     assert sorted(spaces) == sorted(s.replace("transfer", "baseline") for s in SPACES)
@@ -303,7 +303,7 @@ def test_toy_world_transfer_diagonal_is_positive(tmp_path):
     # our own modules: an import error must fail the test, never skip it
     from taskspace.models import pretrain as pre
     from taskspace.models.loading import load_model
-    from taskspace.probes.transfer import transfer_probe
+    from taskspace.probes.kinds.transfer import transfer_probe
     from taskspace.suites import toy
 
     torch.manual_seed(0)
@@ -356,7 +356,7 @@ def test_gutenberg_determiner_noun_agreement_transfers(tmp_path):
     shared_or_skip(GUTENBERG_MODEL / "step2577")
     shared_or_skip(BLIMP)
     from taskspace.models.loading import load_model
-    from taskspace.probes.transfer import transfer_probe
+    from taskspace.probes.kinds.transfer import transfer_probe
 
     tasks = ["determiner_noun_agreement_1", "determiner_noun_agreement_2"]
     lm = load_model(str(GUTENBERG_MODEL), "step2577")
@@ -379,7 +379,7 @@ def test_a_worker_that_dies_is_an_error_not_a_hang(tiny_model_dir, tmp_path):
     script.write_text(f"""
 from taskspace.models.loading import load_model
 from taskspace.probes.settings import ProbeSettings
-from taskspace.probes.transfer import transfer_probe
+from taskspace.probes.kinds.transfer import transfer_probe
 from taskspace.suites import load_suite
 
 lm = load_model({str(tiny_model_dir)!r}, "step10")

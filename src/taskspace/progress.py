@@ -16,13 +16,15 @@ def enabled() -> bool:
 
 
 @contextmanager
-def progress_bar(description: str, total: int | None, *, fields: bool = False) -> Iterator[Callable[..., None]]:
-    """Yield ``advance(n=1, **fields)``; shows a rich bar with rate and ETA while the block runs.
+def progress_bar(description: str, total: int | None, *, fields: bool = False,
+                 show: bool = True) -> Iterator[Callable[..., None]]:
+    """Yield ``advance(n=1, **fields)``; shows a rich bar with rate and ETA while the block runs
+    (``show=False``: a caller whose progress is off gets the same ``advance`` that does nothing).
 
     With ``fields=True`` keyword arguments given to ``advance`` (e.g. ``loss=2.31``) are shown beside
     the bar.
     """
-    if not enabled():
+    if not (show and enabled()):
         yield lambda n=1, **kw: None
         return
     from rich.console import Console

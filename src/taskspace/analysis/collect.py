@@ -12,13 +12,20 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..probes.output import LAYOUT_DIRS
+from ..probes.registry import all_spaces, probes
 from ..spaces import TaskSpace
 from .dynamics import revision_key, step_of
 
 # Size labels in the order of growing models, used when no parameter count is recorded.
 SIZE_ORDER = ("nano", "micro", "tiny", "mini", "small", "medium", "base", "large", "xl", "xxl")
-_SKIP_DIRS = {"figures", "models", "control", ".jobs", "spaces", "stats", "ftgd", "deltas", "masks", "scores",
-              "cards", "baseline"}
+#: folders of a run or a probe DIR that are never a model or a checkpoint: the run's own, the probe layout's,
+#: and every folder a registered probe declares it writes (``ProbeSpec.files``)
+_RUN_DIRS = ("figures", "models", ".jobs", *LAYOUT_DIRS)
+
+
+def _skip_dirs() -> set[str]:
+    return {*_RUN_DIRS, *(path.split("/", 1)[0] for p in probes() for _, path in p.files)}
 
 
 @dataclass
@@ -29,11 +36,13 @@ class Cell:
     model: str
     revision: str | None
     spaces: dict[str, TaskSpace] = field(default_factory=dict)
-    by_module: dict[str, TaskSpace] = field(default_factory=dict)
+    #: per-module / per-layer spaces: {space name: {part: TaskSpace}} (spaces/<name>_by_<by>/<part>.csv)
+    parts: dict[str, dict[str, TaskSpace]] = field(default_factory=dict)
     distributedness: pd.DataFrame | None = None
-    ftgd: dict[str, dict] = field(default_factory=dict)
+    #: per fine-tuning probe (its declared ``status`` folder): {task: status record}
+    finetuning: dict[str, dict[str, dict]] = field(default_factory=dict)
     scores: pd.DataFrame | None = None
-    cards: pd.DataFrame | None = None   # the latent probe's vocabulary task cards (cards/latent.csv)
+    cards: pd.DataFrame | None = None   # vocabulary task cards (a probe's declared ``cards`` table)
     control: "Cell | None" = None  # a control tree written inside this DIR (``DIR/control/``)
 
     @property
@@ -206,8 +215,9 @@ def is_probe_dir(path: Path) -> bool:
 
 
 def load_probe_dir(path: str | Path, *, model: str | None = None, revision: str | None = None) -> Cell:
-    """Read one probe DIR: ``spaces/*.csv`` (+ sidecars), ``spaces/gradients_by_module/``,
-    ``stats/distributedness.csv``, ``ftgd/*.json``, ``scores/tasks.csv`` and a ``control/`` tree."""
+    """Read one probe DIR: ``spaces/*.csv`` (+ sidecars), every per-module / per-layer folder the registry
+    declares (``spaces/<name>_by_<by>/``), the tables the probes declare (distributedness, status records
+    of fine-tunings, task cards), ``scores/tasks.csv`` and a ``control/`` tree."""
     path = Path(path)
     if not path.is_dir():
         raise InputError("folder not found", file=path)
@@ -216,34 +226,34 @@ def load_probe_dir(path: str | Path, *, model: str | None = None, revision: str 
     if sdir.is_dir():
         for csv in sorted(sdir.glob("*.csv")):
             spaces[csv.stem] = load_space(csv)
-    by_module = {}
-    mdir = sdir / "gradients_by_module"
-    if mdir.is_dir():
-        for csv in sorted(mdir.glob("*.csv")):
-            by_module[csv.stem] = load_space(csv)
-    dist = None
-    dpath = path / "stats" / "distributedness.csv"
-    if dpath.exists():
-        dist = _read_table(dpath, ("task",), ("grad_norm", "participation_ratio", "mask_size"))
-    ftgd = {}
-    fdir = path / "ftgd"
-    if fdir.is_dir():
-        for js in sorted(fdir.glob("*.json")):
-            ftgd[js.stem] = _read_json(js)
+    parts: dict[str, dict[str, TaskSpace]] = {}
+    for _, s in all_spaces():
+        folder = sdir / s.parts_folder if s.parts_folder else None
+        if folder is not None and folder.is_dir():
+            parts[s.name] = {csv.stem: load_space(csv) for csv in sorted(folder.glob("*.csv"))}
+    dist = cards = None
+    finetuning: dict[str, dict[str, dict]] = {}
+    for p in probes():
+        for role, rel in p.files:
+            f = path / rel
+            if role == "distributedness" and dist is None and f.exists():
+                dist = _read_table(f, ("task",), ("grad_norm", "participation_ratio", "mask_size"))
+            elif role == "cards" and cards is None and f.exists():
+                cards = _read_table(f, ("task", "direction", "token"), ("rank", "cosine"))
+            elif role == "status" and f.is_dir():
+                records = {js.stem: _read_json(js) for js in sorted(f.glob("*.json"))}
+                if records:
+                    finetuning[p.name] = records
     scores = None
     tpath = path / "scores" / "tasks.csv"
     if tpath.exists():
         scores = _read_table(tpath, ("task",), ("accuracy", "mean_margin"))
-    cards = None
-    cpath = path / "cards" / "latent.csv"
-    if cpath.exists():
-        cards = _read_table(cpath, ("task", "direction", "token"), ("rank", "cosine"))
     prov = next((s.provenance for s in spaces.values() if s.provenance), {})
     pm = prov.get("model") if isinstance(prov.get("model"), dict) else {}
     name = model or pm.get("model") or path.name
     rev = revision if revision is not None else (pm.get("revision") or prov.get("revision"))
     cell = Cell(path=path, model=str(name), revision=None if rev is None else str(rev), spaces=spaces,
-                by_module=by_module, distributedness=dist, ftgd=ftgd, scores=scores, cards=cards)
+                parts=parts, distributedness=dist, finetuning=finetuning, scores=scores, cards=cards)
     if is_probe_dir(path / "control"):
         cell.control = load_probe_dir(path / "control", model=cell.model)
         if cell.control.revision in (None, cell.revision):
@@ -271,7 +281,7 @@ def load_run(path: str | Path) -> RunData:
     entries = _plan_models(plan, root) if plan else []
     known = {e["slug"] for e in entries}
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        if d.name in known or d.name in _SKIP_DIRS or d.name.startswith("."):
+        if d.name in known or d.name in _skip_dirs() or d.name.startswith("."):
             continue
         if any(is_probe_dir(r) for r in d.iterdir() if r.is_dir()):
             entries.append({"slug": d.name, "name": d.name, "size": None, "revisions": None, "control": None})

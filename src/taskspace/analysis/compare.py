@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..probes.registry import generalization_spaces
+from ..probes.registry import all_spaces, generalization_spaces
 from ..spaces import TaskSpace
 from .clustering import cluster_space
 from .collect import Cell, ModelCells, RunData, load_run
@@ -97,25 +97,31 @@ class _Summaries:
         return self._cache[key]
 
 
+def _sharing(cell: Cell) -> TaskSpace | None:
+    """The cell's parameter-sharing space (the first the registry marks ``sharing``), if present."""
+    return next((cell.spaces[s.name] for _, s in all_spaces() if s.sharing and s.name in cell.spaces), None)
+
+
 def _cell_entry(model: ModelCells, cell: Cell, control: Cell | None, summarize: _Summaries,
                 progress) -> dict:
     spaces = {}
     for name, space in cell.spaces.items():
         spaces[name] = summarize(space)
         progress()
-    modules = {name: {k: within_between(s.matrix, s.groups)[k] for k in ("within", "between", "difference")}
-               for name, s in cell.by_module.items()}
-    dist = summarize_distributedness(cell.distributedness, cell.spaces.get("overlap"))
+    parts = {space: {name: {k: within_between(s.matrix, s.groups)[k] for k in ("within", "between", "difference")}
+                     for name, s in per.items()} for space, per in cell.parts.items()}
+    dist = summarize_distributedness(cell.distributedness, _sharing(cell))
+    ftgd = {probe: _ftgd_summary(records) for probe, records in cell.finetuning.items()}
     entry = {"id": f"{model.slug}@{cell.revision}", "model": model.slug, "revision": cell.revision,
              "path": str(cell.path), "untrained": cell.untrained, "n_parameters": cell.n_parameters,
-             "is_control": model.control == cell.revision, "spaces": spaces, "modules": modules,
-             "distributedness": dist, "ftgd": _ftgd_summary(cell.ftgd), "accuracy": _accuracy(cell),
+             "is_control": model.control == cell.revision, "spaces": spaces, "parts": parts,
+             "distributedness": dist, "finetuning": ftgd, "accuracy": _accuracy(cell),
              "control": None, "versus_control": {}}
     if control is not None:
         entry["control"] = control.revision
         for name in cell.spaces.keys() & control.spaces.keys():
             entry["versus_control"][name] = _versus(spaces[name], summarize(control.spaces[name]))
-        cdist = summarize_distributedness(control.distributedness, control.spaces.get("overlap"))
+        cdist = summarize_distributedness(control.distributedness, _sharing(control))
         entry["distributedness_control"] = cdist
     return entry
 

@@ -41,13 +41,14 @@ def effective_number(shares: np.ndarray) -> float:
     return float(math.exp(-(p * np.log(p)).sum()))
 
 
-def summarize_distributedness(table: pd.DataFrame | None, overlap: TaskSpace | None = None) -> dict:
-    """Summary of one checkpoint's ``stats/distributedness.csv`` (per-task rows) and overlap space.
+def summarize_distributedness(table: pd.DataFrame | None, sharing: TaskSpace | None = None) -> dict:
+    """Summary of one checkpoint's ``stats/distributedness.csv`` (per-task rows) and its parameter-sharing
+    space (a space the registry marks ``sharing``: the masks' overlap).
 
     Returns means over tasks of ``mask_size``, ``participation_ratio`` and ``grad_norm``; the mean
     share of ``|ḡ_t|`` per module and per layer; ``layer_spread`` = effective number of layers
     (exp of the entropy of the mean layer shares) divided by the number of layers (1 = even spread);
-    and within / between / difference of the overlap space when given.
+    and within / between / difference of the sharing space when given (key ``sharing``).
     """
     out: dict = {}
     if table is not None and len(table):
@@ -72,7 +73,7 @@ def summarize_distributedness(table: pd.DataFrame | None, overlap: TaskSpace | N
             out["effective_layers"] = eff
             out["layer_spread"] = eff / len(layers) if layers else None
         out["n_tasks"] = int(len(table))
-    if overlap is not None:
-        wb = within_between(overlap.matrix, overlap.groups)
-        out["overlap"] = {k: wb[k] for k in ("within", "between", "difference", "se_difference")}
+    if sharing is not None:
+        wb = within_between(sharing.matrix, sharing.groups)
+        out["sharing"] = {k: wb[k] for k in ("within", "between", "difference", "se_difference")}
     return out

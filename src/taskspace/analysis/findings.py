@@ -57,11 +57,29 @@ def _pick(available, preference) -> str | None:
     return next((s for s in preference if s in available), None)
 
 
+def _evidence(kind: str) -> list[str]:
+    """The spaces a finding reads, best first, from what the registry declares about each space: for
+    ``sizes`` the normalised-transfer (generalisation) spaces, then every probe's main space; for
+    ``sharing`` the parameter-sharing spaces, then the main spaces; for ``smooth`` the main spaces."""
+    from ..probes.registry import all_spaces, generalization_spaces, main_spaces
+
+    first = {"sizes": generalization_spaces(),
+             "sharing": [s.name for _, s in all_spaces() if s.sharing]}.get(kind, [])
+    return list(dict.fromkeys([*first, *main_spaces()]))
+
+
+def headline_spaces() -> list[str]:
+    """The spaces the headline reports: every registered probe's main space, in registry order."""
+    from ..probes.registry import main_spaces
+
+    return main_spaces()
+
+
 def finding_sizes(cmp: dict) -> dict:
     """Finding 1: larger models generalise more within groups (mean within-group entry, final checkpoints)."""
     paper = ("Larger models generalise more within groups (per-group transfer grows from 27M to 70M to 203M "
              "parameters, e.g. determiner-noun agreement 0.24 / 0.33 / 0.56).")
-    space = _pick(cmp.get("sizes", {}), ("transfer_normalized", "transfer", "gradients", "overlap"))
+    space = _pick(cmp.get("sizes", {}), _evidence("sizes"))
     base = {"id": "sizes", "title": "Larger models generalise more within groups", "paper": paper, "space": space}
     rows = cmp.get("sizes", {}).get(space, []) if space else []
     if len(rows) < 2:
@@ -117,12 +135,12 @@ def finding_sharing(cmp: dict) -> dict:
     paper = "Parameter sharing between related tasks (overlap of their subnetworks) grows with training."
     dyn = cmp.get("dynamics", {})
     available = {s for per in dyn.values() for s in per}
-    space = _pick(available, ("overlap", "gradients"))
+    space = _pick(available, _evidence("sharing"))
     base = {"id": "sharing", "title": "Sharing between related tasks grows with training", "paper": paper,
             "space": space}
     if space is None:
         return {**base, "verdict": INCONCLUSIVE, "numbers": {},
-                "this_run": "No model in this run has overlap or gradient spaces at two or more checkpoints."}
+                "this_run": "No model in this run has a task space at two or more checkpoints."}
     per_model, parts = {}, []
     for slug, per in dyn.items():
         d = per.get(space)
@@ -161,7 +179,7 @@ def finding_smooth(cmp: dict) -> dict:
     paper = "Task spaces change smoothly during training, with no sudden stages."
     dyn = cmp.get("dynamics", {})
     available = {s for per in dyn.values() for s in per}
-    space = _pick(available, ("gradients", "overlap", "transfer_normalized"))
+    space = _pick(available, _evidence("smooth"))
     base = {"id": "smooth", "title": "Task spaces change smoothly, no sudden stages", "paper": paper,
             "space": space}
     per_model, parts = {}, []
@@ -212,7 +230,7 @@ def headline(cmp: dict) -> dict:
     out.update(model=m["slug"], revision=rev)
     if cell is None:
         return out
-    for name in ("gradients", "overlap", "transfer_normalized", "baseline_normalized", "transfer"):
+    for name in headline_spaces():
         s = cell["spaces"].get(name)
         if s is None:
             continue

@@ -2,28 +2,31 @@
 
 Each command's options are the model and data options every probe takes, then the
 :class:`~taskspace.probes.settings.ProbeSettings` fields the probe reads (its ``ProbeSpec.reads``) with
-their defaults taken from the dataclass, then the probe's own options (``ProbeSpec.options``), then the
-control and loading options. Every command runs the same code (:func:`run_probe`): cheap checks, load the
-model (and its control), :func:`taskspace.probe`, save, print within- vs between-group means.
+their defaults and help taken from the dataclass, then the control and loading options, then the settings
+it only uses for speed (``ProbeSpec.uses``) and its own options (``ProbeSpec.options``, each checked by
+its spec). Every command runs the same code (:func:`run_probe`): cheap checks, load the model (and its
+control), :func:`taskspace.probe`, save, print within- vs between-group means.
 """
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import types
 import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 
 import typer
 
+from ..probes import registry
+from ..probes.settings import ProbeSettings
 from . import app
-from .options import (Control, Device, DType, GradientsDir, Heldout, ModelOpt, ProbeOut, Revision, SaveMasks,
-                      StorageDType, SuiteOpt, Tasks, TrustRemote)
+from .options import Control, Device, DType, ModelOpt, ProbeOut, Revision, SuiteOpt, Tasks, TrustRemote
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
 
-    from ..probes.registry import ProbeSpec
+    from ..probes.spec import Option, ProbeSpec
 
 probe_app = typer.Typer(
     name="probe",
@@ -31,41 +34,6 @@ probe_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(probe_app, name="probe")
-
-#: help of the ProbeSettings fields (a field's own ``metadata["help"]`` wins)
-SETTING_HELP = {
-    "train_pairs": "Training pairs per task (gradient differentials, FTGD).",
-    "dev_pairs": "Dev pairs per task (FTGD early stopping).",
-    "eval_pairs": "Held-out pairs per task (transfer, evaluation).",
-    "mask_fraction": "Mask = top fraction of |ḡ_t| over all parameters.",
-    "mask_threshold": "Mask = parameters with |ḡ_t| ≥ τ (the paper's τ = 1e-3), instead of a fraction.",
-    "mask_kind": "gradient, or random (the random-mask control, same size).",
-    "objective": "FTGD objective: difference (the paper's) or logistic.",
-    "steps": "Fine-tuning steps per task (cap).",
-    "lr": "Adam learning rate.",
-    "batch_pairs": "Training pairs per fine-tuning step.",
-    "patience": "Dev evaluations without improvement before stopping.",
-    "eval_every": "Steps between dev evaluations (early stopping).",
-    "bootstrap": "Bootstrap resamples for the 95% CIs (0: none).",
-    "reduction": "sum or mean of token log-probs.",
-    "prefix": "bos: score given the BOS (else EOS) token; none: no prefix.",
-    "batch_tokens": "Padded tokens per scoring batch.",
-    "seed": "Random seed.",
-    "workers": "Processes that fine-tune and evaluate tasks side by side (CPU: each gets its share of the "
-               "threads); changes speed, never results.",
-}
-#: the probes' own options that are not settings: (annotation, default)
-EXTRA_OPTIONS: dict[str, tuple[Any, Any]] = {
-    "save_masks": (SaveMasks, False),
-    "gradients_dir": (GradientsDir, None),
-    "storage_dtype": (StorageDType, "float32"),
-    "heldout": (Heldout, None),
-    "card_tokens": (Annotated[int, typer.Option("--card-tokens", min=1,
-                                                help="Tokens per direction on each task card.")], 15),
-    "reference": (Annotated[Optional[str], typer.Option(
-        "--reference", help="Set ablated entries to this revision's values (e.g. step0 or init) instead of "
-                            "zero.")], None),
-}
 
 
 def option(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
@@ -80,47 +48,44 @@ TAIL = (option("control", Control, None), option("device", Device, "cpu"), optio
 
 
 def setting_option(f: dataclasses.Field) -> inspect.Parameter:
-    """The option of one ProbeSettings field: ``--train-pairs`` etc., default from the dataclass."""
-    hints = typing.get_type_hints(_settings_class())
-    tp = hints[f.name]
-    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        tp = Optional[args[0]]
-    help_text = f.metadata.get("help") or SETTING_HELP.get(f.name, f.name.replace("_", " ").capitalize() + ".")
-    flag = "--" + f.name.replace("_", "-")
-    kwargs: dict[str, Any] = {"help": help_text}
+    """The option of one ProbeSettings field: ``--train-pairs`` etc., default and help from the dataclass."""
+    tp = typing.get_type_hints(ProbeSettings)[f.name]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        tp = Optional[next(a for a in typing.get_args(tp) if a is not type(None))]
+    kwargs: dict[str, Any] = {"help": f.metadata.get("help") or f.name.replace("_", " ").capitalize() + "."}
     if f.name == "workers":
         kwargs["min"] = 1            # a usage error before anything is loaded
-    return option(f.name, Annotated[tp, typer.Option(flag, **kwargs)], f.default)
+    return option(f.name, Annotated[tp, typer.Option("--" + f.name.replace("_", "-"), **kwargs)], f.default)
 
 
-def _settings_class():
-    from ..probes.settings import ProbeSettings
-
-    return ProbeSettings
+def probe_option(opt: "Option") -> inspect.Parameter:
+    """The option of one of a probe's own :class:`~taskspace.probes.spec.Option` s (checked again by the
+    spec when the command runs, so the command line, plans and Python share one check)."""
+    tp: Any = Path if opt.kind in ("sentences", "folder") else opt.type
+    if opt.default is None:
+        tp = Optional[tp]
+    kwargs: dict[str, Any] = {"help": opt.help + (f" Choices: {', '.join(map(str, opt.choices))}."
+                                                  if opt.choices else "")}
+    if opt.min is not None:
+        kwargs["min"] = opt.min
+    return option(opt.name, Annotated[tp, typer.Option(opt.flag, **kwargs)], opt.default)
 
 
 def command_parameters(spec: "ProbeSpec") -> list[inspect.Parameter]:
-    """The options of ``taskspace probe <spec.name>``, in ``--help`` order."""
-    fields = {f.name: f for f in dataclasses.fields(_settings_class())}
-    own = [setting_option(fields[n]) for n in spec.reads]
-    extra = []
-    for n in spec.options:
-        if n in fields:
-            extra.append(setting_option(fields[n]))
-        else:
-            annotation, default = EXTRA_OPTIONS[n]
-            extra.append(option(n, annotation, default))
-    return [*HEAD, *own, *TAIL, *extra]
+    """The options of ``taskspace probe <spec.name>``, in ``--help`` order: model and data, the settings it
+    reads, control and loading, the settings it uses (speed only), its own options."""
+    fields = {f.name: f for f in dataclasses.fields(ProbeSettings)}
+    return [*HEAD, *(setting_option(fields[n]) for n in spec.reads), *TAIL,
+            *(setting_option(fields[n]) for n in spec.uses), *(probe_option(o) for o in spec.options)]
 
 
-def build_settings(spec: "ProbeSpec", options: dict[str, Any]) -> Any:
+def build_settings(spec: "ProbeSpec", options: dict[str, Any]) -> ProbeSettings:
     """ProbeSettings from a command's options (fields the probe does not read keep their defaults)."""
     from ..probes.settings import parse_tasks
 
-    fields = {f.name for f in dataclasses.fields(_settings_class())}
+    fields = {f.name for f in dataclasses.fields(ProbeSettings)}
     kwargs = {k: v for k, v in options.items() if k in fields and k != "tasks"}
-    return _settings_class()(tasks=parse_tasks(options.get("tasks")), **kwargs)
+    return ProbeSettings(tasks=parse_tasks(options.get("tasks")), **kwargs)
 
 
 def load_with_control(model: str, revision: str | None, control: str | None, *, device: str, dtype: str,
@@ -167,9 +132,9 @@ def _read_heldout(path: Path | None) -> list[str] | None:
 
 def run_probe(name: str, options: dict[str, Any]) -> None:
     """What every ``taskspace probe KIND`` does."""
-    from ..probes import registry
     from ..probes.controls import control_revision, summarize_with_control
     from ..probes.output import probe_dir, write_summary
+    from ..probes.run import prepare_options
     from ..suites import load_suite
 
     spec = registry.get(name)
@@ -178,34 +143,25 @@ def run_probe(name: str, options: dict[str, Any]) -> None:
     model, revision, control = options["model"], options["revision"], options["control"]
     if control:
         control_revision(model, revision, control)
-    extra = {n: options[n] for n in spec.options if n in EXTRA_OPTIONS}
-    if "heldout" in extra:
-        extra["heldout"] = _read_heldout(extra["heldout"])
-    if extra.get("reference") is not None:
-        from ..probes.controls import control_revision
-
-        ref = extra["reference"]
-        # a control word names the control's revision; anything else is a revision of the same model
-        extra["reference"] = control_revision(model, revision, ref) if ref in ("first", "init") else ref
+    raw = {o.name: options[o.name] for o in spec.options}
+    prepare_options(spec, raw, model=model, revision=revision)          # checks, reads no weights
     suite = load_suite(options["suite"])
     selected = suite.select(list(settings.tasks) if settings.tasks else None)     # unknown tasks fail here
 
     import torch
     from rich.console import Console
 
+    from ..models.context import check_fits
+    from ..models.loading import load_model
     from ..probes.run import probe
 
     out = Path(options["out"])
-    lm, lm_ctl = load_with_control(model, revision, control, device=options["device"], dtype=options["dtype"],
-                                   trust_remote_code=options["trust_remote_code"])
-    from ..models.context import check_fits
-
+    load_kw = {"device": options["device"], "dtype": options["dtype"],
+               "trust_remote_code": options["trust_remote_code"]}
+    lm, lm_ctl = load_with_control(model, revision, control, **load_kw)
     check_fits(lm, selected.pairs, prefix=settings.prefix)
-    if extra.get("reference") is not None:
-        from ..models.loading import load_model
-
-        extra["reference"] = load_model(model, extra["reference"], device=options["device"],
-                                        dtype=options["dtype"], trust_remote_code=options["trust_remote_code"])
+    extra = prepare_options(spec, raw, model=model, revision=revision,
+                            load=lambda rev: load_model(model, rev, **load_kw))
     torch.manual_seed(settings.seed)
     # probes that write per-task files as they go (FTGD: `stages`) resume from `out`, and probes that reuse
     # other probes' results (`needs`) read them there; the others compute the
@@ -214,17 +170,16 @@ def run_probe(name: str, options: dict[str, Any]) -> None:
     res = probe(lm, suite, name, settings, out=work, **extra)
     res_ctl = None
     if lm_ctl is not None:
-        ctl_extra = dict(extra)
-        if extra.get("gradients_dir") is not None:
-            ctl_extra["gradients_dir"] = Path(extra["gradients_dir"]) / "control"
+        # a working folder of the control's own (e.g. --gradients-dir) sits in its control/ sub-folder
+        ctl_extra = {k: (probe_dir(v, True) if spec.option(k).kind == "folder" and v is not None else v)
+                     for k, v in extra.items()}
         res_ctl = probe(lm_ctl, suite, name, settings, out=probe_dir(out, True) if work else None, **ctl_extra)
     paths = res.save(out)
     if res_ctl is not None:
         paths += res_ctl.save(out, control=True)
     console = Console()
     ctl_txt = f"; control {lm_ctl.revision}" if lm_ctl is not None else ""
-    shown = [s.name for s in spec.spaces if s.main] or [spec.spaces[0].name]
-    for space_name in shown:
+    for space_name in spec.main_spaces():
         if space_name not in res.spaces:
             continue
         ctl_space = res_ctl.spaces.get(space_name) if res_ctl is not None else None
@@ -232,7 +187,7 @@ def run_probe(name: str, options: dict[str, Any]) -> None:
         summary.update({"probe": name, "space": space_name, "model": lm.describe(),
                         "control_model": lm_ctl.describe() if lm_ctl is not None else None,
                         "control_kind": control, "settings": settings.to_dict(),
-                        "notes": res.extra.get("notes", [])})
+                        "options": spec.key_options(raw), "notes": res.extra.get("notes", [])})
         paths.append(write_summary(out, spec.summary_name(space_name), summary))
         sp = res.spaces[space_name]
         title = (f"{space_name}: {lm.name}" + (f" @ {lm.revision}" if lm.revision else "") +
@@ -257,8 +212,6 @@ def _make_command(spec: "ProbeSpec") -> Callable[..., None]:
 
 def register_commands() -> None:
     """One ``taskspace probe NAME`` per registered probe (call again after registering a new one)."""
-    from ..probes import registry
-
     have = {c.name for c in probe_app.registered_commands}
     for spec in registry.probes():
         if spec.name not in have:

@@ -299,7 +299,7 @@ def pretrain(
             checkpoint(0, None)
         loss_sum, loss_n = 0.0, 0
         stopped = False
-        with progress_bar(f"pretraining {size}", total=steps, fields=True) if progress else _null() as advance:
+        with progress_bar(f"pretraining {size}", total=steps, fields=True, show=progress) as advance:
             if start:
                 advance(start)
             for step in range(start, steps):
@@ -380,10 +380,3 @@ def _quiet_transformers() -> Callable[[], None]:
 
     return undo
 
-
-class _null:
-    def __enter__(self):
-        return lambda n=1, **kw: None
-
-    def __exit__(self, *exc):
-        return False

@@ -1,16 +1,17 @@
-"""Probes: how two tasks interact inside a model (DESIGN §2).
+"""Probes: how two tasks interact inside a model.
 
-Every probe kind is one entry of the registry (:mod:`.registry`; built-in entries in :mod:`.kinds`), run
-through one call (:func:`probe`) that returns one result type (:class:`ProbeResult`). The pieces:
+The interface: every probe kind is one :class:`ProbeSpec` (:mod:`.spec`) in the registry
+(:mod:`.registry`; the built-in entries are data in :mod:`.builtin`, others arrive through the
+``taskspace.probes`` entry-point group), configured by :class:`ProbeSettings` (:mod:`.settings`), run
+through one call (:func:`probe`, :mod:`.run`) that returns one result type (:class:`ProbeResult`,
+:mod:`.result`) written in one layout (:mod:`.output`); controls in :mod:`.controls`; helpers every probe
+may use in :mod:`.common`. Below it, one folder each:
 
-- gradient differentials ḡ_t (:mod:`.gradients`) and readable module names (:mod:`.modules`);
-- masks, overlap and how a gradient spreads (:mod:`.masks`);
-- the ``gradients`` and ``overlap`` task spaces and the distributedness table (:mod:`.similarity`);
-- controls: first checkpoint or fresh initialisation (:mod:`.controls`);
-- the on-disk layout of a probe run (:mod:`.output`);
-- FTGD, transfer and the entangled baseline (:mod:`.ftgd`, :mod:`.transfer`);
-- the newer probes, one module each: :mod:`.activations`, :mod:`.latent`, :mod:`.lookahead`,
-  :mod:`.transfer_estimate`, :mod:`.ablation` (``docs/probes.md``).
+- :mod:`.kinds` — one module per probe kind (gradients + overlap, transfer + baseline, activations,
+  latent, lookahead, transfer_estimate, ablation); they import the machinery below, never each other;
+- :mod:`.gradient` — gradient differentials ḡ_t, module names, masks, bitsets, count sketches, compiled
+  kernels, and the gradient / overlap spaces;
+- :mod:`.finetune` — FTGD, sparse deltas, evaluation of fine-tuned models, and what one FTGD row needs.
 
 >>> from taskspace.probes import ProbeSettings, probe
 >>> res = probe(lm, suite, "gradients", ProbeSettings(train_pairs=50))
@@ -25,17 +26,18 @@ from typing import TYPE_CHECKING, Any
 # do not pay for importing torch.
 _EXPORTS = {
     "control_revision": "controls", "summarize_with_control": "controls",
-    "TaskGradients": "gradients", "task_gradients": "gradients",
-    "jaccard": "masks", "load_mask": "masks", "mask_size": "masks", "module_shares": "masks",
-    "participation_ratio": "masks", "random_mask": "masks", "save_mask": "masks",
-    "threshold_mask": "masks", "top_fraction_mask": "masks",
-    "layer_index": "modules", "module_of": "modules", "param_modules": "modules",
+    "TaskGradients": "gradient.differentials", "task_gradients": "gradient.differentials",
+    "jaccard": "gradient.masks", "load_mask": "gradient.masks", "mask_size": "gradient.masks",
+    "module_shares": "gradient.masks", "participation_ratio": "gradient.masks", "random_mask": "gradient.masks",
+    "save_mask": "gradient.masks", "threshold_mask": "gradient.masks", "top_fraction_mask": "gradient.masks",
+    "layer_index": "gradient.modules", "module_of": "gradient.modules", "param_modules": "gradient.modules",
     "ProbeSettings": "settings", "parse_tasks": "settings",
-    "ProbeResult": "result", "probe": "run", "ProbeSpec": "registry", "SpaceSpec": "registry",
+    "ProbeResult": "result", "probe": "run", "Option": "spec", "ProbeSpec": "spec", "SpaceSpec": "spec",
     "register": "registry",
-    "GradientProbeResult": "similarity", "MaskSet": "similarity", "compute_masks": "similarity",
-    "distributedness": "similarity", "gradient_space": "similarity", "overlap_space": "similarity",
-    "run_gradient_probes": "similarity",
+    "GradientProbeResult": "gradient.similarity", "MaskSet": "gradient.similarity",
+    "compute_masks": "gradient.similarity", "distributedness": "gradient.similarity",
+    "gradient_space": "gradient.similarity", "overlap_space": "gradient.similarity",
+    "run_gradient_probes": "gradient.similarity",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -56,13 +58,13 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from .controls import control_revision, summarize_with_control
-    from .gradients import TaskGradients, task_gradients
-    from .masks import (jaccard, load_mask, mask_size, module_shares, participation_ratio, random_mask,
+    from .gradient.differentials import TaskGradients, task_gradients
+    from .gradient.masks import (jaccard, load_mask, mask_size, module_shares, participation_ratio, random_mask,
                         save_mask, threshold_mask, top_fraction_mask)
-    from .modules import layer_index, module_of, param_modules
+    from .gradient.modules import layer_index, module_of, param_modules
     from .registry import ProbeSpec, SpaceSpec, register
     from .result import ProbeResult
     from .run import probe
     from .settings import ProbeSettings, parse_tasks
-    from .similarity import (GradientProbeResult, MaskSet, compute_masks, distributedness, gradient_space,
+    from .gradient.similarity import (GradientProbeResult, MaskSet, compute_masks, distributedness, gradient_space,
                              overlap_space, run_gradient_probes)

@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..spaces import TaskSpace
 
 CONTROL_DIR = "control"
+#: the folders of the layout itself (the probes' own folders are declared in their specs: ``ProbeSpec.files``)
+LAYOUT_DIRS = ("spaces", "stats", "masks", "scores", "cards", CONTROL_DIR)
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,150}")
 
 
@@ -92,7 +94,7 @@ def mask_path(out: str | Path, task: str) -> Path:
 
 def write_masks(out: str | Path, masks: Mapping[str, Mapping], metadata: Mapping[str, str] | None = None) -> list[Path]:
     """``masks/<task>.safetensors`` for every task of ``masks`` (a mapping task → mask)."""
-    from .masks import save_mask
+    from .gradient.masks import save_mask
 
     return [save_mask(masks[t], mask_path(out, t), {"task": t, **(metadata or {})}) for t in masks]
 

@@ -1,113 +1,55 @@
-"""The probe registry: one entry per probe kind, read by the CLI, plans, job keys, compare and report.
+"""The probe registry: one :class:`~taskspace.probes.spec.ProbeSpec` per probe kind, the only place a probe is
+described; the CLI, plans, job keys, Ray workers, compare, findings and report read it.
 
-A probe is a way to measure how two tasks interact inside a model (DESIGN §1). Each kind is described
-once, here, by a :class:`ProbeSpec`: its name, the :class:`~taskspace.probes.settings.ProbeSettings`
-fields its numbers depend on (which are also the options its ``taskspace probe NAME`` command shows
-and the settings its job key hashes), the task spaces it writes (:class:`SpaceSpec`: file name, signed
-or not, what rows and columns mean), what it reuses from other probes, how it runs on one checkpoint
-(``runner``: ``"module:function"`` under :mod:`taskspace.probes`, imported only when the probe runs, so
-reading the registry never imports torch), whether its runner can compute only some source rows
-(``per_task``) and how a run splits it into one job per source task (``stages``). ``needs`` names
-probes whose results this one reuses when they are in the same folder (``transfer-estimate`` reads the
-``transfer`` probe's deltas): a run orders its job after theirs on the same checkpoint and lets it read
-(never write) that checkpoint's folder.
+Where entries come from, in this order, once per process:
 
-Adding a probe is writing its module (a function ``run(loaded, suite, settings, *, out, progress,
-rows) -> ProbeResult``) and calling :func:`register` with its spec — in the module that defines the
-built-in entries (:mod:`taskspace.probes.kinds`) or from your own code before running a plan.
+1. the built-in probes (:data:`taskspace.probes.builtin.BUILTIN`, plain data);
+2. every installed package's entry points in the group ``taskspace.probes`` (``[project.entry-points.
+   "taskspace.probes"] myprobe = "mypkg.probe:SPEC"``): each names a ``ProbeSpec``, a sequence of them, or a
+   function returning either. A local run and each Ray worker load the same entry points, so a probe
+   shipped by another package runs everywhere the package is installed. A broken entry point is
+   skipped with a warning naming it (it must not take the command line down);
+3. :func:`register` calls from your own code (in this process only: ship a package with an entry point
+   to reach workers and other processes).
+
+Adding a built-in probe is its module under :mod:`taskspace.probes.kinds` (a function ``run(loaded, suite,
+settings, ctx, kinds) -> ProbeResult``), its entry in :mod:`taskspace.probes.builtin`, its test and its
+docs section — nothing else changes.
 """
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+import difflib
+import warnings
+from dataclasses import fields
+from importlib.metadata import entry_points
+from typing import Any, Iterator
 
 from ..errors import InputError
+from .builtin import BUILTIN
+from .settings import ProbeSettings
+from .spec import Option, ProbeSpec, RunContext, SpaceSpec
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .result import ProbeResult
+__all__ = ["ENTRY_POINT_GROUP", "Option", "ProbeSpec", "RunContext", "SpaceSpec", "get", "names", "probes",
+           "register", "unregister"]
 
-
-@dataclass(frozen=True)
-class SpaceSpec:
-    """One task space a probe writes (``spaces/<name>.csv|.json``).
-
-    ``signed``: entries can be negative (a diverging colour map, and absolute values are reported
-    beside signed ones). ``main``: shown in overviews (tables, figures, the headline). ``generalization``:
-    its entries are normalised transfer (rows of a per-group generalisation table); the value ranks
-    such spaces (1 first: normalised margin transfer, 2: normalised accuracy transfer). ``by``: the space
-    also exists per module / per layer in ``spaces/<name>_by_<by>/<part>.csv``.
-    """
-
-    name: str
-    label: str
-    signed: bool = True
-    main: bool = False
-    generalization: int = 0
-    rows: str = "task"
-    columns: str = "task"
-    by: str | None = None
-
-
-@dataclass(frozen=True)
-class ProbeSpec:
-    """One probe kind. See the module docstring."""
-
-    name: str
-    help: str
-    reads: tuple[str, ...]
-    spaces: tuple[SpaceSpec, ...]
-    runner: str
-    cost: str = ""
-    needs: tuple[str, ...] = ()
-    job: str | None = None
-    per_task: bool = False
-    options: tuple[str, ...] = ()
-    stages: str | None = None
-
-    @property
-    def job_kind(self) -> str:
-        """The run job that computes this probe (probes sharing one pass share one job)."""
-        return self.job or self.name
-
-    def load_runner(self) -> Callable[..., "ProbeResult"]:
-        module, _, func = self.runner.partition(":")
-        return getattr(importlib.import_module(module, __package__), func)
-
-    def load_stages(self) -> Any:
-        """The object whose ``base``, ``row`` and ``assemble`` functions a run calls, one job each, for a
-        probe that splits into one job per source task (``stages`` set); see
-        :class:`taskspace.probes.kinds.TransferStages`."""
-        if self.stages is None:
-            raise ValueError(f"probe {self.name!r} does not split into per-task jobs")
-        module, _, obj = self.stages.partition(":")
-        return getattr(importlib.import_module(module, __package__), obj)
-
-    def summary_name(self, space: str) -> str:
-        """The stem of ``stats/<stem>_summary.json`` for one of its spaces: the probe's name for its first
-        main space, the space's name for any other (the CLI and a run write the same files)."""
-        first = next((s.name for s in self.spaces if s.main), self.spaces[0].name)
-        return self.name if space == first else space
-
-    def space(self, name: str) -> SpaceSpec | None:
-        return next((s for s in self.spaces if s.name == name), None)
-
+#: the entry-point group other packages register probes under
+ENTRY_POINT_GROUP = "taskspace.probes"
 
 _REGISTRY: dict[str, ProbeSpec] = {}
+_SETTINGS = frozenset(f.name for f in fields(ProbeSettings))
 
 
-def register(spec: ProbeSpec, *, replace: bool = False) -> ProbeSpec:
-    """Add ``spec`` to the registry (``replace=True`` to redefine a kind). Its ``reads`` must be
-    ProbeSettings fields and its space names must not clash with another probe's."""
-    from dataclasses import fields
-
-    from .settings import ProbeSettings
-
-    _ensure_builtin()
-    known = {f.name for f in fields(ProbeSettings)}
-    bad = [r for r in spec.reads if r not in known]
+def _check(spec: ProbeSpec, replace: bool) -> None:
+    """What makes a spec usable, checked before it is added (nothing is added if it fails)."""
+    if not isinstance(spec, ProbeSpec):
+        raise TypeError(f"not a ProbeSpec: {spec!r}")
+    bad = [r for r in (*spec.reads, *spec.uses) if r not in _SETTINGS]
     if bad:
         raise ValueError(f"probe {spec.name!r} reads unknown settings: {', '.join(bad)}")
+    clash_opt = [o.name for o in spec.options if o.name in _SETTINGS]
+    if clash_opt:
+        raise ValueError(f"probe {spec.name!r}: option(s) {', '.join(clash_opt)} are ProbeSettings fields; "
+                         "list them in reads or uses")
     if spec.name in _REGISTRY and not replace:
         raise ValueError(f"probe {spec.name!r} is already registered")
     others = {s.name: p.name for p in _REGISTRY.values() if p.name != spec.name for s in p.spaces}
@@ -115,6 +57,16 @@ def register(spec: ProbeSpec, *, replace: bool = False) -> ProbeSpec:
     if clash:
         raise ValueError(f"probe {spec.name!r}: space(s) {', '.join(clash)} already written by "
                          f"{others[clash[0]]!r}")
+    for need in spec.needs:
+        if need not in _REGISTRY and need != spec.name:
+            raise ValueError(f"probe {spec.name!r} needs unknown probe {need!r}")
+
+
+def register(spec: ProbeSpec, *, replace: bool = False) -> ProbeSpec:
+    """Add ``spec`` to the registry of this process (``replace=True`` to redefine a kind). Its ``reads``
+    must be ProbeSettings fields and its space names must not clash with another probe's."""
+    _ensure_loaded()
+    _check(spec, replace)
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -124,21 +76,38 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-_BUILTIN_LOADED = False
+_LOADED = False
 
 
-def _ensure_builtin() -> None:
-    """Load the built-in entries once, before any lookup or registration (a probe registered first must
-    not hide them); the flag is set before the import, whose own register() calls then pass through."""
-    global _BUILTIN_LOADED
-    if not _BUILTIN_LOADED:
-        _BUILTIN_LOADED = True
-        importlib.import_module(".kinds", __package__)
+def _ensure_loaded() -> None:
+    """The built-in entries, then the installed packages' entry points, once per process. The built-ins
+    are data imported at the top of this module (no import at lookup time that could fail half-way)."""
+    global _LOADED
+    if _LOADED:
+        return
+    for spec in BUILTIN:
+        _check(spec, False)
+        _REGISTRY[spec.name] = spec
+    _LOADED = True
+    for ep in _entry_points():
+        try:
+            obj = ep.load()
+            obj = obj() if callable(obj) and not isinstance(obj, ProbeSpec) else obj
+            for spec in (obj if isinstance(obj, (list, tuple)) else [obj]):
+                _check(spec, False)
+                _REGISTRY[spec.name] = spec
+        except Exception as e:  # a broken plug-in is reported, never fatal
+            warnings.warn(f"taskspace: probe entry point {ep.name!r} ({ep.value}) skipped: "
+                          f"{type(e).__name__}: {e}", RuntimeWarning, stacklevel=2)
+
+
+def _entry_points() -> list[Any]:
+    return sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
 
 
 def probes() -> list[ProbeSpec]:
     """Every registered probe, in registration order."""
-    _ensure_builtin()
+    _ensure_loaded()
     return list(_REGISTRY.values())
 
 
@@ -146,13 +115,16 @@ def names() -> list[str]:
     return [p.name for p in probes()]
 
 
+def default_probes() -> list[str]:
+    """What a plan that names no ``probes`` runs (besides ``score``): the probes marked ``default``."""
+    return [p.name for p in probes() if p.default]
+
+
 def get(name: str) -> ProbeSpec:
     """The spec of probe ``name``; an unknown name is an InputError with a did-you-mean."""
-    _ensure_builtin()
+    _ensure_loaded()
     spec = _REGISTRY.get(name)
     if spec is None:
-        import difflib
-
         close = difflib.get_close_matches(name, list(_REGISTRY), n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise InputError(f"unknown probe {name!r}{hint}; choose from {', '.join(_REGISTRY)}", field="probe")
@@ -170,7 +142,7 @@ def space_spec(name: str) -> SpaceSpec | None:
     ``gradients`` spec), or None for a space no registered probe writes."""
     base = name.split("/", 1)[0]
     for _, s in all_spaces():
-        if s.name == base or (s.by is not None and base == f"{s.name}_by_{s.by}"):
+        if s.name == base or base == s.parts_folder:
             return s
     return None
 
@@ -210,13 +182,3 @@ def reads_of_job(job: str) -> tuple[str, ...]:
     for p in probes_of_job(job):
         out += [r for r in p.reads if r not in out]
     return tuple(out)
-
-
-@dataclass
-class RunContext:
-    """What a runner gets besides the model, suite and settings (filled by the CLI or a run job)."""
-
-    out: Any = None
-    progress: bool = True
-    rows: tuple[str, ...] | None = None
-    options: dict = field(default_factory=dict)

@@ -1,11 +1,14 @@
 """``taskspace.probe``: run any registered probe on one model checkpoint — the one public call that the
-command line and the run system go through as well."""
+command line and the run system go through as well — and :func:`prepare_options`, which turns option
+values as a user writes them (a file name, a revision name) into what a runner reads."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from .registry import RunContext, get
+from ..errors import InputError
+from .registry import get
+from .spec import ProbeSpec, RunContext
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models.loading import LoadedModel
@@ -30,8 +33,9 @@ def probe(
 
     ``out``: a folder the probe may write per-task files into as it goes, so that running the same call
     again resumes (FTGD-based probes); without it they use a temporary folder. ``rows``: only these
-    source tasks (probes that split into one job per source task). ``options``: the probe's extra
-    options (``heldout`` sentences, ``save_masks``, ``gradients_dir``, ``storage_dtype``). Nothing is
+    source tasks (probes that split into one job per source task). ``options``: the probe's own options
+    (its spec's :class:`~taskspace.probes.spec.Option` s; ``taskspace probe KIND --help`` lists them), in
+    their prepared form: ``heldout`` a list of sentences, ``reference`` a loaded model. Nothing is
     written to ``out`` except such working files; call ``result.save(out)`` for the spaces.
 
     >>> res = taskspace.probe(lm, suite, "gradients", ProbeSettings(train_pairs=50))
@@ -41,15 +45,72 @@ def probe(
 
     kinds = (kind,) if isinstance(kind, str) else tuple(kind)
     specs = [get(k) for k in kinds]
-    runners = {s.runner for s in specs}
-    if len(runners) != 1 or len({s.job_kind for s in specs}) != 1:
+    if len({s.runner for s in specs}) != 1 or len({s.job_kind for s in specs}) != 1:
         raise ValueError(f"probes {', '.join(kinds)} do not share one runner; run them one at a time")
-    unknown = [k for k in options if all(k not in s.options for s in specs)]
+    known = {o.name: o for s in specs for o in s.options}
+    unknown = [k for k in options if k not in known]
     if unknown:
         raise TypeError(f"unknown option(s) for {', '.join(kinds)}: {', '.join(unknown)}")
+    values = {name: opt.default for name, opt in known.items()}
+    for name, value in options.items():
+        values[name] = known[name].check(value) if known[name].kind == "value" else value
     settings = settings if settings is not None else ProbeSettings()
     if rows is not None and not specs[0].per_task:
         raise ValueError(f"probe {kinds[0]!r} does not split into per-task rows")
     ctx = RunContext(out=Path(out) if out is not None else None, progress=progress,
-                     rows=tuple(rows) if rows is not None else None, options=dict(options))
+                     rows=tuple(rows) if rows is not None else None, options=values)
     return specs[0].load_runner()(lm, suite, settings, ctx, kinds)
+
+
+def read_sentences(path: str | Path) -> list[str]:
+    """The non-empty lines of a text file (an option of kind ``sentences``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("file not found", file=p)
+    try:
+        sentences = [s.strip() for s in p.read_text(encoding="utf-8").splitlines() if s.strip()]
+    except UnicodeDecodeError as e:
+        raise InputError(f"not UTF-8 text ({e.reason} at byte {e.start})", file=p) from None
+    if not sentences:
+        raise InputError("no sentences in the file", file=p)
+    return sentences
+
+
+def resolve_revision_word(model: str, revision: str | None, value: str) -> str:
+    """An option of kind ``revision``: ``first`` / ``init`` name the control's revision of ``model``; any
+    other value is a revision of the same model."""
+    from .controls import control_revision
+
+    return control_revision(model, revision, value) if value in ("first", "init") else value
+
+
+def prepare_options(spec: ProbeSpec, raw: dict[str, Any], *, model: str, revision: str | None,
+                    load: Callable[[str], Any] | None = None, base: Path | None = None) -> dict[str, Any]:
+    """The options of ``spec`` as its runner reads them, from values as a user writes them (checked, with
+    defaults): ``sentences`` options read their file (relative to ``base``), ``revision`` options are
+    resolved against ``model`` and, with ``load``, loaded (``load(revision) -> LoadedModel``)."""
+    values = spec.check_options(raw)
+    out: dict[str, Any] = {}
+    for opt in spec.options:
+        v = values[opt.name]
+        if v is not None and opt.kind in ("sentences", "folder"):
+            p = Path(v).expanduser()
+            p = base / p if base is not None and not p.is_absolute() else p
+            v = read_sentences(p) if opt.kind == "sentences" else p
+        elif v is not None and opt.kind == "revision":
+            v = resolve_revision_word(model, revision, v)
+            v = load(v) if load is not None else v
+        out[opt.name] = v
+    return out
+
+
+def option_key(spec: ProbeSpec, raw: dict[str, Any]) -> dict[str, Any]:
+    """What a job key and the provenance record of ``spec``'s options: the options that change the numbers
+    (``key=True``), a file of sentences by the hash of its sentences (an edited file changes the key)."""
+    from ..provenance import hash_records
+
+    values = spec.key_options(spec.check_options(raw))
+    for opt in spec.options:
+        if opt.key and opt.kind == "sentences" and values.get(opt.name) is not None:
+            values[opt.name] = {"sentences_sha256": hash_records(read_sentences(values[opt.name]))}
+    return values

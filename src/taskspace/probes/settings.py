@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..errors import InputError
 from ..suites.schema import Suite
@@ -14,6 +14,15 @@ EXECUTION_SETTINGS = ("workers",)
 CONTROLS = ("first", "init")
 GRADIENT_MODES = ("exact", "sketch", "auto")
 AUTOCASTS = ("none", "bf16")
+#: the settings every probe that scores sentences reads
+SCORING_SETTINGS = ("reduction", "prefix", "batch_tokens", "seed")
+#: the per-task splits (train / dev / eval sizes all shape every split)
+SPLIT_SETTINGS = ("train_pairs", "dev_pairs", "eval_pairs")
+
+
+def _setting(default: Any, help: str) -> Any:
+    """A settings field with its help text (the command line's option help, read from the metadata)."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -32,29 +41,31 @@ class ProbeSettings:
     """
 
     tasks: tuple[str, ...] | None = None
-    train_pairs: int = 100
-    dev_pairs: int = 50
-    eval_pairs: int = 100
-    mask_fraction: float = 0.05
-    mask_threshold: float | None = None
-    mask_kind: str = "gradient"          # gradient | random
+    train_pairs: int = _setting(100, 'Training pairs per task (gradient differentials, FTGD).')
+    dev_pairs: int = _setting(50, 'Dev pairs per task (FTGD early stopping).')
+    eval_pairs: int = _setting(100, 'Held-out pairs per task (transfer, evaluation).')
+    mask_fraction: float = _setting(0.05, 'Mask = top fraction of |ḡ_t| over all parameters.')
+    mask_threshold: float | None = _setting(None, "Mask = parameters with |ḡ_t| ≥ τ (the paper's τ = 1e-3), "
+                                                  "instead of a fraction.")
+    mask_kind: str = _setting("gradient", 'gradient, or random (the random-mask control, same size).')
     # logistic at lr 1e-4, not the paper's difference at 1e-3: measured on gutenberg-gpt2-5m (8 BLiMP
     # paradigms, benchmarks/README.md "Probe validation"), the paper's setting damages the LM by 14–15
     # nats/token (each fine-tuned model is no longer a language model, and no first-order estimate can
     # follow it), while logistic at 1e-4 damages it by 0.08–0.24, keeps the group structure where there
     # is one (within − between 0.59) and lets transfer-estimate rank like measured transfer (ρ 0.87)
-    objective: str = "logistic"          # logistic (bounded) | difference (the paper's)
-    steps: int = 50
-    lr: float = 1e-4
-    batch_pairs: int = 16                # training pairs per FTGD / baseline step (seeded shuffle)
-    patience: int = 5                    # dev evaluations without improvement before stopping
-    eval_every: int = 10                 # steps between dev evaluations
-    bootstrap: int = 1000                # resamples for confidence intervals
-    reduction: str = "sum"
-    prefix: str = "bos"
-    batch_tokens: int = 4096
-    seed: int = 0
-    workers: int = 1                     # transfer / baseline: processes fine-tuning tasks side by side
+    objective: str = _setting("logistic", "FTGD objective: logistic (bounded) or difference (the paper's).")
+    steps: int = _setting(50, 'Fine-tuning steps per task (cap).')
+    lr: float = _setting(1e-4, 'Adam learning rate.')
+    batch_pairs: int = _setting(16, 'Training pairs per fine-tuning step.')
+    patience: int = _setting(5, 'Dev evaluations without improvement before stopping.')
+    eval_every: int = _setting(10, 'Steps between dev evaluations (early stopping).')
+    bootstrap: int = _setting(1000, 'Bootstrap resamples for the 95% CIs (0: none).')
+    reduction: str = _setting("sum", 'sum or mean of token log-probs.')
+    prefix: str = _setting("bos", 'bos: score given the BOS (else EOS) token; none: no prefix.')
+    batch_tokens: int = _setting(4096, 'Padded tokens per scoring batch.')
+    seed: int = _setting(0, 'Random seed.')
+    workers: int = _setting(1, 'Processes that fine-tune and evaluate tasks side by side (CPU: each gets its '
+                               'share of the threads); changes speed, never results.')
     gradient_mode: str = field(default="auto", metadata={
         "help": "gradient/overlap probes: exact (one copy of ḡ per task), sketch (k numbers per task), "
                 "auto (sketch when exact copies would pass the memory budget)"})

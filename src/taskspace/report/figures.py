@@ -19,7 +19,7 @@ from ..analysis.clustering import cluster_space
 from ..analysis.collect import RunData
 from ..analysis.findings import label
 from ..analysis.hypothesis import group_blocks, group_order
-from ..probes.registry import main_spaces
+from ..probes.registry import generalization_spaces, main_spaces
 from ..spaces import TaskSpace
 
 FORMATS = ("png", "svg")
@@ -202,8 +202,8 @@ def fig_dynamics(slug: str, per_space: dict, control_gaps: dict | None = None):
     per probe (control as a dashed line); per-group generalisation per step when transfer is present."""
     plt = _plt()
     names = [n for n in main_spaces() if n in per_space] or list(per_space)
-    gen_name = next((n for n in ("transfer_normalized", "baseline_normalized") if n in per_space
-                     and "generalization" in per_space[n]), None)
+    gen_name = next((n for n in generalization_spaces() if n in per_space and "generalization" in per_space[n]),
+                    None)
     k = 3 if gen_name else 2
     fig, axes = plt.subplots(1, k, figsize=(5 * k, 3.8))
     for i, name in enumerate(names):

@@ -360,15 +360,15 @@ def _distributedness(cmp: dict) -> str:
     for c in cmp.get("cells", []):
         d = c.get("distributedness") or {}
         if d:
-            ov = d.get("overlap") or {}
+            ov = d.get("sharing") or {}
             layers = d.get("layer_shares") or {}
             rows.append([_e(c["model"]), _e(c["revision"]), _f(d.get("mask_size"), False, 4),
                          _f(d.get("participation_ratio"), False), _f(d.get("effective_layers"), False, 2),
                          _f(d.get("layer_spread"), False, 2), _f(ov.get("within"), False),
                          _f(ov.get("between"), False), _f(ov.get("difference")),
                          (_e(", ".join(f"{k} {v:.0%}" for k, v in layers.items())), {"class": "wrap"})])
-        if c.get("modules"):
-            mod_rows.append((c["id"], c["modules"]))
+        for space, parts in (c.get("parts") or {}).items():
+            mod_rows.append((space, c["id"], parts))
     if not rows and not mod_rows:
         return ""
     out = ['<section id="distributedness"><h2>Distributedness</h2>'
@@ -379,14 +379,17 @@ def _distributedness(cmp: dict) -> str:
     if rows:
         out.append(_table(["model", "revision", "mask size", "participation ratio", "effective layers", "spread",
                            "overlap within", "overlap between", "gap", "share of |ḡ| per layer"], rows, left=2))
-    if mod_rows:
-        mods = list(dict.fromkeys(m for _, ms in mod_rows for m in ms))
-        vals = [abs(v["difference"]) for _, ms in mod_rows for v in ms.values() if _ok(v.get("difference"))]
+    for space in dict.fromkeys(s for s, _, _ in mod_rows):      # one table per space with parts (module, layer)
+        rows_s = [(cid, ms) for s, cid, ms in mod_rows if s == space]
+        mods = list(dict.fromkeys(m for _, ms in rows_s for m in ms))
+        vals = [abs(v["difference"]) for _, ms in rows_s for v in ms.values() if _ok(v.get("difference"))]
         vmax = max(vals) if vals else 1.0
         body = _table(["checkpoint"] + [_e(m) for m in mods],
                       [[_e(cid)] + [(_f(ms.get(m, {}).get("difference")), _color(ms.get(m, {}).get("difference"), vmax))
-                                    for m in mods] for cid, ms in mod_rows])
-        out.append("<h3>Where sharing happens: gradient-cosine gap (within − between) per module</h3>" + body)
+                                    for m in mods] for cid, ms in rows_s])
+        spec = space_spec(space)
+        out.append(f"<h3>Where it happens: {_e(label(space))} gap (within − between) per "
+                   f"{_e(spec.by if spec is not None and spec.by else 'part')}</h3>" + body)
     out.append("</section>")
     return "".join(out)
 
@@ -394,14 +397,15 @@ def _distributedness(cmp: dict) -> str:
 def _ftgd(cmp: dict) -> str:
     rows = []
     for c in cmp.get("cells", []):
-        f = c.get("ftgd")
-        if f:
-            rows.append([_e(c["id"]), str(f["n_tasks"]), str(f["n_failed"]), _e(", ".join(f["failed"])) or "",
-                         _f(f.get("lm_damage_mean"))])
+        for probe, f in (c.get("finetuning") or {}).items():
+            if f:
+                rows.append([_e(c["id"]), _e(probe), str(f["n_tasks"]), str(f["n_failed"]),
+                             _e(", ".join(f["failed"])) or "", _f(f.get("lm_damage_mean"))])
     if not rows:
         return ""
-    return ('<section id="ftgd"><h2>Fine-tuning (FTGD)</h2>'
-            + _table(["checkpoint", "tasks", "failed", "failed tasks", "mean LM damage (nats)"], rows) + "</section>")
+    return ('<section id="ftgd"><h2>Fine-tuning</h2>'
+            + _table(["checkpoint", "probe", "tasks", "failed", "failed tasks", "mean LM damage (nats)"], rows)
+            + "</section>")
 
 
 def _provenance(cmp: dict) -> str:

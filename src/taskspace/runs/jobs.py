@@ -22,10 +22,10 @@ from typing import Any, Callable
 
 from ..errors import TaskspaceError
 from ..provenance import hash_records, timestamp
+from ..probes.registry import get, job_kinds, probes_of_job, reads_of_job
+from ..probes.settings import SCORING_SETTINGS, SPLIT_SETTINGS
 from .store import crash_point as _crash_point
 
-# Settings the scores depend on (a probe's come from its registry entry's ``reads``).
-_SCORE_SETTINGS = ("reduction", "prefix", "batch_tokens", "seed")
 # weight-defining files of a checkpoint folder (optimizer / resume state is not part of the model)
 _MODEL_FILE_PATTERNS = ("config.json", "model*.safetensors", "pytorch_model*.bin", "tokenizer*.json",
                         "special_tokens_map.json", "vocab.*", "merges.txt", "*.model")
@@ -80,14 +80,11 @@ def settings_subset(kind: str, settings: dict) -> dict:
     """The settings a job of ``kind`` depends on: the scoring settings for ``score``, else what the
     probes computed by that job read (their registry entries' ``reads``)."""
     if kind == "score":
-        return {k: settings[k] for k in _SCORE_SETTINGS}
-    from ..probes.kinds import SCORING, SPLITS
-    from ..probes.registry import reads_of_job
-
+        return {k: settings[k] for k in SCORING_SETTINGS}
     job, _, stage = kind.partition(":")
     reads = reads_of_job(job)
     if stage == "base":          # the base model's scores: only the eval split and the scoring convention
-        reads = tuple(r for r in reads if r in SPLITS + SCORING)
+        reads = tuple(r for r in reads if r in SPLIT_SETTINGS + SCORING_SETTINGS)
     return {k: settings[k] for k in reads}
 
 
@@ -273,17 +270,25 @@ def _run_score(spec: dict, out: Path, run_dir: Path) -> dict:
 def _probe_runner(kind: str) -> Callable[..., Any]:
     """The runner of a probe job: ``P`` (the whole probe, or the assembly of a per-task probe),
     ``P:base`` or ``P:row``."""
-    from ..probes.registry import job_kinds
-
     job, _, stage = kind.partition(":")
     if job not in job_kinds() or stage not in ("", "base", "row"):
         raise TaskspaceError(f"unknown job kind {kind!r}")
     return lambda spec, out, run_dir: _run_probe(spec, out, run_dir, job, stage)
 
 
-def _run_probe(spec: dict, out: Path, run_dir: Path, job: str, stage: str) -> dict:
-    from ..probes.registry import get, probes_of_job
+def _options(spec: dict, kind: str) -> dict:
+    """The options of probe ``kind`` as its runner reads them (files read, a reference revision loaded
+    like the probed model), from the raw values the plan gave (``spec["options"][kind]``)."""
+    from ..models.loading import load_model
+    from ..probes.run import prepare_options
 
+    m = spec["model"]
+    return prepare_options(get(kind), spec.get("options", {}).get(kind, {}), model=m["name"],
+                           revision=m["revision"],
+                           load=lambda rev: load_model(m["name"], rev, device=m["device"], dtype=m["dtype"]))
+
+
+def _run_probe(spec: dict, out: Path, run_dir: Path, job: str, stage: str) -> dict:
     kinds = tuple(spec.get("probes") or [p.name for p in probes_of_job(job)])
     if stage or get(kinds[0]).stages is not None:
         return _run_stage(spec, out, run_dir, kinds[0], stage)
@@ -294,8 +299,9 @@ def _run_probe(spec: dict, out: Path, run_dir: Path, job: str, stage: str) -> di
     loaded = _load_model(spec)
     # a probe that reuses other probes' results reads them from the checkpoint's folder (never writes there)
     reads_cell = any(get(k).needs for k in kinds)
+    options = {k: v for kind in kinds for k, v in _options(spec, kind).items()}
     res = probe(loaded, _load_suite(spec), kinds, _settings(spec), progress=True,
-                out=run_dir / spec["dest"] if reads_cell else None)
+                out=run_dir / spec["dest"] if reads_cell else None, **options)
     res.save(out)
     summary = {}
     for kind in kinds:
@@ -303,7 +309,8 @@ def _run_probe(spec: dict, out: Path, run_dir: Path, job: str, stage: str) -> di
             if s.main and s.name in res.spaces:
                 wb = summarize_with_control(res.spaces[s.name], None)
                 write_summary(out, get(kind).summary_name(s.name),
-                              dict(wb, probe=kind, space=s.name, model=loaded.describe(), settings=spec["settings"]))
+                              dict(wb, probe=kind, space=s.name, model=loaded.describe(), settings=spec["settings"],
+                                   options=get(kind).key_options(spec.get("options", {}).get(kind, {}))))
                 summary[s.name] = wb["trained"]
     return _jsonable(summary)
 
@@ -312,12 +319,10 @@ def _run_stage(spec: dict, out: Path, run_dir: Path, kind: str, stage: str) -> d
     """One stage of a probe that splits into one job per source task (its registry entry's ``stages``):
     ``base``, ``row`` (one source task, reading what the base job published into the cell) or the
     assembly (stage ``""``, reading every row's published files)."""
-    from ..probes.registry import get
-
     stages = get(kind).load_stages()
     cell = run_dir / spec["dest"]
     if stage == "base":
-        return stages.base(kind, _load_model(spec), _load_suite(spec), _settings(spec), out)
+        return stages.base(kind, _load_model(spec), _load_suite(spec), _settings(spec), out, _options(spec, kind))
     if stage == "row":
         loaded, suite = _load_model(spec), _load_suite(spec)
         # A row ends with a full garbage collection (to free its fine-tuning's cycles before the next
@@ -326,10 +331,10 @@ def _run_stage(spec: dict, out: Path, run_dir: Path, kind: str, stage: str) -> d
         # scans what the row made. Unfrozen after, so the process's own collections see them again.
         gc.freeze()
         try:
-            return stages.row(kind, loaded, suite, _settings(spec), out, spec["row"], cell)
+            return stages.row(kind, loaded, suite, _settings(spec), out, spec["row"], cell, _options(spec, kind))
         finally:
             gc.unfreeze()
-    return stages.assemble(kind, _load_suite(spec), _settings(spec), out, cell)
+    return stages.assemble(kind, _load_suite(spec), _settings(spec), out, cell, _options(spec, kind))
 
 
 def _run_pretrain(spec: dict, out: None, run_dir: Path) -> tuple[dict, list[str]]:

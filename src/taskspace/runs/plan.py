@@ -24,6 +24,9 @@ A plan file (``taskspace run PLAN.toml --out RUN``)::
     [probe_revisions]            # optional: run a costly probe only on some checkpoints
     transfer = ["last", "control"]
 
+    [probe_options.latent]       # optional: a probe's own options (`taskspace probe NAME --help`)
+    card_tokens = 20
+
     [executor]
     kind = "local"               # or "ray"
 
@@ -42,14 +45,13 @@ from typing import Any, Mapping
 
 from ..errors import InputError
 from ..io import user_path
+from ..probes.registry import default_probes, get, names
 from ..probes.settings import ProbeSettings
 
 
 
 def probe_names() -> tuple[str, ...]:
     """What ``probes = [...]`` may name: ``score`` and every registered probe."""
-    from ..probes.registry import names
-
     return ("score", *names())
 
 
@@ -60,7 +62,8 @@ DEVICES = ("cpu", "cuda", "mps", "auto")
 #: a model's device: one of DEVICES, or cuda:N (a GPU by index)
 _DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|mps|auto)$")
 
-_TOP_KEYS = ("probes", "report", "suite", "models", "settings", "probe_revisions", "executor")
+_TOP_KEYS = ("probes", "report", "suite", "models", "settings", "probe_revisions", "probe_options",
+             "executor")
 _SUITE_KEYS = ("spec", "tasks", "limit_per_task")
 _MODEL_KEYS = ("name", "pretrain", "slug", "size", "revisions", "control", "device", "dtype")
 _PRETRAIN_KEYS = ("corpus", "size", "steps", "seed", "sentences", "checkpoints")
@@ -141,6 +144,7 @@ class Plan:
     settings: ProbeSettings
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     probe_revisions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    probe_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     report: bool = True
     source: str = "<plan>"
 
@@ -154,6 +158,7 @@ class Plan:
                         "device": m.device, "dtype": m.dtype} for m in self.models],
             "probes": list(self.probes),
             "probe_revisions": {k: list(v) for k, v in self.probe_revisions.items()},
+            "probe_options": {k: dict(v) for k, v in self.probe_options.items()},
             "settings": self.settings.to_dict(),
             "executor": self.executor.to_dict(),
             "report": self.report,
@@ -217,7 +222,7 @@ def parse_plan(data: Mapping[str, Any], source: str = "<plan>", text: str | None
             v.fail(f"two models have the slug {s!r}; give one of them another `slug`", f"models[{i}].slug")
 
     known = probe_names()
-    probes = data.get("probes", ["score", "gradients", "overlap", "transfer"])
+    probes = data.get("probes", ["score", *default_probes()])
     if not isinstance(probes, list) or not probes or not all(isinstance(x, str) for x in probes):
         v.fail(f"must be a non-empty list of probe names ({', '.join(known)})", "probes")
     for i, pname in enumerate(probes):
@@ -232,9 +237,11 @@ def parse_plan(data: Mapping[str, Any], source: str = "<plan>", text: str | None
 
     settings = _parse_settings(v, data.get("settings", {}))
     probe_revisions = _parse_probe_revisions(v, data.get("probe_revisions", {}), probes)
+    probe_options = _parse_probe_options(v, data.get("probe_options", {}), probes)
     executor = _parse_executor(v, data.get("executor", {}))
     return Plan(suite=suite, models=models, probes=probes, settings=settings, executor=executor,
-                probe_revisions=probe_revisions, report=report, source=source)
+                probe_revisions=probe_revisions, probe_options=probe_options, report=report,
+                source=source)
 
 
 # -- sections ------------------------------------------------------------------------------------
@@ -380,6 +387,34 @@ def _parse_probe_revisions(v: "_Validator", d: Any, probes: tuple[str, ...]) -> 
     return out
 
 
+def _parse_probe_options(v: "_Validator", d: Any, probes: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``[probe_options.NAME]``: each probe's own options, checked by its registry entry; a file an option
+    names (kind ``sentences`` / ``folder``) is taken relative to the plan."""
+    v.table(d, "probe_options")
+    v.keys(d, probe_names()[1:], "probe_options")
+    out: dict[str, dict[str, Any]] = {}
+    for name, values in d.items():
+        where = f"probe_options.{name}"
+        if name not in probes:
+            v.fail(f"probe {name!r} is not in `probes`", where)
+        v.table(values, where)
+        spec = get(name)
+        try:
+            checked = spec.check_options(values, source=v.source, where=where + ".")
+        except InputError as e:
+            v.fail(e.message, e.field or where)
+        out[name] = {}
+        for k in values:
+            opt = spec.option(k)
+            value = checked[k]
+            if value is not None and opt.kind in ("sentences", "folder"):
+                value = v.path(value)
+                if opt.kind == "sentences" and not Path(value).is_file():
+                    v.fail(f"file not found: {values[k]}", f"{where}.{k}")
+            out[name][k] = value
+    return out
+
+
 def _parse_executor(v: "_Validator", d: Any) -> ExecutorSpec:
     v.table(d, "executor")
     v.keys(d, _EXECUTOR_KEYS, "executor")
@@ -476,6 +511,8 @@ class _Validator:
             return None
         table, index = parts[0][0], int(parts[0][1]) if parts[0][1] else 0
         key = parts[1][0] if len(parts) > 1 else None
+        if len(parts) > 2:       # [probe_options.NAME] key = …: the sub-table's header names two parts
+            table, key = f"{table}.{parts[1][0]}", parts[2][0]
         if len(parts) == 1:  # a top-level key or a whole table
             for n, line in enumerate(self.lines, 1):
                 s = line.strip()

@@ -25,6 +25,7 @@ from typing import Sequence
 
 from ..errors import InputError, TaskspaceError
 from ..io import user_path, write_json
+from ..probes.registry import get, job_kinds, probes_of_job
 from ..provenance import hash_records, timestamp, torch_threads, versions
 from .executors import Executor, Outcome, make_executor
 from .jobs import Job, job_key, model_fingerprint, settings_subset
@@ -162,8 +163,9 @@ def preflight(plan: Plan, run_dir: Path, executor: str | Executor | None = None)
     for m in plan.models:
         if m.pretrain is None:
             resolved = resolve_model(plan, m, run_dir)
-            for kind_ in ("score", "gradients", "transfer", "baseline"):
+            for kind_ in ("score", *job_kinds()):
                 _cells_for(plan, resolved, kind_)  # an unknown revision in [probe_revisions] raises here
+            _check_option_revisions(plan, resolved)
             local = user_path(resolved.name)
             if local.is_dir():
                 # every sentence must fit the model's context (else scoring fails deep in the forward)
@@ -180,6 +182,28 @@ def preflight(plan: Plan, run_dir: Path, executor: str | Executor | None = None)
                     raise InputError(f"{e.message} ({resolved.name})", file=plan.source,
                                      field="suite.spec") from None
     return suite_info
+
+
+def _check_option_revisions(plan: Plan, m: ResolvedModel) -> None:
+    """A probe option that names a revision of the probed model (kind ``revision``, e.g. ablation's
+    ``reference``) must name one that exists, checked before anything is written."""
+    from ..models.loading import list_revisions
+    from ..probes.run import resolve_revision_word
+
+    for name, raw in plan.probe_options.items():
+        for opt in get(name).options:
+            value = raw.get(opt.name)
+            if opt.kind != "revision" or value is None:
+                continue
+            where = f"probe_options.{name}.{opt.name}"
+            try:
+                rev = resolve_revision_word(m.name, m.revisions[0], value)
+            except InputError as e:
+                raise InputError(e.message, file=plan.source, field=where) from None
+            have = list_revisions(m.name) if user_path(m.name).is_dir() else None
+            if have and rev != "init" and rev not in have:
+                raise InputError(f"{rev!r} is not a revision of {m.spec.slug} ({', '.join(have)})",
+                                 file=plan.source, field=where)
 
 
 def _make_executor(plan: Plan, run_dir: Path, kind: str | None) -> Executor:
@@ -337,7 +361,7 @@ def probe_jobs(plan: Plan, models: Sequence[ResolvedModel], suite_info: dict, ru
     cluster spreads one checkpoint's fine-tunings over its workers; the assembled spaces are the same as
     one job's.
     """
-    from ..probes.registry import get, job_kinds, probes_of_job
+    from ..probes.run import option_key
 
     settings = plan.settings.to_dict()
     wanted = [k for k in plan.probes if k != "score"]
@@ -367,6 +391,8 @@ def probe_jobs(plan: Plan, models: Sequence[ResolvedModel], suite_info: dict, ru
                     jobs.append(Job(kind, job_key(kind, inputs), f"score {where}", f"{dest}:score", spec, dest=dest))
                     continue
                 spec["probes"] = inputs["probes"] = names
+                spec["options"] = {n: plan.probe_options.get(n, {}) for n in names}
+                inputs["options"] = {n: option_key(get(n), spec["options"][n]) for n in names}
                 label = "+".join(names)
                 if get(names[0]).stages is None:
                     needed = [get(n).job_kind for p in names for n in get(p).needs]
@@ -392,7 +418,6 @@ def probe_jobs(plan: Plan, models: Sequence[ResolvedModel], suite_info: dict, ru
 
 def _cells_for(plan: Plan, m: ResolvedModel, kind: str) -> list[str | None]:
     """The revisions job ``kind`` runs on: all cells, or those named in ``[probe_revisions]``."""
-    from ..probes.registry import get
 
     names = [p for p in plan.probe_revisions if (p == kind if p == "score" else get(p).job_kind == kind)]
     if not names:

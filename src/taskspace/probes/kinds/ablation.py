@@ -24,18 +24,18 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 
-from ..errors import InputError, TaskspaceError
-from .activations import convention_of, probe_provenance, probe_tasks
-from .lookahead import task_gradient_stream
+from ...errors import InputError, TaskspaceError
+from ..common import convention_of, probe_provenance, probe_tasks
+from ..gradient.differentials import task_gradient_stream
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from ..models.loading import LoadedModel
-    from ..suites.schema import Suite
-    from .registry import RunContext
-    from .result import ProbeResult
-    from .settings import ProbeSettings
+    from ...models.loading import LoadedModel
+    from ...suites.schema import Suite
+    from ..spec import RunContext
+    from ..result import ProbeResult
+    from ..settings import ProbeSettings
 
 NAME = "ablation"
 
@@ -99,9 +99,9 @@ def ablation_scores(loaded: "LoadedModel", train: "Suite", test: "Suite", rows: 
     """Score the eval pairs of every task: base model, and per row a with ``M_a`` and with ``R_a``
     ablated. Returns (base table, {a: table with M_a ablated}, {a: table with R_a ablated}, one stats
     row per a, the mask description)."""
-    from ..scoring import Scorer
-    from .masks import mask_size, random_mask, task_seed
-    from .similarity import compute_masks
+    from ...scoring import Scorer
+    from ..gradient.masks import mask_size, random_mask, task_seed
+    from ..gradient.similarity import compute_masks
 
     from dataclasses import replace
 
@@ -139,9 +139,9 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     masked entries take instead of zero, e.g. the control checkpoint."""
     import pandas as pd
 
-    from ..spaces import TaskSpace
-    from .evaluation import transfer_matrices
-    from .result import ProbeResult
+    from ...spaces import TaskSpace
+    from ..finetune.evaluation import transfer_matrices
+    from ..result import ProbeResult
 
     splits, tasks, rows = probe_tasks(suite, settings, ["train", "test"], ctx.rows)
     train, test = splits["train"], splits["test"]

@@ -11,7 +11,7 @@ chunk of one tensor at a time:
    k-th largest magnitude — in the sketch mode this rides along the pass that sketches the gradient;
 2. the entries above that bin are set; the few inside it (their positions and keys) are collected
    and the largest taken, ties in parameter then row-major order — the tie rule of
-   :func:`~taskspace.probes.masks.top_fraction_mask`, so the two masks are identical (a NaN is
+   :func:`~taskspace.probes.gradient.masks.top_fraction_mask`, so the two masks are identical (a NaN is
    never "large": it ranks below every magnitude, as there). A bin too full to collect falls back
    to a histogram of its low 16 bits and a third pass.
 
@@ -30,7 +30,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ...errors import InputError
 
 _NAN_KEY = -1          # NaN sorts below every magnitude (the bit pattern of |x| is >= 0)
 _HI_BINS = 1 << 15     # top 16 bits of a non-negative int32: 0 … 32767
@@ -98,7 +98,7 @@ class BitsetMask(Mapping[str, torch.Tensor]):
 
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (``.npy`` bits) and ``path.json`` (names and shapes), atomically."""
-        from ..io import atomic_path
+        from ...io import atomic_path
 
         path = Path(path)
         with atomic_path(path) as tmp:
@@ -166,7 +166,7 @@ class TopCut:
     2. :meth:`select` reads the keys once more: entries above bin ``b`` are in; entries inside it
        (a relative width of 2⁻⁷ in magnitude: ~0.2% of a Gaussian's coordinates at the 5% cut) are
        collected with their positions and the ``need`` largest taken, ties in parameter then
-       row-major order — the rule of :func:`~taskspace.probes.masks.top_fraction_mask`.
+       row-major order — the rule of :func:`~taskspace.probes.gradient.masks.top_fraction_mask`.
 
     If bin ``b`` holds more than ``cap`` entries (a gradient with a long run of equal values at the
     cut) or the cut falls among NaNs, :meth:`select` falls back to a histogram of the low 16 bits
@@ -291,9 +291,9 @@ def gradient_bitset(grads: Mapping[str, torch.Tensor], names: Sequence[str] | No
                     overwrite: bool = False, cap: int = 1 << 23) -> BitsetMask:
     """The gradient mask of ``grads`` as a :class:`BitsetMask`, one tensor at a time.
 
-    ``threshold`` given: ``|ḡ| ≥ τ`` (as :func:`~taskspace.probes.masks.threshold_mask`); else the top
+    ``threshold`` given: ``|ḡ| ≥ τ`` (as :func:`~taskspace.probes.gradient.masks.threshold_mask`); else the top
     ``round(fraction · N)`` entries of ``|ḡ|`` with the ties rule of
-    :func:`~taskspace.probes.masks.top_fraction_mask` (the same mask, bit for bit; :class:`TopCut`).
+    :func:`~taskspace.probes.gradient.masks.top_fraction_mask` (the same mask, bit for bit; :class:`TopCut`).
 
     ``overwrite=True`` (top fraction, float32 tensors) turns ``grads`` into their sort keys in place:
     the passes then share one set of keys instead of recomputing ``|g|`` (an allocation the

@@ -26,19 +26,21 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from .activations import convention_of, probe_provenance, probe_tasks
-from .lookahead import normalize_rows, sparse_dots, task_gradient_stream
+from ...errors import InputError
+from ..common import convention_of, normalize_rows, probe_provenance, probe_tasks
+from ..finetune.rows import row_keys, task_mask
+from ..gradient.differentials import sparse_dots, task_gradient_stream
+from ..registry import get
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from ..models.loading import LoadedModel
-    from ..suites.schema import Suite
-    from .deltas import Delta
-    from .registry import RunContext
-    from .result import ProbeResult
-    from .settings import ProbeSettings
+    from ...models.loading import LoadedModel
+    from ...suites.schema import Suite
+    from ..finetune.deltas import Delta
+    from ..spec import ProbeSpec, RunContext
+    from ..result import ProbeResult
+    from ..settings import ProbeSettings
 
 NAME = "transfer-estimate"
 SPACE = "transfer_estimate"
@@ -46,7 +48,7 @@ SPACE = "transfer_estimate"
 
 def flat_delta(model: Any, delta: "Delta") -> tuple["torch.Tensor", "torch.Tensor"]:
     """``Δ`` as ``(flat indices, values)`` over the parameters in ``model.named_parameters()`` order
-    (the order of :class:`~taskspace.probes.gradients.TaskGradients.flat`)."""
+    (the order of :class:`~taskspace.probes.gradient.differentials.TaskGradients.flat`)."""
     import torch
 
     offsets: dict[str, int] = {}
@@ -86,14 +88,21 @@ def estimate_matrix(model: Any, tokenizer: Any, test: "Suite", tasks: Sequence[s
     return est
 
 
+def source_probe() -> "ProbeSpec":
+    """The probe whose deltas this one reuses (its registry entry's ``needs``), which declares where it
+    writes them (``files``: ``deltas`` and the per-task ``status`` records)."""
+    return get(get(NAME).needs[0])
+
+
 def reusable_delta(loaded: "LoadedModel", out: Path, a: str, key: str) -> "Delta | None":
     """The delta of task ``a`` from a transfer run in ``out`` whose job key for ``a`` is ``key``."""
-    from ..io import read_json
-    from .deltas import load_delta
-    from .output import task_filename
+    from ...io import read_json
+    from ..finetune.deltas import load_delta
+    from ..output import task_filename
 
-    status = out / "ftgd" / f"{task_filename(a)}.json"
-    path = out / "deltas" / f"{task_filename(a)}.safetensors"
+    src = source_probe()
+    status = out / src.file("status") / f"{task_filename(a)}.json"
+    path = out / src.file("deltas") / f"{task_filename(a)}.safetensors"
     if not (status.exists() and path.exists()):
         return None
     try:
@@ -107,22 +116,20 @@ def reusable_delta(loaded: "LoadedModel", out: Path, a: str, key: str) -> "Delta
 
 def transfer_keys(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", tasks: Sequence[str],
                   heldout: Sequence[str] | None) -> dict[str, str]:
-    """The job key the transfer probe gives each task (the same formula as ``transfer_probe``), so a
-    delta is reused only when the run that made it had the same model, data and FTGD settings."""
-    from .transfer import task_keys
-
-    keys = task_keys(loaded, suite, settings, heldout=heldout)
-    return {a: keys[a] for a in tasks}
+    """The job key the transfer probe gives each task (:func:`~taskspace.probes.finetune.rows.row_keys`),
+    so a delta is reused only when the run that made it had the same model, data and FTGD settings."""
+    _, keys = row_keys(loaded, settings.splits(suite), tasks, settings, source_probe().name, heldout)
+    return keys
 
 
 def run_ftgd(loaded: "LoadedModel", a: str, train_pairs: list, dev_pairs: list, group: str,
              settings: "ProbeSettings") -> tuple["Delta | None", dict]:
-    """FTGD on task ``a`` with the transfer probe's mask (``transfer._task_mask``); no evaluation."""
-    from .ftgd import ftgd
-    from .transfer import _task_mask
+    """FTGD on task ``a`` with the transfer probe's mask (:func:`~taskspace.probes.finetune.rows.task_mask`);
+    no evaluation."""
+    from ..finetune.ftgd import ftgd
 
     t = time.perf_counter()
-    mask = _task_mask(loaded, a, train_pairs, group, settings)
+    mask = task_mask(loaded, a, train_pairs, group, settings)
     grad_s = time.perf_counter() - t
     res = ftgd(loaded.model, loaded.tokenizer, train_pairs, dev_pairs, mask, objective=settings.objective,
                steps=settings.steps, lr=settings.lr, patience=settings.patience, eval_every=settings.eval_every,
@@ -140,15 +147,15 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     came from, and ``stats/transfer_estimate_timings.json`` how long each part took."""
     import pandas as pd
 
-    from ..spaces import TaskSpace
-    from .result import ProbeResult
+    from ...spaces import TaskSpace
+    from ..result import ProbeResult
 
     splits, tasks, rows = probe_tasks(suite, settings, ["train", "test"], ctx.rows)
     train, dev, test = splits["train"], splits["dev"], splits["test"]
     groups = {t: suite.group_of(t) for t in tasks}
     out = Path(ctx.out) if ctx.out is not None else None
     keys = (transfer_keys(loaded, suite, settings, rows, ctx.options.get("heldout"))
-            if out is not None and (out / "deltas").is_dir() else {})
+            if out is not None and (out / source_probe().file("deltas")).is_dir() else {})
     timings = {"finetune": 0.0, "eval_gradients": 0.0}
     deltas: dict[str, Delta | None] = {}
     records = []

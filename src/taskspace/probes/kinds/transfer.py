@@ -35,21 +35,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from ..errors import TaskspaceError
-from .evaluation import METRICS, heldout_nll, lm_nll, self_transfer, transfer_matrices
-from .settings import EXECUTION_SETTINGS
+from ...errors import TaskspaceError
+from ..finetune.evaluation import METRICS, heldout_nll, lm_nll, self_transfer, transfer_matrices
+from ..finetune.rows import row_keys, task_mask
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from ..models.loading import LoadedModel
-    from ..spaces import TaskSpace
-    from ..suites.schema import Suite
-    from .settings import ProbeSettings
-
-#: settings that do not change a fine-tuned task's results (so they do not invalidate a resume)
-_NOT_IN_KEY = ("tasks", "bootstrap", "gradient_mode", "sketch_dim", *EXECUTION_SETTINGS)
-
+    from ...models.loading import LoadedModel
+    from ...spaces import TaskSpace
+    from ...suites.schema import Suite
+    from ..result import ProbeResult
+    from ..settings import ProbeSettings
+    from ..spec import RunContext
 
 def space_names(probe: str) -> list[str]:
     """``["transfer", "transfer_normalized", "transfer_accuracy", "transfer_accuracy_normalized"]``."""
@@ -87,9 +85,9 @@ def transfer_probe(
     the model; like any spawning code, a script that calls this needs the
     ``if __name__ == "__main__":`` guard.
     """
-    from ..io import write_json
-    from ..progress import progress_bar
-    from ..provenance import hash_records, timestamp
+    from ...io import write_json
+    from ...progress import progress_bar
+    from ...provenance import hash_records, timestamp
 
     probe = "baseline" if baseline else "transfer"
     out = Path(out_dir)
@@ -112,7 +110,7 @@ def transfer_probe(
     records: dict[str, dict] = {}
     t_tasks = time.perf_counter()
     model_desc = loaded.describe()
-    with progress_bar(probe, total=len(wanted), fields=True) if progress else _null() as advance:
+    with progress_bar(probe, total=len(wanted), fields=True, show=progress) as advance:
         for a in wanted:
             rec = _done(status_dir, rows_dir, a, plan.keys[a])
             if rec is not None:
@@ -162,8 +160,6 @@ class _Plan:
 
 def _plan(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", probe: str,
           heldout: Sequence[str] | None) -> _Plan:
-    from ..provenance import hash_records
-
     splits = settings.splits(suite)
     train, dev, test = splits["train"], splits["dev"], splits["test"]
     tasks = suite.select(list(settings.tasks) if settings.tasks is not None else None).tasks
@@ -174,24 +170,9 @@ def _plan(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", prob
                              f"(pairs per task too few for --train-pairs/--dev-pairs/--eval-pairs)")
     scorer = _scorer(loaded, settings)
     train_by, dev_by = train.by_task(), dev.by_task()
-    model_desc = loaded.describe()
-    base_key = {"model": {k: v for k, v in model_desc.items() if k != "device"},
-                "convention": scorer.convention.to_dict(), "eval": test.data_hash,
-                "heldout": hash_records(heldout) if heldout is not None else None}
-    run_settings = {k: v for k, v in settings.to_dict().items() if k not in _NOT_IN_KEY}
-    keys = {a: hash_records([probe, base_key, run_settings, train.select([a]).data_hash,
-                             dev.select([a]).data_hash if dev_by.get(a) else None]) for a in tasks}
+    base_key, keys = row_keys(loaded, splits, tasks, settings, probe, heldout)
     return _Plan(tasks=tasks, groups={t: suite.group_of(t) for t in tasks}, test=test, train_by=train_by,
-                 dev_by=dev_by, scorer=scorer, base_key=hash_records([probe, base_key]), keys=keys)
-
-
-def task_keys(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", *, baseline: bool = False,
-              heldout: Sequence[str] | None = None) -> dict[str, str]:
-    """The resume key of every source task: a hash of the probe, the model, the convention, the eval
-    pairs, the held-out text, the settings that change a fine-tuning and the task's own train and dev
-    pairs. A task's files with this key are its finished result (also for other probes that reuse the
-    deltas, e.g. ``transfer-estimate``)."""
-    return _plan(loaded, suite, settings, "baseline" if baseline else "transfer", heldout).keys
+                 dev_by=dev_by, scorer=scorer, base_key=base_key, keys=keys)
 
 
 def score_base(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", out_dir: str | Path, *,
@@ -202,8 +183,8 @@ def score_base(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings",
     earlier run with the same model, convention and eval pairs wrote them (the first stage of a
     transfer run; its row jobs and the assembly read it)."""
 
-    from ..io import write_json
-    from ..progress import progress_bar
+    from ...io import write_json
+    from ...progress import progress_bar
 
     probe = "baseline" if baseline else "transfer"
     plan = plan if plan is not None else _plan(loaded, suite, settings, probe, heldout)
@@ -230,7 +211,7 @@ def _cached_base(folder: Path, probe: str, key: str) -> tuple["pd.DataFrame", fl
     """The base scores :func:`score_base` wrote into ``folder`` for the same ``key``, or None."""
     import pandas as pd
 
-    from ..io import read_json
+    from ...io import read_json
 
     rec_path, df_path = folder / "stats" / f"{probe}_base.json", folder / "scores" / "base.parquet"
     if not (rec_path.exists() and df_path.exists()):
@@ -253,9 +234,9 @@ def assemble_transfer(model_desc: dict | None, suite: "Suite", settings: "ProbeS
     stage recorded. A task without its files is an error naming it."""
     import pandas as pd
 
-    from ..io import read_json, write_json
-    from ..provenance import timestamp, versions
-    from ..spaces import TaskSpace
+    from ...io import read_json, write_json
+    from ...provenance import timestamp, versions
+    from ...spaces import TaskSpace
 
     probe = "baseline" if baseline else "transfer"
     out = Path(out_dir)
@@ -339,7 +320,7 @@ class _Job:
 
 def _scorer(loaded: "LoadedModel", settings: "ProbeSettings") -> Any:
     """The scorer of a transfer run (the same in this process and in every worker)."""
-    from ..scoring import Scorer
+    from ...scoring import Scorer
 
     return Scorer(loaded.model, loaded.tokenizer, reduction=settings.reduction, prefix=settings.prefix,
                   batch_tokens=settings.batch_tokens)
@@ -422,8 +403,8 @@ def _run_task(a: str, *, probe: str, loaded: "LoadedModel", scorer: Any, setting
               base_nll: float, heldout: Sequence[str] | None, groups: dict, out: Path, rows_dir: Path,
               save_deltas: bool, timings: dict) -> dict:
     """Fine-tune on one task, evaluate on all, write its per-pair log and delta; return its record."""
-    from .deltas import applied, save_delta
-    from .ftgd import finetune_lm, ftgd
+    from ..finetune.deltas import applied, save_delta
+    from ..finetune.ftgd import finetune_lm, ftgd
 
     model, tokenizer = loaded.model, loaded.tokenizer
     common = dict(steps=settings.steps, lr=settings.lr, patience=settings.patience,
@@ -435,7 +416,7 @@ def _run_task(a: str, *, probe: str, loaded: "LoadedModel", scorer: Any, setting
         res = finetune_lm(model, tokenizer, train_pairs, dev_pairs, **common)
     else:
         t = time.perf_counter()
-        mask = _task_mask(loaded, a, train_pairs, groups[a], settings)
+        mask = task_mask(loaded, a, train_pairs, groups[a], settings)
         grad_seconds = time.perf_counter() - t
         timings["gradients"] += grad_seconds
         mask_info = {"kind": settings.mask_kind, "fraction": settings.mask_fraction,
@@ -468,33 +449,9 @@ def _run_task(a: str, *, probe: str, loaded: "LoadedModel", scorer: Any, setting
     return rec
 
 
-def _task_mask(loaded: "LoadedModel", task: str, train_pairs: list, group: str, settings: "ProbeSettings"):
-    """ḡ_a on the task's training pairs, then its mask (gradient or random, per ``settings``).
-
-    ḡ_a is read where backward leaves it (``.grad``), one tensor at a time, and the mask is a
-    :class:`~taskspace.probes.bitsets.BitsetMask` (1 bit per parameter, unpacked per tensor when FTGD
-    reads it) — no float32 copy of the model and no byte-per-parameter mask is kept."""
-    import torch
-
-    from .gradients import iter_task_gradients
-    from .similarity import task_bitset
-
-    model = loaded.model
-    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
-    mask = None
-    for _, g in iter_task_gradients(model, loaded.tokenizer, {task: list(train_pairs)},
-                                    reduction=settings.reduction, prefix=settings.prefix,
-                                    batch_tokens=settings.batch_tokens, autocast=settings.autocast,
-                                    progress=False):
-        full = {n: (v if v is not None else torch.zeros(shapes[n])) for n, v in g.items()}
-        mask = task_bitset(full, shapes, task, settings, overwrite=True)
-        del full, g
-    return mask
-
-
 def _done(status_dir: Path, rows_dir: Path, task: str, key: str) -> dict | None:
     """The record of a task finished earlier with the same key (and its per-pair log, if ok)."""
-    from ..io import read_json
+    from ...io import read_json
 
     path = _task_path(status_dir, task, ".json")
     if not path.exists():
@@ -511,13 +468,13 @@ def _done(status_dir: Path, rows_dir: Path, task: str, key: str) -> dict | None:
 
 
 def _task_path(folder: Path, task: str, suffix: str) -> Path:
-    from .output import task_filename
+    from ..output import task_filename
 
     return Path(folder) / f"{task_filename(task)}{suffix}"
 
 
 def _write_parquet(path: Path, df: "pd.DataFrame") -> None:
-    from ..io import atomic_path
+    from ...io import atomic_path
 
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
@@ -547,7 +504,7 @@ def _concat_logs(path: Path, logs: _TaskLogs, tasks: list[str]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ..io import atomic_path
+    from ...io import atomic_path
 
     with atomic_path(path) as tmp:
         writer = None
@@ -568,7 +525,7 @@ def _concat_logs(path: Path, logs: _TaskLogs, tasks: list[str]) -> None:
 def _write_task_table(path: Path, records: list[dict]) -> None:
     import pandas as pd
 
-    from ..io import atomic_path
+    from ...io import atomic_path
 
     cols = ["task", "group", "status", "reason", "steps_run", "best_step", "stopped_early", "mask_size",
             "mask_fraction", "self_transfer", "self_transfer_accuracy", "lm_nll_base", "lm_nll",
@@ -590,13 +547,6 @@ def _release_memory() -> None:
         pass
 
 
-class _null:
-    def __enter__(self) -> Callable[..., None]:
-        return lambda n=1, **kw: None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
 
 def summary(spaces: dict[str, "TaskSpace"], probe: str, records_csv: str | Path | None = None) -> dict:
     """What the CLI prints: diagonal mean of T, within- vs between-group mean of T̃, failed tasks, LM damage."""
@@ -616,3 +566,59 @@ def summary(spaces: dict[str, "TaskSpace"], probe: str, records_csv: str | Path 
         ok = df[df["status"] == "ok"]
         out["lm_damage_mean"] = float(ok["lm_damage"].mean()) if len(ok) else float("nan")
     return out
+
+
+# -- the registry's entry points: the runner and the per-task stages of a run -------------------------------
+
+def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
+        kinds: Sequence[str]) -> "ProbeResult":
+    """FTGD transfer or the entangled baseline (each its own job): fine-tune per task, evaluate on all."""
+    import tempfile
+
+    from ..result import ProbeResult
+
+    (kind,) = kinds
+    out = Path(ctx.out) if ctx.out is not None else Path(tempfile.mkdtemp(prefix=f"taskspace-{kind}-"))
+    spaces = transfer_probe(loaded, suite, settings, out, baseline=kind == "baseline", progress=ctx.progress,
+                            heldout=ctx.options.get("heldout"), rows=ctx.rows)
+    res = ProbeResult((kind,), spaces=spaces, workdir=out,
+                      provenance=next(iter(spaces.values())).provenance if spaces else {})
+    if spaces:
+        info = summary(spaces, kind, out / "stats" / f"{kind}_tasks.csv")
+        res.records[f"stats/{kind}_info.json"] = info
+        notes = [f"diagonal mean of T (self-transfer, margin): {info['diagonal_mean']:.4g}"]
+        if "lm_damage_mean" in info:
+            notes.append(f"LM damage (mean change of held-out NLL, nats/token): {info['lm_damage_mean']:.4g}")
+        failed = info["failed"]
+        notes.append(f"{len(failed)} task(s) failed: " + "; ".join(f"{t} ({why})" for t, why in failed.items())
+                     if failed else "failed tasks: none")
+        res.extra["notes"] = notes
+    return res
+
+
+class TransferStages:
+    """How a run splits transfer / baseline into jobs: the base model's scores once (``base``), one
+    fine-tuning per source task (``row``, reading the published base scores from ``cell``) and the
+    assembly of the spaces from every row's published files (``assemble``). ``options``: the probe's
+    prepared options (``heldout``)."""
+
+    @staticmethod
+    def base(kind: str, loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", out: Path,
+             options: dict) -> dict:
+        score_base(loaded, suite, settings, out, baseline=kind == "baseline", heldout=options.get("heldout"),
+                   progress=True)
+        return {"stage": "base"}
+
+    @staticmethod
+    def row(kind: str, loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", out: Path, row: str,
+            cell: Path, options: dict) -> dict:
+        transfer_probe(loaded, suite, settings, out, baseline=kind == "baseline", progress=False, rows=[row],
+                       base_from=cell, heldout=options.get("heldout"))
+        return {"row": row}
+
+    @staticmethod
+    def assemble(kind: str, suite: "Suite", settings: "ProbeSettings", out: Path, cell: Path,
+                 options: dict) -> dict:
+        spaces = assemble_transfer(None, suite, settings, out, baseline=kind == "baseline", source=cell,
+                                   heldout=options.get("heldout"))
+        return {name: sp.within_between() for name, sp in spaces.items()}

@@ -31,14 +31,14 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..scoring import fused_activations
-from .gradients import autocast_context
+from ...scoring import fused_activations
+from ..gradient.differentials import autocast_context
 from .deltas import Delta, applied
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from ..suites.schema import Pair
+    from ...suites.schema import Pair
 
 __all__ = ["FTGDResult", "applied", "ftgd", "finetune_lm", "FT_OBJECTIVES"]
 
@@ -106,7 +106,7 @@ class _Sparse(_Trainable):
         named = dict(model.named_parameters())
         unknown = [n for n in mask if n not in named]
         if unknown:
-            from ..errors import InputError
+            from ...errors import InputError
 
             raise InputError(f"mask names parameters the model does not have: {', '.join(unknown[:3])}",
                              field="mask")
@@ -119,7 +119,7 @@ class _Sparse(_Trainable):
             for name, p in named.items():
                 m = mask.get(name)
                 if m is not None and tuple(m.shape) != tuple(p.shape):
-                    from ..errors import InputError
+                    from ...errors import InputError
 
                     raise InputError(f"mask of {name} has shape {tuple(m.shape)}, parameter "
                                      f"{tuple(p.shape)}", field="mask")
@@ -228,7 +228,7 @@ class _Encoded:
 
 
 def _encode_pairs(tokenizer: Any, pairs: Sequence["Pair"], prefix_id: int | None) -> _Encoded:
-    from ..scoring import encode
+    from ...scoring import encode
 
     return _Encoded(encode(tokenizer, [p.good for p in pairs], prefix_id),
                     encode(tokenizer, [p.bad for p in pairs], prefix_id))
@@ -260,7 +260,7 @@ class _Loss:
 
     def __init__(self, model: Any, data: _Encoded, objective: str, reduction: str, pad_id: int,
                  batch_tokens: int, autocast: str = "none") -> None:
-        from ..scoring import Head
+        from ...scoring import Head
 
         self.autocast = autocast
         self.device = next(model.parameters()).device
@@ -278,7 +278,7 @@ class _Loss:
         import torch
         import torch.nn.functional as F
 
-        from ..scoring import batch_logprobs
+        from ...scoring import batch_logprobs
 
         if self.objective == "lm":
             denom = float(sum(max(len(self.data.good[r]) - 1, 0) for r in rows)) or 1.0
@@ -356,8 +356,8 @@ def _finetune(
 ) -> FTGDResult:
     import torch
 
-    from ..errors import InputError
-    from ..scoring import resolve_prefix
+    from ...errors import InputError
+    from ...scoring import resolve_prefix
 
     if objective not in FT_OBJECTIVES:
         raise InputError(f"unknown objective {objective!r}; choose one of difference, logistic",
@@ -488,7 +488,7 @@ def ftgd(
     ``objective``: ``difference`` (``−mean margin``, the paper's) or ``logistic`` (``mean −log σ(margin)``).
     ``autocast="bf16"``: forward and backward under bfloat16 autocast; the trained entries stay a
     float32 master copy (Adam state too) and the restore writes back the saved values bit-exactly.
-    ``mask`` may be a lazy mapping (e.g. a :class:`~taskspace.probes.bitsets.BitsetMask`): it is read
+    ``mask`` may be a lazy mapping (e.g. a :class:`~taskspace.probes.gradient.bitsets.BitsetMask`): it is read
     one tensor at a time.
 
     >>> res = ftgd(model, tok, train, dev, masks["anaphor_number_agreement"], steps=50)
@@ -496,7 +496,7 @@ def ftgd(
     ...     scorer.score_pairs(test.pairs)
     """
     if objective not in ("difference", "logistic"):
-        from ..errors import InputError
+        from ...errors import InputError
 
         raise InputError(f"unknown objective {objective!r}; choose one of difference, logistic",
                          field="objective")

@@ -1,6 +1,6 @@
 """Compiled loops for the sketch mode's pass over a task's gradient on a CPU (optional: numba).
 
-The pass over a task's gradient (:func:`~taskspace.probes.similarity._one_pass`) does a handful of
+The pass over a task's gradient (:func:`~taskspace.probes.gradient.similarity._one_pass`) does a handful of
 things per coordinate — scatter into the sketch, two norms, the sort key of ``|g|`` and its histogram,
 then the mask's bits. As torch operations each is its own sweep over memory with its own temporary;
 on a 210M model at 4 pairs a task they took as long as the forward and backward passes themselves.
@@ -35,7 +35,7 @@ def first_pass(g: np.ndarray, codes: np.ndarray, slots: np.ndarray, hist: np.nda
     """One sweep over a float32 gradient tensor ``g`` (flat, contiguous).
 
     ``sketch``: add ``g[i]`` to ``slots[codes[i] + 32768]`` (int16 codes, see
-    :meth:`~taskspace.probes.sketch.SketchSet.codes`). ``keys``: overwrite ``g`` with ``|g|`` and count
+    :meth:`~taskspace.probes.gradient.sketch.SketchSet.codes`). ``keys``: overwrite ``g`` with ``|g|`` and count
     the sort keys' top 16 bits in ``hist`` (bin 0: NaN, whose key is −1; bin 1 + h otherwise).
     Returns (Σ|g|, Σg²)."""
     s1 = 0.0

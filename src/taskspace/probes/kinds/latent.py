@@ -26,28 +26,27 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..errors import InputError, TaskspaceError
-from .activations import convention_of, cosine_matrix, probe_provenance, probe_tasks, sentence_coefficients
+from ...errors import InputError, TaskspaceError
+from ..common import convention_of, cosine_matrix, probe_provenance, probe_tasks, sentence_coefficients
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import torch
 
-    from ..models.loading import LoadedModel
-    from ..suites.schema import Suite
-    from .registry import RunContext
-    from .result import ProbeResult
-    from .settings import ProbeSettings
+    from ...models.loading import LoadedModel
+    from ...suites.schema import Suite
+    from ..spec import RunContext
+    from ..result import ProbeResult
+    from ..settings import ProbeSettings
 
 NAME = "latent"
-CARD_TOKENS = 15
 CARD_COLUMNS = ["task", "group", "rank", "direction", "token", "token_id", "cosine"]
 
 
 def _split_head(model: Any) -> Any:
     """The scorer's backbone/head split; the latent probe needs the head's input, so a model whose
     logits are not exactly ``W_U · backbone output`` (soft-capping, scaling) is refused."""
-    from ..scoring import Head
+    from ...scoring import Head
 
     head = Head(model)
     if not head.split:
@@ -74,7 +73,7 @@ def latent_gradients(
     """
     import torch
 
-    from ..scoring import REDUCTIONS, encode, length_batches, resolve_prefix
+    from ...scoring import REDUCTIONS, encode, length_batches, resolve_prefix
 
     if reduction not in REDUCTIONS:
         raise TaskspaceError(f"unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}")
@@ -133,7 +132,7 @@ def vocab_basis(unembedding: "torch.Tensor") -> "torch.Tensor":
 
 
 def task_cards(latents: dict[str, "torch.Tensor"], tasks: Sequence[str], groups: Sequence[str],
-               unembedding: "torch.Tensor", tokenizer: Any, k: int = CARD_TOKENS) -> "pd.DataFrame":
+               unembedding: "torch.Tensor", tokenizer: Any, k: int) -> "pd.DataFrame":
     """One card per task: the ``k`` tokens with the largest (``push``) and the ``k`` with the smallest
     (``pull``) ``cos(h̄_t, b_v)``; rank 1 is the most extreme. Columns :data:`CARD_COLUMNS`."""
     import pandas as pd
@@ -164,13 +163,11 @@ def task_cards(latents: dict[str, "torch.Tensor"], tasks: Sequence[str], groups:
 def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
         kinds: Sequence[str] = (NAME,)) -> "ProbeResult":
     """The ``latent`` probe on one checkpoint: ``h̄_t`` on the training split, the cosine space and the
-    task cards (``cards/latent.csv``; ``ctx.options["card_tokens"]`` tokens per direction, default 15)."""
-    from ..spaces import TaskSpace
-    from .result import ProbeResult
+    task cards (``cards/latent.csv``; ``ctx.options["card_tokens"]`` tokens per direction)."""
+    from ...spaces import TaskSpace
+    from ..result import ProbeResult
 
-    k = int(ctx.options.get("card_tokens") or CARD_TOKENS)
-    if k < 1:
-        raise InputError("card tokens must be >= 1", field="card_tokens")
+    k = int(ctx.options["card_tokens"])
     splits, tasks, _ = probe_tasks(suite, settings, ["train"])
     train = splits["train"]
     model, tok = loaded.model, loaded.tokenizer

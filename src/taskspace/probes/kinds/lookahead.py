@@ -26,37 +26,19 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
-from .activations import convention_of, probe_provenance, probe_tasks
+from ..gradient.differentials import sparse_dots, task_gradient_stream
+from ..common import normalize_rows, convention_of, probe_provenance, probe_tasks
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from ..models.loading import LoadedModel
-    from ..suites.schema import Suite
-    from .registry import RunContext
-    from .result import ProbeResult
-    from .settings import ProbeSettings
+    from ...models.loading import LoadedModel
+    from ...suites.schema import Suite
+    from ..spec import RunContext
+    from ..result import ProbeResult
+    from ..settings import ProbeSettings
 
 NAME = "lookahead"
-
-
-def _storage(model: Any) -> str:
-    """Keep gradients in float64 for a float64 model (exact checks), float32 otherwise."""
-    import torch
-
-    return "float64" if next(model.parameters()).dtype == torch.float64 else "float32"
-
-
-def task_gradient_stream(model: Any, tokenizer: Any, split: "Suite", tasks: Sequence[str],
-                         settings: "ProbeSettings") -> Iterator[tuple[str, Any]]:
-    """``(task, TaskGradients of that one task)`` for each task of ``split``, one at a time, so at most
-    one task's dense gradient differential is in memory."""
-    from .gradients import task_gradients
-
-    for t in tasks:
-        yield t, task_gradients(model, tokenizer, split.select([t]), reduction=settings.reduction,
-                                prefix=settings.prefix, batch_tokens=settings.batch_tokens,
-                                storage_dtype=_storage(model), progress=False)
 
 
 def masked_rows(model: Any, tokenizer: Any, train: "Suite", tasks: Sequence[str],
@@ -65,7 +47,7 @@ def masked_rows(model: Any, tokenizer: Any, train: "Suite", tasks: Sequence[str]
     ``model.named_parameters()`` order; the mask description; one stats row per task."""
     import torch
 
-    from .similarity import compute_masks
+    from ..gradient.similarity import compute_masks
 
     rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     stats: list[dict] = []
@@ -88,22 +70,6 @@ def masked_rows(model: Any, tokenizer: Any, train: "Suite", tasks: Sequence[str]
     return rows, mdesc, stats
 
 
-def sparse_dots(rows: dict[str, tuple["torch.Tensor", "torch.Tensor"]], tasks: Sequence[str],
-                dense: "torch.Tensor") -> np.ndarray:
-    """``[⟨dense, v_a⟩ for a in tasks]`` for sparse ``v_a = (indices, values)``, accumulated in float64."""
-    return np.array([float((dense[idx].double() * val.double()).sum()) for idx, val in
-                     (rows[a] for a in tasks)])
-
-
-def normalize_rows(raw: np.ndarray) -> np.ndarray:
-    """``X[a, b] / |X[a, a]|``; a zero or NaN diagonal gives a NaN row."""
-    d = np.abs(np.diag(raw))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = raw / d[:, None]
-    out[~np.isfinite(out)] = np.nan
-    return out
-
-
 def lookahead_matrix(model: Any, tokenizer: Any, train: "Suite", test: "Suite", tasks: Sequence[str],
                      settings: "ProbeSettings") -> tuple[np.ndarray, dict, list[dict]]:
     """``L_raw`` (rows a: masked train step; columns b: eval gradient), the mask description and the
@@ -122,8 +88,8 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     and ``stats/lookahead.csv`` (mask size, ‖ḡ_a‖, ‖M_a ⊙ ḡ_a‖, L_raw[a, a] per task)."""
     import pandas as pd
 
-    from ..spaces import TaskSpace
-    from .result import ProbeResult
+    from ...spaces import TaskSpace
+    from ..result import ProbeResult
 
     splits, tasks, _ = probe_tasks(suite, settings, ["train", "test"])
     train, test = splits["train"], splits["test"]

@@ -16,16 +16,17 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..provenance import timestamp
-from ..spaces import TaskSpace
-from .gradients import TaskGradients, task_gradients
+from ...provenance import timestamp
+from ...spaces import TaskSpace
+from .differentials import TaskGradients, task_gradients
 from .masks import (Mask, mask_size, module_shares, overlap_matrix, pack, participation_ratio,
                     random_mask, task_seed, threshold_mask, top_fraction_mask)
 from .bitsets import BitsetMask, gradient_bitset, overlap_from_bitsets, random_bitset
 from .modules import layer_index, module_order, resolve_modules
-from .settings import ProbeSettings
+from ..settings import ProbeSettings
 from . import kernels
 from .sketch import SketchSet
+from ..common import cosine_from_gram
 
 # empty stand-ins for a compiled loop's unused arguments (numba needs arrays of the right type)
 _NO_CODES = np.zeros(0, np.int16)
@@ -35,8 +36,8 @@ _NO_HIST = np.zeros(0, np.int64)
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from ..models.loading import LoadedModel
-    from ..suites.schema import Suite
+    from ...models.loading import LoadedModel
+    from ...suites.schema import Suite
 
 
 def _provenance(grads: Any, probe: str, settings: ProbeSettings | None, **extra: Any) -> dict:
@@ -56,17 +57,6 @@ def _provenance(grads: Any, probe: str, settings: ProbeSettings | None, **extra:
     return out
 
 
-def _cosine(gram: np.ndarray) -> np.ndarray:
-    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = gram / np.outer(norms, norms)
-    cos[~np.isfinite(cos)] = np.nan
-    cos = np.clip(cos, -1.0, 1.0)            # rounding can step just past ±1; NaN stays NaN
-    d = np.where(norms > 0, 1.0, np.nan)
-    np.fill_diagonal(cos, d)
-    return cos
-
-
 def gradient_space(grads: TaskGradients, settings: ProbeSettings | None = None) -> tuple[TaskSpace, dict[str, TaskSpace]]:
     """The gradient probe: cosine of ḡ_a and ḡ_b over all parameters (kind ``gradients``), and a
     space per module (``embed``, ``block0.attn`` …; provenance field ``module``).
@@ -75,8 +65,8 @@ def gradient_space(grads: TaskGradients, settings: ProbeSettings | None = None) 
     """
     total, by_module = grads.gram(per_module=True)
     prov = _provenance(grads, "gradients", settings)
-    space = TaskSpace(_cosine(total), grads.tasks, grads.groups, "gradients", prov)
-    modules = {m: TaskSpace(_cosine(g), grads.tasks, grads.groups, "gradients",
+    space = TaskSpace(cosine_from_gram(total), grads.tasks, grads.groups, "gradients", prov)
+    modules = {m: TaskSpace(cosine_from_gram(g), grads.tasks, grads.groups, "gradients",
                             dict(prov, module=m)) for m, g in by_module.items()}
     return space, modules
 
@@ -198,7 +188,7 @@ class GradientProbeResult:
 
     def write(self, out: str | Path, *, control: bool = False, save_masks: bool = False) -> list[Path]:
         """Write into the layout of :mod:`taskspace.probes.output` (``DIR`` or ``DIR/control``)."""
-        from .output import probe_dir, write_distributedness, write_gradient_spaces, write_masks, write_space
+        from ..output import probe_dir, write_distributedness, write_gradient_spaces, write_masks, write_space
 
         d = probe_dir(out, control)
         paths: list[Path] = []
@@ -252,7 +242,7 @@ class BitsetMaskSet(Mapping[str, BitsetMask]):
         self._keep = keep        # a TemporaryDirectory to keep alive as long as the masks are used
 
     def path(self, task: str) -> Path:
-        from .output import task_filename
+        from ..output import task_filename
 
         return self.folder / f"{task_filename(task)}.npy"
 
@@ -278,7 +268,7 @@ def task_bitset(grad: Mapping[str, torch.Tensor], shapes: Mapping[str, Sequence[
                 settings: ProbeSettings, overwrite: bool = False) -> BitsetMask:
     """The mask of one task per ``settings`` as a bitset, from its gradient one tensor at a time:
     gradient (top fraction or ``|ḡ| ≥ τ``) or the seeded random mask of the same size.
-    ``overwrite``: ``grad`` may be overwritten (see :func:`~taskspace.probes.bitsets.gradient_bitset`)."""
+    ``overwrite``: ``grad`` may be overwritten (see :func:`~taskspace.probes.gradient.bitsets.gradient_bitset`)."""
     if settings.mask_kind == "random":
         size: float | int = settings.mask_fraction
         if settings.mask_threshold is not None:
@@ -362,7 +352,7 @@ def _one_pass(task: str, grads: Mapping[str, torch.Tensor], shared: set[str], sk
     """The sketch mode's work on one task's gradient (in ``.grad``), in one read of each chunk:
     sketch, statistics and — for a top-fraction mask — the histogram of its sort keys, written over
     the chunk (the buffers are zeroed before the next task; ``shared`` zero stand-ins are not
-    written); then :class:`~taskspace.probes.bitsets.TopCut` reads the keys once more for the mask.
+    written); then :class:`~taskspace.probes.gradient.bitsets.TopCut` reads the keys once more for the mask.
     Threshold and random masks come from :func:`task_bitset`, which does not need the values kept.
     With numba installed, each CPU tensor is one compiled sweep per pass (:mod:`.kernels`) instead of
     a dozen torch operations per chunk; the results are the same (tested against each other).
@@ -529,12 +519,12 @@ def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSetting
 
     import pandas as pd
 
-    from .gradients import _convention, _unwrap, gradient_provenance, iter_task_gradients
+    from .differentials import _convention, _unwrap, gradient_provenance, iter_task_gradients
 
     model, tokenizer, describe = _unwrap(loaded, None)
     by_task = train.by_task()
     if not by_task:
-        from ..errors import InputError
+        from ...errors import InputError
 
         raise InputError("the suite has no pairs to compute gradients from", field="tasks")
     params = list(model.named_parameters())
@@ -581,8 +571,8 @@ def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSetting
     if "gradients" in probes:
         total, by_module = sk.gram(per_module=True)
         p = _provenance(src, "gradients", settings)
-        res.spaces["gradients"] = TaskSpace(_cosine(total), tasks, groups, "gradients", p)
-        res.by_module = {m: TaskSpace(_cosine(v), tasks, groups, "gradients", dict(p, module=m))
+        res.spaces["gradients"] = TaskSpace(cosine_from_gram(total), tasks, groups, "gradients", p)
+        res.by_module = {m: TaskSpace(cosine_from_gram(v), tasks, groups, "gradients", dict(p, module=m))
                          for m, v in by_module.items()}
     if "overlap" in probes:
         o = overlap_from_bitsets([BitsetMask.load(masks.path(t)) for t in tasks])

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ...errors import InputError
 
 Mask = dict[str, torch.Tensor]
 
@@ -78,7 +78,7 @@ def random_mask(param_shapes: Mapping[str, Sequence[int]], fraction: float, seed
     """A uniformly random mask of exactly ``round(fraction · N)`` entries (the random-mask control).
 
     ``fraction`` may also be an int count (the size of a threshold mask to match). The same mask as
-    :func:`~taskspace.probes.bitsets.random_bitset` (which builds it one tensor at a time)."""
+    :func:`~taskspace.probes.gradient.bitsets.random_bitset` (which builds it one tensor at a time)."""
     from .bitsets import random_bitset
 
     bits = random_bitset(param_shapes, fraction, seed)
@@ -156,7 +156,7 @@ def save_mask(mask: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapp
     """Write a mask as safetensors (bool tensors), atomically."""
     from safetensors.torch import save_file
 
-    from ..io import atomic_path
+    from ...io import atomic_path
 
     path = Path(path)
     import json

@@ -22,7 +22,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from ..scoring import Scorer
+    from ...scoring import Scorer
 
 #: names of the four matrices of a transfer probe (prefixed by the probe: transfer, baseline)
 METRICS = ("", "_normalized", "_accuracy", "_accuracy_normalized")
@@ -144,7 +144,7 @@ def _percentiles(reps: np.ndarray, q: tuple[float, float]) -> tuple[np.ndarray, 
 
 
 def _check_aligned(base: "pd.DataFrame", other: "pd.DataFrame") -> None:
-    from ..errors import TaskspaceError
+    from ...errors import TaskspaceError
 
     if len(base) != len(other) or not (
             np.array_equal(base["task"].to_numpy(), other["task"].to_numpy())

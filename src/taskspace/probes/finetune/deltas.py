@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from ..errors import InputError
+from ...errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -64,7 +64,7 @@ def save_delta(path: str | Path, delta: Delta) -> Path:
     """Write ``delta`` as one safetensors file, atomically."""
     from safetensors.torch import save_file
 
-    from ..io import atomic_path
+    from ...io import atomic_path
 
     tensors = {}
     for name, (idx, val) in delta.entries.items():

@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..errors import InputError, TaskspaceError
+from ...errors import InputError, TaskspaceError
 from .modules import module_order, resolve_modules
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..suites.schema import Suite
+    from ...suites.schema import Suite
+    from ..settings import ProbeSettings
 
 STORAGE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
                   "float64": torch.float64}
@@ -85,8 +86,8 @@ class TaskGradients:
             return
         from safetensors.torch import save_file
 
-        from ..io import atomic_path
-        from .output import task_filename
+        from ...io import atomic_path
+        from ..output import task_filename
 
         with atomic_path(self.store / f"{task_filename(task)}.safetensors") as tmp:
             save_file(data, str(tmp), metadata={"task": task, "kind": "gradient_differential"})
@@ -95,8 +96,8 @@ class TaskGradients:
         """Write ``store/index.json`` so :meth:`open` can find this store again."""
         if self.store is None:
             raise TaskspaceError("these gradients are in memory; there is no store to index")
-        from ..io import write_json
-        from .output import task_filename
+        from ...io import write_json
+        from ..output import task_filename
 
         write_json(self.store / _INDEX, {
             "tasks": self.tasks, "groups": self.groups, "param_names": self.param_names,
@@ -109,7 +110,7 @@ class TaskGradients:
     @classmethod
     def open(cls, store: str | Path) -> "TaskGradients":
         """Gradients written to ``store`` by :func:`task_gradients` (reads ``index.json``)."""
-        from ..io import read_json
+        from ...io import read_json
 
         store = Path(store)
         idx_path = store / _INDEX
@@ -126,7 +127,7 @@ class TaskGradients:
 
     # -- access ----------------------------------------------------------------------------------
     def _file(self, task: str) -> Path:
-        from .output import task_filename
+        from ..output import task_filename
 
         assert self.store is not None
         path = self.store / f"{task_filename(task)}.safetensors"
@@ -265,7 +266,7 @@ def iter_task_gradients(
     task). The model is in eval mode while iterating; its flags, mode and ``.grad`` are restored
     when the generator finishes or is closed.
     """
-    from ..scoring import (Head, batch_logprobs, encode, fused_activations,
+    from ...scoring import (Head, batch_logprobs, encode, fused_activations,
                            length_batches, resolve_prefix)
 
     token, token_id = resolve_prefix(tokenizer, prefix)
@@ -282,9 +283,9 @@ def iter_task_gradients(
         for _, p in params:
             p.requires_grad_(True)
             p.grad = None
-        from ..progress import progress_bar
+        from ...progress import progress_bar
 
-        with (progress_bar("gradient differentials", total=len(by_task)) if progress else _null() as advance,
+        with (progress_bar("gradient differentials", total=len(by_task), show=progress) as advance,
               fused_activations(model)):
             for task, pairs in by_task.items():
                 coef = _sentence_coefficients(pairs)
@@ -321,7 +322,7 @@ def iter_task_gradients(
 def gradient_provenance(model: Any, describe: dict | None, suite_train: "Suite", convention: dict,
                         batch_tokens: int) -> dict:
     """What every gradient-based space records about how ḡ was computed."""
-    from ..provenance import timestamp, versions
+    from ...provenance import timestamp, versions
 
     return {"created": timestamp(),
             "model": describe or {"architecture": type(model).__name__,
@@ -338,7 +339,7 @@ def _unwrap(model: Any, tokenizer: Any) -> tuple[Any, Any, dict | None]:
 
 
 def _convention(model: Any, tokenizer: Any, reduction: str, prefix: str) -> dict:
-    from ..scoring import Convention, resolve_prefix
+    from ...scoring import Convention, resolve_prefix
 
     token, token_id = resolve_prefix(tokenizer, prefix)
     p0 = next(model.parameters())
@@ -369,9 +370,9 @@ def task_gradients(
     ``autocast="bf16"``: forward and backward under bfloat16 autocast, ḡ accumulated in float32.
 
     This keeps one full copy of ḡ per task (in memory or on disk): the exact reference. For large
-    models use the sketch mode of :func:`~taskspace.probes.similarity.run_gradient_probes`.
+    models use the sketch mode of :func:`~taskspace.probes.gradient.similarity.run_gradient_probes`.
     """
-    from ..scoring import REDUCTIONS
+    from ...scoring import REDUCTIONS
 
     model, tokenizer, describe = _unwrap(model, tokenizer)
     if reduction not in REDUCTIONS:
@@ -406,11 +407,25 @@ def task_gradients(
     return grads
 
 
-class _null:
-    """A stand-in for :func:`progress_bar` when progress is off."""
+def _storage(model: Any) -> str:
+    """Keep gradients in float64 for a float64 model (exact checks), float32 otherwise."""
+    import torch
 
-    def __enter__(self):
-        return lambda n=1, **kw: None
+    return "float64" if next(model.parameters()).dtype == torch.float64 else "float32"
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+
+def task_gradient_stream(model: Any, tokenizer: Any, split: "Suite", tasks: Sequence[str],
+                         settings: "ProbeSettings") -> Iterator[tuple[str, Any]]:
+    """``(task, TaskGradients of that one task)`` for each task of ``split``, one at a time, so at most
+    one task's dense gradient differential is in memory."""
+    for t in tasks:
+        yield t, task_gradients(model, tokenizer, split.select([t]), reduction=settings.reduction,
+                                prefix=settings.prefix, batch_tokens=settings.batch_tokens,
+                                storage_dtype=_storage(model), progress=False)
+
+
+def sparse_dots(rows: dict[str, tuple["torch.Tensor", "torch.Tensor"]], tasks: Sequence[str],
+                dense: "torch.Tensor") -> np.ndarray:
+    """``[⟨dense, v_a⟩ for a in tasks]`` for sparse ``v_a = (indices, values)``, accumulated in float64."""
+    return np.array([float((dense[idx].double() * val.double()).sum()) for idx, val in
+                     (rows[a] for a in tasks)])

@@ -29,95 +29,19 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ...errors import InputError
+from ..common import convention_of, cosine_matrix, probe_provenance, probe_tasks, sentence_coefficients
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from ..models.loading import LoadedModel
-    from ..suites.schema import Pair, Suite
-    from .registry import RunContext
-    from .result import ProbeResult
-    from .settings import ProbeSettings
+    from ...models.loading import LoadedModel
+    from ...suites.schema import Pair, Suite
+    from ..spec import RunContext
+    from ..result import ProbeResult
+    from ..settings import ProbeSettings
 
 NAME = "activations"
-
-
-# -- helpers the newer probes share (provenance, conventions, cosines) --------------------------------
-
-def sentence_coefficients(pairs: Sequence["Pair"]) -> dict[str, int]:
-    """Unique sentences of a task with their coefficient in ``Σ_i (f(good_i) − f(bad_i))``; sentences
-    whose coefficients sum to zero (identical pairs) drop out."""
-    coef: dict[str, int] = {}
-    for p in pairs:
-        coef[p.good] = coef.get(p.good, 0) + 1
-        coef[p.bad] = coef.get(p.bad, 0) - 1
-    return {s: c for s, c in coef.items() if c != 0}
-
-
-def convention_of(model: Any, tokenizer: Any, settings: "ProbeSettings") -> dict:
-    """How sentences are encoded and scored (recorded in every output), as the scorer records it."""
-    from ..scoring import Convention, resolve_prefix
-
-    token, token_id = resolve_prefix(tokenizer, settings.prefix)
-    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
-    return Convention(reduction=settings.reduction, prefix=settings.prefix, prefix_token=token,
-                      prefix_token_id=token_id, dtype=dtype).to_dict()
-
-
-def probe_provenance(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", probe: str,
-                     convention: dict, **extra: Any) -> dict:
-    """Provenance of a task space of the newer probes (the fields of ``similarity._provenance``):
-    probe, model (``loaded.describe()``), revision, convention, settings, seed, suite, versions."""
-    from ..provenance import timestamp, versions
-
-    model = loaded.describe()
-    out = {"probe": probe, "created": timestamp(), "model": model, "revision": model.get("revision"),
-           "convention": convention, "settings": settings.to_dict(), "seed": settings.seed,
-           "suite": suite.describe(), "versions": versions()}
-    out.update(extra)
-    return out
-
-
-def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
-    """``C[a, b] = cos(v_a, v_b)`` for the rows of ``vectors`` (float64); a zero row gets NaN entries
-    (and NaN on the diagonal), as the gradient probe does."""
-    v = np.asarray(vectors, dtype=np.float64)
-    gram = v @ v.T
-    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = gram / np.outer(norms, norms)
-    cos[~np.isfinite(cos)] = np.nan
-    cos = np.clip(cos, -1.0, 1.0)
-    np.fill_diagonal(cos, np.where(norms > 0, 1.0, np.nan))
-    return cos
-
-
-def check_tasks(splits: Mapping[str, "Suite"], tasks: Sequence[str], needed: Sequence[str]) -> None:
-    """A task without pairs in a needed split is a one-line input error, not a NaN row."""
-    for split in needed:
-        counts = splits[split].counts()
-        empty = [t for t in tasks if not counts.get(t)]
-        if empty:
-            raise InputError(f"task(s) {', '.join(empty[:5])} have no {split} pairs (pairs per task too few "
-                             f"for --train-pairs/--dev-pairs/--eval-pairs)", field="tasks")
-
-
-def probe_tasks(suite: "Suite", settings: Any, needed: Sequence[str],
-                rows: Sequence[str] | None = None) -> tuple[dict[str, "Suite"], list[str], list[str]]:
-    """The splits, the probed tasks (suite order, ``settings.tasks`` or all) and the source rows (``rows``
-    or all tasks) of a probe whose rows and columns are tasks; a task without pairs in a ``needed`` split,
-    or a row that is not a probed task, is a one-line input error."""
-    splits = settings.splits(suite)
-    tasks = suite.select(list(settings.tasks) if settings.tasks is not None else None).tasks
-    if not tasks:
-        raise InputError("the suite has no tasks", field="tasks")
-    check_tasks(splits, tasks, needed)
-    rows = list(rows) if rows else list(tasks)
-    unknown = [r for r in rows if r not in tasks]
-    if unknown:
-        raise InputError(f"row task(s) {', '.join(unknown[:5])} are not in the suite", field="tasks")
-    return splits, tasks, rows
 
 
 # -- the computation ----------------------------------------------------------------------------------
@@ -134,7 +58,7 @@ def activation_differences(
     (float64), over every task of ``suite_train`` (pass its training split). Forward passes only."""
     import torch
 
-    from ..scoring import encode, length_batches, quiet_transformers, resolve_prefix
+    from ...scoring import encode, length_batches, quiet_transformers, resolve_prefix
 
     _, token_id = resolve_prefix(tokenizer, prefix)
     skip = 1 if token_id is not None else 0     # the prefix position is not part of the sentence
@@ -190,7 +114,7 @@ def activation_differences(
 def activation_spaces(diffs: Mapping[str, "torch.Tensor"], tasks: Sequence[str], groups: Sequence[str],
                       provenance: dict) -> dict[str, "Any"]:
     """``{"activations": A, "activations_by_layer/layer<ℓ>": A_ℓ}`` from the differences."""
-    from ..spaces import TaskSpace
+    from ...spaces import TaskSpace
 
     stack = np.stack([diffs[t].numpy() for t in tasks])            # [T, L, W]
     spaces = {NAME: TaskSpace(cosine_matrix(stack.reshape(len(tasks), -1)), list(tasks), list(groups), NAME,
@@ -207,7 +131,7 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     and over all layers, and ``stats/activations.csv`` (‖d_t^ℓ‖ per task and layer)."""
     import pandas as pd
 
-    from .result import ProbeResult
+    from ..result import ProbeResult
 
     splits, tasks, _ = probe_tasks(suite, settings, ["train"])
     train = splits["train"]

@@ -1,0 +1,145 @@
+"""The built-in probe kinds, as data: one :class:`~taskspace.probes.spec.ProbeSpec` each.
+
+Nothing here runs a probe: ``runner`` and ``stages`` name the code (in :mod:`taskspace.probes.kinds`)
+that is imported only when the probe runs, so loading the registry never imports torch. Adding a
+built-in probe is its module under ``kinds/``, its entry here, its test and its docs section.
+"""
+from __future__ import annotations
+
+from .settings import SCORING_SETTINGS as SCORING
+from .settings import SPLIT_SETTINGS as SPLITS
+from .spec import Option, ProbeSpec, SpaceSpec
+
+MASKS = ("mask_fraction", "mask_threshold", "mask_kind")
+FINETUNING = ("objective", "steps", "lr", "batch_pairs", "patience", "eval_every", "bootstrap", "autocast")
+#: how the gradient probes hold ḡ (exact or a count sketch) and run the model
+GRADIENT_MODES = ("gradient_mode", "sketch_dim", "autocast")
+
+#: held-out text for the LM damage of a fine-tuning (transfer, baseline, transfer-estimate's reuse key)
+HELDOUT = Option("heldout", str, None, "Text file (one sentence a line) for LM damage; default: the good "
+                 "sentences of all eval pairs.", kind="sentences")
+GRADIENT_OPTIONS = (
+    Option("save_masks", bool, False, "Also write masks/<task>.npy (packed bits) with masks/index.json."),
+    Option("gradients_dir", str, None, "Stream each task's ḡ_t to this folder (bounded memory for large "
+           "models; exact mode).", kind="folder", key=False),
+    Option("storage_dtype", str, "float32", "Storage precision of ḡ_t (exact mode).",
+           choices=("float32", "bfloat16", "float16")),
+)
+_TRANSFER_ROWS, _TRANSFER_COLS = "task fine-tuned on", "task evaluated"
+
+
+def _transfer_spaces(probe: str, label: str) -> tuple[SpaceSpec, ...]:
+    rows, cols = _TRANSFER_ROWS, _TRANSFER_COLS
+    return (
+        SpaceSpec(probe, f"margin {label} T", rows=rows, columns=cols),
+        SpaceSpec(f"{probe}_normalized", f"normalised {label} T̃", main=True, generalization=1,
+                  rows=rows, columns=cols),
+        SpaceSpec(f"{probe}_accuracy", f"accuracy {label}", rows=rows, columns=cols),
+        SpaceSpec(f"{probe}_accuracy_normalized", f"normalised accuracy {label}", generalization=2,
+                  rows=rows, columns=cols),
+    )
+
+
+BUILTIN: tuple[ProbeSpec, ...] = (
+    ProbeSpec(
+        name="gradients",
+        help="Gradient probe: cosine of the tasks' gradient differentials ḡ_t, overall and per module.",
+        reads=SPLITS + MASKS + SCORING + GRADIENT_MODES,
+        spaces=(SpaceSpec("gradients", "gradient cosine", main=True, by="module"),),
+        runner="taskspace.probes.kinds.gradients:run",
+        cost="one backward pass per task over its training pairs",
+        job="gradients", options=GRADIENT_OPTIONS, files=(("distributedness", "stats/distributedness.csv"),),
+        default=True,
+    ),
+    ProbeSpec(
+        name="overlap",
+        help="Overlap probe: Jaccard overlap of the tasks' masks M_t (top fraction of |ḡ_t|).",
+        reads=SPLITS + MASKS + SCORING + GRADIENT_MODES,
+        spaces=(SpaceSpec("overlap", "mask overlap (Jaccard)", signed=False, main=True, sharing=True),),
+        runner="taskspace.probes.kinds.gradients:run",
+        cost="as gradients (computed in the same pass)",
+        job="gradients", options=GRADIENT_OPTIONS, files=(("distributedness", "stats/distributedness.csv"),),
+        default=True,
+    ),
+    ProbeSpec(
+        name="transfer",
+        help="Transfer probe: FTGD on each task (its gradient mask), then every task scored on held-out pairs.",
+        reads=SPLITS + MASKS + FINETUNING + SCORING, uses=("workers",),
+        spaces=_transfer_spaces("transfer", "transfer"),
+        runner="taskspace.probes.kinds.transfer:run",
+        cost="a fine-tuning and an evaluation of every task per task (the costliest)",
+        per_task=True, options=(HELDOUT,), stages="taskspace.probes.kinds.transfer:TransferStages",
+        files=(("deltas", "deltas"), ("status", "ftgd")), halves=False, default=True,
+    ),
+    ProbeSpec(
+        name="baseline",
+        help="Entangled baseline: plain fine-tuning on each task's good sentences (all parameters), then "
+             "every task scored on held-out pairs.",
+        reads=SPLITS + tuple(f for f in FINETUNING if f != "objective") + SCORING, uses=("workers",),
+        spaces=_transfer_spaces("baseline", "baseline transfer"),
+        runner="taskspace.probes.kinds.transfer:run",
+        cost="as transfer, all parameters trained",
+        per_task=True, options=(HELDOUT,), stages="taskspace.probes.kinds.transfer:TransferStages",
+        files=(("status", "baseline"),), halves=False,
+    ),
+    ProbeSpec(
+        name="activations",
+        help="Activation probe: cosine of the tasks' mean good−bad residual-stream differences, per layer "
+             "and over all layers (Zhou et al. 2024).",
+        reads=SPLITS + ("prefix", "batch_tokens", "seed"),
+        spaces=(SpaceSpec("activations", "activation-difference cosine", main=True, by="layer"),),
+        runner="taskspace.probes.kinds.activations:run",
+        cost="one forward pass per unique training sentence (no gradients)",
+    ),
+    ProbeSpec(
+        name="latent",
+        help="Latent probe: cosine of the tasks' latent gradients h̄_t (∇ of the margin w.r.t. the final hidden "
+             "states), and a vocabulary task card per task (cards/latent.csv).",
+        reads=SPLITS + SCORING,
+        spaces=(SpaceSpec("latent", "latent-gradient cosine", main=True),),
+        runner="taskspace.probes.kinds.latent:run",
+        cost="one forward pass per unique training sentence, a backward through the head only; one pinv of W_U",
+        options=(Option("card_tokens", int, 15, "Tokens per direction on each task card.", min=1),),
+        files=(("cards", "cards/latent.csv"),),
+    ),
+    ProbeSpec(
+        name="lookahead",
+        help="Lookahead probe: one masked gradient step on task a read on task b to first order, "
+             "⟨ḡ_b^eval, M_a ⊙ ḡ_a⟩ / |diagonal|; no fine-tuning.",
+        reads=SPLITS + MASKS + SCORING,
+        spaces=(SpaceSpec("lookahead", "lookahead L̃ (normalised)", main=True,
+                          rows="task stepped on", columns="task evaluated"),
+                SpaceSpec("lookahead_raw", "lookahead L (raw)", rows="task stepped on", columns="task evaluated")),
+        runner="taskspace.probes.kinds.lookahead:run",
+        cost="as gradients, plus one backward pass per task over its eval pairs",
+    ),
+    ProbeSpec(
+        name="transfer-estimate",
+        help="Transfer estimate: the first-order term −⟨ḡ_b^eval, Δ_a⟩ of FTGD transfer from the deltas "
+             "(a transfer run's, when present), without evaluating any fine-tuned model.",
+        reads=SPLITS + MASKS + tuple(f for f in FINETUNING if f != "bootstrap") + SCORING,
+        spaces=(SpaceSpec("transfer_estimate", "first-order transfer estimate T̂",
+                          rows=_TRANSFER_ROWS, columns=_TRANSFER_COLS),
+                SpaceSpec("transfer_estimate_normalized", "normalised transfer estimate", main=True,
+                          rows=_TRANSFER_ROWS, columns=_TRANSFER_COLS)),
+        runner="taskspace.probes.kinds.transfer_estimate:run", needs=("transfer",),
+        cost="FTGD per task unless a transfer run's deltas are reused, plus one backward pass per task over "
+             "its eval pairs; no evaluation of fine-tuned models",
+        options=(HELDOUT,), per_task=True, halves=False,
+    ),
+    ProbeSpec(
+        name="ablation",
+        help="Ablation probe: every task's mean-margin change when task a's mask M_a is zeroed (or set to a "
+             "reference model's values), beside a random mask of the same size per row.",
+        reads=SPLITS + ("ablation_fraction", "mask_threshold") + SCORING + ("bootstrap",),
+        spaces=(SpaceSpec("ablation", "mask ablation Δmargin", main=True,
+                          rows="task whose mask is ablated", columns="task evaluated"),
+                SpaceSpec("ablation_random", "random-mask ablation Δmargin",
+                          rows="task whose random mask is ablated", columns="task evaluated")),
+        runner="taskspace.probes.kinds.ablation:run",
+        cost="the gradient pass, then two scorings of every task's eval pairs per row",
+        options=(Option("reference", str, None, "Set ablated entries to this revision's values (e.g. step0, or "
+                        "first / init for the control's) instead of zero.", kind="revision"),),
+        per_task=True, halves=False,
+    ),
+)

@@ -1,0 +1,264 @@
+"""Probes from other packages (entry-point group ``taskspace.probes``), and the rules that keep the registry
+the only place a probe is described.
+
+The third-party test builds a real package, installs it into a virtual environment made in the test (the
+installed taskspace and its dependencies visible through ``--system-site-packages``), and drives the real
+command line of that environment: ``taskspace probe --help`` lists the plug-in, ``taskspace probe NAME``
+runs it, a plan runs it on the Ray executor (workers started from the venv's interpreter load the same
+entry points), and compare and the report show its space.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import make_tiny_model, make_word_tokenizer, mini_suite
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "taskspace"
+
+PLUGIN = '''
+"""A probe shipped by another package: lexical surface overlap of the tasks' minimal pairs.
+
+For task t, v_t = Σ_i [bag of words(good_i) − bag of words(bad_i)] over its training pairs; the space is
+cos(v_a, v_b): how alike two tasks' edits are on the surface, a control no model is needed for."""
+from collections import Counter
+
+import numpy as np
+
+from taskspace.probes import ProbeResult, ProbeSpec, SpaceSpec
+from taskspace.probes.spec import Option
+from taskspace.probes.common import cosine_matrix, probe_provenance, probe_tasks
+from taskspace.spaces import TaskSpace
+
+
+def run(loaded, suite, settings, ctx, kinds):
+    splits, tasks, _ = probe_tasks(suite, settings, ["train"])
+    by_task = splits["train"].by_task()
+    counts = {t: Counter() for t in tasks}
+    for t in tasks:
+        for p in by_task[t]:
+            counts[t].update(w.lower() for w in p.good.split())
+            counts[t].subtract(w.lower() for w in p.bad.split())
+    vocab = sorted({w for c in counts.values() for w in c})
+    vec = np.array([[counts[t][w] * ctx.options["weight"] for w in vocab] for t in tasks], dtype=float)
+    prov = probe_provenance(loaded, suite, settings, "bow-surface", {}, weight=ctx.options["weight"])
+    space = TaskSpace(cosine_matrix(vec), tasks, [suite.group_of(t) for t in tasks], "bow_surface", prov)
+    return ProbeResult(tuple(kinds), spaces={"bow_surface": space}, provenance=prov)
+
+
+SPEC = ProbeSpec(
+    name="bow-surface",
+    help="Surface probe (a plug-in): cosine of the tasks' bag-of-words edits.",
+    reads=("train_pairs", "dev_pairs", "eval_pairs", "seed"),
+    spaces=(SpaceSpec("bow_surface", "bag-of-words edit cosine", main=True),),
+    runner="tsplugin.probe:run",
+    options=(Option("weight", float, 1.0, "Scale of the counts (a check that options reach workers).", min=0.0),),
+)
+'''
+
+PYPROJECT = '''
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "tsplugin"
+version = "0.0.1"
+
+[project.entry-points."taskspace.probes"]
+bow-surface = "tsplugin.probe:SPEC"
+
+[tool.setuptools]
+packages = ["tsplugin"]
+'''
+
+
+def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TASKSPACE_NO_PROGRESS="1")
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, **kw)
+
+
+@pytest.fixture(scope="module")
+def plugin_venv(tmp_path_factory):
+    """A venv (seeing this interpreter's packages) with the plug-in package installed for real."""
+    root = tmp_path_factory.mktemp("plugin")
+    pkg = root / "tsplugin-src"
+    (pkg / "tsplugin").mkdir(parents=True)
+    (pkg / "tsplugin" / "__init__.py").write_text("")
+    (pkg / "tsplugin" / "probe.py").write_text(textwrap.dedent(PLUGIN))
+    (pkg / "pyproject.toml").write_text(PYPROJECT)
+    venv = root / "venv"
+    # --without-pip: the venv uses this interpreter's pip and setuptools (a bundled old setuptools cannot build wheels)
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    r = _run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", str(pkg)])
+    assert r.returncode == 0, r.stderr
+    return root, py
+
+
+def _taskspace(py: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return _run([str(py), "-c", "import sys; from taskspace.cli import main; sys.argv[0] = 'taskspace'; main()",
+                 *args], cwd=cwd)
+
+
+def test_a_probe_from_another_package_runs_everywhere(plugin_venv, tmp_path):
+    root, py = plugin_venv
+    # the plug-in is not in this process's registry (it is installed in the venv only)
+    from taskspace.probes import registry
+    assert "bow-surface" not in registry.names()
+
+    r = _taskspace(py, "probe", "--help", cwd=tmp_path)
+    assert r.returncode == 0 and "bow-surface" in r.stdout, r.stdout + r.stderr
+    r = _taskspace(py, "probe", "bow-surface", "--help", cwd=tmp_path)
+    assert "--weight" in r.stdout and "--train-pairs" in r.stdout
+
+    tok = make_word_tokenizer()
+    model_dir = tmp_path / "lm"
+    for step, seed in (("step0", 0), ("step10", 1)):
+        make_tiny_model("gpt2", vocab_size=len(tok), seed=seed).save_pretrained(model_dir / step)
+        tok.save_pretrained(model_dir / step)
+    suite = tmp_path / "mini.jsonl"
+    suite.write_text("".join(json.dumps({"UID": p.task, "linguistics_term": p.group, "pair_id": p.pair_id,
+                                         "sentence_good": p.good, "sentence_bad": p.bad}) + "\n"
+                             for p in mini_suite().pairs))
+
+    # the command line
+    r = _taskspace(py, "probe", "bow-surface", "--model", str(model_dir), "--revision", "step10", "--suite",
+                   str(suite), "--train-pairs", "3", "--dev-pairs", "0", "--eval-pairs", "1", "--weight", "2",
+                   "--out", str(tmp_path / "cli"), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    side = json.loads((tmp_path / "cli" / "spaces" / "bow_surface.json").read_text())
+    assert side["provenance"]["weight"] == 2.0
+    r = _taskspace(py, "probe", "bow-surface", "--model", str(model_dir), "--suite", str(suite), "--weight", "-1",
+                   "--out", str(tmp_path / "bad"), cwd=tmp_path)
+    assert r.returncode != 0 and "weight" in (r.stdout + r.stderr) and not (tmp_path / "bad").exists()
+
+    # a plan on the Ray executor: the workers start from the venv's interpreter and find the entry point
+    if os.environ.get("TASKSPACE_REQUIRE_RAY") != "1":
+        pytest.importorskip("ray")
+    plan = tmp_path / "plan.toml"
+    plan.write_text(textwrap.dedent(f'''
+        probes = ["bow-surface"]
+        [suite]
+        spec = "{suite}"
+        [[models]]
+        name = "{model_dir}"
+        revisions = "all"
+        [settings]
+        train_pairs = 3
+        dev_pairs = 0
+        eval_pairs = 1
+        [probe_options.bow-surface]
+        weight = 3.0
+        [executor]
+        kind = "ray"
+        num_cpus = 1
+    '''))
+    r = _taskspace(py, "run", str(plan), "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    jobs = [json.loads(line) for line in (tmp_path / "run" / ".jobs" / "log.jsonl").read_text().splitlines()]
+    pids = {e["pid"] for e in jobs if e.get("event") == "done" and "bow-surface" in e.get("label", "")}
+    assert pids, jobs
+    for rev in ("step0", "step10"):
+        side = json.loads((tmp_path / "run" / "lm" / rev / "spaces" / "bow_surface.json").read_text())
+        assert side["provenance"]["weight"] == 3.0          # the plan's option reached the worker
+    cmp = json.loads((tmp_path / "run" / "comparison.json").read_text())
+    assert all("bow_surface" in c["spaces"] for c in cmp["cells"])
+    assert "bow_surface" in cmp["headline"]["spaces"]
+    assert "bag-of-words edit cosine" in (tmp_path / "run" / "report.html").read_text()
+
+
+# -- the registry is the only place a probe is named ------------------------------------------------------
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                out.add(id(first.value))
+    return out
+
+
+def test_no_probe_name_is_written_outside_the_probes():
+    """cli/, runs/, analysis/ and report/ learn every probe and space name from the registry: a literal
+    probe or space name there is a special case the registry cannot see."""
+    from taskspace.probes import registry
+
+    names = set(registry.names())
+    for p in registry.probes():
+        for s in p.spaces:
+            names.add(s.name)
+            if s.parts_folder:
+                names.add(s.parts_folder)
+    found = []
+    for folder in ("cli", "runs", "analysis", "report"):
+        for path in sorted((SRC / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            skip = _docstrings(tree)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+                    if node.value in names or any(node.value.startswith(n + "/") for n in names):
+                        found.append(f"{path.relative_to(SRC)}:{node.lineno}: {node.value!r}")
+    assert not found, "probe names written outside the registry:\n" + "\n".join(found)
+
+
+def _imports(path: Path) -> list[str]:
+    """The modules ``path`` imports, as absolute names (relative imports resolved)."""
+    tree = ast.parse(path.read_text(), str(path))
+    pkg = ".".join(path.relative_to(SRC.parent).with_suffix("").parts[:-1])
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out += [mod] + ([f"{mod}.{a.name}" for a in node.names])
+        elif isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+    return out
+
+
+def test_probe_modules_import_only_downward():
+    """A probe kind imports the interface, the shared helpers and the gradient / fine-tuning machinery —
+    never another probe kind; the machinery never imports a probe kind; nothing in probes/ imports the
+    stages after it (runs, analysis, report, cli)."""
+    probes = SRC / "probes"
+    kinds = {p.stem for p in (probes / "kinds").glob("*.py") if p.stem != "__init__"}
+    bad = []
+    for path in sorted(probes.rglob("*.py")):
+        rel = path.relative_to(probes)
+        for mod in _imports(path):
+            if any(mod.startswith(f"taskspace.{up}") for up in ("runs", "analysis", "report", "cli")):
+                bad.append(f"{rel} imports {mod}")
+            if mod.startswith("taskspace.probes.kinds."):
+                target = mod.split(".")[3]
+                if target in kinds and (rel.parts[0] != "kinds" or rel.stem != target):
+                    bad.append(f"{rel} imports {mod}")
+    assert not bad, "\n".join(bad)
+
+
+def test_reading_the_registry_imports_no_torch_and_survives_a_broken_plugin(tmp_path):
+    """The registry is data: listing the probes imports no torch; an entry point that fails to load is
+    skipped with a warning naming it, and every other probe is still there."""
+    dist = tmp_path / "broken-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[taskspace.probes]\nbroken = no_such_module:SPEC\n")
+    code = ("import sys, warnings\nwarnings.simplefilter('always')\n"
+            "from taskspace.probes import registry\nnames = registry.names()\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n"
+            "assert {'gradients', 'transfer', 'ablation'} <= set(names), names\nprint('ok', len(names))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(tmp_path)), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ok") and "broken" in r.stderr and "skipped" in r.stderr
