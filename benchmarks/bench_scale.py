@@ -122,7 +122,7 @@ def one(args) -> dict:
         extra = {}
     else:
         from taskspace.probes import run_gradient_probes
-        from taskspace.probes import similarity
+        from taskspace.probes.gradient import similarity
 
         # the time of the sketch mode's per-task pass (sketch + statistics + mask), timed in place so the
         # rest of the probe's time (forward + backward, overlap) is known from the same run

@@ -99,7 +99,7 @@ def test_ftgd_trains_only_masked_entries_and_restores_bits(setup, mask):
     model, tok, train, dev, test = setup
     n_mask = sum(int(m.sum()) for m in mask.values())
     snap = _snapshot(model)
-    res = ftgd(model, tok, train, dev, mask, steps=12, lr=1e-2, eval_every=4, seed=0)
+    res = ftgd(model, tok, train, dev, mask, objective="difference", steps=12, lr=1e-2, eval_every=4, seed=0)
     assert res.ok, res.reason
     _assert_identical(model, snap)                      # restored bit-exactly
     assert res.mask_size == n_mask
@@ -123,7 +123,7 @@ def test_ftgd_matches_dense_masked_adam_reference(setup):
     model, tok, train, dev, test = setup
     mask = _top_mask(model, tok, train)
     snap = _snapshot(model)
-    res = ftgd(model, tok, train[:8], [], mask, steps=5, lr=1e-2, batch_pairs=8)
+    res = ftgd(model, tok, train[:8], [], mask, objective="difference", steps=5, lr=1e-2, batch_pairs=8)
     assert res.ok and res.best_step == 5
     # reference: full-batch over the same 8 pairs each step (batch_pairs=8 = all of them)
     from taskspace.scoring import batch_logprobs, encode, resolve_prefix
@@ -183,7 +183,7 @@ def test_logistic_objective_is_bounded(setup, mask):
 def test_absurd_learning_rate_fails_and_restores(setup, mask):
     model, tok, train, dev, test = setup
     snap = _snapshot(model)
-    res = ftgd(model, tok, train, dev, mask, steps=20, lr=1e30)
+    res = ftgd(model, tok, train, dev, mask, objective="difference", steps=20, lr=1e30)
     assert res.status == "failed" and not res.ok
     assert "non-finite" in res.reason
     assert res.delta is None
@@ -203,7 +203,7 @@ def test_nan_injected_in_forward_fails_and_restores(setup, mask):
 
     h = model.transformer.register_forward_hook(poison)
     try:
-        res = ftgd(model, tok, train, dev, mask, steps=10, lr=1e-2, eval_every=100)
+        res = ftgd(model, tok, train, dev, mask, objective="difference", steps=10, lr=1e-2, eval_every=100)
     finally:
         h.remove()
     assert res.status == "failed" and "training loss at step" in res.reason
@@ -217,13 +217,14 @@ def test_early_stopping_keeps_the_best_dev_state(setup):
     model, tok, train, dev, test = setup
     mask = _top_mask(model, tok, train)
     flipped = [Pair(p.task, p.group, p.pair_id, p.bad, p.good) for p in dev]
-    res = ftgd(model, tok, train, flipped, mask, steps=100, lr=1e-2, eval_every=3, patience=2)
+    res = ftgd(model, tok, train, flipped, mask, objective="difference", steps=100, lr=1e-2, eval_every=3,
+               patience=2)
     assert res.status == "no_improvement" and not res.ok and res.stopped_early
     assert "never improved on step 0" in res.reason
     assert res.steps_run == 6 and res.best_step == 0
     assert [d["step"] for d in res.history["dev"]] == [0, 3, 6]
     assert res.delta is None and res.to_dict()["delta_norm"] is None
-    res2 = ftgd(model, tok, train, dev, mask, steps=9, lr=1e-2, eval_every=3, patience=2)
+    res2 = ftgd(model, tok, train, dev, mask, objective="difference", steps=9, lr=1e-2, eval_every=3, patience=2)
     assert res2.best_step == 9 and not res2.stopped_early
 
 
@@ -249,7 +250,7 @@ def test_baseline_trains_all_parameters_on_good_sentences(setup):
 
 def test_delta_file_roundtrip(setup, mask, tmp_path):
     model, tok, train, dev, test = setup
-    res = ftgd(model, tok, train, dev, mask, steps=5, lr=1e-2)
+    res = ftgd(model, tok, train, dev, mask, objective="difference", steps=5, lr=1e-2)
     path = save_delta(tmp_path / "d.safetensors", res.delta)
     back = load_delta(path)
     assert back.shapes == res.delta.shapes
@@ -269,9 +270,10 @@ def test_bad_mask_is_input_error(setup):
 
     model, tok, train, dev, test = setup
     with pytest.raises(InputError):
-        ftgd(model, tok, train, dev, {"no.such.param": torch.ones(3, dtype=torch.bool)}, steps=1)
+        ftgd(model, tok, train, dev, {"no.such.param": torch.ones(3, dtype=torch.bool)}, objective="difference",
+             steps=1)
     with pytest.raises(InputError):
         ftgd(model, tok, train, dev, None, objective="nonsense", steps=1)
     empty = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in model.named_parameters()}
-    res = ftgd(model, tok, train, dev, empty, steps=2)
+    res = ftgd(model, tok, train, dev, empty, objective="difference", steps=2)
     assert res.status == "failed" and "empty" in res.reason

@@ -10,7 +10,7 @@ import torch
 from conftest import make_tiny_model, make_word_tokenizer
 from taskspace.probes import (TaskGradients, gradient_space, layer_index, module_of, param_modules,
                               task_gradients)
-from taskspace.probes import gradients as gradients_mod
+from taskspace.probes.gradient import differentials as gradients_mod
 from taskspace.scoring import Scorer, batch_logprobs
 from taskspace.suites import Pair, Suite
 

@@ -16,7 +16,7 @@ from taskspace.probes import registry
 from taskspace.probes.kinds.ablation import ablated
 from taskspace.probes.gradient.differentials import task_gradients
 from taskspace.probes.gradient.masks import top_fraction_mask
-from taskspace.probes.registry import RunContext
+from taskspace.probes import probe
 from taskspace.probes.settings import ProbeSettings
 from taskspace.spaces import TaskSpace
 
@@ -44,7 +44,7 @@ def test_ablation_matches_hand_zeroed_copy_and_restores_bit_exactly(tok):
     model = lm.model
     before = snapshot(model)
     suite = make_suite()
-    res = registry.get("ablation").load_runner()(lm, suite, SETTINGS, RunContext(progress=False))
+    res = probe(lm, suite, "ablation", SETTINGS, progress=False)
     for n, p in model.named_parameters():
         assert torch.equal(p, before[n]), n
     A = res.spaces["ablation"]
@@ -74,7 +74,7 @@ def test_ablation_matches_hand_zeroed_copy_and_restores_bit_exactly(tok):
 def test_empty_mask_changes_nothing(tok):
     lm = lm_of(tok)
     empty = ProbeSettings(train_pairs=3, dev_pairs=0, eval_pairs=2, mask_threshold=1e9, bootstrap=20)
-    res = registry.get("ablation").load_runner()(lm, make_suite(), empty, RunContext(progress=False))
+    res = probe(lm, make_suite(), "ablation", empty, progress=False)
     assert (res.tables["stats/ablation.csv"][0]["mask_size"] == 0).all()
     assert (res.spaces["ablation"].matrix == 0).all() and (res.spaces["ablation_random"].matrix == 0).all()
 
@@ -84,8 +84,7 @@ def test_reference_values_and_restore_on_error(tok):
     model = lm.model
     before = snapshot(model)
     # the model's own values as the reference: nothing changes
-    res = registry.get("ablation").load_runner()(lm, make_suite(), SETTINGS,
-                                                 RunContext(progress=False, options={"reference": lm}))
+    res = probe(lm, make_suite(), "ablation", SETTINGS, progress=False, reference=lm)
     assert (res.spaces["ablation"].matrix == 0).all()
     assert res.spaces["ablation"].provenance["ablation_value"].startswith("reference model")
     other = make_tiny_model("gpt2", vocab_size=len(tok), seed=9)
@@ -105,8 +104,7 @@ def test_reference_values_and_restore_on_error(tok):
 
 def test_runner_files_and_provenance(tok, tmp_path):
     lm = lm_of(tok)
-    res = registry.get("ablation").load_runner()(lm, make_suite(), SETTINGS,
-                                                 RunContext(progress=False, rows=("refl",)))
+    res = probe(lm, make_suite(), "ablation", SETTINGS, progress=False, rows=("refl",))
     A = res.spaces["ablation"]
     i = A.tasks.index("refl")
     assert np.isfinite(A.matrix[i]).all() and np.isnan(np.delete(A.matrix, i, axis=0)).all()
@@ -128,7 +126,7 @@ def test_ablation_has_its_own_mask_fraction(tok):
     n = sum(p.numel() for p in lm.model.parameters())
     s = ProbeSettings(train_pairs=3, dev_pairs=0, eval_pairs=2, bootstrap=0, mask_fraction=0.3, mask_kind="random")
     assert s.ablation_fraction == 0.005
-    res = registry.get("ablation").load_runner()(lm, make_suite(), s, RunContext(progress=False, rows=("refl",)))
+    res = probe(lm, make_suite(), "ablation", s, progress=False, rows=("refl",))
     assert (res.tables["stats/ablation.csv"][0]["mask_size"] == round(0.005 * n)).all()
     assert res.spaces["ablation"].provenance["mask"]["kind"] == "gradient"
     reads = registry.get("ablation").reads
@@ -151,7 +149,7 @@ def test_trained_model_diagonal_drops_more_than_random_mask():
     tasks = ["anaphor_number_agreement", "determiner_noun_agreement_2"]
     suite = taskspace.load_suite(str(BLIMP)).select(tasks)
     s = ProbeSettings(train_pairs=50, dev_pairs=0, eval_pairs=50, ablation_fraction=0.001, bootstrap=200)
-    res = registry.get("ablation").load_runner()(lm, suite, s, RunContext(progress=False))
+    res = probe(lm, suite, "ablation", s, progress=False)
     A, R = res.spaces["ablation"], res.spaces["ablation_random"]
     for i in range(len(tasks)):
         # the masked drop's interval lies wholly below the random drop
@@ -162,5 +160,4 @@ def test_unknown_row_is_an_input_error(tok):
     from taskspace.errors import InputError
 
     with pytest.raises(InputError, match="not in the suite"):
-        registry.get("ablation").load_runner()(lm_of(tok), make_suite(), SETTINGS,
-                                               RunContext(progress=False, rows=("nope",)))
+        probe(lm_of(tok), make_suite(), "ablation", SETTINGS, progress=False, rows=("nope",))

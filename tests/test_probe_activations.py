@@ -12,7 +12,7 @@ from conftest import make_tiny_model, make_word_tokenizer
 from taskspace.models.loading import LoadedModel
 from taskspace.probes import registry
 from taskspace.probes.kinds.activations import activation_differences
-from taskspace.probes.registry import RunContext
+from taskspace.probes import probe
 from taskspace.probes.settings import ProbeSettings
 from taskspace.spaces import TaskSpace
 from taskspace.suites import Pair, Suite
@@ -65,7 +65,7 @@ def test_runner_spaces_files_and_provenance(tok, tmp_path):
     settings = ProbeSettings(train_pairs=3, dev_pairs=0, eval_pairs=1)
     spec = registry.get("activations")
     assert spec.space("activations").main and spec.space("activations").by == "layer"
-    res = spec.load_runner()(lm, suite, settings, RunContext(progress=False))
+    res = probe(lm, suite, spec.name, settings, progress=False)
     assert set(res.spaces) == {"activations", "activations_by_layer/layer0", "activations_by_layer/layer1"}
     # the overall space is the cosine of the concatenated per-layer differences
     train = settings.splits(suite)["train"]

@@ -11,7 +11,7 @@ from conftest import make_tiny_model, make_word_tokenizer
 from taskspace.models.loading import LoadedModel
 from taskspace.probes import registry
 from taskspace.probes.kinds.latent import CARD_COLUMNS, latent_gradients, task_cards, vocab_basis
-from taskspace.probes.registry import RunContext
+from taskspace.probes import probe
 from taskspace.probes.settings import ProbeSettings
 from taskspace.spaces import TaskSpace
 
@@ -105,7 +105,7 @@ def test_runner_space_cards_and_files(tok, tmp_path):
     lm = LoadedModel(model, tok, "tiny-gpt2", "step3", "memory", "cpu", "float32")
     suite = make_suite()
     settings = ProbeSettings(train_pairs=2, dev_pairs=0, eval_pairs=1)
-    res = registry.get("latent").load_runner()(lm, suite, settings, RunContext(progress=False))
+    res = probe(lm, suite, "latent", settings, progress=False)
     sp = res.spaces["latent"]
     lat = res.extra["latents"]
     a, b = lat["sv"].numpy(), lat["refl"].numpy()
@@ -124,6 +124,5 @@ def test_runner_space_cards_and_files(tok, tmp_path):
     back = pd.read_csv(tmp_path / "cards" / "latent.csv", keep_default_na=False)
     assert list(back.columns) == CARD_COLUMNS and len(back) == len(cards)
     assert (tmp_path / "cards" / "latent.json").exists()
-    fewer = registry.get("latent").load_runner()(lm, suite, settings,
-                                                 RunContext(progress=False, options={"card_tokens": 3}))
+    fewer = probe(lm, suite, "latent", settings, progress=False, card_tokens=3)
     assert len(fewer.tables["cards/latent.csv"][0]) == 3 * 6

@@ -404,7 +404,7 @@ def test_compiled_pass_equals_torch_pass(tok, kind, one_thread):
     """The compiled sweeps (numba, probes/kernels.py) and the chunked torch operations give the same
     masks bit for bit, the same sketches (the same float32 slots summed in the same order) and the
     same statistics to float rounding — for top-fraction, threshold and random masks, and with NaN."""
-    from taskspace.probes import kernels
+    from taskspace.probes.gradient import kernels
     from taskspace.probes.gradient.similarity import StreamedStats, _one_pass
 
     if not kernels.AVAILABLE:

@@ -49,7 +49,7 @@ def _params(model):
 
 
 def test_transfer_probe_writes_results_and_resumes(lm, tmp_path, monkeypatch):
-    from taskspace.probes import ftgd as ftgd_mod
+    from taskspace.probes.finetune import ftgd as ftgd_mod
     from taskspace.probes.finetune.deltas import applied, load_delta
     from taskspace.probes.kinds.transfer import transfer_probe
     from taskspace.scoring import Scorer
@@ -157,7 +157,7 @@ def test_failing_task_is_reported_and_the_run_goes_on(lm, tmp_path):
             output.last_hidden_state.mul_(float("nan"))
         return output
 
-    from taskspace.probes import ftgd as ftgd_mod
+    from taskspace.probes.finetune import ftgd as ftgd_mod
 
     real = ftgd_mod._finetune
 

@@ -106,7 +106,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         name="lookahead",
         help="Lookahead probe: one masked gradient step on task a read on task b to first order, "
              "⟨ḡ_b^eval, M_a ⊙ ḡ_a⟩ / |diagonal|; no fine-tuning.",
-        reads=SPLITS + MASKS + SCORING,
+        reads=SPLITS + MASKS + SCORING + ("autocast",),
         spaces=(SpaceSpec("lookahead", "lookahead L̃ (normalised)", main=True,
                           rows="task stepped on", columns="task evaluated"),
                 SpaceSpec("lookahead_raw", "lookahead L (raw)", rows="task stepped on", columns="task evaluated")),
@@ -131,7 +131,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         name="ablation",
         help="Ablation probe: every task's mean-margin change when task a's mask M_a is zeroed (or set to a "
              "reference model's values), beside a random mask of the same size per row.",
-        reads=SPLITS + ("ablation_fraction", "mask_threshold") + SCORING + ("bootstrap",),
+        reads=SPLITS + ("ablation_fraction", "mask_threshold") + SCORING + ("bootstrap", "autocast"),
         spaces=(SpaceSpec("ablation", "mask ablation Δmargin", main=True,
                           rows="task whose mask is ablated", columns="task evaluated"),
                 SpaceSpec("ablation_random", "random-mask ablation Δmargin",

@@ -138,6 +138,21 @@ class ProbeSettings:
         return split_suite(sub, SplitSizes(self.train_pairs, self.dev_pairs, self.eval_pairs), self.seed)
 
 
+def with_overrides(settings: ProbeSettings | None, overrides: dict[str, Any], where: str = "") -> ProbeSettings:
+    """``settings`` (default ``ProbeSettings()``) with single fields replaced — how lower-level functions
+    take their configuration, so every default lives in :class:`ProbeSettings` alone. A field's check
+    runs as always; a name that is no field is a TypeError naming ``where``."""
+    import dataclasses
+
+    base = settings if settings is not None else ProbeSettings()
+    if not overrides:
+        return base
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(ProbeSettings)})
+    if unknown:
+        raise TypeError(f"{where or 'settings'}: unknown setting(s) {', '.join(unknown)}")
+    return dataclasses.replace(base, **overrides)
+
+
 def parse_tasks(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
     """``"a,b,c"`` → ``("a", "b", "c")``; None stays None (all tasks)."""
     if value is None:

@@ -33,6 +33,7 @@ import numpy as np
 
 from ...scoring import fused_activations
 from ..gradient.differentials import autocast_context
+from ..settings import ProbeSettings, with_overrides
 from .deltas import Delta, applied
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -464,19 +465,10 @@ def ftgd(
     train_pairs: Sequence["Pair"],
     dev_pairs: Sequence["Pair"],
     mask: Mapping[str, "torch.Tensor"] | None,
+    settings: "ProbeSettings | None" = None,
     *,
-    objective: str = "difference",
-    steps: int = 50,
-    lr: float = 1e-3,
-    patience: int = 5,
-    eval_every: int = 10,
-    batch_pairs: int = 16,
-    reduction: str = "sum",
-    prefix: str = "bos",
-    batch_tokens: int = 4096,
-    seed: int = 0,
     on_step: Callable[[int, float], None] | None = None,
-    autocast: str = "none",
+    **overrides: Any,
 ) -> FTGDResult:
     """Fine-tune ``model`` on one task's pairs through the mask; return ``Δ`` and leave the model as it was.
 
@@ -485,30 +477,29 @@ def ftgd(
     fine-tuning, a control). Each step takes ``batch_pairs`` training pairs from a seeded shuffle.
     Early stopping: the dev loss is evaluated before training and every ``eval_every`` steps; after
     ``patience`` evaluations without improvement training stops, and ``Δ`` comes from the best state.
-    ``objective``: ``difference`` (``−mean margin``, the paper's) or ``logistic`` (``mean −log σ(margin)``).
+    Every choice comes from ``settings`` (:class:`~taskspace.probes.settings.ProbeSettings`, whose defaults
+    are the only ones; ``overrides`` replace single fields, e.g. ``steps=20``): ``objective`` —
+    ``difference`` (``−mean margin``, the paper's) or ``logistic`` (``mean −log σ(margin)``), ``steps``,
+    ``lr``, ``patience``, ``eval_every``, ``batch_pairs``, the scoring convention and ``seed``.
     ``autocast="bf16"``: forward and backward under bfloat16 autocast; the trained entries stay a
     float32 master copy (Adam state too) and the restore writes back the saved values bit-exactly.
     ``mask`` may be a lazy mapping (e.g. a :class:`~taskspace.probes.gradient.bitsets.BitsetMask`): it is read
     one tensor at a time.
 
-    >>> res = ftgd(model, tok, train, dev, masks["anaphor_number_agreement"], steps=50)
+    >>> res = ftgd(model, tok, train, dev, masks["anaphor_number_agreement"], ProbeSettings(steps=50))
     >>> with applied(model, res.delta):
     ...     scorer.score_pairs(test.pairs)
     """
-    if objective not in ("difference", "logistic"):
-        from ...errors import InputError
-
-        raise InputError(f"unknown objective {objective!r}; choose one of difference, logistic",
-                         field="objective")
+    s = with_overrides(settings, overrides, "ftgd")
     if mask is None:
         factory: Callable[[], _Trainable] = lambda: _Dense(model)  # noqa: E731
     else:
         factory = lambda: _Sparse(model, mask)  # noqa: E731
     with fused_activations(model):  # GPT-2's gelu_new as one fused kernel (same formula)
-        return _finetune(model, tokenizer, train_pairs, dev_pairs, factory, objective=objective, steps=steps,
-                         lr=lr, patience=patience, eval_every=eval_every, batch_pairs=batch_pairs,
-                         reduction=reduction, prefix=prefix, batch_tokens=batch_tokens, seed=seed,
-                         on_step=on_step, autocast=autocast)
+        return _finetune(model, tokenizer, train_pairs, dev_pairs, factory, objective=s.objective, steps=s.steps,
+                         lr=s.lr, patience=s.patience, eval_every=s.eval_every, batch_pairs=s.batch_pairs,
+                         reduction=s.reduction, prefix=s.prefix, batch_tokens=s.batch_tokens, seed=s.seed,
+                         on_step=on_step, autocast=s.autocast)
 
 
 def finetune_lm(
@@ -516,28 +507,24 @@ def finetune_lm(
     tokenizer: Any,
     train_pairs: Sequence["Pair"],
     dev_pairs: Sequence["Pair"],
+    settings: "ProbeSettings | None" = None,
     *,
     mask: Mapping[str, "torch.Tensor"] | None = None,
-    steps: int = 50,
-    lr: float = 1e-3,
-    patience: int = 5,
-    eval_every: int = 10,
-    batch_pairs: int = 16,
-    prefix: str = "bos",
-    batch_tokens: int = 4096,
-    seed: int = 0,
     on_step: Callable[[int, float], None] | None = None,
-    autocast: str = "none",
+    **overrides: Any,
 ) -> FTGDResult:
     """The entangled baseline: plain fine-tuning on the *good* sentences of the pairs (per-token NLL),
     all parameters by default, with the same optimiser, step cap and early stopping as :func:`ftgd`.
-    The bad sentences are never seen, so nothing isolates the phenomenon."""
+    The bad sentences are never seen, so nothing isolates the phenomenon. ``settings`` / ``overrides`` as for
+    :func:`ftgd` (the objective is the LM loss, its reduction the sum)."""
+    s = with_overrides(settings, overrides, "ftgd")
     if mask is None:
         factory: Callable[[], _Trainable] = lambda: _Dense(model)  # noqa: E731
     else:
         factory = lambda: _Sparse(model, mask)  # noqa: E731
     with fused_activations(model):
-        return _finetune(model, tokenizer, train_pairs, dev_pairs, factory, objective="lm", steps=steps,
-                         lr=lr, patience=patience, eval_every=eval_every, batch_pairs=batch_pairs,
-                         reduction="sum", prefix=prefix, batch_tokens=batch_tokens, seed=seed,
-                         on_step=on_step, autocast=autocast)
+        return _finetune(model, tokenizer, train_pairs, dev_pairs, factory, objective="lm", steps=s.steps,
+                         lr=s.lr, patience=s.patience, eval_every=s.eval_every, batch_pairs=s.batch_pairs,
+                         reduction="sum", prefix=s.prefix, batch_tokens=s.batch_tokens, seed=s.seed,
+                         on_step=on_step, autocast=s.autocast)
+

@@ -49,10 +49,7 @@ def task_mask(loaded: "LoadedModel", task: str, train_pairs: list, group: str, s
     model = loaded.model
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     mask = None
-    for _, g in iter_task_gradients(model, loaded.tokenizer, {task: list(train_pairs)},
-                                    reduction=settings.reduction, prefix=settings.prefix,
-                                    batch_tokens=settings.batch_tokens, autocast=settings.autocast,
-                                    progress=False):
+    for _, g in iter_task_gradients(model, loaded.tokenizer, {task: list(train_pairs)}, settings, progress=False):
         full = {n: (v if v is not None else torch.zeros(shapes[n])) for n, v in g.items()}
         mask = task_bitset(full, shapes, task, settings, overwrite=True)
         del full, g

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 
 from ...errors import InputError, TaskspaceError
+from ..common import convention_of, sentence_coefficients
+from ..settings import with_overrides
 from .modules import module_order, resolve_modules
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -221,15 +223,6 @@ def _widen(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype == torch.float64 else t.float()
 
 
-def _sentence_coefficients(pairs: Sequence[Any]) -> dict[str, int]:
-    """Unique sentences of a task with their coefficient in Σ margin (+1 good, −1 bad, summed)."""
-    coef: dict[str, int] = {}
-    for p in pairs:
-        coef[p.good] = coef.get(p.good, 0) + 1
-        coef[p.bad] = coef.get(p.bad, 0) - 1
-    return {s: c for s, c in coef.items() if c != 0}
-
-
 def autocast_context(device: Any, autocast: str = "none") -> Any:
     """``torch.autocast(device_type, bfloat16)`` for ``autocast="bf16"``, else a no-op context.
 
@@ -249,15 +242,16 @@ def iter_task_gradients(
     model: Any,
     tokenizer: Any,
     by_task: Mapping[str, Sequence[Any]],
+    settings: "ProbeSettings | None" = None,
     *,
-    reduction: str = "sum",
-    prefix: str = "bos",
-    batch_tokens: int = 4096,
-    autocast: str = "none",
     reuse: bool = False,
     progress: bool = True,
+    **overrides: Any,
 ) -> Iterator[tuple[str, dict[str, torch.Tensor | None]]]:
     """Yield ``(task, {param_name: ḡ_t tensor or None})`` for each task, ḡ_t living in ``.grad``.
+
+    The scoring convention (``reduction``, ``prefix``), ``batch_tokens`` and ``autocast`` come from
+    ``settings`` (:class:`~taskspace.probes.settings.ProbeSettings`; ``overrides`` replace single fields).
 
     The tensors are the parameters' own ``.grad`` — valid until the next task starts. With
     ``reuse=False`` each task's tensors are handed over (``.grad`` reset to None: a caller may keep
@@ -269,6 +263,8 @@ def iter_task_gradients(
     from ...scoring import (Head, batch_logprobs, encode, fused_activations,
                            length_batches, resolve_prefix)
 
+    s = with_overrides(settings, overrides, "iter_task_gradients")
+    reduction, prefix, batch_tokens, autocast = s.reduction, s.prefix, s.batch_tokens, s.autocast
     token, token_id = resolve_prefix(tokenizer, prefix)
     pad = getattr(tokenizer, "pad_token_id", None)
     pad_id = int(pad) if pad is not None else (token_id if token_id is not None else 0)
@@ -288,7 +284,7 @@ def iter_task_gradients(
         with (progress_bar("gradient differentials", total=len(by_task), show=progress) as advance,
               fused_activations(model)):
             for task, pairs in by_task.items():
-                coef = _sentence_coefficients(pairs)
+                coef = sentence_coefficients(pairs)
                 sents = list(coef)
                 ids = encode(tokenizer, sents, token_id) if sents else []
                 weights = [coef[s] for s in sents]
@@ -338,27 +334,16 @@ def _unwrap(model: Any, tokenizer: Any) -> tuple[Any, Any, dict | None]:
     return model, tokenizer, None
 
 
-def _convention(model: Any, tokenizer: Any, reduction: str, prefix: str) -> dict:
-    from ...scoring import Convention, resolve_prefix
-
-    token, token_id = resolve_prefix(tokenizer, prefix)
-    p0 = next(model.parameters())
-    return Convention(reduction=reduction, prefix=prefix, prefix_token=token, prefix_token_id=token_id,
-                      dtype=str(p0.dtype).replace("torch.", "")).to_dict()
-
-
 def task_gradients(
     model: Any,
     tokenizer: Any,
     suite_train: "Suite",
+    settings: "ProbeSettings | None" = None,
     *,
-    reduction: str = "sum",
-    prefix: str = "bos",
-    batch_tokens: int = 4096,
     store: str | Path | None = None,
     storage_dtype: torch.dtype | str = torch.float32,
     progress: bool = True,
-    autocast: str = "none",
+    **overrides: Any,
 ) -> TaskGradients:
     """ḡ_t for every task of ``suite_train`` (use its training split), as :class:`TaskGradients`.
 
@@ -367,18 +352,15 @@ def task_gradients(
     is used in eval mode (no dropout); its ``requires_grad`` flags, training mode and any existing
     ``.grad`` are restored afterwards. With ``store`` each ḡ_t is written to
     ``store/<task>.safetensors`` as soon as it is computed (memory: one model's worth of gradients).
-    ``autocast="bf16"``: forward and backward under bfloat16 autocast, ḡ accumulated in float32.
+    ``autocast="bf16"``: forward and backward under bfloat16 autocast, ḡ accumulated in float32. The
+    convention, ``batch_tokens`` and ``autocast`` come from ``settings`` (``overrides`` replace fields).
 
     This keeps one full copy of ḡ per task (in memory or on disk): the exact reference. For large
     models use the sketch mode of :func:`~taskspace.probes.gradient.similarity.run_gradient_probes`.
     """
-    from ...scoring import REDUCTIONS
-
     model, tokenizer, describe = _unwrap(model, tokenizer)
-    if reduction not in REDUCTIONS:
-        raise TaskspaceError(f"unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}")
-    if batch_tokens < 1:
-        raise TaskspaceError(f"batch_tokens must be positive, got {batch_tokens}")
+    s = with_overrides(settings, overrides, "task_gradients")
+    autocast = s.autocast
     if isinstance(storage_dtype, str):
         if storage_dtype not in STORAGE_DTYPES:
             raise TaskspaceError(f"unknown storage dtype {storage_dtype!r}; choose one of "
@@ -390,8 +372,8 @@ def task_gradients(
 
     params = list(model.named_parameters())
     names = [n for n, _ in params]
-    convention = _convention(model, tokenizer, reduction, prefix)
-    prov = gradient_provenance(model, describe, suite_train, convention, batch_tokens)
+    convention = convention_of(model, tokenizer, s)
+    prov = gradient_provenance(model, describe, suite_train, convention, s.batch_tokens)
     if autocast not in (None, "", "none"):
         prov["autocast"] = autocast
     grads = TaskGradients(list(by_task), [suite_train.group_of(t) for t in by_task], names,
@@ -399,8 +381,7 @@ def task_gradients(
                           n_pairs={t: len(ps) for t, ps in by_task.items()}, convention=convention,
                           provenance=prov, store=store, storage_dtype=storage_dtype)
     shapes = {n: p for n, p in params}
-    for task, g in iter_task_gradients(model, tokenizer, by_task, reduction=reduction, prefix=prefix,
-                                       batch_tokens=batch_tokens, autocast=autocast, progress=progress):
+    for task, g in iter_task_gradients(model, tokenizer, by_task, s, progress=progress):
         grads.put(task, {n: (v if v is not None else torch.zeros_like(shapes[n])) for n, v in g.items()})
     if store is not None:
         grads.save_index()
@@ -419,8 +400,7 @@ def task_gradient_stream(model: Any, tokenizer: Any, split: "Suite", tasks: Sequ
     """``(task, TaskGradients of that one task)`` for each task of ``split``, one at a time, so at most
     one task's dense gradient differential is in memory."""
     for t in tasks:
-        yield t, task_gradients(model, tokenizer, split.select([t]), reduction=settings.reduction,
-                                prefix=settings.prefix, batch_tokens=settings.batch_tokens,
+        yield t, task_gradients(model, tokenizer, split.select([t]), settings,
                                 storage_dtype=_storage(model), progress=False)
 
 

@@ -26,7 +26,7 @@ from .modules import layer_index, module_order, resolve_modules
 from ..settings import ProbeSettings
 from . import kernels
 from .sketch import SketchSet
-from ..common import cosine_from_gram
+from ..common import convention_of, cosine_from_gram
 
 # empty stand-ins for a compiled loop's unused arguments (numba needs arrays of the right type)
 _NO_CODES = np.zeros(0, np.int16)
@@ -519,7 +519,7 @@ def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSetting
 
     import pandas as pd
 
-    from .differentials import _convention, _unwrap, gradient_provenance, iter_task_gradients
+    from .differentials import _unwrap, gradient_provenance, iter_task_gradients
 
     model, tokenizer, describe = _unwrap(loaded, None)
     by_task = train.by_task()
@@ -533,7 +533,7 @@ def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSetting
     modules = resolve_modules(model, names)
     tasks = list(by_task)
     groups = [train.group_of(t) for t in tasks]
-    convention = _convention(model, tokenizer, settings.reduction, settings.prefix)
+    convention = convention_of(model, tokenizer, settings)
     prov = gradient_provenance(model, describe, train, convention, settings.batch_tokens)
     sk = SketchSet(names, shapes, modules, dim=settings.sketch_dim, seed=settings.seed)
     prov.update(gradient_mode="sketch", sketch=sk.describe(), autocast=settings.autocast)
@@ -552,9 +552,7 @@ def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSetting
     rows = []
     zeros: dict[str, torch.Tensor] = {}
     device = params[0][1].device if params else torch.device("cpu")
-    for task, g in iter_task_gradients(model, tokenizer, by_task, reduction=settings.reduction,
-                                       prefix=settings.prefix, batch_tokens=settings.batch_tokens,
-                                       autocast=settings.autocast, reuse=True, progress=progress):
+    for task, g in iter_task_gradients(model, tokenizer, by_task, settings, reuse=True, progress=progress):
         # a parameter the loss does not reach has no .grad: one shared zero tensor stands in
         for n, v in g.items():
             if v is None and n not in zeros:
@@ -612,9 +610,8 @@ def run_gradient_probes(
                                  len(train.tasks))
     if mode == "sketch":
         return _sketch_probes(loaded, train, settings, probes, store, progress)
-    grads = task_gradients(loaded, None, train, reduction=settings.reduction, prefix=settings.prefix,
-                           batch_tokens=settings.batch_tokens, store=store, storage_dtype=storage_dtype,
-                           progress=progress, autocast=settings.autocast)
+    grads = task_gradients(loaded, None, train, settings, store=store, storage_dtype=storage_dtype,
+                           progress=progress)
     grads.provenance.update(gradient_mode="exact", sketch=None, autocast=settings.autocast)
     masks = compute_masks(grads, settings)
     res = GradientProbeResult(grads=grads, masks=masks)

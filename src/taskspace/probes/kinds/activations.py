@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from ...errors import InputError
+from ..settings import with_overrides
 from ..common import convention_of, cosine_matrix, probe_provenance, probe_tasks, sentence_coefficients
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,13 +51,16 @@ def activation_differences(
     model: Any,
     tokenizer: Any,
     suite_train: "Suite",
-    *,
-    prefix: str = "bos",
-    batch_tokens: int = 4096,
+    settings: "ProbeSettings | None" = None,
+    **overrides: Any,
 ) -> dict[str, "torch.Tensor"]:
     """``{task: D_t}`` with ``D_t[ℓ] = d_t^ℓ = mean_i [r_ℓ(good_i) − r_ℓ(bad_i)]``, shape ``[layers, width]``
-    (float64), over every task of ``suite_train`` (pass its training split). Forward passes only."""
+    (float64), over every task of ``suite_train`` (pass its training split). Forward passes only; the
+    ``prefix`` and ``batch_tokens`` from ``settings`` (``overrides`` replace fields)."""
     import torch
+
+    s = with_overrides(settings, overrides, "activation_differences")
+    prefix, batch_tokens = s.prefix, s.batch_tokens
 
     from ...scoring import encode, length_batches, quiet_transformers, resolve_prefix
 
@@ -135,8 +139,7 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
 
     splits, tasks, _ = probe_tasks(suite, settings, ["train"])
     train = splits["train"]
-    diffs = activation_differences(loaded.model, loaded.tokenizer, train, prefix=settings.prefix,
-                                   batch_tokens=settings.batch_tokens)
+    diffs = activation_differences(loaded.model, loaded.tokenizer, train, settings)
     groups = [suite.group_of(t) for t in tasks]
     conv = convention_of(loaded.model, loaded.tokenizer, settings)
     prov = probe_provenance(loaded, train, settings, NAME, conv, n_train_pairs=train.counts(),

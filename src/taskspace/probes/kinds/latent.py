@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ...errors import InputError, TaskspaceError
+from ..settings import with_overrides
 from ..common import convention_of, cosine_matrix, probe_provenance, probe_tasks, sentence_coefficients
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,12 +60,11 @@ def latent_gradients(
     model: Any,
     tokenizer: Any,
     suite_train: "Suite",
-    *,
-    reduction: str = "sum",
-    prefix: str = "bos",
-    batch_tokens: int = 4096,
+    settings: "ProbeSettings | None" = None,
+    **overrides: Any,
 ) -> dict[str, "torch.Tensor"]:
-    """``{task: h̄_t}`` (float64 vectors of the model's width) for every task of ``suite_train``.
+    """``{task: h̄_t}`` (float64 vectors of the model's width) for every task of ``suite_train``; the
+    convention and ``batch_tokens`` from ``settings`` (``overrides`` replace fields).
 
     The backbone runs without gradients (no parameter gradient is needed); only the head and the
     log-softmax are differentiated, with respect to the hidden states. Sentences are scored exactly as
@@ -73,10 +73,10 @@ def latent_gradients(
     """
     import torch
 
-    from ...scoring import REDUCTIONS, encode, length_batches, resolve_prefix
+    from ...scoring import encode, length_batches, resolve_prefix
 
-    if reduction not in REDUCTIONS:
-        raise TaskspaceError(f"unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}")
+    s = with_overrides(settings, overrides, "latent_gradients")
+    reduction, prefix, batch_tokens = s.reduction, s.prefix, s.batch_tokens
     head = _split_head(model)
     _, token_id = resolve_prefix(tokenizer, prefix)
     pad = getattr(tokenizer, "pad_token_id", None)
@@ -171,8 +171,7 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     splits, tasks, _ = probe_tasks(suite, settings, ["train"])
     train = splits["train"]
     model, tok = loaded.model, loaded.tokenizer
-    lat = latent_gradients(model, tok, train, reduction=settings.reduction, prefix=settings.prefix,
-                           batch_tokens=settings.batch_tokens)
+    lat = latent_gradients(model, tok, train, settings)
     groups = [suite.group_of(t) for t in tasks]
     prov = probe_provenance(loaded, train, settings, NAME, convention_of(model, tok, settings),
                             n_train_pairs=train.counts(),

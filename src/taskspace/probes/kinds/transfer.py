@@ -407,13 +407,10 @@ def _run_task(a: str, *, probe: str, loaded: "LoadedModel", scorer: Any, setting
     from ..finetune.ftgd import finetune_lm, ftgd
 
     model, tokenizer = loaded.model, loaded.tokenizer
-    common = dict(steps=settings.steps, lr=settings.lr, patience=settings.patience,
-                  eval_every=settings.eval_every, batch_pairs=settings.batch_pairs, prefix=settings.prefix,
-                  batch_tokens=settings.batch_tokens, seed=settings.seed, autocast=settings.autocast)
     mask_info: dict = {"kind": "all parameters"}
     grad_seconds = 0.0
     if probe == "baseline":
-        res = finetune_lm(model, tokenizer, train_pairs, dev_pairs, **common)
+        res = finetune_lm(model, tokenizer, train_pairs, dev_pairs, settings)
     else:
         t = time.perf_counter()
         mask = task_mask(loaded, a, train_pairs, groups[a], settings)
@@ -421,8 +418,7 @@ def _run_task(a: str, *, probe: str, loaded: "LoadedModel", scorer: Any, setting
         timings["gradients"] += grad_seconds
         mask_info = {"kind": settings.mask_kind, "fraction": settings.mask_fraction,
                      "threshold": settings.mask_threshold}
-        res = ftgd(model, tokenizer, train_pairs, dev_pairs, mask, objective=settings.objective,
-                   reduction=settings.reduction, **common)
+        res = ftgd(model, tokenizer, train_pairs, dev_pairs, mask, settings)
         del mask
     timings["finetune"] += res.seconds
     rec = res.to_dict()

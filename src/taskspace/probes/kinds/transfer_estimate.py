@@ -131,10 +131,7 @@ def run_ftgd(loaded: "LoadedModel", a: str, train_pairs: list, dev_pairs: list, 
     t = time.perf_counter()
     mask = task_mask(loaded, a, train_pairs, group, settings)
     grad_s = time.perf_counter() - t
-    res = ftgd(loaded.model, loaded.tokenizer, train_pairs, dev_pairs, mask, objective=settings.objective,
-               steps=settings.steps, lr=settings.lr, patience=settings.patience, eval_every=settings.eval_every,
-               batch_pairs=settings.batch_pairs, reduction=settings.reduction, prefix=settings.prefix,
-               batch_tokens=settings.batch_tokens, seed=settings.seed)
+    res = ftgd(loaded.model, loaded.tokenizer, train_pairs, dev_pairs, mask, settings)
     rec = {k: v for k, v in res.to_dict().items() if k not in ("history", "settings")}
     rec.update(gradient_seconds=grad_s)
     return (res.delta if res.ok else None), rec
