@@ -1,6 +1,7 @@
 """``taskspace corpus``: write pretraining corpora (``corpus toy``: the toy grammar's sentences)."""
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 
 import typer
@@ -21,8 +22,6 @@ def corpus_toy(
                                                "`toy:SEED`)."),
 ) -> None:
     """Grammatical sentences of the toy language; none equals a good sentence of the toy suite."""
-    from itertools import islice
-
     from ..io import atomic_path
     from ..progress import progress_bar
     from ..suites.toy.corpus import iter_toy_corpus

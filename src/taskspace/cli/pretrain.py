@@ -1,6 +1,7 @@
 """``taskspace pretrain``: train a small GPT-2 from scratch with log-spaced checkpoints ``DIR/stepN``."""
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Optional
 
@@ -65,7 +66,6 @@ def _summary(out: Path) -> None:
                         f"{meta['parameters']['non_embedding']:,} non-embedding)")
     for c in ("revision", "tokens seen", "train loss", "held-out loss", "elapsed s"):
         table.add_column(c, justify="right")
-    import csv
 
     with open(out / "training.csv", encoding="utf-8") as f:
         for r in csv.DictReader(f):

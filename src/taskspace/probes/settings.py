@@ -1,6 +1,8 @@
 """Settings shared by every probe (DESIGN §2 defaults), recorded in each task space's provenance."""
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -99,7 +101,6 @@ class ProbeSettings:
         # Everything a probe job would refuse is refused here, so a plan's dry run catches it before a
         # run writes anything. The scoring conventions are imported from where they are defined
         # (scoring imports neither torch nor this module at import time: no cycle).
-        import math
 
         from ..scoring import PREFIXES, REDUCTIONS
 
@@ -142,8 +143,6 @@ def with_overrides(settings: ProbeSettings | None, overrides: dict[str, Any], wh
     """``settings`` (default ``ProbeSettings()``) with single fields replaced — how lower-level functions
     take their configuration, so every default lives in :class:`ProbeSettings` alone. A field's check
     runs as always; a name that is no field is a TypeError naming ``where``."""
-    import dataclasses
-
     base = settings if settings is not None else ProbeSettings()
     if not overrides:
         return base

@@ -10,6 +10,7 @@ spaces are headline, generalisation or per-layer spaces. No other module names a
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import math
 from dataclasses import dataclass, field
@@ -193,8 +194,6 @@ class ProbeSpec:
     def check_options(self, values: dict[str, Any], *, source: Any = None, where: str = "") -> dict[str, Any]:
         """Every option of this probe with its value from ``values`` (checked) or its default; an unknown
         name is an InputError with a did-you-mean (``source``/``where``: the file and field prefix)."""
-        import difflib
-
         known = {o.name: o for o in self.options}
         for k in values:
             if k not in known:

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
+import random
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -21,9 +24,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import TaskspaceError
-from ..provenance import hash_records, timestamp
 from ..probes.registry import get, job_kinds, probes_of_job, reads_of_job
 from ..probes.settings import SCORING_SETTINGS, SPLIT_SETTINGS
+from ..provenance import hash_records, timestamp
 from .store import crash_point as _crash_point
 
 # weight-defining files of a checkpoint folder (optimizer / resume state is not part of the model)
@@ -180,8 +183,6 @@ def _execute(job: Job, runner: Callable[..., Any], store: Any, run_dir: str | Pa
 def _seed_everything(seed: int) -> None:
     """Every job starts from the same random state, whatever ran before it in this process — so a
     resumed run, which skips finished jobs, computes exactly what an uninterrupted one does."""
-    import random
-
     import numpy as np
     import torch
 
@@ -204,8 +205,6 @@ _MODEL: dict[str, Any] = {}
 
 
 def _load_suite(spec: dict):
-    import json
-
     from ..suites import load_suite
 
     s = spec["suite"]
@@ -224,12 +223,8 @@ def _load_suite(spec: dict):
 
 
 def _load_model(spec: dict):
-    import json
-
-    from ..models.loading import load_model
-
     from ..errors import ModelLoadError
-    from ..models.loading import list_revisions, resolve_local
+    from ..models.loading import list_revisions, load_model, resolve_local
 
     m = spec["model"]
     rev = m["revision"]
@@ -340,8 +335,6 @@ def _run_stage(spec: dict, out: Path, run_dir: Path, kind: str, stage: str) -> d
 def _run_pretrain(spec: dict, out: None, run_dir: Path) -> tuple[dict, list[str]]:
     """Pretraining writes into ``RUN/models/<slug>/`` itself (it checkpoints and resumes on its own);
     a folder left by a pretraining with other inputs (another key) is cleared first."""
-    import shutil
-
     from ..io import write_text
     from ..models.pretrain import pretrain
 
@@ -392,8 +385,6 @@ def _headline(result: Any) -> dict:
 
 def _jsonable(obj: Any) -> Any:
     """Keep only what JSON can hold (summaries go into done-records)."""
-    import json
-
     from ..io import _json_default
 
     try:

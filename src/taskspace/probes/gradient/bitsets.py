@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -399,8 +400,6 @@ class _LazyKeys(Mapping[str, torch.Tensor]):
 
 def _whole_file_map(a: np.ndarray) -> bool:
     """True for a memory map of a whole ``.npy`` file's data (a slice's ``offset`` would be wrong)."""
-    import os
-
     return (isinstance(a, np.memmap) and bool(a.filename) and a.ndim == 1
             and a.offset + a.nbytes == os.path.getsize(a.filename))
 

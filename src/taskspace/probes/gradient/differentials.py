@@ -16,7 +16,7 @@ is computed by streaming one parameter tensor (in row chunks) across all tasks a
 from __future__ import annotations
 
 import math
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
@@ -228,8 +228,6 @@ def autocast_context(device: Any, autocast: str = "none") -> Any:
 
     Under autocast the matrix products run in bfloat16 while the parameters — and so their ``.grad``,
     where ḡ_t accumulates — stay float32 (the float32 master-weight recipe)."""
-    from contextlib import nullcontext
-
     if autocast in (None, "", "none"):
         return nullcontext()
     if autocast != "bf16":
@@ -260,8 +258,7 @@ def iter_task_gradients(
     task). The model is in eval mode while iterating; its flags, mode and ``.grad`` are restored
     when the generator finishes or is closed.
     """
-    from ...scoring import (Head, batch_logprobs, encode, fused_activations,
-                           length_batches, resolve_prefix)
+    from ...scoring import Head, batch_logprobs, encode, fused_activations, length_batches, resolve_prefix
 
     s = with_overrides(settings, overrides, "iter_task_gradients")
     reduction, prefix, batch_tokens, autocast = s.reduction, s.prefix, s.batch_tokens, s.autocast

@@ -8,6 +8,7 @@ from the chosen parameters or from the task data.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -159,7 +160,6 @@ def save_mask(mask: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapp
     from ...io import atomic_path
 
     path = Path(path)
-    import json
 
     # safetensors sorts tensors by name; the parameter order is kept so a loaded mask packs and
     # breaks ties exactly like the one saved
@@ -172,8 +172,6 @@ def save_mask(mask: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapp
 
 def load_mask(path: str | Path) -> Mask:
     """Read a mask written by :func:`save_mask` (uint8 0/1 tensors are accepted too)."""
-    import json
-
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 

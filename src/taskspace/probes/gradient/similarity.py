@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import math
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
@@ -18,15 +20,15 @@ import torch
 
 from ...provenance import timestamp
 from ...spaces import TaskSpace
-from .differentials import TaskGradients, task_gradients
-from .masks import (Mask, mask_size, module_shares, overlap_matrix, pack, participation_ratio,
-                    random_mask, task_seed, threshold_mask, top_fraction_mask)
-from .bitsets import BitsetMask, gradient_bitset, overlap_from_bitsets, random_bitset
-from .modules import layer_index, module_order, resolve_modules
+from ..common import convention_of, cosine_from_gram
 from ..settings import ProbeSettings
 from . import kernels
+from .bitsets import BitsetMask, gradient_bitset, overlap_from_bitsets, random_bitset
+from .differentials import TaskGradients, task_gradients
+from .masks import (Mask, mask_size, module_shares, overlap_matrix, pack, participation_ratio, random_mask, task_seed,
+                    threshold_mask, top_fraction_mask)
+from .modules import layer_index, module_order, resolve_modules
 from .sketch import SketchSet
-from ..common import convention_of, cosine_from_gram
 
 # empty stand-ins for a compiled loop's unused arguments (numba needs arrays of the right type)
 _NO_CODES = np.zeros(0, np.int16)
@@ -497,7 +499,6 @@ class _threads:
         if self.n <= 1:
             self.pool = None
             return None
-        from concurrent.futures import ThreadPoolExecutor
 
         self.saved = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -515,8 +516,6 @@ def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSetting
     """The sketch mode: per task, ḡ_t is computed into ``.grad`` and, before the next task, sketched
     (k numbers), reduced to its distributedness row, and turned into a bitset mask written to disk;
     nothing of size N is kept per task. Overlap comes from the bitset files in chunks."""
-    import tempfile
-
     import pandas as pd
 
     from .differentials import _unwrap, gradient_provenance, iter_task_gradients

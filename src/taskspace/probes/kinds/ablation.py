@@ -21,8 +21,8 @@ restored entries are checked bit for bit (``torch.equal``) after every row.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
-
 
 from ...errors import InputError, TaskspaceError
 from ..common import convention_of, probe_provenance, probe_tasks
@@ -33,9 +33,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ...models.loading import LoadedModel
     from ...suites.schema import Suite
-    from ..spec import RunContext
     from ..result import ProbeResult
     from ..settings import ProbeSettings
+    from ..spec import RunContext
 
 NAME = "ablation"
 
@@ -102,8 +102,6 @@ def ablation_scores(loaded: "LoadedModel", train: "Suite", test: "Suite", rows: 
     from ...scoring import Scorer
     from ..gradient.masks import mask_size, random_mask, task_seed
     from ..gradient.similarity import compute_masks
-
-    from dataclasses import replace
 
     # the ablation mask: its own fraction, and always the gradient's (the random mask is the control)
     settings = replace(settings, mask_fraction=settings.ablation_fraction, mask_kind="gradient")

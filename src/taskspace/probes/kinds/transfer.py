@@ -29,8 +29,13 @@ Each space's ``ci_low`` / ``ci_high`` hold 95% paired-bootstrap intervals over e
 from __future__ import annotations
 
 import gc
+import multiprocessing
+import pickle
+import tempfile
 import time
 from collections.abc import Mapping
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -345,8 +350,6 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(payload: str, threads: int) -> None:
-    import pickle
-
     import torch
 
     torch.set_num_threads(threads)
@@ -369,12 +372,6 @@ def worker_threads(workers: int) -> int:
 
 def _in_workers(loaded: "LoadedModel", job: _Job, todo: list[str], workers: int) -> Iterator[tuple[str, dict, dict]]:
     """The tasks in ``workers`` spawned processes; results as they finish (any order)."""
-    import multiprocessing
-    import pickle
-    import tempfile
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
-
     # the model goes to the workers through a file, not through the pipe that starts them: a worker that
     # dies while starting (e.g. a script without the __main__ guard) then shows as a broken pool instead
     # of leaving this process blocked on a pipe nobody reads
@@ -569,8 +566,6 @@ def summary(spaces: dict[str, "TaskSpace"], probe: str, records_csv: str | Path 
 def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
         kinds: Sequence[str]) -> "ProbeResult":
     """FTGD transfer or the entangled baseline (each its own job): fine-tune per task, evaluate on all."""
-    import tempfile
-
     from ..result import ProbeResult
 
     (kind,) = kinds
