@@ -14,6 +14,9 @@ Revision = Annotated[Optional[str], typer.Option(
 BatchTokens = Annotated[int, typer.Option("--batch-tokens", min=1, help="Padded tokens per scoring batch.")]
 Reduction = Annotated[str, typer.Option("--reduction", help="sum (default) or mean of token log-probs.")]
 Prefix = Annotated[str, typer.Option("--prefix", help="bos: score given the BOS (else EOS) token; none: no prefix.")]
+ConventionOpt = Annotated[str, typer.Option(
+    "--convention", help="taskspace (default): each sentence as written, a tie is not correct; lm-eval: "
+                         "' ' + sentence, a tie is correct (lm-evaluation-harness's BLiMP accuracy).")]
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, or auto.")]
 DType = Annotated[str, typer.Option("--dtype", help="float32 (default), float64, bfloat16, float16.")]
 TrustRemote = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own code (off by default).")]

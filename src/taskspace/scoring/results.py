@@ -86,6 +86,14 @@ class ScoreResult:
             self.tasks.to_csv(tmp, index=False, float_format="%.6g")
         write_json(out / "run.json", self.provenance)
 
+    def save_lm_eval(self, out_dir: Any) -> list:
+        """Write lm-evaluation-harness's output shapes into ``out_dir``: ``results.json`` (per task
+        ``acc,none``, ``acc_stderr,none``, ``alias``; ``config``, ``versions``) and one
+        ``samples_<task>.jsonl`` per task (:mod:`.lm_eval`). Returns the paths written."""
+        from .lm_eval import write_lm_eval
+
+        return write_lm_eval(self, out_dir)
+
 
 def score(
     model: "str | LoadedModel",
@@ -103,8 +111,13 @@ def score(
     progress: bool = False,
     seed: int = 0,
     share_prefix: bool | None = None,
+    convention: str = "taskspace",
 ) -> ScoreResult:
     """Score every pair of a suite with a model; the one obvious call.
+
+    ``convention``: ``"taskspace"`` (default: each sentence as written; a tie is not correct) or
+    ``"lm-eval"`` (``" " + sentence``; a tie is correct: lm-evaluation-harness's BLiMP accuracy,
+    :mod:`taskspace.scoring.convention`). ``res.pairs`` holds each pair's sentences (``good``, ``bad``).
 
     >>> res = taskspace.score("../shared/models/gutenberg-gpt2-5m", "../shared/data/blimp",
     ...                       revision="step2577", limit_per_task=100)
@@ -117,15 +130,20 @@ def score(
     from ..provenance import timestamp, torch_threads, versions
     from ..suites import load_suite
 
+    from .convention import convention_rules
+
+    convention_rules(convention, reduction, prefix)           # a bad choice fails before any loading
     torch.manual_seed(seed)
     loaded = model if isinstance(model, LoadedModel) else load_model(
         model, revision, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     suite_obj = suite if not isinstance(suite, str) else load_suite(suite)
     if tasks is not None or limit_per_task is not None:
         suite_obj = suite_obj.select(tasks, limit_per_task)
-    check_fits(loaded, suite_obj.pairs, prefix=prefix)      # a pair longer than the context: one line
+    leading_space = convention_rules(convention)[0]
+    # a pair longer than the context: one line
+    check_fits(loaded, suite_obj.pairs, prefix=prefix, leading_space=leading_space)
     scorer = Scorer.from_loaded(loaded, reduction=reduction, prefix=prefix, batch_tokens=batch_tokens,
-                                share_prefix=share_prefix)
+                                share_prefix=share_prefix, convention=convention)
     if progress:
         from ..progress import progress_bar
 
@@ -134,6 +152,8 @@ def score(
             pairs_df = scorer.score_pairs(suite_obj.pairs, progress=advance)
     else:
         pairs_df = scorer.score_pairs(suite_obj.pairs)
+    pairs_df.insert(3, "good", [p.good for p in suite_obj.pairs])
+    pairs_df.insert(4, "bad", [p.bad for p in suite_obj.pairs])
     tasks_df = summarize_tasks(pairs_df)
     prov = {
         "kind": "scores",
