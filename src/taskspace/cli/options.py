@@ -17,8 +17,13 @@ Prefix = Annotated[str, typer.Option("--prefix", help="bos: score given the BOS 
 ConventionOpt = Annotated[str, typer.Option(
     "--convention", help="taskspace (default): each sentence as written, a tie is not correct; lm-eval: "
                          "' ' + sentence, a tie is correct (lm-evaluation-harness's BLiMP accuracy).")]
-Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, or auto.")]
+Device = Annotated[str, typer.Option("--device", help="auto (default: CUDA, else MPS, else cpu), cpu, cuda, cuda:1, mps.")]
 DType = Annotated[str, typer.Option("--dtype", help="float32 (default), float64, bfloat16, float16.")]
+AttnImplementation = Annotated[Optional[str], typer.Option(
+    "--attn-implementation", help="transformers' attention implementation: eager, sdpa, flash_attention_2, … "
+                                  "(default: transformers' choice).")]
+Threads = Annotated[Optional[int], typer.Option(
+    "--threads", min=1, help="torch CPU threads (torch.set_num_threads; default: torch's choice).")]
 TrustRemote = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own code (off by default).")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 import typer
 
 from . import app
-from .options import (Control, Device, DType, GradientsDir, Heldout, ModelOpt, ProbeOut, Revision, SaveMasks,
-                      StorageDType, SuiteOpt, Tasks, TrustRemote)
+from .options import (AttnImplementation, Control, Device, DType, GradientsDir, Heldout, ModelOpt, ProbeOut,
+                      Revision, SaveMasks, StorageDType, SuiteOpt, Tasks, Threads, TrustRemote)
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -75,7 +75,8 @@ def option(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -
 
 HEAD = (option("model", ModelOpt), option("suite", SuiteOpt), option("out", ProbeOut),
         option("revision", Revision, None), option("tasks", Tasks, None))
-TAIL = (option("control", Control, None), option("device", Device, "cpu"), option("dtype", DType, "float32"),
+TAIL = (option("control", Control, None), option("device", Device, "auto"), option("dtype", DType, "float32"),
+        option("attn_implementation", AttnImplementation, None), option("threads", Threads, None),
         option("trust_remote_code", TrustRemote, False))
 
 
@@ -124,16 +125,18 @@ def build_settings(spec: "ProbeSpec", options: dict[str, Any]) -> Any:
 
 
 def load_with_control(model: str, revision: str | None, control: str | None, *, device: str, dtype: str,
-                      trust_remote_code: bool = False):
+                      trust_remote_code: bool = False, attn_implementation: str | None = None,
+                      threads: int | None = None):
     """The model to probe and, with ``control``, its control (``first`` / ``init``); the control's
     revision is resolved before anything heavy is loaded, so a bad ``--control`` fails at once."""
     from ..models.loading import load_model
     from ..probes.controls import control_revision
 
     ctl_rev = control_revision(model, revision, control) if control else None
-    lm = load_model(model, revision, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-    lm_ctl = (load_model(model, ctl_rev, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-              if ctl_rev is not None else None)
+    kw = {"device": device, "dtype": dtype, "trust_remote_code": trust_remote_code,
+          "attn_implementation": attn_implementation}
+    lm = load_model(model, revision, threads=threads, **kw)
+    lm_ctl = load_model(model, ctl_rev, **kw) if ctl_rev is not None else None
     return lm, lm_ctl
 
 
@@ -197,7 +200,8 @@ def run_probe(name: str, options: dict[str, Any]) -> None:
 
     out = Path(options["out"])
     lm, lm_ctl = load_with_control(model, revision, control, device=options["device"], dtype=options["dtype"],
-                                   trust_remote_code=options["trust_remote_code"])
+                                   trust_remote_code=options["trust_remote_code"],
+                                   attn_implementation=options["attn_implementation"], threads=options["threads"])
     from ..models.context import check_fits
 
     check_fits(lm, selected.pairs, prefix=settings.prefix)
@@ -205,7 +209,8 @@ def run_probe(name: str, options: dict[str, Any]) -> None:
         from ..models.loading import load_model
 
         extra["reference"] = load_model(model, extra["reference"], device=options["device"],
-                                        dtype=options["dtype"], trust_remote_code=options["trust_remote_code"])
+                                        dtype=options["dtype"], trust_remote_code=options["trust_remote_code"],
+                                        attn_implementation=options["attn_implementation"])
     torch.manual_seed(settings.seed)
     # probes that write per-task files as they go (FTGD: `stages`) resume from `out`, and probes that reuse
     # other probes' results (`needs`) read them there; the others compute the

@@ -7,8 +7,8 @@ from typing import Optional
 import typer
 
 from . import app
-from .options import (BatchTokens, Columns, ConventionOpt, Device, DType, ModelOpt, Prefix, Reduction, Revision,
-                      SuiteOpt, TrustRemote)
+from .options import (AttnImplementation, BatchTokens, Columns, ConventionOpt, Device, DType, ModelOpt, Prefix,
+                      Reduction, Revision, SuiteOpt, Threads, TrustRemote)
 
 
 @app.command()
@@ -25,8 +25,10 @@ def score(
     reduction: Reduction = "sum",
     prefix: Prefix = "bos",
     convention: ConventionOpt = "taskspace",
-    device: Device = "cpu",
+    device: Device = "auto",
     dtype: DType = "float32",
+    attn_implementation: AttnImplementation = None,
+    threads: Threads = None,
     trust_remote_code: TrustRemote = False,
     seed: int = typer.Option(0, "--seed", help="Recorded; scoring itself is deterministic."),
     columns: Columns = None,
@@ -52,7 +54,8 @@ def score(
     res = run_score(model, suite_obj, revision=revision, reduction=reduction, prefix=prefix,
                     batch_tokens=batch_tokens, limit_per_task=limit_per_task, tasks=task_list,
                     device=device, dtype=dtype, trust_remote_code=trust_remote_code, progress=True,
-                    seed=seed, share_prefix=share_prefix, convention=convention)
+                    seed=seed, share_prefix=share_prefix, convention=convention,
+                    attn_implementation=attn_implementation, threads=threads)
     res.save(out)
     res.save_lm_eval(out / "lm-eval")
     console = Console()

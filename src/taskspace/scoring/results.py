@@ -1,6 +1,7 @@
 """Per-pair scores into per-task and per-group tables, and :func:`score`, the one obvious call."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -96,7 +97,7 @@ class ScoreResult:
 
 
 def score(
-    model: "str | LoadedModel",
+    model: "str | LoadedModel | tuple[Any, Any]",
     suite: "str | Suite",
     *,
     revision: str | None = None,
@@ -105,15 +106,23 @@ def score(
     batch_tokens: int = 4096,
     limit_per_task: int | None = None,
     tasks: Sequence[str] | None = None,
-    device: str | None = "cpu",
+    device: str | None = "auto",
     dtype: str = "float32",
     trust_remote_code: bool = False,
     progress: bool = False,
     seed: int = 0,
     share_prefix: bool | None = None,
     convention: str = "taskspace",
+    attn_implementation: str | None = None,
+    threads: int | None = None,
 ) -> ScoreResult:
     """Score every pair of a suite with a model; the one obvious call.
+
+    ``model``: a hub name or local folder (loaded with ``revision``, ``device``, ``dtype``,
+    ``attn_implementation``: :func:`~taskspace.models.loading.load_model`), a
+    :class:`~taskspace.models.loading.LoadedModel`, or a ``(model, tokenizer)`` pair you already have
+    (:meth:`LoadedModel.from_hf <taskspace.models.loading.LoadedModel.from_hf>`). ``threads``:
+    ``torch.set_num_threads`` (process-wide) before scoring.
 
     ``convention``: ``"taskspace"`` (default: each sentence as written; a tie is not correct) or
     ``"lm-eval"`` (``" " + sentence``; a tie is correct: lm-evaluation-harness's BLiMP accuracy,
@@ -126,16 +135,17 @@ def score(
     import torch
 
     from ..models.context import check_fits
-    from ..models.loading import LoadedModel, load_model
+    from ..models.loading import as_loaded, load_model, set_threads
     from ..provenance import timestamp, torch_threads, versions
     from ..suites import load_suite
-
     from .convention import convention_rules
 
     convention_rules(convention, reduction, prefix)           # a bad choice fails before any loading
     torch.manual_seed(seed)
-    loaded = model if isinstance(model, LoadedModel) else load_model(
-        model, revision, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    set_threads(threads)
+    loaded = as_loaded(model) if not isinstance(model, (str, os.PathLike)) else load_model(
+        str(model), revision, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+        attn_implementation=attn_implementation)
     suite_obj = suite if not isinstance(suite, str) else load_suite(suite)
     if tasks is not None or limit_per_task is not None:
         suite_obj = suite_obj.select(tasks, limit_per_task)
