@@ -41,6 +41,26 @@ def make_word_tokenizer(bos: bool = True, eos: bool = True, adds_bos: bool = Fal
     return PreTrainedTokenizerFast(tokenizer_object=tok, **kw)
 
 
+EOT = "<|endoftext|>"
+BPE_CORPUS = ["The cat sleeps.", "The cats sleep.", "The girl saw herself.", "The boys saw themselves.",
+              "The dog never ran.", "A teacher has seen the dogs.", "These dogs went away.",
+              "Those boys have gone home."] * 4
+
+
+def make_bpe_tokenizer():
+    """A real GPT-2-style byte-level BPE tokenizer (no prefix space added; EOS = BOS = <|endoftext|>)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=[EOT],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(BPE_CORPUS, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT, pad_token=EOT)
+
+
 def make_tiny_model(arch: str = "gpt2", vocab_size: int = 64, seed: int = 0, dtype=None):
     """A real randomly initialised causal LM of the given architecture (gpt2 or gpt_neox)."""
     import torch

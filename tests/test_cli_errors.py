@@ -160,7 +160,7 @@ def test_score_good_run_writes_checked_tables(tmp_path, tiny_model_dir):
     proc = run_cli("score", "--model", tiny_model_dir, "--revision", "step10", "--suite", suite, "--out", out,
                    "--columns", mapping, "--seed", "5")
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["pairs.parquet", "run.json", "tasks.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["lm-eval", "pairs.parquet", "run.json", "tasks.csv"]
 
     tasks = pd.read_csv(out / "tasks.csv")
     assert list(tasks.columns) == ["task", "group", "n_pairs", "accuracy", "accuracy_ci_low",

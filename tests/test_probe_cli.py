@@ -207,8 +207,8 @@ def _expected_options(name: str) -> list[tuple[str, str | None, object]]:
     flag = lambda n: "--" + n.replace("_", "-")  # noqa: E731
     head = [("--model", "-m", ...), ("--suite", "-s", ...), ("--out", "-o", ...), ("--revision", "-r", None),
             ("--tasks", None, None)]
-    tail = [("--control", None, None), ("--device", None, "cpu"), ("--dtype", None, "float32"),
-            ("--trust-remote-code", None, False)]
+    tail = [("--control", None, None), ("--device", None, "auto"), ("--dtype", None, "float32"),
+            ("--attn-implementation", None, None), ("--threads", None, None), ("--trust-remote-code", None, False)]
     return (head + [(flag(n), None, defaults[n]) for n in spec.reads] + tail
             + [(flag(n), None, defaults[n] if n in defaults else extra[n]) for n in spec.options])
 

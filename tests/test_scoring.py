@@ -397,7 +397,7 @@ def test_score_writes_documented_files_with_provenance(tiny_model_dir, tmp_path)
     assert run["model"]["model"] == str(tiny_model_dir) and run["model"]["revision"] == "step10"
     assert run["convention"] == {"reduction": "sum", "prefix": "bos", "prefix_token": "<s>",
                                  "prefix_token_id": lm.tokenizer.bos_token_id, "dtype": "float32",
-                                 "leading_space": False}
+                                 "leading_space": False, "name": "taskspace", "ties_correct": False}
     assert run["seed"] == 7 and run["versions"]["torch"] == torch.__version__
     assert run["torch_threads"] == torch.get_num_threads()
     assert run["suite"]["data_hash"] == suite.data_hash == run["data_hash"]

@@ -508,6 +508,66 @@ def test_sentences_without_visible_text_are_refused_at_load(tmp_path, sentence, 
         raises_at(ei, c, 2, "bad")
 
 
+BAD_IDS = [("\ud800", "lone surrogate"), ("t\udfffx", "lone surrogate"), ("a\x07b", "control character"),
+           ("\x1b[31mred", "control character"), ("x\x7f", "control character"), ("\u200b", "no visible character")]
+
+
+@pytest.mark.parametrize("value, message", BAD_IDS)
+@pytest.mark.parametrize("field", ["task", "group", "pair_id"])
+def test_names_and_ids_are_checked_like_sentences_jsonl(tmp_path, field, value, message):
+    """A task name, group or pair id with a lone surrogate, a control character or nothing visible is
+    refused at load, one line naming the file, the line and the field (JSONL, and the BLiMP loader)."""
+    first = {"good": "c d.", "bad": "d c.", "task": "t", "group": "g", "pair_id": "1"}
+    p = write_jsonl(tmp_path / "x.jsonl", [first, {**first, "pair_id": "7", field: value}])
+    with pytest.raises(InputError, match=message) as ei:
+        load_pairs_file(p)
+    raises_at(ei, p, 2, field)
+    blimp_key = {"task": "UID", "group": "linguistics_term", "pair_id": "pairID"}[field]
+    blimp_row = {"sentence_good": "a b.", "sentence_bad": "b a.", "UID": "u", "linguistics_term": "g",
+                 "pairID": "0", blimp_key: value}
+    q = write_jsonl(tmp_path / "blimp" / "u.jsonl", [blimp_row])
+    with pytest.raises(InputError, match=message) as ei:
+        load_blimp_folder(tmp_path / "blimp")
+    raises_at(ei, q, 1, blimp_key)
+
+
+@pytest.mark.parametrize("value, message", [v for v in BAD_IDS if "surrogate" not in v[1]])
+@pytest.mark.parametrize("field", ["task", "group", "pair_id"])
+@pytest.mark.parametrize("suffix, delim", [(".csv", ","), (".tsv", "\t")])
+def test_names_and_ids_are_checked_like_sentences_csv(tmp_path, field, value, message, suffix, delim):
+    # a lone surrogate cannot be written as UTF-8, so a CSV/TSV file cannot hold one (a CESU-8 byte
+    # sequence is refused as "not UTF-8 text"); control characters and invisible names can
+    cols = {"good": "a b.", "bad": "b a.", "task": "t", "group": "g", "pair_id": "7", field: value}
+    p = tmp_path / f"x{suffix}"
+    p.write_text(delim.join(cols) + "\n" + delim.join(["c d.", "d c.", "t", "g", "1"]) + "\n"
+                 + delim.join(cols.values()) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=message) as ei:
+        load_pairs_file(p)
+    raises_at(ei, p, 3, field)
+    # through the command line: the same single line
+    from typer.testing import CliRunner
+
+    from taskspace.cli import app
+
+    r = CliRunner().invoke(app, ["suite", "info", str(p)])
+    assert isinstance(r.exception, InputError) and str(r.exception) == str(ei.value)
+
+
+def test_a_lone_surrogate_in_a_csv_is_refused_as_not_utf8(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_bytes(b"good,bad,task\na b.,b a.,t\xed\xa0\x80\n")       # U+D800 written as CESU-8 bytes
+    with pytest.raises(InputError, match="not UTF-8 text") as ei:
+        load_pairs_file(p)
+    raises_at(ei, p, 2, None)
+
+
+def test_names_in_any_script_load(tmp_path):
+    rows = [{"good": "a b.", "bad": "b a.", "task": t, "group": "Grüppe ✓", "pair_id": f"{i}\u00a0é"}
+            for i, t in enumerate(["日本語", "naïve task", "a\u200bb", "😀"])]
+    suite = load_pairs_file(write_jsonl(tmp_path / "x.jsonl", rows))
+    assert suite.tasks == ["日本語", "naïve task", "a\u200bb", "😀"]
+
+
 def test_visible_text_in_any_script_loads(tmp_path):
     rows = [{"good": s, "bad": "b a.", "task": "t", "pair_id": i}
             for i, s in enumerate(["Ö", "日本語です。", "a\u200bb", "\ufeffThe cat.", "x\u00a0y", "😀"])]

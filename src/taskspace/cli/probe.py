@@ -21,7 +21,8 @@ import typer
 from ..probes import registry
 from ..probes.settings import ProbeSettings
 from . import app
-from .options import Control, Device, DType, ModelOpt, ProbeOut, Revision, SuiteOpt, Tasks, TrustRemote
+from .options import (AttnImplementation, Control, Device, DType, ModelOpt, ProbeOut, Revision, SuiteOpt, Tasks,
+                      Threads, TrustRemote)
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -43,7 +44,8 @@ def option(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -
 
 HEAD = (option("model", ModelOpt), option("suite", SuiteOpt), option("out", ProbeOut),
         option("revision", Revision, None), option("tasks", Tasks, None))
-TAIL = (option("control", Control, None), option("device", Device, "cpu"), option("dtype", DType, "float32"),
+TAIL = (option("control", Control, None), option("device", Device, "auto"), option("dtype", DType, "float32"),
+        option("attn_implementation", AttnImplementation, None), option("threads", Threads, None),
         option("trust_remote_code", TrustRemote, False))
 
 
@@ -89,16 +91,18 @@ def build_settings(spec: "ProbeSpec", options: dict[str, Any]) -> ProbeSettings:
 
 
 def load_with_control(model: str, revision: str | None, control: str | None, *, device: str, dtype: str,
-                      trust_remote_code: bool = False):
+                      trust_remote_code: bool = False, attn_implementation: str | None = None,
+                      threads: int | None = None):
     """The model to probe and, with ``control``, its control (``first`` / ``init``); the control's
     revision is resolved before anything heavy is loaded, so a bad ``--control`` fails at once."""
     from ..models.loading import load_model
     from ..probes.controls import control_revision
 
     ctl_rev = control_revision(model, revision, control) if control else None
-    lm = load_model(model, revision, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-    lm_ctl = (load_model(model, ctl_rev, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-              if ctl_rev is not None else None)
+    kw = {"device": device, "dtype": dtype, "trust_remote_code": trust_remote_code,
+          "attn_implementation": attn_implementation}
+    lm = load_model(model, revision, threads=threads, **kw)
+    lm_ctl = load_model(model, ctl_rev, **kw) if ctl_rev is not None else None
     return lm, lm_ctl
 
 
@@ -157,8 +161,9 @@ def run_probe(name: str, options: dict[str, Any]) -> None:
 
     out = Path(options["out"])
     load_kw = {"device": options["device"], "dtype": options["dtype"],
-               "trust_remote_code": options["trust_remote_code"]}
-    lm, lm_ctl = load_with_control(model, revision, control, **load_kw)
+               "trust_remote_code": options["trust_remote_code"],
+               "attn_implementation": options["attn_implementation"]}
+    lm, lm_ctl = load_with_control(model, revision, control, threads=options["threads"], **load_kw)
     check_fits(lm, selected.pairs, prefix=settings.prefix)
     extra = prepare_options(spec, raw, model=model, revision=revision,
                             load=lambda rev: load_model(model, rev, **load_kw))

@@ -7,14 +7,16 @@ from typing import Optional
 import typer
 
 from . import app
-from .options import BatchTokens, Columns, Device, DType, ModelOpt, Prefix, Reduction, Revision, SuiteOpt, TrustRemote
+from .options import (AttnImplementation, BatchTokens, Columns, ConventionOpt, Device, DType, ModelOpt, Prefix,
+                      Reduction, Revision, SuiteOpt, Threads, TrustRemote)
 
 
 @app.command()
 def score(
     model: ModelOpt,
     suite: SuiteOpt,
-    out: Path = typer.Option(..., "--out", help="Folder for tasks.csv, pairs.parquet and run.json."),
+    out: Path = typer.Option(..., "--out", help="Folder for tasks.csv, pairs.parquet, run.json and lm-eval/ "
+                                                "(lm-evaluation-harness's results.json and samples_<task>.jsonl)."),
     revision: Revision = None,
     limit_per_task: Optional[int] = typer.Option(None, "--limit-per-task", min=1,
                                                  help="Score only the first N pairs of each task."),
@@ -22,8 +24,11 @@ def score(
     batch_tokens: BatchTokens = 4096,
     reduction: Reduction = "sum",
     prefix: Prefix = "bos",
-    device: Device = "cpu",
+    convention: ConventionOpt = "taskspace",
+    device: Device = "auto",
     dtype: DType = "float32",
+    attn_implementation: AttnImplementation = None,
+    threads: Threads = None,
     trust_remote_code: TrustRemote = False,
     seed: int = typer.Option(0, "--seed", help="Recorded; scoring itself is deterministic."),
     columns: Columns = None,
@@ -40,14 +45,20 @@ def score(
     from ..suites.files import parse_columns
     from .tables import print_scores
 
+    from ..scoring.convention import convention_rules
+
+    convention_rules(convention, reduction, prefix)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     # the suite first: bad input is refused before a model is loaded
     suite_obj = load_suite(suite, columns=parse_columns(columns, file=suite) or None)
     res = run_score(model, suite_obj, revision=revision, reduction=reduction, prefix=prefix,
                     batch_tokens=batch_tokens, limit_per_task=limit_per_task, tasks=task_list,
                     device=device, dtype=dtype, trust_remote_code=trust_remote_code, progress=True,
-                    seed=seed, share_prefix=share_prefix)
+                    seed=seed, share_prefix=share_prefix, convention=convention,
+                    attn_implementation=attn_implementation, threads=threads)
     res.save(out)
+    res.save_lm_eval(out / "lm-eval")
     console = Console()
     print_scores(console, res)
-    console.print(f"wrote {out / 'tasks.csv'}, {out / 'pairs.parquet'}, {out / 'run.json'}")
+    console.print(f"wrote {out / 'tasks.csv'}, {out / 'pairs.parquet'}, {out / 'run.json'}, "
+                  f"{out / 'lm-eval'}/ (results.json, samples_<task>.jsonl)")

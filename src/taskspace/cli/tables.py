@@ -28,5 +28,8 @@ def print_scores(console: "Console", res: "ScoreResult") -> None:
                   f"{g['mean_margin']:+.3f}", str(int(g["n_ties"])))
     console.print(t)
     n_ties = int(tasks["n_ties"].sum())
+    conv = res.provenance.get("convention", {})
+    judged = "correct" if conv.get("ties_correct") else "not correct"
     console.print(f"mean accuracy over {len(tasks)} tasks: [bold]{res.accuracy:.1%}[/bold]"
-                  f"   ({int(tasks['n_pairs'].sum())} pairs, {n_ties} ties counted as not correct)")
+                  f"   ({int(tasks['n_pairs'].sum())} pairs, {n_ties} ties counted as {judged}; "
+                  f"convention {conv.get('name', 'taskspace')})")

@@ -26,12 +26,14 @@ def max_positions(config: Any) -> int | None:
     return None
 
 
-def check_fits(lm: Any, pairs: Iterable[Any], *, prefix: str = "bos", tokenizer: Any = None) -> None:
+def check_fits(lm: Any, pairs: Iterable[Any], *, prefix: str = "bos", tokenizer: Any = None,
+               leading_space: bool = False) -> None:
     """Raise :class:`InputError` if a sentence of ``pairs`` does not fit the model's context.
 
     ``lm`` is a :class:`~taskspace.models.loading.LoadedModel` or a bare model (then give
     ``tokenizer``); ``pairs`` are :class:`~taskspace.suites.schema.Pair` objects; ``prefix`` is the
-    scoring convention's (``"none"``: no prefix token is added). The error names the first pair (in
+    scoring convention's (``"none"``: no prefix token is added); ``leading_space``: the sentence is
+    scored as ``" " + sentence`` (the lm-eval convention). The error names the first pair (in
     suite order) that does not fit, e.g. ``task 'x', pair '17', field 'good': the sentence is 70 tokens
     (with the prefix token); the model has 64 positions``.
     """
@@ -39,7 +41,7 @@ def check_fits(lm: Any, pairs: Iterable[Any], *, prefix: str = "bos", tokenizer:
     tok = tokenizer if tokenizer is not None else getattr(lm, "tokenizer", None)
     limit = max_positions(getattr(model, "config", None))
     if limit is not None and tok is not None:
-        _check(limit, lambda: tok, pairs, prefix)
+        _check(limit, lambda: tok, pairs, prefix, leading_space)
 
 
 def check_folder_fits(folder: str | Path, pairs: Iterable[Any], *, prefix: str = "bos") -> None:
@@ -69,17 +71,19 @@ def check_folder_fits(folder: str | Path, pairs: Iterable[Any], *, prefix: str =
     _check(limit, load_tokenizer, pairs, prefix)
 
 
-def _check(limit: int, get_tokenizer: Callable[[], Any], pairs: Iterable[Any], prefix: str) -> None:
+def _check(limit: int, get_tokenizer: Callable[[], Any], pairs: Iterable[Any], prefix: str,
+           leading_space: bool = False) -> None:
     extra = 0 if prefix == "none" else 1
+    space = " " if leading_space else ""
     pairs = list(pairs)
     # No tokenizer we know makes more than two tokens per UTF-8 byte, so only sentences longer than
     # half the context (in bytes) are tokenized: on BLiMP with GPT-2 (1,024 positions) that is none,
     # and the check costs nothing next to scoring.
     suspects = list(dict.fromkeys(s for p in pairs for s in (p.good, p.bad)
-                                  if 2 * len(s.encode("utf-8", "surrogatepass")) + extra > limit))
+                                  if 2 * len((space + s).encode("utf-8", "surrogatepass")) + extra > limit))
     if not suspects:
         return
-    ids = get_tokenizer()(suspects, add_special_tokens=False)["input_ids"]
+    ids = get_tokenizer()([space + s for s in suspects], add_special_tokens=False)["input_ids"]
     too_long = {s: len(i) + extra for s, i in zip(suspects, ids) if len(i) + extra > limit}
     for p in pairs:
         for field in ("good", "bad"):

@@ -36,6 +36,38 @@ class LoadedModel:
         return {"model": self.name, "revision": self.revision, "path": self.path,
                 "device": self.device, "dtype": self.dtype, **self.info}
 
+    @classmethod
+    def from_hf(cls, model: Any, tokenizer: Any, *, name: str | None = None,
+                revision: str | None = None) -> "LoadedModel":
+        """Wrap a causal LM and its tokenizer that are already loaded (a ``transformers`` model, as
+        ``AutoModelForCausalLM.from_pretrained`` gives it), for :func:`taskspace.score` and
+        :func:`taskspace.probe`. The model is used where it is, in its dtype and mode (scoring and the
+        probes switch it to eval mode while they run and back afterwards).
+
+        ``name`` and ``revision`` are recorded in every output: by default the name the model was
+        loaded from (``config._name_or_path``) and the revision transformers recorded, if any. Give
+        them when the model did not come from a folder or the hub as it is, so outputs say what it is.
+
+        >>> model = AutoModelForCausalLM.from_pretrained("EleutherAI/pythia-70m", revision="step3000")
+        >>> tok = AutoTokenizer.from_pretrained("EleutherAI/pythia-70m")
+        >>> lm = taskspace.LoadedModel.from_hf(model, tok, revision="step3000")
+        """
+        if not hasattr(model, "parameters") or not callable(getattr(model, "forward", None)):
+            raise TypeError(f"expected a torch model (a transformers causal LM), got {type(model).__name__}")
+        if not callable(tokenizer):
+            raise TypeError(f"expected a transformers tokenizer, got {type(tokenizer).__name__}")
+        config = getattr(model, "config", None)
+        path = str(getattr(config, "_name_or_path", "") or "")
+        name = name if name is not None else (path or type(model).__name__)
+        revision = revision if revision is not None else getattr(config, "_commit_hash", None)
+        check_tokenizer(tokenizer, name)
+        p0 = next(model.parameters(), None)
+        if p0 is None:
+            raise TypeError("the model has no parameters")
+        return cls(model=model, tokenizer=tokenizer, name=str(name), revision=revision, path=path or "memory",
+                   device=_placed_on(model), dtype=str(p0.dtype).replace("torch.", ""),
+                   info={**_model_info(model), "loaded_by": "caller"})
+
 
 @contextmanager
 def quiet_loading() -> Iterator[None]:
@@ -64,15 +96,39 @@ def resolve_dtype(dtype: str) -> tuple[str, Any]:
     return key, getattr(torch, key)
 
 
+def _mps_available() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
 def resolve_device(device: str | None) -> str:
-    """The device to load on: ``None``/``"auto"`` → cuda when available, else cpu."""
+    """The device to load on, the one resolver every command and call uses: ``None``/``"auto"`` → CUDA
+    when available, else Apple's MPS, else cpu. An explicit ``cuda[:N]`` or ``mps`` that is not there
+    is a :class:`ModelLoadError`."""
     import torch
 
     if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if _mps_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelLoadError(f"device {device!r} asked for, but no CUDA device is available")
+    if device.startswith("mps") and not _mps_available():
+        raise ModelLoadError(f"device {device!r} asked for, but no MPS device is available")
     return device
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` (process-wide); ``None`` leaves torch's choice."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ModelLoadError(f"threads must be a positive integer, got {threads!r}")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def resolve_local(name: str, revision: str | None) -> Path | None:
@@ -195,40 +251,90 @@ def load_model(
     name: str,
     revision: str | None = None,
     *,
-    device: str | None = "cpu",
+    device: str | None = "auto",
     dtype: str = "float32",
     trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+    threads: int | None = None,
+    device_map: str | dict | None = None,
 ) -> LoadedModel:
     """Load ``AutoModelForCausalLM`` and its tokenizer, in eval mode, on ``device`` in ``dtype``.
+
+    ``device``: ``auto`` (default: CUDA, else MPS, else cpu; :func:`resolve_device`), ``cpu``,
+    ``cuda[:N]``, ``mps``. ``attn_implementation``: passed to transformers (``eager``, ``sdpa``,
+    ``flash_attention_2``, ...; default: transformers' choice). ``threads``: ``torch.set_num_threads``
+    (process-wide). ``device_map`` (e.g. ``"auto"``): transformers spreads a model that does not fit one
+    device over several (``device`` is then ignored); only forward-only work (scoring, the
+    ``activations`` probe) may use such a model, probes that take gradients or fine-tune need it on one
+    device (README, "Large models").
 
     Raises :class:`ModelLoadError` with one clear line when the folder, revision or hub is unreachable.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    set_threads(threads)
     dtype_name, torch_dtype = resolve_dtype(dtype)
-    device = resolve_device(device)
+    device = resolve_device(device) if device_map is None else "device_map"
     if revision is not None and (revision == "init" or revision.startswith("init:")):
+        if device_map is not None:
+            raise ModelLoadError("a fresh initialisation (revision init) is built on one device; "
+                                 "give --device, not a device map")
         return _load_fresh_init(name, revision, device=device, dtype=dtype_name,
-                                trust_remote_code=trust_remote_code)
+                                trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
     local = resolve_local(name, revision)
     src = str(local) if local is not None else name
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if local is None and revision:
         kwargs["revision"] = revision
+    model_kwargs: dict[str, Any] = {}
+    if attn_implementation is not None:
+        model_kwargs["attn_implementation"] = attn_implementation
+    if device_map is not None:
+        model_kwargs["device_map"] = device_map
     try:
         with quiet_loading():
             tokenizer = AutoTokenizer.from_pretrained(src, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(src, dtype=torch_dtype, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(src, dtype=torch_dtype, **kwargs, **model_kwargs)
     except Exception as e:  # noqa: BLE001 - hub, file and config errors all become one clear line
         raise _load_error(name, revision, local is None, e) from None
     check_tokenizer(tokenizer, src)
-    model.to(device)
+    if device_map is None:
+        model.to(device)
+    else:
+        device = _placed_on(model)
     model.eval()
-    n_params = sum(p.numel() for p in model.parameters())
-    info = {"architecture": type(model).__name__, "n_parameters": n_params,
-            "trust_remote_code": trust_remote_code}
+    info = {**_model_info(model), "trust_remote_code": trust_remote_code}
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, revision=revision, path=src,
                        device=device, dtype=dtype_name, info=info)
+
+
+def _model_info(model: Any) -> dict:
+    """Architecture, parameter count, attention implementation and (if any) device map of ``model``."""
+    info: dict[str, Any] = {"architecture": type(model).__name__,
+                            "n_parameters": sum(p.numel() for p in model.parameters())}
+    attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if attn is not None:
+        info["attn_implementation"] = str(attn)
+    dmap = getattr(model, "hf_device_map", None)
+    if dmap:
+        info["device_map"] = {str(k): str(v) for k, v in dmap.items()}
+    return info
+
+
+def _placed_on(model: Any) -> str:
+    """The one device ``model``'s parameters are on, or ``"device_map"`` when they are spread."""
+    devices = {str(p.device) for p in model.parameters()}
+    return devices.pop() if len(devices) == 1 else "device_map"
+
+
+def as_loaded(lm: Any) -> LoadedModel:
+    """``lm`` as a :class:`LoadedModel`: a LoadedModel as it is, a ``(model, tokenizer)`` pair through
+    :meth:`LoadedModel.from_hf`; anything else is a TypeError."""
+    if isinstance(lm, LoadedModel):
+        return lm
+    if isinstance(lm, tuple) and len(lm) == 2:
+        return LoadedModel.from_hf(*lm)
+    raise TypeError(f"expected a LoadedModel or a (model, tokenizer) pair, got {type(lm).__name__}")
 
 
 def _load_error(name: str, revision: str | None, hub: bool, e: Exception) -> ModelLoadError:
@@ -242,7 +348,7 @@ def _load_error(name: str, revision: str | None, hub: bool, e: Exception) -> Mod
 
 
 def _load_fresh_init(name: str, revision: str, *, device: str, dtype: str,
-                     trust_remote_code: bool) -> LoadedModel:
+                     trust_remote_code: bool, attn_implementation: str | None = None) -> LoadedModel:
     """The control ``revision="init[:SEED]"``: the model's architecture and tokenizer, weights freshly
     initialised with a fixed seed (default 0). For a local folder of checkpoints the config and
     tokenizer come from its first checkpoint."""
@@ -269,11 +375,14 @@ def _load_fresh_init(name: str, revision: str, *, device: str, dtype: str,
     with torch.random.fork_rng(devices=[]), quiet_loading():
         torch.manual_seed(seed)
         # initialised in float32 and then cast, so a seed gives the same weights in every dtype
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        extra = {"attn_implementation": attn_implementation} if attn_implementation is not None else {}
+        try:
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code, **extra)
+        except (ValueError, ImportError) as e:        # e.g. an attention implementation not installed
+            raise _load_error(name, revision, local is None, e) from None
     model.to(device=device, dtype=resolve_dtype(dtype)[1])
     model.eval()
-    n_params = sum(p.numel() for p in model.parameters())
-    info = {"architecture": type(model).__name__, "n_parameters": n_params,
-            "trust_remote_code": trust_remote_code, "initialised_from_config_of": src, "init_seed": seed}
+    info = {**_model_info(model), "trust_remote_code": trust_remote_code, "initialised_from_config_of": src,
+            "init_seed": seed}
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, revision=revision, path=src,
                        device=device, dtype=dtype, info=info)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def probe(
-    lm: "LoadedModel",
+    lm: "LoadedModel | tuple[Any, Any]",
     suite: "Suite",
     kind: str | Sequence[str],
     settings: "ProbeSettings | None" = None,
@@ -40,8 +40,13 @@ def probe(
 
     >>> res = taskspace.probe(lm, suite, "gradients", ProbeSettings(train_pairs=50))
     >>> res.spaces["gradients"].within_between()
+
+    ``lm`` may also be a ``(model, tokenizer)`` pair you already loaded (``LoadedModel.from_hf``).
     """
+    from ..models.loading import as_loaded
     from .settings import ProbeSettings
+
+    lm = as_loaded(lm)
 
     kinds = (kind,) if isinstance(kind, str) else tuple(kind)
     specs = [get(k) for k in kinds]

@@ -4,7 +4,9 @@
 space added), where the prefix is the tokenizer's BOS token, else its EOS token. Options: ``reduction=
 "mean"`` (divide by the number of scored tokens) and ``prefix="none"`` (the first token is then not
 scored: nothing predicts it). Tokenizers that would add a BOS by themselves are called with
-``add_special_tokens=False`` and get exactly one prefix token from us, never two.
+``add_special_tokens=False`` and get exactly one prefix token from us, never two. ``convention=
+"lm-eval"`` scores ``" " + sentence`` and counts a tie as correct, as lm-evaluation-harness does for
+BLiMP (:mod:`.convention`); :mod:`.lm_eval` writes a scoring in lm-eval's output shapes.
 
 Modules, each importing only those above it:
 
@@ -15,7 +17,8 @@ Modules, each importing only those above it:
 - :mod:`.fused` — :func:`fused_activations`: GPT-2's Python tanh-GELU as torch's fused kernel;
 - :mod:`.forward` — :func:`batch_logprobs` and shared-prefix sums on a KV cache;
 - :mod:`.scorer` — :class:`Scorer`;
-- :mod:`.results` — per-task/group tables, :class:`ScoreResult`, :func:`score`.
+- :mod:`.results` — per-task/group tables, :class:`ScoreResult`, :func:`score`;
+- :mod:`.lm_eval` — lm-evaluation-harness's ``results.json`` and ``samples_<task>.jsonl``.
 
 Every shortcut (backbone/head split, prefix sharing) is checked once per model against the plain
 forward pass and switched off where it would not be exact.
@@ -23,7 +26,7 @@ forward pass and switched off where it would not be exact.
 from __future__ import annotations
 
 from .batching import length_batches, shared_prefix_length
-from .convention import PREFIXES, REDUCTIONS, Convention, encode, resolve_prefix
+from .convention import CONVENTIONS, PREFIXES, REDUCTIONS, Convention, encode, resolve_prefix
 from .forward import batch_logprobs, prefix_sharing_exact
 from .fused import fused_activations
 from .head import Head, quiet_transformers
@@ -31,7 +34,7 @@ from .results import ScoreResult, score, summarize_groups, summarize_tasks, wils
 from .scorer import Scorer
 
 __all__ = [
-    "Convention", "Head", "PREFIXES", "REDUCTIONS", "ScoreResult", "Scorer", "batch_logprobs", "encode",
+    "CONVENTIONS", "Convention", "Head", "PREFIXES", "REDUCTIONS", "ScoreResult", "Scorer", "batch_logprobs", "encode",
     "fused_activations", "length_batches", "prefix_sharing_exact", "quiet_transformers", "resolve_prefix",
     "score", "shared_prefix_length", "summarize_groups", "summarize_tasks", "wilson_interval",
 ]

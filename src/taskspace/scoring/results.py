@@ -1,6 +1,7 @@
 """Per-pair scores into per-task and per-group tables, and :func:`score`, the one obvious call."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -86,9 +87,17 @@ class ScoreResult:
             self.tasks.to_csv(tmp, index=False, float_format="%.6g")
         write_json(out / "run.json", self.provenance)
 
+    def save_lm_eval(self, out_dir: Any) -> list:
+        """Write lm-evaluation-harness's output shapes into ``out_dir``: ``results.json`` (per task
+        ``acc,none``, ``acc_stderr,none``, ``alias``; ``config``, ``versions``) and one
+        ``samples_<task>.jsonl`` per task (:mod:`.lm_eval`). Returns the paths written."""
+        from .lm_eval import write_lm_eval
+
+        return write_lm_eval(self, out_dir)
+
 
 def score(
-    model: "str | LoadedModel",
+    model: "str | LoadedModel | tuple[Any, Any]",
     suite: "str | Suite",
     *,
     revision: str | None = None,
@@ -97,14 +106,27 @@ def score(
     batch_tokens: int = 4096,
     limit_per_task: int | None = None,
     tasks: Sequence[str] | None = None,
-    device: str | None = "cpu",
+    device: str | None = "auto",
     dtype: str = "float32",
     trust_remote_code: bool = False,
     progress: bool = False,
     seed: int = 0,
     share_prefix: bool | None = None,
+    convention: str = "taskspace",
+    attn_implementation: str | None = None,
+    threads: int | None = None,
 ) -> ScoreResult:
     """Score every pair of a suite with a model; the one obvious call.
+
+    ``model``: a hub name or local folder (loaded with ``revision``, ``device``, ``dtype``,
+    ``attn_implementation``: :func:`~taskspace.models.loading.load_model`), a
+    :class:`~taskspace.models.loading.LoadedModel`, or a ``(model, tokenizer)`` pair you already have
+    (:meth:`LoadedModel.from_hf <taskspace.models.loading.LoadedModel.from_hf>`). ``threads``:
+    ``torch.set_num_threads`` (process-wide) before scoring.
+
+    ``convention``: ``"taskspace"`` (default: each sentence as written; a tie is not correct) or
+    ``"lm-eval"`` (``" " + sentence``; a tie is correct: lm-evaluation-harness's BLiMP accuracy,
+    :mod:`taskspace.scoring.convention`). ``res.pairs`` holds each pair's sentences (``good``, ``bad``).
 
     >>> res = taskspace.score("../shared/models/gutenberg-gpt2-5m", "../shared/data/blimp",
     ...                       revision="step2577", limit_per_task=100)
@@ -113,19 +135,25 @@ def score(
     import torch
 
     from ..models.context import check_fits
-    from ..models.loading import LoadedModel, load_model
+    from ..models.loading import as_loaded, load_model, set_threads
     from ..provenance import timestamp, torch_threads, versions
     from ..suites import load_suite
+    from .convention import convention_rules
 
+    convention_rules(convention, reduction, prefix)           # a bad choice fails before any loading
     torch.manual_seed(seed)
-    loaded = model if isinstance(model, LoadedModel) else load_model(
-        model, revision, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    set_threads(threads)
+    loaded = as_loaded(model) if not isinstance(model, (str, os.PathLike)) else load_model(
+        str(model), revision, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+        attn_implementation=attn_implementation)
     suite_obj = suite if not isinstance(suite, str) else load_suite(suite)
     if tasks is not None or limit_per_task is not None:
         suite_obj = suite_obj.select(tasks, limit_per_task)
-    check_fits(loaded, suite_obj.pairs, prefix=prefix)      # a pair longer than the context: one line
+    leading_space = convention_rules(convention)[0]
+    # a pair longer than the context: one line
+    check_fits(loaded, suite_obj.pairs, prefix=prefix, leading_space=leading_space)
     scorer = Scorer.from_loaded(loaded, reduction=reduction, prefix=prefix, batch_tokens=batch_tokens,
-                                share_prefix=share_prefix)
+                                share_prefix=share_prefix, convention=convention)
     if progress:
         from ..progress import progress_bar
 
@@ -134,6 +162,8 @@ def score(
             pairs_df = scorer.score_pairs(suite_obj.pairs, progress=advance)
     else:
         pairs_df = scorer.score_pairs(suite_obj.pairs)
+    pairs_df.insert(3, "good", [p.good for p in suite_obj.pairs])
+    pairs_df.insert(4, "bad", [p.bad for p in suite_obj.pairs])
     tasks_df = summarize_tasks(pairs_df)
     prov = {
         "kind": "scores",

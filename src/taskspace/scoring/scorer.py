@@ -43,7 +43,9 @@ class Scorer:
     model passes a one-off exactness check; ``False`` never; ``True`` insists (error if the model
     cannot). The choice in effect is ``scorer.shares_prefix``. ``fast_gelu``: run Python-written
     tanh-GELUs (GPT-2's ``gelu_new``) with torch's fused kernel of the same formula
-    (:func:`fused_activations`; float rounding only).
+    (:func:`fused_activations`; float rounding only). ``convention``: ``"taskspace"`` (default: the
+    sentence as written, a tie is not correct) or ``"lm-eval"`` (``" " + sentence``, a tie is correct:
+    lm-evaluation-harness's BLiMP accuracy; :mod:`.convention`).
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class Scorer:
         max_batch: int = 512,
         share_prefix: bool | None = None,
         fast_gelu: bool = True,
+        convention: str = "taskspace",
     ) -> None:
         if reduction not in REDUCTIONS:
             raise TaskspaceError(f"unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}")
@@ -71,8 +74,8 @@ class Scorer:
         self._n_fused: int | None = None
         token, token_id = resolve_prefix(tokenizer, prefix)
         dtype = str(next(model.parameters()).dtype).replace("torch.", "")
-        self.convention = Convention(reduction=reduction, prefix=prefix, prefix_token=token,
-                                     prefix_token_id=token_id, dtype=dtype)
+        self.convention = Convention.named(convention, reduction=reduction, prefix=prefix, prefix_token=token,
+                                           prefix_token_id=token_id, dtype=dtype)
         self._head: Head | None = None
         pad = getattr(tokenizer, "pad_token_id", None)
         self._pad_id = int(pad) if pad is not None else (token_id if token_id is not None else 0)
@@ -114,7 +117,8 @@ class Scorer:
 
     def encode(self, sentences: Sequence[str]) -> list[list[int]]:
         """Token ids of ``sentences`` under this scorer's convention (prefix token first)."""
-        return encode(self.tokenizer, sentences, self.convention.prefix_token_id)
+        return encode(self.tokenizer, sentences, self.convention.prefix_token_id,
+                      leading_space=self.convention.leading_space)
 
     def sentence_logprobs(
         self,
@@ -193,7 +197,7 @@ class Scorer:
         progress: Callable[[int], None] | None = None,
     ) -> "pd.DataFrame":
         """One row per pair: task, group, pair_id, logp_good, logp_bad, n_tokens_good, n_tokens_bad,
-        margin, correct (margin > 0), tie (margin == 0).
+        margin, correct (margin > 0; under the lm-eval convention margin >= 0), tie (margin == 0).
 
         ``progress(n)`` is called after each batch; the ``n`` add up to the number of unique
         sentences.
@@ -213,7 +217,8 @@ class Scorer:
             "n_tokens_bad": n[1::2],
         })
         # identical sentences get the same float, so their margin is exactly 0: a tie, not correct
+        # (lm-eval: correct, as its np.argmax([good, bad]) == 0 judges it)
         df["margin"] = df["logp_good"] - df["logp_bad"]
-        df["correct"] = df["margin"] > 0
+        df["correct"] = df["margin"] >= 0 if self.convention.ties_correct else df["margin"] > 0
         df["tie"] = df["margin"] == 0
         return df

@@ -7,7 +7,9 @@ the hub equals the one loaded from the release folder, pair for pair:
   ``sentence_good`` / ``sentence_bad`` (kept exactly as written; scoring adds no leading space);
 - the five keys are required on every row; other keys are ignored;
 - sentences must be non-empty strings; ``pairID`` a string or an integer; duplicated ``pairID`` within
-  a paradigm is an error;
+  a paradigm is an error; sentences, ``UID``, ``linguistics_term`` and ``pairID`` are checked by one
+  definition (:func:`~taskspace.suites.schema.text_problem`: a visible character, no control character
+  or lone surrogate);
 - one file (or hub config) holds ONE paradigm: every row must carry the same ``UID``. The UID does not
   have to equal the file name (a renamed file still loads, under its UID), but two files with the same
   UID are refused, because the task would be split across files;

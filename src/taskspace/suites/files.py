@@ -11,8 +11,8 @@ command line ``--columns good=s1,bad=s2``) overrides that.
   CSV/TSV), so an id points at its line;
 - sentences are kept exactly as written and must be non-empty strings; task, group and pair ids are
   strings (JSONL also accepts integers);
-- a sentence must hold a visible character and no control character or lone surrogate
-  (:func:`~taskspace.suites.schema.sentence_problem`);
+- a sentence, task, group or pair id must hold a visible character and no control character or lone
+  surrogate (one definition for every text field: :func:`~taskspace.suites.schema.text_problem`);
 - a task belongs to one group; a pair_id is unique within its task; blank lines (and CSV rows of as
   many empty cells as the header has columns, as spreadsheets export an empty row) are skipped; any
   other row must have as many cells as the header has columns, so a row of stray delimiters is an
@@ -36,7 +36,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from ..errors import InputError
 from ..io import user_path
-from .schema import Pair, Suite, sentence_problem
+from .schema import Pair, Suite, text_problem
 
 #: Our fields, in the order they are documented.
 FIELDS: tuple[str, ...] = ("good", "bad", "task", "group", "pair_id")
@@ -78,20 +78,24 @@ def check_sentence(value: Any, *, file: str, line: int, field: str) -> str:
         raise InputError(f"expected a string sentence, got {kind_of(value)}", file=file, line=line, field=field)
     if not value.strip():
         raise InputError("empty sentence", file=file, line=line, field=field)
-    problem = sentence_problem(value)
+    problem = text_problem(value, "sentence")
     if problem is not None:
         raise InputError(problem, file=file, line=line, field=field)
     return value
 
 
 def check_id(value: Any, *, file: str, line: int, field: str) -> str:
-    """An id (task, group, pair id) as a string: a non-empty string or an integer (not a bool)."""
+    """An id (task, group, pair id) as a string: a non-empty string or an integer (not a bool), checked
+    like a sentence (:func:`~taskspace.suites.schema.text_problem`)."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise InputError(f"expected a string or an integer, got {kind_of(value)}", file=file, line=line,
                          field=field)
     text = str(value)
     if not text.strip():
         raise InputError("empty value", file=file, line=line, field=field)
+    problem = text_problem(text, "value")
+    if problem is not None:
+        raise InputError(problem, file=file, line=line, field=field)
     return text
 
 

@@ -14,9 +14,10 @@ from typing import Iterable, Iterator, Sequence
 from ..provenance import hash_records
 
 
-#: characters no sentence may hold anywhere: C0/C1 control characters (NUL, ESC, DEL, …) other than
-#: tab, line feed and carriage return (white space a quoted CSV cell may hold), and lone UTF-16
-#: surrogates (not encodable as UTF-8: the data hash, the outputs and the tokenizer would fail later).
+#: characters no text field (sentence, task, group, pair id) may hold anywhere: C0/C1 control
+#: characters (NUL, ESC, DEL, …) other than tab, line feed and carriage return (white space a quoted CSV
+#: cell may hold), and lone UTF-16 surrogates (not encodable as UTF-8: the data hash, the outputs, file
+#: names and the tokenizer would fail later).
 _FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
@@ -27,18 +28,23 @@ def is_visible(ch: str) -> bool:
     return ch.isprintable() and not ch.isspace()
 
 
-def sentence_problem(text: str) -> str | None:
-    """Why ``text`` cannot be a sentence, or None when it can. The one definition every loader uses:
-    a sentence holds at least one visible character (:func:`is_visible`) and no control character or
-    lone surrogate."""
+def text_problem(text: str, what: str = "sentence") -> str | None:
+    """Why ``text`` cannot be a ``what`` (a sentence, a task name, a group, a pair id), or None when it
+    can. The one definition every loader checks every text field with: the text holds at least one
+    visible character (:func:`is_visible`) and no control character or lone surrogate."""
     bad = _FORBIDDEN.search(text)
     if bad is not None:
         ch = bad.group()
         kind = "a lone surrogate" if "\ud800" <= ch <= "\udfff" else "a control character"
-        return f"the sentence holds {kind} (U+{ord(ch):04X}) at character {bad.start() + 1}"
+        return f"the {what} holds {kind} (U+{ord(ch):04X}) at character {bad.start() + 1}"
     if not any(is_visible(ch) for ch in text):
-        return "the sentence has no visible character (only white space or invisible characters)"
+        return f"the {what} has no visible character (only white space or invisible characters)"
     return None
+
+
+def sentence_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a sentence, or None when it can (:func:`text_problem`)."""
+    return text_problem(text, "sentence")
 
 
 @dataclass(frozen=True, slots=True)
