@@ -340,6 +340,28 @@ def _finetune(
     tokenizer: Any,
     train_pairs: Sequence["Pair"],
     dev_pairs: Sequence["Pair"],
+    mask: Mapping[str, "torch.Tensor"] | None,
+    s: ProbeSettings,
+    *,
+    objective: str,
+    reduction: str,
+    on_step: Callable[[int, float], None] | None,
+) -> FTGDResult:
+    """The loop both :func:`ftgd` and :func:`finetune_lm` run (GPT-2's gelu_new as one fused kernel, the
+    same formula), through the mask (``_Sparse``) or on every parameter (``_Dense``)."""
+    with fused_activations(model):
+        return _train(model, tokenizer, train_pairs, dev_pairs,
+                      (lambda: _Dense(model)) if mask is None else (lambda: _Sparse(model, mask)),
+                      objective=objective, steps=s.steps, lr=s.lr, patience=s.patience, eval_every=s.eval_every,
+                      batch_pairs=s.batch_pairs, reduction=reduction, prefix=s.prefix,
+                      batch_tokens=s.batch_tokens, seed=s.seed, on_step=on_step, autocast=s.autocast)
+
+
+def _train(
+    model: Any,
+    tokenizer: Any,
+    train_pairs: Sequence["Pair"],
+    dev_pairs: Sequence["Pair"],
     trainable_factory: Callable[[], _Trainable],
     *,
     objective: str,
@@ -491,15 +513,8 @@ def ftgd(
     ...     scorer.score_pairs(test.pairs)
     """
     s = with_overrides(settings, overrides, "ftgd")
-    if mask is None:
-        factory: Callable[[], _Trainable] = lambda: _Dense(model)  # noqa: E731
-    else:
-        factory = lambda: _Sparse(model, mask)  # noqa: E731
-    with fused_activations(model):  # GPT-2's gelu_new as one fused kernel (same formula)
-        return _finetune(model, tokenizer, train_pairs, dev_pairs, factory, objective=s.objective, steps=s.steps,
-                         lr=s.lr, patience=s.patience, eval_every=s.eval_every, batch_pairs=s.batch_pairs,
-                         reduction=s.reduction, prefix=s.prefix, batch_tokens=s.batch_tokens, seed=s.seed,
-                         on_step=on_step, autocast=s.autocast)
+    return _finetune(model, tokenizer, train_pairs, dev_pairs, mask, s, objective=s.objective,
+                     reduction=s.reduction, on_step=on_step)
 
 
 def finetune_lm(
@@ -517,14 +532,7 @@ def finetune_lm(
     all parameters by default, with the same optimiser, step cap and early stopping as :func:`ftgd`.
     The bad sentences are never seen, so nothing isolates the phenomenon. ``settings`` / ``overrides`` as for
     :func:`ftgd` (the objective is the LM loss, its reduction the sum)."""
-    s = with_overrides(settings, overrides, "ftgd")
-    if mask is None:
-        factory: Callable[[], _Trainable] = lambda: _Dense(model)  # noqa: E731
-    else:
-        factory = lambda: _Sparse(model, mask)  # noqa: E731
-    with fused_activations(model):
-        return _finetune(model, tokenizer, train_pairs, dev_pairs, factory, objective="lm", steps=s.steps,
-                         lr=s.lr, patience=s.patience, eval_every=s.eval_every, batch_pairs=s.batch_pairs,
-                         reduction="sum", prefix=s.prefix, batch_tokens=s.batch_tokens, seed=s.seed,
-                         on_step=on_step, autocast=s.autocast)
+    s = with_overrides(settings, overrides, "finetune_lm")
+    return _finetune(model, tokenizer, train_pairs, dev_pairs, mask, s, objective="lm", reduction="sum",
+                     on_step=on_step)
 
