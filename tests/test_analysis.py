@@ -294,7 +294,7 @@ def test_compare_run_numbers(tmp_path):
     assert vc["difference"]["difference"] == pytest.approx(vc["trained"]["difference"] - vc["control"]["difference"])
     assert vc["difference"]["difference"] > 0.3
     assert cell["distributedness"]["mask_size"] == pytest.approx(0.05)
-    assert set(cell["modules"]) == set(MODULES)
+    assert set(cell["parts"]["gradients"]) == set(MODULES)
     dyn = cmp["dynamics"]["toy-small"]["overlap"]
     assert dyn["revisions"] == ["step0", "step100", "step300"]
     assert dyn["difference"][0] < dyn["difference"][1] < dyn["difference"][2]
@@ -335,7 +335,7 @@ def test_run_without_plan_and_with_failed_task(tmp_path):
     assert tiny["revisions"] == ["step0", "step100", "step300"]
     init = next(c for c in cmp["cells"] if c["id"] == "toy-tiny@init")
     assert init["spaces"]["transfer_normalized"]["dropped"] == ["npi_9"]
-    assert init["ftgd"]["failed"] == ["npi_9"]
+    assert init["finetuning"]["transfer"]["failed"] == ["npi_9"]
     step0 = next(c for c in cmp["cells"] if c["id"] == "toy-tiny@step0")
     assert step0["control"] == "init"
 
