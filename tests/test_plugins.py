@@ -17,9 +17,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import make_tiny_model, make_word_tokenizer, mini_suite
+from taskspace.errors import InputError
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "taskspace"
 
@@ -262,3 +264,49 @@ def test_reading_the_registry_imports_no_torch_and_survives_a_broken_plugin(tmp_
                        env=dict(os.environ, PYTHONPATH=str(tmp_path)), timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ok") and "broken" in r.stderr and "skipped" in r.stderr
+
+
+# -- a probe's own options in plans ------------------------------------------------------------------------
+
+def test_plan_probe_options_are_checked_keyed_and_reach_the_probe(tmp_path, tiny_model_dir):
+    """``[probe_options.NAME]``: a wrong name or value is one line naming the plan's line and field; an
+    option changes that probe's job key (and no other); its value reaches the runner in a real run."""
+    from test_runs import write_plan, write_suite
+
+    from taskspace.runs import load_plan, run_plan
+    from taskspace.runs.runner import _suite_info, probe_jobs, resolve_model
+
+    suite = write_suite(tmp_path / "suite.jsonl")
+    plan_path = tmp_path / "plan.toml"
+
+    def plan_with(options: str, probes=("score", "gradients", "latent")):
+        write_plan(plan_path, tiny_model_dir, suite, probes=probes, control="none", extra=options)
+        return load_plan(plan_path)
+
+    with pytest.raises(InputError) as e:
+        plan_with("[probe_options.latent]\ncard_tokns = 3\n")
+    msg = str(e.value)
+    line = plan_path.read_text().splitlines().index("card_tokns = 3") + 1
+    assert f"line {line}" in msg and "probe_options.latent.card_tokns" in msg and "did you mean 'card_tokens'" in msg
+    with pytest.raises(InputError, match="card_tokens must be >= 1"):
+        plan_with("[probe_options.latent]\ncard_tokens = 0\n")
+    with pytest.raises(InputError, match="not in `probes`"):
+        plan_with("[probe_options.ablation]\nreference = \"step0\"\n")
+    with pytest.raises(InputError, match="file not found"):
+        plan_with('[probe_options.transfer]\nheldout = "nope.txt"\n', probes=("transfer",))
+
+    def keys(plan):
+        models = [resolve_model(plan, m, tmp_path / "run") for m in plan.models]
+        return {j.label: j.key for j in probe_jobs(plan, models, _suite_info(plan), tmp_path / "run")}
+
+    base = keys(plan_with(""))
+    three = keys(plan_with("[probe_options.latent]\ncard_tokens = 3\n"))
+    assert {k for k in base if base[k] != three[k]} == {f"latent tiny-lm@{r}" for r in ("step0", "step10")}
+    assert keys(plan_with("[probe_options.gradients]\ngradients_dir = \"g\"\n")) == base   # a folder: not keyed
+
+    result = run_plan(plan_with("[probe_options.latent]\ncard_tokens = 3\n"), tmp_path / "run")
+    assert not result.failed
+    cards = pd.read_csv(tmp_path / "run" / "tiny-lm" / "step10" / "cards" / "latent.csv")
+    assert cards.groupby(["task", "direction"]).size().eq(3).all()
+    summary = json.loads((tmp_path / "run" / "tiny-lm" / "step10" / "stats" / "latent_summary.json").read_text())
+    assert summary["options"] == {"card_tokens": 3}
