@@ -18,7 +18,7 @@ from .dynamics import revision_key, step_of
 # Size labels in the order of growing models, used when no parameter count is recorded.
 SIZE_ORDER = ("nano", "micro", "tiny", "mini", "small", "medium", "base", "large", "xl", "xxl")
 _SKIP_DIRS = {"figures", "models", "control", ".jobs", "spaces", "stats", "ftgd", "deltas", "masks", "scores",
-              "cards", "baseline"}
+              "cards", "baseline", "halves"}
 
 
 @dataclass
@@ -34,6 +34,8 @@ class Cell:
     ftgd: dict[str, dict] = field(default_factory=dict)
     scores: pd.DataFrame | None = None
     cards: pd.DataFrame | None = None   # the latent probe's vocabulary task cards (cards/latent.csv)
+    #: halves spaces (``spaces/halves/<space>.csv``: the probe run with ``halves=True``), by space name
+    halves: dict[str, TaskSpace] = field(default_factory=dict)
     control: "Cell | None" = None  # a control tree written inside this DIR (``DIR/control/``)
 
     @property
@@ -42,7 +44,7 @@ class Cell:
 
     @property
     def provenance(self) -> dict:
-        for s in self.spaces.values():
+        for s in [*self.spaces.values(), *self.halves.values()]:
             if s.provenance:
                 return s.provenance
         return {}
@@ -201,12 +203,14 @@ def _read_table(path: Path, required: tuple[str, ...], numeric: tuple[str, ...])
 
 
 def is_probe_dir(path: Path) -> bool:
-    """True when ``path`` holds a ``spaces/`` folder with at least one task space."""
-    return (path / "spaces").is_dir() and any((path / "spaces").glob("*.csv"))
+    """True when ``path`` holds a ``spaces/`` folder with at least one task space (or halves space)."""
+    return (path / "spaces").is_dir() and (any((path / "spaces").glob("*.csv"))
+                                           or any((path / "spaces" / "halves").glob("*.csv")))
 
 
 def load_probe_dir(path: str | Path, *, model: str | None = None, revision: str | None = None) -> Cell:
     """Read one probe DIR: ``spaces/*.csv`` (+ sidecars), ``spaces/gradients_by_module/``,
+    ``spaces/halves/`` (2T × 2T halves spaces, :mod:`taskspace.analysis.reliability`),
     ``stats/distributedness.csv``, ``ftgd/*.json``, ``scores/tasks.csv`` and a ``control/`` tree."""
     path = Path(path)
     if not path.is_dir():
@@ -221,6 +225,11 @@ def load_probe_dir(path: str | Path, *, model: str | None = None, revision: str 
     if mdir.is_dir():
         for csv in sorted(mdir.glob("*.csv")):
             by_module[csv.stem] = load_space(csv)
+    halves = {}
+    hdir = sdir / "halves"
+    if hdir.is_dir():
+        for csv in sorted(hdir.glob("*.csv")):
+            halves[csv.stem] = load_space(csv)
     dist = None
     dpath = path / "stats" / "distributedness.csv"
     if dpath.exists():
@@ -238,12 +247,13 @@ def load_probe_dir(path: str | Path, *, model: str | None = None, revision: str 
     cpath = path / "cards" / "latent.csv"
     if cpath.exists():
         cards = _read_table(cpath, ("task", "direction", "token"), ("rank", "cosine"))
-    prov = next((s.provenance for s in spaces.values() if s.provenance), {})
+    prov = next((s.provenance for s in [*spaces.values(), *halves.values()] if s.provenance), {})
     pm = prov.get("model") if isinstance(prov.get("model"), dict) else {}
     name = model or pm.get("model") or path.name
     rev = revision if revision is not None else (pm.get("revision") or prov.get("revision"))
     cell = Cell(path=path, model=str(name), revision=None if rev is None else str(rev), spaces=spaces,
-                by_module=by_module, distributedness=dist, ftgd=ftgd, scores=scores, cards=cards)
+                by_module=by_module, distributedness=dist, ftgd=ftgd, scores=scores, cards=cards,
+                halves=halves)
     if is_probe_dir(path / "control"):
         cell.control = load_probe_dir(path / "control", model=cell.model)
         if cell.control.revision in (None, cell.revision):
