@@ -190,7 +190,12 @@ def _headline(cmp: dict) -> str:
     cards = []
     if main:
         e = h["spaces"][main]
-        match = _ok(e["p"]) and e["p"] < 0.05 and _ok(e["difference"]) and e["difference"] > 0
+        # with an interval, the gap must exclude 0 (above it), not only be positive
+        from ..analysis.bootstrap import excludes_zero
+
+        above = (excludes_zero(e["difference_ci"]) > 0 if fmt_ci(e.get("difference_ci"))
+                 else _ok(e["difference"]) and e["difference"] > 0)
+        match = _ok(e["p"]) and e["p"] < 0.05 and above
         cov = e.get("coverage")
         # no yes/no from a matrix with missing rows: it would rest on the tasks that happened to train
         verdict = "withheld" if cov and not cov["complete"] else "yes" if match else "no"
