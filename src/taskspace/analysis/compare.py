@@ -149,6 +149,10 @@ def _cell_entry(model: ModelCells, cell: Cell, control: Cell | None, summarize: 
         entry["control"] = control.revision
         for name in cell.spaces.keys() & control.spaces.keys():
             entry["versus_control"][name] = _versus(spaces[name], summarize(control.spaces[name]))
+            # trained − control gap, paired over the tasks both share (the same resampled tasks in both)
+            entry["versus_control"][name]["difference_ci"] = paired_delta(
+                control.spaces[name], cell.spaces[name], statistic="difference", resamples=summarize.bootstrap,
+                seed=summarize.seed)["ci"]
         cdist = summarize_distributedness(control.distributedness, control.spaces.get("overlap"))
         entry["distributedness_control"] = cdist
     return entry

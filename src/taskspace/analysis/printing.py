@@ -59,7 +59,7 @@ def print_comparison(console: "Console", cmp: dict, *, all_spaces: bool = False)
                       _ci(s["signed"]["rho"], s["signed"].get("rho_ci")), _p(s["signed"]["p"]),
                       _f(rel.get("reliability"), False), _f((rel.get("full") or {}).get("ceiling"), False),
                       _f(s["absolute"]["difference"]), _ci(s["ari"], s.get("ari_ci")),
-                      _f(vc["difference"]["difference"]) if vc else "–")
+                      _ci(vc["difference"]["difference"], vc.get("difference_ci")) if vc else "–")
     console.print(t)
     _print_reliability(console, cmp)
     if any(not (s.get("coverage") or {"complete": True})["complete"] for c in cmp["cells"] for s in c["spaces"].values()):

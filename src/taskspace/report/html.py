@@ -284,7 +284,7 @@ def _summary_table(cmp: dict) -> str:
                          _fc(s["absolute"]["difference"], s["absolute"].get("difference_ci")),
                          _fc(s["absolute"]["rho"], s["absolute"].get("rho_ci")), _p(s["absolute"]["p"]),
                          _fc(s["ari"], s.get("ari_ci")), _fc(s["ari_abs"], s.get("ari_abs_ci")),
-                         _f(vc["difference"]["difference"]) if vc else "–",
+                         _fc(vc["difference"]["difference"], vc.get("difference_ci")) if vc else "–",
                          _e(", ".join(s["dropped"])) or ""])
     return ('<section id="theory"><h2>Every task space against theory</h2>'
             + _table(["model", "revision", "space", "tasks", "within", "between", "gap", "ρ", "p", "reliability",
@@ -433,7 +433,8 @@ def _sizes(cmp: dict, figdir: Path) -> str:
         for r in rs:
             rows.append([_e(label(name)), _e(r["model"]), _e(r.get("size") or ""),
                          f"{r['n_parameters']:,}" if r.get("n_parameters") else "–", _e(r["revision"]),
-                         _f(r["within"]), _f(r["between"]), _f(r["difference"]), _f(r["rho"]), _p(r["p"]),
+                         _fc(r["within"], r.get("within_ci")), _f(r["between"]),
+                         _fc(r["difference"], r.get("difference_ci")), _fc(r["rho"], r.get("rho_ci")), _p(r["p"]),
                          _f(r["difference_abs"]), _f(r["ari"])])
     return ('<section id="sizes"><h2>Model sizes side by side</h2>' + _img(figdir / "sizes.png", "sizes")
             + _table(["space", "model", "size", "parameters", "revision", "within", "between", "gap", "ρ", "p",
