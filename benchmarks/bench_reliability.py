@@ -47,6 +47,8 @@ def summarize(name: str, rev: str, rel: dict, chance: dict[str, bool], acc: dict
     lowest = [r["task"] for r in sorted(rows, key=lambda r: r["self_similarity"])[:5]]
     ok = np.isfinite(selfs)
     rho_acc = float(spearmanr(selfs[ok], accs[ok])[0]) if ok.sum() > 2 else float("nan")
+    # below chance is a signal too (the model prefers the bad sentence consistently): distance from 0.5
+    rho_dist = float(spearmanr(selfs[ok], np.abs(accs[ok] - 0.5))[0]) if ok.sum() > 2 else float("nan")
     ss = rel["self_similarity"]
     return {"space": name, "revision": rev, "n_tasks": rel["n_tasks"], "split_half": rel["split_half"],
             "split_half_ci": rel.get("split_half_ci"), "reliability": rel["reliability"],
@@ -57,7 +59,9 @@ def summarize(name: str, rev: str, rel: dict, chance: dict[str, bool], acc: dict
             "self": ss, "between_mean": rel["between"]["mean"], "flagged": flagged,
             "flagged_at_chance": sorted(set(flagged) & set(chance_tasks)), "at_chance": chance_tasks,
             "lowest_self": lowest, "lowest_self_accuracy": [round(acc[t], 3) for t in lowest],
-            "spearman_self_vs_accuracy": rho_acc, "t_plain_s": t_plain, "t_halves_s": t_halves}
+            "spearman_self_vs_accuracy": rho_acc, "spearman_self_vs_distance_from_chance": rho_dist,
+            "t_plain_s": t_plain, "t_halves_s": t_halves,
+            "tasks": [{**r, "accuracy": acc[r["task"]], "at_chance": chance[r["task"]]} for r in rows]}
 
 
 def main() -> None:
@@ -69,6 +73,8 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--first", type=int, default=None, help="only the first N tasks (a smoke test)")
+    ap.add_argument("--save", type=Path, default=None,
+                    help="write the spaces: SAVE/<revision>/spaces/ and spaces/halves/ (taskspace compare reads them)")
     args = ap.parse_args()
 
     import torch
@@ -108,18 +114,22 @@ def main() -> None:
             half = taskspace.probe(lm, src, kinds, halves, progress=False)
             t_halves = time.perf_counter() - t0
             mode = half.spaces[main[0]].provenance.get("gradient_mode", "")
+            if args.save:
+                for name in main:
+                    full.spaces[name].save(args.save / rev / "spaces" / name)
+                    half.spaces[name].save(args.save / rev / "spaces" / "halves" / name)
             for name in main:
                 rel = reliability(half.spaces[name], full.spaces[name], resamples=args.bootstrap)
                 s = summarize(name, rev, rel, chance, acc, t_plain, t_halves)
                 s["gradient_mode"] = mode
                 results.append(s)
                 print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items()
-                                  if k not in ("at_chance",)}), flush=True)
+                                  if k not in ("at_chance", "tasks")}), flush=True)
                 if args.json:
                     args.json.write_text(json.dumps(results, indent=1))
     print("\n| probe | revision | split-half r [95% CI] | reliability (SB) | ceiling half lo–up | ρ(H) half ÷ up–lo "
           "| ρ(H, full) | ceiling full | ÷ | self-sim mean / min / q10 / median | between | flagged (at chance) "
-          "| ρ(self, acc) | plain s | halves s |")
+          "| ρ(self, acc) / ρ(self, |acc − ½|) | plain s | halves s |")
     print("|" + "---|" * 16)
     for s in results:
         ci = s["split_half_ci"] or [float("nan")] * 2
@@ -129,7 +139,8 @@ def main() -> None:
               f"{s['rho_h_halves']:+.3f} ÷ {s['frac_upper']:.2f}–{s['frac_lower']:.2f} | {s['rho_h_full']:+.3f} | "
               f"{s['ceiling_full']:.3f} | {s['frac_full']:.2f} | {ss['mean']:+.2f} / {ss['min']:+.2f} / "
               f"{ss['q10']:+.2f} / {ss['median']:+.2f} | {s['between_mean']:+.2f} | {len(s['flagged'])} "
-              f"({len(s['flagged_at_chance'])} of {len(s['at_chance'])}) | {s['spearman_self_vs_accuracy']:+.2f} | "
+              f"({len(s['flagged_at_chance'])} of {len(s['at_chance'])}) | {s['spearman_self_vs_accuracy']:+.2f} / "
+              f"{s['spearman_self_vs_distance_from_chance']:+.2f} | "
               f"{s['t_plain_s']:.0f} | {s['t_halves_s']:.0f} |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
