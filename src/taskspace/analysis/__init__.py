@@ -8,6 +8,7 @@ Plain arrays, DataFrames and dicts out::
 """
 from __future__ import annotations
 
+from .bootstrap import bootstrap_space, paired_delta
 from .clustering import cluster_space
 from .collect import Cell, ModelCells, RunData, load_probe_dir, load_run
 from .compare import compare_run, compare_spaces, summarize_space
@@ -16,12 +17,14 @@ from .dynamics import revision_key, space_correlation, space_dynamics, sudden_st
 from .findings import findings, headline
 from .generalization import generalization_table, group_generalization, wide
 from .hypothesis import group_blocks, group_order, hypothesis_space
+from .reliability import noise_ceiling, split_space  # reliability(): taskspace.analysis.reliability
 from .stats import complete_tasks, mantel, spearman_offdiagonal, within_between
 
 __all__ = [
-    "Cell", "ModelCells", "RunData", "cluster_space", "compare_run", "compare_spaces", "complete_tasks",
+    "Cell", "ModelCells", "RunData", "bootstrap_space", "cluster_space", "compare_run", "compare_spaces", "complete_tasks",
     "findings", "generalization_table", "group_blocks", "group_generalization", "group_order", "headline",
-    "hypothesis_space", "load_probe_dir", "load_run", "mantel", "revision_key", "space_correlation",
+    "hypothesis_space", "load_probe_dir", "load_run", "mantel", "noise_ceiling", "paired_delta",
+    "revision_key", "split_space", "space_correlation",
     "space_dynamics", "spearman_offdiagonal", "sudden_stage", "summarize_distributedness",
     "summarize_space", "wide", "within_between",
 ]

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..probes.output import LAYOUT_DIRS
+from ..probes.output import HALVES_DIR, LAYOUT_DIRS
 from ..probes.registry import all_spaces, probes
 from ..spaces import TaskSpace
 from .dynamics import revision_key, step_of
@@ -43,6 +43,8 @@ class Cell:
     finetuning: dict[str, dict[str, dict]] = field(default_factory=dict)
     scores: pd.DataFrame | None = None
     cards: pd.DataFrame | None = None   # vocabulary task cards (a probe's declared ``cards`` table)
+    #: halves spaces (``spaces/halves/<space>.csv``: the probe run with ``halves=True``), by space name
+    halves: dict[str, TaskSpace] = field(default_factory=dict)
     control: "Cell | None" = None  # a control tree written inside this DIR (``DIR/control/``)
 
     @property
@@ -51,7 +53,7 @@ class Cell:
 
     @property
     def provenance(self) -> dict:
-        for s in self.spaces.values():
+        for s in [*self.spaces.values(), *self.halves.values()]:
             if s.provenance:
                 return s.provenance
         return {}
@@ -210,14 +212,16 @@ def _read_table(path: Path, required: tuple[str, ...], numeric: tuple[str, ...])
 
 
 def is_probe_dir(path: Path) -> bool:
-    """True when ``path`` holds a ``spaces/`` folder with at least one task space."""
-    return (path / "spaces").is_dir() and any((path / "spaces").glob("*.csv"))
+    """True when ``path`` holds a ``spaces/`` folder with at least one task space (or halves space)."""
+    return (path / "spaces").is_dir() and (any((path / "spaces").glob("*.csv"))
+                                           or any((path / "spaces" / HALVES_DIR).glob("*.csv")))
 
 
 def load_probe_dir(path: str | Path, *, model: str | None = None, revision: str | None = None) -> Cell:
     """Read one probe DIR: ``spaces/*.csv`` (+ sidecars), every per-module / per-layer folder the registry
     declares (``spaces/<name>_by_<by>/``), the tables the probes declare (distributedness, status records
-    of fine-tunings, task cards), ``scores/tasks.csv`` and a ``control/`` tree."""
+    of fine-tunings, task cards), ``scores/tasks.csv``, ``spaces/halves/`` (2T × 2T halves spaces,
+    :mod:`taskspace.analysis.reliability`) and a ``control/`` tree."""
     path = Path(path)
     if not path.is_dir():
         raise InputError("folder not found", file=path)
@@ -244,16 +248,22 @@ def load_probe_dir(path: str | Path, *, model: str | None = None, revision: str 
                 records = {js.stem: _read_json(js) for js in sorted(f.glob("*.json"))}
                 if records:
                     finetuning[p.name] = records
+    halves = {}
+    hdir = sdir / HALVES_DIR
+    if hdir.is_dir():
+        for csv in sorted(hdir.glob("*.csv")):
+            halves[csv.stem] = load_space(csv)
     scores = None
     tpath = path / "scores" / "tasks.csv"
     if tpath.exists():
         scores = _read_table(tpath, ("task",), ("accuracy", "mean_margin"))
-    prov = next((s.provenance for s in spaces.values() if s.provenance), {})
+    prov = next((s.provenance for s in [*spaces.values(), *halves.values()] if s.provenance), {})
     pm = prov.get("model") if isinstance(prov.get("model"), dict) else {}
     name = model or pm.get("model") or path.name
     rev = revision if revision is not None else (pm.get("revision") or prov.get("revision"))
     cell = Cell(path=path, model=str(name), revision=None if rev is None else str(rev), spaces=spaces,
-                parts=parts, distributedness=dist, finetuning=finetuning, scores=scores, cards=cards)
+                parts=parts, distributedness=dist, finetuning=finetuning, scores=scores, cards=cards,
+                halves=halves)
     if is_probe_dir(path / "control"):
         cell.control = load_probe_dir(path / "control", model=cell.model)
         if cell.control.revision in (None, cell.revision):

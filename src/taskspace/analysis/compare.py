@@ -6,10 +6,16 @@
 ``schema``, ``run``, ``provenance`` (versions, created, plan, analysis settings, per-cell provenance),
 ``models`` (slug, name, size, n_parameters, revisions, control), ``probes`` (space names found),
 ``cells`` (one per model × revision: per-space summaries against H, signed and absolute; per-module
-gradient gaps; distributedness; FTGD status; and ``versus_control``), ``generalization`` (per normalised
-transfer space: rows = groups, columns = checkpoints, and the per-size view), ``dynamics`` (per model
-and space), ``sizes`` (per space: one row per model at its final checkpoint), ``findings`` and
-``headline``.
+gradient gaps; distributedness; FTGD status; ``versus_control``; and ``reliability`` per halves space
+found in ``spaces/halves/``), ``generalization`` (per normalised transfer space: rows = groups, columns =
+checkpoints, and the per-size view), ``dynamics`` (per model and space), ``sizes`` (per space: one row
+per model at its final checkpoint), ``size_deltas`` (per space: largest − smallest model), ``findings``
+and ``headline``.
+
+Uncertainty: every summary of a space carries a 95% bootstrap interval over tasks next to its value
+(``difference_ci``, ``rho_ci``, ``ari_ci``, per-group ``ci``; :mod:`taskspace.analysis.bootstrap`), and
+the findings' verdicts follow from the intervals of the changes they test. A space with a halves space
+beside it gets its split-half reliability and noise ceiling (:mod:`taskspace.analysis.reliability`).
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import numpy as np
 
 from ..probes.registry import all_spaces, generalization_spaces
 from ..spaces import TaskSpace
+from .bootstrap import RESAMPLES, SCHEME as BOOTSTRAP_SCHEME, bootstrap_space, paired_delta
 from .clustering import cluster_space
 from .collect import Cell, ModelCells, RunData, load_run
 from .distributedness import summarize_distributedness
@@ -32,13 +39,17 @@ from .stats import complete_tasks, coverage, mantel, within_between
 SCHEMA = "taskspace.comparison/1"
 
 
-def summarize_space(space: TaskSpace, *, permutations: int = 999, seed: int = 0) -> dict:
+def summarize_space(space: TaskSpace, *, permutations: int = 999, seed: int = 0,
+                    bootstrap: int = RESAMPLES) -> dict:
     """A task space against the hypothesis space, signed and absolute.
 
     ``signed``/``absolute``: within, between, difference (+ standard errors and counts), ``rho``
     (Spearman with H over off-diagonal entries) and ``p`` (Mantel, one-sided); ``ari``/``ari_abs``:
     adjusted Rand index of average-linkage clusters cut at the number of groups. Tasks with missing
     entries (a failed fine-tuning) are left out of the test and clustering and listed in ``dropped``.
+    With ``bootstrap`` resamples (0: none), each value has a 95% interval over tasks beside it
+    (``within_ci``, ``between_ci``, ``difference_ci``, ``rho_ci``, ``ari_ci``, ``ari_abs_ci``) and
+    ``bootstrap`` says how they were made.
     """
     keep = complete_tasks(space.matrix)
     dropped = [t for t, k in zip(space.tasks, keep) if not k]
@@ -53,7 +64,23 @@ def summarize_space(space: TaskSpace, *, permutations: int = 999, seed: int = 0)
         out["permutations"], out["exact"] = m["permutations"], m["exact"]
     out["ari"] = cluster_space(space)["ari"]
     out["ari_abs"] = cluster_space(space, absolute=True)["ari"]
+    if bootstrap > 0:
+        b = bootstrap_space(space, resamples=bootstrap, seed=seed)
+        for name in ("signed", "absolute"):
+            out[name].update(b.pop(name))
+        out["ari_ci"], out["ari_abs_ci"] = b.pop("ari_ci"), b.pop("ari_abs_ci")
+        out["bootstrap"] = b
     return out
+
+
+def _reliability_entry(halves: TaskSpace, full: TaskSpace | None, bootstrap: int, seed: int) -> dict:
+    """:func:`~taskspace.analysis.reliability.reliability` of a halves space (with the full space beside it)."""
+    from .reliability import reliability
+
+    try:
+        return reliability(halves, full, resamples=bootstrap, seed=seed)
+    except ValueError as e:  # not a halves space: say so in the comparison instead of failing the run
+        return {"error": str(e)}
 
 
 def _versus(trained: dict, control: dict) -> dict:
@@ -86,14 +113,15 @@ def _accuracy(cell: Cell) -> float | None:
 class _Summaries:
     """Memoised space summaries, so a control shared by several checkpoints is tested once."""
 
-    def __init__(self, permutations: int, seed: int) -> None:
-        self.permutations, self.seed = permutations, seed
+    def __init__(self, permutations: int, seed: int, bootstrap: int = RESAMPLES) -> None:
+        self.permutations, self.seed, self.bootstrap = permutations, seed, bootstrap
         self._cache: dict[int, dict] = {}
 
     def __call__(self, space: TaskSpace) -> dict:
         key = id(space)
         if key not in self._cache:
-            self._cache[key] = summarize_space(space, permutations=self.permutations, seed=self.seed)
+            self._cache[key] = summarize_space(space, permutations=self.permutations, seed=self.seed,
+                                               bootstrap=self.bootstrap)
         return self._cache[key]
 
 
@@ -108,6 +136,12 @@ def _cell_entry(model: ModelCells, cell: Cell, control: Cell | None, summarize: 
     for name, space in cell.spaces.items():
         spaces[name] = summarize(space)
         progress()
+    reliability = {name: _reliability_entry(h, cell.spaces.get(name), summarize.bootstrap, summarize.seed)
+                   for name, h in cell.halves.items()}
+    for name, rel in reliability.items():
+        if name in spaces and "error" not in rel:
+            # beside the space's own numbers, without the per-task rows (those are in the cell's entry)
+            spaces[name]["reliability"] = {k: v for k, v in rel.items() if k != "tasks"}
     parts = {space: {name: {k: within_between(s.matrix, s.groups)[k] for k in ("within", "between", "difference")}
                      for name, s in per.items()} for space, per in cell.parts.items()}
     dist = summarize_distributedness(cell.distributedness, _sharing(cell))
@@ -116,20 +150,26 @@ def _cell_entry(model: ModelCells, cell: Cell, control: Cell | None, summarize: 
              "path": str(cell.path), "untrained": cell.untrained, "n_parameters": cell.n_parameters,
              "is_control": model.control == cell.revision, "spaces": spaces, "parts": parts,
              "distributedness": dist, "finetuning": ftgd, "accuracy": _accuracy(cell),
-             "control": None, "versus_control": {}}
+             "control": None, "versus_control": {}, "reliability": reliability}
     if control is not None:
         entry["control"] = control.revision
         for name in cell.spaces.keys() & control.spaces.keys():
             entry["versus_control"][name] = _versus(spaces[name], summarize(control.spaces[name]))
+            # trained − control gap, paired over the tasks both share (the same resampled tasks in both)
+            entry["versus_control"][name]["difference_ci"] = paired_delta(
+                control.spaces[name], cell.spaces[name], statistic="difference", resamples=summarize.bootstrap,
+                seed=summarize.seed)["ci"]
         cdist = summarize_distributedness(control.distributedness, _sharing(control))
         entry["distributedness_control"] = cdist
     return entry
 
 
 def compare_run(run_dir: str | Path, *, permutations: int = 999, seed: int = 0, write: bool = True,
-                progress: bool = False) -> dict:
+                progress: bool = False, bootstrap: int = RESAMPLES) -> dict:
     """Compare every task space of a RUN (or of one probe DIR) with theory, controls, checkpoints and
     sizes; write ``comparison.json`` into it (atomically, with provenance) unless ``write=False``.
+    ``bootstrap``: resamples over tasks for the intervals (0: none; the verdicts then fall back to
+    standard errors); ``seed`` seeds them and the permutation test.
 
     Returns the comparison as a plain dict (see the module docstring for its keys).
     """
@@ -139,7 +179,7 @@ def compare_run(run_dir: str | Path, *, permutations: int = 999, seed: int = 0, 
     from .findings import findings, headline
 
     run = load_run(run_dir)
-    summarize = _Summaries(permutations, seed)
+    summarize = _Summaries(permutations, seed, bootstrap)
     cells = []
     n_spaces = sum(len(c.spaces) for _, c in run.cells())
     with progress_bar("comparing task spaces", n_spaces if progress else None) as advance:
@@ -159,15 +199,17 @@ def compare_run(run_dir: str | Path, *, permutations: int = 999, seed: int = 0, 
                     "cells": [f"{m.slug}@{r}" for r in m.cells]} for m in run.models],
         "probes": run.probes,
         "cells": cells,
-        "generalization": _generalization(run),
-        "dynamics": _dynamics(run),
+        "generalization": _generalization(run, bootstrap, seed),
+        "dynamics": _dynamics(run, bootstrap, seed),
         "sizes": _sizes(run, cells),
+        "size_deltas": _size_deltas(run, bootstrap, seed),
     }
     out["findings"] = findings(out)
     out["headline"] = headline(out)
     out["provenance"] = {
         "created": timestamp(), "versions": versions(), "plan": run.plan,
         "analysis": {"permutations": permutations, "seed": seed, "test": "one-sided Mantel, Spearman",
+                     "bootstrap": {"resamples": bootstrap, "level": 0.95, "scheme": BOOTSTRAP_SCHEME},
                      "clustering": "average linkage on 1 - S of (S + S^T)/2, cut at the number of groups"},
         "cells": {f"{m.slug}@{c.revision}": _short_provenance(c.provenance) for m, c in run.cells()},
     }
@@ -188,21 +230,37 @@ def _short_provenance(prov: dict) -> dict:
     return {k: prov[k] for k in keep if k in prov}
 
 
-def _generalization(run: RunData) -> dict:
+def _generalization(run: RunData, bootstrap: int = 0, seed: int = 0) -> dict:
     out = {}
+    kw = {"bootstrap": bootstrap, "seed": seed}
     for name in generalization_spaces():
         by_cell = {f"{m.slug}@{c.revision}": c.spaces[name] for m, c in run.cells() if name in c.spaces}
         if not by_cell:
             continue
         finals = {m.slug: m.final.spaces[name] for m in run.models if m.final and name in m.final.spaces}
-        out[name] = {"by_checkpoint": table_to_dict(generalization_table(by_cell)),
-                     "by_checkpoint_abs": table_to_dict(generalization_table(by_cell, absolute=True)),
-                     "by_size": table_to_dict(generalization_table(finals)),
-                     "by_size_abs": table_to_dict(generalization_table(finals, absolute=True))}
+        out[name] = {"by_checkpoint": table_to_dict(generalization_table(by_cell, **kw)),
+                     "by_checkpoint_abs": table_to_dict(generalization_table(by_cell, absolute=True, **kw)),
+                     "by_size": table_to_dict(generalization_table(finals, **kw)),
+                     "by_size_abs": table_to_dict(generalization_table(finals, absolute=True, **kw))}
     return out
 
 
-def _dynamics(run: RunData) -> dict:
+def _size_deltas(run: RunData, bootstrap: int, seed: int) -> dict:
+    """Per space: the largest model's final checkpoint minus the smallest's (``within`` and
+    ``difference``), with paired intervals over their common tasks (finding 1)."""
+    out: dict = {}
+    for name in run.probes:
+        finals = [m for m in run.models if m.final is not None and name in m.final.spaces]
+        if len(finals) < 2:
+            continue
+        a, b = finals[0].final.spaces[name], finals[-1].final.spaces[name]
+        out[name] = {"from": finals[0].slug, "to": finals[-1].slug,
+                     **{stat: paired_delta(a, b, statistic=stat, resamples=bootstrap, seed=seed)
+                        for stat in ("within", "difference")}}
+    return out
+
+
+def _dynamics(run: RunData, bootstrap: int = 0, seed: int = 0) -> dict:
     out: dict = {}
     for m in run.models:
         if len(m.revisions) < 2:
@@ -213,9 +271,12 @@ def _dynamics(run: RunData) -> dict:
             cells = [m.cells[r] for r in m.revisions]
             d = space_dynamics(m.revisions, [c.spaces[name] for c in cells],
                                untrained=[c.untrained for c in cells])
+            # the change of the gap from the first to the final checkpoint, paired over tasks (finding 2)
+            d["delta"] = paired_delta(cells[0].spaces[name], cells[-1].spaces[name], statistic="difference",
+                                      resamples=bootstrap, seed=seed)
             if name in generalization_spaces():
                 d["generalization"] = table_to_dict(generalization_table(
-                    {r: m.cells[r].spaces[name] for r in m.revisions}))
+                    {r: m.cells[r].spaces[name] for r in m.revisions}, bootstrap=bootstrap, seed=seed))
             per[name] = d
         out[m.slug] = per
     return out
@@ -231,9 +292,10 @@ def _sizes(run: RunData, cells: list[dict]) -> dict:
                 continue
             s = by_id[f"{m.slug}@{m.final.revision}"]["spaces"][name]
             rows.append({"model": m.slug, "size": m.size, "n_parameters": m.n_parameters,
-                         "revision": m.final.revision, **{k: s["signed"][k] for k in
+                         "revision": m.final.revision, **{k: s["signed"].get(k) for k in
                                                           ("within", "between", "difference", "se_difference",
-                                                           "se_within", "n_within", "rho", "p")},
+                                                           "se_within", "n_within", "rho", "p", "within_ci",
+                                                           "difference_ci", "rho_ci")},
                          "difference_abs": s["absolute"]["difference"], "rho_abs": s["absolute"]["rho"],
                          "ari": s["ari"], "coverage": s.get("coverage")})
         if rows:

@@ -5,12 +5,18 @@ related tasks grows with training; (3) task spaces change smoothly, with no sudd
 here gets a verdict — ``reproduced``, ``partly reproduced``, ``not reproduced`` or ``inconclusive`` —
 with the numbers and the rule behind it, so a reader can disagree with the rule but not with the data.
 Everything works on the plain comparison dict, so it can be recomputed from ``comparison.json``.
+
+The verdicts follow from 95% bootstrap intervals over tasks (``compare_run(bootstrap=...)``): a change
+counts when its interval excludes 0 in the direction the paper predicts. A comparison computed without
+intervals (``bootstrap=0``, or an older ``comparison.json``) falls back to ``Z`` standard errors, and the
+text says which rule was used.
 """
 from __future__ import annotations
 
 import math
 from typing import Any
 
+from .bootstrap import excludes_zero
 from .dynamics import SUDDEN_RATIO
 from .stats import coverage_note
 
@@ -43,6 +49,24 @@ def fmt_p(p: Any, missing: str = "n/a") -> str:
 
 _fmt = fmt_value
 _fmt_p = fmt_p
+
+
+def fmt_ci(ci: Any, signed: bool = True, digits: int = 3, missing: str = "") -> str:
+    """``[+0.010, +0.200]`` for a finite interval, else ``missing``."""
+    if not (isinstance(ci, (list, tuple)) and len(ci) == 2 and all(is_number(x) for x in ci)):
+        return missing
+    return f"[{fmt_value(ci[0], signed, digits)}, {fmt_value(ci[1], signed, digits)}]"
+
+
+def fmt_with_ci(x: Any, ci: Any, signed: bool = True, digits: int = 3, missing: str = "n/a") -> str:
+    """``+0.123 [+0.010, +0.200]`` (the interval only when there is one)."""
+    text = fmt_value(x, signed, digits, missing)
+    c = fmt_ci(ci, signed, digits)
+    return f"{text} {c}" if c and is_number(x) else text
+
+
+def _has_ci(ci: Any) -> bool:
+    return bool(fmt_ci(ci))
 
 
 def label(space: str) -> str:
@@ -102,31 +126,48 @@ def finding_sizes(cmp: dict) -> dict:
         groups_up = (sum(b > a for a, b in pairs), len(pairs))
     # a verdict needs complete matrices: a missing row (a failed fine-tuning) biases the means
     incomplete = [(r["model"], r["coverage"]) for r in rows if r.get("coverage") and not r["coverage"]["complete"]]
+    # the paired interval of largest − smallest over the tasks both share (compare's size_deltas)
+    sd = (cmp.get("size_deltas") or {}).get(space) or {}
+    delta_ci = (sd.get("within") or {}).get("ci")
+    use_ci = _has_ci(delta_ci) and sd.get("to") == rows[-1]["model"] and sd.get("from") == rows[0]["model"]
+    side = excludes_zero(delta_ci) if use_ci else 0
     if incomplete:
         verdict = INCONCLUSIVE
     elif not _ok(delta):
         verdict = INCONCLUSIVE
+    elif use_ci:
+        verdict = (REPRODUCED if monotone else PARTLY) if side > 0 else NOT if side < 0 else INCONCLUSIVE
     elif _ok(se_d) and abs(delta) <= Z * se_d:
         verdict = INCONCLUSIVE
     elif delta > 0:
         verdict = REPRODUCED if monotone else PARTLY
     else:
         verdict = NOT
-    vals = ", ".join(f"{n} {_fmt(w)} ± {_fmt(s, False)}" for n, w, s in zip(names, within, se))
-    text = (f"Mean within-group {label(space)} at the final checkpoint, smallest to largest model: {vals} "
-            f"(mean ± s.e.); largest − smallest = {_fmt(delta)} (s.e. {_fmt(se_d, False)})"
-            + ("" if monotone else "; not monotone in size") + ".")
+    cis = [r.get("within_ci") for r in rows]
+    if use_ci:
+        vals = ", ".join(f"{n} {fmt_with_ci(w, c)}" for n, w, c in zip(names, within, cis))
+        text = (f"Mean within-group {label(space)} at the final checkpoint, smallest to largest model: {vals} "
+                f"(95% bootstrap intervals over tasks); largest − smallest = {fmt_with_ci(delta, delta_ci)} "
+                f"(paired over tasks): the interval "
+                + ("lies above 0" if side > 0 else "lies below 0" if side < 0 else "holds 0")
+                + ("" if monotone else "; not monotone in size") + ".")
+    else:
+        vals = ", ".join(f"{n} {_fmt(w)} ± {_fmt(s, False)}" for n, w, s in zip(names, within, se))
+        text = (f"Mean within-group {label(space)} at the final checkpoint, smallest to largest model: {vals} "
+                f"(mean ± s.e.); largest − smallest = {_fmt(delta)} (s.e. {_fmt(se_d, False)}; no bootstrap "
+                f"intervals in this comparison, so the {Z:g} s.e. rule)" + ("" if monotone else "; not monotone in size") + ".")
     if groups_up:
         text += f" {groups_up[0]} of {groups_up[1]} groups generalise more in the largest model than in the smallest."
     if incomplete:
         text += (" Verdict withheld: the matrices are incomplete ("
                  + "; ".join(f"{m}: {coverage_note(c)}" for m, c in incomplete) + ").")
-    rule = (f"reproduced: grows monotonically with size and largest − smallest > {Z:g} s.e.; partly: larger "
-            f"but not monotone; not reproduced: smaller by > {Z:g} s.e.; inconclusive: within {Z:g} s.e., "
-            "or a matrix has missing rows")
+    rule = ("reproduced: grows monotonically with size and the 95% interval of largest − smallest lies above 0; "
+            "partly: the interval lies above 0 but growth is not monotone; not reproduced: it lies below 0; "
+            "inconclusive: it holds 0, or a matrix has missing rows"
+            + ("" if use_ci else f" (without intervals: {Z:g} s.e. in place of the interval)"))
     return {**base, "verdict": verdict, "this_run": text, "rule": rule,
-            "numbers": {"models": names, "within": within, "se_within": se, "delta": delta,
-                        "se_delta": se_d, "monotone": monotone,
+            "numbers": {"models": names, "within": within, "se_within": se, "within_ci": cis, "delta": delta,
+                        "se_delta": se_d, "delta_ci": delta_ci if use_ci else None, "monotone": monotone,
                         "groups_up": list(groups_up) if groups_up else None}}
 
 
@@ -141,7 +182,7 @@ def finding_sharing(cmp: dict) -> dict:
     if space is None:
         return {**base, "verdict": INCONCLUSIVE, "numbers": {},
                 "this_run": "No model in this run has a task space at two or more checkpoints."}
-    per_model, parts = {}, []
+    per_model, parts, used_ci = {}, [], []
     for slug, per in dyn.items():
         d = per.get(space)
         if not d:
@@ -151,12 +192,21 @@ def finding_sharing(cmp: dict) -> dict:
             continue
         delta = diff[-1] - diff[0]
         se_d = math.hypot(se[0], se[-1]) if _ok(se[0]) and _ok(se[-1]) else float("nan")
-        trend = "up" if delta > (Z * se_d if _ok(se_d) else 0) else (
-            "down" if delta < -(Z * se_d if _ok(se_d) else 0) else "flat")
+        ci = (d.get("delta") or {}).get("ci")
+        if _has_ci(ci):
+            side = excludes_zero(ci)
+            trend = "up" if side > 0 else "down" if side < 0 else "flat"
+            how = f"Δ {fmt_with_ci(delta, ci)}"
+            used_ci.append(True)
+        else:
+            trend = "up" if delta > (Z * se_d if _ok(se_d) else 0) else (
+                "down" if delta < -(Z * se_d if _ok(se_d) else 0) else "flat")
+            how = f"Δ {_fmt(delta)} ± {_fmt(se_d, False)} s.e."
+            used_ci.append(False)
         per_model[slug] = {"revisions": d["revisions"], "difference": diff, "delta": delta, "se_delta": se_d,
-                           "trend": trend}
+                           "delta_ci": ci if _has_ci(ci) else None, "trend": trend}
         parts.append(f"{slug}: {_fmt(diff[0])} at {d['revisions'][0]} → {_fmt(diff[-1])} at "
-                     f"{d['revisions'][-1]} ({trend}, Δ {_fmt(delta)} ± {_fmt(se_d, False)})")
+                     f"{d['revisions'][-1]} ({trend}, {how})")
     if not per_model:
         return {**base, "verdict": INCONCLUSIVE, "numbers": {}, "this_run": "No usable checkpoints."}
     trends = [v["trend"] for v in per_model.values()]
@@ -168,9 +218,13 @@ def finding_sharing(cmp: dict) -> dict:
         verdict = NOT
     else:
         verdict = INCONCLUSIVE
-    text = f"Within − between {label(space)} from the first to the final checkpoint: " + "; ".join(parts) + "."
-    rule = (f"reproduced: the gap grows by more than {Z:g} s.e. in every model; partly: in some; not "
-            f"reproduced: it shrinks and grows in none; inconclusive: no change beyond {Z:g} s.e.")
+    text = (f"Within − between {label(space)} from the first to the final checkpoint: " + "; ".join(parts) + "."
+            + (" Intervals: 95% bootstrap over tasks, paired (the same tasks at both checkpoints); a trend counts "
+               "when its interval excludes 0." if all(used_ci) else
+               f" No bootstrap intervals for every model in this comparison: a trend counts beyond {Z:g} s.e."))
+    rule = ("reproduced: the gap grows in every model (the 95% interval of its change lies above 0); partly: in "
+            "some; not reproduced: it shrinks (interval below 0) and grows in none; inconclusive: every interval "
+            f"holds 0 (without intervals: {Z:g} s.e. in place of the interval)")
     return {**base, "verdict": verdict, "this_run": text, "rule": rule, "numbers": per_model}
 
 
@@ -242,14 +296,27 @@ def headline(cmp: dict) -> dict:
              "control": cell.get("control"),
              "control_difference": vc["control"]["difference"] if vc else None,
              "gain_over_control": vc["difference"]["difference"] if vc else None,
-             "coverage": s.get("coverage")}
+             "coverage": s.get("coverage"),
+             "difference_ci": s["signed"].get("difference_ci"), "rho_ci": s["signed"].get("rho_ci"),
+             "ari_ci": s.get("ari_ci")}
+        rel = s.get("reliability")
+        if rel:
+            e["reliability"] = {"split_half": rel.get("split_half"), "reliability": rel.get("reliability"),
+                                "ceiling": (rel.get("full") or {}).get("ceiling"),
+                                "fraction": (rel.get("full") or {}).get("fraction"),
+                                "noise_ceiling": {k: (rel.get("noise_ceiling") or {}).get(k) for k in ("lower", "upper")},
+                                "flagged": rel.get("flagged")}
         out["spaces"][name] = e
         # every headline figure says how many rows it rests on; an incomplete matrix is marked
         cov = s.get("coverage")
         on = f" on {coverage_note(cov)}" if cov else ""
         line = (f"{label(name)}{on}: within {_fmt(e['within'])} vs between {_fmt(e['between'])} "
-                f"(gap {_fmt(e['difference'])}), Spearman with theory ρ = {_fmt(e['rho'])} (p = {_fmt_p(e['p'])}), "
-                f"ARI {_fmt(e['ari'])}")
+                f"(gap {fmt_with_ci(e['difference'], e['difference_ci'])}), Spearman with theory ρ = "
+                f"{fmt_with_ci(e['rho'], e['rho_ci'])} (p = {_fmt_p(e['p'])}), ARI {fmt_with_ci(e['ari'], e['ari_ci'])}")
+        if rel:
+            r = e["reliability"]
+            line += (f"; split-half reliability {_fmt(r['reliability'], False)}, noise ceiling "
+                     f"{_fmt(r['ceiling'], False)} (ρ is {_fmt(r['fraction'], False, 2)} of it)")
         if vc:
             line += f"; control {cell['control']} gap {_fmt(e['control_difference'])}"
         out["lines"].append(line)

@@ -12,12 +12,16 @@ from ..spaces import TaskSpace
 from .hypothesis import group_order
 
 
-def group_generalization(space: TaskSpace, *, absolute: bool = False) -> pd.DataFrame:
+def group_generalization(space: TaskSpace, *, absolute: bool = False, bootstrap: int = 0,
+                         seed: int = 0) -> pd.DataFrame:
     """One row per group: ``group``, ``n_tasks``, ``n`` (finite entries used), ``mean``, ``std``.
 
     Entries are ``S[a, b]`` for a ≠ b in the group, both directions (a transfer space is not
     symmetric). ``std`` is the sample standard deviation (ddof=1); a group of one task has ``n = 0``
-    and NaN statistics. With ``absolute=True`` the statistics are of ``|S[a, b]|``.
+    and NaN statistics. With ``absolute=True`` the statistics are of ``|S[a, b]|``. With ``bootstrap``
+    resamples, ``ci_low`` / ``ci_high``: a 95% interval of the mean over the group's tasks (resampled
+    with replacement, :mod:`taskspace.analysis.bootstrap`; NaN for a group of fewer than three tasks,
+    where a resample rarely holds two distinct tasks).
     """
     m = np.abs(space.matrix) if absolute else space.matrix
     rows = []
@@ -29,16 +33,28 @@ def group_generalization(space: TaskSpace, *, absolute: bool = False) -> pd.Data
         rows.append({"group": g, "n_tasks": len(idx), "n": int(vals.size),
                      "mean": float(vals.mean()) if vals.size else float("nan"),
                      "std": float(vals.std(ddof=1)) if vals.size > 1 else float("nan")})
-    return pd.DataFrame(rows, columns=["group", "n_tasks", "n", "mean", "std"])
+    columns = ["group", "n_tasks", "n", "mean", "std"]
+    if bootstrap > 0:
+        from .bootstrap import group_mean_draws, percentile_ci, resample_tasks, task_counts
+
+        counts = task_counts(resample_tasks(space.groups, bootstrap, seed), space.n_tasks)
+        draws = group_mean_draws(space.matrix, space.groups, counts, absolute=absolute)
+        for r in rows:
+            lo, hi = (percentile_ci(draws[r["group"]]) if r["n_tasks"] >= 3 and r["n"] > 0
+                      else [float("nan"), float("nan")])
+            r.update(ci_low=lo, ci_high=hi)
+        columns += ["ci_low", "ci_high"]
+    return pd.DataFrame(rows, columns=columns)
 
 
-def generalization_table(spaces: Mapping[str, TaskSpace], *, absolute: bool = False) -> pd.DataFrame:
+def generalization_table(spaces: Mapping[str, TaskSpace], *, absolute: bool = False, bootstrap: int = 0,
+                         seed: int = 0) -> pd.DataFrame:
     """Long table over several spaces (one per model or checkpoint): columns ``column``, ``group``,
     ``n_tasks``, ``n``, ``mean``, ``std``. Groups appear in the order of the first space that has them.
     """
     frames = []
     for label, space in spaces.items():
-        df = group_generalization(space, absolute=absolute)
+        df = group_generalization(space, absolute=absolute, bootstrap=bootstrap, seed=seed)
         df.insert(0, "column", label)
         frames.append(df)
     if not frames:
@@ -55,12 +71,15 @@ def wide(table: pd.DataFrame, value: str = "mean") -> pd.DataFrame:
 
 
 def table_to_dict(table: pd.DataFrame) -> dict:
-    """``{"columns": [...], "groups": [...], "cells": {group: {column: {mean, std, n}}}}`` for JSON."""
+    """``{"columns": [...], "groups": [...], "cells": {group: {column: {mean, std, n, (ci)}}}}`` for JSON."""
     groups = list(dict.fromkeys(table["group"]))
     columns = list(dict.fromkeys(table["column"]))
     cells: dict = {g: {} for g in groups}
+    has_ci = "ci_low" in table.columns
     for r in table.itertuples(index=False):
         cells[r.group][r.column] = {"mean": _f(r.mean), "std": _f(r.std), "n": int(r.n), "n_tasks": int(r.n_tasks)}
+        if has_ci:
+            cells[r.group][r.column]["ci"] = [_f(r.ci_low), _f(r.ci_high)]
     return {"columns": columns, "groups": groups, "cells": cells}
 
 

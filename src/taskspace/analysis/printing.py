@@ -5,7 +5,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ..probes.registry import main_spaces
-from .findings import label
+from .findings import fmt_ci, label
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -20,6 +20,12 @@ def _f(x: Any, signed: bool = True) -> str:
     return f"{x:+.3f}" if signed else f"{x:.3f}"
 
 
+def _ci(x: Any, ci: Any, signed: bool = True) -> str:
+    """``+0.123 [+0.01, +0.20]`` (two decimals inside the interval, so the table stays narrow)."""
+    c = fmt_ci(ci, signed, 2)
+    return f"{_f(x, signed)} {c}" if c and _f(x) != "–" else _f(x, signed)
+
+
 def _p(x: Any) -> str:
     if not (isinstance(x, (int, float)) and math.isfinite(x)):
         return "–"
@@ -30,9 +36,11 @@ def print_comparison(console: "Console", cmp: dict, *, all_spaces: bool = False)
     """Print the theory table, the generalisation table, the dynamics and the findings."""
     from rich.table import Table
 
-    t = Table(title="task spaces against theory (H: 1 within a group, 0 across)", title_justify="left")
-    for col in ("checkpoint", "space", "rows", "within", "between", "gap", "ρ with H", "p", "|gap|", "ARI",
-                "gap − control"):
+    t = Table(title="task spaces against theory (H: 1 within a group, 0 across); [95% bootstrap interval over "
+                    "tasks]; rel = split-half reliability, ceil = noise ceiling of ρ (from spaces/halves/)",
+              title_justify="left")
+    for col in ("checkpoint", "space", "rows", "within", "between", "gap", "ρ with H", "p", "rel", "ceil",
+                "|gap|", "ARI", "gap − control"):
         t.add_column(col, justify="left" if col in ("checkpoint", "space") else "right",
                      no_wrap=col in ("checkpoint", "space"))
     for c in cmp["cells"]:
@@ -44,25 +52,32 @@ def print_comparison(console: "Console", cmp: dict, *, all_spaces: bool = False)
             # how many rows the numbers rest on; an incomplete space (failed fine-tunings) in red
             rows = (f"{cov['rows']}/{cov['of']}" if cov["complete"] else f"[red]{cov['rows']}/{cov['of']}*[/red]"
                     ) if cov else "–"
+            rel = s.get("reliability") or {}
             t.add_row(c["id"] + (" (control)" if c.get("is_control") else ""), name, rows,
-                      _f(s["signed"]["within"]), _f(s["signed"]["between"]), _f(s["signed"]["difference"]),
-                      _f(s["signed"]["rho"]), _p(s["signed"]["p"]), _f(s["absolute"]["difference"]),
-                      _f(s["ari"]), _f(vc["difference"]["difference"]) if vc else "–")
+                      _f(s["signed"]["within"]), _f(s["signed"]["between"]),
+                      _ci(s["signed"]["difference"], s["signed"].get("difference_ci")),
+                      _ci(s["signed"]["rho"], s["signed"].get("rho_ci")), _p(s["signed"]["p"]),
+                      _f(rel.get("reliability"), False), _f((rel.get("full") or {}).get("ceiling"), False),
+                      _f(s["absolute"]["difference"]), _ci(s["ari"], s.get("ari_ci")),
+                      _ci(vc["difference"]["difference"], vc.get("difference_ci")) if vc else "–")
     console.print(t)
+    _print_reliability(console, cmp)
     if any(not (s.get("coverage") or {"complete": True})["complete"] for c in cmp["cells"] for s in c["spaces"].values()):
         console.print("* incomplete: rows missing (a fine-tuning failed or never beat step 0); the numbers "
                       "rest on the rows shown, and a size verdict is withheld", highlight=False)
     for name, g in cmp.get("generalization", {}).items():
         tab = g["by_size"] if len(g["by_size"]["columns"]) > 1 else g["by_checkpoint"]
-        gt = Table(title=f"per-group generalisation: {label(name)}, mean ± std over a ≠ b in the group",
+        gt = Table(title=f"per-group generalisation: {label(name)}, mean ± std over a ≠ b in the group "
+                         "[95% interval over the group's tasks]",
                    title_justify="left")
         gt.add_column("group")
         for col in tab["columns"]:
             gt.add_column(col, justify="right")
         for grp in tab["groups"]:
             cells = [tab["cells"][grp].get(col, {}) for col in tab["columns"]]
-            gt.add_row(grp, *[f"{_f(c.get('mean'))} ± {_f(c.get('std'), False)}" if c.get("mean") is not None
-                              else "–" for c in cells])
+            gt.add_row(grp, *[(f"{_f(c.get('mean'))} ± {_f(c.get('std'), False)}"
+                               + (f" {fmt_ci(c.get('ci'), True, 2)}" if fmt_ci(c.get("ci")) else ""))
+                              if c.get("mean") is not None else "–" for c in cells])
         console.print(gt)
     for slug, per in cmp.get("dynamics", {}).items():
         names = [n for n in main_spaces() if n in per]
@@ -89,3 +104,34 @@ def print_comparison(console: "Console", cmp: dict, *, all_spaces: bool = False)
         style = _VERDICT_STYLE.get(f["verdict"], "")
         console.print(f"• {f['title']}: [{style}]{f['verdict']}[/{style}]")
         console.print(f"  {f['this_run']}", highlight=False)
+
+
+def _print_reliability(console: "Console", cmp: dict) -> None:
+    """Per halves space: split-half reliability, the noise ceilings, theory as a fraction of them."""
+    from rich.table import Table
+
+    rows = [(c, name, r) for c in cmp["cells"] for name, r in (c.get("reliability") or {}).items()]
+    if not rows:
+        return
+    t = Table(title="how much of each space is signal (spaces/halves/: the probe on two disjoint halves of every "
+                    "task's pairs)", title_justify="left")
+    for col in ("checkpoint", "space", "tasks", "split-half r", "reliability (SB)", "ceiling half [lo, up]",
+                "ρ(H, half)", "÷ ceiling", "ρ(H, full)", "ceiling full", "÷ ceiling", "self-sim mean / min",
+                "flagged"):
+        t.add_column(col, justify="left" if col in ("checkpoint", "space") else "right",
+                     no_wrap=col in ("checkpoint", "space"))
+    for c, name, r in rows:
+        if "error" in r:
+            t.add_row(c["id"], name, *(["–"] * 10), r["error"][:40])
+            continue
+        nc, th, full, ss = r["noise_ceiling"], r["theory"], r.get("full") or {}, r["self_similarity"]
+        t.add_row(c["id"] + (" (control)" if c.get("is_control") else ""), name, str(r["n_tasks"]),
+                  _ci(r["split_half"], r.get("split_half_ci")), _f(r["reliability"], False),
+                  f"[{_f(nc['lower'])}, {_f(nc['upper'])}]", _f(th["rho"]),
+                  f"{_f(th['fraction_of_upper'], False)}–{_f(th['fraction_of_lower'], False)}",
+                  _f(full.get("rho")), _f(full.get("ceiling"), False), _f(full.get("fraction"), False),
+                  f"{_f(ss['mean'])} / {_f(ss['min'])}", str(len(r["flagged"])))
+    console.print(t)
+    console.print("ceiling half: Nili et al. lower (ρ of the two halves) and upper bound for ρ with one half; "
+                  "ceiling full = sqrt(reliability), for ρ with the full space; flagged: "
+                  + (rows[0][2].get("rule") or ""), highlight=False)

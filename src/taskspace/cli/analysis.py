@@ -10,7 +10,9 @@ from . import app
 
 RunArg = typer.Argument(..., help="A run directory (RUN/<model>/<revision>/spaces/…) or one probe output folder.")
 Permutations = typer.Option(999, "--permutations", min=1, help="Mantel permutations (exact below n! ≤ N+1).")
-SeedOpt = typer.Option(0, "--seed", help="Seed of the permutation test.")
+SeedOpt = typer.Option(0, "--seed", help="Seed of the permutation test and the bootstrap.")
+BootstrapOpt = typer.Option(1000, "--bootstrap", min=0,
+                            help="Resamples over tasks for the 95% intervals of every summary (0: none).")
 
 
 def _console():
@@ -27,6 +29,7 @@ def compare(
     run: Path = RunArg,
     permutations: int = Permutations,
     seed: int = SeedOpt,
+    bootstrap: int = BootstrapOpt,
     all_spaces: bool = typer.Option(False, "--all-spaces", help="Print every space, not only the main ones."),
 ) -> None:
     """Compare every task space of RUN with linguistic theory, its control, checkpoints and sizes;
@@ -34,7 +37,7 @@ def compare(
     from ..analysis.compare import compare_run
     from ..analysis.printing import print_comparison
 
-    cmp = compare_run(run, permutations=permutations, seed=seed, progress=True)
+    cmp = compare_run(run, permutations=permutations, seed=seed, progress=True, bootstrap=bootstrap)
     console = _console()
     print_comparison(console, cmp, all_spaces=all_spaces)
     console.print(f"wrote {Path(cmp['run']) / 'comparison.json'}", highlight=False)
@@ -45,10 +48,11 @@ def report(
     run: Path = RunArg,
     permutations: int = Permutations,
     seed: int = SeedOpt,
+    bootstrap: int = BootstrapOpt,
 ) -> None:
     """Write RUN/figures/ (PNG + SVG) and RUN/report.html, one self-contained page; print its path."""
     from ..report import build_report
 
-    path = build_report(run, permutations=permutations, seed=seed)
+    path = build_report(run, permutations=permutations, seed=seed, bootstrap=bootstrap)
     _console().print(f"wrote {path.parent / 'figures'}/ and {path}", highlight=False)
     typer.echo(str(path))

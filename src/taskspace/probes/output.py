@@ -28,6 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover
 CONTROL_DIR = "control"
 #: the folders of the layout itself (the probes' own folders are declared in their specs: ``ProbeSpec.files``)
 LAYOUT_DIRS = ("spaces", "stats", "masks", "scores", "cards", CONTROL_DIR)
+#: ``spaces/halves/<space>.csv``: the split-half pass (the probe on two disjoint halves of every task's pairs)
+HALVES_DIR = "halves"
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,150}")
 
 

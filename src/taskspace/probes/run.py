@@ -3,10 +3,12 @@ command line and the run system go through as well — and :func:`prepare_option
 values as a user writes them (a file name, a revision name) into what a runner reads."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import InputError
+from .output import HALVES_DIR
 from .registry import get
 from .spec import ProbeSpec, RunContext
 
@@ -64,7 +66,28 @@ def probe(
         raise ValueError(f"probe {kinds[0]!r} does not split into per-task rows")
     ctx = RunContext(out=Path(out) if out is not None else None, progress=progress,
                      rows=tuple(rows) if rows is not None else None, options=values)
-    return specs[0].load_runner()(lm, suite, settings, ctx, kinds)
+    runner = specs[0].load_runner()
+    res = runner(lm, suite, settings, ctx, kinds)
+    if rows is None and split_half(specs[0], settings):
+        # the same probe on two disjoint halves of every task's pairs (tasks t~1, t~2): a 2T × 2T space per
+        # main space, read by taskspace.analysis.reliability; its working files in a folder of their own
+        half_ctx = RunContext(out=ctx.out / HALVES_DIR if ctx.out is not None else None, progress=progress,
+                              options=values)
+        halves = runner(lm, suite, dataclasses.replace(settings, halves=True), half_ctx, kinds)
+        for spec in specs:
+            for name in spec.main_spaces():
+                if name in halves.spaces:
+                    res.spaces[f"{HALVES_DIR}/{name}"] = halves.spaces[name]
+    return res
+
+
+def split_half(spec: ProbeSpec, settings: "ProbeSettings") -> bool:
+    """Whether a probe run also makes its split-half pass: ``settings.split_half`` (``auto`` = what the
+    probe's registry entry says: on for probes of one pass, off for those that fine-tune or ablate per
+    task, whose cost it would double), never inside a halves run or for a staged run's single rows."""
+    if settings.halves or settings.split_half == "off":
+        return False
+    return settings.split_half == "on" or spec.halves
 
 
 def read_sentences(path: str | Path) -> list[str]:

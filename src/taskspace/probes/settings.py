@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from ..errors import InputError
 from ..suites.schema import Suite
-from ..suites.splits import SplitSizes, split_suite
+from ..suites.splits import SplitSizes, split_halves, split_suite
 
 OBJECTIVES = ("difference", "logistic")
 #: settings that change how fast a probe runs, never what it computes: left out of every resume / job key
@@ -18,8 +18,9 @@ GRADIENT_MODES = ("exact", "sketch", "auto")
 AUTOCASTS = ("none", "bf16")
 #: the settings every probe that scores sentences reads
 SCORING_SETTINGS = ("reduction", "prefix", "batch_tokens", "seed")
-#: the per-task splits (train / dev / eval sizes all shape every split)
-SPLIT_SETTINGS = ("train_pairs", "dev_pairs", "eval_pairs")
+#: the per-task splits (train / dev / eval sizes all shape every split) and the split-half pass
+SPLIT_SETTINGS = ("train_pairs", "dev_pairs", "eval_pairs", "halves", "split_half")
+SPLIT_HALF = ("auto", "on", "off")
 
 
 def _setting(default: Any, help: str) -> Any:
@@ -79,6 +80,14 @@ class ProbeSettings:
                 "the diagonal separates from the random-mask control on gutenberg-gpt2-5m and a toy model)"})
     autocast: str = field(default="none", metadata={
         "help": "none | bf16: forward and backward in bfloat16 autocast, ḡ accumulated in float32"})
+    halves: bool = field(default=False, metadata={
+        "help": "split each task t's train / dev / eval pairs into two disjoint halves, tasks t~1 and t~2 "
+                "(alternate pairs of t's seeded order): a 2T × 2T space for split-half reliability, "
+                "self-similarity and noise ceilings (taskspace.analysis.reliability)"})
+    split_half: str = _setting("auto", "The split-half pass: each probe also runs on two disjoint halves of "
+                                       "every task's pairs (spaces/halves/<space>.csv), for reliability and "
+                                       "noise ceilings. auto: where the registry marks it cheap (probes of one "
+                                       "pass; not those that fine-tune or ablate per task), on, off.")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.mask_fraction <= 1.0:
@@ -124,6 +133,16 @@ class ProbeSettings:
                              f"{', '.join(GRADIENT_MODES)}", field="gradient_mode")
         if self.sketch_dim < 1:
             raise InputError("sketch dim must be >= 1", field="sketch_dim")
+        if self.split_half not in SPLIT_HALF:
+            raise InputError(f"unknown split_half {self.split_half!r}; choose one of {', '.join(SPLIT_HALF)}",
+                             field="split_half")
+        if not isinstance(self.halves, bool):
+            raise InputError(f"halves must be true or false, got {self.halves!r}", field="halves")
+        if self.halves:
+            # every half of a task gets at least one pair of each split it has
+            if self.train_pairs < 2 or self.eval_pairs < 2 or self.dev_pairs == 1:
+                raise InputError("halves need train pairs >= 2, eval pairs >= 2 and dev pairs 0 or >= 2 "
+                                 "(each half gets every other pair)", field="halves")
         if self.autocast not in AUTOCASTS:
             raise InputError(f"unknown autocast {self.autocast!r}; choose one of {', '.join(AUTOCASTS)}",
                              field="autocast")
@@ -134,9 +153,17 @@ class ProbeSettings:
         return d
 
     def splits(self, suite: Suite) -> dict[str, Suite]:
-        """``{"train", "dev", "test"}`` suites over the selected tasks (test = the eval pairs)."""
+        """``{"train", "dev", "test"}`` suites over the selected tasks (test = the eval pairs).
+
+        With ``halves`` every task t is replaced by ``t~1`` and ``t~2``, disjoint halves of each of its
+        parts (:func:`~taskspace.suites.splits.split_halves`); ``suite`` may also be a suite of halves
+        (:func:`~taskspace.suites.splits.halve_suite`), for probes that list their tasks from the suite.
+        """
+        sizes = SplitSizes(self.train_pairs, self.dev_pairs, self.eval_pairs)
+        if self.halves:
+            return split_halves(suite, sizes, self.seed, self.tasks)
         sub = suite.select(list(self.tasks) if self.tasks is not None else None)
-        return split_suite(sub, SplitSizes(self.train_pairs, self.dev_pairs, self.eval_pairs), self.seed)
+        return split_suite(sub, sizes, self.seed)
 
 
 def with_overrides(settings: ProbeSettings | None, overrides: dict[str, Any], where: str = "") -> ProbeSettings:

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..analysis.collect import RunData, load_run
-from ..analysis.findings import fmt_p, fmt_value, is_number, label
+from ..analysis.findings import fmt_ci, fmt_p, fmt_value, is_number, label
 from ..analysis.hypothesis import group_order
 from ..analysis.stats import coverage_note
 from ..spaces import TaskSpace
@@ -32,6 +32,18 @@ def _f(x: Any, signed: bool = True, digits: int = 3) -> str:
 
 def _p(x: Any) -> str:
     return fmt_p(x, missing="–")
+
+
+def _fc(x: Any, ci: Any, signed: bool = True) -> str:
+    """``value [lo, hi]``: the value with its 95% interval in small type (the value alone without one)."""
+    c = fmt_ci(ci, signed, 2)
+    return f'{_f(x, signed)} <small class="ci">{c}</small>' if c and _ok(x) else _f(x, signed)
+
+
+def _rel(s: dict) -> tuple[str, str]:
+    """(reliability, noise ceiling) cells of a space summary with a halves space beside it."""
+    r = s.get("reliability") or {}
+    return _f(r.get("reliability"), False), _f((r.get("full") or {}).get("ceiling"), False)
 
 
 def _e(s: Any) -> str:
@@ -178,12 +190,23 @@ def _headline(cmp: dict) -> str:
     cards = []
     if main:
         e = h["spaces"][main]
-        match = _ok(e["p"]) and e["p"] < 0.05 and _ok(e["difference"]) and e["difference"] > 0
+        # with an interval, the gap must exclude 0 (above it), not only be positive
+        from ..analysis.bootstrap import excludes_zero
+
+        above = (excludes_zero(e["difference_ci"]) > 0 if fmt_ci(e.get("difference_ci"))
+                 else _ok(e["difference"]) and e["difference"] > 0)
+        match = _ok(e["p"]) and e["p"] < 0.05 and above
         cov = e.get("coverage")
         # no yes/no from a matrix with missing rows: it would rest on the tasks that happened to train
         verdict = "withheld" if cov and not cov["complete"] else "yes" if match else "no"
         detail = (f"{_e(label(main))} on {_e(coverage_note(cov) or '?')}, {_e(h['model'])} @ {_e(h['revision'])}: within {_f(e['within'])} vs "
                   f"between {_f(e['between'])}; Mantel p = {_p(e['p'])}; clusters vs groups ARI {_f(e['ari'])}")
+        if fmt_ci(e.get("rho_ci")):
+            detail += f"; ρ 95% CI {fmt_ci(e['rho_ci'])}"
+        rel = e.get("reliability") or {}
+        if _ok(rel.get("ceiling")):
+            detail += (f"; noise ceiling {_f(rel['ceiling'], False)} (split-half reliability "
+                       f"{_f(rel.get('reliability'), False)}): ρ is {_f(rel.get('fraction'), False, 2)} of it")
         if e.get("control"):
             detail += f"; control ({_e(e['control'])}) gap {_f(e['control_difference'])}"
         cards.append(f'<div class="card"><div class="q">Does the task space match linguistic theory?</div>'
@@ -209,19 +232,26 @@ def _headline(cmp: dict) -> str:
                      f'<div>{_badge(f["verdict"])}</div><div class="detail">{detail}</div></div>')
     rows = []
     for name, e in h.get("spaces", {}).items():
+        r = e.get("reliability") or {}
         rows.append([_e(label(name)) + (f" ({_e(coverage_note(e['coverage']))})" if e.get("coverage") else ""),
-                     _f(e["within"]), _f(e["between"]), _f(e["difference"]), _f(e["rho"]),
-                     _p(e["p"]), _f(e["difference_abs"]), _f(e["rho_abs"]), _f(e["ari"]),
+                     _f(e["within"]), _f(e["between"]), _fc(e["difference"], e.get("difference_ci")),
+                     _fc(e["rho"], e.get("rho_ci")), _p(e["p"]), _f(r.get("reliability"), False),
+                     _f(r.get("ceiling"), False), _f(r.get("fraction"), False), _f(e["difference_abs"]),
+                     _f(e["rho_abs"]), _fc(e["ari"], e.get("ari_ci")),
                      _f(e.get("control_difference")), _f(e.get("gain_over_control"))])
-    table = _table(["space", "within", "between", "gap", "ρ with H", "Mantel p", "|gap|", "|ρ|", "ARI",
-                    "control gap", "gap − control gap"], rows) if rows else ""
+    table = _table(["space", "within", "between", "gap [95% CI]", "ρ with H [95% CI]", "Mantel p", "reliability",
+                    "ceiling of ρ", "ρ ÷ ceiling", "|gap|", "|ρ|", "ARI [95% CI]", "control gap",
+                    "gap − control gap"], rows) if rows else ""
     where = f"{_e(h.get('model'))} @ {_e(h.get('revision'))}" if h.get("model") else ""
     return (f'<section id="headline"><h2>Headline</h2><div class="cards">{"".join(cards)}</div>'
             f"<h3>The largest model's final checkpoint ({where}) against theory</h3>{table}"
             '<p class="note">gap = mean of off-diagonal entries within groups − between groups; ρ = Spearman '
             "correlation of the off-diagonal entries with the hypothesis space H (1 within a group, 0 across), "
             "one-sided Mantel permutation test; |·| = the same on absolute values (paradigms of one group can "
-            "reward opposite forms); ARI = average-linkage clusters vs groups.</p></section>")
+            "reward opposite forms); ARI = average-linkage clusters vs groups. [95% CI]: percentile bootstrap "
+            "over tasks (resampled within their groups). reliability = split-half reliability of the space "
+            "(Spearman–Brown), ceiling of ρ = its square root, the most any hypothesis could reach given the "
+            "noise (shown when the probe also ran on halves; see “How much is signal”).</p></section>")
 
 
 def _findings(cmp: dict) -> str:
@@ -249,22 +279,75 @@ def _summary_table(cmp: dict) -> str:
             vc = c["versus_control"].get(name)
             rows.append([_e(c["model"]), _e(c["revision"]) + (" (control)" if c.get("is_control") else ""),
                          _e(label(name)), _e(coverage_note(s.get("coverage")) or s["n_tasks"]), _f(s["signed"]["within"]), _f(s["signed"]["between"]),
-                         _f(s["signed"]["difference"]), _f(s["signed"]["rho"]), _p(s["signed"]["p"]),
-                         _f(s["absolute"]["difference"]), _f(s["absolute"]["rho"]), _p(s["absolute"]["p"]),
-                         _f(s["ari"]), _f(s["ari_abs"]),
-                         _f(vc["difference"]["difference"]) if vc else "–",
+                         _fc(s["signed"]["difference"], s["signed"].get("difference_ci")),
+                         _fc(s["signed"]["rho"], s["signed"].get("rho_ci")), _p(s["signed"]["p"]), *_rel(s),
+                         _fc(s["absolute"]["difference"], s["absolute"].get("difference_ci")),
+                         _fc(s["absolute"]["rho"], s["absolute"].get("rho_ci")), _p(s["absolute"]["p"]),
+                         _fc(s["ari"], s.get("ari_ci")), _fc(s["ari_abs"], s.get("ari_abs_ci")),
+                         _fc(vc["difference"]["difference"], vc.get("difference_ci")) if vc else "–",
                          _e(", ".join(s["dropped"])) or ""])
     return ('<section id="theory"><h2>Every task space against theory</h2>'
-            + _table(["model", "revision", "space", "tasks", "within", "between", "gap", "ρ", "p", "|gap|",
-                      "|ρ|", "|p|", "ARI", "|ARI|", "gap − control", "left out"], rows, left=3)
-            + "</section>")
+            + _table(["model", "revision", "space", "tasks", "within", "between", "gap", "ρ", "p", "reliability",
+                      "ceiling", "|gap|", "|ρ|", "|p|", "ARI", "|ARI|", "gap − control", "left out"], rows, left=3)
+            + '<p class="note">Small type: 95% percentile bootstrap intervals over tasks (tasks resampled with '
+              "replacement within their groups, the space rebuilt without a task's entries with its own copy). "
+              "reliability / ceiling: from the probe run on two disjoint halves of every task's pairs "
+              "(spaces/halves/).</p></section>")
+
+
+def _reliability(cmp: dict) -> str:
+    """Per halves space: split-half reliability, noise ceilings, theory as a fraction of them, and the
+    tasks whose two halves do not agree (flagged)."""
+    rows, details = [], []
+    for c in cmp.get("cells", []):
+        for name, r in (c.get("reliability") or {}).items():
+            where = _e(c["id"]) + (" (control)" if c.get("is_control") else "")
+            if "error" in r:
+                rows.append([where, _e(label(name)), (_e(r["error"]), {"colspan": "10", "class": "wrap"})])
+                continue
+            nc, th, full, ss = r["noise_ceiling"], r["theory"], r.get("full") or {}, r["self_similarity"]
+            flagged = r.get("flagged") or []
+            rows.append([where, _e(label(name)), str(r["n_tasks"]), _fc(r["split_half"], r.get("split_half_ci"), False),
+                         _fc(r["reliability"], r.get("reliability_ci"), False),
+                         f"{_f(nc['lower'])} – {_f(nc['upper'])}", _f(th["rho"]),
+                         f"{_f(th['fraction_of_upper'], False, 2)} – {_f(th['fraction_of_lower'], False, 2)}",
+                         _f(full.get("rho")), _f(full.get("ceiling"), False), _f(full.get("fraction"), False, 2),
+                         f"{_f(ss['mean'])} / {_f(ss['min'])} (between {_f(r['between']['mean'])})",
+                         (_e(", ".join(flagged)) or "none", {"class": "wrap"})])
+            trows = [[_e(t["task"]), _e(t["group"]), _f(t["self_similarity"]), _f(t["others_mean"]),
+                      _f(t["others_max"]), _f(t["self_rank"], False, 2), _f(t["row_reliability"]),
+                      "<b>flagged</b>" if t["flagged"] else ""]
+                     for t in sorted(r.get("tasks") or [], key=lambda t: (not t["flagged"], -(t["self_similarity"] if _ok(t["self_similarity"]) else -9)))]
+            if trows:
+                details.append(f"<details><summary>{where}, {_e(label(name))}: every task</summary>"
+                               + _table(["task", "group", "self-similarity", "mean to others", "max to others",
+                                         "share of others below", "row reliability", ""], trows, left=2)
+                               + "</details>")
+    if not rows:
+        return ""
+    rule = next((r.get("rule") for c in cmp.get("cells", []) for r in (c.get("reliability") or {}).values()
+                 if r.get("rule")), "")
+    return ('<section id="reliability"><h2>How much of each space is signal</h2>'
+            '<p class="note">The probe ran on two disjoint halves of every task\'s pairs (spaces/halves/: tasks '
+            "t~1, t~2). split-half r = Spearman of the two half spaces' off-diagonal entries; reliability = "
+            "Spearman–Brown 2r/(1+r), the reliability of the full space. Noise ceiling (Nili et al. 2014; as "
+            "rsatoolbox computes it for two halves): lower = r, upper = mean ρ of each half with the mean rank "
+            "of both; ρ(H, half) = the hypothesis space's mean ρ with the halves, given as a fraction of the upper "
+            "– lower bound. For the full space the ceiling is sqrt(reliability) (attenuation): ρ(H, full) ÷ "
+            "ceiling is the theory comparison as a fraction of what the noise allows. Self-similarity: a task's "
+            f"two halves against each other, beside the mean of two different tasks' halves. {_e(rule)}.</p>"
+            + _table(["checkpoint", "space", "tasks", "split-half r", "reliability", "ceiling (half) lower – upper",
+                      "ρ(H, half)", "÷ ceiling upper – lower", "ρ(H, full)", "ceiling (full)", "÷ ceiling",
+                      "self-similarity mean / min", "flagged tasks"], rows, left=2)
+            + "".join(details) + "</section>")
 
 
 def _generalization(cmp: dict, figdir: Path) -> str:
     parts = ['<section id="generalization"><h2>Per-group generalisation</h2>'
              '<p class="note">Mean ± std of the normalised transfer T̃[a,b] = T[a,b] / |T[a,a]| over ordered '
              "pairs a ≠ b inside a group (the shape of the paper's table: for its 27M / 70M / 203M models e.g. "
-             "determiner-noun agreement 0.24 / 0.33 / 0.56, irregular forms −0.42 / −0.62 / −0.97).</p>"]
+             "determiner-noun agreement 0.24 / 0.33 / 0.56, irregular forms −0.42 / −0.62 / −0.97); small type: "
+             "95% bootstrap interval of the mean over the group's tasks (groups of three tasks or more).</p>"]
     for name, g in cmp.get("generalization", {}).items():
         for key, title in (("by_size", "by model size (final checkpoints)"), ("by_checkpoint", "every checkpoint"),
                            ("by_checkpoint_abs", "every checkpoint, absolute values")):
@@ -279,6 +362,8 @@ def _generalization(cmp: dict, figdir: Path) -> str:
                 for col in t["columns"]:
                     c = t["cells"][grp].get(col, {})
                     txt = f"{_f(c.get('mean'))} ± {_f(c.get('std'), False)}" if _ok(c.get("mean")) else "–"
+                    if _ok(c.get("mean")) and fmt_ci(c.get("ci")):
+                        txt += f' <small class="ci">{fmt_ci(c["ci"], True, 2)}</small>'
                     row.append((txt, _color(c.get("mean"), vmax)))
                 rows.append(row)
             body = _table(["group"] + [_e(c) for c in t["columns"]], rows)
@@ -348,7 +433,8 @@ def _sizes(cmp: dict, figdir: Path) -> str:
         for r in rs:
             rows.append([_e(label(name)), _e(r["model"]), _e(r.get("size") or ""),
                          f"{r['n_parameters']:,}" if r.get("n_parameters") else "–", _e(r["revision"]),
-                         _f(r["within"]), _f(r["between"]), _f(r["difference"]), _f(r["rho"]), _p(r["p"]),
+                         _fc(r["within"], r.get("within_ci")), _f(r["between"]),
+                         _fc(r["difference"], r.get("difference_ci")), _fc(r["rho"], r.get("rho_ci")), _p(r["p"]),
                          _f(r["difference_abs"]), _f(r["ari"])])
     return ('<section id="sizes"><h2>Model sizes side by side</h2>' + _img(figdir / "sizes.png", "sizes")
             + _table(["space", "model", "size", "parameters", "revision", "within", "between", "gap", "ρ", "p",
@@ -467,11 +553,12 @@ def render_html(run: RunData, cmp: dict, figdir: Path) -> str:
     """The report page as a string (plotly.js and every figure inlined)."""
     from plotly.offline import get_plotlyjs
 
-    sections = [_headline(cmp), _explorer(), _findings(cmp), _summary_table(cmp), _generalization(cmp, figdir),
+    sections = [_headline(cmp), _explorer(), _findings(cmp), _summary_table(cmp), _reliability(cmp),
+                _generalization(cmp, figdir),
                 _clustering(run, cmp, figdir), _dynamics(cmp, figdir), _sizes(cmp, figdir),
                 _distributedness(cmp), _ftgd(cmp), _cards(run), _provenance(cmp)]
     nav = [("headline", "Headline"), ("explorer", "Task spaces"), ("findings", "Findings"), ("theory", "vs theory"),
-           ("generalization", "Generalisation"), ("clustering", "Clusters"), ("dynamics", "Training"),
+           ("reliability", "Signal"), ("generalization", "Generalisation"), ("clustering", "Clusters"), ("dynamics", "Training"),
            ("sizes", "Sizes"), ("distributedness", "Distributedness"), ("ftgd", "Fine-tuning"),
            ("cards", "Task cards"), ("provenance", "Provenance")]
     body = "\n".join(s for s in sections if s)
@@ -499,7 +586,7 @@ def _comparison_is_fresh(path: Path, root: Path) -> bool:
 
 
 def build_report(run_dir: str | Path, *, comparison: dict | None = None, permutations: int = 999,
-                 seed: int = 0) -> Path:
+                 seed: int = 0, bootstrap: int = 1000) -> Path:
     """Write ``RUN/figures/*.png|svg`` and ``RUN/report.html``; return the page's path.
 
     Uses ``comparison`` when given, else ``RUN/comparison.json`` when it is newer than every result
@@ -517,7 +604,7 @@ def build_report(run_dir: str | Path, *, comparison: dict | None = None, permuta
         if comparison.get("schema") != SCHEMA:
             comparison = None
     if comparison is None:
-        comparison = compare_run(run.root, permutations=permutations, seed=seed)
+        comparison = compare_run(run.root, permutations=permutations, seed=seed, bootstrap=bootstrap)
     figdir = run.root / "figures"
     # a build killed mid-way (kill -9) leaves its temporary files: this build owns the figures now
     remove_stale_temps(figdir)

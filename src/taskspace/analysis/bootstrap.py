@@ -1,0 +1,300 @@
+"""Bootstrap intervals over tasks for every summary of a task space (DESIGN §2 "How much of a space is
+signal", item iv).
+
+A task space is a sample of paradigms standing for their groups: which paradigms were written for a
+group is the chance part, the groups are theory's. So a resample draws, within each group, as many tasks
+as the group has, with replacement, and rebuilds the space over the drawn tasks; entries of a task with a
+copy of itself (its diagonal) are left out. Every statistic is recomputed on each resample and the 95%
+interval is the 2.5th–97.5th percentile of the resampled values (percentile bootstrap, seeded).
+
+Everything is vectorised over resamples where the statistic allows: a resample is a vector of counts
+``c`` (how often each task was drawn), and a mean over the rebuilt space's off-diagonal entries is
+``Σ_{a≠b} c_a c_b S[a,b] / Σ_{a≠b} c_a c_b``; Spearman's ρ with H uses the same weights on the ranks
+(mid-ranks of the rebuilt multiset). Only the clustering (ARI) rebuilds each resampled space.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+RESAMPLES = 1000
+#: the ARI's interval rests on the first this-many resamples: each needs a clustering of its own
+#: (about 0.3 ms for 12 tasks), and the rest of the summaries cost less than that all together
+ARI_RESAMPLES = 200
+LEVEL = 0.95
+SCHEME = ("tasks resampled with replacement within each group (group sizes kept), space rebuilt over the "
+          "drawn tasks without the entries of a task with its own copy; percentile interval")
+
+
+def resample_tasks(groups: Sequence[str], resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """``(resamples, n)`` task indices: position ``j`` of a row holds a task drawn from ``groups[j]``'s group."""
+    g = np.asarray([str(x) for x in groups])
+    n = g.size
+    rng = np.random.default_rng(seed)
+    out = np.empty((resamples, n), dtype=np.intp)
+    for grp in dict.fromkeys(g.tolist()):
+        members = np.flatnonzero(g == grp)
+        out[:, members] = members[rng.integers(0, members.size, size=(resamples, members.size))]
+    return out
+
+
+def task_counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """``(resamples, n)`` float counts of each task in each resample."""
+    b = idx.shape[0]
+    flat = (idx + n * np.arange(b)[:, None]).ravel()
+    return np.bincount(flat, minlength=b * n).reshape(b, n).astype(float)
+
+
+def percentile_ci(values: np.ndarray, level: float = LEVEL) -> list[float]:
+    """``[lo, hi]``: the percentile interval of the finite values; NaN when fewer than half are finite."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0 or v.size < 0.5 * np.asarray(values).size:
+        return [float("nan"), float("nan")]
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(v, [a, 1.0 - a])
+    return [float(lo), float(hi)]
+
+
+def _weighted_mean(matrix: np.ndarray, mask: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per resample, the mean of ``matrix`` over the entries ``mask`` (finite only) of the rebuilt space."""
+    ok = mask & np.isfinite(matrix)
+    w = np.where(ok, matrix, 0.0)
+    num = np.einsum("bi,ij,bj->b", counts, w, counts)
+    den = np.einsum("bi,ij,bj->b", counts, ok.astype(float), counts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def within_between_draws(matrix: np.ndarray, groups: Sequence[str], counts: np.ndarray, *,
+                         absolute: bool = False) -> dict[str, np.ndarray]:
+    """``within``, ``between`` and ``difference`` of each resample (NaN entries ignored, as in
+    :func:`~taskspace.analysis.stats.within_between`)."""
+    m = np.abs(np.asarray(matrix, dtype=float)) if absolute else np.asarray(matrix, dtype=float)
+    g = np.asarray([str(x) for x in groups])
+    same = g[:, None] == g[None, :]
+    off = ~np.eye(g.size, dtype=bool)
+    w = _weighted_mean(m, same & off, counts)
+    b = _weighted_mean(m, ~same, counts)
+    return {"within": w, "between": b, "difference": w - b}
+
+
+def _sorted_ties(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort order of ``v``, the start of each run of equal values in it, and each sorted entry's run."""
+    order = np.argsort(v, kind="stable")
+    vs = v[order]
+    new = np.r_[True, vs[1:] != vs[:-1]]
+    return order, np.flatnonzero(new), np.cumsum(new) - 1
+
+
+def _multiset_ranks(w: np.ndarray, order: np.ndarray, starts: np.ndarray, run: np.ndarray) -> np.ndarray:
+    """Mid-ranks of each entry in the multiset that holds entry ``i`` ``w[:, i]`` times (per row of w)."""
+    ws = w[:, order]
+    gw = np.add.reduceat(ws, starts, axis=1)                     # weight of each run of ties
+    before = np.cumsum(gw, axis=1) - gw
+    ranks = np.empty_like(w)
+    ranks[:, order] = (before + (gw + 1.0) / 2.0)[:, run]
+    return ranks
+
+
+def rho_draws(matrix: np.ndarray, reference: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Spearman ρ of the off-diagonal entries of ``matrix`` with ``reference`` in each rebuilt space.
+
+    The rebuilt space holds entry ``(a, b)`` ``c_a c_b`` times; ρ is the weighted Pearson correlation of
+    the mid-ranks of both multisets, which is exactly Spearman's ρ on the rebuilt entries. Both matrices
+    must be finite off the diagonal (select complete tasks first).
+    """
+    m = np.asarray(matrix, dtype=float)
+    n = m.shape[0]
+    rows, cols = np.nonzero(~np.eye(n, dtype=bool))
+    x = m[rows, cols]
+    y = np.asarray(reference, dtype=float)[rows, cols]
+    tx, ty = _sorted_ties(x), _sorted_ties(y)
+    # a reference of two values (H) has mid-ranks affine in its values: Pearson needs no ranking of it
+    binary = np.unique(y).size <= 2
+    out = np.full(counts.shape[0], np.nan)
+    for i in range(0, counts.shape[0], 64):                       # 64 resamples at a time: bounded memory
+        c = counts[i:i + 64]
+        w = c[:, rows] * c[:, cols]                                # (B, m) weight of each entry
+        rx = _multiset_ranks(w, *tx)
+        ry = np.broadcast_to(y, w.shape) if binary else _multiset_ranks(w, *ty)
+        tot = w.sum(1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dx = rx - (w * rx).sum(1, keepdims=True) / tot
+            dy = ry - (w * ry).sum(1, keepdims=True) / tot
+            vx, vy = (w * dx * dx).sum(1), (w * dy * dy).sum(1)
+            rho = (w * dx * dy).sum(1) / np.sqrt(vx * vy)
+        out[i:i + 64] = np.where((vx > 0) & (vy > 0), rho, np.nan)
+    return out
+
+
+def ari_draws(matrix: np.ndarray, groups: Sequence[str], idx: np.ndarray, *, absolute: bool = False) -> np.ndarray:
+    """ARI of each rebuilt space's clusters against the drawn tasks' groups, clustered as
+    :func:`~taskspace.analysis.clustering.cluster_space` does (average linkage on ``1 − S`` of
+    ``(S + Sᵀ)/2``, shifted to be non-negative, cut into at most as many clusters as there are groups,
+    scipy's ``maxclust``); copies of one task are at distance 0. ``matrix`` must be finite off the
+    diagonal."""
+    from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import squareform
+
+    s = np.asarray(matrix, dtype=float)
+    s = (s + s.T) / 2
+    if absolute:
+        s = np.abs(s)
+    g = np.asarray([str(x) for x in groups])
+    _, gid = np.unique(g, return_inverse=True)
+    n = g.size
+    out = np.full(idx.shape[0], np.nan)
+    if n < 2:
+        return out
+    seen: dict[bytes, float] = {}
+    for b, ix in enumerate(idx):
+        # the clustering depends on which tasks were drawn how often, not on their order: small spaces
+        # have few distinct draws (6 tasks in 3 pairs: 27), each clustered once
+        ix = np.sort(ix)
+        key = ix.tobytes()
+        if key in seen:
+            out[b] = seen[key]
+            continue
+        d = 1.0 - s[np.ix_(ix, ix)]
+        same_task = ix[:, None] == ix[None, :]
+        off = ~same_task
+        if not off.any():
+            continue
+        d = d + max(0.0, -float(d[off].min()))
+        d[same_task] = 0.0
+        z = linkage(squareform(d, checks=False), method="average")
+        truth = gid[ix]
+        k = int(np.unique(truth).size)
+        out[b] = seen[key] = adjusted_rand(truth, cut_maxclust(z, k))
+    return out
+
+
+def cut_maxclust(z: np.ndarray, k: int) -> np.ndarray:
+    """Flat clusters of a monotone linkage ``z`` cut into at most ``k`` clusters: scipy's
+    ``fcluster(z, k, "maxclust")`` partition (labels may differ), without its per-call validation
+    (a thousand cuts per space)."""
+    n = z.shape[0] + 1
+    k = max(1, min(int(k), n))
+    parent = np.arange(2 * n - 1)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if k < n:
+        # every merge at or below the height of merge n − k (ties at that height merge too, as in scipy)
+        height = z[n - k - 1, 2]
+        for j in range(n - 1):
+            if z[j, 2] > height:
+                break
+            a, c = int(z[j, 0]), int(z[j, 1])
+            parent[find(a)] = n + j
+            parent[find(c)] = n + j
+    roots = np.array([find(i) for i in range(n)])
+    return np.unique(roots, return_inverse=True)[1]
+
+
+def adjusted_rand(a: np.ndarray, b: np.ndarray) -> float:
+    """Adjusted Rand index of two labelings of non-negative integers (sklearn's ``adjusted_rand_score``,
+    without its overhead)."""
+    ai, bi = np.asarray(a, dtype=np.intp), np.asarray(b, dtype=np.intp)
+    kb = int(bi.max()) + 1
+    table = np.bincount(ai * kb + bi, minlength=(int(ai.max()) + 1) * kb).reshape(-1, kb).astype(float)
+    comb = lambda x: x * (x - 1) / 2.0  # noqa: E731
+    n = float(ai.size)
+    sum_ij = comb(table).sum()
+    sum_a = comb(table.sum(1)).sum()
+    sum_b = comb(table.sum(0)).sum()
+    expected = sum_a * sum_b / comb(n) if n > 1 else 0.0
+    top = (sum_a + sum_b) / 2.0
+    if top == expected:          # sklearn's convention for the degenerate cases (one cluster each, …)
+        return 1.0
+    return float((sum_ij - expected) / (top - expected))
+
+
+def group_mean_draws(matrix: np.ndarray, groups: Sequence[str], counts: np.ndarray, *,
+                     absolute: bool = False) -> dict[str, np.ndarray]:
+    """Per group, the mean of ``S[a, b]`` over a ≠ b inside it in each rebuilt space (both directions;
+    NaN where fewer than two distinct tasks of the group were drawn)."""
+    m = np.abs(np.asarray(matrix, dtype=float)) if absolute else np.asarray(matrix, dtype=float)
+    g = np.asarray([str(x) for x in groups])
+    out = {}
+    for grp in dict.fromkeys(g.tolist()):
+        idx = np.flatnonzero(g == grp)
+        sub = m[np.ix_(idx, idx)]
+        out[grp] = _weighted_mean(sub, ~np.eye(idx.size, dtype=bool), counts[:, idx])
+    return out
+
+
+def bootstrap_space(space, *, resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL,
+                    ari: bool = True) -> dict:
+    """Intervals for :func:`~taskspace.analysis.compare.summarize_space`'s numbers: ``signed`` /
+    ``absolute`` → ``within_ci``, ``between_ci``, ``difference_ci``, ``rho_ci``; ``ari_ci``,
+    ``ari_abs_ci``; and how they were made (``resamples``, ``level``, ``seed``, ``scheme``).
+
+    Means use every finite entry (as the point values do); ρ and ARI use the complete tasks
+    (:func:`~taskspace.analysis.stats.complete_tasks`), as the point values do.
+    """
+    from .hypothesis import hypothesis_space
+    from .stats import complete_tasks
+
+    out: dict = {"resamples": int(resamples), "level": level, "seed": int(seed), "scheme": SCHEME}
+    m = np.asarray(space.matrix, dtype=float)
+    groups = list(space.groups)
+    idx = resample_tasks(groups, resamples, seed)
+    counts = task_counts(idx, len(groups))
+    keep = complete_tasks(m)
+    sub = m[np.ix_(keep, keep)]
+    sub_groups = [g for g, k in zip(groups, keep) if k]
+    sub_idx = resample_tasks(sub_groups, resamples, seed)
+    sub_counts = task_counts(sub_idx, len(sub_groups))
+    h = hypothesis_space(sub_groups)
+    for name, absolute in (("signed", False), ("absolute", True)):
+        wb = within_between_draws(m, groups, counts, absolute=absolute)
+        entry = {f"{k}_ci": percentile_ci(v, level) for k, v in wb.items()}
+        entry["rho_ci"] = (percentile_ci(rho_draws(np.abs(sub) if absolute else sub, h, sub_counts), level)
+                           if len(sub_groups) >= 3 else [float("nan")] * 2)
+        out[name] = entry
+    if ari:
+        few = sub_idx[:ARI_RESAMPLES]
+        signed = ari_draws(sub, sub_groups, few)
+        off = ~np.eye(len(sub_groups), dtype=bool)
+        # a space without negative entries (overlap) clusters the same on |S|
+        absolute = signed if (sub[off] >= 0).all() else ari_draws(sub, sub_groups, few, absolute=True)
+        out["ari_ci"], out["ari_abs_ci"] = percentile_ci(signed, level), percentile_ci(absolute, level)
+        out["ari_resamples"] = int(few.shape[0])
+    return out
+
+
+def paired_delta(a, b, *, statistic: str = "difference", resamples: int = RESAMPLES, seed: int = 0,
+                 level: float = LEVEL) -> dict:
+    """``b − a`` of a within/between statistic (``within``, ``between`` or ``difference``) for two spaces
+    over their common tasks, with a paired interval: the same resampled tasks in both spaces (a model's
+    size or checkpoint changes; the paradigms stay). Groups are ``a``'s. Returns ``delta``, ``ci``,
+    ``n_tasks``."""
+    from .stats import within_between
+
+    tb = set(b.tasks)
+    tasks = [t for t in a.tasks if t in tb]
+    sa, sb = a.select(tasks), b.select(tasks)
+    point = (within_between(sb.matrix, sa.groups)[statistic] - within_between(sa.matrix, sa.groups)[statistic])
+    if len(tasks) < 2 or resamples < 1:
+        return {"delta": point, "ci": [float("nan")] * 2, "n_tasks": len(tasks)}
+    counts = task_counts(resample_tasks(sa.groups, resamples, seed), len(tasks))
+    da = within_between_draws(sa.matrix, sa.groups, counts)[statistic]
+    db = within_between_draws(sb.matrix, sa.groups, counts)[statistic]
+    return {"delta": point, "ci": percentile_ci(db - da, level), "n_tasks": len(tasks)}
+
+
+def excludes_zero(ci) -> int:
+    """+1 when the interval lies above 0, −1 below, 0 when it holds 0 or is missing."""
+    if ci is None or len(ci) != 2:
+        return 0
+    lo, hi = ci
+    if not all(isinstance(x, (int, float)) and np.isfinite(x) for x in (lo, hi)):
+        return 0
+    return 1 if lo > 0 else -1 if hi < 0 else 0
