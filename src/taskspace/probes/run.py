@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import InputError
+from ..suites.splits import SplitSizes, halve_suite
 from .output import HALVES_DIR
 from .registry import get
 from .spec import ProbeSpec, RunContext
@@ -73,7 +74,11 @@ def probe(
         # main space, read by taskspace.analysis.reliability; its working files in a folder of their own
         half_ctx = RunContext(out=ctx.out / HALVES_DIR if ctx.out is not None else None, progress=progress,
                               options=values)
-        halves = runner(lm, suite, dataclasses.replace(settings, halves=True), half_ctx, kinds)
+        # the suite of halves (tasks t~1, t~2, groups as t's): probes that list their tasks from the suite
+        # and probes that read only the splits see the same halves
+        sizes = SplitSizes(settings.train_pairs, settings.dev_pairs, settings.eval_pairs)
+        halved = halve_suite(suite, sizes, settings.seed, settings.tasks)
+        halves = runner(lm, halved, dataclasses.replace(settings, halves=True, tasks=None), half_ctx, kinds)
         for spec in specs:
             for name in spec.main_spaces():
                 if name in halves.spaces:
