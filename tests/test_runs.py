@@ -688,11 +688,20 @@ def test_plan_huge_integers_and_deep_nesting_are_one_line(tmp_path, tail, words)
 # -- dry runs tell the truth, offline, writing nothing (issue 17, item 2) -------------------------
 
 def _dry(capsys, *args: str) -> str:
-    """``taskspace run … --dry-run`` in-process; it must exit 0. Returns stdout."""
+    """``taskspace run … --dry-run`` in-process (a wide terminal: one line a job); it must exit 0.
+    Returns stdout."""
     from taskspace.cli import main
 
-    with pytest.raises(SystemExit) as ei:
-        main(["run", *args, "--dry-run"])
+    before = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "200"
+    try:
+        with pytest.raises(SystemExit) as ei:
+            main(["run", *args, "--dry-run"])
+    finally:
+        if before is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = before
     out = capsys.readouterr()
     assert ei.value.code in (0, None), out.err
     return out.out

@@ -91,7 +91,7 @@ def print_jobs(console: "Console", result: "RunResult") -> None:
     view = result.dry
     t = Table(title=f"jobs of {result.run_dir}")
     for col in ("job", "state", "key", "est. time", "est. peak memory"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")           # every character of a label, never an ellipsis
     for pj in view.jobs:
         t.add_row(pj.job.label, pj.state, pj.job.key[:12] or "-", "" if pj.state == "done" else
                   fmt_seconds(pj.cost.seconds), fmt_bytes(pj.cost.peak_bytes))
