@@ -208,7 +208,9 @@ def test_dry_run_checks_hub_models_and_blimp_in_the_local_caches(hf_home, tmp_pa
     plan = tmp_path / "plan.toml"
     plan.write_text('probes = ["score"]\nreport = false\n[suite]\nspec = "blimp"\nlimit_per_task = 3\n'
                     f'[[models]]\nname = "{ORG_NAME}"\nrevisions = ["step0", "step1", "step7"]\n')
-    proc = run_cli(hf_home, tmp_path, "run", str(plan), "--out", str(tmp_path / "run"), "--dry-run")
+    proc = subprocess.run([sys.executable, "-m", "taskspace", "run", str(plan), "--out", str(tmp_path / "run"),
+                           "--dry-run"], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env=dict(offline_env(hf_home), COLUMNS="200"))
     assert proc.returncode == 0, proc.stderr
     out = " ".join(proc.stdout.split())
     assert f"suite blimp: 67 tasks, {67 * 3} pairs (checked, from the local datasets cache)" in out, out
