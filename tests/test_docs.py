@@ -103,7 +103,7 @@ class DocCommand:
     def id(self) -> str:
         words = []
         for w in shlex.split(self.written):
-            if w.startswith("-") or len(words) == 4:
+            if w.startswith("--") or len(words) == 4:
                 break
             words.append(w)
         return " ".join(words)
@@ -318,3 +318,24 @@ def _prepare_partial(written: str, upto: str) -> str:
 def test_the_readme_says_where_figures_come_from():
     text = (REPO / "README.md").read_text(encoding="utf-8")
     assert "tests/test_docs.py" in text and "figures do not come from those runs" in text
+
+
+def test_the_checkpoints_the_documents_name_are_the_ones_pretraining_saves():
+    """The substitutions shorten the toy pretraining, so the test above cannot see a wrong checkpoint name
+    in the full command; this checks the names against the rule pretraining follows."""
+    from taskspace.models.presets import planned_checkpoints
+
+    pretrain = next(shlex.split(c.written) for c in COMMANDS if c.written.startswith("taskspace pretrain"))
+    size = pretrain[pretrain.index("--size") + 1]
+    saved = [f"step{n}" for n in planned_checkpoints(size)]
+    score = next(shlex.split(c.written) for c in COMMANDS
+                 if c.written.startswith("taskspace score --model models/toy-small"))
+    assert score[score.index("--revision") + 1] == saved[-1], saved
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    listed = ", ".join([saved[0]] + [s[4:] for s in saved[1:]])
+    assert f"{planned_checkpoints(size)[-1]:,} steps: {listed}" in readme
+    plan_steps = int(re.search(r'size = "small", steps = (\d+)', readme).group(1))
+    in_plan = ", ".join(["step0"] + [str(n) for n in planned_checkpoints("small", plan_steps)[1:]])
+    assert f"# {in_plan} (the preset's default: {planned_checkpoints('small')[-1]:,} steps)" in readme
+    toy_world = (REPO / "docs" / "toy_world.md").read_text(encoding="utf-8")
+    assert ", ".join(f"{n}" for n in planned_checkpoints("small")[1:-1]) in toy_world
