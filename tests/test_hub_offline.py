@@ -197,3 +197,26 @@ def test_a_branch_not_in_the_cache_is_one_line_offline(hf_home, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "org/name (revision step7)" in lines[0], proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_dry_run_checks_hub_models_and_blimp_in_the_local_caches(hf_home, tmp_path):
+    """With the caches there, a dry run checks what they hold (offline, no network): the hub suite
+    ``blimp`` read from datasets' cache, a cached revision checked and its size read from its config,
+    a revision not in the cache reported unchecked; nothing written."""
+    from transformers import AutoModelForCausalLM
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text('probes = ["score"]\nreport = false\n[suite]\nspec = "blimp"\nlimit_per_task = 3\n'
+                    f'[[models]]\nname = "{ORG_NAME}"\nrevisions = ["step0", "step1", "step7"]\n')
+    proc = subprocess.run([sys.executable, "-m", "taskspace", "run", str(plan), "--out", str(tmp_path / "run"),
+                           "--dry-run"], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env=dict(offline_env(hf_home), COLUMNS="200"))
+    assert proc.returncode == 0, proc.stderr
+    out = " ".join(proc.stdout.split())
+    assert f"suite blimp: 67 tasks, {67 * 3} pairs (checked, from the local datasets cache)" in out, out
+    assert "checked in the local Hugging Face cache: step0, step1" in out
+    assert "unchecked (not in the local Hugging Face cache; the run downloads them): step7" in out
+    snap = hf_home / "hub" / "models--org--name" / "snapshots" / ("b" * 40)
+    n = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(snap).parameters())
+    assert f"{n:,}" in out and "config in the local cache" in out
+    assert not (tmp_path / "run").exists()

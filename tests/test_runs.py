@@ -683,3 +683,162 @@ def test_plan_huge_integers_and_deep_nesting_are_one_line(tmp_path, tail, words)
     with pytest.raises(InputError, match=words) as ei:
         _parse(BASE + tail + "\n", tmp_path)
     assert ei.value.file == str(tmp_path / "p.toml") and "\n" not in str(ei.value)
+
+
+# -- dry runs tell the truth, offline, writing nothing (issue 17, item 2) -------------------------
+
+def _dry(capsys, *args: str) -> str:
+    """``taskspace run … --dry-run`` in-process (a wide terminal: one line a job); it must exit 0.
+    Returns stdout."""
+    from taskspace.cli import main
+
+    before = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "200"
+    try:
+        with pytest.raises(SystemExit) as ei:
+            main(["run", *args, "--dry-run"])
+    finally:
+        if before is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = before
+    out = capsys.readouterr()
+    assert ei.value.code in (0, None), out.err
+    return out.out
+
+
+@pytest.mark.slow
+def test_dry_run_lists_the_jobs_a_run_executes_including_a_model_trained_in_it(tmp_path, capsys, one_thread):
+    """The dry run's jobs are the jobs the run then executes — those of the model trained in the run too,
+    whose checkpoints come from the preset's rule before it is trained — with per-kind totals and a cost;
+    it creates nothing; after the run, a dry run finds every job done under the keys the run used."""
+    from taskspace.models.presets import planned_checkpoints
+    from taskspace.runs import load_plan, run_plan
+
+    suite = write_suite(tmp_path / "suite.jsonl", per_task=8)
+    plan_path = tmp_path / "plan.toml"
+    plan_path.write_text('probes = ["score", "gradients"]\nreport = false\n[suite]\n'
+                         f'spec = "{suite}"\n[[models]]\n'
+                         'pretrain = {corpus = "toy", size = "tiny", steps = 6, sentences = 300}\n'
+                         "[settings]\ntrain_pairs = 4\ndev_pairs = 1\neval_pairs = 2\n")
+    run = tmp_path / "run"
+    steps = planned_checkpoints("tiny", 6)
+    assert steps == [0, 1, 2, 3, 4, 6]
+
+    out = _dry(capsys, str(plan_path), "--out", str(run))
+    assert not run.exists()                                   # no run directory, no .lock, no .jobs
+    for s in steps:
+        assert f"score toy-tiny@step{s}" in out and f"gradients+overlap toy-tiny@step{s}" not in out
+        assert f"gradients toy-tiny@step{s}" in out
+    assert "pretrain toy-tiny" in out and "totals per job kind" in out and "pending*" in out
+    dry = run_plan(load_plan(plan_path), run, dry_run=True).dry
+    totals = {r["kind"]: r["jobs"] for r in dry.totals()}
+    assert totals == {"pretrain": 1, "score": len(steps), "gradients": len(steps)}
+    assert all(pj.cost.seconds is not None and pj.cost.seconds > 0 for pj in dry.jobs)
+    assert dry.models[0]["parameters"] == 252_672 and dry.models[0]["from"] == "the tiny preset"
+    planned = sorted(pj.job.label for pj in dry.jobs)
+
+    run.mkdir()                                               # an existing (empty) run directory stays empty
+    _dry(capsys, str(plan_path), "--out", str(run))
+    assert list(run.iterdir()) == []
+
+    result = run_plan(load_plan(plan_path), run)
+    executed = sorted(o.job.label for o in result.outcomes)
+    assert executed == planned and not result.failed
+    # the parameter count the dry run used is the trained model's
+    meta = json.loads((run / "models" / "toy-tiny" / "pretrain.json").read_text())
+    assert meta["parameters"]["total"] == 252_672
+
+    again = run_plan(load_plan(plan_path), run, dry_run=True)
+    assert {pj.state for pj in again.dry.jobs} == {"done"}
+    assert sorted(j.key for j in again.skipped) == sorted(o.job.key for o in result.outcomes)
+
+
+def test_dry_run_reads_a_local_models_size_from_its_header_and_estimates_each_kind(setup, capsys):
+    from taskspace.runs import load_plan, run_plan
+    from taskspace.runs.estimate import C_FORWARD
+
+    tmp, model_dir, suite, plan = setup
+    dry = run_plan(load_plan(plan), tmp / "run", dry_run=True).dry
+    assert not (tmp / "run").exists()
+    from transformers import AutoModelForCausalLM
+
+    real = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir / "step0").parameters())
+    assert dry.models[0]["parameters"] == real and dry.models[0]["from"] == "safetensors header"
+    score = next(pj for pj in dry.jobs if pj.job.kind == "score")
+    assert score.cost.seconds == pytest.approx(C_FORWARD * real * 6 * 12)      # 6 tasks × 12 pairs, forward
+    grad = next(pj for pj in dry.jobs if pj.job.kind == "gradients")
+    assert grad.cost.seconds == pytest.approx(C_FORWARD * real * 3 * 6 * 6)    # forward + backward, 6 train pairs
+    assert {r["kind"]: r["jobs"] for r in dry.totals()} == {"score": 3, "gradients": 3}
+    out = _dry(capsys, str(plan), "--out", str(tmp / "run"))
+    assert f"{real:,}" in out and "est. peak memory" in out and "nothing was run or written" in out
+
+
+@pytest.mark.parametrize("breaker, words", [
+    (lambda d: (d / "tokenizer.json").write_bytes((d / "tokenizer.json").read_bytes()[:200]),
+     "the tokenizer does not load"),
+    (lambda d: _edit_config(d, model_type="no_such_arch"), "config.json does not load"),
+    (lambda d: _edit_config(d, n_embd=48), "config.json disagrees with the weights"),
+    (lambda d: _edit_config(d, vocab_size=20), "transformer.wte.weight is"),
+    (lambda d: _edit_config(d, n_layer=3), "weight(s) the safetensors file does not hold"),
+])
+def test_a_checkpoint_that_would_not_load_is_refused_by_dry_and_real_runs(setup, capsys, breaker, words):
+    """Checked without loading weights: the tokenizer and config load, and the weights' shapes in the
+    safetensors header are the config's; refused in one line naming the plan file and field, and a real
+    run that refuses leaves nothing (no run directory: no .jobs, .lock, plan.toml or run.json)."""
+    tmp, model_dir, suite, plan = setup
+    breaker(model_dir / "step10")
+    for dry in (["--dry-run"], []):
+        err = _cli_refuses(capsys, "run", str(plan), "--out", str(tmp / "run"), *dry)
+        assert f"error: {plan}, field 'models[0].name'" in err and "step10" in err and words in err, err
+        assert not (tmp / "run").exists()
+
+
+def _edit_config(folder: Path, **changes) -> None:
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(changes)
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+def test_a_real_run_that_refuses_leaves_an_existing_run_directory_as_it_was(setup, capsys):
+    tmp, model_dir, suite, plan = setup
+    run = tmp / "run"
+    run.mkdir()
+    _edit_config(model_dir / "step0", n_embd=48)
+    _cli_refuses(capsys, "run", str(plan), "--out", str(run))
+    assert list(run.iterdir()) == []
+
+
+@pytest.mark.parametrize("revision", ["../other-model/step0", "step0/../../x", ".hidden", "a\\b"])
+def test_a_revision_is_a_checkpoint_name_never_a_path(setup, capsys, revision):
+    tmp, model_dir, suite, _ = setup
+    other = tmp / "other-model"
+    other.mkdir()
+    (other / "step0").symlink_to(model_dir / "step0", target_is_directory=True)
+    out = tmp / "scores"
+    err = _cli_refuses(capsys, "score", "--model", str(model_dir), "--revision", revision, "--suite", str(suite),
+                       "--out", str(out), "--device", "cpu")
+    assert "is not a checkpoint name" in err and not out.exists()
+    err = _cli_refuses(capsys, "probe", "gradients", "--model", str(model_dir), "--revision", revision,
+                       "--suite", str(suite), "--out", str(out), "--device", "cpu")
+    assert "is not a checkpoint name" in err and not out.exists()
+    plan = write_plan(tmp / "p.toml", model_dir, suite)
+    plan.write_text(plan.read_text().replace('revisions = "all"', f"revisions = [{json.dumps(revision)}]"))
+    err = _cli_refuses(capsys, "run", str(plan), "--out", str(tmp / "run"), "--dry-run")
+    assert "field 'models[0].revisions'" in err and "is not a checkpoint name" in err
+    assert not (tmp / "run").exists()
+
+
+def test_a_pretrain_plan_names_only_checkpoints_its_training_saves(tmp_path, capsys):
+    """Revisions and controls of a model trained in the run are checked against the checkpoints the preset's
+    rule gives, before anything is trained or written; checkpoints past the last step are refused."""
+    plan = tmp_path / "p.toml"
+    plan.write_text('[suite]\nspec = "toy"\n[[models]]\n'
+                    'pretrain = {size = "tiny", steps = 20}\nrevisions = ["step20", "step7"]\n')
+    err = _cli_refuses(capsys, "run", str(plan), "--out", str(tmp_path / "run"), "--dry-run")
+    assert "field 'models[0].revisions'" in err and "'step7'" in err and "step0, step1, step2, step3, step6" in err
+    plan.write_text('[suite]\nspec = "toy"\n[[models]]\npretrain = {size = "tiny", steps = 20, '
+                    'checkpoints = [5, 30]}\n')
+    err = _cli_refuses(capsys, "run", str(plan), "--out", str(tmp_path / "run"))
+    assert "line 4, field 'models[0].pretrain.checkpoints'" in err and "0..20" in err
+    assert not (tmp_path / "run").exists()

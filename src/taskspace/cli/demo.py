@@ -20,7 +20,8 @@ def run(
     out: Path = typer.Option(..., "--out", "-o", help="Run directory; a killed run resumes in it."),
     executor: Optional[str] = typer.Option(None, "--executor",
                                            help="local (default) or ray; overrides the plan's \\[executor]."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="List the jobs and which are done; run nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List every job, which are done, totals per job kind "
+                                                         "and a cost estimate; offline, runs and writes nothing."),
 ) -> None:
     """Run a plan: models × revisions × probes, every job keyed and resumable, then compare and report."""
     from rich.console import Console
@@ -38,8 +39,8 @@ def run(
 
 @app.command("demo")
 def demo(
-    quick: bool = typer.Option(False, "--quick", help="A 2-minute version: fewer steps, tasks and pairs; "
-                                                     "still three sizes and every stage."),
+    quick: bool = typer.Option(False, "--quick", help="A one-minute version (on 2 idle cores): fewer steps, "
+                                                     "tasks and pairs; still three sizes and every stage."),
     out: Path = typer.Option(Path("taskspace-demo"), "--out", "-o", help="Run directory of the demo."),
 ) -> None:
     """The whole method on the built-in toy English: pretrain tiny / small / base with checkpoints, probe
@@ -81,16 +82,62 @@ def print_run(console: "Console", result: "RunResult") -> None:
 
 
 def print_jobs(console: "Console", result: "RunResult") -> None:
-    """The dry-run table: every job of the plan and whether it is done."""
+    """The dry run: every job of the plan with its state, key and estimated cost; totals per job kind; what
+    could not be checked offline; the cost model's assumptions."""
     from rich.table import Table
 
+    from ..runs.estimate import fmt_bytes, fmt_seconds
+
+    view = result.dry
     t = Table(title=f"jobs of {result.run_dir}")
-    for col in ("job", "state", "key"):
-        t.add_column(col)
-    for job in result.skipped:
-        t.add_row(job.label, "done", job.key[:12])
-    for o in result.outcomes:
-        t.add_row(o.job.label, o.status, o.job.key[:12])
+    for col in ("job", "state", "key", "est. time", "est. peak memory"):
+        t.add_column(col, overflow="fold")           # every character of a label, never an ellipsis
+    for pj in view.jobs:
+        t.add_row(pj.job.label, pj.state, pj.job.key[:12] or "-", "" if pj.state == "done" else
+                  fmt_seconds(pj.cost.seconds), fmt_bytes(pj.cost.peak_bytes))
     console.print(t)
-    if any(o.job.kind == "pretrain" for o in result.outcomes):
-        console.print("probe jobs of models trained in the run are listed once their training is done")
+    if view.models:
+        m = Table(title="models")
+        for col in ("model", "parameters", "read from", "device", "dtype", "revisions"):
+            m.add_column(col)
+        for row in view.models:
+            n = row["parameters"]
+            m.add_row(row["slug"], f"{n:,}" if n is not None else "unknown", row["from"], row["device"], row["dtype"],
+                      ", ".join(row["revisions"]))
+        console.print(m)
+    tot = Table(title="totals per job kind")
+    for col in ("job kind", "jobs", "done", "to run", "est. time (to run)", "est. peak memory"):
+        tot.add_column(col, justify="left" if col == "job kind" else "right")
+    seconds, unknown = 0.0, 0
+    for r in view.totals():
+        left = r["jobs"] - r["done"]
+        time_ = _time_cell(r["seconds"], r["unknown"], left)
+        tot.add_row(r["kind"], str(r["jobs"]), str(r["done"]), str(left), time_ if left else "-",
+                    fmt_bytes(r["peak_bytes"]) if r["peak_bytes"] else "-")
+        seconds += r["seconds"]
+        unknown += r["unknown"]
+    n_jobs = sum(r["jobs"] for r in view.totals())
+    n_done = sum(r["done"] for r in view.totals())
+    tot.add_row("all", str(n_jobs), str(n_done), str(n_jobs - n_done),
+                _time_cell(seconds, unknown, n_jobs - n_done), "")
+    console.print(tot)
+    for note in view.notes:
+        console.print(f"- {note}", markup=False, highlight=False)
+    if any(pj.state == "pending*" for pj in view.jobs):
+        console.print("- pending*: its key depends on weights or data not there yet (a model trained in the "
+                      "run, a suite not read offline); found done or not once they are", markup=False)
+    where = "an upper bound on a GPU; " if view.gpu else ""
+    console.print("- estimates: seconds ≈ 4.35e-10 × parameters × pair passes (2 CPU cores, float32, "
+                  f"BLiMP-length sentences; {where}within about 2× on 2 CPU cores), peak memory from the "
+                  "model's bytes: taskspace.runs.estimate, calibrated in benchmarks/README.md", markup=False,
+                  highlight=False)
+    console.print("nothing was run or written (dry run)")
+
+
+def _time_cell(seconds: float, unknown: int, jobs: int) -> str:
+    """The estimated time of ``jobs`` jobs, ``unknown`` of them of a model whose size is not known."""
+    from ..runs.estimate import fmt_seconds
+
+    if unknown == jobs and jobs:
+        return "unknown"
+    return fmt_seconds(seconds) + (f" + {unknown} job(s) unknown" if unknown else "")

@@ -131,8 +131,21 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
+def check_revision_name(revision: str | None) -> None:
+    """A revision names a checkpoint (``step2577``, a hub branch or commit, ``init[:SEED]``), never a path:
+    ``../other-model/step0`` would read another model's weights under this model's name. One-line
+    :class:`ModelLoadError` for a revision with ``/`` or ``\\``, a leading ``.``, or a control character."""
+    if revision is None:
+        return
+    if (not isinstance(revision, str) or not revision.strip() or "/" in revision or "\\" in revision
+            or revision.startswith(".") or any(ord(c) < 32 or ord(c) == 127 for c in revision)):
+        raise ModelLoadError(f"revision {revision!r} is not a checkpoint name: a revision names a checkpoint "
+                             "(e.g. step2577, a hub branch or commit), never a path (no '/', no leading '.')")
+
+
 def resolve_local(name: str, revision: str | None) -> Path | None:
     """The local folder for ``name``/``revision``, or None when ``name`` is not a local path."""
+    check_revision_name(revision)
     p = user_path(name)
     if not p.exists():
         if name.startswith((".", "/", "~")) or name.count("/") > 1:
@@ -164,12 +177,16 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 PROBE_SENTENCE = "The cat sleeps."
 
 
-def check_model_folder(folder: str | Path) -> None:
-    """Refuse a local model folder that could not give a working model, without loading weights:
-    it needs a ``config.json`` (a JSON object naming a ``model_type``), tokenizer files
-    (:data:`TOKENIZER_FILES`) and a weights file (:data:`WEIGHT_FILES`; a ``.safetensors`` file's
-    header must be intact and the file as long as the header says). One-line :class:`ModelLoadError`
-    naming the folder. Used by a run's pre-flight, so a plan is refused before anything is written."""
+def check_model_folder(folder: str | Path, *, deep: bool = True) -> None:
+    """Refuse a local model folder that could not give a working model, without loading weights.
+
+    Always (cheap, no transformers): a ``config.json`` (a JSON object naming a ``model_type``), tokenizer
+    files (:data:`TOKENIZER_FILES`) and a weights file (:data:`WEIGHT_FILES`; each ``.safetensors`` file's
+    header intact and the file as long as the header says). ``deep`` (what a run's pre-flight does): the
+    config loads with transformers (an unknown ``model_type`` is refused), the tokenizer loads and works
+    (a truncated ``tokenizer.json`` is refused), and the weights' shapes in the safetensors headers are
+    those of the model the config describes (built on the meta device: no memory, no weights read).
+    One-line :class:`ModelLoadError` naming the folder."""
     import json
 
     p = Path(folder)
@@ -191,14 +208,165 @@ def check_model_folder(folder: str | Path) -> None:
     weights = next((p / f for f in WEIGHT_FILES if (p / f).is_file()), None)
     if weights is None:
         raise ModelLoadError(f"model folder {p} holds no weights ({' or '.join(WEIGHT_FILES[::2])})")
-    if weights.name == "model.safetensors":
-        problem = _safetensors_problem(weights)
+    shapes = weight_shapes(p)             # reads the safetensors headers; refuses a damaged file
+    if deep:
+        _check_loadable(p, shapes)
+
+
+def weight_shapes(folder: str | Path) -> dict[str, tuple[int, ...]] | None:
+    """``{tensor name: shape}`` from the safetensors header(s) of a model folder (``model.safetensors`` or
+    the shards its index names), reading headers only; None for a folder whose weights are not
+    safetensors. :class:`ModelLoadError` for a damaged file."""
+    import json
+
+    p = Path(folder)
+    if (p / "model.safetensors").is_file():
+        files = [p / "model.safetensors"]
+    elif (p / "model.safetensors.index.json").is_file():
+        try:
+            index = json.loads((p / "model.safetensors.index.json").read_text(encoding="utf-8"))
+            files = [p / f for f in sorted(set(index["weight_map"].values()))]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise ModelLoadError(f"model folder {p}: model.safetensors.index.json is damaged "
+                                 "(no weight_map)") from None
+    else:
+        return None
+    shapes: dict[str, tuple[int, ...]] = {}
+    for f in files:
+        if not f.is_file():
+            raise ModelLoadError(f"model folder {p}: {f.name}, named by model.safetensors.index.json, is missing")
+        header, problem = _safetensors_header(f)
         if problem:
-            raise ModelLoadError(f"model folder {p}: model.safetensors is damaged ({problem})")
+            raise ModelLoadError(f"model folder {p}: {f.name} is damaged ({problem})")
+        for k, t in header.items():
+            if k != "__metadata__" and isinstance(t, dict) and isinstance(t.get("shape"), list):
+                shapes[k] = tuple(int(x) for x in t["shape"])
+    return shapes
 
 
-def _safetensors_problem(path: Path) -> str | None:
-    """Why a .safetensors file is damaged (bad header, truncated), or None; reads the header only."""
+def parameter_count(folder: str | Path) -> int | None:
+    """Parameters of a local checkpoint, from its safetensors header(s) alone (tied weights are stored
+    once, so counted once); None when the weights are not safetensors."""
+    import math
+
+    shapes = weight_shapes(folder)
+    return None if shapes is None else sum(math.prod(s) for s in shapes.values())
+
+
+def _check_loadable(p: Path, shapes: dict[str, tuple[int, ...]] | None) -> None:
+    """The deep half of :func:`check_model_folder`: config, tokenizer, and weight shapes vs the config."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        with quiet_loading():
+            config = AutoConfig.from_pretrained(str(p))
+    except Exception as e:  # noqa: BLE001 - unknown model_type, bad values: one line
+        raise ModelLoadError(f"model folder {p}: config.json does not load ({_first_line(e)})") from None
+    try:
+        with quiet_loading():
+            tokenizer = AutoTokenizer.from_pretrained(str(p))
+    except Exception as e:  # noqa: BLE001 - truncated tokenizer.json, missing merges: one line
+        raise ModelLoadError(f"model folder {p}: the tokenizer does not load ({_first_line(e)})") from None
+    check_tokenizer(tokenizer, str(p))
+    if shapes:
+        _check_shapes(p, config, shapes)
+
+
+def _check_shapes(p: Path, config: Any, shapes: dict[str, tuple[int, ...]]) -> None:
+    """The model ``config`` describes, built on the meta device (no memory), must have the stored
+    tensors' shapes; a tensor the model does not have is ignored (as loading ignores it), but at least
+    one stored name must match."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"), quiet_loading():
+            model = AutoModelForCausalLM.from_config(config)
+    except Exception as e:  # noqa: BLE001 - a config transformers cannot build: one line
+        raise ModelLoadError(f"model folder {p}: config.json does not describe a causal LM "
+                             f"({_first_line(e)})") from None
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    # a checkpoint saved from the bare backbone has names without the head's prefix (transformer., model.)
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    matched = 0
+    for name, shape in shapes.items():
+        ref = want.get(name) or want.get(f"{prefix}.{name}")
+        if ref is None:
+            continue
+        matched += 1
+        if ref != shape:
+            raise ModelLoadError(f"model folder {p}: config.json disagrees with the weights: {name} is "
+                                 f"{list(shape)} in the safetensors header, the config makes it {list(ref)}")
+    if not matched:
+        raise ModelLoadError(f"model folder {p}: none of the {len(shapes)} stored tensors is a weight of the "
+                             f"{type(model).__name__} that config.json describes")
+    # a parameter the file does not hold would be initialised at random by from_pretrained (with a
+    # warning), so the model would not be the checkpoint. Tied parameters are listed once; a stored tensor
+    # under another name (transformers renames some when it loads: GPT-NeoX's embed_out is lm_head) counts
+    # for a missing parameter of its shape.
+    def stored(n: str) -> bool:
+        return n in shapes or bool(prefix and n.startswith(prefix + ".") and n[len(prefix) + 1:] in shapes)
+
+    unmatched = [shape for name, shape in shapes.items() if name not in want and f"{prefix}.{name}" not in want]
+    missing = []
+    for n, t in model.named_parameters():
+        if stored(n):
+            continue
+        if tuple(t.shape) in unmatched:
+            unmatched.remove(tuple(t.shape))
+            continue
+        missing.append(n)
+    if missing:
+        raise ModelLoadError(f"model folder {p}: config.json describes {len(missing)} weight(s) the safetensors "
+                             f"file does not hold (e.g. {missing[0]} {list(dict(model.named_parameters())[missing[0]].shape)})"
+                             ": the config is not this checkpoint's")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def hub_cache_lookup(name: str, revision: str | None) -> tuple[str, str | None]:
+    """Where a hub model's ``config.json`` at ``revision`` stands in the local Hugging Face cache, looked
+    up on disk only (never the network): ``("cached", path)``, ``("absent", None)`` when the cache records
+    that the file does not exist there, or ``("unknown", None)`` when the cache cannot say (not
+    downloaded, or ``huggingface_hub`` missing). A revision of ``init[:SEED]`` takes the default branch's
+    config, as :func:`load_model` does."""
+    if revision is not None and (revision == "init" or revision.startswith("init:")):
+        revision = None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub.file_download import _CACHED_NO_EXIST
+    except ImportError:  # pragma: no cover - transformers brings huggingface_hub
+        return "unknown", None
+    try:
+        found = try_to_load_from_cache(name, "config.json", revision=revision)
+    except Exception:  # noqa: BLE001 - a name the hub would refuse (bad characters): not in the cache
+        return "unknown", None
+    if found is _CACHED_NO_EXIST:
+        return "absent", None
+    return ("cached", str(found)) if isinstance(found, str) else ("unknown", None)
+
+
+def config_parameter_count(config_path: str | Path) -> int | None:
+    """Parameters of the causal LM a ``config.json`` describes (built on the meta device: no memory, no
+    weights), or None when transformers cannot build it."""
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        with quiet_loading():
+            config = AutoConfig.from_pretrained(str(Path(config_path).parent))
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(config)
+        return sum(p.numel() for p in model.parameters())
+    except Exception:  # noqa: BLE001 - an estimate only: unknown
+        return None
+
+
+def _safetensors_header(path: Path) -> tuple[dict, str | None]:
+    """The JSON header of a .safetensors file and why the file is damaged (None when it is whole)."""
     import json
     import struct
 
@@ -207,17 +375,17 @@ def _safetensors_problem(path: Path) -> str | None:
         with open(path, "rb") as f:
             (n,) = struct.unpack("<Q", f.read(8))
             if n > size - 8 or n > 100_000_000:
-                return "header longer than the file"
+                return {}, "header longer than the file"
             header = json.loads(f.read(n))
     except (OSError, struct.error, ValueError, RecursionError):
-        return "unreadable header"
+        return {}, "unreadable header"
     if not isinstance(header, dict):
-        return "unreadable header"
+        return {}, "unreadable header"
     ends = [t["data_offsets"][1] for k, t in header.items()
             if k != "__metadata__" and isinstance(t, dict) and len(t.get("data_offsets") or ()) == 2]
     if ends and 8 + n + max(ends) > size:
-        return f"truncated: {size} bytes, the header needs {8 + n + max(ends)}"
-    return None
+        return header, f"truncated: {size} bytes, the header needs {8 + n + max(ends)}"
+    return header, None
 
 
 def check_tokenizer(tokenizer: Any, where: str) -> None:
@@ -272,6 +440,7 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_revision_name(revision)
     set_threads(threads)
     dtype_name, torch_dtype = resolve_dtype(dtype)
     device = resolve_device(device) if device_map is None else "device_map"

@@ -26,7 +26,7 @@ With the toy language's word-level vocabulary (236 tokens today) and 64 position
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from ..errors import InputError
 
@@ -84,6 +84,49 @@ def model_config(preset: Preset, *, vocab_size: int, n_positions: int, eot_id: i
         tie_word_embeddings=True, bos_token_id=eot_id, eos_token_id=eot_id, pad_token_id=eot_id,
         use_cache=False,
     )
+
+
+def checkpoint_steps(total: int, n: int = 5, first_fraction: float = 0.02) -> list[int]:
+    """``0``, about ``n`` log-spaced steps from ``first_fraction * total``, and ``total``."""
+    if total < 1:
+        raise InputError(f"steps must be at least 1, got {total}", field="steps")
+    first = max(1.0, first_fraction * total)
+    pts = {0, total}
+    if n > 0 and total > 1:
+        ratio = (total / first) ** (1.0 / n)
+        pts.update(min(total, int(round(first * ratio ** i))) for i in range(n))
+    return sorted(pts)
+
+
+def planned_checkpoints(size: str, steps: int | None = None, checkpoints: Sequence[int] | None = None) -> list[int]:
+    """The steps at which ``pretrain(corpus, size, steps=steps, checkpoints=checkpoints)`` saves a checkpoint
+    ``stepN``: ``0``, the last step and ``checkpoints`` (default: :func:`checkpoint_steps`, log-spaced).
+    The one rule: pretraining saves these, and a dry run lists the jobs of a model trained in a run from them
+    before it is trained. ``steps`` None is the preset's default (``small``: 1,500 → step0, 30, 66, 143,
+    314, 686, 1500)."""
+    total = get_preset(size).steps if steps is None else int(steps)
+    if checkpoints is None:
+        return checkpoint_steps(total)
+    ckpts = sorted({0, total, *map(int, checkpoints)})
+    if ckpts[0] < 0 or ckpts[-1] > total:
+        raise InputError(f"checkpoints must lie in 0..{total}, got {list(checkpoints)}", field="checkpoints")
+    return ckpts
+
+
+#: what a model trained on the toy corpus gets: the word-level tokenizer (234 word forms and punctuation,
+#: plus ``<|endoftext|>`` and ``<unk>``) and 64 positions; on other text a byte-level BPE of 8,192 and 128
+TOY_VOCABULARY, TOY_POSITIONS, TEXT_VOCABULARY, TEXT_POSITIONS = 236, 64, 8192, 128
+
+
+def estimated_parameters(size: str, corpus: str = "toy") -> int:
+    """Parameters of a model ``pretrain(corpus, size)`` would train (tied embeddings counted once), known
+    before training: the non-embedding part exactly, the embeddings from the tokenizer pretraining picks
+    (toy corpus: the word-level toy vocabulary and 64 positions; other text: BPE of 8,192 and 128
+    positions, an upper bound when its BPE ends smaller)."""
+    preset = get_preset(size)
+    toy = corpus == "toy" or str(corpus).startswith("toy:")
+    vocab, positions = (TOY_VOCABULARY, TOY_POSITIONS) if toy else (TEXT_VOCABULARY, TEXT_POSITIONS)
+    return non_embedding_parameters(preset) + preset.n_embd * (vocab + positions)
 
 
 def non_embedding_parameters(preset: Preset) -> int:

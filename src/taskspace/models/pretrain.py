@@ -34,7 +34,7 @@ from ..errors import InputError, TaskspaceError
 from ..runs.store import crash_point
 from .checkpoints import (CSV_COLUMNS, STATE_DIR, clean_stale, find_resume_checkpoint, lock_folder,
                           optimizer_from_disk, optimizer_to_disk, save_checkpoint, write_csv)
-from .presets import Preset, get_preset
+from .presets import Preset, checkpoint_steps, get_preset, planned_checkpoints
 from .training_data import (BatchStream, Corpus, Data, build_tokenizer, encode_documents, epoch_batches,
                             load_corpus, make_data, pad_rows)
 
@@ -76,18 +76,6 @@ def learning_rate(step: int, total: int, preset: Preset) -> float:
     progress = (step - warm) / max(1, total - warm)
     floor = preset.min_lr_ratio * preset.lr
     return floor + 0.5 * (preset.lr - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def checkpoint_steps(total: int, n: int = 5, first_fraction: float = 0.02) -> list[int]:
-    """``0``, about ``n`` log-spaced steps from ``first_fraction * total``, and ``total``."""
-    if total < 1:
-        raise InputError(f"steps must be at least 1, got {total}", field="steps")
-    first = max(1.0, first_fraction * total)
-    pts = {0, total}
-    if n > 0 and total > 1:
-        ratio = (total / first) ** (1.0 / n)
-        pts.update(min(total, int(round(first * ratio ** i))) for i in range(n))
-    return sorted(pts)
 
 
 def heldout_loss(model: Any, examples: list[np.ndarray], pad_id: int, batch_tokens: int = 8192) -> float:
@@ -168,10 +156,7 @@ def pretrain(
         raise InputError(f"learning rate must be positive, got {lr}", field="lr")
     recipe = dataclasses.replace(preset, **overrides)
     steps = recipe.steps if steps is None else int(steps)
-    ckpts = checkpoint_steps(steps) if checkpoints is None else sorted({0, steps, *map(int, checkpoints)})
-    if ckpts[0] < 0 or ckpts[-1] > steps:
-        raise InputError(f"checkpoints must lie in 0..{steps}, got {list(checkpoints or [])}",
-                         field="checkpoints")
+    ckpts = planned_checkpoints(size, steps, checkpoints)
     threads_before = torch.get_num_threads()
 
     existing = out / "pretrain.json"

@@ -83,6 +83,12 @@ class PretrainSpec:
     sentences: int | None = None
     checkpoints: tuple[int, ...] | None = None
 
+    def planned_checkpoints(self) -> list[int]:
+        """The steps its training saves (:func:`taskspace.models.presets.planned_checkpoints`)."""
+        from ..models.presets import planned_checkpoints
+
+        return planned_checkpoints(self.size, self.steps, self.checkpoints)
+
     def to_dict(self) -> dict:
         return {"corpus": self.corpus, "size": self.size, "steps": self.steps, "seed": self.seed,
                 "sentences": self.sentences,
@@ -342,6 +348,12 @@ def _parse_pretrain(v: "_Validator", d: Any, where: str) -> PretrainSpec:
                                                           and x >= 0 for x in ck):
             v.fail("must be a list of non-negative step numbers", where + ".checkpoints")
         checkpoints = tuple(sorted(set(ck)))
+    from ..models.presets import planned_checkpoints
+
+    try:   # the rule pretraining follows, so a plan it would refuse is refused here
+        planned_checkpoints(size, steps, checkpoints)
+    except InputError as e:
+        v.fail(e.message, where + ".checkpoints")
     return PretrainSpec(size=size, corpus=corpus, steps=steps, seed=seed or 0, sentences=sentences,
                         checkpoints=checkpoints)
 
@@ -439,8 +451,15 @@ def _default_slug(name: str | None, pretrain: PretrainSpec | None) -> str:
 
 
 def _revision(v: "_Validator", r: str, where: str) -> str:
-    if not r or "/" in r or r in (".", "..") or r.startswith("."):
-        v.fail(f"revision {r!r} cannot name a folder (no '/', no leading '.')", where)
+    """A revision names a checkpoint, never a path (the one rule of
+    :func:`~taskspace.models.loading.check_revision_name`)."""
+    from ..errors import ModelLoadError
+    from ..models.loading import check_revision_name
+
+    try:
+        check_revision_name(r)
+    except ModelLoadError as e:
+        v.fail(str(e), where)
     return r
 
 
@@ -511,17 +530,24 @@ class _Validator:
             return None
         table, index = parts[0][0], int(parts[0][1]) if parts[0][1] else 0
         key = parts[1][0] if len(parts) > 1 else None
-        if len(parts) > 2:       # [probe_options.NAME] key = …: the sub-table's header names two parts
-            table, key = f"{table}.{parts[1][0]}", parts[2][0]
+        if len(parts) > 2:
+            # [probe_options.NAME] key = …: the sub-table's header names two parts; else an inline table
+            # (models[1].pretrain.size: `pretrain = {size = …}`) is found by its own key
+            found = self._key_line(f"{table}.{parts[1][0]}", 0, parts[2][0])
+            return found if found is not None else self._key_line(table, index, key)
         if len(parts) == 1:  # a top-level key or a whole table
             for n, line in enumerate(self.lines, 1):
                 s = line.strip()
                 if re.match(rf"^{table}\s*=", s) or s in (f"[{table}]", f"[[{table}]]"):
                     return n
             return None
+        return self._key_line(table, index, key)
+
+    def _key_line(self, table: str, index: int, key: str | None) -> int | None:
+        """The line of ``key = …`` in the ``index``-th ``[table]`` / ``[[table]]``."""
         seen = -1
         inside = False
-        for n, line in enumerate(self.lines, 1):
+        for n, line in enumerate(self.lines or (), 1):
             s = line.strip()
             if s.startswith("["):
                 header = s.strip("[] \t").split("#")[0].strip().strip("[] \t")

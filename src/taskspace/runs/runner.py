@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import InputError, TaskspaceError
 from ..io import user_path, write_json
@@ -32,6 +32,9 @@ from .jobs import Job, job_key, model_fingerprint, settings_subset
 from .lock import RunLock
 from .plan import ModelSpec, Plan
 from .store import JobStore
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..suites.schema import Suite
 
 MAIN = "main"  # folder name of a model's default revision (no revision given)
 
@@ -67,6 +70,8 @@ class RunResult:
     outcomes: list[Outcome] = field(default_factory=list)
     skipped: list[Job] = field(default_factory=list)
     seconds: float = 0.0
+    #: a dry run's view (:class:`taskspace.runs.dryrun.DryRun`): states, costs, what was not checked
+    dry: Any = None
 
     @property
     def failed(self) -> list[Outcome]:
@@ -88,12 +93,17 @@ def run_plan(plan: Plan, run_dir: str | Path, *, executor: str | Executor | None
     """Execute ``plan`` into ``run_dir``; resumes a killed run and skips finished jobs.
 
     ``executor``: ``"local"``, ``"ray"``, an :class:`Executor`, or None for the plan's choice.
-    ``dry_run``: list the jobs (and whether they are done) without running anything.
+    ``dry_run``: list every job (those of models trained in the run too), whether it is done, per-kind
+    totals and a cost estimate, offline, writing nothing (:func:`taskspace.runs.dryrun.dry_run`).
     A second process on the same ``run_dir`` gets :class:`~taskspace.errors.RunLockedError`.
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError("the run directory is a file", file=run_dir)
+    if dry_run:
+        from .dryrun import dry_run as _dry_run
+
+        return _dry_run(plan, run_dir, executor)
     t0 = time.perf_counter()
     result = RunResult(run_dir)
     # everything a run would refuse is refused here, before run.json, plan.toml, .jobs/ or .lock exist
@@ -101,51 +111,39 @@ def run_plan(plan: Plan, run_dir: str | Path, *, executor: str | Executor | None
     with RunLock(run_dir):
         store = JobStore(run_dir)
         store.clean_staging()
-        if plan_text is not None and not dry_run:
+        if plan_text is not None:
             from ..io import write_text
 
             write_text(run_dir / "plan.toml", plan_text)
         own_executor = not isinstance(executor, Executor)
-        ex = executor if isinstance(executor, Executor) else (
-            None if dry_run else _make_executor(plan, run_dir, executor))
+        ex = executor if isinstance(executor, Executor) else _make_executor(plan, run_dir, executor)
+        models: list[ResolvedModel] | None = None
         try:
             # phase 1: models trained in the run
             pre_jobs = pretrain_jobs(plan, run_dir)
-            models: list[ResolvedModel] | None = None
-            if not dry_run:
-                _write_run_json(run_dir, plan, None, suite_info, "running")
-            result = _execute(ex, store, pre_jobs, result, dry_run)
-            if dry_run and any(not store.is_done(j.key) for j in pre_jobs):
-                return result  # revisions of untrained models are unknown yet
+            _write_run_json(run_dir, plan, None, suite_info, "running")
+            result = _execute(ex, store, pre_jobs, result)
             if any(o.job.kind == "pretrain" for o in result.failed):
                 raise TaskspaceError(_failure_line(result))
             # phase 2: probes, then compare and report
             models = [resolve_model(plan, m, run_dir) for m in plan.models]
-            if not dry_run:
-                _write_run_json(run_dir, plan, models, suite_info, "running")
+            _write_run_json(run_dir, plan, models, suite_info, "running")
             jobs = probe_jobs(plan, models, suite_info, run_dir)
             jobs += finish_jobs(plan, jobs)
-            result = _execute(ex, store, jobs, result, dry_run)
+            result = _execute(ex, store, jobs, result)
         finally:
             if own_executor and ex is not None:
                 ex.close()
         result.seconds = time.perf_counter() - t0
-        if not dry_run:
-            status = "complete" if not result.failed else "failed"
-            _write_run_json(run_dir, plan, models, suite_info, status, result)
-    if result.failed and not dry_run:
+        status = "complete" if not result.failed else "failed"
+        _write_run_json(run_dir, plan, models, suite_info, status, result)
+    if result.failed:
         raise TaskspaceError(_failure_line(result))
     return result
 
 
-def preflight(plan: Plan, run_dir: Path, executor: str | Executor | None = None) -> dict:
-    """Check what a run (or a dry run) would refuse, writing nothing; returns the suite's info.
-
-    The executor kind (and that Ray is installed), the suite, and every model not trained in the run:
-    its folder, revisions and control exist, each holds a config, tokenizer files and intact weights
-    (:func:`~taskspace.models.loading.check_model_folder`, no weights loaded), and the
-    ``[probe_revisions]`` name revisions it has.
-    """
+def check_executor(plan: Plan, executor: str | Executor | None) -> None:
+    """The executor kind is known, and Ray is installed when it is asked for."""
     kind = executor if isinstance(executor, str) else (plan.executor.kind if executor is None else None)
     if kind is not None:
         from .plan import EXECUTOR_KINDS
@@ -158,30 +156,50 @@ def preflight(plan: Plan, run_dir: Path, executor: str | Executor | None = None)
             if importlib.util.find_spec("ray") is None:
                 raise TaskspaceError("executor 'ray' needs Ray: pip install 'taskspace[ray]' "
                                      "(or use executor kind = \"local\")")
-    suite_info = _suite_info(plan)
-    pairs = None
-    for m in plan.models:
-        if m.pretrain is None:
-            resolved = resolve_model(plan, m, run_dir)
-            for kind_ in ("score", *job_kinds()):
-                _cells_for(plan, resolved, kind_)  # an unknown revision in [probe_revisions] raises here
-            _check_option_revisions(plan, resolved)
-            local = user_path(resolved.name)
-            if local.is_dir():
-                # every sentence must fit the model's context (else scoring fails deep in the forward)
-                from ..models.context import check_folder_fits
-                from ..suites import load_suite
 
-                if pairs is None:
-                    s = plan.suite
-                    pairs = load_suite(s.spec).select(list(s.tasks) if s.tasks else None, s.limit_per_task).pairs
-                rev = next((r for r in resolved.revisions if r is not None), None)
-                try:
-                    check_folder_fits(local / rev if rev else local, pairs, prefix=plan.settings.prefix)
-                except InputError as e:
-                    raise InputError(f"{e.message} ({resolved.name})", file=plan.source,
-                                     field="suite.spec") from None
-    return suite_info
+
+def preflight(plan: Plan, run_dir: Path, executor: str | Executor | None = None) -> dict:
+    """Check what a run would refuse, writing nothing; returns the suite's info.
+
+    The executor kind (and that Ray is installed), the suite, and every model: the revisions and control
+    of a model trained in the run are among the checkpoints its training will save; a local model's
+    folder, revisions and control exist, and each checkpoint loads as far as it can without its weights
+    (:func:`~taskspace.models.loading.check_model_folder`: config, tokenizer, weight shapes), every
+    sentence fits its context, and the ``[probe_revisions]`` name revisions it has.
+    """
+    check_executor(plan, executor)
+    suite = load_plan_suite(plan)
+    check_models(plan, run_dir, lambda: suite.pairs)
+    return _suite_info(plan, suite)
+
+
+def check_models(plan: Plan, run_dir: Path, pairs: "Callable[[], list | None]") -> list[ResolvedModel]:
+    """Resolve and check every model of the plan (see :func:`preflight`); ``pairs()`` gives the suite's
+    pairs for the context check (None: not known, skip it). Returns the resolved models."""
+    resolved_all = []
+    cached: list | None = None
+    for m in plan.models:
+        resolved = resolve_model(plan, m, run_dir)
+        resolved_all.append(resolved)
+        for kind_ in ("score", *job_kinds()):
+            _cells_for(plan, resolved, kind_)  # an unknown revision in [probe_revisions] raises here
+        _check_option_revisions(plan, resolved)
+        local = user_path(resolved.name)
+        if m.pretrain is None and local.is_dir():
+            # every sentence must fit the model's context (else scoring fails deep in the forward)
+            from ..models.context import check_folder_fits
+
+            if cached is None:
+                cached = pairs()
+            if cached is None:
+                continue
+            rev = next((r for r in resolved.revisions if r is not None), None)
+            try:
+                check_folder_fits(local / rev if rev else local, cached, prefix=plan.settings.prefix)
+            except InputError as e:
+                raise InputError(f"{e.message} ({resolved.name})", file=plan.source,
+                                 field="suite.spec") from None
+    return resolved_all
 
 
 def _check_option_revisions(plan: Plan, m: ResolvedModel) -> None:
@@ -213,19 +231,14 @@ def _make_executor(plan: Plan, run_dir: Path, kind: str | None) -> Executor:
     return make_executor(kind, run_dir, **opts)
 
 
-def _execute(ex: Executor | None, store: JobStore, jobs: Sequence[Job], result: RunResult,
-             dry_run: bool) -> RunResult:
+def _execute(ex: Executor, store: JobStore, jobs: Sequence[Job], result: RunResult) -> RunResult:
     todo = []
     for job in jobs:
         if store.is_done(job.key):
             result.skipped.append(job)
-            if not dry_run:
-                store.log("skip", job.key, job.label)
+            store.log("skip", job.key, job.label)
         else:
             todo.append(job)
-    if dry_run:
-        result.outcomes.extend(Outcome(j, "pending") for j in todo)
-        return result
     for job in todo:
         ex.submit(job)
     if todo:
@@ -246,8 +259,16 @@ def _failure_line(result: RunResult) -> str:
 
 # -- expansion -----------------------------------------------------------------------------------
 
-def _suite_info(plan: Plan) -> dict:
-    """Load the suite once for planning: its data hash keys every probe job."""
+def _suite_info(plan: Plan, suite: "Suite | None" = None) -> dict:
+    """What planning needs of the suite (its data hash keys every probe job): of ``suite`` when given
+    (the plan's selection already made), else of the suite loaded here."""
+    if suite is None:
+        suite = load_plan_suite(plan)
+    return {**plan.suite.to_dict(), **suite.describe(), "groups": suite.task_groups()}
+
+
+def load_plan_suite(plan: Plan) -> "Suite":
+    """The plan's suite with its task selection and limit; errors name the plan's fields."""
     from ..suites import load_suite
 
     s = plan.suite
@@ -262,7 +283,7 @@ def _suite_info(plan: Plan) -> dict:
             suite = suite.select(list(s.tasks) if s.tasks else None, s.limit_per_task)
         except InputError as e:
             raise InputError(e.message, file=plan.source, field="suite.tasks") from None
-    return {**plan.suite.to_dict(), **suite.describe(), "groups": suite.task_groups()}
+    return suite
 
 
 def pretrain_jobs(plan: Plan, run_dir: Path) -> list[Job]:
@@ -290,12 +311,20 @@ def resolve_model(plan: Plan, m: ModelSpec, run_dir: Path) -> ResolvedModel:
     local = user_path(name)
     if m.pretrain is None and (name.startswith((".", "/", "~")) or local.exists()) and not local.is_dir():
         raise InputError(f"model folder {name} does not exist", file=plan.source, field=where + ".name")
-    available = list_revisions(name)
-    is_local = local.is_dir()
-    single = is_local and (local / "config.json").exists()
+    if m.pretrain is not None:
+        # the checkpoints its training saves, known before it is trained (one rule: planned_checkpoints)
+        available = [f"step{n}" for n in m.pretrain.planned_checkpoints()]
+        is_local, single = True, False
+    else:
+        available = list_revisions(name)
+        is_local = local.is_dir()
+        single = is_local and (local / "config.json").exists()
 
     def check(r: str, field_name: str) -> str:
         if is_local and r not in available and not (r == "init" or r.startswith("init:")):
+            if m.pretrain is not None:
+                raise InputError(f"the model trained as {m.slug} will have no revision {r!r}; its training "
+                                 f"saves {', '.join(available)}", file=plan.source, field=where + field_name)
             have = f"; it has: {', '.join(available)}" if available else "; it has no checkpoint sub-folders"
             raise InputError(f"model {name} has no revision {r!r}{have}", file=plan.source, field=where + field_name)
         return r
@@ -352,7 +381,8 @@ def resolve_model(plan: Plan, m: ModelSpec, run_dir: Path) -> ResolvedModel:
     return ResolvedModel(spec=m, name=name, revisions=revisions, control=control)
 
 
-def probe_jobs(plan: Plan, models: Sequence[ResolvedModel], suite_info: dict, run_dir: Path) -> list[Job]:
+def probe_jobs(plan: Plan, models: Sequence[ResolvedModel], suite_info: dict, run_dir: Path,
+               fingerprint: "Callable[[str, str | None], dict | None]" = model_fingerprint) -> list[Job]:
     """The jobs of every probe × model × revision (the control included), in a stable order.
 
     Probes that share one pass share one job (``gradients`` and ``overlap``). A probe that splits into
@@ -360,8 +390,17 @@ def probe_jobs(plan: Plan, models: Sequence[ResolvedModel], suite_info: dict, ru
     job (the base model's scores), one ``P:row`` job per source task, and the assembly ``P``, so a Ray
     cluster spreads one checkpoint's fine-tunings over its workers; the assembled spaces are the same as
     one job's.
+
+    ``fingerprint(name, revision)``: what identifies the weights (:func:`~.jobs.model_fingerprint`); a
+    dry run passes one that answers None for a model not trained yet, and a job whose weights or suite
+    data are not known yet gets the key ``""`` (listed, never looked up).
     """
     from ..probes.run import option_key
+
+    def key(kind: str, inputs: dict) -> str:
+        if inputs["model"]["weights"] is None or inputs["suite"] is None:
+            return ""
+        return job_key(kind, inputs)
 
     settings = plan.settings.to_dict()
     wanted = [k for k in plan.probes if k != "score"]
@@ -376,19 +415,19 @@ def probe_jobs(plan: Plan, models: Sequence[ResolvedModel], suite_info: dict, ru
             names = [p.name for p in probes_of_job(kind) if p.name in wanted] if kind != "score" else []
             for rev in _cells_for(plan, m, kind):
                 if rev not in fingerprints:
-                    fingerprints[rev] = model_fingerprint(m.name, rev)
+                    fingerprints[rev] = fingerprint(m.name, rev)
                 model = {"name": m.name, "revision": rev, "device": m.spec.device, "dtype": m.spec.dtype}
                 inputs = {"model": {**{k: v for k, v in model.items() if k != "name"},
                                     "weights": fingerprints[rev]},
                           "suite": suite_info["data_hash"], "settings": settings_subset(kind, settings)}
-                if "hub" in fingerprints[rev]:
+                if fingerprints[rev] is not None and "hub" in fingerprints[rev]:
                     inputs["model"]["name"] = m.name
                 dest = f"{m.spec.slug}/{rev_dir(rev)}"
                 spec = {"model": model, "settings": settings, "seed": settings["seed"], "dest": dest,
                         "suite": {k: suite_info[k] for k in ("spec", "tasks", "limit_per_task", "data_hash")}}
                 where = f"{m.spec.slug}@{rev_dir(rev)}"
                 if kind == "score":
-                    jobs.append(Job(kind, job_key(kind, inputs), f"score {where}", f"{dest}:score", spec, dest=dest))
+                    jobs.append(Job(kind, key(kind, inputs), f"score {where}", f"{dest}:score", spec, dest=dest))
                     continue
                 spec["probes"] = inputs["probes"] = names
                 spec["options"] = {n: plan.probe_options.get(n, {}) for n in names}
@@ -397,19 +436,19 @@ def probe_jobs(plan: Plan, models: Sequence[ResolvedModel], suite_info: dict, ru
                 if get(names[0]).stages is None:
                     needed = [get(n).job_kind for p in names for n in get(p).needs]
                     deps = tuple(by_cell[(dest, k)] for k in needed if (dest, k) in by_cell)
-                    job = Job(kind, job_key(kind, inputs), f"{label} {where}", f"{dest}:{kind}", spec, dest=dest,
+                    job = Job(kind, key(kind, inputs), f"{label} {where}", f"{dest}:{kind}", spec, dest=dest,
                               deps=deps)
                     by_cell[(dest, kind)] = job.key
                     jobs.append(job)
                     continue
                 base_inputs = dict(inputs, settings=settings_subset(f"{kind}:base", settings))
-                base = Job(f"{kind}:base", job_key(f"{kind}:base", base_inputs), f"{label} base {where}",
+                base = Job(f"{kind}:base", key(f"{kind}:base", base_inputs), f"{label} base {where}",
                            f"{dest}:{kind}:base", spec, dest=dest)
-                rows = [Job(f"{kind}:row", job_key(f"{kind}:row", dict(inputs, row=a)), f"{label} {a} {where}",
+                rows = [Job(f"{kind}:row", key(f"{kind}:row", dict(inputs, row=a)), f"{label} {a} {where}",
                             f"{dest}:{kind}:row:{a}", dict(spec, row=a), dest=dest, deps=(base.key,))
                         for a in tasks]
                 deps = tuple(j.key for j in rows)
-                assemble = Job(kind, job_key(kind, dict(inputs, rows=sorted(deps))), f"{label} {where}",
+                assemble = Job(kind, key(kind, dict(inputs, rows=sorted(deps))) if all(deps) else "", f"{label} {where}",
                                f"{dest}:{kind}", spec, dest=dest, deps=(base.key, *deps))
                 by_cell[(dest, kind)] = assemble.key
                 jobs += [base, *rows, assemble]
@@ -446,9 +485,10 @@ def finish_jobs(plan: Plan, jobs: Sequence[Job]) -> list[Job]:
     if not plan.report:
         return []
     deps = tuple(j.key for j in jobs)
-    compare = Job("compare", job_key("compare", {"deps": sorted(deps)}), "compare", "run:compare",
+    known = all(deps)          # a dry run lists jobs whose keys are not known yet ("")
+    compare = Job("compare", job_key("compare", {"deps": sorted(deps)}) if known else "", "compare", "run:compare",
                   {"seed": 0}, deps=deps)
-    report = Job("report", job_key("report", {"deps": [compare.key]}), "report", "run:report",
+    report = Job("report", job_key("report", {"deps": [compare.key]}) if known else "", "report", "run:report",
                  {"seed": 0}, deps=(compare.key,))
     return [compare, report]
 
