@@ -71,14 +71,22 @@ def probe(
     res = runner(lm, suite, settings, ctx, kinds)
     if rows is None and split_half(specs[0], settings):
         # the same probe on two disjoint halves of every task's pairs (tasks t~1, t~2): a 2T × 2T space per
-        # main space, read by taskspace.analysis.reliability; its working files in a folder of their own
+        # main space, read by taskspace.analysis.reliability; its working files in a folder of their own.
+        # The suite of halves (groups as t's) serves probes that list their tasks from the suite and
+        # probes that read only the splits alike.
+        try:
+            half_settings = dataclasses.replace(settings, halves=True, tasks=None)
+            sizes = SplitSizes(settings.train_pairs, settings.dev_pairs, settings.eval_pairs)
+            halved = halve_suite(suite, sizes, settings.seed, settings.tasks)
+        except InputError as e:
+            if settings.split_half == "on":
+                raise
+            # auto: too few pairs to halve (e.g. one eval pair per task) — no split-half pass, said so
+            res.extra.setdefault("notes", []).append(f"split-half pass skipped: {e.message}")
+            return res
         half_ctx = RunContext(out=ctx.out / HALVES_DIR if ctx.out is not None else None, progress=progress,
                               options=values)
-        # the suite of halves (tasks t~1, t~2, groups as t's): probes that list their tasks from the suite
-        # and probes that read only the splits see the same halves
-        sizes = SplitSizes(settings.train_pairs, settings.dev_pairs, settings.eval_pairs)
-        halved = halve_suite(suite, sizes, settings.seed, settings.tasks)
-        halves = runner(lm, halved, dataclasses.replace(settings, halves=True, tasks=None), half_ctx, kinds)
+        halves = runner(lm, halved, half_settings, half_ctx, kinds)
         for spec in specs:
             for name in spec.main_spaces():
                 if name in halves.spaces:
