@@ -202,15 +202,13 @@ def _expected_options(name: str) -> list[tuple[str, str | None, object]]:
 
     spec = registry.get(name)
     defaults = {f.name: f.default for f in dataclasses.fields(ProbeSettings)}
-    extra = {"save_masks": False, "gradients_dir": None, "storage_dtype": "float32", "heldout": None,
-             "card_tokens": 15, "reference": None}
     flag = lambda n: "--" + n.replace("_", "-")  # noqa: E731
     head = [("--model", "-m", ...), ("--suite", "-s", ...), ("--out", "-o", ...), ("--revision", "-r", None),
             ("--tasks", None, None)]
     tail = [("--control", None, None), ("--device", None, "auto"), ("--dtype", None, "float32"),
             ("--attn-implementation", None, None), ("--threads", None, None), ("--trust-remote-code", None, False)]
     return (head + [(flag(n), None, defaults[n]) for n in spec.reads] + tail
-            + [(flag(n), None, defaults[n] if n in defaults else extra[n]) for n in spec.options])
+            + [(flag(n), None, defaults[n]) for n in spec.uses] + [(o.flag, None, o.default) for o in spec.options])
 
 
 def _probe_command(name: str):
@@ -236,7 +234,7 @@ def test_probe_help_lists_every_option_with_its_flags_and_defaults(name):
     rows = [line.strip("│ *").split() for line in r.output.splitlines() if line.startswith("│")]
     shown = [row[0] for row in rows if row and row[0].startswith("--")]     # first column of the table
     assert shown == [opt for opt, _, _ in expected] + ["--help"]
-    assert ("--workers" in r.output) == ("workers" in registry.get(name).options)
+    assert ("--workers" in r.output) == ("workers" in registry.get(name).uses)
     params = [p for p in _probe_command(name).params if p.name != "help"]
     assert [p.opts[0] for p in params] == [opt for opt, _, _ in expected]
     for p, (opt, short, default) in zip(params, expected):
