@@ -256,8 +256,21 @@ def test_auto_mode_rule():
 def test_gradient_buffers_do_not_grow_with_tasks(tok, one_thread):
     """In sketch mode each parameter's .grad buffer is allocated once and reused for every task, and
     what a task leaves behind is k numbers: count distinct buffers and kept numbers at 1× and 4× tasks."""
+    import gc
+    import warnings
+
     model = make_tiny_model("gpt2", vocab_size=len(tok), seed=2)
     n_params = sum(p.numel() for p in model.parameters())
+
+    def big_tensors() -> set[int]:
+        gc.collect()
+        with warnings.catch_warnings():   # isinstance() touches torch's deprecated module shims in gc's list
+            warnings.simplefilter("ignore", FutureWarning)
+            return {o.data_ptr() for o in gc.get_objects()
+                    if isinstance(o, torch.Tensor) and o.numel() >= n_params // 4}
+
+    # tensors that other tests left alive (models held by fixtures or caches) are not this test's
+    before = big_tensors() | {p.data_ptr() for p in model.parameters()}
 
     def buffers(suite):
         seen = set()
@@ -277,16 +290,7 @@ def test_gradient_buffers_do_not_grow_with_tasks(tok, one_thread):
     per_task = res.sketches.numbers_per_task
     assert res.sketches.nbytes == len(many.tasks) * per_task * 4
     assert res.sketches.nbytes < len(many.tasks) * n_params * 4 / 4
-    import gc
-
-    gc.collect()
-    params = {p.data_ptr() for p in model.parameters()}
-    import warnings
-
-    with warnings.catch_warnings():   # isinstance() touches torch's deprecated module shims in gc's list
-        warnings.simplefilter("ignore", FutureWarning)
-        big = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.numel() >= n_params // 4
-               and o.data_ptr() not in params]
+    big = big_tensors() - before
     # only the exact reference's own store (held above) holds model-sized tensors
     assert len(big) <= sum(1 for t in held.tasks for v in held._mem[t].values() if v.numel() >= n_params // 4)
 
