@@ -9,6 +9,8 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 M=$HERE/../shared/models/gutenberg-gpt2-5m
 B=$HERE/../shared/data/blimp
 ts() { PYTHONPATH=$SRC python3 -c "import sys; from taskspace.cli import main; sys.argv[0] = 'taskspace'; main()" "$@"; }
-ts probe gradients --model "$M" --revision step2577 --suite "$B" --train-pairs 50 --split-half off --out "$OUT/g"
+# checkouts from before the split-half pass (issue 18) have no --split-half; newer ones must turn it off
+HALF=(); if ts probe gradients --help | grep -q -- --split-half; then HALF=(--split-half off); fi
+ts probe gradients --model "$M" --revision step2577 --suite "$B" --train-pairs 50 "${HALF[@]}" --out "$OUT/g"
 ts probe transfer --model "$M" --revision step2577 --suite "$B" --train-pairs 20 --dev-pairs 10 \
-   --eval-pairs 20 --steps 10 --bootstrap 0 --out "$OUT/t"
+   --eval-pairs 20 --steps 10 --bootstrap 0 "${HALF[@]}" --out "$OUT/t"
