@@ -135,6 +135,9 @@ def test_plan_relative_paths_resolve_beside_the_plan(tmp_path, tiny_model_dir):
     (BASE + "[settings]\nsteps = 2.5\n", "settings.steps", 6, "must be a int"),
     (BASE + "[settings]\ntasks = [\"a\"]\n", "settings.tasks", 6, "[suite]"),
     (BASE + 'probes = ["score"]\n', "models[0].probes", 5, "top-level key"),
+    ('probes = ["score"]\n' + BASE + 'probes = ["score", "gradients"]\n', "models[0].probes[1]", 6,
+     "not in the plan's `probes`"),
+    ('probes = ["score"]\n' + BASE + 'probes = []\n', "models[0].probes", 6, "non-empty list"),
     (BASE + "[[models]]\nname = \"gpt2\"\n", "models[1].slug", None, "slug 'gpt2'"),
     (BASE + '[[models]]\npretrain = {size = "huge"}\n', "models[1].pretrain.size", 6, "tiny, small, base"),
     (BASE + "[executor]\nkind = \"rey\"\n", "executor.kind", 6, "did you mean 'ray'"),
@@ -752,6 +755,29 @@ def test_dry_run_lists_the_jobs_a_run_executes_including_a_model_trained_in_it(t
     again = run_plan(load_plan(plan_path), run, dry_run=True)
     assert {pj.state for pj in again.dry.jobs} == {"done"}
     assert sorted(j.key for j in again.skipped) == sorted(o.job.key for o in result.outcomes)
+
+
+def test_a_models_probes_narrow_the_plans_probes_for_that_model_only(setup):
+    """`probes` in a [[models]] table: that model runs only those probes, the others all of the plan's."""
+    from taskspace.runs import load_plan, run_plan
+
+    tmp, model_dir, suite, plan = setup
+    text = plan.read_text()
+    assert text.count("[[models]]") == 1
+    first = text.index("[[models]]")
+    block = text[first:].split("\n[", 1)[0].rstrip("\n")
+    text = text.replace(block, block + "\n" + block.replace("[[models]]", "[[models]]\nslug = \"narrow\"")
+                        + '\nprobes = ["score"]')
+    plan.write_text(text)
+    p = load_plan(plan)
+    assert p.models[0].probes is None and p.models[1].probes == ("score",)
+    dry = run_plan(p, tmp / "run", dry_run=True).dry
+    kinds = {}
+    for pj in dry.jobs:
+        kinds.setdefault(pj.job.dest.split("/")[0] if pj.job.dest else "", set()).add(pj.job.kind)
+    assert kinds["narrow"] == {"score"}
+    assert {"score", "gradients"} <= kinds[p.models[0].slug]
+    assert not (tmp / "run").exists()
 
 
 def test_dry_run_reads_a_local_models_size_from_its_header_and_estimates_each_kind(setup, capsys):

@@ -63,6 +63,9 @@ DEMO_PROBES = ("score", "gradients", "overlap", "activations", "latent", "lookah
                "transfer-estimate", "baseline", "ablation")
 LAST_ONLY = ("lookahead", "transfer", "transfer-estimate", "baseline", "ablation")
 ENDS_ONLY = ("activations", "latent")
+#: run on the largest size only (its final checkpoint): the findings compare sizes on the gradient, overlap
+#: and transfer spaces, and these two would add about as much again as transfer does at every size
+LARGEST_ONLY = ("baseline", "ablation")
 
 
 def demo_tasks(cfg: DemoConfig) -> list[str] | None:
@@ -105,6 +108,8 @@ def demo_plan_text(quick: bool = False) -> str:
             pre.append("checkpoints = [" + ", ".join(str(c) for c in cfg.checkpoints) + "]")
         lines += ["", "[[models]]", f'slug = "toy-{size}"', "pretrain = {" + ", ".join(pre) + "}",
                   'revisions = "all"', 'control = "first"']
+        if size != "base":
+            lines.append("probes = [" + ", ".join(f'"{p}"' for p in DEMO_PROBES if p not in LARGEST_ONLY) + "]")
     lines += [
         "",
         "[settings]",

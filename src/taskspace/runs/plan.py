@@ -21,6 +21,11 @@ A plan file (``taskspace run PLAN.toml --out RUN``)::
     [settings]                   # ProbeSettings fields (DESIGN §2 defaults)
     train_pairs = 50
 
+    [[models]]
+    name = "EleutherAI/pythia-410m"
+    revisions = ["step143000"]
+    probes = ["score", "gradients"]   # optional: this model runs only these of the plan's probes
+
     [probe_revisions]            # optional: run a costly probe only on some checkpoints
     transfer = ["last", "control"]
 
@@ -65,7 +70,7 @@ _DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|mps|auto)$")
 _TOP_KEYS = ("probes", "report", "suite", "models", "settings", "probe_revisions", "probe_options",
              "executor")
 _SUITE_KEYS = ("spec", "tasks", "limit_per_task")
-_MODEL_KEYS = ("name", "pretrain", "slug", "size", "revisions", "control", "device", "dtype")
+_MODEL_KEYS = ("name", "pretrain", "slug", "size", "revisions", "control", "device", "dtype", "probes")
 _PRETRAIN_KEYS = ("corpus", "size", "steps", "seed", "sentences", "checkpoints")
 _EXECUTOR_KEYS = ("kind", "address", "num_cpus", "cpus_per_job")
 _SETTINGS_KEYS = tuple(f.name for f in fields(ProbeSettings) if f.name != "tasks")
@@ -101,6 +106,8 @@ class ModelSpec:
 
     ``revisions`` is a tuple of revision names, ``("all",)`` for every checkpoint sub-folder, or ``(None,)``
     for the model's only / default revision. ``control`` is ``first``, ``init[:SEED]``, a revision, or None.
+    ``probes`` is the part of the plan's probes this model runs (None: all of them), e.g. a costly probe
+    only on the largest model of a grid.
     """
 
     slug: str
@@ -111,6 +118,11 @@ class ModelSpec:
     control: str | None = None
     device: str = "cpu"
     dtype: str = "float32"
+    probes: tuple[str, ...] | None = None
+
+    def runs(self, probe: str) -> bool:
+        """Whether this model runs ``probe`` (one of the plan's probes)."""
+        return self.probes is None or probe in self.probes
 
 
 @dataclass(frozen=True)
@@ -161,7 +173,8 @@ class Plan:
             "models": [{"name": m.name, "slug": m.slug, "size": m.size,
                         "revisions": [r for r in m.revisions], "control": m.control,
                         "pretrain": m.pretrain.to_dict() if m.pretrain else None,
-                        "device": m.device, "dtype": m.dtype} for m in self.models],
+                        "device": m.device, "dtype": m.dtype,
+                        "probes": list(m.probes) if m.probes is not None else None} for m in self.models],
             "probes": list(self.probes),
             "probe_revisions": {k: list(v) for k, v in self.probe_revisions.items()},
             "probe_options": {k: dict(v) for k, v in self.probe_options.items()},
@@ -236,6 +249,16 @@ def parse_plan(data: Mapping[str, Any], source: str = "<plan>", text: str | None
             v.fail(f"unknown probe {pname!r}{_suggest(pname, known)}; choose from "
                    f"{', '.join(known)}", f"probes[{i}]")
     probes = tuple(dict.fromkeys(probes))
+    for i, m in enumerate(models):
+        if m.probes is not None and "probes" not in data:
+            # most often the plan's own `probes` written below [[models]], where TOML puts it in the table
+            v.fail("a model's `probes` narrows the plan's top-level `probes`, which this plan does not set "
+                   "(`probes` is also a top-level key: in TOML write it above the first [table])",
+                   f"models[{i}].probes")
+        for j, pname in enumerate(m.probes or ()):
+            if pname not in probes:
+                v.fail(f"probe {pname!r} is not in the plan's `probes` ({', '.join(probes)})",
+                       f"models[{i}].probes[{j}]")
 
     report = data.get("report", True)
     if not isinstance(report, bool):
@@ -322,8 +345,14 @@ def _parse_model(v: "_Validator", d: Any, i: int) -> ModelSpec:
 
     if dtype.lower() not in DTYPES:
         v.fail(f"unknown dtype {dtype!r}{_suggest(dtype, DTYPES)}", where + ".dtype")
+    probes = d.get("probes")
+    if probes is not None:
+        if not isinstance(probes, list) or not probes or not all(isinstance(x, str) and x for x in probes):
+            v.fail("must be a non-empty list of probe names (those of the plan's `probes` this model runs)",
+                   where + ".probes")
+        probes = tuple(dict.fromkeys(probes))
     return ModelSpec(slug=slug, name=name, pretrain=pretrain, size=size, revisions=revisions,
-                     control=control, device=device, dtype=DTYPES[dtype.lower()])
+                     control=control, device=device, dtype=DTYPES[dtype.lower()], probes=probes)
 
 
 def _parse_pretrain(v: "_Validator", d: Any, where: str) -> PretrainSpec:

@@ -412,7 +412,10 @@ def probe_jobs(plan: Plan, models: Sequence[ResolvedModel], suite_info: dict, ru
     for m in models:
         fingerprints: dict[str | None, dict] = {}
         for kind in kinds:
-            names = [p.name for p in probes_of_job(kind) if p.name in wanted] if kind != "score" else []
+            names = ([p.name for p in probes_of_job(kind) if p.name in wanted and m.spec.runs(p.name)]
+                     if kind != "score" else [])
+            if not (m.spec.runs("score") if kind == "score" else names):
+                continue  # `probes` of this [[models]] table leaves the kind out
             for rev in _cells_for(plan, m, kind):
                 if rev not in fingerprints:
                     fingerprints[rev] = fingerprint(m.name, rev)
