@@ -274,7 +274,7 @@ def test_layer_chosen_on_dev_and_the_cause_isolate_table(tok):
     assert table["isolate"].between(0, 1).all()
     assert res.spaces["erasure"].ci_low is not None
     spec = registry.get("erasure")
-    assert spec.file("causal") == "stats/causal_erasure.csv"
+    assert spec.file("table") == "stats/causal_erasure.csv"
 
 
 def test_bad_layer_is_one_line_naming_the_field(tok):
@@ -311,13 +311,22 @@ def test_cli_and_plan(tiny_model_dir, tmp_path):
                                  "--out", str(tmp_path / "bad"), "--layers", "most"])
     assert r.exit_code != 0 and "layers" in str(r.exception) + r.output
 
-    plan = write_plan(tmp_path / "plan.toml", tiny_model_dir, suite, probes=("steering-estimate",), control="none",
-                      train_pairs=2, extra='[probe_options."steering-estimate"]\nlayer = 0\n')
-    plan.write_text(plan.read_text().replace("eval_pairs = 4", "eval_pairs = 2")
+    # a plan: the probe options reach the runners; the declared cause / isolate table reaches compare and the report
+    plan = write_plan(tmp_path / "plan.toml", tiny_model_dir, suite, probes=("steering-estimate", "erasure"),
+                      control="none", train_pairs=2,
+                      extra='[probe_options."steering-estimate"]\nlayer = 0\n'
+                            "[probe_options.erasure]\nlayer = 1\nrandom_directions = 1\n")
+    plan.write_text(plan.read_text().replace("eval_pairs = 4", "eval_pairs = 2").replace("report = false", "report = true")
                     .replace('spec = "', 'tasks = ["sva_singular", "anaphor_singular"]\nspec = "'))
     result = run_plan(load_plan(plan), tmp_path / "run")
     assert not result.failed, [o.error for o in result.failed]
     cell = tmp_path / "run" / "tiny-lm" / "step10"
     est = TaskSpace.load(cell / "spaces" / "steering_estimate.csv")
     assert est.provenance["layer"] == 0 and est.tasks == ["sva_singular", "anaphor_singular"]
-    assert json.loads((cell / "spaces" / "steering_estimate.json").read_text())
+    assert TaskSpace.load(cell / "spaces" / "erasure.csv").provenance["random_directions"] == 1
+    cmp = json.loads((tmp_path / "run" / "comparison.json").read_text())
+    entry = next(c for c in cmp["cells"] if c["revision"] == "step10")
+    rows = entry["tables"]["stats/causal_erasure.csv"]
+    assert [r["task"] for r in rows] == ["sva_singular", "anaphor_singular"] and "isolate_random" in rows[0]
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert 'id="tables"' in html and "stats/causal_erasure.csv" in html

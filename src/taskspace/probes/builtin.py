@@ -168,7 +168,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         cost="the activations pass, a dev sweep of every layer's diagonal (L·(1+k) scorings of the dev pairs), "
              "then T·(1+k) scorings of all eval pairs at the chosen layer (forward only)",
         options=(CAUSAL_ALPHA, CAUSAL_RANDOM, CAUSAL_LAYER, CAUSAL_LAYERS),
-        files=(("causal", "stats/causal_steering.csv"),), halves=False,
+        files=(("table", "stats/causal_steering.csv"),), halves=False,
     ),
     ProbeSpec(
         name="erasure",
@@ -183,7 +183,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         runner="taskspace.probes.kinds.steering:run_erasure",
         cost="as steering (forward only)",
         options=(CAUSAL_RANDOM, CAUSAL_LAYER, CAUSAL_LAYERS),
-        files=(("causal", "stats/causal_erasure.csv"),), halves=False,
+        files=(("table", "stats/causal_erasure.csv"),), halves=False,
     ),
     ProbeSpec(
         name="steering-estimate",
