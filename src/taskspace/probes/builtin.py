@@ -154,9 +154,8 @@ BUILTIN: tuple[ProbeSpec, ...] = (
     ),
     ProbeSpec(
         name="steering",
-        help="Steering probe: every task's mean-margin change when α·s_ℓ·d̂_a (task a's unit activation "
-             "difference) is added to the residual stream after block ℓ, beside random directions; the layer "
-             "chosen on dev pairs.",
+        help="Steering probe: every task's mean-margin change when task a's unit activation difference is added "
+             "to the residual stream at one layer, beside random directions.",
         reads=SPLITS + SCORING + ("bootstrap",),
         spaces=(SpaceSpec("steering", "steering Δmargin S", main=True, by="layer",
                           rows="task whose direction is added", columns="task evaluated"),
@@ -172,9 +171,8 @@ BUILTIN: tuple[ProbeSpec, ...] = (
     ),
     ProbeSpec(
         name="erasure",
-        help="Erasure probe: every task's mean-margin change when task a's unit activation difference d̂_a is "
-             "projected out of the residual stream after block ℓ, beside random directions; the layer chosen "
-             "on dev pairs.",
+        help="Erasure probe: every task's mean-margin change when task a's unit activation difference is "
+             "projected out of the residual stream, beside random directions.",
         reads=SPLITS + SCORING + ("bootstrap",),
         spaces=(SpaceSpec("erasure", "erasure Δmargin E", main=True, by="layer",
                           rows="task whose direction is erased", columns="task evaluated"),
@@ -187,8 +185,8 @@ BUILTIN: tuple[ProbeSpec, ...] = (
     ),
     ProbeSpec(
         name="steering-estimate",
-        help="Steering estimate: the first-order steering effect ∂m_b/∂α = s_ℓ·⟨Σ_pos ∇_{r_ℓ} m_b, d̂_a⟩ at "
-             "every layer, from one backward pass per eval sentence (no intervened scoring).",
+        help="Steering estimate: the first-order steering effect ∂m_b/∂α at every layer, from one backward pass "
+             "per eval sentence (no intervened scoring).",
         reads=SPLITS + SCORING + ("bootstrap",),
         spaces=(SpaceSpec("steering_estimate", "first-order steering estimate Ŝ", main=True, by="layer",
                           rows="task whose direction is added", columns="task evaluated"),
