@@ -236,10 +236,10 @@ def one_checkpoint(args, revision: str, alpha_curve: bool) -> dict:
     el = e["layer"]
     de = diagonal(e["base"], e["changed"][el], e["random"][el], tasks, -1)
     Em = matrix(e["base"], e["changed"][el], tasks)
-    be = block(Em, groups)
+    be = block(-Em, groups)          # the drop −E: larger = erasing a's direction hurts b more
     print(f"erasure: layer {el} (dev: " + ", ".join(f"{ell}: {fmt(v)}" for ell, v in e["sweep"].items())
           + f"); diagonal R[a,a] − E[a,a] mean {fmt(de['mean'])} {fmt(de['mean_ci'])}; "
-          f"causal {de['n_causal']}/{de['n']}; gap {fmt(be['gap'])} Mantel ρ {fmt(be['rho'])} p {fmt(be['p'])}; "
+          f"causal {de['n_causal']}/{de['n']}; drop −E vs groups: gap {fmt(be['gap'])} Mantel ρ {fmt(be['rho'])} p {fmt(be['p'])}; "
           f"{t_erase:.1f} s")
     base_acc = {a: float(e["base"]["correct"][e["base"]["task"] == a].mean()) for a in tasks}
     print(f"  mean eval accuracy of the tasks: {np.mean(list(base_acc.values())):.3f}; tasks above 0.6: "

@@ -26,7 +26,7 @@ GRADIENT_OPTIONS = (
            choices=("float32", "bfloat16", "float16")),
 )
 #: the causal probes' own options (steering, erasure, steering-estimate)
-CAUSAL_ALPHA = Option("alpha", float, 1.0, "Steering strength α, relative to the layer's RMS residual norm s_ℓ "
+CAUSAL_ALPHA = Option("alpha", float, 0.5, "Steering strength α, relative to the layer's RMS residual norm s_ℓ "
                       "(the added vector is α·s_ℓ·d̂_a).", min=0.0)
 CAUSAL_RANDOM = Option("random_directions", int, 4, "Random unit directions per row for the control "
                        "(seeded, averaged).", min=1)

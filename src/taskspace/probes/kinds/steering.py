@@ -74,7 +74,7 @@ def _mean_table(tables: Sequence["pd.DataFrame"]) -> "pd.DataFrame":
 
 
 def intervention_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", mode: str, *,
-                        alpha: float = 1.0, n_random: int = 4, layer: int | None = None, all_layers: bool = False,
+                        alpha: float = 0.5, n_random: int = 4, layer: int | None = None, all_layers: bool = False,
                         progress: bool = True) -> dict[str, Any]:
     """Everything the two probes compute: ``{"tasks", "groups", "scale" [L], "sweep" {ℓ: dev selectivity},
     "layer" (chosen), "base" (eval table), "changed" {ℓ: {a: table}}, "random" {ℓ: {a: [tables]}},
@@ -153,11 +153,12 @@ def _run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: 
     from ..result import ProbeResult
 
     opts = ctx.options
-    alpha = float(opts.get("alpha", 1.0) or 0.0) if mode == "steering" else None
-    n_random = int(opts.get("random_directions", 4))
-    fixed = opts.get("layer")
-    all_layers = opts.get("layers", "chosen") == "all"
-    r = intervention_scores(loaded, suite, settings, mode, alpha=alpha if alpha is not None else 1.0,
+    # every option is present: the caller (probe(), the CLI, a run) fills in the spec's defaults
+    alpha = float(opts["alpha"]) if mode == "steering" else None
+    n_random = int(opts["random_directions"])
+    fixed = opts["layer"]
+    all_layers = opts["layers"] == "all"
+    r = intervention_scores(loaded, suite, settings, mode, alpha=alpha if alpha is not None else 0.0,
                             n_random=n_random, layer=fixed, all_layers=all_layers, progress=ctx.progress)
     tasks, groups, layer, splits = r["tasks"], r["groups"], r["layer"], r["splits"]
     what = ("r ← r + α·s_ℓ·d̂_a at every sentence position after block ℓ" if mode == "steering"

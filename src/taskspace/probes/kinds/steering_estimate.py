@@ -127,8 +127,8 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     from ..result import ProbeResult
     from ..spec import RunContext as Ctx
 
-    n_random = int(ctx.options.get("random_directions", 4))
-    fixed = ctx.options.get("layer")
+    n_random = int(ctx.options["random_directions"])
+    fixed = ctx.options["layer"]
     needed = ["train", "test"] + (["dev"] if fixed is None else [])
     splits, tasks, _ = probe_tasks(suite, settings, needed)
     test = splits["test"]
