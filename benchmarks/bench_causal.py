@@ -15,7 +15,8 @@ the ground truth), prints:
 Examples (the figures in ``benchmarks/README.md`` were produced with these)::
 
     python benchmarks/bench_causal.py --model /tmp/causal-bench/toy-small --suite toy --threads 2
-    python benchmarks/bench_causal.py --suite blimp --tasks 16 --threads 2
+    python benchmarks/bench_causal.py --suite blimp --tasks 12 --eval-pairs 20 --alpha 0.5 --threads 1
+    python benchmarks/bench_causal.py --suite blimp --eval-pairs 20 --alpha 0.5 --no-control --estimate-only 1
 
 Timings are wall seconds in one process; the machine may be shared (the load average is printed).
 """
@@ -279,6 +280,47 @@ def one_checkpoint(args, revision: str, alpha_curve: bool) -> dict:
     return out
 
 
+def estimate_only(args, revision: str, layer: int) -> None:
+    """The estimate against exact steering (no controls) at one layer over the tasks: off-diagonal and
+    diagonal Spearman, and the time of each (the estimate: all layers at once)."""
+    import taskspace
+    from taskspace.probes.causal import intervene, prefix_skip
+    from taskspace.probes.settings import ProbeSettings
+    from taskspace.scoring import Scorer
+
+    lm, suite, rev = load(args, revision)
+    tasks = pick_tasks(suite, args.tasks)
+    s = ProbeSettings(tasks=tasks, train_pairs=args.train_pairs, dev_pairs=args.dev_pairs,
+                      eval_pairs=args.eval_pairs, bootstrap=0, seed=0)
+    print(f"\n== {args.suite} {rev}: estimate vs exact at layer {layer}, {len(tasks)} tasks, α {args.alpha}, "
+          f"load {os.getloadavg()[0]:.1f}", flush=True)
+    t0 = time.perf_counter()
+    est = taskspace.probe(lm, suite, "steering-estimate", s, progress=False, layer=layer,
+                          random_directions=args.random_directions)
+    t_est = time.perf_counter() - t0
+    dirs, scale = est.extra["directions"], est.extra["scale"]
+    test = s.splits(suite)["test"]
+    scorer = Scorer(lm.model, lm.tokenizer, share_prefix=False)
+    skip = prefix_skip(lm.tokenizer, s.prefix)
+    t0 = time.perf_counter()
+    base = scorer.score_pairs(test.pairs)
+    t_plain = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tabs = {}
+    for i, a in enumerate(tasks):
+        if np.isfinite(dirs[layer, i]).all():
+            with intervene(lm.model, layer, add=args.alpha * scale[layer] * dirs[layer, i], skip=skip):
+                tabs[a] = scorer.score_pairs(test.pairs)
+    t_exact = time.perf_counter() - t0
+    S = matrix(base, tabs, tasks)
+    E = est.spaces[f"steering_estimate_by_layer/layer{layer}"].matrix
+    print(f"  Spearman off-diagonal {fmt(spearman(offdiag(E), offdiag(S)))}, diagonal "
+          f"{fmt(spearman(np.diag(E), np.diag(S)))}; estimate (all {len(scale)} layers, incl. activations and dev "
+          f"gradients) {t_est:.1f} s vs exact S at this layer {t_exact:.1f} s → {t_est / t_exact:.3f} "
+          f"(vs exact at all layers ≈ {t_est / (t_exact * len(scale)):.3f}); one plain scoring {t_plain:.2f} s",
+          flush=True)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--suite", choices=("blimp", "toy"), default="blimp")
@@ -295,6 +337,8 @@ def main(argv=None) -> None:
     p.add_argument("--damage-rows", type=int, default=8, help="task directions the LM damage averages over")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-control", action="store_true")
+    p.add_argument("--estimate-only", type=int, default=None, metavar="LAYER",
+                   help="only the estimate vs exact steering (no controls) at this layer, on every checkpoint")
     args = p.parse_args(argv)
     args.alphas = [float(a) for a in args.alphas.split(",") if a]
     if args.suite == "toy" and not args.model:
@@ -311,7 +355,10 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), " ".join(sys.argv))
     for i, rev in enumerate(revs[: 1 if args.no_control else None]):
-        one_checkpoint(args, rev, alpha_curve=(i == 0))
+        if args.estimate_only is not None:
+            estimate_only(args, rev, args.estimate_only)
+        else:
+            one_checkpoint(args, rev, alpha_curve=(i == 0))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f}")
 
 

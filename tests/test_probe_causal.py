@@ -316,7 +316,8 @@ def test_cli_and_plan(tiny_model_dir, tmp_path):
                       control="none", train_pairs=2,
                       extra='[probe_options."steering-estimate"]\nlayer = 0\n'
                             "[probe_options.erasure]\nlayer = 1\nrandom_directions = 1\n")
-    plan.write_text(plan.read_text().replace("eval_pairs = 4", "eval_pairs = 2").replace("report = false", "report = true")
+    plan.write_text(plan.read_text().replace("eval_pairs = 4", "eval_pairs = 2")
+                    .replace("report = false", "report = true")
                     .replace('spec = "', 'tasks = ["sva_singular", "anaphor_singular"]\nspec = "'))
     result = run_plan(load_plan(plan), tmp_path / "run")
     assert not result.failed, [o.error for o in result.failed]

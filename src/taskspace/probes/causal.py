@@ -311,7 +311,10 @@ def causal_table(base: "pd.DataFrame", changed: Mapping[str, "pd.DataFrame"],
         def mean_of(x: np.ndarray, b: str) -> tuple[float, np.ndarray]:
             idx = cols[b]
             point = float(x[idx].mean()) if len(idx) else np.nan
-            reps = counts[b] @ x[idx] / max(len(idx), 1) if bootstrap and len(idx) else np.full(max(bootstrap, 1), np.nan)
+            if bootstrap and len(idx):
+                reps = counts[b] @ x[idx] / len(idx)
+            else:
+                reps = np.full(max(bootstrap, 1), np.nan)
             return point, reps
 
         same = [b for b, g in zip(tasks, groups) if b != a and g == groups[i]]

@@ -121,7 +121,8 @@ def intervention_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeS
                         continue
                     pa, m0 = dev.pairs_of(a), base_dev[a]["margin"].to_numpy()
                     own = float(np.mean(score(ell, dirs[ell, i], pa)["margin"].to_numpy() - m0))
-                    ctrl = float(np.mean([np.mean(score(ell, r, pa)["margin"].to_numpy() - m0) for r in randoms(a, ell)]))
+                    ctrl = float(np.mean([np.mean(score(ell, r, pa)["margin"].to_numpy() - m0)
+                                          for r in randoms(a, ell)]))
                     sel.append(sign * (own - ctrl))
                     advance(1 + n_random)
                 sweep[ell] = float(np.mean(sel)) if sel else float("nan")

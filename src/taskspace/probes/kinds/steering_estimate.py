@@ -5,7 +5,7 @@ With the ``steering`` probe's notation (d̂_a^ℓ the activations probe's unit d
 stream's RMS norm over the eval sentences, every sentence position shifted, not the prefix)::
 
     G_ℓ(x)      = Σ_positions ∇_{r_ℓ} log p(x)            one backward pass per sentence, down to layer ℓ
-    Ŝ_ℓ[a,b]    = mean_i  s_ℓ · ⟨G_ℓ(good_i) − G_ℓ(bad_i), d̂_a^ℓ⟩      (b's eval pairs; nats per unit α)
+    Ŝ_ℓ[a,b]    = mean_i  s_ℓ · ⟨G_ℓ(good_i) − G_ℓ(bad_i), d̂_a^ℓ⟩     (b's eval pairs; nats per unit α)
     R̂_ℓ[a,b]    = the same along the row's random directions (the steering probe's, same seeds), averaged
     Ŝ_ℓ / |Ŝ_ℓ[a,a]|                                          normalised, as for transfer
 
@@ -55,7 +55,9 @@ def shift_gradients(model: Any, tokenizer: Any, sentences: Sequence[str], settin
     layers = list(range(L)) if layers is None else list(layers)
     scorer = Scorer(model, tokenizer, reduction=settings.reduction, prefix=settings.prefix,
                     batch_tokens=settings.batch_tokens, share_prefix=False)
-    head, pad_id = scorer.head, scorer._pad_id
+    head = scorer.head
+    pad, token_id = getattr(tokenizer, "pad_token_id", None), scorer.convention.prefix_token_id
+    pad_id = int(pad) if pad is not None else (token_id if token_id is not None else 0)     # as the scorer pads
     skip = prefix_skip(tokenizer, settings.prefix)
     uniq = list(dict.fromkeys(sentences))
     ids = scorer.encode(uniq)
@@ -118,7 +120,8 @@ def _tables(pairs: Sequence[Any], values: dict[str, np.ndarray]) -> tuple["pd.Da
 def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
         kinds: Sequence[str] = ("steering-estimate",)) -> "ProbeResult":
     """The ``steering-estimate`` probe on one checkpoint: the estimate, its normalised form and its random
-    control at every layer (``…_by_layer/layer<ℓ>``) and at the chosen layer; ``stats/steering_estimate_layers.csv``."""
+    control at every layer (``…_by_layer/layer<ℓ>``) and at the chosen layer;
+    ``stats/steering_estimate_layers.csv``."""
     import pandas as pd
 
     from ...spaces import TaskSpace
@@ -139,7 +142,8 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     diffs = spec.load_runner()(loaded, suite, settings, Ctx(progress=False), (spec.name,)).extra["differences"]
     dirs = unit_directions(diffs, tasks)
     width = dirs.shape[2]
-    scale = residual_scale(model, tok, split_sentences(test), prefix=settings.prefix, batch_tokens=settings.batch_tokens)
+    scale = residual_scale(model, tok, split_sentences(test), prefix=settings.prefix,
+                           batch_tokens=settings.batch_tokens)
     groups = [suite.group_of(t) for t in tasks]
     rand = {(a, ell): random_directions(width, n_random, settings.seed, a, ell) for a in tasks for ell in range(L)}
 
@@ -184,7 +188,8 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
         e = transfer_matrices(base, t_own, tasks, bootstrap=settings.bootstrap, seed=settings.seed)
         c = transfer_matrices(base, t_ctrl, tasks, bootstrap=settings.bootstrap, seed=settings.seed)
         pl = dict(prov, layer=ell)
-        for name, est, extra in ((NAME, e[""], {}), (f"{NAME}_normalized", e["_normalized"], {"normalised": "Ŝ / |Ŝ[a,a]|"}),
+        for name, est, extra in ((NAME, e[""], {}),
+                                 (f"{NAME}_normalized", e["_normalized"], {"normalised": "Ŝ / |Ŝ[a,a]|"}),
                                  (f"{NAME}_random", c[""], {"directions": f"{n_random} random unit directions per "
                                                                           "row, averaged (seeded)"})):
             spaces[f"{name}_by_layer/layer{ell}"] = TaskSpace(est.value, tasks, groups, name, dict(pl, **extra),
