@@ -525,7 +525,7 @@ def _declared_tables(cmp: dict) -> str:
             if not rows:
                 continue
             cols = list(rows[0])
-            body = [[_e(v) if isinstance(v, str) or v is None or isinstance(v, bool) else _f(v)
+            body = [[_e("–" if v is None else v) if isinstance(v, (str, int)) or v is None else _f(v)
                      for v in (r.get(k) for k in cols)] for r in rows]
             blocks.append(f"<h3>{_e(rel)} — {_e(c['id'])}</h3>" + _table([_e(k) for k in cols], body, left=2))
     if not blocks:
