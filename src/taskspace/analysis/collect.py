@@ -43,6 +43,8 @@ class Cell:
     finetuning: dict[str, dict[str, dict]] = field(default_factory=dict)
     scores: pd.DataFrame | None = None
     cards: pd.DataFrame | None = None   # vocabulary task cards (a probe's declared ``cards`` table)
+    #: per-task tables a probe declares with the role ``table`` (one row per task), by their path
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     #: halves spaces (``spaces/halves/<space>.csv``: the probe run with ``halves=True``), by space name
     halves: dict[str, TaskSpace] = field(default_factory=dict)
     control: "Cell | None" = None  # a control tree written inside this DIR (``DIR/control/``)
@@ -220,7 +222,7 @@ def is_probe_dir(path: Path) -> bool:
 def load_probe_dir(path: str | Path, *, model: str | None = None, revision: str | None = None) -> Cell:
     """Read one probe DIR: ``spaces/*.csv`` (+ sidecars), every per-module / per-layer folder the registry
     declares (``spaces/<name>_by_<by>/``), the tables the probes declare (distributedness, status records
-    of fine-tunings, task cards), ``scores/tasks.csv``, ``spaces/halves/`` (2T × 2T halves spaces,
+    of fine-tunings, task cards, per-task tables), ``scores/tasks.csv``, ``spaces/halves/`` (2T × 2T halves spaces,
     :mod:`taskspace.analysis.reliability`) and a ``control/`` tree."""
     path = Path(path)
     if not path.is_dir():
@@ -237,6 +239,7 @@ def load_probe_dir(path: str | Path, *, model: str | None = None, revision: str 
             parts[s.name] = {csv.stem: load_space(csv) for csv in sorted(folder.glob("*.csv"))}
     dist = cards = None
     finetuning: dict[str, dict[str, dict]] = {}
+    tables: dict[str, pd.DataFrame] = {}
     for p in probes():
         for role, rel in p.files:
             f = path / rel
@@ -244,6 +247,8 @@ def load_probe_dir(path: str | Path, *, model: str | None = None, revision: str 
                 dist = _read_table(f, ("task",), ("grad_norm", "participation_ratio", "mask_size"))
             elif role == "cards" and cards is None and f.exists():
                 cards = _read_table(f, ("task", "direction", "token"), ("rank", "cosine"))
+            elif role == "table" and f.exists():
+                tables[rel] = _read_table(f, ("task",), ())
             elif role == "status" and f.is_dir():
                 records = {js.stem: _read_json(js) for js in sorted(f.glob("*.json"))}
                 if records:
@@ -263,7 +268,7 @@ def load_probe_dir(path: str | Path, *, model: str | None = None, revision: str 
     rev = revision if revision is not None else (pm.get("revision") or prov.get("revision"))
     cell = Cell(path=path, model=str(name), revision=None if rev is None else str(rev), spaces=spaces,
                 parts=parts, distributedness=dist, finetuning=finetuning, scores=scores, cards=cards,
-                halves=halves)
+                tables=tables, halves=halves)
     if is_probe_dir(path / "control"):
         cell.control = load_probe_dir(path / "control", model=cell.model)
         if cell.control.revision in (None, cell.revision):

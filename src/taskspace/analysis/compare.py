@@ -6,8 +6,9 @@
 ``schema``, ``run``, ``provenance`` (versions, created, plan, analysis settings, per-cell provenance),
 ``models`` (slug, name, size, n_parameters, revisions, control), ``probes`` (space names found),
 ``cells`` (one per model × revision: per-space summaries against H, signed and absolute; per-module
-gradient gaps; distributedness; FTGD status; ``versus_control``; and ``reliability`` per halves space
-found in ``spaces/halves/``), ``generalization`` (per normalised transfer space: rows = groups, columns =
+gradient gaps; distributedness; FTGD status; ``versus_control``; ``reliability`` per halves space
+found in ``spaces/halves/``; and ``tables``: every per-task table a probe declares with the role ``table``,
+as rows, by path), ``generalization`` (per normalised transfer space: rows = groups, columns =
 checkpoints, and the per-size view), ``dynamics`` (per model and space), ``sizes`` (per space: one row
 per model at its final checkpoint), ``size_deltas`` (per space: largest − smallest model), ``findings``
 and ``headline``.
@@ -130,6 +131,12 @@ def _sharing(cell: Cell) -> TaskSpace | None:
     return next((cell.spaces[s.name] for _, s in all_spaces() if s.sharing and s.name in cell.spaces), None)
 
 
+def _records(df: "Any") -> list[dict]:
+    """A per-task table as JSON rows (NaN → null)."""
+    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else
+                 v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in df.to_dict("records")]
+
+
 def _cell_entry(model: ModelCells, cell: Cell, control: Cell | None, summarize: _Summaries,
                 progress) -> dict:
     spaces = {}
@@ -150,7 +157,8 @@ def _cell_entry(model: ModelCells, cell: Cell, control: Cell | None, summarize: 
              "path": str(cell.path), "untrained": cell.untrained, "n_parameters": cell.n_parameters,
              "is_control": model.control == cell.revision, "spaces": spaces, "parts": parts,
              "distributedness": dist, "finetuning": ftgd, "accuracy": _accuracy(cell),
-             "control": None, "versus_control": {}, "reliability": reliability}
+             "control": None, "versus_control": {}, "reliability": reliability,
+             "tables": {rel: _records(df) for rel, df in cell.tables.items()}}
     if control is not None:
         entry["control"] = control.revision
         for name in cell.spaces.keys() & control.spaces.keys():

@@ -25,6 +25,16 @@ GRADIENT_OPTIONS = (
     Option("storage_dtype", str, "float32", "Storage precision of ḡ_t (exact mode).",
            choices=("float32", "bfloat16", "float16")),
 )
+#: the causal probes' own options (steering, erasure, steering-estimate)
+CAUSAL_ALPHA = Option("alpha", float, 0.5, "Steering strength α, relative to the layer's RMS residual norm s_ℓ "
+                      "(the added vector is α·s_ℓ·d̂_a).", min=0.0)
+CAUSAL_RANDOM = Option("random_directions", int, 4, "Random unit directions per row for the control "
+                       "(seeded, averaged).", min=1)
+CAUSAL_LAYER = Option("layer", int, None, "Layer of the main spaces (block index; the last is read after the "
+                      "final norm); default: chosen on the dev pairs.", min=0)
+CAUSAL_LAYERS = Option("layers", str, "chosen", "Layers with a full tasks × tasks map: 'chosen' (the main "
+                       "layer only; every layer's diagonal is swept on dev pairs) or 'all'.",
+                       choices=("chosen", "all"))
 _TRANSFER_ROWS, _TRANSFER_COLS = "task fine-tuned on", "task evaluated"
 
 
@@ -141,5 +151,52 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         options=(Option("reference", str, None, "Set ablated entries to this revision's values (e.g. step0, or "
                         "first / init for the control's) instead of zero.", kind="revision"),),
         per_task=True, halves=False,
+    ),
+    ProbeSpec(
+        name="steering",
+        help="Steering probe: every task's mean-margin change when task a's unit activation difference is added "
+             "to the residual stream at one layer, beside random directions.",
+        reads=SPLITS + SCORING + ("bootstrap",),
+        spaces=(SpaceSpec("steering", "steering Δmargin S", main=True, by="layer",
+                          rows="task whose direction is added", columns="task evaluated"),
+                SpaceSpec("steering_normalized", "normalised steering S̃", by="layer",
+                          rows="task whose direction is added", columns="task evaluated"),
+                SpaceSpec("steering_random", "random-direction steering Δmargin R", by="layer",
+                          rows="task whose random direction is added", columns="task evaluated")),
+        runner="taskspace.probes.kinds.steering:run",
+        cost="the activations pass, a dev sweep of every layer's diagonal (L·(1+k) scorings of the dev pairs), "
+             "then T·(1+k) scorings of all eval pairs at the chosen layer (forward only)",
+        options=(CAUSAL_ALPHA, CAUSAL_RANDOM, CAUSAL_LAYER, CAUSAL_LAYERS),
+        files=(("table", "stats/causal_steering.csv"),), halves=False,
+    ),
+    ProbeSpec(
+        name="erasure",
+        help="Erasure probe: every task's mean-margin change when task a's unit activation difference is "
+             "projected out of the residual stream, beside random directions.",
+        reads=SPLITS + SCORING + ("bootstrap",),
+        spaces=(SpaceSpec("erasure", "erasure Δmargin E", main=True, by="layer",
+                          rows="task whose direction is erased", columns="task evaluated"),
+                SpaceSpec("erasure_random", "random-direction erasure Δmargin", by="layer",
+                          rows="task whose random direction is erased", columns="task evaluated")),
+        runner="taskspace.probes.kinds.steering:run_erasure",
+        cost="as steering (forward only)",
+        options=(CAUSAL_RANDOM, CAUSAL_LAYER, CAUSAL_LAYERS),
+        files=(("table", "stats/causal_erasure.csv"),), halves=False,
+    ),
+    ProbeSpec(
+        name="steering-estimate",
+        help="Steering estimate: the first-order steering effect ∂m_b/∂α at every layer, from one backward pass "
+             "per eval sentence (no intervened scoring).",
+        reads=SPLITS + SCORING + ("bootstrap",),
+        spaces=(SpaceSpec("steering_estimate", "first-order steering estimate Ŝ", main=True, by="layer",
+                          rows="task whose direction is added", columns="task evaluated"),
+                SpaceSpec("steering_estimate_normalized", "normalised steering estimate", by="layer",
+                          rows="task whose direction is added", columns="task evaluated"),
+                SpaceSpec("steering_estimate_random", "random-direction steering estimate", by="layer",
+                          rows="task whose random direction is added", columns="task evaluated")),
+        runner="taskspace.probes.kinds.steering_estimate:run",
+        cost="the activations pass, then one forward and backward pass (no parameter gradients) per unique dev "
+             "and eval sentence, for all rows and layers at once",
+        options=(CAUSAL_RANDOM, CAUSAL_LAYER),
     ),
 )

@@ -127,7 +127,9 @@ class ProbeSpec:
       ``options``: its own :class:`Option` s.
     - ``spaces``: the task spaces it writes; ``files``: other folders / tables it writes that another
       probe may read, as ``(role, path relative to the probe folder)`` (``transfer`` declares its
-      ``deltas``, and ``transfer-estimate`` asks the registry for them instead of spelling the path).
+      ``deltas``, and ``transfer-estimate`` asks the registry for them instead of spelling the path). The
+      role ``table`` marks a per-task table (a ``task`` column, one row per task) that compare copies into
+      ``comparison.json`` and the report shows as it is.
     - ``runner``: ``"module:function"`` called as ``run(loaded, suite, settings, ctx, kinds)``; imported
       only when the probe runs. ``job``: probes computed in one pass share one job (gradients, overlap).
     - ``needs``: probes whose results it reuses from the same folder (a run orders its job after theirs).

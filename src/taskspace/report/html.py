@@ -516,6 +516,25 @@ def _provenance(cmp: dict) -> str:
     return "".join(out)
 
 
+def _declared_tables(cmp: dict) -> str:
+    """Every per-task table a probe declares with the role ``table`` (e.g. cause / isolate scores), one
+    HTML table per table and checkpoint, as written."""
+    blocks = []
+    for c in cmp.get("cells", []):
+        for rel, rows in (c.get("tables") or {}).items():
+            if not rows:
+                continue
+            cols = list(rows[0])
+            body = [[_e("–" if v is None else v) if isinstance(v, (str, int)) or v is None else _f(v)
+                     for v in (r.get(k) for k in cols)] for r in rows]
+            blocks.append(f"<h3>{_e(rel)} — {_e(c['id'])}</h3>" + _table([_e(k) for k in cols], body, left=2))
+    if not blocks:
+        return ""
+    return ('<section id="tables"><h2>Per-task tables</h2><p class="note">Tables the probes declare '
+            "(their <code>files</code> with the role <code>table</code>), one row per task; columns as the "
+            f"probe documents them.</p>{''.join(blocks)}</section>")
+
+
 # -- the page --------------------------------------------------------------------------------------
 def _cards(run: RunData) -> str:
     """One card per task (the latent probe): the tokens learning the task pushes the final hidden state
@@ -556,11 +575,11 @@ def render_html(run: RunData, cmp: dict, figdir: Path) -> str:
     sections = [_headline(cmp), _explorer(), _findings(cmp), _summary_table(cmp), _reliability(cmp),
                 _generalization(cmp, figdir),
                 _clustering(run, cmp, figdir), _dynamics(cmp, figdir), _sizes(cmp, figdir),
-                _distributedness(cmp), _ftgd(cmp), _cards(run), _provenance(cmp)]
+                _distributedness(cmp), _ftgd(cmp), _declared_tables(cmp), _cards(run), _provenance(cmp)]
     nav = [("headline", "Headline"), ("explorer", "Task spaces"), ("findings", "Findings"), ("theory", "vs theory"),
            ("reliability", "Signal"), ("generalization", "Generalisation"), ("clustering", "Clusters"), ("dynamics", "Training"),
            ("sizes", "Sizes"), ("distributedness", "Distributedness"), ("ftgd", "Fine-tuning"),
-           ("cards", "Task cards"), ("provenance", "Provenance")]
+           ("tables", "Tables"), ("cards", "Task cards"), ("provenance", "Provenance")]
     body = "\n".join(s for s in sections if s)
     nav_html = " ".join(f'<a href="#{k}">{v}</a>' for k, v in nav if f'id="{k}"' in body)
     models = ", ".join(m["slug"] for m in cmp.get("models", []))

@@ -1,0 +1,353 @@
+"""Interventions on the residual stream, shared by the causal probes (``steering``, ``erasure``,
+``steering-estimate``): where the residual stream after block ℓ is, how to add a vector to it or project
+a direction out of it with a plain forward hook, its scale ``s_ℓ``, the task and random directions, the
+layer choice on the dev split, and the cause / isolate table.
+
+Sites. Layer ℓ is what the ``activations`` probe reads as ``hidden_states[ℓ + 1]``: the output of block ℓ
+for ℓ < L − 1 and, for the last layer, the backbone's output (``transformers`` applies the final norm
+there, so the last layer is intervened on where the unembedding reads it — the same state the direction
+``d^{L−1}`` was measured on). The blocks are found from the model, not from a table of architectures:
+the ``ModuleList`` under the backbone (``get_decoder()``, else ``base_model``) whose length is
+``config.num_hidden_layers`` (GPT-2's ``h``, GPT-NeoX's ``layers``, Llama's ``layers``).
+
+Positions. An intervention changes every *sentence* position of every row: the prefix position (BOS, else
+EOS; absent with ``prefix="none"``) is left alone, as the activations probe leaves it out of ``d``.
+Scoring runs with ``share_prefix=False`` so that each row starts at the prefix token (with a shared
+prefix cache, positions would be split across calls). Padded positions are changed too; under a causal
+model nothing scored reads them.
+
+The hooks are removed in ``finally``; no parameter is touched, so the model is restored bit for bit.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import InputError, TaskspaceError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    import torch
+
+    from ..suites.schema import Suite
+
+#: the seed label of the random control directions (one set per task and layer, shared by the three
+#: probes so that steering, erasure and the estimate are controlled by the same directions)
+RANDOM_LABEL = "causal-random"
+
+
+# -- where the residual stream is ----------------------------------------------------------------------
+
+def backbone_of(model: Any) -> Any:
+    """The transformer without its output head (``base_model``; the model itself if it has none)."""
+    base = getattr(model, "base_model", None)
+    return model if base is None else base
+
+
+def block_list(model: Any) -> Any:
+    """The model's ``ModuleList`` of transformer blocks: the shallowest one under the decoder whose length
+    is ``config.num_hidden_layers`` (GPT-2, GPT-NeoX, Llama-style and most causal LMs)."""
+    import torch
+
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    root = None
+    if hasattr(model, "get_decoder"):
+        try:
+            root = model.get_decoder()
+        except (AttributeError, NotImplementedError):
+            root = None
+    root = root if root is not None else backbone_of(model)
+    found = [(name.count("."), name, m) for name, m in root.named_modules()
+             if isinstance(m, torch.nn.ModuleList) and len(m) > 0 and (n is None or len(m) == n)]
+    if not found:
+        raise TaskspaceError(f"cannot find the transformer blocks of {type(model).__name__} (no ModuleList of "
+                             f"config.num_hidden_layers = {n} modules)")
+    return min(found, key=lambda x: (x[0], x[1]))[2]
+
+
+def residual_sites(model: Any) -> list[Any]:
+    """One module per layer whose output is the residual stream ``hidden_states[ℓ + 1]``: blocks
+    ``0 … L−2`` and, for layer ``L−1``, the backbone (its output has the final norm applied)."""
+    blocks = list(block_list(model))
+    return blocks[:-1] + [backbone_of(model)]
+
+
+def n_layers(model: Any) -> int:
+    return len(block_list(model))
+
+
+def _with_state(out: Any, fn: Callable[["torch.Tensor"], "torch.Tensor"]) -> Any:
+    """A module output with its hidden states (a tensor, the first item of a tuple, or a model output's
+    ``last_hidden_state``) replaced by ``fn(states)``."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return fn(out)
+    if isinstance(out, tuple):
+        return (fn(out[0]),) + tuple(out[1:])
+    if hasattr(out, "last_hidden_state"):
+        out["last_hidden_state"] = fn(out.last_hidden_state)
+        return out
+    raise TaskspaceError(f"cannot intervene on a module output of type {type(out).__name__}")
+
+
+def _sentence_part(h: "torch.Tensor", skip: int, fn: Callable[["torch.Tensor"], "torch.Tensor"]) -> "torch.Tensor":
+    """``h`` with positions ``skip:`` replaced by ``fn(h[:, skip:])`` (the prefix positions untouched)."""
+    import torch
+
+    if skip == 0:
+        return fn(h)
+    return torch.cat([h[:, :skip], fn(h[:, skip:])], dim=1)
+
+
+@contextmanager
+def intervene(model: Any, layer: int, *, add: "np.ndarray | torch.Tensor | None" = None,
+              erase: "np.ndarray | torch.Tensor | None" = None, skip: int = 1) -> Iterator[None]:
+    """Inside the block, the residual stream after layer ``layer`` becomes, at every position from
+    ``skip`` on (``skip=1``: the prefix token is left alone)::
+
+        add:    r ← r + v                        (steering: v = α·s_ℓ·d̂)
+        erase:  r ← r − ⟨r, u⟩ u                 (u a unit vector: the direction is projected out)
+
+    A plain forward hook, removed on exit."""
+    import torch
+
+    if (add is None) == (erase is None):
+        raise ValueError("give exactly one of add= and erase=")
+    site = residual_sites(model)[layer]
+    vec = torch.as_tensor(add if add is not None else erase)
+    cache: dict[tuple, torch.Tensor] = {}
+
+    def cast(h: torch.Tensor) -> torch.Tensor:
+        key = (h.dtype, h.device)
+        if key not in cache:
+            cache[key] = vec.to(device=h.device, dtype=h.dtype)
+        return cache[key]
+
+    if add is not None:
+        def change(x: torch.Tensor) -> torch.Tensor:
+            return x + cast(x)
+    else:
+        def change(x: torch.Tensor) -> torch.Tensor:
+            u = cast(x)
+            return x - (x @ u).unsqueeze(-1) * u
+
+    def hook(module: Any, args: Any, out: Any) -> Any:
+        return _with_state(out, lambda h: _sentence_part(h, skip, change))
+
+    handle = site.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def shift_recorder(model: Any, layers: Sequence[int], skip: int = 1) -> Iterator[dict[int, list]]:
+    """For gradients with respect to a shift of the residual stream: at each of ``layers`` every forward
+    call adds a fresh zero leaf ``δ`` of shape ``[batch, width]`` (requires grad) to every position from
+    ``skip`` on of each row, and appends it to ``recorded[layer]``; ``∂f/∂δ[row]`` is then
+    ``Σ_positions ∇_{r_ℓ} f`` of that row. Adding zeros changes no number."""
+    import torch
+
+    sites = residual_sites(model)
+    recorded: dict[int, list] = {layer: [] for layer in layers}
+    handles = []
+
+    def make(layer: int) -> Callable:
+        def hook(module: Any, args: Any, out: Any) -> Any:
+            def shift(h: torch.Tensor) -> torch.Tensor:
+                d = torch.zeros(h.shape[0], h.shape[-1], dtype=h.dtype, device=h.device, requires_grad=True)
+                recorded[layer].append(d)
+                return _sentence_part(h, skip, lambda x: x + d.unsqueeze(1))
+            return _with_state(out, shift)
+        return hook
+
+    try:
+        for layer in layers:
+            handles.append(sites[layer].register_forward_hook(make(layer)))
+        yield recorded
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def frozen(model: Any) -> Iterator[None]:
+    """No parameter gradients inside the block (``requires_grad`` off, restored on exit), eval mode."""
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    was_training = model.training
+    model.eval()
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+        model.train(was_training)
+
+
+# -- scale and directions --------------------------------------------------------------------------------
+
+def prefix_skip(tokenizer: Any, prefix: str) -> int:
+    """1 when sentences are encoded with a prefix token (it is never intervened on), else 0."""
+    from ..scoring import resolve_prefix
+
+    return 1 if resolve_prefix(tokenizer, prefix)[1] is not None else 0
+
+
+def residual_scale(model: Any, tokenizer: Any, sentences: Sequence[str], *, prefix: str = "bos",
+                   batch_tokens: int = 4096) -> np.ndarray:
+    """``s_ℓ = sqrt(mean ‖r_ℓ‖²)`` per layer (float64, ``[L]``): the RMS norm of the residual stream over every
+    sentence position of ``sentences`` (the prefix position left out: its state is often far larger
+    than any other, and it is never intervened on). Forward passes only."""
+    import torch
+
+    from ..scoring import encode, length_batches, quiet_transformers, resolve_prefix
+
+    _, token_id = resolve_prefix(tokenizer, prefix)
+    skip = 1 if token_id is not None else 0
+    pad = getattr(tokenizer, "pad_token_id", None)
+    pad_id = int(pad) if pad is not None else (token_id if token_id is not None else 0)
+    device = next(model.parameters()).device
+    ids = [x for x in encode(tokenizer, list(dict.fromkeys(sentences)), token_id) if len(x) > skip]
+    L = n_layers(model)
+    total = torch.zeros(L, dtype=torch.float64)
+    count = 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for batch in length_batches([len(x) for x in ids], batch_tokens):
+                rows = [ids[j] for j in batch]
+                width = max(len(x) for x in rows)
+                inp = torch.full((len(rows), width), pad_id, dtype=torch.long)
+                for r, x in enumerate(rows):
+                    inp[r, : len(x)] = torch.tensor(x)
+                with quiet_transformers():
+                    hs = backbone_of(model)(input_ids=inp.to(device), output_hidden_states=True,
+                                            use_cache=False).hidden_states
+                lens = torch.tensor([len(x) for x in rows], device=device)
+                pos = torch.arange(width, device=device)
+                sel = (pos.unsqueeze(0) >= skip) & (pos.unsqueeze(0) < lens.unsqueeze(1))
+                for layer, h in enumerate(hs[1:]):
+                    total[layer] += h[sel].to(torch.float64).pow(2).sum().cpu()
+                count += int(sel.sum())
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise InputError("no sentence tokens to measure the residual stream's scale on", field="tasks")
+    return np.sqrt(total.numpy() / count)
+
+
+def unit_directions(diffs: Mapping[str, Any], tasks: Sequence[str]) -> np.ndarray:
+    """``d̂_t^ℓ = d_t^ℓ / ‖d_t^ℓ‖`` as an array ``[layers, tasks, width]`` (float64); a zero difference (only
+    identical pairs) has no direction: a NaN row."""
+    stack = np.stack([np.asarray(diffs[t], dtype=np.float64) for t in tasks], axis=1)    # [L, T, W]
+    norms = np.linalg.norm(stack, axis=2, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = stack / norms
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def random_directions(width: int, n: int, seed: int, task: str, layer: int) -> np.ndarray:
+    """``n`` random unit vectors ``[n, width]`` (float64; Gaussian, normalised), seeded by (seed, task,
+    layer): the control directions of row ``task`` at ``layer``, the same in every causal probe."""
+    from .gradient.masks import task_seed
+
+    rng = np.random.default_rng(task_seed(seed, f"{RANDOM_LABEL}\x00{task}\x00{layer}"))
+    v = rng.standard_normal((n, width))
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def check_layer(layer: int | None, n: int) -> None:
+    if layer is not None and not 0 <= layer < n:
+        raise InputError(f"layer must be between 0 and {n - 1} for this model, got {layer}", field="layer")
+
+
+def choose_layer(selectivity: Mapping[int, float]) -> int:
+    """The layer with the largest mean diagonal selectivity (NaN never wins; the first on a tie)."""
+    finite = {k: v for k, v in selectivity.items() if np.isfinite(v)}
+    if not finite:
+        raise TaskspaceError("no layer has a finite diagonal selectivity on the dev pairs (no task has a direction)")
+    return max(finite, key=lambda k: (finite[k], -k))
+
+
+# -- the cause / isolate table -----------------------------------------------------------------------------
+
+def causal_table(base: "pd.DataFrame", changed: Mapping[str, "pd.DataFrame"],
+                 random: Mapping[str, Sequence["pd.DataFrame"]], tasks: Sequence[str], groups: Sequence[str],
+                 *, sign: int, bootstrap: int, seed: int, level: float = 0.95) -> "pd.DataFrame":
+    """Per row task a, RAVEL's scores of one intervention (``changed[a]``: the eval pairs of every task
+    scored with it; ``random[a]``: the same under each random direction), with paired bootstrap
+    intervals over pairs (each column task resampled on its own) and the random control beside each::
+
+        cause    = sign · (acc_a(changed) − acc_a)      steering: the gain (sign +1); erasure: the drop (−1)
+        within   = mean_{b ≠ a, group(b) = group(a)} flip_b    how much a's own group moves
+        isolate  = 1 − mean_{group(b) ≠ group(a)} flip_b       how little the other groups move
+
+    ``flip_b`` = the fraction of b's eval pairs whose judgement (margin > 0) changes; random: averaged
+    over the random directions. NaN where a has no direction or no task qualifies."""
+    import pandas as pd
+
+    from .finetune.evaluation import bootstrap_counts
+
+    task_col = base["task"].to_numpy()
+    cols = {b: np.flatnonzero(task_col == b) for b in tasks}
+    counts = {b: bootstrap_counts(len(cols[b]), bootstrap, seed, b) for b in tasks} if bootstrap else {}
+    base_c = base["correct"].to_numpy(np.float64)
+    q = (100 * (1 - level) / 2, 100 * (1 + level) / 2)
+
+    def stats(tables: Sequence["pd.DataFrame"], i: int) -> dict[str, tuple[float, float, float]]:
+        a = tasks[i]
+        dacc = np.mean([t["correct"].to_numpy(np.float64) - base_c for t in tables], axis=0)
+        flip = np.mean([(t["correct"].to_numpy(np.float64) != base_c).astype(np.float64) for t in tables], axis=0)
+
+        def mean_of(x: np.ndarray, b: str) -> tuple[float, np.ndarray]:
+            idx = cols[b]
+            point = float(x[idx].mean()) if len(idx) else np.nan
+            if bootstrap and len(idx):
+                reps = counts[b] @ x[idx] / len(idx)
+            else:
+                reps = np.full(max(bootstrap, 1), np.nan)
+            return point, reps
+
+        same = [b for b, g in zip(tasks, groups) if b != a and g == groups[i]]
+        other = [b for b, g in zip(tasks, groups) if g != groups[i]]
+        out = {}
+        p, r = mean_of(dacc, a)
+        out["cause"] = (sign * p + 0.0, sign * r + 0.0)   # + 0.0: no "-0.0" in the table
+        for name, bs, f in (("within", same, lambda v: v), ("isolate", other, lambda v: 1.0 - v)):
+            if not bs:
+                out[name] = (np.nan, np.full(max(bootstrap, 1), np.nan))
+                continue
+            parts = [mean_of(flip, b) for b in bs]
+            out[name] = (f(float(np.mean([x[0] for x in parts]))), f(np.mean([x[1] for x in parts], axis=0)))
+        res = {}
+        for name, (p, reps) in out.items():
+            lo, hi = ((np.nan, np.nan) if not bootstrap or not np.isfinite(reps).all()
+                      else tuple(np.percentile(reps, q)))
+            res[name] = (p, float(lo), float(hi))
+        return res
+
+    rows = []
+    for i, (a, g) in enumerate(zip(tasks, groups)):
+        row: dict[str, Any] = {"task": a, "group": g, "n_eval_pairs": len(cols[a])}
+        for prefix, tables in (("", [changed[a]] if a in changed else []), ("random_", list(random.get(a, ())))):
+            st = stats(tables, i) if tables else None
+            for name in ("cause", "within", "isolate"):
+                p, lo, hi = st[name] if st else (np.nan, np.nan, np.nan)
+                key = f"{name}_random" if prefix else name
+                row.update({key: p, f"{key}_low": lo, f"{key}_high": hi})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def split_sentences(suite: "Suite") -> list[str]:
+    """The unique sentences of a suite's pairs, in order."""
+    return list(dict.fromkeys(s for p in suite.pairs for s in (p.good, p.bad)))

@@ -1,0 +1,229 @@
+"""Causal task spaces by intervening on the residual stream (``steering`` and ``erasure``): forward only.
+
+For task t and layer ℓ, ``d_t^ℓ`` is the ``activations`` probe's mean good−bad residual-stream difference
+on t's **train** pairs (asked from the registry, so it is that probe's number), ``d̂ = d/‖d‖``, and ``s_ℓ``
+the RMS norm of the residual stream at ℓ over the eval sentences (prefix position left out). While task
+b's **eval** pairs are scored (every sentence position, good and bad sentence alike, not the prefix)::
+
+    steering:  r_ℓ ← r_ℓ + α·s_ℓ·d̂_a        S_ℓ[a,b] = mean_i [m_b,i(α) − m_b,i(0)]   (nats of margin)
+    erasure:   r_ℓ ← r_ℓ − ⟨r_ℓ, d̂_a⟩ d̂_a    E_ℓ[a,b] = mean_i [m_b,i(erased) − m_b,i]
+    control:   the same along k seeded random unit directions per row, averaged → R_ℓ[a,b]
+    S̃ = S / |S[a,a]|                        (steering only, as for transfer)
+
+(m = log p(good) − log p(bad), scored by :class:`~taskspace.scoring.Scorer` under the run's convention,
+without prefix sharing so every row starts at the prefix token.) Why: ``d_a`` is *correlational* — what
+separates a's good from its bad sentences inside the model. Pushing along it (or removing it) and
+watching every task's margin asks whether the model *uses* that direction, and for which tasks: a
+tasks × tasks map of causal effects beside a random-direction control (Arora et al. 2024, CausalGym;
+Huang et al. 2024, RAVEL).
+
+Layer. The main spaces are at one layer, chosen on the **dev** split: every layer's diagonal (each task
+steered or erased along its own direction, and along its random directions) is scored on the dev pairs,
+and the layer with the largest mean diagonal selectivity wins (steering: ``S[a,a] − R[a,a]``; erasure:
+``R[a,a] − E[a,a]``, erasure should hurt). ``--layer`` fixes it instead. The full tasks × tasks map
+costs ``T·(1+k)`` scorings of all eval pairs per layer, so by default (``--layers chosen``) it is computed
+at the chosen layer only (the dev sweep costs ``L·(1+k)`` scorings of the dev pairs); ``--layers all``
+computes it at every layer (``<space>_by_layer/layer<ℓ>`` for each).
+
+Files: ``stats/<probe>_layers.csv`` (per layer: s_ℓ, dev selectivity, chosen), ``stats/causal_<probe>.csv``
+(per task: cause, within, isolate with bootstrap intervals and the random control;
+:func:`~taskspace.probes.causal.causal_table`).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from ..causal import (causal_table, check_layer, choose_layer, intervene, n_layers, prefix_skip, random_directions,
+                      residual_scale, split_sentences, unit_directions)
+from ..common import convention_of, probe_provenance, probe_tasks
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from ...models.loading import LoadedModel
+    from ...suites.schema import Suite
+    from ..result import ProbeResult
+    from ..settings import ProbeSettings
+    from ..spec import RunContext
+
+#: the probe whose differences d_t^ℓ are the directions (asked from the registry, never imported)
+DIRECTIONS_PROBE = "activations"
+#: per mode: the sign that makes "selective" positive (steering should help, erasure should hurt)
+SIGN = {"steering": 1, "erasure": -1}
+
+
+def task_differences(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings") -> dict[str, Any]:
+    """``{task: D_t}`` (``[layers, width]``): the activations probe's differences on the training split, by
+    running that probe's registered runner (no split-half pass)."""
+    from ..registry import get
+    from ..spec import RunContext
+
+    spec = get(DIRECTIONS_PROBE)
+    res = spec.load_runner()(loaded, suite, settings, RunContext(progress=False), (spec.name,))
+    return res.extra["differences"]
+
+
+def _mean_table(tables: Sequence["pd.DataFrame"]) -> "pd.DataFrame":
+    """One per-pair table whose margin and correct are the means over ``tables`` (the random control)."""
+    out = tables[0].copy()
+    out["margin"] = np.mean([t["margin"].to_numpy(np.float64) for t in tables], axis=0)
+    out["correct"] = np.mean([t["correct"].to_numpy(np.float64) for t in tables], axis=0)
+    return out
+
+
+def intervention_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", mode: str, *,
+                        alpha: float = 0.5, n_random: int = 4, layer: int | None = None, all_layers: bool = False,
+                        progress: bool = True) -> dict[str, Any]:
+    """Everything the two probes compute: ``{"tasks", "groups", "scale" [L], "sweep" {ℓ: dev selectivity},
+    "layer" (chosen), "base" (eval table), "changed" {ℓ: {a: table}}, "random" {ℓ: {a: [tables]}},
+    "splits", "directions" [L, T, W]}``. ``mode``: ``"steering"`` or ``"erasure"``."""
+    from ...progress import progress_bar
+    from ...scoring import Scorer
+
+    sign = SIGN[mode]
+    needed = ["train", "test"] + (["dev"] if layer is None else [])
+    splits, tasks, _ = probe_tasks(suite, settings, needed)
+    test = splits["test"]
+    model, tok = loaded.model, loaded.tokenizer
+    L = n_layers(model)
+    check_layer(layer, L)
+    dirs = unit_directions(task_differences(loaded, suite, settings), tasks)     # [L, T, W]
+    width = dirs.shape[2]
+    scale = residual_scale(model, tok, split_sentences(test), prefix=settings.prefix,
+                           batch_tokens=settings.batch_tokens)
+    skip = prefix_skip(tok, settings.prefix)
+    # no prefix sharing: each scored row must start at the prefix token for the positions to be right
+    scorer = Scorer(model, tok, reduction=settings.reduction, prefix=settings.prefix,
+                    batch_tokens=settings.batch_tokens, share_prefix=False)
+    _ = scorer.head      # the backbone/head split is checked before any hook is in place
+
+    def score(ell: int, u: np.ndarray, pairs: Sequence[Any]) -> "pd.DataFrame":
+        kw = {"add": alpha * scale[ell] * u} if mode == "steering" else {"erase": u}
+        with intervene(model, ell, skip=skip, **kw):
+            return scorer.score_pairs(pairs)
+
+    def randoms(a: str, ell: int) -> np.ndarray:
+        return random_directions(width, n_random, settings.seed, a, ell)
+
+    sweep: dict[int, float] = {}
+    if layer is None:
+        dev = splits["dev"]
+        base_dev = {a: scorer.score_pairs(dev.pairs_of(a)) for a in tasks}
+        with progress_bar(f"{mode}: layer sweep on dev pairs", L * len(tasks) * (1 + n_random),
+                          show=progress) as advance:
+            for ell in range(L):
+                sel = []
+                for i, a in enumerate(tasks):
+                    if not np.isfinite(dirs[ell, i]).all():
+                        advance(1 + n_random)
+                        continue
+                    pa, m0 = dev.pairs_of(a), base_dev[a]["margin"].to_numpy()
+                    own = float(np.mean(score(ell, dirs[ell, i], pa)["margin"].to_numpy() - m0))
+                    ctrl = float(np.mean([np.mean(score(ell, r, pa)["margin"].to_numpy() - m0)
+                                          for r in randoms(a, ell)]))
+                    sel.append(sign * (own - ctrl))
+                    advance(1 + n_random)
+                sweep[ell] = float(np.mean(sel)) if sel else float("nan")
+        layer = choose_layer(sweep)
+    main_layers = list(range(L)) if all_layers else [layer]
+    base = scorer.score_pairs(test.pairs)
+    changed: dict[int, dict[str, Any]] = {}
+    rand: dict[int, dict[str, list]] = {}
+    for ell in main_layers:
+        changed[ell], rand[ell] = {}, {}
+        with progress_bar(f"{mode}: layer {ell}, tasks × tasks", len(tasks) * (1 + n_random),
+                          show=progress) as advance:
+            for i, a in enumerate(tasks):
+                if np.isfinite(dirs[ell, i]).all():
+                    changed[ell][a] = score(ell, dirs[ell, i], test.pairs)
+                    rand[ell][a] = [score(ell, r, test.pairs) for r in randoms(a, ell)]
+                advance(1 + n_random)
+    return {"tasks": tasks, "groups": [suite.group_of(t) for t in tasks], "scale": scale, "sweep": sweep,
+            "layer": layer, "base": base, "changed": changed, "random": rand, "splits": splits,
+            "directions": dirs, "skip": skip, "scorer": scorer.describe()}
+
+
+def _run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
+         kinds: Sequence[str], mode: str) -> "ProbeResult":
+    import pandas as pd
+
+    from ...spaces import TaskSpace
+    from ..finetune.evaluation import transfer_matrices
+    from ..result import ProbeResult
+
+    opts = ctx.options
+    # every option is present: the caller (probe(), the CLI, a run) fills in the spec's defaults
+    alpha = float(opts["alpha"]) if mode == "steering" else None
+    n_random = int(opts["random_directions"])
+    fixed = opts["layer"]
+    all_layers = opts["layers"] == "all"
+    r = intervention_scores(loaded, suite, settings, mode, alpha=alpha if alpha is not None else 0.0,
+                            n_random=n_random, layer=fixed, all_layers=all_layers, progress=ctx.progress)
+    tasks, groups, layer, splits = r["tasks"], r["groups"], r["layer"], r["splits"]
+    what = ("r ← r + α·s_ℓ·d̂_a at every sentence position after block ℓ" if mode == "steering"
+            else "r ← r − ⟨r, d̂_a⟩ d̂_a at every sentence position after block ℓ")
+    prov = probe_provenance(
+        loaded, suite.select(tasks), settings, mode, convention_of(loaded.model, loaded.tokenizer, settings),
+        n_train_pairs=splits["train"].counts(), n_eval_pairs=splits["test"].counts(),
+        intervention=what, directions="d_t^l of the activations probe (train pairs), normalised",
+        alpha=alpha, random_directions=n_random, layer=layer,
+        layer_choice=("fixed by the layer option" if fixed is not None else
+                      "largest mean diagonal selectivity on the dev pairs"),
+        layer_selectivity={str(k): v for k, v in r["sweep"].items()},
+        scale={str(i): float(s) for i, s in enumerate(r["scale"])},
+        scale_definition="s_l = RMS norm of the residual stream at layer l over the eval sentences' positions",
+        site="hidden_states[l+1]: output of block l; the last layer after the final norm",
+        bootstrap={"resamples": settings.bootstrap, "level": 0.95, "paired": True, "unit": "eval pair"},
+        rows="task whose direction is " + ("added" if mode == "steering" else "erased"),
+        columns="task evaluated", perf="mean margin change (nats)", scorer=r["scorer"])
+    spaces: dict[str, Any] = {}
+    diag_eval: dict[int, float] = {}
+    sign = SIGN[mode]
+    for ell in sorted(r["changed"]):
+        pl = dict(prov, layer=ell)
+        e = transfer_matrices(r["base"], r["changed"][ell], tasks, bootstrap=settings.bootstrap, seed=settings.seed)
+        rnd = {a: _mean_table(ts) for a, ts in r["random"][ell].items()}
+        c = transfer_matrices(r["base"], rnd, tasks, bootstrap=settings.bootstrap, seed=settings.seed)
+        named = [(mode, e[""], {}), (f"{mode}_random", c[""], {"directions": f"{n_random} random unit directions "
+                                                               "per row, averaged (seeded)"})]
+        if mode == "steering":
+            named.insert(1, (f"{mode}_normalized", e["_normalized"], {"normalised": "S / |S[a,a]|"}))
+        for name, est, extra in named:
+            sp = TaskSpace(est.value, tasks, groups, name, dict(pl, **extra), est.low, est.high)
+            spaces[f"{name}_by_layer/layer{ell}"] = sp
+            if ell == layer:
+                spaces[name] = TaskSpace(est.value, tasks, groups, name, dict(pl, **extra), est.low, est.high)
+        diag_eval[ell] = float(np.nanmean(sign * (np.diag(e[""].value) - np.diag(c[""].value))))
+    layers_table = pd.DataFrame([{"layer": ell, "scale": float(r["scale"][ell]),
+                                  "dev_selectivity": r["sweep"].get(ell, np.nan),
+                                  "eval_selectivity": diag_eval.get(ell, np.nan), "chosen": ell == layer}
+                                 for ell in range(len(r["scale"]))])
+    table = causal_table(r["base"], r["changed"][layer], r["random"][layer], tasks, groups, sign=sign,
+                         bootstrap=settings.bootstrap, seed=settings.seed)
+    table.insert(2, "layer", layer)
+    table.insert(2, "intervention", mode)
+    res = ProbeResult(tuple(kinds), spaces=spaces, provenance=prov,
+                      extra={"directions": r["directions"], "scale": r["scale"], "layer": layer})
+    res.tables[f"stats/{mode}_layers.csv"] = (layers_table, prov)
+    res.tables[f"stats/causal_{mode}.csv"] = (table, dict(
+        prov, cause=("gain of the row task's own accuracy" if mode == "steering" else
+                     "drop of the row task's own accuracy"),
+        within="mean fraction of pairs whose judgement flips, tasks of the row's group (row excluded)",
+        isolate="1 − mean fraction of pairs whose judgement flips, tasks of other groups",
+        random="the same under the random directions (averaged)"))
+    return res
+
+
+def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
+        kinds: Sequence[str] = ("steering",)) -> "ProbeResult":
+    """The ``steering`` probe on one checkpoint (options ``alpha``, ``random_directions``, ``layer``,
+    ``layers``)."""
+    return _run(loaded, suite, settings, ctx, kinds, "steering")
+
+
+def run_erasure(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
+                kinds: Sequence[str] = ("erasure",)) -> "ProbeResult":
+    """The ``erasure`` probe on one checkpoint (options ``random_directions``, ``layer``, ``layers``)."""
+    return _run(loaded, suite, settings, ctx, kinds, "erasure")
