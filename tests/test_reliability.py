@@ -389,3 +389,18 @@ def test_every_probe_gets_halves_from_a_suite_of_halves():
     with pytest.raises(InputError, match="no train pairs"):
         taskspace.probe(lm, suite, "activations", settings, progress=False)
     assert split_halves(suite, SplitSizes(6, 0, 4), 0)["train"].pairs == settings.splits(hs)["train"].pairs
+
+
+def test_ari_draws_of_a_space_without_structure_centre_on_zero():
+    """A task drawn twice must not count as agreeing with its own copy: on pure noise the bootstrap's ARI
+    draws centre on 0 (with copies clustered in, they sat well above it, and the point ARI fell below its
+    own interval)."""
+    rng = np.random.default_rng(3)
+    groups = [f"g{i // 4}" for i in range(40)]
+    medians = []
+    for _ in range(5):
+        m = rng.normal(size=(40, 40))
+        m = (m + m.T) / 2
+        idx = resample_tasks(groups, resamples=100, seed=int(rng.integers(1 << 30)))
+        medians.append(float(np.nanmedian(ari_draws(m, groups, idx))))
+    assert abs(float(np.mean(medians))) < 0.03, medians

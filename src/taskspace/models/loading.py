@@ -282,6 +282,9 @@ def _check_shapes(p: Path, config: Any, shapes: dict[str, tuple[int, ...]]) -> N
     try:
         with torch.device("meta"), quiet_loading():
             model = AutoModelForCausalLM.from_config(config)
+            # transformers 5.0 leaves tied weights untied when it builds on the meta device (later releases
+            # tie them): tie here, or a tied head reads as a weight the file does not hold
+            model.tie_weights()
     except Exception as e:  # noqa: BLE001 - a config transformers cannot build: one line
         raise ModelLoadError(f"model folder {p}: config.json does not describe a causal LM "
                              f"({_first_line(e)})") from None
