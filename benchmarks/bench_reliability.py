@@ -1,6 +1,6 @@
 """How much of a task space is signal, on a real model (issue 18): gutenberg-gpt2-5m at step0, step1000 and
 step2577 over all 67 BLiMP paradigms, with the gradient probe (and overlap, same pass) and the activation
-probe run twice: once on every task's pairs (train_pairs 100) and once on two disjoint halves of them
+probe and the latent probe run twice: once on every task's pairs (train_pairs 100) and once on two disjoint halves of them
 (``ProbeSettings(halves=True)``: 2 × 50 train pairs), in one pass each.
 
 Printed per probe and checkpoint: split-half reliability (Spearman–Brown), the noise ceiling of a theory
@@ -105,12 +105,13 @@ def main() -> None:
         chance = at_chance(scores)
         print(f"{rev}: scored the train pairs in {time.perf_counter() - t0:.0f} s; mean accuracy "
               f"{np.mean(list(acc.values())):.3f}, {sum(chance.values())} tasks at chance", flush=True)
-        for kinds, main in ((("gradients", "overlap"), ("gradients", "overlap")), ("activations", ("activations",))):
+        for kinds, main in ((("gradients", "overlap"), ("gradients", "overlap")), ("activations", ("activations",)),
+                            ("latent", ("latent",))):
             t0 = time.perf_counter()
             full = taskspace.probe(lm, suite, kinds, plain, progress=False)
             t_plain = time.perf_counter() - t0
             t0 = time.perf_counter()
-            src = suite if kinds != "activations" else halved
+            src = halved if kinds in ("activations", "latent") else suite
             half = taskspace.probe(lm, src, kinds, halves, progress=False)
             t_halves = time.perf_counter() - t0
             mode = half.spaces[main[0]].provenance.get("gradient_mode", "")
