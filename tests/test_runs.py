@@ -344,6 +344,59 @@ def test_local_executor_respects_dependencies_and_isolates_failures(tmp_path, mo
     assert (tmp_path / "x" / "d.txt").read_text() == "d"
 
 
+def test_local_workers_give_the_same_results_in_other_processes(setup):
+    """``[executor] workers = 2``: the jobs run in two spawned worker processes, dependencies first, and
+    write what the sequential executor writes, to the bit (same torch threads per job); run.json says
+    how many threads a job had."""
+    import torch
+
+    tmp, _, _, plan_path = setup
+    from taskspace.runs import load_plan, run_plan
+
+    run_plan(load_plan(plan_path), tmp / "one")
+    n = torch.get_num_threads()
+    text = plan_path.read_text() + f"\n[executor]\nkind = \"local\"\nworkers = 2\ncpus_per_job = {n}\n"
+    (tmp / "workers.toml").write_text(text)
+    plan = load_plan(tmp / "workers.toml")
+    assert plan.executor.workers == 2 and plan.executor.threads() == n
+    result = run_plan(plan, tmp / "two")
+    assert len(result.outcomes) == 6 and not result.failed
+    assert results_of(tmp / "one") == results_of(tmp / "two")
+    done = [e for e in events(tmp / "two") if e["event"] == "done"]
+    assert os.getpid() not in {e["pid"] for e in done}      # the jobs really ran in the workers
+    assert json.loads((tmp / "two" / "run.json").read_text())["torch_threads"] == n
+
+
+def test_local_workers_isolate_a_failure_and_block_what_depends_on_it(tmp_path):
+    from taskspace.runs import Job, LocalExecutor
+
+    bad = Job("score", "a" * 64, "bad", "x:a", {"model": None}, dest="x")     # fails in its worker
+    after = Job("score", "b" * 64, "after", "x:b", {}, dest="x", deps=(bad.key,))
+    ex = LocalExecutor(tmp_path, workers=2)
+    for j in (bad, after):
+        ex.submit(j)
+    outcomes = {o.job.label: o for o in ex.gather()}
+    assert outcomes["bad"].status == "failed" and outcomes["bad"].error
+    assert outcomes["after"].status == "blocked"
+    with pytest.raises(TaskspaceError, match="at least one worker"):
+        LocalExecutor(tmp_path, workers=0)
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", '"2"'])
+def test_executor_workers_must_be_a_positive_integer(tmp_path, value):
+    plan = f"""
+probes = ["score"]
+[suite]
+spec = "toy"
+[[models]]
+name = "x"
+[executor]
+workers = {value}
+"""
+    with pytest.raises(InputError, match=r"line 8, field 'executor.workers'"):
+        _parse(plan, tmp_path)
+
+
 def require_ray() -> None:
     """Ray, else a skip; a failure where CI installs Ray (``TASKSPACE_REQUIRE_RAY=1``, set by
     ``.ci/run``), so that the distributed path cannot go untested without anyone noticing."""

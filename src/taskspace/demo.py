@@ -71,6 +71,19 @@ LARGEST_ONLY = ("baseline", "ablation", "steering-estimate")
 DEMO_OPTIONS: dict[str, dict[str, object]] = {}
 
 
+def demo_workers() -> int:
+    """Worker processes of one torch thread each for the demo's jobs: one per CPU this process may use,
+    at most 4. The demo's models are tiny, and two threads speed one job up far less than two jobs
+    running side by side do (``benchmarks/README.md``, "Demo")."""
+    import os
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:               # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
 def demo_tasks(cfg: DemoConfig) -> list[str] | None:
     """The toy tasks the demo probes: all, or the first ``tasks_per_group`` of the first ``max_groups``."""
     if cfg.tasks_per_group is None and cfg.max_groups is None:
@@ -130,6 +143,11 @@ def demo_plan_text(quick: bool = False) -> str:
         "[probe_revisions]",
         *(f'"{p}" = [' + ", ".join(f'"{r}"' for r in cfg.transfer_revisions) + "]" for p in LAST_ONLY),
         *(f'"{p}" = ["first", "last"]' for p in ENDS_ONLY),
+        "",
+        "[executor]",
+        'kind = "local"',
+        f"workers = {demo_workers()}",
+        "cpus_per_job = 1",
         "",
     ]
     for name, options in DEMO_OPTIONS.items():

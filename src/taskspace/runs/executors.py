@@ -1,7 +1,10 @@
 """Executors: where a run's jobs execute. Submit jobs (each after the jobs it depends on), then gather.
 
-- :class:`LocalExecutor` (default): in this process, one job after the other, with a progress bar over
-  jobs. Deterministic and the easiest to debug.
+- :class:`LocalExecutor` (default): on this machine. ``workers = 1``: in this process, one job after the
+  other, with a progress bar over jobs; deterministic and the easiest to debug. ``workers = N``: N worker
+  processes, each job with ``cpus_per_job`` torch threads, a job starting once the jobs it depends on
+  are done. Small models use two threads poorly (measured in ``benchmarks/README.md``, "Demo"), so
+  on a two-core machine two one-thread workers finish a grid of small jobs sooner than one process does.
 - :class:`RayExecutor` (optional extra ``pip install taskspace[ray]``): each job becomes a Ray task;
   a job's dependencies are passed to it as object references, so Ray starts it only after them. The run
   directory must be on a file system every worker sees. Same jobs, same keys, same files → the same
@@ -60,12 +63,22 @@ class Executor(ABC):
 
 
 class LocalExecutor(Executor):
-    """Runs jobs here, sequentially in submission order (a valid order: dependencies come first)."""
+    """Runs jobs on this machine: sequentially in submission order (a valid order: dependencies come
+    first), or with ``workers`` > 1 in that many worker processes of ``threads`` torch threads each."""
+
+    def __init__(self, run_dir: str | Path, *, workers: int = 1, threads: int = 1) -> None:
+        super().__init__(run_dir)
+        if workers < 1 or threads < 1:
+            raise TaskspaceError("an executor needs at least one worker and one thread per job")
+        self.workers = workers
+        self.threads = threads
 
     def gather(self) -> list[Outcome]:
         from ..progress import progress_bar
 
         jobs, self._jobs = self._jobs, []
+        if self.workers > 1 and len(jobs) > 1:
+            return self._gather_parallel(jobs)
         outcomes: list[Outcome] = []
         failed: set[str] = set()
         with progress_bar("jobs", total=len(jobs), fields=True) as advance:
@@ -88,6 +101,53 @@ class LocalExecutor(Executor):
                     self.store.log("fail", job.key, job.label, error=_one_line(e))
                 advance(1)
         return outcomes
+
+    def _gather_parallel(self, jobs: list[Job]) -> list[Outcome]:
+        """Worker processes (spawned: no state shared with this one); a job is sent once its dependencies
+        are done, in submission order, and blocked when one of them failed."""
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        from ..progress import progress_bar
+
+        results: dict[str, Outcome] = {}
+        waiting = list(jobs)
+        running: dict[Any, Job] = {}
+        ours = {j.key for j in jobs}
+        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            with progress_bar(f"jobs ({self.workers} workers)", total=len(jobs), fields=True) as advance:
+                while waiting or running:
+                    for job in list(waiting):
+                        deps = [d for d in job.deps if d in ours]
+                        if any(d in results and results[d].status != "done" for d in deps):
+                            waiting.remove(job)
+                            results[job.key] = Outcome(job, "blocked", error="a job it depends on failed")
+                            self.store.log("blocked", job.key, job.label)
+                            advance(1)
+                        elif len(running) < self.workers and all(d in results for d in deps):
+                            waiting.remove(job)
+                            running[pool.submit(_worker_execute, job.to_dict(), str(self.run_dir),
+                                                self.threads)] = job
+                            advance(0, job=job.label)
+                    if not running:
+                        continue
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        job = running.pop(fut)
+                        res = fut.result()
+                        if "error" in res:
+                            results[job.key] = Outcome(job, "failed", error=res["error"])
+                            self.store.log("fail", job.key, job.label, error=res["error"])
+                        else:
+                            results[job.key] = Outcome(job, "done", res.get("seconds", 0.0),
+                                                       summary=res.get("summary", {}))
+                        advance(1)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+        return [results[j.key] for j in jobs]
 
 
 class RayExecutor(Executor):
@@ -162,14 +222,30 @@ def _ray_execute(job: dict, run_dir: str, threads: int, *deps: Any) -> dict:
     return execute_job(job, run_dir, *deps)
 
 
+def _worker_execute(job: dict, run_dir: str, threads: int) -> dict:
+    """A local worker process's job: :func:`execute_job` with ``threads`` torch threads and no progress
+    bars (they would interleave); its error comes back as one line (an exception need not pickle)."""
+    import os
+
+    import torch
+
+    os.environ["TASKSPACE_NO_PROGRESS"] = "1"
+    torch.set_num_threads(threads)
+    try:
+        return execute_job(job, run_dir)
+    except Exception as e:  # noqa: BLE001 - one job's failure must not stop the run
+        return {"error": _one_line(e)}
+
+
 def _blocked(job: Job, results: dict[str, Outcome]) -> bool:
     return any(results.get(d) is not None and results[d].status != "done" for d in job.deps)
 
 
 def make_executor(kind: str, run_dir: str | Path, **options: Any) -> Executor:
-    """The executor named ``kind`` (``local`` or ``ray``); ``options`` go to the Ray executor."""
+    """The executor named ``kind`` (``local`` or ``ray``) with its ``options`` (local: ``workers``,
+    ``threads``; Ray: ``address``, ``num_cpus``, ``cpus_per_job``)."""
     if kind == "local":
-        return LocalExecutor(run_dir)
+        return LocalExecutor(run_dir, **options)
     if kind == "ray":
         return RayExecutor(run_dir, **options)
     raise TaskspaceError(f"unknown executor {kind!r}; choose local or ray")

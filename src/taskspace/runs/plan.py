@@ -34,6 +34,7 @@ A plan file (``taskspace run PLAN.toml --out RUN``)::
 
     [executor]
     kind = "local"               # or "ray"
+    workers = 2                  # optional, local: worker processes of cpus_per_job torch threads each
 
 Every mistake is an :class:`~taskspace.errors.InputError` naming the plan file, the line (where it can be
 found) and the field, e.g. ``plan.toml, line 7, field 'models[1].revision': unknown key; did you mean
@@ -72,7 +73,7 @@ _TOP_KEYS = ("probes", "report", "suite", "models", "settings", "probe_revisions
 _SUITE_KEYS = ("spec", "tasks", "limit_per_task")
 _MODEL_KEYS = ("name", "pretrain", "slug", "size", "revisions", "control", "device", "dtype", "probes")
 _PRETRAIN_KEYS = ("corpus", "size", "steps", "seed", "sentences", "checkpoints")
-_EXECUTOR_KEYS = ("kind", "address", "num_cpus", "cpus_per_job")
+_EXECUTOR_KEYS = ("kind", "address", "num_cpus", "cpus_per_job", "workers")
 _SETTINGS_KEYS = tuple(f.name for f in fields(ProbeSettings) if f.name != "tasks")
 _SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -146,10 +147,15 @@ class ExecutorSpec:
     address: str | None = None
     num_cpus: int | None = None
     cpus_per_job: float = 1.0
+    workers: int = 1            # local: worker processes (1 = in this process, one job after the other)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "address": self.address, "num_cpus": self.num_cpus,
-                "cpus_per_job": self.cpus_per_job}
+                "cpus_per_job": self.cpus_per_job, "workers": self.workers}
+
+    def threads(self) -> int:
+        """Torch threads of a job run in a worker (``cpus_per_job``, at least 1)."""
+        return max(1, int(self.cpus_per_job))
 
 
 @dataclass(frozen=True)
@@ -466,7 +472,8 @@ def _parse_executor(v: "_Validator", d: Any) -> ExecutorSpec:
     if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or cpus <= 0:
         v.fail("must be a positive number", "executor.cpus_per_job")
     return ExecutorSpec(kind=kind, address=v.string(d, "address", "executor"),
-                        num_cpus=v.integer(d, "num_cpus", "executor", minimum=1), cpus_per_job=float(cpus))
+                        num_cpus=v.integer(d, "num_cpus", "executor", minimum=1), cpus_per_job=float(cpus),
+                        workers=v.integer(d, "workers", "executor", minimum=1) or 1)
 
 
 # -- helpers -------------------------------------------------------------------------------------

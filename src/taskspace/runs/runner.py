@@ -227,7 +227,8 @@ def _check_option_revisions(plan: Plan, m: ResolvedModel) -> None:
 def _make_executor(plan: Plan, run_dir: Path, kind: str | None) -> Executor:
     e = plan.executor
     kind = kind or e.kind
-    opts = {} if kind == "local" else {"address": e.address, "num_cpus": e.num_cpus, "cpus_per_job": e.cpus_per_job}
+    opts = ({"workers": e.workers, "threads": e.threads()} if kind == "local" else
+            {"address": e.address, "num_cpus": e.num_cpus, "cpus_per_job": e.cpus_per_job})
     return make_executor(kind, run_dir, **opts)
 
 
@@ -503,7 +504,9 @@ def _write_run_json(run_dir: Path, plan: Plan, models: Sequence[ResolvedModel] |
         d["models"] = [m.to_dict() for m in models]
     d["suite"] = suite_info
     d["versions"] = versions()
-    d["torch_threads"] = torch_threads()  # can move a float's last bits, like a version (issue 11)
+    # can move a float's last bits, like a version (issue 11); local workers run cpus_per_job threads each
+    e = plan.executor
+    d["torch_threads"] = e.threads() if e.kind == "local" and e.workers > 1 else torch_threads()
     d["status"] = status
     d["updated"] = timestamp()
     if result is not None:
