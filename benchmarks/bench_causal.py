@@ -103,6 +103,37 @@ def matrix(base, tables, tasks) -> np.ndarray:
     return out
 
 
+def ari(M: np.ndarray, tasks, groups) -> float:
+    """ARI of the space's average-linkage clustering (cut at the number of groups) against the groups:
+    the project's own ``cluster_space`` (what compare reports), on the rows/columns without NaN."""
+    from taskspace.analysis.clustering import cluster_space
+    from taskspace.spaces import TaskSpace
+
+    return cluster_space(TaskSpace(M, list(tasks), list(groups), kind="bench"))["ari"]
+
+
+def transfer_space(path: Path | None, tasks) -> np.ndarray | None:
+    """The measured transfer space (normalised; rows/columns in ``tasks`` order) of a ``taskspace probe
+    transfer --out DIR`` run, or None. Tasks it lacks are NaN."""
+    if path is None:
+        return None
+    from taskspace.probes.output import read_spaces
+
+    spaces = read_spaces(path)
+    name = next((n for n in ("transfer_margin_normalized", "transfer_margin") if n in spaces), None)
+    if name is None:
+        sys.exit(f"{path}: no transfer space under spaces/ (is it a `taskspace probe transfer --out` folder?)")
+    sp = spaces[name]
+    idx = {t: i for i, t in enumerate(sp.tasks)}
+    out = np.full((len(tasks), len(tasks)), np.nan)
+    for i, a in enumerate(tasks):
+        for j, b in enumerate(tasks):
+            if a in idx and b in idx:
+                out[i, j] = sp.matrix[idx[a], idx[b]]
+    print(f"  (transfer space: {name} from {path}, {sum(t in idx for t in tasks)}/{len(tasks)} tasks)")
+    return out
+
+
 def fmt(x, nd=3) -> str:
     if isinstance(x, tuple):
         return "[" + ", ".join(fmt(v, nd) for v in x) + "]"
@@ -188,10 +219,11 @@ def one_checkpoint(args, revision: str, alpha_curve: bool) -> dict:
     dirs, scale = r["directions"], r["scale"]
     S = {layer: matrix(r["base"], r["changed"][layer], tasks)}
     R = matrix(r["base"], r["random"][layer], tasks)
+    T = transfer_space(args.transfer, tasks)
     # the exact S (no controls) at the other layers, for the estimate's per-layer comparison
     t0 = time.perf_counter()
     for ell in range(L):
-        if ell == layer:
+        if ell == layer or not args.other_layers:
             continue
         tabs = {}
         for i, a in enumerate(tasks):
@@ -200,6 +232,12 @@ def one_checkpoint(args, revision: str, alpha_curve: bool) -> dict:
                     tabs[a] = scorer.score_pairs(test.pairs)
         S[ell] = matrix(base, tabs, tasks)
     t_other = time.perf_counter() - t0
+    if not args.other_layers:              # one intervened scoring per row, timed on the chosen layer's map
+        t0 = time.perf_counter()
+        for i, a in enumerate(tasks[: min(4, len(tasks))]):
+            with intervene(lm.model, layer, add=args.alpha * scale[layer] * dirs[layer, i], skip=skip):
+                scorer.score_pairs(test.pairs)
+        t_other = (time.perf_counter() - t0) * (L - 1) * len(tasks) / min(4, len(tasks))
     t_exact_all = t_other * L / max(L - 1, 1)          # T scorings per layer, every layer
 
     dg = diagonal(r["base"], r["changed"][layer], r["random"][layer], tasks, +1)
@@ -209,12 +247,16 @@ def one_checkpoint(args, revision: str, alpha_curve: bool) -> dict:
           f"tasks with a causal direction (CI > 0): {dg['n_causal']}/{dg['n']}")
     bs = block(S[layer], groups)
     print(f"  S off-diagonal vs groups: within {fmt(bs['within'])} between {fmt(bs['between'])} "
-          f"gap {fmt(bs['gap'])} Mantel ρ {fmt(bs['rho'])} p {fmt(bs['p'])}; random R: gap {fmt(block(R, groups, 0)['gap'])}")
+          f"gap {fmt(bs['gap'])} Mantel ρ {fmt(bs['rho'])} p {fmt(bs['p'])} ARI {fmt(ari(S[layer], tasks, groups))}; "
+          f"random R: gap {fmt(block(R, groups, 0)['gap'])}")
+    if T is not None:
+        print(f"  Spearman(S, measured transfer) off-diagonal {fmt(spearman(offdiag(S[layer]), offdiag(T)))}; "
+              f"transfer's own ARI {fmt(ari(T, tasks, groups))}, Mantel ρ {fmt(block(T, groups)['rho'])}")
     A = act.spaces[f"activations_by_layer/layer{layer}"].matrix
     print(f"  Spearman(S, activations layer {layer}) off-diagonal {fmt(spearman(offdiag(S[layer]), offdiag(A)))}; "
           f"with activations (all layers) {fmt(spearman(offdiag(S[layer]), offdiag(act.spaces['activations'].matrix)))}")
     rhos = {}
-    for ell in range(L):
+    for ell in sorted(S):
         E = est.spaces[f"steering_estimate_by_layer/layer{ell}"].matrix
         rhos[ell] = (spearman(offdiag(E), offdiag(S[ell])), spearman(np.diag(E), np.diag(S[ell])))
     print(f"  estimate (layer {est.provenance['layer']} chosen on dev) vs exact, Spearman off-diagonal (diagonal) "
@@ -240,8 +282,11 @@ def one_checkpoint(args, revision: str, alpha_curve: bool) -> dict:
     be = block(-Em, groups)          # the drop −E: larger = erasing a's direction hurts b more
     print(f"erasure: layer {el} (dev: " + ", ".join(f"{ell}: {fmt(v)}" for ell, v in e["sweep"].items())
           + f"); diagonal R[a,a] − E[a,a] mean {fmt(de['mean'])} {fmt(de['mean_ci'])}; "
-          f"causal {de['n_causal']}/{de['n']}; drop −E vs groups: gap {fmt(be['gap'])} Mantel ρ {fmt(be['rho'])} p {fmt(be['p'])}; "
-          f"{t_erase:.1f} s")
+          f"causal {de['n_causal']}/{de['n']}; drop −E vs groups: gap {fmt(be['gap'])} Mantel ρ {fmt(be['rho'])} p {fmt(be['p'])} "
+          f"ARI {fmt(ari(-Em, tasks, groups))}; {t_erase:.1f} s")
+    A = act.spaces[f"activations_by_layer/layer{el}"].matrix
+    print(f"  Spearman(−E, activations layer {el}) off-diagonal {fmt(spearman(offdiag(-Em), offdiag(A)))}"
+          + (f"; Spearman(−E, measured transfer) {fmt(spearman(offdiag(-Em), offdiag(T)))}" if T is not None else ""))
     base_acc = {a: float(e["base"]["correct"][e["base"]["task"] == a].mean()) for a in tasks}
     print(f"  mean eval accuracy of the tasks: {np.mean(list(base_acc.values())):.3f}; tasks above 0.6: "
           f"{sum(v > 0.6 for v in base_acc.values())}")
@@ -250,6 +295,11 @@ def one_checkpoint(args, revision: str, alpha_curve: bool) -> dict:
     print(f"  steering-causal tasks among those above 0.6 accuracy: {len(causal_steer & above)}/{len(above)}; "
           f"among the others: {len(causal_steer - above)}/{len(tasks) - len(above)}")
     out.update(erase_layer=el, erase_diag=de, erase_block=be)
+    if args.save is not None:              # the maps, for later comparisons (e.g. with a transfer space)
+        args.save.mkdir(parents=True, exist_ok=True)
+        np.savez(args.save / f"causal-{rev}.npz", tasks=np.array(tasks), groups=np.array(groups),
+                 S=S[layer], R=R, E=Em, steer_layer=layer, erase_layer=el,
+                 A_steer=act.spaces[f"activations_by_layer/layer{layer}"].matrix, A_erase=A)
 
     if alpha_curve:
         prose = heldout(args, suite, s)
@@ -337,6 +387,14 @@ def main(argv=None) -> None:
     p.add_argument("--damage-rows", type=int, default=8, help="task directions the LM damage averages over")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-control", action="store_true")
+    p.add_argument("--transfer", type=Path, default=None, metavar="DIR",
+                   help="a `taskspace probe transfer --out DIR` folder on the trained checkpoint: Spearman of S and "
+                        "of the erasure drop −E with its normalised transfer space")
+    p.add_argument("--save", type=Path, default=None, metavar="DIR",
+                   help="write each checkpoint's maps (S, R, E, activations) to DIR/causal-REV.npz")
+    p.add_argument("--no-other-layers", dest="other_layers", action="store_false",
+                   help="skip the exact S at the other layers (the estimate's per-layer comparison); the time "
+                        "of one intervened scoring then comes from 4 rows at the chosen layer")
     p.add_argument("--estimate-only", type=int, default=None, metavar="LAYER",
                    help="only the estimate vs exact steering (no controls) at this layer, on every checkpoint")
     args = p.parse_args(argv)
@@ -358,7 +416,7 @@ def main(argv=None) -> None:
         if args.estimate_only is not None:
             estimate_only(args, rev, args.estimate_only)
         else:
-            one_checkpoint(args, rev, alpha_curve=(i == 0))
+            one_checkpoint(args, rev, alpha_curve=(i == 0 and bool(args.alphas)))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f}")
 
 

@@ -5,6 +5,8 @@ models, sketch accuracy on gutenberg-gpt2-5m, and transfer rows on the 210M shap
     python benchmarks/bench_scale.py memory --tasks 8 16 67      # (a) 210M GPT-2: peak RSS, s/task vs fwd+bwd
     python benchmarks/bench_scale.py memory --shape neox1b --tasks 8 --pairs 2   # (b) 1B GPT-NeoX
     python benchmarks/bench_scale.py transfer --rows 2           # (d) 210M: transfer + baseline rows over 67 tasks
+    python benchmarks/bench_scale.py memory --tasks 8 32 --pairs 1 --what forward steering erasure steering-estimate
+                                                                 # (e) the causal probes (issue 16): peak RSS vs tasks
 
 Each memory configuration runs in a fresh subprocess and reads its peak RSS from the OS
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), with user / system CPU seconds and major / minor page
@@ -112,7 +114,25 @@ def one(args) -> dict:
     build = time.perf_counter() - t0
     before = _usage()
     t = time.perf_counter()
-    if args.what == "fwdbwd":
+    if args.what in CAUSAL or args.what == "forward":
+        # the causal probes at the last layer (fixed: no dev sweep), one random direction; "forward" is one
+        # plain scoring of the same eval pairs, the floor any forward-only probe sits on
+        import taskspace
+        from taskspace.scoring import Scorer
+
+        settings = ProbeSettings(tasks=tasks, train_pairs=args.pairs, dev_pairs=0, eval_pairs=args.pairs,
+                                 bootstrap=0)
+        if args.what == "forward":
+            Scorer(model, tok, share_prefix=False).score_pairs(settings.splits(suite)["test"].pairs)
+            extra = {}
+        else:
+            opts = {"layer": model.config.num_hidden_layers - 1, "random_directions": 1}
+            res = taskspace.probe((model, tok), suite, args.what, settings, progress=False, **opts)
+            main = next(iter(res.spaces.values()))
+            import numpy as np
+
+            extra = {"finite_cells": int(np.isfinite(main.matrix).sum())}
+    elif args.what == "fwdbwd":
         # the same tasks' forward + backward passes alone (buffers reused, nothing else done)
         from taskspace.probes.gradient.differentials import iter_task_gradients
 
@@ -153,6 +173,9 @@ def one(args) -> dict:
             "load": _load(), "threads": args.threads, **extra}
 
 
+CAUSAL = ("steering", "erasure", "steering-estimate")
+
+
 def memory(args) -> list[dict]:
     out = []
     for n in args.tasks:
@@ -170,6 +193,19 @@ def memory(args) -> list[dict]:
             print(json.dumps(rec), flush=True)
     probe = {r["tasks"]: r for r in out if r.get("what") == "probe" and "maxrss_gb" in r}
     fb = {r["tasks"]: r for r in out if r.get("what") == "fwdbwd" and "maxrss_gb" in r}
+    print(f"\n{args.shape}, {args.pairs} pairs/task, {args.threads} threads")
+    for what in [w for w in args.what if w in CAUSAL or w == "forward"]:
+        rows = {r["tasks"]: r for r in out if r.get("what") == what and "maxrss_gb" in r}
+        if not rows:
+            continue
+        print(f"\n{what}: {'tasks':>5} {'peak RSS GB':>11} {'s/task':>7} {'load':>5}")
+        for n in sorted(rows):
+            print(f"{'':{len(what) + 1}} {n:5d} {rows[n]['maxrss_gb']:11.2f} {rows[n]['s_per_task']:7.2f} {rows[n]['load']:5.1f}")
+        if len(rows) >= 2:
+            a, b = min(rows), max(rows)
+            print(f"  RSS slope {(rows[b]['maxrss_gb'] - rows[a]['maxrss_gb']) * 1024 / (b - a):.1f} MB/task ({a} → {b} tasks)")
+    if not probe:
+        return out
     print(f"\n{args.shape}, {args.pairs} pairs/task, mode {args.mode}, k={args.sketch_dim}, "
           f"{args.threads} threads")
     print(f"{'tasks':>5} {'peak RSS GB':>11} {'s/task':>7} {'fwd+bwd s/task':>14} {'ratio':>6} "

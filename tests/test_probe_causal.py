@@ -227,6 +227,22 @@ def test_estimate_equals_a_finite_difference_in_alpha(tok, arch):
     assert np.isfinite(est.spaces["steering_estimate_random"].matrix).all()
 
 
+def test_estimate_gradients_do_not_depend_on_how_sentences_are_batched(tok):
+    """The backward passes run in batches capped at BACKWARD_TOKENS (memory); rows are independent, so
+    one sentence per batch gives the same per-sentence gradients as everything in one batch."""
+    from dataclasses import replace
+
+    from taskspace.probes.kinds.steering_estimate import shift_gradients
+
+    model = make_model("gpt2", tok)
+    sents = [s for p in mini_suite().pairs[:6] for s in (p.good, p.bad)]
+    together = shift_gradients(model, tok, sents, SETTINGS)
+    apart = shift_gradients(model, tok, sents, replace(SETTINGS, batch_tokens=1))
+    for ell in together:
+        assert np.abs(together[ell]).max() > 0
+        np.testing.assert_allclose(apart[ell], together[ell], rtol=1e-10, atol=1e-12)
+
+
 def test_probes_restore_the_model_exactly(tok):
     model = make_model("gpt2", tok, dtype=torch.float32)
     model.transformer.h[0].mlp.c_fc.weight.requires_grad_(False)      # a frozen parameter stays frozen

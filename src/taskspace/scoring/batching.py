@@ -14,6 +14,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: a length-sorted batch ends where the length drops once it holds 1/MERGE_FRACTION of the budget
 MERGE_FRACTION = 32
+#: padded tokens per batch that is held through a backward pass (the steering estimate's residual-stream
+#: gradients). A forward-only batch frees each layer's activations as it goes; a backward keeps them all,
+#: about 3.7 MB a token on the 210M GPT-2 shape (benchmarks/README.md, "Causal task spaces"), so
+#: ``batch_tokens``' 4096 would hold ~15 GB there. From about a hundred tokens up a batch costs the same
+#: per token on a CPU, so 512 loses little speed.
+BACKWARD_TOKENS = 512
 
 
 def length_batches(lengths: Sequence[int], batch_tokens: int, max_batch: int = 512) -> list[list[int]]:
