@@ -14,11 +14,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: a length-sorted batch ends where the length drops once it holds 1/MERGE_FRACTION of the budget
 MERGE_FRACTION = 32
-#: padded tokens per batch that is held through a backward pass (the steering estimate's residual-stream
-#: gradients). A forward-only batch frees each layer's activations as it goes; a backward keeps them all,
-#: about 3.7 MB a token on the 210M GPT-2 shape (benchmarks/README.md, "Causal task spaces"), so
-#: ``batch_tokens``' 4096 would hold ~15 GB there. From about a hundred tokens up a batch costs the same
-#: per token on a CPU, so 512 loses little speed.
+#: padded tokens per batch held through a backward pass (gradient differentials, the latent probe's and the
+#: steering estimate's hidden-state gradients); ``batch_tokens`` caps it lower. A forward-only batch frees
+#: each layer's activations as it goes; a backward keeps them all, ~3.7 MB a token on the 210M GPT-2 shape
+#: (benchmarks/README.md, "Scale"): at 100 pairs a task, 4096-token batches took the gradient probe to
+#: 7.6 GB there. From about a hundred tokens up a CPU batch costs about the same per token.
 BACKWARD_TOKENS = 512
 
 
