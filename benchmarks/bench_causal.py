@@ -17,6 +17,7 @@ Examples (the figures in ``benchmarks/README.md`` were produced with these)::
     python benchmarks/bench_causal.py --model /tmp/causal-bench/toy-small --suite toy --threads 2
     python benchmarks/bench_causal.py --suite blimp --tasks 12 --eval-pairs 20 --alpha 0.5 --threads 1
     python benchmarks/bench_causal.py --suite blimp --eval-pairs 20 --alpha 0.5 --no-control --estimate-only 1
+    python benchmarks/bench_causal.py --saved /tmp/causal67 --transfer /tmp/transfer67   # maps saved by --save
 
 Timings are wall seconds in one process; the machine may be shared (the load average is printed).
 """
@@ -120,7 +121,7 @@ def transfer_space(path: Path | None, tasks) -> np.ndarray | None:
     from taskspace.probes.output import read_spaces
 
     spaces = read_spaces(path)
-    name = next((n for n in ("transfer_margin_normalized", "transfer_margin") if n in spaces), None)
+    name = next((n for n in ("transfer_normalized", "transfer") if n in spaces), None)
     if name is None:
         sys.exit(f"{path}: no transfer space under spaces/ (is it a `taskspace probe transfer --out` folder?)")
     sp = spaces[name]
@@ -371,6 +372,31 @@ def estimate_only(args, revision: str, layer: int) -> None:
           flush=True)
 
 
+def from_saved(args) -> None:
+    """The saved maps of earlier runs (``--save DIR``) against the measured transfer space (``--transfer``):
+    per checkpoint, the off-diagonal Spearman of S and of the erasure drop −E with the normalised transfer
+    space, each map's ARI and Mantel ρ against the groups, and the transfer space's own."""
+    files = sorted(args.saved.glob("causal-*.npz"))
+    if not files:
+        sys.exit(f"{args.saved}: no causal-*.npz (written by --save)")
+    for f in files:
+        z = np.load(f)
+        tasks, groups = [str(t) for t in z["tasks"]], [str(g) for g in z["groups"]]
+        print(f"\n== {f.name}: {len(tasks)} tasks in {len(set(groups))} groups; steering layer {int(z['steer_layer'])}, "
+              f"erasure layer {int(z['erase_layer'])}")
+        T = transfer_space(args.transfer, tasks)
+        for name, M in (("S (steering)", z["S"]), ("−E (erasure drop)", -z["E"]), ("R (random steering)", z["R"]),
+                        ("activations at the erasure layer", z["A_erase"])):
+            b = block(M, groups)
+            line = f"  {name}: gap {fmt(b['gap'])} Mantel ρ {fmt(b['rho'])} p {fmt(b['p'])} ARI {fmt(ari(M, tasks, groups))}"
+            if T is not None:
+                line += f"; Spearman with transfer (off-diagonal) {fmt(spearman(offdiag(M), offdiag(T)))}"
+            print(line)
+        if T is not None:
+            b = block(T, groups)
+            print(f"  transfer itself: gap {fmt(b['gap'])} Mantel ρ {fmt(b['rho'])} p {fmt(b['p'])} ARI {fmt(ari(T, tasks, groups))}")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--suite", choices=("blimp", "toy"), default="blimp")
@@ -390,6 +416,8 @@ def main(argv=None) -> None:
     p.add_argument("--transfer", type=Path, default=None, metavar="DIR",
                    help="a `taskspace probe transfer --out DIR` folder on the trained checkpoint: Spearman of S and "
                         "of the erasure drop −E with its normalised transfer space")
+    p.add_argument("--saved", type=Path, default=None, metavar="DIR",
+                   help="no probe run: compare the maps an earlier --save wrote with --transfer (and the groups)")
     p.add_argument("--save", type=Path, default=None, metavar="DIR",
                    help="write each checkpoint's maps (S, R, E, activations) to DIR/causal-REV.npz")
     p.add_argument("--no-other-layers", dest="other_layers", action="store_false",
@@ -404,6 +432,11 @@ def main(argv=None) -> None:
     import warnings
 
     import torch
+
+    if args.saved is not None:
+        warnings.filterwarnings("ignore", category=RuntimeWarning)
+        from_saved(args)
+        return
 
     warnings.filterwarnings("ignore", category=RuntimeWarning)        # empty means, constant ranks: printed as —
     warnings.filterwarnings("ignore", message=".*constant.*")
