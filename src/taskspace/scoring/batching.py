@@ -17,8 +17,8 @@ MERGE_FRACTION = 32
 #: padded tokens per batch held through a backward pass (gradient differentials, the latent probe's and the
 #: steering estimate's hidden-state gradients); ``batch_tokens`` caps it lower. A forward-only batch frees
 #: each layer's activations as it goes; a backward keeps them all, ~3.7 MB a token on the 210M GPT-2 shape
-#: (benchmarks/README.md, "Scale"): at 100 pairs a task, 4096-token batches took the gradient probe to
-#: 7.6 GB there. From about a hundred tokens up a CPU batch costs about the same per token.
+#: (the steering estimate's peak grew ~64 MB a task at one pair a task: benchmarks/README.md, "Causal task
+#: spaces"). From about a hundred tokens up a CPU batch costs about the same per token.
 BACKWARD_TOKENS = 512
 
 

@@ -263,8 +263,7 @@ def iter_task_gradients(
 
     s = with_overrides(settings, overrides, "iter_task_gradients")
     reduction, prefix, autocast = s.reduction, s.prefix, s.autocast
-    # a backward holds every layer's activations: at most BACKWARD_TOKENS padded tokens a batch (at 100
-    # pairs a task, 4096-token batches took the 210M shape to 7.6 GB; benchmarks/README.md, Scale)
+    # a backward holds every layer's activations: at most BACKWARD_TOKENS padded tokens a batch
     batch_tokens = min(s.batch_tokens, BACKWARD_TOKENS)
     token, token_id = resolve_prefix(tokenizer, prefix)
     pad = getattr(tokenizer, "pad_token_id", None)
