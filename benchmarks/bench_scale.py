@@ -5,7 +5,7 @@ models, sketch accuracy on gutenberg-gpt2-5m, and transfer rows on the 210M shap
     python benchmarks/bench_scale.py memory --tasks 8 16 67      # (a) 210M GPT-2: peak RSS, s/task vs fwd+bwd
     python benchmarks/bench_scale.py memory --shape neox1b --tasks 8 --pairs 2   # (b) 1B GPT-NeoX
     python benchmarks/bench_scale.py transfer --rows 2           # (d) 210M: transfer + baseline rows over 67 tasks
-    python benchmarks/bench_scale.py memory --tasks 8 32 --pairs 1 --what forward steering erasure steering-estimate
+    python benchmarks/bench_scale.py memory --tasks 4 8 16 --pairs 1 --what forward steering erasure steering-estimate
                                                                  # (e) the causal probes (issue 16): peak RSS vs tasks
 
 Each memory configuration runs in a fresh subprocess and reads its peak RSS from the OS

@@ -22,6 +22,11 @@ MERGE_FRACTION = 32
 BACKWARD_TOKENS = 512
 
 
+def backward_batch_tokens(batch_tokens: int) -> int:
+    """The token budget of a batch held through a backward pass: ``batch_tokens``, at most BACKWARD_TOKENS."""
+    return min(batch_tokens, BACKWARD_TOKENS)
+
+
 def length_batches(lengths: Sequence[int], batch_tokens: int, max_batch: int = 512) -> list[list[int]]:
     """Indices grouped into batches of at most ``batch_tokens`` padded tokens, longest first.
 

@@ -259,12 +259,12 @@ def iter_task_gradients(
     when the generator finishes or is closed.
     """
     from ...scoring import Head, batch_logprobs, encode, fused_activations, length_batches, resolve_prefix
-    from ...scoring.batching import BACKWARD_TOKENS
+    from ...scoring.batching import backward_batch_tokens
 
     s = with_overrides(settings, overrides, "iter_task_gradients")
     reduction, prefix, autocast = s.reduction, s.prefix, s.autocast
     # a backward holds every layer's activations: at most BACKWARD_TOKENS padded tokens a batch
-    batch_tokens = min(s.batch_tokens, BACKWARD_TOKENS)
+    batch_tokens = backward_batch_tokens(s.batch_tokens)
     token, token_id = resolve_prefix(tokenizer, prefix)
     pad = getattr(tokenizer, "pad_token_id", None)
     pad_id = int(pad) if pad is not None else (token_id if token_id is not None else 0)
@@ -319,13 +319,13 @@ def gradient_provenance(model: Any, describe: dict | None, suite_train: "Suite",
                         batch_tokens: int) -> dict:
     """What every gradient-based space records about how ḡ was computed."""
     from ...provenance import timestamp, versions
-    from ...scoring.batching import BACKWARD_TOKENS
+    from ...scoring.batching import backward_batch_tokens
 
     return {"created": timestamp(),
             "model": describe or {"architecture": type(model).__name__,
                                   "n_parameters": sum(p.numel() for p in model.parameters())},
             "convention": convention, "suite": suite_train.describe(), "batch_tokens": batch_tokens,
-            "backward_batch_tokens": min(batch_tokens, BACKWARD_TOKENS), "versions": versions()}
+            "backward_batch_tokens": backward_batch_tokens(batch_tokens), "versions": versions()}
 
 
 def _unwrap(model: Any, tokenizer: Any) -> tuple[Any, Any, dict | None]:

@@ -74,11 +74,11 @@ def latent_gradients(
     import torch
 
     from ...scoring import encode, length_batches, resolve_prefix
-    from ...scoring.batching import BACKWARD_TOKENS
+    from ...scoring.batching import backward_batch_tokens
 
     s = with_overrides(settings, overrides, "latent_gradients")
     # the backward through the head holds the batch's logits: at most BACKWARD_TOKENS padded tokens a batch
-    reduction, prefix, batch_tokens = s.reduction, s.prefix, min(s.batch_tokens, BACKWARD_TOKENS)
+    reduction, prefix, batch_tokens = s.reduction, s.prefix, backward_batch_tokens(s.batch_tokens)
     head = _split_head(model)
     _, token_id = resolve_prefix(tokenizer, prefix)
     pad = getattr(tokenizer, "pad_token_id", None)

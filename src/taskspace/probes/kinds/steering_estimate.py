@@ -50,7 +50,7 @@ def shift_gradients(model: Any, tokenizer: Any, sentences: Sequence[str], settin
 
     from ...progress import progress_bar
     from ...scoring import Scorer, batch_logprobs, length_batches
-    from ...scoring.batching import BACKWARD_TOKENS
+    from ...scoring.batching import backward_batch_tokens
 
     L = n_layers(model)
     layers = list(range(L)) if layers is None else list(layers)
@@ -67,7 +67,7 @@ def shift_gradients(model: Any, tokenizer: Any, sentences: Sequence[str], settin
     keep = [j for j, x in enumerate(ids) if len(x) > 1]          # one token: nothing is scored, gradient 0
     with frozen(model), progress_bar("steering-estimate: gradients", len(keep), show=progress) as advance:
         # a backward keeps every layer's activations: batches of at most BACKWARD_TOKENS padded tokens
-        for batch in length_batches([len(ids[j]) - 1 for j in keep], min(settings.batch_tokens, BACKWARD_TOKENS)):
+        for batch in length_batches([len(ids[j]) - 1 for j in keep], backward_batch_tokens(settings.batch_tokens)):
             rows = [keep[k] for k in batch]
             with shift_recorder(model, layers, skip) as rec, torch.enable_grad():
                 lp = batch_logprobs(model, [ids[j] for j in rows], reduction=settings.reduction, head=head,
