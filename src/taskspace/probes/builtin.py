@@ -142,9 +142,9 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         help="Ablation probe: every task's mean-margin change when task a's mask M_a is zeroed (or set to a "
              "reference model's values), beside a random mask of the same size per row.",
         reads=SPLITS + ("ablation_fraction", "mask_threshold") + SCORING + ("bootstrap", "autocast"),
-        spaces=(SpaceSpec("ablation", "mask ablation Δmargin", main=True,
+        spaces=(SpaceSpec("ablation", "mask ablation Δmargin", main=True, related="lower",
                           rows="task whose mask is ablated", columns="task evaluated"),
-                SpaceSpec("ablation_random", "random-mask ablation Δmargin",
+                SpaceSpec("ablation_random", "random-mask ablation Δmargin", related="lower",
                           rows="task whose random mask is ablated", columns="task evaluated")),
         runner="taskspace.probes.kinds.ablation:run",
         cost="the gradient pass, then two scorings of every task's eval pairs per row",
@@ -174,9 +174,9 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         help="Erasure probe: every task's mean-margin change when task a's unit activation difference is "
              "projected out of the residual stream, beside random directions.",
         reads=SPLITS + SCORING + ("bootstrap",),
-        spaces=(SpaceSpec("erasure", "erasure Δmargin E", main=True, by="layer",
+        spaces=(SpaceSpec("erasure", "erasure Δmargin E", main=True, by="layer", related="lower",
                           rows="task whose direction is erased", columns="task evaluated"),
-                SpaceSpec("erasure_random", "random-direction erasure Δmargin", by="layer",
+                SpaceSpec("erasure_random", "random-direction erasure Δmargin", by="layer", related="lower",
                           rows="task whose random direction is erased", columns="task evaluated")),
         runner="taskspace.probes.kinds.steering:run_erasure",
         cost="as steering (forward only)",

@@ -163,6 +163,16 @@ def is_signed_space(name: str, default: bool = True) -> bool:
     return s.signed if s is not None else default
 
 
+def space_reading(name: str) -> tuple[float, bool]:
+    """``(sign, absolute)`` of a space file stem as its :class:`SpaceSpec` declares it: ``sign`` = +1 where
+    related tasks are higher, −1 where lower; ``absolute``: the declared reading is ``|S|``. A space no
+    registered probe writes reads as +1, signed."""
+    s = space_spec(name)
+    if s is None:
+        return 1.0, False
+    return s.sign, s.reading == "absolute"
+
+
 def job_kinds() -> list[str]:
     """The run job kinds of the probes, in registry order (gradients and overlap share one)."""
     out: list[str] = []

@@ -100,17 +100,37 @@ class SpaceSpec:
     "sharing grows with training" prefers it; the distributedness summary reads it beside the
     per-task mask table). ``by``: the space also exists per module / per layer in
     ``spaces/<name>_by_<by>/<part>.csv``.
+
+    ``related``: which way a related pair of tasks moves the entry, declared before any data is seen:
+    ``"higher"`` (cosines, Jaccard, transfer, steering, DAS recovery) or ``"lower"`` (erasure and
+    ablation drops: erasing a task's direction hurts a related task more). Every statistic of
+    :mod:`taskspace.analysis` reads the space through it (the gap, the Mantel test, clustering, ARI,
+    AUC, the findings). ``reading``: ``"signed"`` or ``"absolute"`` — the one reading that gets tests and
+    verdicts (the other is shown, never tested), also declared in advance.
     """
 
     name: str
     label: str
     signed: bool = True
+    related: str = "higher"
+    reading: str = "signed"
     main: bool = False
     generalization: int = 0
     sharing: bool = False
     rows: str = "task"
     columns: str = "task"
     by: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.related not in ("higher", "lower"):
+            raise ValueError(f"space {self.name!r}: related must be 'higher' or 'lower', got {self.related!r}")
+        if self.reading not in ("signed", "absolute"):
+            raise ValueError(f"space {self.name!r}: reading must be 'signed' or 'absolute', got {self.reading!r}")
+
+    @property
+    def sign(self) -> float:
+        """+1 where related tasks are higher, −1 where lower: multiply a space by it to read "higher = related"."""
+        return 1.0 if self.related == "higher" else -1.0
 
     @property
     def parts_folder(self) -> str | None:
