@@ -6,6 +6,8 @@ per-module matrices travel in the sidecar. No pickle.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -76,17 +78,10 @@ class TaskSpace:
         np.fill_diagonal(h, 0.0)
         return h
 
-    def within_between(self) -> dict[str, float]:
-        """Mean of off-diagonal entries within groups, between groups, and their difference (NaN-aware)."""
-        h = self.hypothesis()
-        off = ~np.eye(self.n_tasks, dtype=bool)
-        m = self.matrix
-        w = m[(h == 1) & off]
-        b = m[(h == 0) & off]
-        w_mean = float(np.nanmean(w)) if np.isfinite(w).any() else float("nan")
-        b_mean = float(np.nanmean(b)) if np.isfinite(b).any() else float("nan")
-        return {"within": w_mean, "between": b_mean, "difference": w_mean - b_mean,
-                "n_within": int(np.isfinite(w).sum()), "n_between": int(np.isfinite(b).sum())}
+    def within_between(self) -> dict:
+        """Within- and between-group means and their difference as the mean of per-group contrasts
+        (:func:`within_between`; the entries as given, whatever direction the space reads)."""
+        return within_between(self.matrix, self.groups)
 
     def select(self, tasks: Sequence[str]) -> "TaskSpace":
         """The sub-space over ``tasks`` (in that order)."""
@@ -167,3 +162,61 @@ def _csv_path(path: str | Path) -> Path:
     if p.suffix in (".csv", ".json"):
         return p.with_suffix(".csv")
     return p.with_name(p.name + ".csv")
+
+
+def group_contrasts(matrix: np.ndarray, groups: Sequence[str], *, absolute: bool = False) -> dict[str, dict]:
+    """Per group with at least two tasks: ``within`` (mean of ``S[a, b]``, a ≠ b both in the group),
+    ``between`` (mean of ``S[a, b]`` and ``S[b, a]``, a in the group, b outside it), ``gap`` (their
+    difference) and ``n_tasks``. NaN entries are ignored."""
+    m = np.abs(np.asarray(matrix, dtype=float)) if absolute else np.asarray(matrix, dtype=float)
+    g = np.asarray([str(x) for x in groups])
+    out: dict[str, dict] = {}
+    for grp in dict.fromkeys(g.tolist()):
+        inside = g == grp
+        if inside.sum() < 2:
+            continue
+        block = m[np.ix_(inside, inside)]
+        w = block[~np.eye(int(inside.sum()), dtype=bool)]
+        b = np.concatenate([m[np.ix_(inside, ~inside)].ravel(), m[np.ix_(~inside, inside)].ravel()])
+        w, b = w[np.isfinite(w)], b[np.isfinite(b)]
+        wm = float(w.mean()) if w.size else float("nan")
+        bm = float(b.mean()) if b.size else float("nan")
+        out[grp] = {"within": wm, "between": bm, "gap": wm - bm, "n_tasks": int(inside.sum())}
+    return out
+
+
+def within_between(matrix: np.ndarray, groups: Sequence[str], *, absolute: bool = False) -> dict:
+    """Within- and between-group means of a space's off-diagonal entries and their difference, as the
+    mean of per-group contrasts (docs/reliability.md, "The gap").
+
+    Each group with at least two tasks gives one contrast, ``within_g − between_g`` (its within-group
+    entries against its entries with tasks outside it), and ``difference`` is their unweighted mean:
+    every group counts once, whatever its size (pooling all within-group entries would weight a group
+    of n tasks by n(n − 1), so one large group would decide). ``within`` and ``between`` are the means
+    of the groups' ``within_g`` and ``between_g``; ``groups`` lists each group's numbers.
+
+    With ``absolute=True`` the means are of ``|S|``. The entries are read as given: orient a space first
+    (:func:`taskspace.analysis.inference.read`). ``se_difference``: the standard error of the mean over
+    groups (NaN with one group), a rough guide where no interval was computed.
+    """
+    per = group_contrasts(matrix, groups, absolute=absolute)
+    gaps = np.array([v["gap"] for v in per.values()], dtype=float)
+    ok = np.isfinite(gaps)
+    wm = _nanmean([v["within"] for v, k in zip(per.values(), ok) if k])
+    bm = _nanmean([v["between"] for v, k in zip(per.values(), ok) if k])
+    gap_mean, gap_se = _mean_se(gaps[ok])
+    return {"within": wm, "between": bm, "difference": gap_mean, "se_difference": gap_se,
+            "n_groups": int(ok.sum()), "groups": per}
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
+def _mean_se(x: np.ndarray) -> tuple[float, float]:
+    if x.size == 0:
+        return float("nan"), float("nan")
+    se = float(np.std(x, ddof=1) / math.sqrt(x.size)) if x.size > 1 else float("nan")
+    return float(np.mean(x)), se

@@ -19,9 +19,6 @@ from typing import Sequence
 import numpy as np
 
 RESAMPLES = 1000
-#: the ARI's interval rests on the first this-many resamples: each needs a clustering of its own
-#: (about 0.3 ms for 12 tasks), and the rest of the summaries cost less than that all together
-ARI_RESAMPLES = 200
 LEVEL = 0.95
 SCHEME = ("tasks resampled with replacement within each group (group sizes kept), space rebuilt over the "
           "drawn tasks without the entries of a task with its own copy; percentile interval")
@@ -67,17 +64,49 @@ def _weighted_mean(matrix: np.ndarray, mask: np.ndarray, counts: np.ndarray) -> 
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def within_between_draws(matrix: np.ndarray, groups: Sequence[str], counts: np.ndarray, *,
-                         absolute: bool = False) -> dict[str, np.ndarray]:
-    """``within``, ``between`` and ``difference`` of each resample (NaN entries ignored, as in
-    :func:`~taskspace.analysis.stats.within_between`)."""
+def group_contrast_draws(matrix: np.ndarray, groups: Sequence[str], counts: np.ndarray, *,
+                         absolute: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """Per group with at least two tasks, ``within``, ``between`` and ``gap`` of each rebuilt space
+    (:func:`~taskspace.spaces.group_contrasts` on the resampled tasks; NaN where fewer than two distinct
+    tasks of the group were drawn)."""
     m = np.abs(np.asarray(matrix, dtype=float)) if absolute else np.asarray(matrix, dtype=float)
     g = np.asarray([str(x) for x in groups])
-    same = g[:, None] == g[None, :]
-    off = ~np.eye(g.size, dtype=bool)
-    w = _weighted_mean(m, same & off, counts)
-    b = _weighted_mean(m, ~same, counts)
-    return {"within": w, "between": b, "difference": w - b}
+    fin = np.isfinite(m)
+    z = np.where(fin, m, 0.0)
+    out = {}
+    for grp in dict.fromkeys(g.tolist()):
+        inside = g == grp
+        if inside.sum() < 2:
+            continue
+        idx, rest = np.flatnonzero(inside), np.flatnonzero(~inside)
+        w = _weighted_mean(m[np.ix_(idx, idx)], ~np.eye(idx.size, dtype=bool), counts[:, idx])
+        ci, cr = counts[:, idx], counts[:, rest]
+        num = (np.einsum("bi,ij,bj->b", ci, z[np.ix_(idx, rest)], cr)
+               + np.einsum("bj,ji,bi->b", cr, z[np.ix_(rest, idx)], ci))
+        den = (np.einsum("bi,ij,bj->b", ci, fin[np.ix_(idx, rest)].astype(float), cr)
+               + np.einsum("bj,ji,bi->b", cr, fin[np.ix_(rest, idx)].astype(float), ci))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            bt = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+        out[grp] = {"within": w, "between": bt, "gap": w - bt}
+    return out
+
+
+def within_between_draws(matrix: np.ndarray, groups: Sequence[str], counts: np.ndarray, *,
+                         absolute: bool = False) -> dict[str, np.ndarray]:
+    """``within``, ``between`` and ``difference`` of each resample, as
+    :func:`~taskspace.spaces.within_between` computes them: the mean over groups of the per-group
+    contrasts (a group whose resample holds one distinct task drops out of that resample)."""
+    per = group_contrast_draws(matrix, groups, counts, absolute=absolute)
+    if not per:
+        nan = np.full(counts.shape[0], np.nan)
+        return {"within": nan, "between": nan.copy(), "difference": nan.copy()}
+    gaps = np.stack([v["gap"] for v in per.values()])
+    ok = np.isfinite(gaps)
+    with np.errstate(invalid="ignore"):
+        def mean(key: str) -> np.ndarray:
+            x = np.stack([v[key] for v in per.values()])
+            return np.where(ok, x, 0.0).sum(0) / np.where(ok.sum(0) > 0, ok.sum(0), np.nan)
+        return {"within": mean("within"), "between": mean("between"), "difference": mean("gap")}
 
 
 def _sorted_ties(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -236,62 +265,76 @@ def group_mean_draws(matrix: np.ndarray, groups: Sequence[str], counts: np.ndarr
 
 
 def bootstrap_space(space, *, resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL,
-                    ari: bool = True) -> dict:
-    """Intervals for :func:`~taskspace.analysis.compare.summarize_space`'s numbers: ``signed`` /
-    ``absolute`` → ``within_ci``, ``between_ci``, ``difference_ci``, ``rho_ci``; ``ari_ci``,
-    ``ari_abs_ci``; and how they were made (``resamples``, ``level``, ``seed``, ``scheme``).
+                    ari: bool = True, sign: float = 1.0, declared: str = "signed") -> dict:
+    """Intervals for :func:`~taskspace.analysis.compare.summarize_space`'s numbers, on the space read as
+    "higher = related" (``sign``; the absolute reading is ``|S|``): ``signed`` / ``absolute`` →
+    ``within_ci``, ``between_ci``, ``difference_ci``, ``rho_ci`` (and ``auc_ci`` for the ``declared``
+    reading); ``ari_ci`` for the declared reading; and how they were made (``resamples``, ``level``,
+    ``seed``, ``scheme``).
 
-    Means use every finite entry (as the point values do); ρ and ARI use the complete tasks
-    (:func:`~taskspace.analysis.stats.complete_tasks`), as the point values do.
+    Means use every finite entry (as the point values do); ρ, AUC and ARI use the complete tasks
+    (:func:`~taskspace.analysis.stats.complete_tasks`), as the point values do. Where the groups are too
+    small for a task resample to vary (:func:`~taskspace.analysis.inference.interval_design`) every
+    interval is NaN and ``withheld`` says why.
     """
     from .hypothesis import hypothesis_space
+    from .inference import auc_draws, interval_design, read
     from .stats import complete_tasks
 
     out: dict = {"resamples": int(resamples), "level": level, "seed": int(seed), "scheme": SCHEME}
-    m = np.asarray(space.matrix, dtype=float)
     groups = list(space.groups)
+    ok, why = interval_design(groups)
+    nan2 = [float("nan")] * 2
+    if not ok:
+        out["withheld"] = why
+        for name in ("signed", "absolute"):
+            out[name] = {k: nan2 for k in ("within_ci", "between_ci", "difference_ci", "rho_ci", "auc_ci")}
+        out["ari_ci"] = nan2
+        return out
+    raw = np.asarray(space.matrix, dtype=float)
     idx = resample_tasks(groups, resamples, seed)
     counts = task_counts(idx, len(groups))
-    keep = complete_tasks(m)
-    sub = m[np.ix_(keep, keep)]
+    keep = complete_tasks(raw)
     sub_groups = [g for g, k in zip(groups, keep) if k]
     sub_idx = resample_tasks(sub_groups, resamples, seed)
     sub_counts = task_counts(sub_idx, len(sub_groups))
     h = hypothesis_space(sub_groups)
     for name, absolute in (("signed", False), ("absolute", True)):
-        wb = within_between_draws(m, groups, counts, absolute=absolute)
+        m = read(raw, sign, absolute)
+        sub = m[np.ix_(keep, keep)]
+        wb = within_between_draws(m, groups, counts)
         entry = {f"{k}_ci": percentile_ci(v, level) for k, v in wb.items()}
-        entry["rho_ci"] = (percentile_ci(rho_draws(np.abs(sub) if absolute else sub, h, sub_counts), level)
-                           if len(sub_groups) >= 3 else [float("nan")] * 2)
+        entry["rho_ci"] = percentile_ci(rho_draws(sub, h, sub_counts), level) if len(sub_groups) >= 3 else nan2
+        if name == declared:
+            entry["auc_ci"] = percentile_ci(auc_draws(sub, sub_groups, sub_counts), level)
+            if ari:
+                out["ari_ci"] = percentile_ci(ari_draws(sub, sub_groups, sub_idx), level)
+                out["ari_resamples"] = int(sub_idx.shape[0])
         out[name] = entry
-    if ari:
-        few = sub_idx[:ARI_RESAMPLES]
-        signed = ari_draws(sub, sub_groups, few)
-        off = ~np.eye(len(sub_groups), dtype=bool)
-        # a space without negative entries (overlap) clusters the same on |S|
-        absolute = signed if (sub[off] >= 0).all() else ari_draws(sub, sub_groups, few, absolute=True)
-        out["ari_ci"], out["ari_abs_ci"] = percentile_ci(signed, level), percentile_ci(absolute, level)
-        out["ari_resamples"] = int(few.shape[0])
     return out
 
 
 def paired_delta(a, b, *, statistic: str = "difference", resamples: int = RESAMPLES, seed: int = 0,
-                 level: float = LEVEL) -> dict:
+                 level: float = LEVEL, sign: float = 1.0, absolute: bool = False) -> dict:
     """``b − a`` of a within/between statistic (``within``, ``between`` or ``difference``) for two spaces
     over their common tasks, with a paired interval: the same resampled tasks in both spaces (a model's
-    size or checkpoint changes; the paradigms stay). Groups are ``a``'s. Returns ``delta``, ``ci``,
-    ``n_tasks``."""
+    size or checkpoint changes; the paradigms stay). Groups are ``a``'s; both spaces are read through
+    ``sign`` / ``absolute`` (:func:`~taskspace.analysis.inference.read`). Returns ``delta``, ``ci``
+    (NaN and ``withheld`` where the groups are too small for an interval), ``n_tasks``."""
+    from .inference import interval_design, read
     from .stats import within_between
 
     tb = set(b.tasks)
     tasks = [t for t in a.tasks if t in tb]
     sa, sb = a.select(tasks), b.select(tasks)
-    point = (within_between(sb.matrix, sa.groups)[statistic] - within_between(sa.matrix, sa.groups)[statistic])
-    if len(tasks) < 2 or resamples < 1:
-        return {"delta": point, "ci": [float("nan")] * 2, "n_tasks": len(tasks)}
+    ma, mb = read(sa.matrix, sign, absolute), read(sb.matrix, sign, absolute)
+    point = within_between(mb, sa.groups)[statistic] - within_between(ma, sa.groups)[statistic]
+    ok, why = interval_design(sa.groups)
+    if len(tasks) < 2 or resamples < 1 or not ok:
+        return {"delta": point, "ci": [float("nan")] * 2, "n_tasks": len(tasks), "withheld": why or None}
     counts = task_counts(resample_tasks(sa.groups, resamples, seed), len(tasks))
-    da = within_between_draws(sa.matrix, sa.groups, counts)[statistic]
-    db = within_between_draws(sb.matrix, sa.groups, counts)[statistic]
+    da = within_between_draws(ma, sa.groups, counts)[statistic]
+    db = within_between_draws(mb, sa.groups, counts)[statistic]
     return {"delta": point, "ci": percentile_ci(db - da, level), "n_tasks": len(tasks)}
 
 

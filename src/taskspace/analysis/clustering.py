@@ -6,11 +6,14 @@ from scipy.cluster.hierarchy import fcluster, leaves_list, linkage
 from scipy.spatial.distance import squareform
 from sklearn.metrics import adjusted_rand_score
 
+from ..probes.registry import space_reading
 from ..spaces import TaskSpace
+from .inference import read
 from .stats import complete_tasks
 
 
-def cluster_space(space: TaskSpace, n_clusters: int | None = None, *, absolute: bool = False) -> dict:
+def cluster_space(space: TaskSpace, n_clusters: int | None = None, *, absolute: bool = False,
+                  sign: float | None = None) -> dict:
     """Average-linkage clustering on ``1 − S`` of the symmetrised space ``(S + Sᵀ)/2``, cut into
     ``n_clusters`` (default: the number of groups), and its adjusted Rand index against the groups.
 
@@ -18,6 +21,9 @@ def cluster_space(space: TaskSpace, n_clusters: int | None = None, *, absolute: 
     close). Tasks with missing entries are left out (``tasks`` lists those used). Distances are shifted
     up when some are negative (normalised transfer can exceed 1); average linkage merges in the same
     order under a constant shift, so this changes the heights of the dendrogram, never its shape.
+
+    ``sign``: −1 for a space whose related tasks are lower (erasure, ablation: clustered on ``1 + S``);
+    default: what the space's registry entry declares (:func:`~taskspace.probes.registry.space_reading`).
 
     Returns ``tasks``, ``groups``, ``labels`` (cluster per task), ``order`` (dendrogram leaf order, as
     indices into ``tasks``), ``linkage`` (scipy's matrix), ``ari``, ``n_clusters``, ``shift``.
@@ -31,10 +37,10 @@ def cluster_space(space: TaskSpace, n_clusters: int | None = None, *, absolute: 
            "ari": float("nan"), "n_clusters": int(k), "shift": 0.0, "absolute": absolute}
     if n < 2:
         return out
-    s = space.matrix[np.ix_(keep, keep)]
+    if sign is None:
+        sign = space_reading(space.kind)[0]
+    s = read(space.matrix[np.ix_(keep, keep)], sign, absolute)
     s = (s + s.T) / 2
-    if absolute:
-        s = np.abs(s)
     d = 1.0 - s
     np.fill_diagonal(d, 0.0)
     off = d[~np.eye(n, dtype=bool)]

@@ -35,41 +35,73 @@ from .distributedness import summarize_distributedness
 from .dynamics import space_dynamics
 from .generalization import generalization_table, table_to_dict
 from .hypothesis import hypothesis_space
-from .stats import complete_tasks, coverage, mantel, within_between
+from .stats import complete_tasks, coverage, mantel, spearman_offdiagonal, within_between
 
 SCHEMA = "taskspace.comparison/1"
 
 
 def summarize_space(space: TaskSpace, *, permutations: int = 999, seed: int = 0,
-                    bootstrap: int = RESAMPLES) -> dict:
-    """A task space against the hypothesis space, signed and absolute.
+                    bootstrap: int = RESAMPLES, related: str | None = None, reading: str | None = None) -> dict:
+    """A task space against the hypothesis space H, read in its declared direction.
 
-    ``signed``/``absolute``: within, between, difference (+ standard errors and counts), ``rho``
-    (Spearman with H over off-diagonal entries) and ``p`` (Mantel, one-sided); ``ari``/``ari_abs``:
-    adjusted Rand index of average-linkage clusters cut at the number of groups. Tasks with missing
-    entries (a failed fine-tuning) are left out of the test and clustering and listed in ``dropped``.
-    With ``bootstrap`` resamples (0: none), each value has a 95% interval over tasks beside it
-    (``within_ci``, ``between_ci``, ``difference_ci``, ``rho_ci``, ``ari_ci``, ``ari_abs_ci``) and
-    ``bootstrap`` says how they were made.
+    ``related`` (``"higher"``/``"lower"``) and ``reading`` (``"signed"``/``"absolute"``) default to what
+    the space's registry entry declares (:class:`~taskspace.probes.spec.SpaceSpec`). ``signed`` and
+    ``absolute`` each hold: ``within`` / ``between`` (means of the per-group means, in the space's own
+    units), ``difference`` (the mean of per-group contrasts, *oriented*: positive = related tasks are
+    more related in the declared direction, so for erasure it is between − within), ``groups`` (each
+    group's contrast), ``rho`` (Spearman of the oriented space with H) and ``auc`` (P(within cell
+    outranks between cell)). Only the declared reading is tested: it alone carries ``p`` (one-sided
+    Mantel), ``rho_ratio`` (ρ ÷ ``rho_max``, the ρ a perfectly grouped space reaches under H's ties) and
+    the intervals of ``auc`` and the ARI; the other reading is shown, never tested (``p`` None).
+
+    ``ari`` (declared reading) with ``ari_p`` (permutation of group labels); ``min_p``: the smallest p a
+    permutation test over these groups can give. Tasks with missing entries (a failed fine-tuning) are
+    left out of ρ, the tests and clustering and listed in ``dropped``. With ``bootstrap`` resamples
+    (0: none), 95% intervals over tasks (``*_ci``), or ``interval_withheld`` with the reason.
     """
+    from ..probes.registry import space_reading
+    from .inference import auc, ari_permutation_p, min_p, read, rho_max
+
+    sign, absolute_default = space_reading(space.kind)
+    sign = sign if related is None else (1.0 if related == "higher" else -1.0)
+    declared = reading or ("absolute" if absolute_default else "signed")
     keep = complete_tasks(space.matrix)
     dropped = [t for t, k in zip(space.tasks, keep) if not k]
     sub = space.select([t for t, k in zip(space.tasks, keep) if k])
     h = hypothesis_space(sub.groups)
     out: dict[str, Any] = {"kind": space.kind, "n_tasks": space.n_tasks, "n_groups": len(set(space.groups)),
-                           "dropped": dropped, "coverage": coverage(space.matrix, space.tasks)}
+                           "related": "higher" if sign > 0 else "lower", "reading": declared,
+                           "dropped": dropped, "coverage": coverage(space.matrix, space.tasks),
+                           "rho_max": rho_max(sub.groups), "min_p": min_p(sub.groups, permutations)}
     for name, absolute in (("signed", False), ("absolute", True)):
-        wb = within_between(space.matrix, space.groups, absolute=absolute)
-        m = mantel(np.abs(sub.matrix) if absolute else sub.matrix, h, permutations=permutations, seed=seed)
-        out[name] = {**wb, "rho": m["rho"], "p": m["p"]}
-        out["permutations"], out["exact"] = m["permutations"], m["exact"]
-    out["ari"] = cluster_space(space)["ari"]
-    out["ari_abs"] = cluster_space(space, absolute=True)["ari"]
+        m = read(space.matrix, sign, absolute)
+        wb = within_between(m, space.groups)
+        units = 1.0 if absolute or sign > 0 else -1.0        # within / between back in the space's units
+        entry = {**wb, "within": units * wb["within"], "between": units * wb["between"],
+                 "groups": {g: {**v, "within": units * v["within"], "between": units * v["between"]}
+                            for g, v in wb["groups"].items()},
+                 "rho": spearman_offdiagonal(m[np.ix_(keep, keep)], h), "auc": auc(m[np.ix_(keep, keep)], sub.groups),
+                 "p": None, "tested": name == declared}
+        if name == declared:
+            mt = mantel(m[np.ix_(keep, keep)], h, permutations=permutations, seed=seed)
+            entry["p"] = mt["p"]
+            entry["rho_ratio"] = (entry["rho"] / out["rho_max"]
+                                  if math.isfinite(entry["rho"]) and out["rho_max"] > 0 else float("nan"))
+            out["permutations"], out["exact"] = mt["permutations"], mt["exact"]
+        out[name] = entry
+    cl = cluster_space(space, sign=sign, absolute=declared == "absolute")
+    out["ari"] = cl["ari"]
+    out["ari_p"] = ari_permutation_p(cl["labels"], cl["groups"], cl["ari"], permutations=permutations, seed=seed)
     if bootstrap > 0:
-        b = bootstrap_space(space, resamples=bootstrap, seed=seed)
+        b = bootstrap_space(space, resamples=bootstrap, seed=seed, sign=sign, declared=declared)
         for name in ("signed", "absolute"):
-            out[name].update(b.pop(name))
-        out["ari_ci"], out["ari_abs_ci"] = b.pop("ari_ci"), b.pop("ari_abs_ci")
+            entry = b.pop(name)
+            if sign < 0 and name == "signed":     # within / between intervals back in the space's units
+                for k in ("within_ci", "between_ci"):
+                    entry[k] = [-entry[k][1], -entry[k][0]]
+            out[name].update(entry)
+        out["ari_ci"] = b.pop("ari_ci")
+        out["interval_withheld"] = b.pop("withheld", None)
         out["bootstrap"] = b
     return out
 

@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
+from ..spaces import group_contrasts, within_between  # noqa: F401  (the rule lives with TaskSpace)
 from .hypothesis import hypothesis_space
 
 # Permutation statistics equal to the observed one up to float rounding count as "at least as large".
@@ -71,28 +72,6 @@ def coverage_note(cov: dict | None) -> str:
         text += (f", incomplete: {cov['cells']}/{cov['cells_of']} cells"
                  + (f"; missing {shown}" if missing else ""))
     return text
-
-
-def within_between(matrix: np.ndarray, groups: Sequence[str], *, absolute: bool = False) -> dict[str, float]:
-    """Mean of the off-diagonal entries within groups and between groups, and their difference.
-
-    With ``absolute=True`` the means are of ``|S|`` (paradigms of one group can reward opposite forms,
-    so a strongly negative pair is as "grouped" as a strongly positive one). NaN entries are ignored.
-    Also returns the standard errors of the two means and of the difference (entries treated as
-    independent: a rough guide, the Mantel test is the calibrated one).
-    """
-    m = np.abs(np.asarray(matrix, dtype=float)) if absolute else np.asarray(matrix, dtype=float)
-    h = hypothesis_space(groups)
-    off = offdiagonal(len(groups))
-    w = m[(h == 1) & off]
-    b = m[(h == 0) & off]
-    w = w[np.isfinite(w)]
-    b = b[np.isfinite(b)]
-    wm, ws = _mean_se(w)
-    bm, bs = _mean_se(b)
-    return {"within": wm, "between": bm, "difference": wm - bm,
-            "se_within": ws, "se_between": bs, "se_difference": float(math.hypot(ws, bs)),
-            "n_within": int(w.size), "n_between": int(b.size)}
 
 
 def _mean_se(x: np.ndarray) -> tuple[float, float]:
