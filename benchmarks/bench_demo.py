@@ -1,4 +1,4 @@
-"""Wall time of `taskspace demo --quick` and of the full demo (DESIGN §6: ≤ 1 and ≤ 15 minutes on two
+"""Wall time of `taskspace demo --quick` and of the full demo (docs/design.md, "Targets": ≤ 1 and ≤ 15 minutes on two
 CPU cores), with the time per stage taken from the run's job log, and the time of a resumed (no-op)
 rerun.
 

@@ -12,7 +12,7 @@ beside the plain one.
     nice python benchmarks/bench_reliability.py                      # the three checkpoints
     nice python benchmarks/bench_reliability.py --revisions step2577 --json out.json
 
-Reference (an independent implementation, DESIGN §2): step2577, 2 × 50 train pairs, gradient
+Reference (an independent implementation): step2577, 2 × 50 train pairs, gradient
 self-similarity mean 0.66, min −0.03, lowest for tasks at chance.
 """
 from __future__ import annotations

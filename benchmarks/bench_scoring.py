@@ -1,4 +1,4 @@
-"""Scoring speed and agreement: taskspace vs minicons vs the bare forward pass (DESIGN §6).
+"""Scoring speed and agreement: taskspace vs minicons vs the bare forward pass (docs/design.md, "Targets").
 
 On the same model and the same BLiMP pairs (the first N pairs of each of the 67 paradigms), measures
 pairs per second of

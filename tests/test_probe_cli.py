@@ -156,7 +156,7 @@ def _gap(model: str, revision: str, suite, train_pairs: int) -> float:
 
 @pytest.mark.slow
 def test_gutenberg_gradient_gap_grows_with_training():
-    """DESIGN §2: the within-minus-between gap of gradient cosine over all 67 BLiMP tasks grows with
+    """docs/design.md, "Controls": the within-minus-between gap of gradient cosine over all 67 BLiMP tasks grows with
     training (0.02 at step0 → 0.10 at step2577 with more pairs)."""
     model = shared_or_skip(GUTENBERG_MODEL)
     from taskspace.suites import load_suite

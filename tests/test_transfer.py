@@ -351,7 +351,7 @@ def _blimp_suite(tasks):
 
 @pytest.mark.slow
 def test_gutenberg_determiner_noun_agreement_transfers(tmp_path):
-    """DESIGN §4: on the real-English model, FTGD on one determiner-noun agreement paradigm helps the
+    """On the real-English model, FTGD on one determiner-noun agreement paradigm helps the
     other (positive transfer both ways)."""
     shared_or_skip(GUTENBERG_MODEL / "step2577")
     shared_or_skip(BLIMP)
@@ -360,7 +360,7 @@ def test_gutenberg_determiner_noun_agreement_transfers(tmp_path):
 
     tasks = ["determiner_noun_agreement_1", "determiner_noun_agreement_2"]
     lm = load_model(str(GUTENBERG_MODEL), "step2577")
-    # the paper's FTGD setting (difference objective, lr 1e-3), as DESIGN §4 measured it
+    # the paper's FTGD setting (difference objective, lr 1e-3), as the README's figure
     settings = ProbeSettings(tasks=tuple(tasks), train_pairs=100, dev_pairs=50, eval_pairs=100, steps=50,
                              lr=1e-3, objective="difference", bootstrap=300)
     spaces = transfer_probe(lm, _blimp_suite(tasks), settings, tmp_path, progress=False)

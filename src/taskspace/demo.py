@@ -1,4 +1,4 @@
-"""``taskspace demo``: the paper's whole design in miniature on the built-in toy English (DESIGN §5).
+"""``taskspace demo``: the paper's whole design in miniature on the built-in toy English (docs/design.md, "The toy world").
 
 toy suite + corpus → pretrain tiny / small / base with checkpoints → gradient and overlap probes per
 checkpoint, activation and latent probes at the first and last, lookahead and transfer at the last
@@ -6,7 +6,7 @@ checkpoint, activation and latent probes at the first and last, lookahead and tr
 ordinary plan (written to ``DIR/plan.toml``, so ``taskspace run DIR/plan.toml --out DIR`` is the same
 thing) run through :mod:`taskspace.runs`: an interrupted demo resumes where it stopped.
 
-Budgets (DESIGN §6, two CPU cores): full ≤ 15 minutes, ``--quick`` ≤ 1 minute.
+Budgets (docs/design.md, "Targets"; two CPU cores): full ≤ 15 minutes, ``--quick`` ≤ 1 minute.
 """
 from __future__ import annotations
 

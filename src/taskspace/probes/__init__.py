@@ -8,7 +8,8 @@ through one call (:func:`probe`, :mod:`.run`) that returns one result type (:cla
 may use in :mod:`.common`. Below it, one folder each:
 
 - :mod:`.kinds` — one module per probe kind (gradients + overlap, transfer + baseline, activations,
-  latent, lookahead, transfer_estimate, ablation); they import the machinery below, never each other;
+  latent, lookahead, transfer_estimate, ablation, steering + erasure, steering_estimate); they import the
+  machinery below, never each other;
 - :mod:`.gradient` — gradient differentials ḡ_t, module names, masks, bitsets, count sketches, compiled
   kernels, and the gradient / overlap spaces;
 - :mod:`.finetune` — FTGD, sparse deltas, evaluation of fine-tuned models, and what one FTGD row needs.

@@ -1,4 +1,4 @@
-"""Controls: the same probe on a model that has learned nothing (DESIGN §2, Controls).
+"""Controls: the same probe on a model that has learned nothing (docs/design.md, "Controls").
 
 Task similarity can come from the surface of the pairs — the same words in the same positions — rather
 than from what the model learned: on ``gutenberg-gpt2-5m`` the top-5% masks of the untrained weights

@@ -1,4 +1,4 @@
-"""Settings shared by every probe (DESIGN §2 defaults), recorded in each task space's provenance."""
+"""Settings shared by every probe (docs/design.md, "Formulas"), recorded in each task space's provenance."""
 from __future__ import annotations
 
 import dataclasses

@@ -18,7 +18,7 @@ A plan file (``taskspace run PLAN.toml --out RUN``)::
     [[models]]
     pretrain = {corpus = "toy", size = "small", steps = 400, seed = 0}   # trained inside the run
 
-    [settings]                   # ProbeSettings fields (DESIGN §2 defaults)
+    [settings]                   # ProbeSettings fields (taskspace probe KIND --help)
     train_pairs = 50
 
     [[models]]

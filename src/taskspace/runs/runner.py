@@ -6,7 +6,7 @@ Two phases, because the checkpoints of a model trained inside the run exist only
 2. with every model's revisions resolved: one job per probe × model × revision (the control included),
    then ``compare`` and ``report``, which depend on all of them.
 
-Layout of a run directory (DESIGN §3)::
+Layout of a run directory (docs/design.md, "Files")::
 
     RUN/run.json                       the resolved plan, versions, suite data hash, status
     RUN/plan.toml                      a copy of the plan file (when run from a file)

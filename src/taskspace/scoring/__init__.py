@@ -1,4 +1,4 @@
-"""Exact, fast sentence scoring under one documented convention (DESIGN §2).
+"""Exact, fast sentence scoring under one documented convention (docs/design.md, "Scoring").
 
 ``logp(x) = Σ_t log p(x_t | prefix, x_<t)`` over every token of the sentence as written (no leading
 space added), where the prefix is the tokenizer's BOS token, else its EOS token. Options: ``reduction=

@@ -1,4 +1,4 @@
-"""The scoring convention (DESIGN §2): which prefix token goes in front, how sums are reduced, whether
+"""The scoring convention (docs/design.md, "Scoring"): which prefix token goes in front, how sums are reduced, whether
 a space goes before the sentence and how a tie is judged.
 
 ``logp(x) = Σ_t log p(x_t | prefix, x_<t)`` over every token of the sentence, where the prefix is the

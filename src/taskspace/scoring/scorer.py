@@ -1,6 +1,6 @@
 """The :class:`Scorer`: sentence and pair log-probabilities under one :class:`Convention`, fast.
 
-Speed (DESIGN §6), without changing any number beyond float rounding: unique sentences are scored
+Speed (docs/design.md, "Targets"), without changing any number beyond float rounding: unique sentences are scored
 once; batches are cut by a token budget after sorting by length (:mod:`.batching`); the head sees only
 scored positions (:mod:`.head`); Python-written tanh-GELUs run fused (:mod:`.fused`); and a pair's
 shared beginning runs once (:mod:`.forward`).

@@ -1,4 +1,4 @@
-"""Pairs, tasks, groups and suites (DESIGN §1).
+"""Pairs, tasks, groups and suites (docs/design.md, "Vocabulary").
 
 A *pair* is one minimal pair (a grammatical ``good`` and an ungrammatical ``bad`` sentence); a *task*
 is the set of pairs of one paradigm; a *group* is the phenomenon a task belongs to; a *suite* holds

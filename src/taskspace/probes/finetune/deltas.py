@@ -1,4 +1,4 @@
-"""Sparse parameter deltas ``Δ_a`` (DESIGN §2, FTGD): ``θ_a = θ_0 + Δ_a``.
+"""Sparse parameter deltas ``Δ_a`` (docs/design.md, "Probes", transfer): ``θ_a = θ_0 + Δ_a``.
 
 A :class:`Delta` holds, per parameter, the flat indices it changes and the float32 values added there
 (or every entry, in flat order, for a dense delta from full fine-tuning). On disk it is one

@@ -1,4 +1,4 @@
-"""Evaluation of fine-tuned models on every task: transfer matrices, bootstrap CIs, LM damage (DESIGN §2).
+"""Evaluation of fine-tuned models on every task: transfer matrices, bootstrap CIs, LM damage (docs/design.md, "Probes").
 
 ``T[a, b] = perf_b(θ_a) − perf_b(θ_0)`` with perf = mean margin or accuracy over task b's held-out
 (eval) pairs; ``T̃[a, b] = T[a, b] / |T[a, a]|``. Confidence intervals come from a paired bootstrap

@@ -1,4 +1,4 @@
-"""FTGD — fine-tuning via gradient differentials (DESIGN §2), and the entangled baseline.
+"""FTGD — fine-tuning via gradient differentials (docs/design.md, "Probes"), and the entangled baseline.
 
 FTGD trains ``θ_a = θ_0 + Δ_a`` with ``Δ_a`` non-zero only on the mask ``M_a``, minimising over task
 a's training pairs either ``mean_i [NLL(good_i) − NLL(bad_i)] = −mean margin`` (objective

@@ -1,5 +1,5 @@
-"""Masks as packed bitsets, found from a gradient one tensor at a time (DESIGN §4, "Masks without
-keeping gradients").
+"""Masks as packed bitsets, found from a gradient one tensor at a time (docs/design.md, "Scale":
+masks without kept gradients).
 
 :func:`top_fraction_mask` in :mod:`.masks` concatenates ``|ḡ|`` over all parameters (a float32 copy of
 the model, then ``nan_to_num``, ``kthvalue`` and a boolean copy: ~4 model-sized allocations per task).

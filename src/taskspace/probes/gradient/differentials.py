@@ -1,4 +1,4 @@
-"""Gradient differentials ḡ_t: the learning signal of one task (DESIGN §2).
+"""Gradient differentials ḡ_t: the learning signal of one task (docs/design.md, "Gradient differentials").
 
 For pair i, ``g_i = ∇θ [NLL(good_i) − NLL(bad_i)] = −∇θ margin_i``; for task t, ``ḡ_t = mean_i g_i``
 over its training pairs. One backward pass per batch of sentences (batched by a token budget), with

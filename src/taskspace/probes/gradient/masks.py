@@ -1,4 +1,4 @@
-"""Subnetwork masks M_t over parameters, and measures of how a gradient spreads (DESIGN §2).
+"""Subnetwork masks M_t over parameters, and measures of how a gradient spreads (docs/design.md, "Probes").
 
 A mask is ``dict[str, torch.BoolTensor]``: parameter name → a boolean tensor of the parameter's shape.
 The gradient mask keeps the top fraction of ``|ḡ_t|`` over *all* parameters (default 5%) or the entries

@@ -1,4 +1,4 @@
-"""The gradient and overlap probes: task spaces from gradient differentials (DESIGN §2, Probes).
+"""The gradient and overlap probes: task spaces from gradient differentials (docs/design.md, "Probes").
 
 - :func:`gradient_space`: ``G[a, b] = cos(ḡ_a, ḡ_b)`` over all parameters, and the same per module;
 - :func:`compute_masks` / :func:`overlap_space`: masks ``M_t`` and ``O[a, b] = Jaccard(M_a, M_b)``;

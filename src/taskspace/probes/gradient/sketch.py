@@ -1,4 +1,4 @@
-"""Gradient sketches: cosines of ḡ_a, ḡ_b from k numbers per task instead of one model per task (DESIGN §4).
+"""Gradient sketches: cosines of ḡ_a, ḡ_b from k numbers per task instead of one model per task (docs/design.md, "Scale").
 
 A *count sketch* (a sparse sign sketch, SJLT with one non-zero per column) maps a vector ``g`` of N
 coordinates to ``k`` buckets: coordinate ``i`` goes to bucket ``h(i)`` with sign ``s(i) ∈ {±1}``,
@@ -244,7 +244,7 @@ class SketchSet:
 
 class TaskSketch:
     """One task's sketch, built a chunk at a time: the gradient probe reads each chunk of ``.grad``
-    once and hands it here, to the statistics and to the mask's histogram (DESIGN §4).
+    once and hands it here, to the statistics and to the mask's histogram (docs/design.md, "Scale").
 
     Each chunk is scattered by its codes into ``2·dim`` float32 slots; at the end of a tensor the slots
     are added in float64 to the total and to the tensor's module. A module's sketch is the fold of its

@@ -1,4 +1,4 @@
-"""Latent gradients and vocabulary task cards (``latent``; DESIGN §2, seed 002's vocabulary frame).
+"""Latent gradients and vocabulary task cards (``latent``; docs/design.md, "Probes").
 
 For task t, with ``h`` the final hidden states (after the final norm: the input of the unembedding
 ``W_U``, shape vocab × width)::

@@ -1,4 +1,4 @@
-"""The transfer probe and the entangled baseline: fine-tune on task a, evaluate on every task b (DESIGN §2).
+"""The transfer probe and the entangled baseline: fine-tune on task a, evaluate on every task b (docs/design.md, "Probes").
 
 Per task a (one at a time in each of ``settings.workers`` processes, so peak memory does not grow
 with the number of tasks):

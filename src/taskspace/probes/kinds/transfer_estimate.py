@@ -10,7 +10,7 @@ pairs — the same pairs the transfer probe evaluates on — and ``ḡ_b^eval = 
 differential there. The measured transfer is ``m_b(θ_0 + Δ_a) − m_b(θ_0)``; this is its linear part,
 which replaces T fine-tuned models × all eval pairs of scoring (about two thirds of the transfer
 probe's time) by one backward pass per task over its eval pairs. How well it ranks like the measured
-space is a measurement (DESIGN §2): 50 Adam steps at lr 1e-3 go far past the linear regime.
+space is a measurement (docs/design.md, "Probes"): 50 Adam steps at lr 1e-3 go far past the linear regime.
 
 Deltas: when ``ctx.out/deltas/<task>.safetensors`` exists from a transfer run of the same settings
 (its ``ftgd/<task>.json`` says ok, with the job key this run would give that task, so the model,

@@ -1,6 +1,6 @@
 """The toy world's lexicon: every word form the toy grammar can emit, with its features.
 
-Features follow DESIGN §5: nouns have number, gender and animacy; verbs have the frames they take
+Features follow docs/toy_world.md, "Lexicon": nouns have number, gender and animacy; verbs have the frames they take
 (``none`` = no object, ``np`` = an object, ``that`` = a that-clause, ``wh`` = an embedded question),
 the animacy each frame wants of its subject, and four forms (base, 3rd singular, past, participle).
 
