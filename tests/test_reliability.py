@@ -24,6 +24,7 @@ from taskspace.analysis import compare_run
 from taskspace.analysis.bootstrap import (ari_draws, paired_delta, percentile_ci, resample_tasks, rho_draws,
                                           task_counts, within_between_draws)
 from taskspace.analysis.clustering import cluster_space
+from taskspace.analysis.inference import rho_max
 from taskspace.analysis.findings import finding_sharing
 from taskspace.analysis.hypothesis import hypothesis_space
 from taskspace.analysis.reliability import (ROW_FLAG, noise_ceiling, reliability, spearman_brown, split_space,
@@ -172,13 +173,17 @@ def test_reliability_against_a_hand_computation():
               or cross[i, i] <= between]
     assert "c" in expect and out["flagged"] == expect
     assert out["self_similarity"]["min"] == pytest.approx(-0.5) and out["self_similarity"]["n"] == 5
-    # with the full space beside it: ρ(H, full) against sqrt(reliability)
+    # with the full space beside it: ρ(H, full) against the pair-sampling ceiling ρ_max(H) · sqrt(reliability)
     full = TaskSpace((first + second) / 2, tasks, groups, "gradients")
     out = reliability(hs, full)
     rho_full = spearmanr(full.matrix[iu], hyp[iu])[0]
+    ceiling = rho_max(groups) * math.sqrt(2 * r / (1 + r))
     assert out["full"]["rho"] == pytest.approx(rho_full)
-    assert out["full"]["ceiling"] == pytest.approx(math.sqrt(2 * r / (1 + r)))
-    assert out["full"]["fraction"] == pytest.approx(rho_full / math.sqrt(2 * r / (1 + r)))
+    assert out["full"]["rho_max"] == pytest.approx(rho_max(groups)) and out["full"]["ceiling"] == pytest.approx(ceiling)
+    if 2 * r / (1 + r) >= 0.2:
+        assert out["full"]["fraction"] == pytest.approx(rho_full / ceiling) and out["full"]["withheld"] is None
+    else:                                 # a reliability this low: the share of its ceiling is withheld
+        assert math.isnan(out["full"]["fraction"]) and out["full"]["withheld"]
 
 
 def test_asymmetric_halves_use_both_triangles_and_both_cross_blocks():
@@ -241,7 +246,9 @@ def test_pure_noise_has_a_ceiling_near_zero_and_planted_structure_near_one():
     assert noise["noise_ceiling"]["upper"] > 0.65
     clean = reliability(vector_halves(1.0, 0.05, seed=1))
     assert clean["noise_ceiling"]["lower"] > 0.95 and clean["noise_ceiling"]["upper"] > 0.98
-    assert clean["full"]["ceiling"] > 0.98 and clean["flagged"] == []
+    assert clean["full"]["ceiling"] == pytest.approx(clean["full"]["rho_max"] * math.sqrt(clean["reliability"]))
+    assert clean["reliability"] > 0.98 and clean["flagged"] == []
+    assert noise["full"]["withheld"]                     # no share of a ceiling that noise sets
     assert clean["self_similarity"]["min"] > clean["between"]["max"]
     assert clean["theory"]["fraction_of_upper"] > 0.5
 
@@ -263,7 +270,14 @@ def test_vectorised_bootstrap_equals_spaces_rebuilt_by_hand():
     for b, ix in enumerate(idx):
         sub, valid = m[np.ix_(ix, ix)], ix[:, None] != ix[None, :]
         same = g[ix][:, None] == g[ix][None, :]
-        assert wb[b] == pytest.approx(sub[valid & same].mean() - sub[valid & ~same].mean())
+        # the gap of the rebuilt space by hand: per group, within − its entries with other tasks, then the mean
+        gaps = []
+        for grp in dict.fromkeys(groups):
+            ins = g[ix] == grp
+            w = sub[np.ix_(ins, ins)][valid[np.ix_(ins, ins)]]
+            if w.size:
+                gaps.append(w.mean() - np.concatenate([sub[np.ix_(ins, ~ins)].ravel(), sub[np.ix_(~ins, ins)].ravel()]).mean())
+        assert wb[b] == pytest.approx(np.mean(gaps))
         assert rho[b] == pytest.approx(spearmanr(sub[valid], h[np.ix_(ix, ix)][valid])[0])
         assert rho_other[b] == pytest.approx(spearmanr(sub[valid], other[np.ix_(ix, ix)][valid])[0])
     # no resampling at all: the clustering's own ARI
@@ -299,16 +313,25 @@ def test_paired_delta_and_verdicts_follow_the_intervals():
     d = paired_delta(weak, strong, statistic="difference", resamples=500)
     expect = (within_between(strong.matrix, groups)["difference"] - within_between(weak.matrix, groups)["difference"])
     assert d["delta"] == pytest.approx(expect) and d["ci"][0] > 0 and d["n_tasks"] == 12
-    # the sharing finding reads the interval: one above 0 → up, one holding 0 → flat
-    def cmp_with(ci):
-        return {"dynamics": {"m": {"overlap": {"revisions": ["step0", "step9"], "difference": [0.0, 0.1],
-                                               "se_difference": [0.001, 0.001],
-                                               "delta": {"delta": 0.1, "ci": ci}}}}}
-    up, flat = finding_sharing(cmp_with([0.02, 0.2])), finding_sharing(cmp_with([-0.02, 0.2]))
-    old = finding_sharing(cmp_with(None))                                      # no interval: s.e. rule
-    assert up["verdict"] == "reproduced" and "[+0.020, +0.200]" in up["this_run"] and "interval" in up["this_run"]
-    assert flat["verdict"] == "inconclusive" and "excludes 0" in flat["this_run"]
-    assert old["verdict"] == "reproduced" and "s.e." in old["this_run"]
+    # the sharing finding reads the trend's one-sided p, Holm-adjusted across models
+    def cmp_with(*trends):
+        return {"dynamics": {f"m{i}": {"overlap": {"revisions": ["step0", "step9"], "difference": [0.0, 0.1],
+                                                   "trend": t}} for i, t in enumerate(trends)}}
+    up = {"slope": 0.1, "ci": [0.02, 0.2], "p_up": 0.001, "p_down": 0.999}
+    down = {"slope": -0.1, "ci": [-0.2, -0.02], "p_up": 0.999, "p_down": 0.001}
+    flat = {"slope": 0.01, "ci": [-0.02, 0.2], "p_up": 0.2, "p_down": 0.8}
+    assert finding_sharing(cmp_with(up))["verdict"] == "reproduced"
+    assert finding_sharing(cmp_with(flat))["verdict"] == "inconclusive"
+    assert finding_sharing(cmp_with(up, flat))["verdict"] == "partly reproduced"
+    assert finding_sharing(cmp_with(up, down))["verdict"] == "contradictory"
+    assert finding_sharing(cmp_with(down, flat))["verdict"] == "not reproduced"
+    # Holm: two models at p 0.03 each are both up (0.06 / 0.03 → adjusted 0.06, 0.06): neither counts
+    borderline = {"slope": 0.1, "ci": [0.0, 0.2], "p_up": 0.03, "p_down": 0.97}
+    assert finding_sharing(cmp_with(borderline, borderline))["verdict"] == "inconclusive"
+    withheld = {"slope": 0.1, "ci": [float("nan")] * 2, "p_up": float("nan"), "p_down": float("nan"),
+                "withheld": "intervals withheld: 3 of 3 groups have fewer than 3 tasks"}
+    res = finding_sharing(cmp_with(withheld))
+    assert res["verdict"] == "inconclusive" and "withheld" in res["this_run"]
 
 
 # -- a real probe on halves, end to end ----------------------------------------------------------------

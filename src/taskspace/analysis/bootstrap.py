@@ -161,7 +161,7 @@ def rho_draws(matrix: np.ndarray, reference: np.ndarray, counts: np.ndarray) -> 
 def ari_draws(matrix: np.ndarray, groups: Sequence[str], idx: np.ndarray, *, absolute: bool = False) -> np.ndarray:
     """ARI of each rebuilt space's clusters against the drawn tasks' groups, clustered as
     :func:`~taskspace.analysis.clustering.cluster_space` does (average linkage on ``1 − S`` of
-    ``(S + Sᵀ)/2``, shifted to be non-negative, cut into at most as many clusters as there are groups,
+    ``(S + Sᵀ)/2``, ``S`` the absolute values first for ``absolute=True``, shifted to be non-negative, cut into at most as many clusters as there are groups,
     scipy's ``maxclust``), over the *distinct* drawn tasks. ``matrix`` must be finite off the diagonal.
 
     Why distinct: a task drawn twice is at distance 0 from its copy, so the two always share a cluster and
@@ -174,9 +174,9 @@ def ari_draws(matrix: np.ndarray, groups: Sequence[str], idx: np.ndarray, *, abs
     from scipy.spatial.distance import squareform
 
     s = np.asarray(matrix, dtype=float)
-    s = (s + s.T) / 2
     if absolute:
         s = np.abs(s)
+    s = (s + s.T) / 2
     g = np.asarray([str(x) for x in groups])
     _, gid = np.unique(g, return_inverse=True)
     n = g.size

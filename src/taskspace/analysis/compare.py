@@ -32,9 +32,10 @@ from .bootstrap import RESAMPLES, SCHEME as BOOTSTRAP_SCHEME, bootstrap_space, p
 from .clustering import cluster_space
 from .collect import Cell, ModelCells, RunData, load_run
 from .distributedness import summarize_distributedness
-from .dynamics import space_dynamics
+from .dynamics import gap_trend, space_dynamics, stability
 from .generalization import generalization_table, table_to_dict
 from .hypothesis import hypothesis_space
+from .inference import bh
 from .stats import complete_tasks, coverage, mantel, spearman_offdiagonal, within_between
 
 SCHEMA = "taskspace.comparison/1"
@@ -117,12 +118,24 @@ def _reliability_entry(halves: TaskSpace, full: TaskSpace | None, bootstrap: int
 
 
 def _versus(trained: dict, control: dict) -> dict:
-    keys = ("within", "between", "difference", "rho")
-    t = {k: trained["signed"][k] for k in keys}
-    c = {k: control["signed"][k] for k in keys}
-    return {"trained": t, "control": c, "difference": {k: t[k] - c[k] for k in keys},
-            "trained_abs": {k: trained["absolute"][k] for k in keys},
-            "control_abs": {k: control["absolute"][k] for k in keys}}
+    """Trained against control in the declared reading of the space."""
+    keys = ("within", "between", "difference", "rho", "auc")
+    reading = trained.get("reading", "signed")
+    t = {k: trained[reading].get(k) for k in keys}
+    c = {k: control[reading].get(k) for k in keys}
+    return {"reading": reading, "trained": t, "control": c,
+            "difference": {k: (t[k] - c[k]) if t[k] is not None and c[k] is not None else None for k in keys}}
+
+
+def _part_gap(space: TaskSpace, name: str) -> dict:
+    """A per-module / per-layer space's within, between and oriented gap (descriptive: no test)."""
+    from ..probes.registry import space_reading
+    from .inference import read
+
+    sign, absolute = space_reading(name)
+    wb = within_between(read(space.matrix, sign, absolute), space.groups)
+    units = 1.0 if absolute or sign > 0 else -1.0
+    return {"within": units * wb["within"], "between": units * wb["between"], "difference": wb["difference"]}
 
 
 def _ftgd_summary(ftgd: dict[str, dict]) -> dict | None:
@@ -173,16 +186,23 @@ def _cell_entry(model: ModelCells, cell: Cell, control: Cell | None, summarize: 
                 progress) -> dict:
     spaces = {}
     for name, space in cell.spaces.items():
-        spaces[name] = summarize(space)
+        summary = summarize(space)
+        reading = summary["reading"]
+        # a copy: the cached summary of a shared control gets the q of each table it appears in
+        spaces[name] = {**summary, reading: dict(summary[reading])}
         progress()
+    # one table of tests per checkpoint: Benjamini–Hochberg over its spaces' declared p-values
+    names = list(spaces)
+    for name, q in zip(names, bh([spaces[n][spaces[n]["reading"]]["p"] if spaces[n][spaces[n]["reading"]]["p"]
+                                  is not None else float("nan") for n in names])):
+        spaces[name][spaces[name]["reading"]]["q"] = q
     reliability = {name: _reliability_entry(h, cell.spaces.get(name), summarize.bootstrap, summarize.seed)
                    for name, h in cell.halves.items()}
     for name, rel in reliability.items():
         if name in spaces and "error" not in rel:
             # beside the space's own numbers, without the per-task rows (those are in the cell's entry)
             spaces[name]["reliability"] = {k: v for k, v in rel.items() if k != "tasks"}
-    parts = {space: {name: {k: within_between(s.matrix, s.groups)[k] for k in ("within", "between", "difference")}
-                     for name, s in per.items()} for space, per in cell.parts.items()}
+    parts = {space: {name: _part_gap(s, space) for name, s in per.items()} for space, per in cell.parts.items()}
     dist = summarize_distributedness(cell.distributedness, _sharing(cell))
     ftgd = {probe: _ftgd_summary(records) for probe, records in cell.finetuning.items()}
     entry = {"id": f"{model.slug}@{cell.revision}", "model": model.slug, "revision": cell.revision,
@@ -196,9 +216,10 @@ def _cell_entry(model: ModelCells, cell: Cell, control: Cell | None, summarize: 
         for name in cell.spaces.keys() & control.spaces.keys():
             entry["versus_control"][name] = _versus(spaces[name], summarize(control.spaces[name]))
             # trained − control gap, paired over the tasks both share (the same resampled tasks in both)
+            sign, absolute = _reading(name)
             entry["versus_control"][name]["difference_ci"] = paired_delta(
                 control.spaces[name], cell.spaces[name], statistic="difference", resamples=summarize.bootstrap,
-                seed=summarize.seed)["ci"]
+                seed=summarize.seed, sign=sign, absolute=absolute)["ci"]
         cdist = summarize_distributedness(control.distributedness, _sharing(control))
         entry["distributedness_control"] = cdist
     return entry
@@ -248,9 +269,13 @@ def compare_run(run_dir: str | Path, *, permutations: int = 999, seed: int = 0, 
     out["headline"] = headline(out)
     out["provenance"] = {
         "created": timestamp(), "versions": versions(), "plan": run.plan,
-        "analysis": {"permutations": permutations, "seed": seed, "test": "one-sided Mantel, Spearman",
+        "analysis": {"permutations": permutations, "seed": seed,
+                     "test": "one-sided Mantel, Spearman, in each space's declared direction and reading; "
+                             "Benjamini-Hochberg q over each checkpoint's spaces",
                      "bootstrap": {"resamples": bootstrap, "level": 0.95, "scheme": BOOTSTRAP_SCHEME},
-                     "clustering": "average linkage on 1 - S of (S + S^T)/2, cut at the number of groups"},
+                     "gap": "mean over groups of (within-group mean - the group's mean with other tasks)",
+                     "clustering": "average linkage on 1 - S of (S + S^T)/2 (S read as higher = related), "
+                                   "cut at the number of groups"},
         "cells": {f"{m.slug}@{c.revision}": _short_provenance(c.provenance) for m, c in run.cells()},
     }
     out = clean(out)
@@ -263,6 +288,12 @@ def compare_spaces(probe_dir: str | Path, **kwargs: Any) -> dict:
     """:func:`compare_run` for a single probe DIR (one model checkpoint, with its ``control/`` tree
     when there is one); writes ``DIR/comparison.json``."""
     return compare_run(probe_dir, **kwargs)
+
+
+def _reading(name: str) -> tuple[float, bool]:
+    from ..probes.registry import space_reading
+
+    return space_reading(name)
 
 
 def _short_provenance(prov: dict) -> dict:
@@ -294,8 +325,10 @@ def _size_deltas(run: RunData, bootstrap: int, seed: int) -> dict:
         if len(finals) < 2:
             continue
         a, b = finals[0].final.spaces[name], finals[-1].final.spaces[name]
+        sign, absolute = _reading(name)
         out[name] = {"from": finals[0].slug, "to": finals[-1].slug,
-                     **{stat: paired_delta(a, b, statistic=stat, resamples=bootstrap, seed=seed)
+                     **{stat: paired_delta(a, b, statistic=stat, resamples=bootstrap, seed=seed, sign=sign,
+                                           absolute=absolute)
                         for stat in ("within", "difference")}}
     return out
 
@@ -309,11 +342,20 @@ def _dynamics(run: RunData, bootstrap: int = 0, seed: int = 0) -> dict:
         names = [n for n in run.probes if all(n in m.cells[r].spaces for r in m.revisions)]
         for name in names:
             cells = [m.cells[r] for r in m.revisions]
-            d = space_dynamics(m.revisions, [c.spaces[name] for c in cells],
-                               untrained=[c.untrained for c in cells])
-            # the change of the gap from the first to the final checkpoint, paired over tasks (finding 2)
-            d["delta"] = paired_delta(cells[0].spaces[name], cells[-1].spaces[name], statistic="difference",
-                                      resamples=bootstrap, seed=seed)
+            sign, absolute = _reading(name)
+            spaces = [c.spaces[name] for c in cells]
+            untrained = [c.untrained for c in cells]
+            d = space_dynamics(m.revisions, spaces, untrained=untrained, sign=sign, absolute=absolute)
+            # the change of the gap from the first to the final checkpoint, paired over tasks
+            d["delta"] = paired_delta(spaces[0], spaces[-1], statistic="difference", resamples=bootstrap, seed=seed,
+                                      sign=sign, absolute=absolute)
+            # finding 2: the gap's trend over every checkpoint; finding 3: noise-corrected stability
+            d["trend"] = gap_trend(m.revisions, spaces, sign=sign, absolute=absolute, resamples=bootstrap, seed=seed)
+            if bootstrap > 0:
+                d["stability"] = stability(m.revisions, [c.halves.get(name) for c in cells], untrained=untrained,
+                                           sign=sign, absolute=absolute, resamples=bootstrap, seed=seed)
+            else:
+                d["stability"] = {"verdict": "inconclusive", "reason": "no bootstrap (bootstrap = 0)"}
             if name in generalization_spaces():
                 d["generalization"] = table_to_dict(generalization_table(
                     {r: m.cells[r].spaces[name] for r in m.revisions}, bootstrap=bootstrap, seed=seed))
@@ -331,13 +373,13 @@ def _sizes(run: RunData, cells: list[dict]) -> dict:
             if m.final is None or name not in m.final.spaces:
                 continue
             s = by_id[f"{m.slug}@{m.final.revision}"]["spaces"][name]
+            d = s[s["reading"]]
             rows.append({"model": m.slug, "size": m.size, "n_parameters": m.n_parameters,
-                         "revision": m.final.revision, **{k: s["signed"].get(k) for k in
+                         "revision": m.final.revision, **{k: d.get(k) for k in
                                                           ("within", "between", "difference", "se_difference",
-                                                           "se_within", "n_within", "rho", "p", "within_ci",
-                                                           "difference_ci", "rho_ci")},
-                         "difference_abs": s["absolute"]["difference"], "rho_abs": s["absolute"]["rho"],
-                         "ari": s["ari"], "coverage": s.get("coverage")})
+                                                           "rho", "p", "auc", "within_ci", "difference_ci",
+                                                           "rho_ci")},
+                         "reading": s["reading"], "ari": s["ari"], "coverage": s.get("coverage")})
         if rows:
             out[name] = rows
     return out

@@ -1,7 +1,18 @@
 """Task spaces across training checkpoints: correlation with the next and the final space, the
-within − between gap per step, and a "sudden stage" indicator (DESIGN §2)."""
+within − between gap per step, and the stability test behind "smooth, no sudden stages"
+(docs/reliability.md, "Dynamics").
+
+Noise alone lowers the correlation of two checkpoints' spaces by ``sqrt(r_t · r_t+1)`` (their half
+reliabilities), so raw consecutive ρ cannot tell a reorganisation from noise. :func:`stability` compares
+checkpoints *across* halves, ``ρ̃_t = ½[ρ(S_t¹, S_t+1²) + ρ(S_t², S_t+1¹)] / sqrt(r_t · r_t+1)`` (1 = the
+same space up to noise), takes the change ``1 − ρ̃`` per unit of log training step, and bootstraps tasks
+(the same resampled tasks at every checkpoint) for the ratio of each change to the median of the
+others. "sudden" needs that ratio's interval above :data:`SUDDEN_RATIO`; "smooth" is an equivalence
+result (every ratio's interval below it, every half reliability at least :data:`MIN_HALF_R`, at least
+:data:`MIN_TRANSITIONS` transitions after the onset of training); anything else is "inconclusive"."""
 from __future__ import annotations
 
+import math
 import re
 from typing import Sequence
 
@@ -12,6 +23,15 @@ from .stats import spearman_offdiagonal, within_between
 
 # A step-to-step change this many times the median of the other changes counts as a sudden stage.
 SUDDEN_RATIO = 3.0
+#: a stage must reorganise at least this much (1 − ρ̃ of one transition) to count as sudden
+MIN_STAGE = 0.1
+#: the median change is floored at this (per unit log step): tiny changes (0.01 vs 0.04) are no stage
+CHANGE_FLOOR = 0.02
+#: "smooth" needs every checkpoint's split-half r at least this (the correction divides by its root)
+MIN_HALF_R = 0.5
+#: transitions after the onset of training that a verdict needs
+MIN_TRANSITIONS = 4
+SUDDEN, SMOOTH, INCONCLUSIVE = "sudden", "smooth", "inconclusive"
 _STEP = re.compile(r"^step(\d+)$")
 
 
@@ -45,7 +65,7 @@ def space_correlation(a: TaskSpace, b: TaskSpace) -> float:
 
 
 def space_dynamics(revisions: Sequence[str], spaces: Sequence[TaskSpace], *,
-                   untrained: Sequence[bool] | None = None) -> dict:
+                   untrained: Sequence[bool] | None = None, sign: float = 1.0, absolute: bool = False) -> dict:
     """Dynamics of one probe's spaces over checkpoints given in training order.
 
     Returns ``revisions``, ``steps``, ``rho_next`` (Spearman of each space with the next one),
@@ -60,7 +80,11 @@ def space_dynamics(revisions: Sequence[str], spaces: Sequence[TaskSpace], *,
     n = len(spaces)
     rho_next = [space_correlation(spaces[i], spaces[i + 1]) for i in range(n - 1)]
     rho_final = [space_correlation(s, spaces[-1]) for s in spaces] if n else []
-    wb = [within_between(s.matrix, s.groups) for s in spaces]
+    from .inference import read
+
+    units = 1.0 if absolute or sign > 0 else -1.0       # within / between in the space's own units
+    wb = [within_between(read(s.matrix, sign, absolute), s.groups) for s in spaces]
+    wb = [{**w, "within": units * w["within"], "between": units * w["between"]} for w in wb]
     wba = [within_between(s.matrix, s.groups, absolute=True) for s in spaces]
     change = [1.0 - r if np.isfinite(r) else float("nan") for r in rho_next]
     untrained = list(untrained) if untrained is not None else [step_of(r) == 0 for r in revisions]
@@ -96,4 +120,135 @@ def sudden_stage(change: Sequence[float], labels: Sequence[str]) -> dict:
         med = float(np.median(others))
         ratio = float(c[i] / med) if med > 0 else (float("inf") if c[i] > 0 else 1.0)
         out.update(ratio=ratio, sudden=bool(ratio > SUDDEN_RATIO))
+    return out
+
+
+def _log_step(revision: str | None, i: int) -> float:
+    step = step_of(revision)
+    return math.log1p(step) if step is not None else float(i)
+
+
+def stability(revisions: Sequence[str], halves: Sequence[TaskSpace | None], *, untrained: Sequence[bool],
+              sign: float = 1.0, absolute: bool = False, resamples: int = 1000, seed: int = 0,
+              alpha: float = 0.05) -> dict:
+    """The noise-corrected stability test of one model's checkpoints (module docstring).
+
+    ``halves``: each checkpoint's halves space (None where the probe did not run on halves). Returns
+    ``verdict`` (``sudden`` / ``smooth`` / ``inconclusive``), ``reason``, ``p_sudden`` (bootstrap p of
+    the most sudden transition, Bonferroni over transitions), per transition ``labels``, ``rho_corrected``,
+    ``change`` (1 − ρ̃), ``change_per_logstep``, ``ratio`` with ``ratio_ci`` (the one-sided bounds at
+    ``alpha / J``), ``half_r`` per checkpoint, and ``detectable``: the smallest ratio these data could
+    have called sudden (the largest upper bound: stages above it are excluded).
+    """
+    from .bootstrap import resample_tasks, rho_draws, task_counts
+    from .inference import read
+    from .reliability import split_space
+
+    out: dict = {"verdict": INCONCLUSIVE, "reason": "", "p_sudden": float("nan"), "labels": [],
+                 "rho_corrected": [], "change": [], "change_per_logstep": [], "ratio": [], "ratio_ci": [],
+                 "half_r": [], "detectable": float("nan"), "threshold": SUDDEN_RATIO, "min_stage": MIN_STAGE}
+    idx = [i for i, h in enumerate(halves) if h is not None]
+    start = next((k for k, i in enumerate(idx) if not untrained[i]), len(idx))
+    if start > 0:                                     # keep the last untrained checkpoint: the onset of training
+        start -= 1
+    idx = idx[start:]
+    onset = bool(idx) and untrained[idx[0]]
+    n_trans = len(idx) - 1 - (1 if onset else 0)
+    if n_trans < MIN_TRANSITIONS:
+        out["reason"] = (f"{max(n_trans, 0)} transition(s) with halves after the onset of training; a verdict needs "
+                         f"{MIN_TRANSITIONS}" + ("" if len(idx) == len(halves) else
+                                                 " (the probe ran on halves at too few checkpoints)"))
+        return out
+    parts = [split_space(halves[i]) for i in idx]
+    tasks = [t for t in parts[0].tasks if all(t in set(p.tasks) for p in parts[1:])]
+    if len(tasks) < 4:
+        out["reason"] = "fewer than four tasks at every checkpoint"
+        return out
+    groups = [parts[0].groups[parts[0].tasks.index(t)] for t in tasks]
+    blocks = []
+    for p in parts:
+        pos = [p.tasks.index(t) for t in tasks]
+        sel = np.ix_(pos, pos)
+        blocks.append((read(p.first[sel], sign, absolute), read(p.second[sel], sign, absolute)))
+    if not all(np.isfinite(a[~np.eye(len(tasks), dtype=bool)]).all() and
+               np.isfinite(b[~np.eye(len(tasks), dtype=bool)]).all() for a, b in blocks):
+        out["reason"] = "a halves space has missing entries"
+        return out
+    counts = np.vstack([np.ones((1, len(tasks))),
+                        task_counts(resample_tasks(groups, resamples, seed), len(tasks))])  # row 0: the data
+    half_r = np.stack([rho_draws(a, b, counts) for a, b in blocks])                          # (C, 1 + B)
+    logs = [_log_step(revisions[i], k) for k, i in enumerate(idx)]
+    rho_t, change = [], []
+    for k in range(len(blocks) - 1):
+        cross = (rho_draws(blocks[k][0], blocks[k + 1][1], counts) + rho_draws(blocks[k][1], blocks[k + 1][0], counts)) / 2
+        with np.errstate(invalid="ignore"):
+            rt = cross / np.sqrt(half_r[k] * half_r[k + 1])
+        rho_t.append(rt)
+        change.append((1.0 - rt) / max(logs[k + 1] - logs[k], 1e-9))
+    first = 1 if onset else 0                          # the onset of training is expected to be the largest
+    rho_t, change = np.stack(rho_t[first:]), np.stack(change[first:])
+    raw_change = 1.0 - rho_t
+    labels = [f"{revisions[idx[k]]}→{revisions[idx[k + 1]]}" for k in range(first, len(idx) - 1)]
+    J = len(labels)
+    ratios = np.empty_like(change)
+    for j in range(J):
+        med = np.median(np.delete(change, j, axis=0), axis=0)
+        ratios[j] = change[j] / np.maximum(med, CHANGE_FLOOR)
+    q = alpha / J
+    lo = [float(np.nanquantile(r[1:], q)) for r in ratios]
+    hi = [float(np.nanquantile(r[1:], 1 - q)) for r in ratios]
+    stage_lo = [float(np.nanquantile(c[1:], q)) for c in raw_change]
+    # bootstrap p of "ratio_j ≤ threshold or the stage is too small", Bonferroni over transitions
+    pj = [min(1.0, J * float(np.nanmean((r[1:] <= SUDDEN_RATIO) | (c[1:] <= MIN_STAGE)))) for r, c in zip(ratios, raw_change)]
+    out.update(labels=labels, rho_corrected=rho_t[:, 0].tolist(), change=raw_change[:, 0].tolist(),
+               change_per_logstep=change[:, 0].tolist(), ratio=ratios[:, 0].tolist(),
+               ratio_ci=[[a, b] for a, b in zip(lo, hi)], half_r=half_r[:, 0].tolist(),
+               p_sudden=float(min(pj)), detectable=float(max(hi)))
+    if any(a > SUDDEN_RATIO and s > MIN_STAGE for a, s in zip(lo, stage_lo)):
+        j = int(np.argmax(lo))
+        out.update(verdict=SUDDEN, reason=f"{labels[j]}: the change ratio's interval lies above {SUDDEN_RATIO:g}")
+    elif min(out["half_r"]) < MIN_HALF_R:
+        out["reason"] = (f"a checkpoint's split-half r is {min(out['half_r']):.2f}, below {MIN_HALF_R:g}: too noisy "
+                         "to exclude a stage")
+    elif max(hi) < SUDDEN_RATIO:
+        out.update(verdict=SMOOTH, reason=f"every change ratio's interval lies below {SUDDEN_RATIO:g}")
+    else:
+        out["reason"] = (f"no interval lies above {SUDDEN_RATIO:g}, but the data cannot exclude a stage of "
+                         f"{max(hi):.1f}× the median change")
+    return out
+
+
+def gap_trend(revisions: Sequence[str], spaces: Sequence[TaskSpace], *, sign: float = 1.0, absolute: bool = False,
+              resamples: int = 1000, seed: int = 0) -> dict:
+    """The within − between gap's least-squares slope over ``log(1 + step)`` across every checkpoint, with a
+    bootstrap over tasks (the same resampled tasks at every checkpoint): ``slope``, ``ci`` (95%),
+    ``p_up`` / ``p_down`` (one-sided bootstrap p of a slope ≤ 0 / ≥ 0), ``n_checkpoints``, or
+    ``withheld`` with the reason."""
+    from .bootstrap import percentile_ci, resample_tasks, task_counts, within_between_draws
+    from .inference import interval_design, read
+
+    out = {"slope": float("nan"), "ci": [float("nan")] * 2, "p_up": float("nan"), "p_down": float("nan"),
+           "n_checkpoints": len(spaces), "withheld": None}
+    tasks = [t for t in spaces[0].tasks if all(t in set(s.tasks) for s in spaces[1:])]
+    if len(spaces) < 2 or len(tasks) < 3:
+        out["withheld"] = "fewer than two checkpoints or three common tasks"
+        return out
+    subs = [s.select(tasks) for s in spaces]
+    groups = subs[0].groups
+    x = np.array([_log_step(r, i) for i, r in enumerate(revisions)])
+    x = x - x.mean()
+    counts = np.vstack([np.ones((1, len(tasks))), task_counts(resample_tasks(groups, max(resamples, 1), seed),
+                                                             len(tasks))])
+    gaps = np.stack([within_between_draws(read(s.matrix, sign, absolute), groups, counts)["difference"]
+                     for s in subs])                                     # (C, 1 + B)
+    slopes = (x[:, None] * gaps).sum(0) / (x ** 2).sum()
+    out["slope"] = float(slopes[0])
+    ok, why = interval_design(groups)
+    if not ok or resamples < 1:
+        out["withheld"] = why or "no bootstrap"
+        return out
+    d = slopes[1:]
+    d = d[np.isfinite(d)]
+    out.update(ci=percentile_ci(d), p_up=float((1 + (d <= 0).sum()) / (1 + d.size)),
+               p_down=float((1 + (d >= 0).sum()) / (1 + d.size)))
     return out

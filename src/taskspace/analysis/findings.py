@@ -1,15 +1,16 @@
-"""The paper's findings, each next to what a run shows, computed from a comparison (DESIGN §2).
+"""The paper's findings, each next to what a run shows, computed from a comparison (docs/reliability.md).
 
 Weber et al. report: (1) larger models generalise more within groups; (2) parameter sharing between
 related tasks grows with training; (3) task spaces change smoothly, with no sudden stages. Each finding
-here gets a verdict — ``reproduced``, ``partly reproduced``, ``not reproduced`` or ``inconclusive`` —
-with the numbers and the rule behind it, so a reader can disagree with the rule but not with the data.
-Everything works on the plain comparison dict, so it can be recomputed from ``comparison.json``.
+gets a verdict — ``reproduced``, ``partly reproduced``, ``not reproduced``, ``contradictory`` or
+``inconclusive`` — with the numbers and the rule behind it, so a reader can disagree with the rule but not
+with the data. Everything works on the plain comparison dict, so it can be recomputed from
+``comparison.json``.
 
-The verdicts follow from 95% bootstrap intervals over tasks (``compare_run(bootstrap=...)``): a change
-counts when its interval excludes 0 in the direction the paper predicts. A comparison computed without
-intervals (``bootstrap=0``, or an older ``comparison.json``) falls back to ``Z`` standard errors, and the
-text says which rule was used.
+Verdicts come from tests that can fail: bootstrap intervals over tasks and permutation tests, read in
+each space's declared direction; Holm across models. Whatever the data cannot decide — no intervals
+(``bootstrap=0``, groups too small), too few checkpoints, spaces too noisy — is ``inconclusive``; a
+point estimate never decides alone.
 """
 from __future__ import annotations
 
@@ -17,12 +18,10 @@ import math
 from typing import Any
 
 from .bootstrap import excludes_zero
-from .dynamics import SUDDEN_RATIO
 from .stats import coverage_note
 
 REPRODUCED, PARTLY, NOT, INCONCLUSIVE = "reproduced", "partly reproduced", "not reproduced", "inconclusive"
-# A change counts only when it exceeds this many standard errors (entries treated as independent).
-Z = 2.0
+CONTRADICTORY = "contradictory"
 
 
 def is_number(x: Any) -> bool:
@@ -69,6 +68,11 @@ def _has_ci(ci: Any) -> bool:
     return bool(fmt_ci(ci))
 
 
+def declared(summary: dict) -> dict:
+    """The reading of a space summary that its probe declared (``signed`` or ``absolute``): the one tested."""
+    return summary[summary.get("reading", "signed")]
+
+
 def label(space: str) -> str:
     """A reader's name for a space file name (the registry's label; the file name for unknown spaces)."""
     from ..probes.registry import space_spec
@@ -100,7 +104,12 @@ def headline_spaces() -> list[str]:
 
 
 def finding_sizes(cmp: dict) -> dict:
-    """Finding 1: larger models generalise more within groups (mean within-group entry, final checkpoints)."""
+    """Finding 1: larger models generalise more within groups — the paired change of the within − between
+    gap (mean of per-group contrasts) from the smallest to the largest model at their final checkpoints,
+    with a sign test over groups. One seed per size: a size effect and a seed effect cannot be told apart,
+    and the text says so."""
+    from .inference import sign_test
+
     paper = ("Larger models generalise more within groups (per-group transfer grows from 27M to 70M to 203M "
              "parameters, e.g. determiner-noun agreement 0.24 / 0.33 / 0.56).")
     space = _pick(cmp.get("sizes", {}), _evidence("sizes"))
@@ -111,68 +120,58 @@ def finding_sizes(cmp: dict) -> dict:
                 "this_run": "This run has fewer than two model sizes with "
                             f"{label(space) if space else 'a task space'}, so size cannot be compared."}
     names = [r["model"] + (f" ({r['size']})" if r.get("size") and r["size"] != r["model"] else "") for r in rows]
-    within = [r["within"] for r in rows]
-    se = [r.get("se_within") for r in rows]
-    delta = within[-1] - within[0] if _ok(within[-1]) and _ok(within[0]) else float("nan")
-    se_d = math.hypot(se[-1], se[0]) if _ok(se[-1]) and _ok(se[0]) else float("nan")
-    monotone = all(_ok(a) and _ok(b) and b > a for a, b in zip(within, within[1:]))
-    groups_up = None
-    gen = cmp.get("generalization", {}).get(space, {}).get("by_size") if space else None
-    if gen:
-        first, last = rows[0]["model"], rows[-1]["model"]
-        pairs = [(gen["cells"][g].get(first, {}).get("mean"), gen["cells"][g].get(last, {}).get("mean"))
-                 for g in gen["groups"]]
-        pairs = [(a, b) for a, b in pairs if _ok(a) and _ok(b)]
-        groups_up = (sum(b > a for a, b in pairs), len(pairs))
-    # a verdict needs complete matrices: a missing row (a failed fine-tuning) biases the means
-    incomplete = [(r["model"], r["coverage"]) for r in rows if r.get("coverage") and not r["coverage"]["complete"]]
-    # the paired interval of largest − smallest over the tasks both share (compare's size_deltas)
+    gaps = [r["difference"] for r in rows]
+    monotone = all(_ok(a) and _ok(b) and b > a for a, b in zip(gaps, gaps[1:]))
     sd = (cmp.get("size_deltas") or {}).get(space) or {}
-    delta_ci = (sd.get("within") or {}).get("ci")
-    use_ci = _has_ci(delta_ci) and sd.get("to") == rows[-1]["model"] and sd.get("from") == rows[0]["model"]
-    side = excludes_zero(delta_ci) if use_ci else 0
-    if incomplete:
+    dd = sd.get("difference") or {}
+    delta, delta_ci = dd.get("delta"), dd.get("ci")
+    matched = sd.get("to") == rows[-1]["model"] and sd.get("from") == rows[0]["model"]
+    side = excludes_zero(delta_ci) if matched and _has_ci(delta_ci) else 0
+    # per group: does the largest model's contrast exceed the smallest's? (a sign test over groups)
+    cells = {c["id"]: c for c in cmp.get("cells", [])}
+    first = cells.get(f"{rows[0]['model']}@{rows[0]['revision']}", {}).get("spaces", {}).get(space)
+    last = cells.get(f"{rows[-1]['model']}@{rows[-1]['revision']}", {}).get("spaces", {}).get(space)
+    groups_up = None
+    if first and last:
+        ga, gb = declared(first).get("groups") or {}, declared(last).get("groups") or {}
+        pairs = [(ga[g]["gap"], gb[g]["gap"]) for g in ga if g in gb and _ok(ga[g]["gap"]) and _ok(gb[g]["gap"])]
+        k = sum(b > a for a, b in pairs)
+        groups_up = (k, len(pairs), sign_test(k, len(pairs)))
+    incomplete = [(r["model"], r["coverage"]) for r in rows if r.get("coverage") and not r["coverage"]["complete"]]
+    if incomplete or not _ok(delta) or not matched or not _has_ci(delta_ci):
         verdict = INCONCLUSIVE
-    elif not _ok(delta):
-        verdict = INCONCLUSIVE
-    elif use_ci:
+    else:
         verdict = (REPRODUCED if monotone else PARTLY) if side > 0 else NOT if side < 0 else INCONCLUSIVE
-    elif _ok(se_d) and abs(delta) <= Z * se_d:
-        verdict = INCONCLUSIVE
-    elif delta > 0:
-        verdict = REPRODUCED if monotone else PARTLY
-    else:
-        verdict = NOT
-    cis = [r.get("within_ci") for r in rows]
-    if use_ci:
-        vals = ", ".join(f"{n} {fmt_with_ci(w, c)}" for n, w, c in zip(names, within, cis))
-        text = (f"Mean within-group {label(space)} at the final checkpoint, smallest to largest model: {vals} "
-                f"(95% bootstrap intervals over tasks); largest − smallest = {fmt_with_ci(delta, delta_ci)} "
-                f"(paired over tasks): the interval "
-                + ("lies above 0" if side > 0 else "lies below 0" if side < 0 else "holds 0")
-                + ("" if monotone else "; not monotone in size") + ".")
-    else:
-        vals = ", ".join(f"{n} {_fmt(w)} ± {_fmt(s, False)}" for n, w, s in zip(names, within, se))
-        text = (f"Mean within-group {label(space)} at the final checkpoint, smallest to largest model: {vals} "
-                f"(mean ± s.e.); largest − smallest = {_fmt(delta)} (s.e. {_fmt(se_d, False)}; no bootstrap "
-                f"intervals in this comparison, so the {Z:g} s.e. rule)" + ("" if monotone else "; not monotone in size") + ".")
+    cis = [r.get("difference_ci") for r in rows]
+    vals = ", ".join(f"{n} {fmt_with_ci(w, c)}" for n, w, c in zip(names, gaps, cis))
+    text = (f"Within − between {label(space)} at the final checkpoint, smallest to largest model: {vals}; "
+            f"largest − smallest = {fmt_with_ci(delta, delta_ci)} (paired over tasks): "
+            + ("the interval lies above 0" if side > 0 else "the interval lies below 0" if side < 0 else
+               f"no interval ({dd.get('withheld')})" if dd.get("withheld") else
+               "no interval" if not _has_ci(delta_ci) else "the interval holds 0")
+            + ("" if monotone else "; not monotone in size") + ".")
     if groups_up:
-        text += f" {groups_up[0]} of {groups_up[1]} groups generalise more in the largest model than in the smallest."
+        text += (f" {groups_up[0]} of {groups_up[1]} groups have a larger gap in the largest model "
+                 f"(sign test p = {_fmt_p(groups_up[2])}).")
+    text += " One model per size (one seed each): a size effect cannot be told from a seed effect."
     if incomplete:
         text += (" Verdict withheld: the matrices are incomplete ("
                  + "; ".join(f"{m}: {coverage_note(c)}" for m, c in incomplete) + ").")
-    rule = ("reproduced: grows monotonically with size and the 95% interval of largest − smallest lies above 0; "
-            "partly: the interval lies above 0 but growth is not monotone; not reproduced: it lies below 0; "
-            "inconclusive: it holds 0, or a matrix has missing rows"
-            + ("" if use_ci else f" (without intervals: {Z:g} s.e. in place of the interval)"))
+    rule = ("reproduced: the gap grows monotonically with size and the 95% interval of its paired change, largest − "
+            "smallest, lies above 0; partly: the interval lies above 0 but growth is not monotone; not reproduced: "
+            "it lies below 0; inconclusive: it holds 0, no interval (too few tasks per group, or bootstrap off), "
+            "or a matrix has missing rows")
     return {**base, "verdict": verdict, "this_run": text, "rule": rule,
-            "numbers": {"models": names, "within": within, "se_within": se, "within_ci": cis, "delta": delta,
-                        "se_delta": se_d, "delta_ci": delta_ci if use_ci else None, "monotone": monotone,
+            "numbers": {"models": names, "difference": gaps, "difference_ci": cis, "delta": delta,
+                        "delta_ci": delta_ci, "monotone": monotone,
                         "groups_up": list(groups_up) if groups_up else None}}
 
 
 def finding_sharing(cmp: dict) -> dict:
-    """Finding 2: parameter sharing between related tasks (within − between overlap) grows with training."""
+    """Finding 2: parameter sharing between related tasks (the within − between gap) grows with training:
+    the gap's slope over log training step across every checkpoint, per model, Holm across models."""
+    from .inference import holm
+
     paper = "Parameter sharing between related tasks (overlap of their subnetworks) grows with training."
     dyn = cmp.get("dynamics", {})
     available = {s for per in dyn.values() for s in per}
@@ -182,88 +181,94 @@ def finding_sharing(cmp: dict) -> dict:
     if space is None:
         return {**base, "verdict": INCONCLUSIVE, "numbers": {},
                 "this_run": "No model in this run has a task space at two or more checkpoints."}
-    per_model, parts, used_ci = {}, [], []
-    for slug, per in dyn.items():
-        d = per.get(space)
-        if not d:
-            continue
-        diff, se = d["difference"], d["se_difference"]
-        if not (_ok(diff[0]) and _ok(diff[-1])):
-            continue
-        delta = diff[-1] - diff[0]
-        se_d = math.hypot(se[0], se[-1]) if _ok(se[0]) and _ok(se[-1]) else float("nan")
-        ci = (d.get("delta") or {}).get("ci")
-        if _has_ci(ci):
-            side = excludes_zero(ci)
-            trend = "up" if side > 0 else "down" if side < 0 else "flat"
-            how = f"Δ {fmt_with_ci(delta, ci)}"
-            used_ci.append(True)
-        else:
-            trend = "up" if delta > (Z * se_d if _ok(se_d) else 0) else (
-                "down" if delta < -(Z * se_d if _ok(se_d) else 0) else "flat")
-            how = f"Δ {_fmt(delta)} ± {_fmt(se_d, False)} s.e."
-            used_ci.append(False)
-        per_model[slug] = {"revisions": d["revisions"], "difference": diff, "delta": delta, "se_delta": se_d,
-                           "delta_ci": ci if _has_ci(ci) else None, "trend": trend}
-        parts.append(f"{slug}: {_fmt(diff[0])} at {d['revisions'][0]} → {_fmt(diff[-1])} at "
-                     f"{d['revisions'][-1]} ({trend}, {how})")
+    per_model = {slug: per[space] for slug, per in dyn.items() if per.get(space) and per[space].get("trend")}
     if not per_model:
         return {**base, "verdict": INCONCLUSIVE, "numbers": {}, "this_run": "No usable checkpoints."}
-    trends = [v["trend"] for v in per_model.values()]
-    if all(t == "up" for t in trends):
+    slugs = list(per_model)
+    trends = [per_model[m]["trend"] for m in slugs]
+    up = holm([t.get("p_up", float("nan")) if _ok(t.get("p_up")) else float("nan") for t in trends])
+    down = holm([t.get("p_down", float("nan")) if _ok(t.get("p_down")) else float("nan") for t in trends])
+    numbers, parts = {}, []
+    for slug, t, pu, pd_ in zip(slugs, trends, up, down):
+        d = per_model[slug]
+        way = "up" if _ok(pu) and pu < 0.05 else "down" if _ok(pd_) and pd_ < 0.05 else "flat"
+        numbers[slug] = {"revisions": d["revisions"], "difference": d["difference"], "slope": t["slope"],
+                         "slope_ci": t.get("ci"), "p_up_holm": pu, "p_down_holm": pd_, "trend": way,
+                         "withheld": t.get("withheld")}
+        gaps = ", ".join(_fmt(x) for x in d["difference"])
+        parts.append(f"{slug}: gap {gaps} over {', '.join(d['revisions'])}; slope per log step "
+                     f"{fmt_with_ci(t['slope'], t.get('ci'))}"
+                     + (f" ({t['withheld']})" if t.get("withheld") else
+                        f", Holm p(up) {_fmt_p(pu)}, p(down) {_fmt_p(pd_)} → {way}"))
+    ways = [v["trend"] for v in numbers.values()]
+    if "up" in ways and "down" in ways:
+        verdict = CONTRADICTORY
+    elif ways and all(w == "up" for w in ways):
         verdict = REPRODUCED
-    elif "up" in trends:
+    elif "up" in ways:
         verdict = PARTLY
-    elif "down" in trends:
+    elif "down" in ways:
         verdict = NOT
     else:
         verdict = INCONCLUSIVE
-    text = (f"Within − between {label(space)} from the first to the final checkpoint: " + "; ".join(parts) + "."
-            + (" Intervals: 95% bootstrap over tasks, paired (the same tasks at both checkpoints); a trend counts "
-               "when its interval excludes 0." if all(used_ci) else
-               f" No bootstrap intervals for every model in this comparison: a trend counts beyond {Z:g} s.e."))
-    rule = ("reproduced: the gap grows in every model (the 95% interval of its change lies above 0); partly: in "
-            "some; not reproduced: it shrinks (interval below 0) and grows in none; inconclusive: every interval "
-            f"holds 0 (without intervals: {Z:g} s.e. in place of the interval)")
-    return {**base, "verdict": verdict, "this_run": text, "rule": rule, "numbers": per_model}
+    text = (f"Within − between {label(space)} (mean of per-group contrasts, read in the space's declared direction) "
+            "across every checkpoint: " + "; ".join(parts) + ".")
+    rule = ("per model, the least-squares slope of the gap over log(1 + step) across all checkpoints, bootstrap over "
+            "tasks (the same tasks at every checkpoint), one-sided p for up and for down, Holm across models; "
+            "reproduced: up in every model; partly: up in some, down in none; contradictory: up in some and down "
+            "in others; not reproduced: down in some, up in none; inconclusive: no model significant, or intervals "
+            "withheld")
+    return {**base, "verdict": verdict, "this_run": text, "rule": rule, "numbers": numbers}
 
 
 def finding_smooth(cmp: dict) -> dict:
-    """Finding 3: task spaces change smoothly over training (no step-to-step change far above the rest)."""
+    """Finding 3: task spaces change smoothly over training — an equivalence test on noise-corrected
+    stability (:func:`~taskspace.analysis.dynamics.stability`), Holm across models for "sudden"."""
+    from .dynamics import MIN_TRANSITIONS, SMOOTH, SUDDEN
+    from .inference import holm
+
     paper = "Task spaces change smoothly during training, with no sudden stages."
     dyn = cmp.get("dynamics", {})
     available = {s for per in dyn.values() for s in per}
     space = _pick(available, _evidence("smooth"))
     base = {"id": "smooth", "title": "Task spaces change smoothly, no sudden stages", "paper": paper,
             "space": space}
-    per_model, parts = {}, []
-    for slug, per in dyn.items():
-        d = per.get(space) if space else None
-        if not d:
-            continue
-        s = d["sudden"]
-        used = s.get("trained_only") or s
-        note = " (after the onset of training, which is the largest change)" if s.get("trained_only") else ""
-        per_model[slug] = {"rho_next": d["rho_next"], "rho_final": d["rho_final"], "ratio": used["ratio"],
-                           "at": used["at"], "sudden": used["sudden"], "n_transitions": used["n_transitions"],
-                           "trained_only": bool(s.get("trained_only"))}
-        rhos = ", ".join(_fmt(r, False) for r in d["rho_next"])
-        if _ok(used["ratio"]):
-            parts.append(f"{slug}: ρ with the next checkpoint {rhos}; largest change {used['at']} is "
-                         f"{_fmt(used['ratio'], False)}× the median of the others{note}")
-        else:
-            parts.append(f"{slug}: ρ with the next checkpoint {rhos} (one transition only)")
-    testable = [v for v in per_model.values() if v["sudden"] is not None]
-    if not testable:
-        verdict = INCONCLUSIVE
-        text = ("Too few checkpoints: the sudden-stage test needs at least two step-to-step changes "
-                "(three checkpoints)." + (" " + "; ".join(parts) + "." if parts else ""))
+    per_model = {slug: per[space]["stability"] for slug, per in dyn.items()
+                 if space and per.get(space) and per[space].get("stability")}
+    slugs = list(per_model)
+    adj = holm([per_model[m].get("p_sudden", float("nan")) if _ok(per_model[m].get("p_sudden")) else float("nan")
+                for m in slugs])
+    numbers, parts = {}, []
+    for slug, p in zip(slugs, adj):
+        st = per_model[slug]
+        v = st.get("verdict", INCONCLUSIVE)
+        if v == SUDDEN and not (_ok(p) and p < 0.05):
+            v = INCONCLUSIVE                                  # not significant once corrected across models
+        numbers[slug] = {**{k: st.get(k) for k in ("labels", "rho_corrected", "change", "ratio", "ratio_ci",
+                                                   "half_r", "detectable", "reason")},
+                         "verdict": v, "p_sudden_holm": p}
+        rt = ", ".join(_fmt(x, False) for x in st.get("rho_corrected") or [])
+        parts.append(f"{slug}: {v}" + (f" — noise-corrected ρ between consecutive checkpoints {rt}" if rt else "")
+                     + (f"; the data exclude stages above {_fmt(st['detectable'], False, 1)}× the median change"
+                        if _ok(st.get("detectable")) else "") + (f" ({st['reason']})" if st.get("reason") else ""))
+    verdicts = [v["verdict"] for v in numbers.values()]
+    if not verdicts:
+        verdict, why = INCONCLUSIVE, "no model has this space at several checkpoints."
+    elif SUDDEN in verdicts:
+        verdict, why = NOT, ""
+    elif all(v == SMOOTH for v in verdicts):
+        verdict, why = REPRODUCED, ""
     else:
-        verdict = NOT if any(v["sudden"] for v in testable) else REPRODUCED
-        text = f"Spearman between consecutive {label(space)} spaces — " + "; ".join(parts) + "."
-    rule = (f"not reproduced: some step-to-step change (1 − ρ) exceeds {SUDDEN_RATIO:g}× the median of the "
-            "others; reproduced otherwise; checkpoints are compared as given, whatever their spacing.")
-    return {**base, "verdict": verdict, "this_run": text, "rule": rule, "numbers": per_model}
+        verdict, why = INCONCLUSIVE, ""
+    text = (f"{label(space) if space else 'Task spaces'} across checkpoints, compared across halves: "
+            + ("; ".join(parts) + "." if parts else why))
+    rule = (f"per model, ρ̃ = mean cross-half ρ of consecutive checkpoints ÷ sqrt of their half reliabilities; change "
+            f"1 − ρ̃ per log step; bootstrap over tasks for each change ÷ the median of the others. sudden (not "
+            f"reproduced): some ratio's interval lies above 3 and the change above 0.1 (Bonferroni over "
+            f"transitions, Holm across models); smooth (reproduced): every ratio's interval below 3 and every "
+            f"split-half r ≥ 0.5, in every model; inconclusive otherwise, or with fewer than {MIN_TRANSITIONS} "
+            "transitions after the onset of training, or without halves spaces")
+    return {**base, "verdict": verdict, "this_run": text, "rule": rule, "numbers": numbers}
 
 
 def findings(cmp: dict) -> list[dict]:
@@ -289,34 +294,47 @@ def headline(cmp: dict) -> dict:
         if s is None:
             continue
         vc = cell["versus_control"].get(name)
-        e = {"within": s["signed"]["within"], "between": s["signed"]["between"],
-             "difference": s["signed"]["difference"], "rho": s["signed"]["rho"], "p": s["signed"]["p"],
-             "difference_abs": s["absolute"]["difference"], "rho_abs": s["absolute"]["rho"],
-             "p_abs": s["absolute"]["p"], "ari": s["ari"],
-             "control": cell.get("control"),
+        d = declared(s)
+        other = s["absolute" if s.get("reading", "signed") == "signed" else "signed"]
+        e = {"within": d["within"], "between": d["between"], "difference": d["difference"], "rho": d["rho"],
+             "p": d["p"], "q": d.get("q"), "auc": d.get("auc"), "auc_ci": d.get("auc_ci"),
+             "rho_ratio": d.get("rho_ratio"), "rho_max": s.get("rho_max"), "min_p": s.get("min_p"),
+             "related": s.get("related", "higher"), "reading": s.get("reading", "signed"),
+             "difference_other": other["difference"], "rho_other": other["rho"], "ari": s["ari"],
+             "ari_p": s.get("ari_p"), "control": cell.get("control"),
              "control_difference": vc["control"]["difference"] if vc else None,
              "gain_over_control": vc["difference"]["difference"] if vc else None,
-             "coverage": s.get("coverage"),
-             "difference_ci": s["signed"].get("difference_ci"), "rho_ci": s["signed"].get("rho_ci"),
-             "ari_ci": s.get("ari_ci")}
+             "coverage": s.get("coverage"), "interval_withheld": s.get("interval_withheld"),
+             "difference_ci": d.get("difference_ci"), "rho_ci": d.get("rho_ci"), "ari_ci": s.get("ari_ci")}
         rel = s.get("reliability")
         if rel:
+            full = rel.get("full") or {}
             e["reliability"] = {"split_half": rel.get("split_half"), "reliability": rel.get("reliability"),
-                                "ceiling": (rel.get("full") or {}).get("ceiling"),
-                                "fraction": (rel.get("full") or {}).get("fraction"),
+                                "reliability_ci": rel.get("reliability_ci"), "ceiling": full.get("ceiling"),
+                                "fraction": full.get("fraction"), "fraction_ci": full.get("fraction_ci"),
+                                "withheld": full.get("withheld"),
                                 "noise_ceiling": {k: (rel.get("noise_ceiling") or {}).get(k) for k in ("lower", "upper")},
                                 "flagged": rel.get("flagged")}
         out["spaces"][name] = e
         # every headline figure says how many rows it rests on; an incomplete matrix is marked
         cov = s.get("coverage")
         on = f" on {coverage_note(cov)}" if cov else ""
-        line = (f"{label(name)}{on}: within {_fmt(e['within'])} vs between {_fmt(e['between'])} "
-                f"(gap {fmt_with_ci(e['difference'], e['difference_ci'])}), Spearman with theory ρ = "
-                f"{fmt_with_ci(e['rho'], e['rho_ci'])} (p = {_fmt_p(e['p'])}), ARI {fmt_with_ci(e['ari'], e['ari_ci'])}")
+        how = ("; lower = related" if e["related"] == "lower" else "") + ("; |S|" if e["reading"] == "absolute" else "")
+        line = (f"{label(name)}{on}{how}: within {_fmt(e['within'])} vs between {_fmt(e['between'])} "
+                f"(gap {fmt_with_ci(e['difference'], e['difference_ci'])}), AUC "
+                f"{fmt_with_ci(e['auc'], e['auc_ci'], False)}, ρ with theory {fmt_with_ci(e['rho'], e['rho_ci'])} "
+                f"= {_fmt(e['rho_ratio'], False, 2)} of the attainable {_fmt(e['rho_max'], False, 2)} "
+                f"(p = {_fmt_p(e['p'])}, q = {_fmt_p(e['q'])}"
+                + (f"; the smallest attainable p is {_fmt_p(e['min_p'])}" if _ok(e["min_p"]) and e["min_p"] > 0.05
+                   else "") + f"), ARI {fmt_with_ci(e['ari'], e['ari_ci'])} (p = {_fmt_p(e['ari_p'])})")
+        if e["interval_withheld"]:
+            line += f" — {e['interval_withheld']}"
         if rel:
             r = e["reliability"]
-            line += (f"; split-half reliability {_fmt(r['reliability'], False)}, noise ceiling "
-                     f"{_fmt(r['ceiling'], False)} (ρ is {_fmt(r['fraction'], False, 2)} of it)")
+            frac = (f"ρ is {fmt_with_ci(r['fraction'], r['fraction_ci'], False)} of it" if not r["withheld"]
+                    else f"share withheld: {r['withheld']}")
+            line += (f"; split-half reliability {fmt_with_ci(r['reliability'], r['reliability_ci'], False)}, "
+                     f"pair-sampling ceiling {_fmt(r['ceiling'], False)} ({frac})")
         if vc:
             line += f"; control {cell['control']} gap {_fmt(e['control_difference'])}"
         out["lines"].append(line)

@@ -26,10 +26,15 @@ need nothing special; for a symmetric space both triangles give the same ρ as o
   halves, ``r``), ``upper`` = mean over halves of ρ(half k, mean rank of both halves). The true ceiling of
   any hypothesis's mean ρ with a half lies between them; the hypothesis space H's mean ρ with the halves
   is given as a fraction of both bounds;
-- for the full space (all pairs; reliability ``SB(r)``) the classical attenuation ceiling
-  ``sqrt(SB(r))``: no fixed hypothesis can correlate with a measurement better than the measurement's
-  correlation with its own noise-free version (Spearman 1904). ``ρ(H, full) / sqrt(SB(r))`` is the
-  theory comparison as a fraction of what the noise allows.
+- for the full space (all pairs; reliability ``SB(r)``) the *pair-sampling ceiling*
+  ``ρ_max(H) · sqrt(SB(r))``: no fixed hypothesis can correlate with a measurement better than the
+  measurement's correlation with its own noise-free version (Spearman 1904), and no space can reach a
+  Spearman ρ above ``ρ_max(H)`` with a 1/0 hypothesis, whose ties cap it (0.47 for BLiMP's 67 tasks in
+  13 groups; :func:`~taskspace.analysis.inference.rho_max`). ``fraction = ρ(H, full) / ceiling`` is the
+  theory comparison as a share of what the pairs and the hypothesis allow (1 = as grouped as the noise
+  lets a perfectly grouped space look), with a bootstrap interval over tasks; it is withheld (``None``,
+  with ``withheld`` saying why) where the reliability's interval reaches below :data:`MIN_RELIABILITY`,
+  since dividing by the root of a reliability near 0 makes any ρ look like "all of it".
 """
 from __future__ import annotations
 
@@ -43,15 +48,18 @@ from scipy.stats import rankdata
 from ..spaces import TaskSpace
 from ..suites.splits import half_name, parse_half
 from .hypothesis import hypothesis_space
+from .inference import read, rho_max
 from .stats import spearman_offdiagonal
 
 #: a task whose Spearman–Brown-corrected row reliability is below this is flagged
 ROW_FLAG = 0.2
+#: the ceiling's fraction is withheld where the reliability (or its interval's lower end) is below this
+MIN_RELIABILITY = 0.2
 FLAG_RULE = (f"flagged: Spearman–Brown-corrected row reliability < {ROW_FLAG:g}, or self-similarity ≤ the mean "
              "cross-half similarity of two different tasks")
 CEILING_METHOD = ("Nili et al. 2014 / rsatoolbox boot_noise_ceiling with method 'spearman', the two halves as "
                   "subjects: lower = mean ρ(half k, other half), upper = mean ρ(half k, mean rank of both); "
-                  "full space: sqrt(Spearman–Brown reliability)")
+                  "full space: the pair-sampling ceiling rho_max(H) * sqrt(Spearman–Brown reliability)")
 
 
 def is_halves_space(space: TaskSpace) -> bool:
@@ -184,7 +192,8 @@ def _distribution(v: np.ndarray) -> dict[str, float]:
 
 
 def reliability(halves: TaskSpace, full: TaskSpace | None = None, *, resamples: int = 0, seed: int = 0,
-                level: float = 0.95, per_task: bool = True) -> dict[str, Any]:
+                level: float = 0.95, per_task: bool = True, sign: float | None = None,
+                absolute: bool | None = None) -> dict[str, Any]:
     """Everything this module computes, for one halves space (and the full space beside it, if any).
 
     Keys: ``kind``, ``n_tasks`` (present in both halves), ``missing`` (one half only), ``split_half``
@@ -196,12 +205,18 @@ def reliability(halves: TaskSpace, full: TaskSpace | None = None, *, resamples: 
     :func:`task_reliability`) unless ``per_task=False``. With ``resamples`` > 0, ``split_half_ci`` and
     ``reliability_ci``: bootstrap intervals over tasks (:mod:`taskspace.analysis.bootstrap`).
     """
+    from ..probes.registry import space_reading
+
+    declared = space_reading(str(halves.kind))
+    sign = declared[0] if sign is None else sign
+    absolute = declared[1] if absolute is None else absolute
     h = split_space(halves)
     x, y = _offdiag_vectors(h.first, h.second)
     r = _spearman(x, y)
     nc = noise_ceiling(h.first, h.second)
     hyp = hypothesis_space(h.groups)
-    rho_h = [spearman_offdiagonal(h.first, hyp), spearman_offdiagonal(h.second, hyp)]
+    rho_h = [spearman_offdiagonal(read(h.first, sign, absolute), hyp),
+             spearman_offdiagonal(read(h.second, sign, absolute), hyp)]
     rho_mean = float(np.mean(rho_h)) if all(math.isfinite(v) for v in rho_h) else float("nan")
 
     def frac(a: float, b: float) -> float:
@@ -221,16 +236,7 @@ def reliability(halves: TaskSpace, full: TaskSpace | None = None, *, resamples: 
         "flagged": [t["task"] for t in rows if t["flagged"]],
         "rule": FLAG_RULE,
     }
-    rel = out["reliability"]
-    ceiling = math.sqrt(rel) if math.isfinite(rel) and rel > 0 else float("nan")
-    if full is not None:
-        common = [t for t in h.tasks if t in set(full.tasks)]
-        f = full.select(common)
-        rho_full = spearman_offdiagonal(f.matrix, hypothesis_space(f.groups))
-        out["full"] = {"rho": rho_full, "ceiling": ceiling, "fraction": frac(rho_full, ceiling),
-                       "n_tasks": len(common)}
-    else:
-        out["full"] = {"rho": float("nan"), "ceiling": ceiling, "fraction": float("nan"), "n_tasks": 0}
+    counts = split_draws = None
     if resamples > 0 and n >= 3:
         from .bootstrap import percentile_ci, resample_tasks, rho_draws, task_counts
 
@@ -238,9 +244,44 @@ def reliability(halves: TaskSpace, full: TaskSpace | None = None, *, resamples: 
         ok = np.isfinite(h.first) & np.isfinite(h.second)
         np.fill_diagonal(ok, True)
         if ok.all():
-            draws = rho_draws(h.first, h.second, counts)
-            out["split_half_ci"] = percentile_ci(draws, level)
+            split_draws = rho_draws(h.first, h.second, counts)
+            out["split_half_ci"] = percentile_ci(split_draws, level)
             out["reliability_ci"] = [spearman_brown(v) for v in out["split_half_ci"]]
+    out["full"] = _full_ceiling(out, h, full, sign, absolute, counts, split_draws, level)
     if per_task:
         out["tasks"] = rows
     return out
+
+
+def _full_ceiling(out: dict, h: Halves, full: TaskSpace | None, sign: float, absolute: bool, counts, split_draws,
+                  level: float) -> dict:
+    """The full space's ρ with H against the pair-sampling ceiling ``ρ_max(H) · sqrt(reliability)``."""
+    rel = out["reliability"]
+    rmax = rho_max(h.groups)
+    ceiling = rmax * math.sqrt(rel) if math.isfinite(rel) and rel > 0 and math.isfinite(rmax) else float("nan")
+    entry: dict[str, Any] = {"rho": float("nan"), "rho_max": rmax, "ceiling": ceiling, "fraction": float("nan"),
+                             "fraction_ci": [float("nan")] * 2, "n_tasks": 0, "withheld": None}
+    rel_lo = (out.get("reliability_ci") or [rel])[0]
+    if not (math.isfinite(rel_lo) and rel_lo >= MIN_RELIABILITY):
+        entry["withheld"] = (f"the reliability's interval reaches below {MIN_RELIABILITY:g}: a fraction of so "
+                             "noisy a ceiling means nothing")
+    if full is None:
+        return entry
+    common = [t for t in h.tasks if t in set(full.tasks)]
+    f = full.select(common)
+    m = read(f.matrix, sign, absolute)
+    hyp = hypothesis_space(f.groups)
+    entry["rho"] = spearman_offdiagonal(m, hyp)
+    entry["n_tasks"] = len(common)
+    if entry["withheld"] is None and math.isfinite(ceiling) and ceiling > 0:
+        entry["fraction"] = entry["rho"] / ceiling
+        if counts is not None and split_draws is not None and common == h.tasks and np.isfinite(m[
+                ~np.eye(len(common), dtype=bool)]).all():
+            from .bootstrap import percentile_ci, rho_draws
+
+            rho_d = rho_draws(m, hyp, counts)
+            sb = np.array([spearman_brown(v) for v in split_draws])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                frac = np.where(sb > 0, rho_d / (rmax * np.sqrt(np.where(sb > 0, sb, 1.0))), np.nan)
+            entry["fraction_ci"] = percentile_ci(frac, level)
+    return entry

@@ -243,15 +243,14 @@ def fig_dynamics(slug: str, per_space: dict, control_gaps: dict | None = None):
 
 
 def fig_sizes(sizes: dict):
-    """Within − between per model size (final checkpoints), one panel per probe, error bars = s.e."""
+    """Within and between per model size (final checkpoints), one panel per probe."""
     plt = _plt()
     names = [n for n in main_spaces() if n in sizes] or list(sizes)
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names):
         rows = sizes[name]
         x = np.arange(len(rows))
-        ax.bar(x - 0.2, [_num(r["within"]) for r in rows], 0.4, yerr=[_num(r.get("se_within")) for r in rows],
-               capsize=2, label="within", color="C3")
+        ax.bar(x - 0.2, [_num(r["within"]) for r in rows], 0.4, label="within", color="C3")
         ax.bar(x + 0.2, [_num(r["between"]) for r in rows], 0.4, label="between", color="C7")
         ax.set_xticks(x)
         ax.set_xticklabels([r["model"] + (f"\n{r['n_parameters'] / 1e6:.2g}M" if r.get("n_parameters") else "")
@@ -326,7 +325,7 @@ def write_figures(run: RunData, cmp: dict, out_dir: str | Path) -> dict[str, lis
             gaps = {}
             if m.control and f"{slug}@{m.control}" in cells and m.control not in m.revisions:
                 sp = cells[f"{slug}@{m.control}"]["spaces"]
-                gaps = {n: sp[n]["signed"]["difference"] for n in per if n in sp}
+                gaps = {n: sp[n][sp[n].get("reading", "signed")]["difference"] for n in per if n in sp}
             jobs.append((f"dynamics_{_slug(slug)}", lambda slug=slug, per=per, gaps=gaps: fig_dynamics(slug, per, gaps)))
     if len(run.models) > 1 and cmp.get("sizes"):
         jobs.append(("sizes", lambda: fig_sizes(cmp["sizes"])))

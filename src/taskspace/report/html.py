@@ -195,7 +195,8 @@ def _headline(cmp: dict) -> str:
 
         above = (excludes_zero(e["difference_ci"]) > 0 if fmt_ci(e.get("difference_ci"))
                  else _ok(e["difference"]) and e["difference"] > 0)
-        match = _ok(e["p"]) and e["p"] < 0.05 and above
+        q = e.get("q") if _ok(e.get("q")) else e["p"]
+        match = _ok(q) and q < 0.05 and above
         cov = e.get("coverage")
         # no yes/no from a matrix with missing rows: it would rest on the tasks that happened to train
         verdict = "withheld" if cov and not cov["complete"] else "yes" if match else "no"
@@ -204,9 +205,12 @@ def _headline(cmp: dict) -> str:
         if fmt_ci(e.get("rho_ci")):
             detail += f"; ρ 95% CI {fmt_ci(e['rho_ci'])}"
         rel = e.get("reliability") or {}
+        detail += f"; AUC {_f(e.get('auc'), False)}, ρ ÷ ρmax {_f(e.get('rho_ratio'), False, 2)}"
         if _ok(rel.get("ceiling")):
-            detail += (f"; noise ceiling {_f(rel['ceiling'], False)} (split-half reliability "
-                       f"{_f(rel.get('reliability'), False)}): ρ is {_f(rel.get('fraction'), False, 2)} of it")
+            share = ("share withheld (reliability too low)" if rel.get("withheld") else
+                     f"ρ is {_fc(rel.get('fraction'), rel.get('fraction_ci'), False)} of it")
+            detail += (f"; pair-sampling ceiling {_f(rel['ceiling'], False)} (split-half reliability "
+                       f"{_f(rel.get('reliability'), False)}): {share}")
         if e.get("control"):
             detail += f"; control ({_e(e['control'])}) gap {_f(e['control_difference'])}"
         cards.append(f'<div class="card"><div class="q">Does the task space match linguistic theory?</div>'
@@ -215,15 +219,14 @@ def _headline(cmp: dict) -> str:
     for f in cmp.get("findings", []):
         n = f.get("numbers") or {}
         if f["id"] == "sizes" and n.get("models"):
-            big = " → ".join(_f(x) for x in n["within"])
-            detail = f"within-group {_e(label(f['space']))}: " + ", ".join(_e(m) for m in n["models"])
+            big = " → ".join(_f(x) for x in n["difference"])
+            detail = f"within − between {_e(label(f['space']))}: " + ", ".join(_e(m) for m in n["models"])
         elif f["id"] == "sharing" and n:
-            big = "; ".join(f"{_f(v['difference'][0])} → {_f(v['difference'][-1])}" for v in n.values())
-            detail = f"within − between {_e(label(f['space']))}, first → final checkpoint, per model"
+            big = "; ".join(f"slope {_fc(v['slope'], v.get('slope_ci'))}" for v in n.values())
+            detail = f"within − between {_e(label(f['space']))} per log step over training, per model"
         elif f["id"] == "smooth" and n:
-            ratios = [v["ratio"] for v in n.values() if _ok(v.get("ratio"))]
-            big = f"max ratio {max(ratios):.2f}" if ratios else "–"
-            detail = "largest step-to-step change ÷ median of the others (sudden stage above 3)"
+            big = "; ".join(_e(v["verdict"]) for v in n.values())
+            detail = "noise-corrected change between checkpoints ÷ the median of the others (sudden above 3)"
         else:
             big, detail = "–", _e(f["this_run"])
         q = {"sizes": "Does it grow with model size?", "sharing": "Does sharing grow with training?",
@@ -235,23 +238,28 @@ def _headline(cmp: dict) -> str:
         r = e.get("reliability") or {}
         rows.append([_e(label(name)) + (f" ({_e(coverage_note(e['coverage']))})" if e.get("coverage") else ""),
                      _f(e["within"]), _f(e["between"]), _fc(e["difference"], e.get("difference_ci")),
-                     _fc(e["rho"], e.get("rho_ci")), _p(e["p"]), _f(r.get("reliability"), False),
-                     _f(r.get("ceiling"), False), _f(r.get("fraction"), False), _f(e["difference_abs"]),
-                     _f(e["rho_abs"]), _fc(e["ari"], e.get("ari_ci")),
+                     _fc(e.get("auc"), e.get("auc_ci"), False), _fc(e["rho"], e.get("rho_ci")),
+                     _f(e.get("rho_ratio"), False, 2), _p(e["p"]), _p(e.get("q")), _f(r.get("reliability"), False),
+                     _f(r.get("ceiling"), False),
+                     "withheld" if r.get("withheld") else _fc(r.get("fraction"), r.get("fraction_ci"), False),
+                     _f(e["difference_other"]), _f(e["rho_other"]), _fc(e["ari"], e.get("ari_ci")),
                      _f(e.get("control_difference")), _f(e.get("gain_over_control"))])
-    table = _table(["space", "within", "between", "gap [95% CI]", "ρ with H [95% CI]", "Mantel p", "reliability",
-                    "ceiling of ρ", "ρ ÷ ceiling", "|gap|", "|ρ|", "ARI [95% CI]", "control gap",
+    table = _table(["space", "within", "between", "gap [95% CI]", "AUC", "ρ with H [95% CI]", "ρ ÷ ρmax", "Mantel p",
+                    "q (BH)", "reliability", "pair-sampling ceiling", "ρ ÷ ceiling", "other reading: gap", "ρ",
+                    "ARI [95% CI]", "control gap",
                     "gap − control gap"], rows) if rows else ""
     where = f"{_e(h.get('model'))} @ {_e(h.get('revision'))}" if h.get("model") else ""
     return (f'<section id="headline"><h2>Headline</h2><div class="cards">{"".join(cards)}</div>'
             f"<h3>The largest model's final checkpoint ({where}) against theory</h3>{table}"
-            '<p class="note">gap = mean of off-diagonal entries within groups − between groups; ρ = Spearman '
-            "correlation of the off-diagonal entries with the hypothesis space H (1 within a group, 0 across), "
-            "one-sided Mantel permutation test; |·| = the same on absolute values (paradigms of one group can "
-            "reward opposite forms); ARI = average-linkage clusters vs groups. [95% CI]: percentile bootstrap "
-            "over tasks (resampled within their groups). reliability = split-half reliability of the space "
-            "(Spearman–Brown), ceiling of ρ = its square root, the most any hypothesis could reach given the "
-            "noise (shown when the probe also ran on halves; see “How much is signal”).</p></section>")
+            '<p class="note">Each space is read in its declared direction (erasure, ablation: lower = related) and '
+            "reading (signed or |S|; the other reading is shown, not tested). gap = mean over groups of the "
+            "group's within-group mean − its mean with other tasks; AUC = P(within cell outranks between cell); "
+            "ρ = Spearman with the hypothesis space H (1 within a group, 0 across), one-sided Mantel permutation "
+            "test, q = Benjamini–Hochberg over the checkpoint's spaces; ρ ÷ ρmax = ρ as a share of the most a "
+            "perfectly grouped space reaches under H's ties; ARI = average-linkage clusters vs groups. [95% CI]: "
+            "percentile bootstrap over tasks (resampled within their groups). reliability = split-half "
+            "reliability (Spearman–Brown); pair-sampling ceiling = ρmax · sqrt(reliability), the most ρ can reach "
+            "given the pairs (see “How much is signal”).</p></section>")
 
 
 def _findings(cmp: dict) -> str:
@@ -277,22 +285,37 @@ def _summary_table(cmp: dict) -> str:
     for c in cmp.get("cells", []):
         for name, s in c["spaces"].items():
             vc = c["versus_control"].get(name)
+            reading = s.get("reading", "signed")
+            d, o = s[reading], s["absolute" if reading == "signed" else "signed"]
+            tag = ("" if s.get("related", "higher") == "higher" else ", lower = related") + (
+                ", |S|" if reading == "absolute" else "")
             rows.append([_e(c["model"]), _e(c["revision"]) + (" (control)" if c.get("is_control") else ""),
-                         _e(label(name)), _e(coverage_note(s.get("coverage")) or s["n_tasks"]), _f(s["signed"]["within"]), _f(s["signed"]["between"]),
-                         _fc(s["signed"]["difference"], s["signed"].get("difference_ci")),
-                         _fc(s["signed"]["rho"], s["signed"].get("rho_ci")), _p(s["signed"]["p"]), *_rel(s),
-                         _fc(s["absolute"]["difference"], s["absolute"].get("difference_ci")),
-                         _fc(s["absolute"]["rho"], s["absolute"].get("rho_ci")), _p(s["absolute"]["p"]),
-                         _fc(s["ari"], s.get("ari_ci")), _fc(s["ari_abs"], s.get("ari_abs_ci")),
+                         _e(label(name)) + _e(tag), _e(coverage_note(s.get("coverage")) or s["n_tasks"]),
+                         _f(d["within"]), _f(d["between"]), _fc(d["difference"], d.get("difference_ci")),
+                         _fc(d.get("auc"), d.get("auc_ci"), False), _fc(d["rho"], d.get("rho_ci")),
+                         _f(d.get("rho_ratio"), False, 2), _p(d["p"]) + _minp(s), _p(d.get("q")), *_rel(s),
+                         _fc(s["ari"], s.get("ari_ci")) + f" (p {_p(s.get('ari_p'))})",
+                         _f(o["difference"]), _f(o["rho"]),
                          _fc(vc["difference"]["difference"], vc.get("difference_ci")) if vc else "–",
                          _e(", ".join(s["dropped"])) or ""])
     return ('<section id="theory"><h2>Every task space against theory</h2>'
-            + _table(["model", "revision", "space", "tasks", "within", "between", "gap", "ρ", "p", "reliability",
-                      "ceiling", "|gap|", "|ρ|", "|p|", "ARI", "|ARI|", "gap − control", "left out"], rows, left=3)
-            + '<p class="note">Small type: 95% percentile bootstrap intervals over tasks (tasks resampled with '
-              "replacement within their groups, the space rebuilt without a task's entries with its own copy). "
-              "reliability / ceiling: from the probe run on two disjoint halves of every task's pairs "
-              "(spaces/halves/).</p></section>")
+            + _table(["model", "revision", "space", "tasks", "within", "between", "gap", "AUC", "ρ", "ρ ÷ ρmax",
+                      "p", "q (BH)", "reliability", "ceiling", "ARI", "other reading: gap", "ρ", "gap − control",
+                      "left out"], rows, left=3)
+            + '<p class="note">Each space is read in the direction its probe declares (erasure and ablation: a '
+              "related task drops more, so the gap is between − within) and in one declared reading (signed or "
+              "|S|); only that reading is tested, the other is shown. gap = mean over groups of (within-group "
+              "mean − the group's mean with other tasks). AUC = P(within cell outranks between cell), 0.5 = none, "
+              "1 = perfect; ρ ÷ ρmax = ρ as a share of what a perfectly grouped space reaches under the "
+              "hypothesis' ties (= 2·AUC − 1 without ties). p: one-sided Mantel test; † the smallest p these "
+              "groups allow is above 0.05. q: Benjamini–Hochberg over the checkpoint's spaces. Small type: 95% "
+              "percentile bootstrap intervals over tasks (tasks resampled within their groups; withheld where "
+              "most groups have fewer than three tasks). ARI p: random relabelling of the groups.</p></section>")
+
+
+def _minp(s: dict) -> str:
+    mp = s.get("min_p")
+    return "†" if _ok(mp) and mp > 0.05 else ""
 
 
 def _reliability(cmp: dict) -> str:
@@ -311,7 +334,9 @@ def _reliability(cmp: dict) -> str:
                          _fc(r["reliability"], r.get("reliability_ci"), False),
                          f"{_f(nc['lower'])} – {_f(nc['upper'])}", _f(th["rho"]),
                          f"{_f(th['fraction_of_upper'], False, 2)} – {_f(th['fraction_of_lower'], False, 2)}",
-                         _f(full.get("rho")), _f(full.get("ceiling"), False), _f(full.get("fraction"), False, 2),
+                         _f(full.get("rho")), _f(full.get("ceiling"), False),
+                         _fc(full.get("fraction"), full.get("fraction_ci"), False) if not full.get("withheld")
+                         else "withheld",
                          f"{_f(ss['mean'])} / {_f(ss['min'])} (between {_f(r['between']['mean'])})",
                          (_e(", ".join(flagged)) or "none", {"class": "wrap"})])
             trows = [[_e(t["task"]), _e(t["group"]), _f(t["self_similarity"]), _f(t["others_mean"]),
@@ -333,8 +358,10 @@ def _reliability(cmp: dict) -> str:
             "Spearman–Brown 2r/(1+r), the reliability of the full space. Noise ceiling (Nili et al. 2014; as "
             "rsatoolbox computes it for two halves): lower = r, upper = mean ρ of each half with the mean rank "
             "of both; ρ(H, half) = the hypothesis space's mean ρ with the halves, given as a fraction of the upper "
-            "– lower bound. For the full space the ceiling is sqrt(reliability) (attenuation): ρ(H, full) ÷ "
-            "ceiling is the theory comparison as a fraction of what the noise allows. Self-similarity: a task's "
+            "– lower bound. For the full space the pair-sampling ceiling is ρmax(H) · sqrt(reliability): no space "
+            "reaches a Spearman ρ above ρmax with a 1/0 hypothesis (its ties), and noise attenuates by "
+            "sqrt(reliability); ρ(H, full) ÷ ceiling (95% bootstrap interval) is the theory comparison as a share "
+            "of what the pairs allow, withheld where the reliability's interval reaches below 0.2. Self-similarity: a task's "
             f"two halves against each other, beside the mean of two different tasks' halves. {_e(rule)}.</p>"
             + _table(["checkpoint", "space", "tasks", "split-half r", "reliability", "ceiling (half) lower – upper",
                       "ρ(H, half)", "÷ ceiling upper – lower", "ρ(H, full)", "ceiling (full)", "÷ ceiling",
@@ -410,12 +437,12 @@ def _dynamics(cmp: dict, figdir: Path) -> str:
                 rows.append([_e(label(name)), _e(rev), _f(d["within"][i]), _f(d["between"][i]),
                              _f(d["difference"][i]), _f(d["difference_abs"][i]),
                              _f(d["rho_next"][i]) if i < len(d["rho_next"]) else "", _f(d["rho_final"][i])])
-            s = d["sudden"]
-            so = s.get("trained_only") or s
-            rows.append([_e(label(name)), "<i>sudden stage?</i>",
-                         (f"largest change {_e(so.get('at'))}: {_f(so.get('ratio'), False, 2)}× the median of "
-                          f"the others ({'yes' if so.get('sudden') else 'no' if so.get('sudden') is False else 'n/a'})",
-                          {"colspan": "6", "class": "wrap"})])
+            st = d.get("stability") or {}
+            rt = ", ".join(f"{_e(lab)} {_f(r, False)}" for lab, r in zip(st.get("labels") or [],
+                                                                         st.get("rho_corrected") or []))
+            rows.append([_e(label(name)), "<i>stability</i>",
+                         (f"{_e(st.get('verdict', 'inconclusive'))}: {_e(st.get('reason', ''))}"
+                          + (f"; noise-corrected ρ̃ {rt}" if rt else ""), {"colspan": "6", "class": "wrap"})])
         parts.append(_table(["space", "revision", "within", "between", "gap", "|gap|", "ρ with next", "ρ with final"],
                             rows, left=2))
     if len(parts) == 1:
@@ -435,10 +462,10 @@ def _sizes(cmp: dict, figdir: Path) -> str:
                          f"{r['n_parameters']:,}" if r.get("n_parameters") else "–", _e(r["revision"]),
                          _fc(r["within"], r.get("within_ci")), _f(r["between"]),
                          _fc(r["difference"], r.get("difference_ci")), _fc(r["rho"], r.get("rho_ci")), _p(r["p"]),
-                         _f(r["difference_abs"]), _f(r["ari"])])
+                         _f(r.get("auc"), False), _f(r["ari"])])
     return ('<section id="sizes"><h2>Model sizes side by side</h2>' + _img(figdir / "sizes.png", "sizes")
             + _table(["space", "model", "size", "parameters", "revision", "within", "between", "gap", "ρ", "p",
-                      "|gap|", "ARI"], rows, left=5) + "</section>")
+                      "AUC", "ARI"], rows, left=5) + "</section>")
 
 
 def _distributedness(cmp: dict) -> str:

@@ -5,13 +5,16 @@
 
 Modules, in the order data flows: :mod:`.plan` (TOML → :class:`Plan`), :mod:`.jobs` (keys, execution of
 one job), :mod:`.store` (staging, publishing, done-records), :mod:`.lock` (one process per run
-directory), :mod:`.executors` (local, Ray), :mod:`.runner` (the two phases of a run).
+directory), :mod:`.executors` (local, Ray), :mod:`.expand` (the plan resolved, checked and expanded into
+jobs), :mod:`.runner` (the two phases of a run) and :mod:`.dryrun` (the same jobs listed, nothing run).
 """
 from .executors import Executor, LocalExecutor, Outcome, RayExecutor, make_executor
 from .jobs import Job, execute_job, job_key, model_fingerprint
 from .lock import RunLock
 from .plan import ExecutorSpec, ModelSpec, Plan, PretrainSpec, SuiteSpec, load_plan, parse_plan, parse_plan_text
-from .runner import ResolvedModel, RunResult, run_plan
+from .expand import ResolvedModel
+from .result import RunResult
+from .runner import run_plan
 from .store import JobStore
 
 __all__ = [

@@ -31,8 +31,8 @@ from ..probes.registry import get, probes_of_job, reads_of_job
 from .estimate import Cost, Workload, job_cost
 from .jobs import Job, model_fingerprint
 from .plan import Plan
-from .runner import (RunResult, _suite_info, check_executor, check_models, finish_jobs, load_plan_suite,
-                     pretrain_jobs, probe_jobs)
+from .expand import check_executor, check_models, finish_jobs, load_plan_suite, plan_suite_info, pretrain_jobs, probe_jobs
+from .result import RunResult
 from .store import JobStore
 
 #: pairs per paradigm in the BLiMP release (and the hub dataset)
@@ -84,7 +84,7 @@ def dry_run(plan: Plan, run_dir: Path, executor: Any = None) -> RunResult:
     view = DryRun()
     suite, suite_note = _suite_offline(plan)
     if suite is not None:
-        suite_info = _suite_info(plan, suite)
+        suite_info = plan_suite_info(plan, suite)
         n_tasks, n_pairs = len(suite.tasks), len(suite.pairs)
     else:
         tasks = _blimp_tasks(plan)

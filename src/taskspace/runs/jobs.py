@@ -33,7 +33,7 @@ from .store import crash_point as _crash_point
 _MODEL_FILE_PATTERNS = ("config.json", "model*.safetensors", "pytorch_model*.bin", "tokenizer*.json",
                         "special_tokens_map.json", "vocab.*", "merges.txt", "*.model")
 #: job kinds besides the probes' (which come from the registry; a per-task probe P also has the kinds
-#: ``P:base`` and ``P:row``, see :func:`taskspace.runs.runner.probe_jobs`)
+#: ``P:base`` and ``P:row``, see :func:`taskspace.runs.expand.probe_jobs`)
 FIXED_KINDS = ("pretrain", "score", "compare", "report")
 
 
