@@ -1,0 +1,172 @@
+"""Calibration of the inference itself, on synthetic spaces whose truth is known (seeded, fast).
+
+Under the null each test rejects at about its level; intervals cover the truth at about their nominal
+rate or the method refuses the design; structure planted in either declared direction is found; the
+dynamics rule says "inconclusive" on noise and "sudden" on a planted reorganisation; a perfectly grouped
+space reaches 1 of its attainable agreement.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from taskspace.analysis.bootstrap import percentile_ci, resample_tasks, task_counts, within_between_draws
+from taskspace.analysis.compare import summarize_space
+from taskspace.analysis.dynamics import stability
+from taskspace.analysis.hypothesis import hypothesis_space
+from taskspace.analysis.inference import (auc, bh, holm, interval_design, min_p, rho_max, sign_test)
+from taskspace.analysis.stats import mantel, spearman_offdiagonal
+from taskspace.spaces import TaskSpace, within_between
+
+GROUPS = [f"g{i}" for i in range(5) for _ in range(4)]
+TASKS = [f"t{i}" for i in range(len(GROUPS))]
+
+
+def sym_noise(rng, n: int, scale: float = 1.0) -> np.ndarray:
+    e = rng.normal(size=(n, n)) * scale
+    return (e + e.T) / 2
+
+
+def test_mantel_false_positive_rate_under_the_null_is_the_level():
+    rng = np.random.default_rng(0)
+    h = hypothesis_space(GROUPS)
+    ps = [mantel(sym_noise(rng, len(GROUPS)), h, permutations=99, seed=i)["p"] for i in range(300)]
+    rate = float(np.mean(np.array(ps) <= 0.05))
+    # 300 null spaces: Monte-Carlo s.d. of the rate is 0.013
+    assert 0.015 <= rate <= 0.09, rate
+
+
+def test_ari_permutation_p_is_calibrated_under_the_null():
+    rng = np.random.default_rng(1)
+    ps = [summarize_space(TaskSpace(sym_noise(rng, 20), TASKS, GROUPS, "gradients"), permutations=99,
+                          bootstrap=0, seed=i)["ari_p"] for i in range(150)]
+    rate = float(np.mean(np.array(ps) <= 0.05))
+    assert rate <= 0.1, rate
+
+
+def test_planted_structure_is_found_in_its_declared_direction_and_not_in_the_other():
+    rng = np.random.default_rng(2)
+    h = hypothesis_space(GROUPS)
+    drops = -0.5 * h + 0.5 * (1 - h) + 0.1 * sym_noise(rng, len(GROUPS))   # related tasks drop more
+    erasure = summarize_space(TaskSpace(drops, TASKS, GROUPS, "erasure"), permutations=199, bootstrap=200)
+    d = erasure["signed"]
+    assert erasure["related"] == "lower" and d["tested"]
+    assert d["p"] <= 0.01 and d["difference"] > 0.9 and d["auc"] == pytest.approx(1.0)
+    assert d["difference_ci"][0] > 0 and erasure["ari"] == pytest.approx(1.0) and erasure["ari_p"] <= 0.01
+    assert d["within"] < 0 < d["between"]                   # shown in the space's own units
+    # the same matrix read as "higher = related" (a cosine space) has no such structure
+    cosine = summarize_space(TaskSpace(drops, TASKS, GROUPS, "gradients"), permutations=199, bootstrap=0)
+    assert cosine["signed"]["p"] > 0.9 and cosine["signed"]["difference"] < 0
+    # only the declared reading is tested
+    assert cosine["absolute"]["p"] is None and not cosine["absolute"]["tested"]
+
+
+def test_a_perfectly_grouped_space_reaches_one_of_its_attainable_agreement():
+    h = hypothesis_space(GROUPS)
+    ranks = np.arange(h.size, dtype=float).reshape(h.shape) / h.size      # untied entries
+    perfect = h + 0.01 * ranks
+    s = summarize_space(TaskSpace(perfect, TASKS, GROUPS, "gradients"), permutations=99, bootstrap=0)
+    assert s["signed"]["auc"] == pytest.approx(1.0) and s["signed"]["rho_ratio"] == pytest.approx(1.0)
+    # ρ itself is capped far below 1 by the hypothesis' ties
+    assert s["rho_max"] == pytest.approx(s["signed"]["rho"]) and s["rho_max"] < 0.7
+    # for a space without ties ρ ÷ ρ_max = 2·AUC − 1 exactly
+    noisy = np.random.default_rng(3).normal(size=h.shape)
+    assert spearman_offdiagonal(noisy, h) / rho_max(GROUPS) == pytest.approx(2 * auc(noisy, GROUPS) - 1)
+
+
+def test_smallest_attainable_p_of_six_tasks_in_three_pairs():
+    groups = ["a", "a", "b", "b", "c", "c"]
+    assert min_p(groups) == pytest.approx(48 / 720)
+    h = hypothesis_space(groups)
+    best = mantel(h + 0.001 * np.arange(36).reshape(6, 6), h, permutations=999)   # exact: 720 permutations
+    assert best["exact"] and best["p"] == pytest.approx(min_p(groups))
+    assert min_p(GROUPS, permutations=99) == pytest.approx(0.01)
+
+
+def _coverage(sizes: list[int], reps: int, resamples: int = 400) -> float:
+    """x_t = μ_g + ε_t with orthogonal group centres, |μ_g|² = s: E[x_a·x_b] = s within a group and 0
+    across, so the true gap (per group and on average) is s."""
+    groups = [f"g{i}" for i, k in enumerate(sizes) for _ in range(k)]
+    gi = np.array([int(g[1:]) for g in groups])
+    s, dim, n = 0.2, 32, len(groups)
+    centres = np.zeros((len(sizes), dim))
+    centres[np.arange(len(sizes)), np.arange(len(sizes))] = math.sqrt(s)
+    rng = np.random.default_rng(4)
+    hits = 0
+    for r in range(reps):
+        x = centres[gi] + rng.normal(size=(n, dim)) / math.sqrt(dim)
+        counts = task_counts(resample_tasks(groups, resamples, seed=r), n)
+        lo, hi = percentile_ci(within_between_draws(x @ x.T, groups, counts)["difference"])
+        hits += lo <= s <= hi
+    return hits / reps
+
+
+@pytest.mark.parametrize("sizes", [[3] * 4, [2] * 4 + [7, 7, 5, 8, 7, 8, 4, 6, 7]], ids=["3-task groups", "BLiMP"])
+def test_gap_intervals_cover_at_their_nominal_rate(sizes):
+    assert interval_design([f"g{i}" for i, k in enumerate(sizes) for _ in range(k)])[0]
+    # 120 repetitions: Monte-Carlo s.d. 0.02 around 0.95; the bootstrap may be conservative, never liberal
+    assert 0.9 <= _coverage(sizes, reps=120) <= 1.0
+
+
+def test_designs_of_two_task_groups_are_refused_and_the_verdicts_say_so():
+    groups = ["a", "a", "b", "b", "c", "c"]
+    ok, why = interval_design(groups)
+    assert not ok and "fewer than 3 tasks" in why
+    space = TaskSpace(hypothesis_space(groups), list("uvwxyz"), groups, "gradients")
+    s = summarize_space(space, permutations=99, bootstrap=200)
+    assert s["interval_withheld"] and all(math.isnan(x) for x in s["signed"]["difference_ci"])
+
+
+def test_gap_weights_every_group_once():
+    groups = ["big"] * 6 + ["small"] * 2 + ["other"] * 2
+    m = np.zeros((10, 10))
+    m[:6, :6] = 1.0                                             # only the big group is grouped
+    wb = within_between(m, groups)
+    assert wb["groups"]["big"]["gap"] == pytest.approx(1.0) and wb["groups"]["small"]["gap"] == pytest.approx(0.0)
+    assert wb["difference"] == pytest.approx(1.0 / 3)           # a pooled mean would give 30 of 34 within cells
+
+
+def _halves(rng, truth: np.ndarray, noise: float, groups: list[str], tasks: list[str]) -> TaskSpace:
+    n = len(tasks)
+    a, b = truth + sym_noise(rng, n, noise), truth + sym_noise(rng, n, noise)
+    m = np.block([[a, (a + b) / 2], [(a + b) / 2, b]])
+    return TaskSpace(m, [f"{t}~1" for t in tasks] + [f"{t}~2" for t in tasks], groups + groups, "gradients")
+
+
+def _dynamics(kind: str, noise: float, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    n = 20
+    groups, tasks = GROUPS[:n], TASKS[:n]
+    steps = [0, 100, 200, 400, 800, 1600, 3200]
+    base, other = sym_noise(rng, n), sym_noise(rng, n)
+    truths = {"noise": [np.zeros((n, n))] * len(steps),
+              "sudden": [base] * (len(steps) - 1) + [other],
+              "smooth": [base + 0.05 * k * other for k in range(len(steps))]}[kind]
+    hs = [_halves(rng, t, noise, groups, tasks) for t in truths]
+    return stability([f"step{s}" for s in steps], hs, untrained=[s == 0 for s in steps], resamples=200, seed=seed)
+
+
+def test_dynamics_says_inconclusive_on_noise_and_sudden_on_a_planted_reorganisation():
+    assert [_dynamics("noise", 1.0, s)["verdict"] for s in range(5)] == ["inconclusive"] * 5
+    planted = [_dynamics("sudden", 0.35, s) for s in range(5)]           # half reliability ~0.89
+    assert all(p["verdict"] == "sudden" for p in planted)
+    assert all(min(p["half_r"]) >= 0.8 for p in planted)
+    assert all(p["labels"][int(np.argmax(p["ratio"]))] == "step1600→step3200" for p in planted)
+    calm = _dynamics("smooth", 0.1, 0)
+    assert calm["verdict"] == "smooth" and calm["detectable"] < 3
+
+
+def test_dynamics_needs_four_transitions_after_the_onset_of_training():
+    rng = np.random.default_rng(5)
+    hs = [_halves(rng, np.eye(20), 0.1, GROUPS, TASKS) for _ in range(4)]
+    out = stability(["step0", "step1", "step2", "step3"], hs, untrained=[True, False, False, False])
+    assert out["verdict"] == "inconclusive" and "2 transition" in out["reason"]
+
+
+def test_multiple_testing_corrections_against_hand_values():
+    assert bh([0.01, 0.04, 0.03, float("nan"), 0.5])[:3] == pytest.approx([0.04, 0.04 * 4 / 3, 0.04 * 4 / 3])
+    assert math.isnan(bh([0.01, float("nan")])[1])
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert sign_test(5, 5) == pytest.approx(1 / 32) and sign_test(0, 3) == pytest.approx(1.0)
