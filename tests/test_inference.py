@@ -170,3 +170,38 @@ def test_multiple_testing_corrections_against_hand_values():
     assert math.isnan(bh([0.01, float("nan")])[1])
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert sign_test(5, 5) == pytest.approx(1 / 32) and sign_test(0, 3) == pytest.approx(1.0)
+
+
+def _pair_table(task_of: list[str], margin: np.ndarray):
+    import pandas as pd
+
+    return pd.DataFrame({"task": task_of, "margin": margin, "correct": margin > 0})
+
+
+def test_causal_rows_get_a_rank_p_against_the_pool_and_bh_across_rows():
+    from taskspace.probes.causal import causal_count, causal_table
+
+    rng = np.random.default_rng(6)
+    tasks, groups = [f"t{i}" for i in range(8)], ["a"] * 4 + ["b"] * 4
+    task_of = [t for t in tasks for _ in range(30)]
+    base_m = rng.normal(1.0, 1.0, size=len(task_of))
+    base = _pair_table(task_of, base_m)
+    pool = [_pair_table(task_of, base_m + rng.normal(0, 0.05, size=base_m.size)) for _ in range(99)]
+    changed = {}
+    for i, t in enumerate(tasks):
+        m = base_m.copy()
+        if i < 3:                                   # erasing the first three rows' directions hurts them
+            m[np.array(task_of) == t] -= 1.0
+        else:                                       # the others do no more than a random direction
+            m = m + rng.normal(0, 0.05, size=m.size)
+        changed[t] = _pair_table(task_of, m)
+    table = causal_table(base, changed, {t: pool for t in tasks}, tasks, groups, sign=-1, bootstrap=200, seed=0)
+    assert table["p_rank"].iloc[:3].tolist() == pytest.approx([0.01] * 3)      # 1 / (1 + 99): above every draw
+    assert table["causal"].iloc[:3].all() and not table["causal"].iloc[3:].any()
+    assert (table["selectivity_low"].iloc[:3] > 0).all()
+    c = causal_count(table)
+    assert c["n_causal"] == 3 and c["expected_p"] == pytest.approx(0.4) and c["min_p"] == pytest.approx(0.01)
+    # 19 directions reach p = 0.05 at best: no row can pass p < 0.05, corrected or not (say so: min_p)
+    small = causal_table(base, changed, {t: pool[:19] for t in tasks}, tasks, groups, sign=-1, bootstrap=0, seed=0)
+    c = causal_count(small)
+    assert c["n_p"] == 0 and c["n_causal"] == 0 and c["min_p"] == pytest.approx(0.05)

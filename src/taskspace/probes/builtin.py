@@ -28,8 +28,9 @@ GRADIENT_OPTIONS = (
 #: the causal probes' own options (steering, erasure, steering-estimate)
 CAUSAL_ALPHA = Option("alpha", float, 0.5, "Steering strength α, relative to the layer's RMS residual norm s_ℓ "
                       "(the added vector is α·s_ℓ·d̂_a).", min=0.0)
-CAUSAL_RANDOM = Option("random_directions", int, 4, "Random unit directions per row for the control "
-                       "(seeded, averaged).", min=1)
+CAUSAL_RANDOM = Option("random_directions", int, 19, "Random unit directions in the control pool (seeded, one "
+                       "pool per layer shared by every row; averaged for the control, ranked against each row's "
+                       "own effect for its p-value: 19 is the fewest that can reach p = 0.05).", min=1)
 CAUSAL_LAYER = Option("layer", int, None, "Layer of the main spaces (block index; the last is read after the "
                       "final norm); default: chosen on the dev pairs.", min=0)
 CAUSAL_LAYERS = Option("layers", str, "chosen", "Layers with a full tasks × tasks map: 'chosen' (the main "

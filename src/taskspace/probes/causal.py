@@ -255,6 +255,11 @@ def unit_directions(diffs: Mapping[str, Any], tasks: Sequence[str]) -> np.ndarra
     return out
 
 
+#: the control pool's task label: one pool of random directions per layer, shared by every row (a random
+#: direction's effect on task b does not depend on the row it is paired with)
+POOL = ""
+
+
 def random_directions(width: int, n: int, seed: int, task: str, layer: int) -> np.ndarray:
     """``n`` random unit vectors ``[n, width]`` (float64; Gaussian, normalised), seeded by (seed, task,
     layer): the control directions of row ``task`` at ``layer``, the same in every causal probe."""
@@ -282,28 +287,38 @@ def choose_layer(selectivity: Mapping[int, float]) -> int:
 
 def causal_table(base: "pd.DataFrame", changed: Mapping[str, "pd.DataFrame"],
                  random: Mapping[str, Sequence["pd.DataFrame"]], tasks: Sequence[str], groups: Sequence[str],
-                 *, sign: int, bootstrap: int, seed: int, level: float = 0.95) -> "pd.DataFrame":
+                 *, sign: int, bootstrap: int, seed: int, level: float = 0.95, alpha: float = 0.05) -> "pd.DataFrame":
     """Per row task a, RAVEL's scores of one intervention (``changed[a]``: the eval pairs of every task
-    scored with it; ``random[a]``: the same under each random direction), with paired bootstrap
-    intervals over pairs (each column task resampled on its own) and the random control beside each::
+    scored with it; ``random[a]``: the same under each random direction of the control pool), with
+    bootstrap intervals over pairs (each column task resampled on its own) and the random control beside
+    each::
 
         cause    = sign · (acc_a(changed) − acc_a)      steering: the gain (sign +1); erasure: the drop (−1)
         within   = mean_{b ≠ a, group(b) = group(a)} flip_b    how much a's own group moves
         isolate  = 1 − mean_{group(b) ≠ group(a)} flip_b       how little the other groups move
 
     ``flip_b`` = the fraction of b's eval pairs whose judgement (margin > 0) changes; random: averaged
-    over the random directions. NaN where a has no direction or no task qualifies."""
+    over the random directions. ``selectivity`` = cause − cause_random, with a *paired* interval (the same
+    resampled pairs in both). The test of a row: ``effect`` = sign · its own mean-margin change, ranked
+    against the same under each of the k random directions, ``p_rank = (1 + #{random ≥ own}) / (1 + k)``
+    (the smallest attainable is ``1 / (1 + k)``: 0.05 needs k ≥ 19); ``q`` = Benjamini–Hochberg across the
+    rows; ``causal`` = q < ``alpha``. NaN where a has no direction or no task qualifies."""
     import pandas as pd
 
+    from ..analysis.inference import bh
     from .finetune.evaluation import bootstrap_counts
 
     task_col = base["task"].to_numpy()
     cols = {b: np.flatnonzero(task_col == b) for b in tasks}
     counts = {b: bootstrap_counts(len(cols[b]), bootstrap, seed, b) for b in tasks} if bootstrap else {}
     base_c = base["correct"].to_numpy(np.float64)
+    base_m = base["margin"].to_numpy(np.float64)
     q = (100 * (1 - level) / 2, 100 * (1 + level) / 2)
 
-    def stats(tables: Sequence["pd.DataFrame"], i: int) -> dict[str, tuple[float, float, float]]:
+    def interval(reps: np.ndarray) -> tuple[float, float]:
+        return ((np.nan, np.nan) if not bootstrap or not np.isfinite(reps).all() else tuple(np.percentile(reps, q)))
+
+    def stats(tables: Sequence["pd.DataFrame"], i: int) -> dict[str, tuple[float, np.ndarray]]:
         a = tasks[i]
         dacc = np.mean([t["correct"].to_numpy(np.float64) - base_c for t in tables], axis=0)
         flip = np.mean([(t["correct"].to_numpy(np.float64) != base_c).astype(np.float64) for t in tables], axis=0)
@@ -311,41 +326,62 @@ def causal_table(base: "pd.DataFrame", changed: Mapping[str, "pd.DataFrame"],
         def mean_of(x: np.ndarray, b: str) -> tuple[float, np.ndarray]:
             idx = cols[b]
             point = float(x[idx].mean()) if len(idx) else np.nan
-            if bootstrap and len(idx):
-                reps = counts[b] @ x[idx] / len(idx)
-            else:
-                reps = np.full(max(bootstrap, 1), np.nan)
+            reps = counts[b] @ x[idx] / len(idx) if bootstrap and len(idx) else np.full(max(bootstrap, 1), np.nan)
             return point, reps
 
         same = [b for b, g in zip(tasks, groups) if b != a and g == groups[i]]
         other = [b for b, g in zip(tasks, groups) if g != groups[i]]
-        out = {}
         p, r = mean_of(dacc, a)
-        out["cause"] = (sign * p + 0.0, sign * r + 0.0)   # + 0.0: no "-0.0" in the table
+        out = {"cause": (sign * p + 0.0, sign * r + 0.0)}   # + 0.0: no "-0.0" in the table
         for name, bs, f in (("within", same, lambda v: v), ("isolate", other, lambda v: 1.0 - v)):
             if not bs:
                 out[name] = (np.nan, np.full(max(bootstrap, 1), np.nan))
                 continue
             parts = [mean_of(flip, b) for b in bs]
             out[name] = (f(float(np.mean([x[0] for x in parts]))), f(np.mean([x[1] for x in parts], axis=0)))
-        res = {}
-        for name, (p, reps) in out.items():
-            lo, hi = ((np.nan, np.nan) if not bootstrap or not np.isfinite(reps).all()
-                      else tuple(np.percentile(reps, q)))
-            res[name] = (p, float(lo), float(hi))
-        return res
+        return out
+
+    def effect(table: "pd.DataFrame", a: str) -> float:
+        return float(sign * np.mean(table["margin"].to_numpy(np.float64)[cols[a]] - base_m[cols[a]]))
 
     rows = []
     for i, (a, g) in enumerate(zip(tasks, groups)):
         row: dict[str, Any] = {"task": a, "group": g, "n_eval_pairs": len(cols[a])}
-        for prefix, tables in (("", [changed[a]] if a in changed else []), ("random_", list(random.get(a, ())))):
-            st = stats(tables, i) if tables else None
+        own = stats([changed[a]], i) if a in changed else None
+        rnd = stats(list(random.get(a, ())), i) if random.get(a) else None
+        for key, st in (("", own), ("_random", rnd)):
             for name in ("cause", "within", "isolate"):
-                p, lo, hi = st[name] if st else (np.nan, np.nan, np.nan)
-                key = f"{name}_random" if prefix else name
-                row.update({key: p, f"{key}_low": lo, f"{key}_high": hi})
+                p, reps = st[name] if st else (np.nan, np.full(max(bootstrap, 1), np.nan))
+                lo, hi = interval(reps)
+                row.update({f"{name}{key}": p, f"{name}{key}_low": lo, f"{name}{key}_high": hi})
+        if own and rnd:
+            lo, hi = interval(own["cause"][1] - rnd["cause"][1])
+            row.update(selectivity=own["cause"][0] - rnd["cause"][0], selectivity_low=lo, selectivity_high=hi)
+            mine = effect(changed[a], a)
+            pool = [effect(t, a) for t in random[a]]
+            row.update(effect=mine, effect_random_mean=float(np.mean(pool)), n_random=len(pool),
+                       p_rank=(1 + sum(x >= mine for x in pool)) / (1 + len(pool)))
+        else:
+            row.update(selectivity=np.nan, selectivity_low=np.nan, selectivity_high=np.nan, effect=np.nan,
+                       effect_random_mean=np.nan, n_random=0, p_rank=np.nan)
         rows.append(row)
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df["q"] = bh(df["p_rank"].to_list())
+    df["causal"] = df["q"] < alpha
+    return df
+
+
+def causal_count(table: "pd.DataFrame", alpha: float = 0.05) -> dict[str, Any]:
+    """How many rows a causal table calls causal, beside what the null would give: ``n_tested``,
+    ``n_p`` (rank p < alpha, uncorrected) and ``expected_p`` (alpha · n_tested under the null),
+    ``n_causal`` (Benjamini–Hochberg q < alpha; under the null at most about ``alpha`` rows in expectation
+    are called causal at all), ``min_p`` (the smallest rank p the pool allows)."""
+    p = table["p_rank"].to_numpy(np.float64)
+    tested = np.isfinite(p)
+    k = int(table["n_random"].max()) if len(table) else 0
+    return {"n_tested": int(tested.sum()), "n_p": int((p[tested] < alpha).sum()),
+            "expected_p": float(alpha * tested.sum()), "n_causal": int(table["causal"].sum()),
+            "min_p": 1.0 / (1 + k) if k else float("nan")}
 
 
 def split_sentences(suite: "Suite") -> list[str]:

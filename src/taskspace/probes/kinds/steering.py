@@ -7,7 +7,8 @@ b's **eval** pairs are scored (every sentence position, good and bad sentence al
 
     steering:  r_ℓ ← r_ℓ + α·s_ℓ·d̂_a        S_ℓ[a,b] = mean_i [m_b,i(α) − m_b,i(0)]   (nats of margin)
     erasure:   r_ℓ ← r_ℓ − ⟨r_ℓ, d̂_a⟩ d̂_a    E_ℓ[a,b] = mean_i [m_b,i(erased) − m_b,i]
-    control:   the same along k seeded random unit directions per row, averaged → R_ℓ[a,b]
+    control:   the same along a pool of k seeded random unit directions (one pool per layer, shared by
+               every row; default k = 19), averaged → R_ℓ[a,b]
     S̃ = S / |S[a,a]|                        (steering only, as for transfer)
 
 (m = log p(good) − log p(bad), scored by :class:`~taskspace.scoring.Scorer` under the run's convention,
@@ -26,7 +27,8 @@ at the chosen layer only (the dev sweep costs ``L·(1+k)`` scorings of the dev p
 computes it at every layer (``<space>_by_layer/layer<ℓ>`` for each).
 
 Files: ``stats/<probe>_layers.csv`` (per layer: s_ℓ, dev selectivity, chosen), ``stats/causal_<probe>.csv``
-(per task: cause, within, isolate with bootstrap intervals and the random control;
+(per task: cause, within, isolate with bootstrap intervals and the random control, the paired
+selectivity interval, the row's rank p-value against the pool and its Benjamini–Hochberg q;
 :func:`~taskspace.probes.causal.causal_table`).
 """
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..causal import (causal_table, check_layer, choose_layer, intervene, n_layers, prefix_skip, random_directions,
+from ..causal import (POOL, causal_count, causal_table, check_layer, choose_layer, intervene, n_layers, prefix_skip, random_directions,
                       residual_scale, split_sentences, unit_directions)
 from ..common import convention_of, probe_provenance, probe_tasks
 
@@ -104,8 +106,9 @@ def intervention_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeS
         with intervene(model, ell, skip=skip, **kw):
             return scorer.score_pairs(pairs)
 
-    def randoms(a: str, ell: int) -> np.ndarray:
-        return random_directions(width, n_random, settings.seed, a, ell)
+    def randoms(ell: int) -> np.ndarray:
+        # one pool per layer, shared by every row: k scorings of the eval pairs in all, not T·k
+        return random_directions(width, n_random, settings.seed, POOL, ell)
 
     sweep: dict[int, float] = {}
     if layer is None:
@@ -122,7 +125,7 @@ def intervention_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeS
                     pa, m0 = dev.pairs_of(a), base_dev[a]["margin"].to_numpy()
                     own = float(np.mean(score(ell, dirs[ell, i], pa)["margin"].to_numpy() - m0))
                     ctrl = float(np.mean([np.mean(score(ell, r, pa)["margin"].to_numpy() - m0)
-                                          for r in randoms(a, ell)]))
+                                          for r in randoms(ell)]))
                     sel.append(sign * (own - ctrl))
                     advance(1 + n_random)
                 sweep[ell] = float(np.mean(sel)) if sel else float("nan")
@@ -133,13 +136,17 @@ def intervention_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeS
     rand: dict[int, dict[str, list]] = {}
     for ell in main_layers:
         changed[ell], rand[ell] = {}, {}
-        with progress_bar(f"{mode}: layer {ell}, tasks × tasks", len(tasks) * (1 + n_random),
+        with progress_bar(f"{mode}: layer {ell}, tasks × tasks", len(tasks) + n_random,
                           show=progress) as advance:
+            pool = []
+            for r in randoms(ell):
+                pool.append(score(ell, r, test.pairs))
+                advance(1)
             for i, a in enumerate(tasks):
                 if np.isfinite(dirs[ell, i]).all():
                     changed[ell][a] = score(ell, dirs[ell, i], test.pairs)
-                    rand[ell][a] = [score(ell, r, test.pairs) for r in randoms(a, ell)]
-                advance(1 + n_random)
+                    rand[ell][a] = pool
+                advance(1)
     return {"tasks": tasks, "groups": [suite.group_of(t) for t in tasks], "scale": scale, "sweep": sweep,
             "layer": layer, "base": base, "changed": changed, "random": rand, "splits": splits,
             "directions": dirs, "skip": skip, "scorer": scorer.describe()}
@@ -212,7 +219,9 @@ def _run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: 
                      "drop of the row task's own accuracy"),
         within="mean fraction of pairs whose judgement flips, tasks of the row's group (row excluded)",
         isolate="1 − mean fraction of pairs whose judgement flips, tasks of other groups",
-        random="the same under the random directions (averaged)"))
+        random="the same under the random directions of the pool (averaged)",
+        test=("p_rank: the row's own mean-margin effect ranked against each random direction's; q: Benjamini–"
+              "Hochberg across rows; causal: q < 0.05"), counts=causal_count(table)))
     return res
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..causal import (check_layer, choose_layer, frozen, n_layers, prefix_skip, random_directions, residual_scale,
+from ..causal import (POOL, check_layer, choose_layer, frozen, n_layers, prefix_skip, random_directions, residual_scale,
                       shift_recorder, split_sentences, unit_directions)
 from ..common import convention_of, probe_provenance, probe_tasks
 
@@ -147,7 +147,9 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     scale = residual_scale(model, tok, split_sentences(test), prefix=settings.prefix,
                            batch_tokens=settings.batch_tokens)
     groups = [suite.group_of(t) for t in tasks]
-    rand = {(a, ell): random_directions(width, n_random, settings.seed, a, ell) for a in tasks for ell in range(L)}
+    # the same shared pool per layer as the exact probes (one set of directions for every row)
+    pool = {ell: random_directions(width, n_random, settings.seed, POOL, ell) for ell in range(L)}
+    rand = {(a, ell): pool[ell] for a in tasks for ell in range(L)}
 
     sweep: dict[int, float] = {}
     if fixed is None:
