@@ -51,6 +51,23 @@ def _transfer_spaces(probe: str, label: str) -> tuple[SpaceSpec, ...]:
     )
 
 
+#: the trained-subspace probes' own options (das, mdas: one pass, one job)
+DAS_OPTIONS = (
+    Option("rank", int, 1, "Rank k of each trained subspace R (k × width, orthonormal rows).", min=1),
+    Option("layer", int, None, "Layer of the interchange (block index; the last is read after the final norm); "
+           "default: chosen on the dev pairs (a subspace is trained at every layer).", min=0),
+    Option("rotation_steps", int, 100, "Adam steps of each subspace's interchange-intervention training "
+           "(batch_pairs pairs a step).", min=1),
+    Option("rotation_lr", float, 0.01, "Adam learning rate of the subspace training.", min=1e-12),
+    Option("random_subspaces", int, 19, "Random rank-k subspaces in the control pool (seeded, one pool per "
+           "layer shared by every row; 19 is the fewest that can reach p = 0.05).", min=1),
+    Option("min_pairs", int, 3, "Skip a task (with the reason) that has fewer alignable train or eval pairs.",
+           min=1),
+)
+MDAS_WEIGHT = Option("isolate_weight", float, 1.0, "MDAS: weight λ of the isolate term (other groups' recovery "
+                     "pushed to 0) beside the cause term.", min=0.0)
+
+
 BUILTIN: tuple[ProbeSpec, ...] = (
     ProbeSpec(
         name="gradients",
@@ -199,5 +216,35 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         cost="the activations pass, then one forward and backward pass (no parameter gradients) per unique dev "
              "and eval sentence, for all rows and layers at once",
         options=(CAUSAL_RANDOM, CAUSAL_LAYER),
+    ),
+    ProbeSpec(
+        name="das",
+        help="DAS probe: per task a, an orthonormal rank-k subspace of the residual stream trained by interchange "
+             "intervention (bad run ← good run at the critical region's last token); every task's fraction of "
+             "the margin it recovers, beside random subspaces, the mean-difference direction and the full patch.",
+        reads=SPLITS + ("prefix", "batch_tokens", "seed", "batch_pairs", "bootstrap"),
+        spaces=(SpaceSpec("das", "DAS recovery D (fraction of margin)", main=True,
+                          rows="task whose subspace is interchanged", columns="task evaluated"),
+                SpaceSpec("das_mean_difference", "mean-difference interchange recovery",
+                          rows="task whose direction is interchanged", columns="task evaluated"),
+                SpaceSpec("das_random", "random-subspace interchange recovery",
+                          rows="random pool (every row the same)", columns="task evaluated")),
+        runner="taskspace.probes.kinds.das:run", job="das",
+        cost="a subspace training per task and layer swept (rotation_steps forward+backward passes of batch_pairs "
+             "pairs; dev scorings under it and the random pool), then 2T + k + 1 forward scorings of every task's "
+             "alignable eval pairs at the chosen layer",
+        options=DAS_OPTIONS, files=(("table", "stats/das_tasks.csv"),), halves=False,
+    ),
+    ProbeSpec(
+        name="mdas",
+        help="Multi-task DAS probe (RAVEL): one subspace per group, trained to recover its tasks' margins (cause) "
+             "and leave other groups' alone (isolate); every task's recovery under its group's subspace.",
+        reads=SPLITS + ("prefix", "batch_tokens", "seed", "batch_pairs", "bootstrap"),
+        spaces=(SpaceSpec("mdas", "MDAS recovery (group subspace, fraction of margin)", main=True,
+                          rows="task whose group's subspace is interchanged", columns="task evaluated"),),
+        runner="taskspace.probes.kinds.das:run", job="das",
+        cost="as das (its per-task subspaces are the comparison), plus one training per group on cause and isolate "
+             "pairs and G·T forward scorings of the alignable eval pairs",
+        options=DAS_OPTIONS + (MDAS_WEIGHT,), files=(("table", "stats/mdas_tasks.csv"),), halves=False,
     ),
 )
