@@ -38,3 +38,107 @@ def test_no_reference_to_a_document_outside_the_repository():
             if re.search(r"\bDESIGN\b", line):
                 bad.append(f"{rel}:{i}: {line.strip()}")
     assert not bad, "cite docs/design.md by section instead:\n" + "\n".join(bad)
+
+
+# -- imports run down the data flow (docs/design.md, "Data flow") ----------------------------------------
+
+SRC = REPO / "src" / "taskspace"
+#: each stage may import the stages before it, never one after it
+STAGES = (
+    ("errors", "io", "provenance", "progress", "faults"),
+    ("spaces", "suites"),
+    ("models",),
+    ("scoring",),
+    ("probes",),
+    ("analysis",),
+    ("report",),
+    ("runs",),
+    ("demo",),
+    ("cli", "__main__"),
+)
+RANK = {name: i for i, names in enumerate(STAGES) for name in names}
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported(path: Path) -> set[str]:
+    """Every taskspace module ``path`` imports, at the top or inside a function."""
+    import ast
+
+    here = _module(path)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            names = [f"{mod}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            mod, names = "", [a.name for a in node.names]
+        else:
+            continue
+        for m in [mod, *names]:
+            if m.startswith("taskspace."):
+                out.add(m)
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    paths = sorted(SRC.rglob("*.py"))
+    modules = {_module(p) for p in paths}
+    graph = {}
+    for p in paths:
+        targets = set()
+        for m in _imported(p):
+            while m and m not in modules:
+                m = m.rpartition(".")[0]
+            if m and m != _module(p) and not (p.name == "__init__.py" and m.startswith(_module(p) + ".")):
+                targets.add(m)
+        graph[_module(p)] = targets
+    return graph
+
+
+def test_no_module_imports_a_later_stage():
+    bad = []
+    for mod, targets in _graph().items():
+        stage = mod.split(".")[1] if "." in mod else None
+        if stage not in RANK:
+            continue
+        for t in sorted(targets):
+            other = t.split(".")[1]
+            if other in RANK and RANK[other] > RANK[stage]:
+                bad.append(f"{mod} imports {t}")
+    assert not bad, "imports that run against the data flow:\n" + "\n".join(bad)
+
+
+def test_no_import_circles():
+    """No two modules import each other, directly or through others (a package's face, which only hands
+    its modules' names on, is left out)."""
+    graph = {m: {t for t in ts if not _is_face(t)} for m, ts in _graph().items() if not _is_face(m)}
+    circles, state = [], {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = "open"
+        for t in sorted(graph.get(m, ())):
+            if state.get(t) == "open":
+                circles.append(" -> ".join(path[path.index(t):] + [t]))
+            elif t not in state:
+                visit(t, path + [t])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not circles, "import circles:\n" + "\n".join(circles)
+
+
+def _is_face(module: str) -> bool:
+    path = SRC.parent / module.replace(".", "/") / "__init__.py"
+    return path.exists()

@@ -274,7 +274,7 @@ def test_plan_probe_options_are_checked_keyed_and_reach_the_probe(tmp_path, tiny
     from test_runs import write_plan, write_suite
 
     from taskspace.runs import load_plan, run_plan
-    from taskspace.runs.runner import _suite_info, probe_jobs, resolve_model
+    from taskspace.runs.expand import plan_suite_info, probe_jobs, resolve_model
 
     suite = write_suite(tmp_path / "suite.jsonl")
     plan_path = tmp_path / "plan.toml"
@@ -297,7 +297,7 @@ def test_plan_probe_options_are_checked_keyed_and_reach_the_probe(tmp_path, tiny
 
     def keys(plan):
         models = [resolve_model(plan, m, tmp_path / "run") for m in plan.models]
-        return {j.label: j.key for j in probe_jobs(plan, models, _suite_info(plan), tmp_path / "run")}
+        return {j.label: j.key for j in probe_jobs(plan, models, plan_suite_info(plan), tmp_path / "run")}
 
     base = keys(plan_with(""))
     three = keys(plan_with("[probe_options.latent]\ncard_tokens = 3\n"))

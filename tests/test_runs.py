@@ -206,7 +206,7 @@ def test_fingerprint_follows_the_weights_not_the_path(tmp_path, tiny_model_dir):
 
 def test_keys_change_only_with_what_a_job_reads(setup):
     from taskspace.runs import load_plan
-    from taskspace.runs.runner import _suite_info, probe_jobs, resolve_model
+    from taskspace.runs.expand import plan_suite_info, probe_jobs, resolve_model
 
     tmp, model_dir, suite, plan_path = setup
 
@@ -214,7 +214,7 @@ def test_keys_change_only_with_what_a_job_reads(setup):
         write_plan(plan_path, model_dir, suite, **kw)
         plan = load_plan(plan_path)
         models = [resolve_model(plan, m, tmp / "run") for m in plan.models]
-        return {j.label: j.key for j in probe_jobs(plan, models, _suite_info(plan), tmp / "run")}
+        return {j.label: j.key for j in probe_jobs(plan, models, plan_suite_info(plan), tmp / "run")}
 
     base = keys()
     assert set(base) == {f"{k} tiny-lm@{r}" for k in ("score", "gradients+overlap")

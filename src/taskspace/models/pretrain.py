@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from ..errors import InputError, TaskspaceError
-from ..runs.store import crash_point
+from ..faults import crash_point
 from .checkpoints import (CSV_COLUMNS, STATE_DIR, clean_stale, find_resume_checkpoint, lock_folder,
                           optimizer_from_disk, optimizer_to_disk, save_checkpoint, write_csv)
 from .presets import Preset, checkpoint_steps, get_preset, planned_checkpoints

@@ -91,14 +91,9 @@ def write_summary(out: str | Path, probe: str, summary: dict) -> Path:
 
 
 def mask_path(out: str | Path, task: str) -> Path:
+    """``masks/<task>.safetensors``: where a task's mask goes (written by
+    :func:`taskspace.probes.gradient.masks.write_masks`)."""
     return Path(out) / "masks" / f"{task_filename(task)}.safetensors"
-
-
-def write_masks(out: str | Path, masks: Mapping[str, Mapping], metadata: Mapping[str, str] | None = None) -> list[Path]:
-    """``masks/<task>.safetensors`` for every task of ``masks`` (a mapping task → mask)."""
-    from .gradient.masks import save_mask
-
-    return [save_mask(masks[t], mask_path(out, t), {"task": t, **(metadata or {})}) for t in masks]
 
 
 def read_spaces(out: str | Path) -> dict[str, "TaskSpace"]:

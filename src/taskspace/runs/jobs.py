@@ -26,8 +26,8 @@ from typing import Any, Callable
 from ..errors import TaskspaceError
 from ..probes.registry import get, job_kinds, probes_of_job, reads_of_job
 from ..probes.settings import SCORING_SETTINGS, SPLIT_SETTINGS
+from ..faults import crash_point
 from ..provenance import hash_records, timestamp
-from .store import crash_point as _crash_point
 
 # weight-defining files of a checkpoint folder (optimizer / resume state is not part of the model)
 _MODEL_FILE_PATTERNS = ("config.json", "model*.safetensors", "pytorch_model*.bin", "tokenizer*.json",
@@ -168,12 +168,12 @@ def _execute(job: Job, runner: Callable[..., Any], store: Any, run_dir: str | Pa
     if job.dest is not None:
         staging = store.staging_dir(job.key)
         summary = runner(job.spec, staging, Path(run_dir))
-        _crash_point("before_publish")
+        crash_point("before_publish")
         record.update(summary=summary, seconds=round(time.perf_counter() - t0, 3))
         files = store.publish(job.key, staging, job.dest, record)
     else:
         summary, files = runner(job.spec, None, Path(run_dir))
-        _crash_point("before_publish")
+        crash_point("before_publish")
         record.update(summary=summary, seconds=round(time.perf_counter() - t0, 3))
         store.mark_done(job.key, files, record)
     store.log("done", job.key, job.label, seconds=record["seconds"], files=len(files))
@@ -349,7 +349,7 @@ def _run_pretrain(spec: dict, out: None, run_dir: Path) -> tuple[dict, list[str]
         kwargs["checkpoints"] = p["checkpoints"]
     if p.get("sentences") is not None:
         kwargs["sentences"] = p["sentences"]
-    _crash_point("pretrain")
+    crash_point("pretrain")
     pretrain(p["corpus"], p["size"], folder, **kwargs)
     files = sorted(q.relative_to(run_dir).as_posix() for q in folder.rglob("*") if q.is_file())
     from ..models.loading import list_revisions

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..faults import crash_point
 from ..io import read_json, write_json
 from ..provenance import timestamp
 
@@ -181,22 +182,3 @@ def _link_into_place(src: Path, dst: Path) -> None:
     except OSError:  # another filesystem, or links not supported
         shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
-
-
-def crash_point(name: str) -> None:
-    """Fault injection for the kill-and-resume tests: ``TASKSPACE_CRASH_AT=<name>[:<n>]`` sends this
-    process SIGKILL the n-th time (default 1st) it reaches point ``name``. Off unless the variable is set."""
-    spec = os.environ.get("TASKSPACE_CRASH_AT")
-    if not spec:
-        return
-    target, _, nth = spec.partition(":")
-    if target != name:
-        return
-    _CRASH_COUNTS[name] = _CRASH_COUNTS.get(name, 0) + 1
-    if _CRASH_COUNTS[name] >= int(nth or 1):
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-_CRASH_COUNTS: dict[str, int] = {}

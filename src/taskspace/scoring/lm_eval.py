@@ -1,5 +1,8 @@
 """A scoring's results in lm-evaluation-harness's output shapes, for tools that read lm-eval's files.
 
+A leaf writer: it receives the per-pair table and the provenance of a scoring
+(:class:`~taskspace.scoring.results.ScoreResult`'s ``pairs`` and ``provenance``) and knows nothing else.
+
 lm-eval (0.4.x) writes ``results_<date>.json`` and, with ``--log_samples``, one
 ``samples_<task>_<date>.jsonl`` per task (``lm_eval/loggers/evaluation_tracker.py``). We write
 ``results.json`` and ``samples_<task>.jsonl`` (no date: the folder is the run) with lm-eval's keys:
@@ -31,8 +34,10 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..io import atomic_path, write_json
+
 if TYPE_CHECKING:  # pragma: no cover
-    from .results import ScoreResult
+    import pandas as pd
 
 #: lm-eval's version of its BLiMP task configs (``metadata: version: 1.0`` in ``_template_yaml``)
 BLIMP_TASK_VERSION = 1.0
@@ -63,14 +68,14 @@ def _file_stem(name: str, taken: set[str]) -> str:
     return out
 
 
-def lm_eval_results(res: "ScoreResult") -> dict:
-    """lm-eval's ``results.json`` content for a scoring (see the module docstring)."""
-    prov = res.provenance
+def lm_eval_results(pairs: "pd.DataFrame", provenance: dict) -> dict:
+    """lm-eval's ``results.json`` content for a scoring's pairs and provenance (see the module docstring)."""
+    prov = provenance
     conv = prov.get("convention", {})
     blimp = prov.get("suite", {}).get("name") == "blimp"
     own = blimp and conv.get("name") == "lm-eval"
     results, versions, n_shot, better = {}, {}, {}, {}
-    for task, df in res.pairs.groupby("task", sort=False):
+    for task, df in pairs.groupby("task", sort=False):
         name = task_name(str(task), blimp)
         acc = df["correct"].astype(float)
         results[name] = {"alias": name, "acc,none": float(acc.mean()), "acc_stderr,none": mean_stderr(acc)}
@@ -86,12 +91,11 @@ def lm_eval_results(res: "ScoreResult") -> dict:
             "config": config, "transformers_version": prov.get("versions", {}).get("transformers")}
 
 
-def lm_eval_samples(res: "ScoreResult") -> dict[str, list[dict]]:
+def lm_eval_samples(pairs: "pd.DataFrame", provenance: dict) -> dict[str, list[dict]]:
     """``{lm-eval task name: [sample record, ...]}`` (see the module docstring)."""
-    conv = res.provenance.get("convention", {})
-    blimp = res.provenance.get("suite", {}).get("name") == "blimp"
+    conv = provenance.get("convention", {})
+    blimp = provenance.get("suite", {}).get("name") == "blimp"
     space = " " if conv.get("leading_space") else ""
-    pairs = res.pairs
     has_text = "good" in pairs.columns and "bad" in pairs.columns
     out: dict[str, list[dict]] = {}
     for task, df in pairs.groupby("task", sort=False):
@@ -117,16 +121,14 @@ def lm_eval_samples(res: "ScoreResult") -> dict[str, list[dict]]:
     return out
 
 
-def write_lm_eval(res: "ScoreResult", out_dir: str | Path) -> list[Path]:
+def write_lm_eval(pairs: "pd.DataFrame", provenance: dict, out_dir: str | Path) -> list[Path]:
     """Write ``results.json`` and one ``samples_<task>.jsonl`` per task into ``out_dir`` (atomically);
     return the paths written."""
-    from ..io import atomic_path, write_json
-
     out = Path(out_dir)
     paths = [out / "results.json"]
-    write_json(paths[0], lm_eval_results(res))
+    write_json(paths[0], lm_eval_results(pairs, provenance))
     taken: set[str] = set()
-    for name, records in lm_eval_samples(res).items():
+    for name, records in lm_eval_samples(pairs, provenance).items():
         path = out / f"samples_{_file_stem(name, taken)}.jsonl"
         with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
             for rec in records:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from .lm_eval import write_lm_eval
 from .scorer import Scorer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -91,9 +92,7 @@ class ScoreResult:
         """Write lm-evaluation-harness's output shapes into ``out_dir``: ``results.json`` (per task
         ``acc,none``, ``acc_stderr,none``, ``alias``; ``config``, ``versions``) and one
         ``samples_<task>.jsonl`` per task (:mod:`.lm_eval`). Returns the paths written."""
-        from .lm_eval import write_lm_eval
-
-        return write_lm_eval(self, out_dir)
+        return write_lm_eval(self.pairs, self.provenance, out_dir)
 
 
 def score(

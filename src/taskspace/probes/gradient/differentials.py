@@ -25,6 +25,7 @@ import torch
 
 from ...errors import InputError, TaskspaceError
 from ..common import convention_of, sentence_coefficients
+from ..output import task_filename
 from ..settings import with_overrides
 from .modules import module_order, resolve_modules
 
@@ -89,8 +90,6 @@ class TaskGradients:
         from safetensors.torch import save_file
 
         from ...io import atomic_path
-        from ..output import task_filename
-
         with atomic_path(self.store / f"{task_filename(task)}.safetensors") as tmp:
             save_file(data, str(tmp), metadata={"task": task, "kind": "gradient_differential"})
 
@@ -99,8 +98,6 @@ class TaskGradients:
         if self.store is None:
             raise TaskspaceError("these gradients are in memory; there is no store to index")
         from ...io import write_json
-        from ..output import task_filename
-
         write_json(self.store / _INDEX, {
             "tasks": self.tasks, "groups": self.groups, "param_names": self.param_names,
             "shapes": {n: list(s) for n, s in self.shapes.items()}, "modules": self.modules,
@@ -129,8 +126,6 @@ class TaskGradients:
 
     # -- access ----------------------------------------------------------------------------------
     def _file(self, task: str) -> Path:
-        from ..output import task_filename
-
         assert self.store is not None
         path = self.store / f"{task_filename(task)}.safetensors"
         if not path.exists():

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ...errors import InputError
+from ..output import mask_path
 
 Mask = dict[str, torch.Tensor]
 
@@ -168,6 +169,11 @@ def save_mask(mask: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapp
     with atomic_path(path) as tmp:
         save_file({n: m.to(torch.bool).contiguous() for n, m in mask.items()}, str(tmp), metadata=meta)
     return path
+
+
+def write_masks(out: str | Path, masks: Mapping[str, Mapping], metadata: Mapping[str, str] | None = None) -> list[Path]:
+    """``masks/<task>.safetensors`` in probe folder ``out`` for every task of ``masks`` (a mapping task → mask)."""
+    return [save_mask(masks[t], mask_path(out, t), {"task": t, **(metadata or {})}) for t in masks]
 
 
 def load_mask(path: str | Path) -> Mask:

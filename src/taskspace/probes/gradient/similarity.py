@@ -21,12 +21,13 @@ import torch
 from ...provenance import timestamp
 from ...spaces import TaskSpace
 from ..common import convention_of, cosine_from_gram
+from ..output import probe_dir, task_filename, write_distributedness, write_gradient_spaces, write_space
 from ..settings import ProbeSettings
 from . import kernels
 from .bitsets import BitsetMask, gradient_bitset, overlap_from_bitsets, random_bitset
 from .differentials import TaskGradients, task_gradients
 from .masks import (Mask, mask_size, module_shares, overlap_matrix, pack, participation_ratio, random_mask, task_seed,
-                    threshold_mask, top_fraction_mask)
+                    threshold_mask, top_fraction_mask, write_masks)
 from .modules import layer_index, module_order, resolve_modules
 from .sketch import SketchSet
 
@@ -190,8 +191,6 @@ class GradientProbeResult:
 
     def write(self, out: str | Path, *, control: bool = False, save_masks: bool = False) -> list[Path]:
         """Write into the layout of :mod:`taskspace.probes.output` (``DIR`` or ``DIR/control``)."""
-        from ..output import probe_dir, write_distributedness, write_gradient_spaces, write_masks, write_space
-
         d = probe_dir(out, control)
         paths: list[Path] = []
         if "gradients" in self.spaces:
@@ -244,8 +243,6 @@ class BitsetMaskSet(Mapping[str, BitsetMask]):
         self._keep = keep        # a TemporaryDirectory to keep alive as long as the masks are used
 
     def path(self, task: str) -> Path:
-        from ..output import task_filename
-
         return self.folder / f"{task_filename(task)}.npy"
 
     def describe(self) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Sequence
 
 from ..gradient.similarity import run_gradient_probes
-from ..output import write_masks
+from ..gradient.masks import write_masks
 from ..result import ProbeResult
 
 if TYPE_CHECKING:  # pragma: no cover
