@@ -223,19 +223,13 @@ def _sampler(n: int, size: int, rng: np.random.Generator) -> Callable[[], list[i
     return draw
 
 
-def random_pool(states: "torch.Tensor", rank: int, n: int, seed: int, layer: int) -> list[np.ndarray]:
-    """``n`` random rank-``rank`` subspaces (``[rank, width]``, orthonormal rows) whose directions are drawn
-    from a Gaussian with the covariance of ``states`` (the site states of the training pairs at ``layer``),
-    seeded by (seed, layer): a random subspace that lies where the residual stream varies, as a learned one
-    may, not an isotropic one that mostly misses it."""
+def random_pool(width: int, rank: int, n: int, seed: int, layer: int) -> list[np.ndarray]:
+    """``n`` uniformly random rank-``rank`` subspaces (``[rank, width]``, orthonormal rows: QR of a Gaussian
+    matrix, Haar-distributed), seeded by (seed, layer) — one pool per layer, shared by every row, isotropic
+    like the steering and erasure probes' random directions. (A pool drawn with the residual stream's
+    covariance collapses onto its few largest-variance directions: on a model with outlier dimensions, or
+    few distinct states, every draw is nearly the same subspace, which is no pool.)"""
     from .gradient.masks import task_seed
 
-    x = states.double().cpu().numpy()
-    width = x.shape[1]
-    cov = np.cov(x, rowvar=False) if len(x) > 1 else np.eye(width)
-    w, v = np.linalg.eigh(np.atleast_2d(cov))
-    root = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-    if not np.isfinite(root).all() or np.allclose(root, 0.0):
-        root = np.eye(width)
     rng = np.random.default_rng(task_seed(seed, f"{RANDOM_LABEL}\x00{layer}"))
-    return [orthonormal(rng.standard_normal((rank, width)) @ root) for _ in range(n)]
+    return [orthonormal(rng.standard_normal((rank, width))) for _ in range(n)]

@@ -19,10 +19,10 @@ every parameter frozen — to make the base run's outcome match the source's (th
 the fraction of b's base→source margin that a's subspace recovers (|Δ|-weighted mean of the per-pair
 fractions); the diagonal is a's own *cause* score. Beside it, on the same pairs:
 
-- ``das_random``: a shared pool of ``random_subspaces`` random rank-k subspaces (directions drawn with the
-  covariance of the training pairs' site states; seeded by seed and layer): a random subspace's effect on b
-  does not depend on the row, so one pool serves every row (each row of the space is the pool's mean), and
-  a's cause is ranked against the pool's recoveries on a: ``p = (1 + #{random ≥ own}) / (1 + n)``;
+- ``das_random``: a shared pool of ``random_subspaces`` uniformly random rank-k subspaces (seeded by seed
+  and layer; :func:`~taskspace.probes.subspaces.random_pool` says why not covariance-matched): a random
+  subspace's effect on b does not depend on the row, so one pool serves every row (each row of the space is
+  the pool's mean), and a's cause is ranked against the pool's recoveries on a: ``p = (1 + #{random ≥ own}) / (1 + n)``;
 - ``das_mean_difference``: the rank-1 interchange along d̂_a, the ``activations`` probe's pooled good−bad
   difference at layer ℓ on a's train pairs, normalised (the direction the steering and erasure probes use);
 - the full patch (``R = I``, the source's whole state at the site) per task, in the table: the most an
@@ -143,8 +143,8 @@ def kept_tasks(aligned: dict, tasks: Sequence[str], min_pairs: int) -> tuple[lis
 
 # -- the layer sweep -----------------------------------------------------------------------------------------
 
-def sweep(env: Env, train: dict[str, Runs], dev: dict[str, Runs], kept: Sequence[str], layers: Sequence[int],
-          pool_states: dict[int, Any]) -> tuple[dict, dict]:
+def sweep(env: Env, train: dict[str, Runs], dev: dict[str, Runs], kept: Sequence[str],
+          layers: Sequence[int]) -> tuple[dict, dict]:
     """Per layer: every kept task's trained R (``subspaces[ℓ][t]``, with ``losses`` and ``seconds``) and, with
     dev pairs, the mean diagonal recovery of the trained subspaces and of the random pool
     (``curve[ℓ] = {"dev_recovery", "dev_random", "dev_selectivity"}``)."""
@@ -156,7 +156,7 @@ def sweep(env: Env, train: dict[str, Runs], dev: dict[str, Runs], kept: Sequence
     with progress_bar("das: training subspaces", len(layers) * len(kept), show=env.progress) as advance:
         for ell in layers:
             subspaces[ell] = {}
-            pool = random_pool(pool_states[ell], int(env.opts["rank"]), n_random, env.settings.seed, ell)
+            pool = random_pool(env.width, int(env.opts["rank"]), n_random, env.settings.seed, ell)
             own, rnd = [], []
             for t in kept:
                 t0 = time.perf_counter()
@@ -230,8 +230,6 @@ def das_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings",
                progress: bool = True) -> dict[str, Any]:
     """Everything both probes report: alignment, the layer sweep, the trained subspaces and the scorings of
     every eval pair under them and under the controls (``own``, ``mean_difference``, ``random``, ``full``)."""
-    import torch
-
     env = Env(loaded, settings, opts, progress)
     L = n_layers(loaded.model)
     fixed = env.opts["layer"]
@@ -251,9 +249,7 @@ def das_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings",
     layers = [fixed] if fixed is not None else list(range(L))
     train = {t: env.runs(aligned["train"][t], layers) for t in kept}
     dev = {t: env.runs(aligned["dev"][t], layers) for t in kept} if fixed is None else {}
-    states = {ell: torch.cat([x for t in kept for x in (train[t].h_source[ell], train[t].h_base[ell])])
-              for ell in layers}
-    subspaces, curve = sweep(env, train, dev, kept, layers, states)
+    subspaces, curve = sweep(env, train, dev, kept, layers)
     layer = fixed if fixed is not None else choose_layer({k: v["dev_selectivity"] for k, v in curve.items()})
     test = {t: env.runs(aligned["test"][t], [layer]) for t in kept}
     own_R = {t: subspaces[layer][t]["R"] for t in kept}
@@ -262,7 +258,7 @@ def das_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings",
     row_seconds = (time.perf_counter() - t0) / len(kept)
     dirs = mean_difference_directions(loaded, suite, settings, layer, kept)
     md = evaluate(env, test, kept, layer, {t: d[None] for t, d in dirs.items()}, "mean-difference directions")
-    pool = random_pool(states[layer], int(env.opts["rank"]), int(env.opts["random_subspaces"]), settings.seed, layer)
+    pool = random_pool(env.width, int(env.opts["rank"]), int(env.opts["random_subspaces"]), settings.seed, layer)
     rand = {b: [env.score(test[b], layer, P) for P in pool] for b in kept}
     full = {b: env.score(test[b], layer, np.eye(env.width)) for b in kept}
     return {"env": env, "tasks": tasks, "groups": [suite.group_of(t) for t in tasks], "kept": kept, "why": why,
