@@ -173,7 +173,7 @@ def heldout(args, suite, settings) -> list[str]:
     if args.suite != "toy" and PROSE.exists():
         lines = [s.strip() for s in PROSE.read_text(encoding="utf-8").splitlines() if 5 <= len(s.split()) <= 40]
         return lines[: args.heldout]
-    from taskspace.suites.toy.corpus import toy_corpus   # the toy grammar's own prose (another seed)
+    from taskspace.suites.toy.corpus import toy_corpus  # the toy grammar's own prose (another seed)
 
     return toy_corpus(args.heldout, seed=123)
 
@@ -235,7 +235,7 @@ def one_checkpoint(args, revision: str, alpha_curve: bool) -> dict:
     t_other = time.perf_counter() - t0
     if not args.other_layers:              # one intervened scoring per row, timed on the chosen layer's map
         t0 = time.perf_counter()
-        for i, a in enumerate(tasks[: min(4, len(tasks))]):
+        for i in range(min(4, len(tasks))):
             with intervene(lm.model, layer, add=args.alpha * scale[layer] * dirs[layer, i], skip=skip):
                 scorer.score_pairs(test.pairs)
         t_other = (time.perf_counter() - t0) * (L - 1) * len(tasks) / min(4, len(tasks))

@@ -41,10 +41,9 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from taskspace.probes.gradient.bitsets import gradient_bitset
-    from taskspace.probes.gradient.masks import top_fraction_mask
-    from taskspace.probes.gradient.similarity import streamed_stats
     from taskspace.probes.gradient.differentials import TaskGradients
-    from taskspace.probes.gradient.similarity import _task_stats
+    from taskspace.probes.gradient.masks import top_fraction_mask
+    from taskspace.probes.gradient.similarity import _task_stats, streamed_stats
 
     w = args.width
     shapes = {"wte": (8192, w), "wpe": (512, w)}
@@ -66,24 +65,25 @@ def main():
         settings = ProbeSettings()
         sk = SketchSet(list(shapes), shapes, mods, dim=settings.sketch_dim)
         measure("hash codes, once per run (int16 cache)", lambda: [sk.codes(n, 0, 1) for n in shapes])
-        for rep in range(3):
+        for _ in range(3):
             gc = {k: v.clone() for k, v in g.items()}
-            measure("separate: sketch (SketchSet.add)", lambda: sk.add("t", gc))
-            measure("separate: streamed_stats", lambda: streamed_stats("t", "g", 1, gc, mods, None))
-            measure("separate: mask (overwrite)", lambda: task_bitset(gc, shapes, "t", settings, overwrite=True))
+            measure("separate: sketch (SketchSet.add)", lambda gc=gc: sk.add("t", gc))
+            measure("separate: streamed_stats", lambda gc=gc: streamed_stats("t", "g", 1, gc, mods, None))
+            measure("separate: mask (overwrite)", lambda gc=gc: task_bitset(gc, shapes, "t", settings, overwrite=True))
             gc = {k: v.clone() for k, v in g.items()}
-            measure("one pass: sketch + statistics + mask", lambda: _one_pass("t", gc, set(), sk, StreamedStats(mods),
-                                                                              settings, shapes))
+            measure("one pass: sketch + statistics + mask",
+                    lambda gc=gc: _one_pass("t", gc, set(), sk, StreamedStats(mods), settings, shapes))
             del gc
         return
-    for rep in range(2):
+    for _ in range(2):
         m = measure("exact: top_fraction_mask", lambda: top_fraction_mask(g, 0.05))
-        measure("exact: _task_stats (norm, PR, shares)", lambda: _task_stats("t", "g", tg, g, m))
+        measure("exact: _task_stats (norm, PR, shares)", lambda m=m: _task_stats("t", "g", tg, g, m))
         del m
         measure("streamed: gradient_bitset", lambda: gradient_bitset(g, fraction=0.05))
         gc = {k: v.clone() for k, v in g.items()}
-        measure("streamed: streamed_stats", lambda: streamed_stats("t", "g", 1, gc, mods, None))
-        measure("streamed: gradient_bitset(overwrite=True)", lambda: gradient_bitset(gc, fraction=0.05, overwrite=True))
+        measure("streamed: streamed_stats", lambda gc=gc: streamed_stats("t", "g", 1, gc, mods, None))
+        measure("streamed: gradient_bitset(overwrite=True)",
+                lambda gc=gc: gradient_bitset(gc, fraction=0.05, overwrite=True))
         del gc
         measure("fresh float32 gradient-sized buffers (backward, p.grad=None)",
                 lambda: [torch.ones(s) for s in shapes.values()])

@@ -72,8 +72,8 @@ def _meta(threads: int) -> dict:
 def bench_probes(args: argparse.Namespace) -> dict:
     """Gradients + overlap over all tasks (or --tasks N), transfer and baseline per task, extrapolated."""
     from taskspace.probes import run_gradient_probes
-    from taskspace.probes.settings import ProbeSettings
     from taskspace.probes.kinds.transfer import _run_task
+    from taskspace.probes.settings import ProbeSettings
     from taskspace.scoring import Scorer
 
     lm, suite = _load(args.suite, args.model, args.revision)

@@ -120,12 +120,12 @@ def bench_size(size: str, args: argparse.Namespace) -> dict:
                 x = torch.full((len(batch), max(lengths[i] for i in batch)), tok.pad_token_id)
                 for r, i in enumerate(batch):
                     x[r, : lengths[i]] = torch.as_tensor(ids[i])
-                model(input_ids=x, use_cache=False).logits
+                _ = model(input_ids=x, use_cache=False).logits
 
     methods: list[tuple[str, Callable[[], Any]]] = [("bare forward", bare)]
     for label, share in () if args.bare_only else (("taskspace", None), ("taskspace (no prefix sharing)", False)):
         scorer = Scorer(model, tok, batch_tokens=args.batch_tokens, share_prefix=share)
-        scorer.shares_prefix  # the one-off exactness checks run here, not inside the timing
+        _ = scorer.shares_prefix  # the one-off exactness checks run here, not inside the timing
 
         def run(scorer: Scorer = scorer) -> np.ndarray:
             df = scorer.score_pairs(suite_pairs)

@@ -56,8 +56,7 @@ def toy_suite():
     from taskspace.suites import Pair, Suite
 
     rows = []
-    for i, (n_s, n_p) in enumerate([("cat", "cats"), ("dog", "dogs"), ("girl", "girls"), ("boy", "boys"),
-                                    ("teacher", "teachers")]):
+    for n_s, n_p in [("cat", "cats"), ("dog", "dogs"), ("girl", "girls"), ("boy", "boys"), ("teacher", "teachers")]:
         rows.append(("sv", "agr", f"the {n_s} sleeps .", f"the {n_s} sleep ."))
         rows.append(("sv", "agr", f"the {n_p} sleep .", f"the {n_p} sleeps ."))
         rows.append(("det", "agr", f"this {n_s} ran .", f"these {n_s} ran ."))
@@ -99,8 +98,8 @@ def main() -> int:
         return 0
     from taskspace.probes import ProbeSettings, run_gradient_probes
     from taskspace.probes.finetune.ftgd import ftgd
-    from taskspace.probes.gradient.similarity import task_bitset
     from taskspace.probes.gradient.differentials import iter_task_gradients
+    from taskspace.probes.gradient.similarity import task_bitset
     from taskspace.probes.kinds.transfer import transfer_probe
     from taskspace.scoring import Scorer
 
@@ -185,8 +184,7 @@ def main() -> int:
     orig = tr._in_process
 
     def one_row(loaded, scorer, job, todo):
-        for i, item in enumerate(orig(loaded, scorer, job, todo[:1])):
-            yield item
+        yield from orig(loaded, scorer, job, todo[:1])
         for b in todo[1:]:
             yield b, {"status": "failed", "reason": "not run (gpu_check)"}, {}
 

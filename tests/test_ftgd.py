@@ -113,7 +113,7 @@ def test_ftgd_trains_only_masked_entries_and_restores_bits(setup, mask):
     assert changed_any
     _assert_identical(model, snap)                      # applied() restores too
     # delta indices are exactly the mask's entries
-    for n, (idx, val) in res.delta.entries.items():
+    for n, (idx, _) in res.delta.entries.items():
         assert torch.equal(idx, mask[n].reshape(-1).nonzero().squeeze(1))
 
 

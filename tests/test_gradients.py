@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from conftest import make_tiny_model, make_word_tokenizer
-from taskspace.probes import (TaskGradients, gradient_space, layer_index, module_of, param_modules,
-                              task_gradients)
+from taskspace.probes import TaskGradients, gradient_space, layer_index, module_of, param_modules, task_gradients
 from taskspace.probes.gradient import differentials as gradients_mod
 from taskspace.scoring import Scorer, batch_logprobs
 from taskspace.suites import Pair, Suite
@@ -238,6 +237,7 @@ def test_store_on_disk_equals_memory(tok, tmp_path, monkeypatch):
     suite = make_suite()
     mem = task_gradients(model, tok, suite, progress=False)
     disk = task_gradients(model, tok, suite, progress=False, store=tmp_path / "g")
+    assert disk.tasks == mem.tasks
     assert sorted(p.name for p in (tmp_path / "g").iterdir()) == sorted(
         ["index.json"] + [f"{t}.safetensors" for t in suite.tasks])
     reopened = TaskGradients.open(tmp_path / "g")

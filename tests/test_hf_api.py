@@ -16,7 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 import taskspace
-from conftest import make_tiny_model, make_word_tokenizer, mini_suite
+from conftest import make_tiny_model, mini_suite
 from taskspace.errors import ModelLoadError
 from taskspace.models.loading import LoadedModel, load_model, resolve_device
 

@@ -16,7 +16,7 @@ from taskspace.analysis.bootstrap import percentile_ci, resample_tasks, task_cou
 from taskspace.analysis.compare import summarize_space
 from taskspace.analysis.dynamics import stability
 from taskspace.analysis.hypothesis import hypothesis_space
-from taskspace.analysis.inference import (auc, bh, holm, interval_design, min_p, rho_max, sign_test)
+from taskspace.analysis.inference import auc, bh, holm, interval_design, min_p, rho_max, sign_test
 from taskspace.analysis.stats import mantel, spearman_offdiagonal
 from taskspace.spaces import TaskSpace, within_between
 
@@ -205,3 +205,22 @@ def test_causal_rows_get_a_rank_p_against_the_pool_and_bh_across_rows():
     small = causal_table(base, changed, {t: pool[:19] for t in tasks}, tasks, groups, sign=-1, bootstrap=0, seed=0)
     c = causal_count(small)
     assert c["n_p"] == 0 and c["n_causal"] == 0 and c["min_p"] == pytest.approx(0.05)
+
+
+def test_normalised_rows_whose_self_transfer_is_not_measurably_positive_are_left_out():
+    from taskspace.analysis.collect import mask_unreliable_rows
+    from taskspace.analysis.stats import coverage
+
+    tasks, groups = ["a", "b", "c", "d"], ["x", "x", "y", "y"]
+    raw = np.array([[1.0, 0.5, 0.0, 0.1], [0.4, 0.02, 0.1, 0.0], [0.0, 0.1, 2.0, 1.0], [0.1, 0.0, 0.9, 1.5]])
+    low = raw - 0.1                                # b's self-transfer interval [−0.08, 0.12] holds 0
+    norm = raw / np.abs(np.diag(raw))[:, None]     # b's row is 25× its self-transfer: the row that explodes
+    spaces = {"transfer": TaskSpace(raw, tasks, groups, "transfer", {}, low, raw + 0.1),
+              "transfer_normalized": TaskSpace(norm, tasks, groups, "transfer_normalized")}
+    masked = mask_unreliable_rows("transfer_normalized", spaces["transfer_normalized"], spaces)
+    assert np.isnan(masked.matrix[1]).all() and np.isfinite(np.delete(masked.matrix, 1, 0)).all()
+    assert masked.provenance["rows_masked"] == ["b"]
+    cov = coverage(masked.matrix, tasks, masked.provenance["rows_masked"])
+    assert cov["complete"] and cov["masked"] == ["b"] and cov["missing"] == []
+    # a space that normalises nothing, or has no interval to judge by, is left alone
+    assert mask_unreliable_rows("transfer", spaces["transfer"], spaces) is spaces["transfer"]

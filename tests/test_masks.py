@@ -9,9 +9,22 @@ import torch
 
 from conftest import make_tiny_model, make_word_tokenizer
 from taskspace.errors import InputError
-from taskspace.probes import (ProbeSettings, compute_masks, distributedness, jaccard, load_mask, mask_size,
-                              module_shares, overlap_space, participation_ratio, random_mask, save_mask,
-                              task_gradients, threshold_mask, top_fraction_mask)
+from taskspace.probes import (
+    ProbeSettings,
+    compute_masks,
+    distributedness,
+    jaccard,
+    load_mask,
+    mask_size,
+    module_shares,
+    overlap_space,
+    participation_ratio,
+    random_mask,
+    save_mask,
+    task_gradients,
+    threshold_mask,
+    top_fraction_mask,
+)
 from taskspace.probes.gradient.masks import overlap_matrix, pack
 from taskspace.probes.output import read_spaces, write_gradient_spaces, write_space
 from taskspace.spaces import TaskSpace

@@ -271,10 +271,9 @@ def test_reading_the_registry_imports_no_torch_and_survives_a_broken_plugin(tmp_
 def test_plan_probe_options_are_checked_keyed_and_reach_the_probe(tmp_path, tiny_model_dir):
     """``[probe_options.NAME]``: a wrong name or value is one line naming the plan's line and field; an
     option changes that probe's job key (and no other); its value reaches the runner in a real run."""
-    from test_runs import write_plan, write_suite
-
     from taskspace.runs import load_plan, run_plan
     from taskspace.runs.expand import plan_suite_info, probe_jobs, resolve_model
+    from test_runs import write_plan, write_suite
 
     suite = write_suite(tmp_path / "suite.jsonl")
     plan_path = tmp_path / "plan.toml"

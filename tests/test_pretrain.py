@@ -19,7 +19,6 @@ torch = pytest.importorskip("torch")
 from taskspace.models import pretrain as P  # noqa: E402
 from taskspace.models.presets import PRESETS, get_preset, model_config, non_embedding_parameters, parameter_counts  # noqa: E402
 from taskspace.models.tokenizer_training import EOT, train_bpe_tokenizer, unknown_words, word_level_tokenizer  # noqa: E402
-
 from taskspace.suites import toy  # noqa: E402  (our own module: an import error must fail, not skip)
 
 
@@ -157,7 +156,7 @@ def test_lm_loss_masks_padding_and_matches_scoring():
         loss, n = P.lm_loss(model, P.pad_rows(rows), pad_id=0)
         singles = [P.lm_loss(model, P.pad_rows([r]), pad_id=0) for r in rows]
         assert n == sum(len(r) - 1 for r in rows)
-        weighted = sum(float(l) * k for l, k in singles) / n
+        weighted = sum(float(loss_r) * k for loss_r, k in singles) / n
         assert float(loss) == pytest.approx(weighted, rel=1e-5)
         # the same number transformers computes (it shifts the labels itself)
         r = torch.as_tensor(rows[0]).unsqueeze(0)

@@ -12,11 +12,10 @@ from conftest import make_tiny_model, make_word_tokenizer, mean_margin
 from conftest import mini_suite as make_suite
 from taskspace.errors import InputError
 from taskspace.models.loading import LoadedModel
-from taskspace.probes import registry
-from taskspace.probes.kinds.ablation import ablated
+from taskspace.probes import probe, registry
 from taskspace.probes.gradient.differentials import task_gradients
 from taskspace.probes.gradient.masks import top_fraction_mask
-from taskspace.probes import probe
+from taskspace.probes.kinds.ablation import ablated
 from taskspace.probes.settings import ProbeSettings
 from taskspace.spaces import TaskSpace
 

@@ -10,9 +10,8 @@ import torch
 from conftest import agreement_suite as make_suite
 from conftest import make_tiny_model, make_word_tokenizer
 from taskspace.models.loading import LoadedModel
-from taskspace.probes import registry
+from taskspace.probes import probe, registry
 from taskspace.probes.kinds.activations import activation_differences
-from taskspace.probes import probe
 from taskspace.probes.settings import ProbeSettings
 from taskspace.spaces import TaskSpace
 from taskspace.suites import Pair, Suite

@@ -9,9 +9,8 @@ import torch
 from conftest import agreement_suite as make_suite
 from conftest import make_tiny_model, make_word_tokenizer
 from taskspace.models.loading import LoadedModel
-from taskspace.probes import registry
-from taskspace.probes.kinds.latent import CARD_COLUMNS, latent_gradients, task_cards, vocab_basis
 from taskspace.probes import probe
+from taskspace.probes.kinds.latent import CARD_COLUMNS, latent_gradients, task_cards, vocab_basis
 from taskspace.probes.settings import ProbeSettings
 from taskspace.spaces import TaskSpace
 

@@ -10,8 +10,8 @@ from conftest import mini_suite as make_suite
 from taskspace.models.loading import LoadedModel
 from taskspace.probes import registry
 from taskspace.probes.gradient.differentials import task_gradients
-from taskspace.probes.kinds.lookahead import lookahead_matrix, normalize_rows
 from taskspace.probes.gradient.masks import top_fraction_mask
+from taskspace.probes.kinds.lookahead import lookahead_matrix, normalize_rows
 from taskspace.probes.registry import RunContext
 from taskspace.probes.settings import ProbeSettings
 from taskspace.spaces import TaskSpace

@@ -11,9 +11,9 @@ from conftest import mini_suite as make_suite
 from taskspace.models.loading import LoadedModel
 from taskspace.probes import registry
 from taskspace.probes.finetune.deltas import load_delta
+from taskspace.probes.kinds.transfer_estimate import estimate_matrix
 from taskspace.probes.registry import RunContext
 from taskspace.probes.settings import ProbeSettings
-from taskspace.probes.kinds.transfer_estimate import estimate_matrix
 from taskspace.spaces import TaskSpace
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -13,7 +13,6 @@ from taskspace.probes import registry
 from taskspace.probes.registry import ProbeSpec, SpaceSpec
 from taskspace.probes.settings import ProbeSettings
 from taskspace.spaces import TaskSpace
-
 from test_runs import SUITE_ROWS, write_plan, write_suite
 
 

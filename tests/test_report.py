@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_analysis import GROUPS4, TASKS4, block_space, make_run
-
 from taskspace.spaces import TaskSpace
+from test_analysis import GROUPS4, TASKS4, block_space, make_run
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 

@@ -182,9 +182,8 @@ def test_unknown_revision_is_an_input_error(tmp_path, setup):
 def test_fingerprint_follows_the_weights_not_the_path(tmp_path, tiny_model_dir):
     import shutil
 
-    from taskspace.runs import model_fingerprint
-
     from conftest import make_tiny_model
+    from taskspace.runs import model_fingerprint
 
     a = model_fingerprint(str(tiny_model_dir), "step0")
     assert a == model_fingerprint(str(tiny_model_dir), "step0")
@@ -558,8 +557,8 @@ def test_transfer_splits_into_one_job_per_source_task_with_the_same_spaces(setup
     import numpy as np
 
     from taskspace import load_model, load_suite
-    from taskspace.runs import load_plan, run_plan
     from taskspace.probes.kinds.transfer import transfer_probe
+    from taskspace.runs import load_plan, run_plan
     from taskspace.spaces import TaskSpace
 
     tmp, model_dir, suite_path, _ = setup

@@ -14,9 +14,19 @@ import torch
 
 from conftest import BLIMP, GUTENBERG_MODEL, make_tiny_model, make_word_tokenizer, shared_or_skip
 from taskspace.errors import TaskspaceError
-from taskspace.scoring import (Head, Scorer, batch_logprobs, encode, fused_activations, length_batches,
-                               prefix_sharing_exact, score, shared_prefix_length, summarize_tasks,
-                               wilson_interval)
+from taskspace.scoring import (
+    Head,
+    Scorer,
+    batch_logprobs,
+    encode,
+    fused_activations,
+    length_batches,
+    prefix_sharing_exact,
+    score,
+    shared_prefix_length,
+    summarize_tasks,
+    wilson_interval,
+)
 from taskspace.suites.schema import Pair, Suite
 
 ARCHS = ("gpt2", "gpt_neox")
@@ -413,7 +423,7 @@ def test_gutenberg_scores_equal_direct_on_blimp():
     pairs = []
     for f in sorted(BLIMP.glob("*.jsonl"))[::7]:
         with open(f) as fh:
-            for i, line in zip(range(4), fh):
+            for _, line in zip(range(4), fh):
                 d = json.loads(line)
                 pairs.append(Pair(d["UID"], d["linguistics_term"], d["pairID"], d["sentence_good"],
                                   d["sentence_bad"]))

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import make_tiny_model, make_word_tokenizer
+from taskspace.errors import InputError
 from taskspace.probes import ProbeSettings, run_gradient_probes, task_gradients, top_fraction_mask
 from taskspace.probes.gradient.bitsets import BitsetMask, gradient_bitset, overlap_from_bitsets
 from taskspace.probes.gradient.differentials import iter_task_gradients
@@ -243,11 +244,11 @@ def test_auto_mode_rule():
     assert resolve_gradient_mode("auto", 5_000_000, 67) == "exact"
     assert resolve_gradient_mode("auto", 210_000_000, 8) == "sketch"
     assert resolve_gradient_mode("exact", 210_000_000, 67) == "exact"
-    with pytest.raises(Exception):
+    with pytest.raises(InputError):
         ProbeSettings(gradient_mode="fast")
-    with pytest.raises(Exception):
+    with pytest.raises(InputError):
         ProbeSettings(autocast="fp8")
-    with pytest.raises(Exception):
+    with pytest.raises(InputError):
         ProbeSettings(sketch_dim=0)
 
 

@@ -8,8 +8,16 @@ from collections import Counter
 
 import pytest
 
-from taskspace.suites.toy import (TASKS, TOY_GROUPS, is_grammatical, parses, tokenize, toy_corpus, toy_suite,
-                                  toy_vocabulary)
+from taskspace.suites.toy import (
+    TASKS,
+    TOY_GROUPS,
+    is_grammatical,
+    parses,
+    tokenize,
+    toy_corpus,
+    toy_suite,
+    toy_vocabulary,
+)
 from taskspace.suites.toy import lexicon as L
 from taskspace.suites.toy.grammar import render
 
@@ -148,9 +156,10 @@ def test_corpus_excludes_suite_goods(suite, corpus):
     big = toy_corpus(20000, seed=0)
     assert not goods & set(big)
     # the exclusion is real: the generator does produce suite sentences when not filtered
+    import random
+
     from taskspace.suites.toy.corpus import _frames
     from taskspace.suites.toy.phrases import Phrases
-    import random
 
     fns, _ = _frames()
     p = Phrases(random.Random(0))

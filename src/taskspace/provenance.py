@@ -5,7 +5,7 @@ import functools
 import hashlib
 import json
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any, Iterable
 
@@ -56,7 +56,7 @@ def environment_line(versions_: dict[str, str] | None = None, threads: int | Non
 
 
 def timestamp() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def hash_records(records: Iterable[Any]) -> str:

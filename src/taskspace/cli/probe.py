@@ -21,8 +21,19 @@ import typer
 from ..probes import registry
 from ..probes.settings import ProbeSettings
 from . import app
-from .options import (AttnImplementation, Control, Device, DType, ModelOpt, ProbeOut, Revision, SuiteOpt, Tasks,
-                      Threads, TrustRemote)
+from .options import (
+    AttnImplementation,
+    Control,
+    Device,
+    DType,
+    ModelOpt,
+    ProbeOut,
+    Revision,
+    SuiteOpt,
+    Tasks,
+    Threads,
+    TrustRemote,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -119,19 +130,6 @@ def print_summary(console: "Console", title: str, summary: dict) -> None:
         if wb is not None:
             table.add_row(label, f"{wb['within']:.4f}", f"{wb['between']:.4f}", f"{wb['difference']:.4f}")
     console.print(table)
-
-
-def _read_heldout(path: Path | None) -> list[str] | None:
-    from ..errors import InputError
-
-    if path is None:
-        return None
-    if not path.is_file():
-        raise InputError("file not found", file=path)
-    sentences = [s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip()]
-    if not sentences:
-        raise InputError("no sentences in the held-out text", file=path)
-    return sentences
 
 
 def run_probe(name: str, options: dict[str, Any]) -> None:

@@ -7,8 +7,21 @@ from typing import Optional
 import typer
 
 from . import app
-from .options import (AttnImplementation, BatchTokens, Columns, ConventionOpt, Device, DType, ModelOpt, Prefix,
-                      Reduction, Revision, SuiteOpt, Threads, TrustRemote)
+from .options import (
+    AttnImplementation,
+    BatchTokens,
+    Columns,
+    ConventionOpt,
+    Device,
+    DType,
+    ModelOpt,
+    Prefix,
+    Reduction,
+    Revision,
+    SuiteOpt,
+    Threads,
+    TrustRemote,
+)
 
 
 @app.command()
@@ -41,11 +54,10 @@ def score(
     from rich.console import Console
 
     from ..scoring import score as run_score
+    from ..scoring.convention import convention_rules
     from ..suites import load_suite
     from ..suites.files import parse_columns
     from .tables import print_scores
-
-    from ..scoring.convention import convention_rules
 
     convention_rules(convention, reduction, prefix)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None

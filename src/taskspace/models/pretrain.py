@@ -32,11 +32,29 @@ import numpy as np
 
 from ..errors import InputError, TaskspaceError
 from ..faults import crash_point
-from .checkpoints import (CSV_COLUMNS, STATE_DIR, clean_stale, find_resume_checkpoint, lock_folder,
-                          optimizer_from_disk, optimizer_to_disk, save_checkpoint, write_csv)
+from .checkpoints import (
+    CSV_COLUMNS,
+    STATE_DIR,
+    clean_stale,
+    find_resume_checkpoint,
+    lock_folder,
+    optimizer_from_disk,
+    optimizer_to_disk,
+    save_checkpoint,
+    write_csv,
+)
 from .presets import Preset, checkpoint_steps, get_preset, planned_checkpoints
-from .training_data import (BatchStream, Corpus, Data, build_tokenizer, encode_documents, epoch_batches,
-                            load_corpus, make_data, pad_rows)
+from .training_data import (
+    BatchStream,
+    Corpus,
+    Data,
+    build_tokenizer,
+    encode_documents,
+    epoch_batches,
+    load_corpus,
+    make_data,
+    pad_rows,
+)
 
 __all__ = ["BatchStream", "CSV_COLUMNS", "Corpus", "Data", "STATE_DIR", "build_tokenizer", "checkpoint_steps",
            "encode_documents", "epoch_batches", "find_resume_checkpoint", "heldout_loss", "learning_rate",

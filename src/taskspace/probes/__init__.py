@@ -60,12 +60,28 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from .controls import control_revision, summarize_with_control
     from .gradient.differentials import TaskGradients, task_gradients
-    from .gradient.masks import (jaccard, load_mask, mask_size, module_shares, participation_ratio, random_mask,
-                        save_mask, threshold_mask, top_fraction_mask)
+    from .gradient.masks import (
+        jaccard,
+        load_mask,
+        mask_size,
+        module_shares,
+        participation_ratio,
+        random_mask,
+        save_mask,
+        threshold_mask,
+        top_fraction_mask,
+    )
     from .gradient.modules import layer_index, module_of, param_modules
+    from .gradient.similarity import (
+        GradientProbeResult,
+        MaskSet,
+        compute_masks,
+        distributedness,
+        gradient_space,
+        overlap_space,
+        run_gradient_probes,
+    )
     from .registry import ProbeSpec, SpaceSpec, register
     from .result import ProbeResult
     from .run import probe
     from .settings import ProbeSettings, parse_tasks
-    from .gradient.similarity import (GradientProbeResult, MaskSet, compute_masks, distributedness, gradient_space,
-                             overlap_space, run_gradient_probes)

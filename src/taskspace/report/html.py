@@ -16,11 +16,9 @@ from ..analysis.collect import RunData, load_run
 from ..analysis.findings import fmt_ci, fmt_p, fmt_value, is_number, label
 from ..analysis.hypothesis import group_order
 from ..analysis.stats import coverage_note
-from ..spaces import TaskSpace
 from ..probes.registry import generalization_spaces, main_spaces, space_spec
+from ..spaces import TaskSpace
 from .figures import is_signed
-
-
 
 # -- small formatting helpers ----------------------------------------------------------------------
 _ok = is_number

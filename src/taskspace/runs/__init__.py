@@ -9,10 +9,10 @@ directory), :mod:`.executors` (local, Ray), :mod:`.expand` (the plan resolved, c
 jobs), :mod:`.runner` (the two phases of a run) and :mod:`.dryrun` (the same jobs listed, nothing run).
 """
 from .executors import Executor, LocalExecutor, Outcome, RayExecutor, make_executor
+from .expand import ResolvedModel
 from .jobs import Job, execute_job, job_key, model_fingerprint
 from .lock import RunLock
 from .plan import ExecutorSpec, ModelSpec, Plan, PretrainSpec, SuiteSpec, load_plan, parse_plan, parse_plan_text
-from .expand import ResolvedModel
 from .result import RunResult
 from .runner import run_plan
 from .store import JobStore

@@ -29,9 +29,17 @@ from ..errors import InputError
 from ..io import user_path
 from ..probes.registry import get, probes_of_job, reads_of_job
 from .estimate import Cost, Workload, job_cost
+from .expand import (
+    check_executor,
+    check_models,
+    finish_jobs,
+    load_plan_suite,
+    plan_suite_info,
+    pretrain_jobs,
+    probe_jobs,
+)
 from .jobs import Job, model_fingerprint
 from .plan import Plan
-from .expand import check_executor, check_models, finish_jobs, load_plan_suite, plan_suite_info, pretrain_jobs, probe_jobs
 from .result import RunResult
 from .store import JobStore
 

@@ -58,7 +58,7 @@ class Executor(ABC):
         """Run everything submitted; one :class:`Outcome` per job, in submission order. A failing job
         does not stop the others, only the jobs that depend on it (``blocked``)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a hook: an executor that holds nothing need not override it)
         """Release what the executor holds (workers, connections)."""
 
 

@@ -21,7 +21,7 @@ from ..io import user_path
 from ..probes.registry import get, job_kinds, probes_of_job
 from ..provenance import hash_records
 from .jobs import Job, job_key, model_fingerprint, settings_subset
-from .plan import ModelSpec, Plan
+from .plan import REVISION_WORDS, ModelSpec, Plan
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..suites.schema import Suite
@@ -331,7 +331,7 @@ def cells_for(plan: Plan, m: ResolvedModel, kind: str) -> list[str | None]:
             elif w in [rev_dir(c) for c in m.cells]:
                 r = [c for c in m.cells if rev_dir(c) == w]
             else:
-                have = ", ".join(["first", "last", "control"] + [rev_dir(c) for c in m.cells])
+                have = ", ".join([*REVISION_WORDS] + [rev_dir(c) for c in m.cells])
                 raise InputError(f"{w!r} is not a revision of {m.spec.slug} ({have})",
                                  file=plan.source, field=f"probe_revisions.{p}")
             wanted.extend(x for x in r if x not in wanted)

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import TaskspaceError
+from ..faults import crash_point
 from ..probes.registry import get, job_kinds, probes_of_job, reads_of_job
 from ..probes.settings import SCORING_SETTINGS, SPLIT_SETTINGS
-from ..faults import crash_point
 from ..provenance import hash_records, timestamp
 
 # weight-defining files of a checkpoint folder (optimizer / resume state is not part of the model)

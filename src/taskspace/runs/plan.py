@@ -55,7 +55,6 @@ from ..probes.registry import default_probes, get, names
 from ..probes.settings import ProbeSettings
 
 
-
 def probe_names() -> tuple[str, ...]:
     """What ``probes = [...]`` may name: ``score`` and every registered probe."""
     return ("score", *names())

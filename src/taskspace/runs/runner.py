@@ -28,8 +28,17 @@ from ..io import write_json
 from ..provenance import timestamp, torch_threads, versions
 from . import dryrun
 from .executors import Executor, make_executor
-from .expand import (ResolvedModel, check_executor, check_models, finish_jobs, load_plan_suite, plan_suite_info,
-                     pretrain_jobs, probe_jobs, resolve_model)
+from .expand import (
+    ResolvedModel,
+    check_executor,
+    check_models,
+    finish_jobs,
+    load_plan_suite,
+    plan_suite_info,
+    pretrain_jobs,
+    probe_jobs,
+    resolve_model,
+)
 from .jobs import Job
 from .lock import RunLock
 from .plan import Plan

@@ -135,7 +135,3 @@ class Head:
             return torch.zeros(0, dtype=dt, device=rows.device)
         return torch.cat(pieces)
 
-    def scored_logits(self, input_ids: "torch.Tensor", keep: "torch.Tensor") -> "torch.Tensor":
-        """Logits at the positions where ``keep`` is True, as a ``[n_kept, vocab]`` tensor."""
-        states, _ = self.forward(input_ids)
-        return self.head(states[keep]) if self.split else states[keep]

@@ -13,7 +13,6 @@ from typing import Iterable, Iterator, Sequence
 
 from ..provenance import hash_records
 
-
 #: characters no text field (sentence, task, group, pair id) may hold anywhere: C0/C1 control
 #: characters (NUL, ESC, DEL, …) other than tab, line feed and carriage return (white space a quoted CSV
 #: cell may hold), and lone UTF-16 surrogates (not encodable as UTF-8: the data hash, the outputs, file
@@ -40,11 +39,6 @@ def text_problem(text: str, what: str = "sentence") -> str | None:
     if not any(is_visible(ch) for ch in text):
         return f"the {what} has no visible character (only white space or invisible characters)"
     return None
-
-
-def sentence_problem(text: str) -> str | None:
-    """Why ``text`` cannot be a sentence, or None when it can (:func:`text_problem`)."""
-    return text_problem(text, "sentence")
 
 
 @dataclass(frozen=True, slots=True)

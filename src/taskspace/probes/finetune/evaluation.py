@@ -26,7 +26,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: names of the four matrices of a transfer probe (prefixed by the probe: transfer, baseline)
 METRICS = ("", "_normalized", "_accuracy", "_accuracy_normalized")
-KEY = ["task", "pair_id"]
 
 
 @dataclass

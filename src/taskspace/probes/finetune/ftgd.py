@@ -175,7 +175,7 @@ class _Sparse(_Trainable):
         import torch
 
         with torch.no_grad():
-            for (name, p, idx, _, _), o in zip(self.items, self._orig):
+            for (_, p, idx, _, _), o in zip(self.items, self._orig):
                 p.data.view(-1).index_copy_(0, idx, o)
                 p.grad = None
         for name, p in self._named.items():

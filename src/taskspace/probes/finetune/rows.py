@@ -3,7 +3,7 @@ its resume key. The transfer probe and the transfer estimate share them, so a de
 found by the other (the same key formula, written once)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from ...provenance import hash_records
 from ..common import convention_of

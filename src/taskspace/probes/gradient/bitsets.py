@@ -64,10 +64,6 @@ class BitsetMask(Mapping[str, torch.Tensor]):
             raise ValueError(f"bitset has {bits.shape} bytes, the layout needs {off}")
         self.bits = bits
 
-    @staticmethod
-    def n_bytes(shapes: Mapping[str, Sequence[int]]) -> int:
-        return sum((math.prod(s) + 7) // 8 for s in shapes.values())
-
     @classmethod
     def from_mask(cls, mask: Mapping[str, torch.Tensor]) -> "BitsetMask":
         """Pack a ``{name: bool tensor}`` mask (one tensor at a time)."""

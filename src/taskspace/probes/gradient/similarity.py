@@ -26,8 +26,19 @@ from ..settings import ProbeSettings
 from . import kernels
 from .bitsets import BitsetMask, gradient_bitset, overlap_from_bitsets, random_bitset
 from .differentials import TaskGradients, task_gradients
-from .masks import (Mask, mask_size, module_shares, overlap_matrix, pack, participation_ratio, random_mask, task_seed,
-                    threshold_mask, top_fraction_mask, write_masks)
+from .masks import (
+    Mask,
+    mask_size,
+    module_shares,
+    overlap_matrix,
+    pack,
+    participation_ratio,
+    random_mask,
+    task_seed,
+    threshold_mask,
+    top_fraction_mask,
+    write_masks,
+)
 from .modules import layer_index, module_order, resolve_modules
 from .sketch import SketchSet
 

@@ -29,18 +29,17 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from ...errors import InputError
-from ..settings import with_overrides
 from ..common import convention_of, cosine_matrix, probe_provenance, probe_tasks, sentence_coefficients
+from ..settings import with_overrides
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from ...models.loading import LoadedModel
-    from ...suites.schema import Pair, Suite
-    from ..spec import RunContext
+    from ...suites.schema import Suite
     from ..result import ProbeResult
     from ..settings import ProbeSettings
+    from ..spec import RunContext
 
 NAME = "activations"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-from ..gradient.similarity import run_gradient_probes
 from ..gradient.masks import write_masks
+from ..gradient.similarity import run_gradient_probes
 from ..result import ProbeResult
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ...errors import InputError, TaskspaceError
-from ..settings import with_overrides
+from ...errors import TaskspaceError
 from ..common import convention_of, cosine_matrix, probe_provenance, probe_tasks, sentence_coefficients
+from ..settings import with_overrides
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -36,9 +36,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ...models.loading import LoadedModel
     from ...suites.schema import Suite
-    from ..spec import RunContext
     from ..result import ProbeResult
     from ..settings import ProbeSettings
+    from ..spec import RunContext
 
 NAME = "latent"
 CARD_COLUMNS = ["task", "group", "rank", "direction", "token", "token_id", "cosine"]

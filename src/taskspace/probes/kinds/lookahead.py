@@ -22,21 +22,21 @@ like ``TaskGradients.gram`` is the next step).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from ..common import convention_of, normalize_rows, probe_provenance, probe_tasks
 from ..gradient.differentials import sparse_dots, task_gradient_stream
-from ..common import normalize_rows, convention_of, probe_provenance, probe_tasks
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from ...models.loading import LoadedModel
     from ...suites.schema import Suite
-    from ..spec import RunContext
     from ..result import ProbeResult
     from ..settings import ProbeSettings
+    from ..spec import RunContext
 
 NAME = "lookahead"
 

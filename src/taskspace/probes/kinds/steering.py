@@ -37,8 +37,20 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..causal import (POOL, causal_count, causal_table, check_layer, choose_layer, intervene, n_layers, prefix_skip, random_directions,
-                      residual_scale, split_sentences, unit_directions)
+from ..causal import (
+    POOL,
+    causal_count,
+    causal_table,
+    check_layer,
+    choose_layer,
+    intervene,
+    n_layers,
+    prefix_skip,
+    random_directions,
+    residual_scale,
+    split_sentences,
+    unit_directions,
+)
 from ..common import convention_of, probe_provenance, probe_tasks
 
 if TYPE_CHECKING:  # pragma: no cover

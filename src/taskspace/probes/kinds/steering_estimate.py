@@ -24,8 +24,19 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..causal import (POOL, check_layer, choose_layer, frozen, n_layers, prefix_skip, random_directions, residual_scale,
-                      shift_recorder, split_sentences, unit_directions)
+from ..causal import (
+    POOL,
+    check_layer,
+    choose_layer,
+    frozen,
+    n_layers,
+    prefix_skip,
+    random_directions,
+    residual_scale,
+    shift_recorder,
+    split_sentences,
+    unit_directions,
+)
 from ..common import convention_of, probe_provenance, probe_tasks
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -54,11 +54,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..settings import ProbeSettings
     from ..spec import RunContext
 
-def space_names(probe: str) -> list[str]:
-    """``["transfer", "transfer_normalized", "transfer_accuracy", "transfer_accuracy_normalized"]``."""
-    return [probe + m for m in METRICS]
-
-
 def transfer_probe(
     loaded: "LoadedModel",
     suite: "Suite",
@@ -74,7 +69,7 @@ def transfer_probe(
     base_from: str | Path | None = None,
 ) -> dict[str, "TaskSpace"]:
     """Run the transfer probe (FTGD) or, with ``baseline=True``, the entangled baseline; write every
-    result under ``out_dir`` and return the four spaces keyed as in :func:`space_names`.
+    result under ``out_dir`` and return the four spaces, keyed by ``probe + m`` for ``m`` in :data:`METRICS`.
 
     ``heldout``: sentences on which LM damage is measured (default: the good sentences of all eval
     pairs). ``save_deltas``: write ``Δ_a`` files (default: yes for FTGD's sparse deltas, no for the

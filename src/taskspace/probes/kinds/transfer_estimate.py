@@ -38,9 +38,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from ...models.loading import LoadedModel
     from ...suites.schema import Suite
     from ..finetune.deltas import Delta
-    from ..spec import ProbeSpec, RunContext
     from ..result import ProbeResult
     from ..settings import ProbeSettings
+    from ..spec import ProbeSpec, RunContext
 
 NAME = "transfer-estimate"
 SPACE = "transfer_estimate"

@@ -27,7 +27,7 @@ compactly. The rules, in words:
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 from typing import Iterable
 
 from . import lexicon as L
@@ -43,7 +43,7 @@ LEXICAL = frozenset({"N", "ADJ", "PADJ", "DET", "DETW", "DETDEF", "QPART", "NAME
 
 
 # -- lexical categories ----------------------------------------------------------------------------
-@lru_cache(maxsize=None)
+@cache
 def lex(sym: Symbol) -> frozenset[str]:
     """The words of a lexical category."""
     name, *f = sym
@@ -97,7 +97,7 @@ def _subj_combos() -> Iterable[tuple[str, str, int]]:
     return ((phi, anim, neg) for phi in L.PHIS for anim in L.ANIMS for neg in (0, 1))
 
 
-@lru_cache(maxsize=None)
+@cache
 def rules(sym: Symbol) -> tuple[tuple, ...]:
     """Right-hand sides of a phrasal category."""
     name, *f = sym
@@ -277,7 +277,7 @@ def _compute_first() -> None:
     _FIRST.update({s: (frozenset(first[s]), nullable[s]) for s in seen})
 
 
-@lru_cache(maxsize=None)
+@cache
 def _rules_by_first(sym: Symbol) -> tuple[dict[str, tuple[tuple, ...]], tuple[tuple, ...]]:
     """The rules of ``sym`` indexed by the words they can start with, and those that can be empty."""
     index: dict[str, list[tuple]] = {}
