@@ -398,7 +398,7 @@ def test_coverage_counts_rows_and_cells():
 
     m = np.arange(16, dtype=float).reshape(4, 4)
     full = coverage(m, list("abcd"))
-    assert full == {"rows": 4, "of": 4, "cells": 12, "cells_of": 12, "missing": [], "complete": True}
+    assert full == {"rows": 4, "of": 4, "cells": 12, "cells_of": 12, "missing": [], "masked": [], "complete": True}
     assert coverage_note(full) == "4/4 rows"
     m[1, :] = np.nan
     m[3, 0] = np.nan

@@ -219,6 +219,34 @@ def is_probe_dir(path: Path) -> bool:
                                            or any((path / "spaces" / HALVES_DIR).glob("*.csv")))
 
 
+#: the rule compare applies to a normalised space (a :class:`SpaceSpec` with ``normalizes``)
+NORMALIZATION_RULE = ("rows kept where the interval of the self-transfer T[a, a] (bootstrap over eval pairs) lies "
+                      "above 0; other rows are left out, so a self-transfer near 0 cannot blow a row up")
+
+
+def mask_unreliable_rows(name: str, space: TaskSpace, spaces: dict[str, TaskSpace]) -> TaskSpace:
+    """A normalised space (``T[a, b] / |T[a, a]|``) without the rows whose denominator is not measurably
+    positive: the row of ``a`` is kept when the interval of ``T[a, a]`` in the space it normalises lies
+    above 0 (:data:`NORMALIZATION_RULE`), else it becomes NaN and is listed in the provenance's
+    ``rows_masked``. Spaces without an interval on that diagonal are returned as they are."""
+    from ..probes.registry import space_spec
+
+    spec = space_spec(name)
+    raw = spaces.get(spec.normalizes) if spec is not None and spec.normalizes else None
+    if raw is None or raw.ci_low is None or raw.tasks != space.tasks:
+        return space
+    low = np.diag(raw.ci_low)
+    finite_row = np.isfinite(space.matrix).any(axis=1)
+    drop = finite_row & ~(np.isfinite(low) & (low > 0))
+    if not drop.any():
+        return space
+    m = space.matrix.copy()
+    m[drop, :] = np.nan
+    prov = dict(space.provenance, rows_masked=[t for t, d in zip(space.tasks, drop) if d],
+                rows_masked_rule=NORMALIZATION_RULE)
+    return TaskSpace(m, list(space.tasks), list(space.groups), space.kind, prov, space.ci_low, space.ci_high)
+
+
 def load_probe_dir(path: str | Path, *, model: str | None = None, revision: str | None = None) -> Cell:
     """Read one probe DIR: ``spaces/*.csv`` (+ sidecars), every per-module / per-layer folder the registry
     declares (``spaces/<name>_by_<by>/``), the tables the probes declare (distributedness, status records
@@ -266,6 +294,7 @@ def load_probe_dir(path: str | Path, *, model: str | None = None, revision: str 
     pm = prov.get("model") if isinstance(prov.get("model"), dict) else {}
     name = model or pm.get("model") or path.name
     rev = revision if revision is not None else (pm.get("revision") or prov.get("revision"))
+    spaces = {name: mask_unreliable_rows(name, space, spaces) for name, space in spaces.items()}
     cell = Cell(path=path, model=str(name), revision=None if rev is None else str(rev), spaces=spaces,
                 parts=parts, distributedness=dist, finetuning=finetuning, scores=scores, cards=cards,
                 tables=tables, halves=halves)

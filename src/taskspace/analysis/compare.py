@@ -72,7 +72,8 @@ def summarize_space(space: TaskSpace, *, permutations: int = 999, seed: int = 0,
     h = hypothesis_space(sub.groups)
     out: dict[str, Any] = {"kind": space.kind, "n_tasks": space.n_tasks, "n_groups": len(set(space.groups)),
                            "related": "higher" if sign > 0 else "lower", "reading": declared,
-                           "dropped": dropped, "coverage": coverage(space.matrix, space.tasks),
+                           "dropped": dropped,
+                           "coverage": coverage(space.matrix, space.tasks, space.provenance.get("rows_masked") or ()),
                            "rho_max": rho_max(sub.groups), "min_p": min_p(sub.groups, permutations)}
     for name, absolute in (("signed", False), ("absolute", True)):
         m = read(space.matrix, sign, absolute)

@@ -44,7 +44,7 @@ def complete_tasks(matrix: np.ndarray) -> np.ndarray:
     return keep
 
 
-def coverage(matrix: np.ndarray, tasks: Sequence[str] | None = None) -> dict:
+def coverage(matrix: np.ndarray, tasks: Sequence[str] | None = None, masked: Sequence[str] = ()) -> dict:
     """How much of a task space a figure rests on: the one helper compare, report and headline use.
 
     ``rows``: tasks whose row holds at least one finite entry (a failed fine-tuning, or one that never
@@ -57,8 +57,11 @@ def coverage(matrix: np.ndarray, tasks: Sequence[str] | None = None) -> dict:
     present = finite.any(axis=1) if n else np.zeros(0, dtype=bool)
     names = list(tasks) if tasks is not None else [str(i) for i in range(n)]
     cells = int((finite & offdiagonal(n)).sum())
+    masked = [t for t in masked if t in names]
+    expected = n * (n - 1) - len(masked) * (n - 1)
     return {"rows": int(present.sum()), "of": n, "cells": cells, "cells_of": n * (n - 1),
-            "missing": [t for t, ok in zip(names, present) if not ok], "complete": cells == n * (n - 1)}
+            "missing": [t for t, ok in zip(names, present) if not ok and t not in masked],
+            "masked": masked, "complete": cells >= expected}
 
 
 def coverage_note(cov: dict | None) -> str:
@@ -71,6 +74,8 @@ def coverage_note(cov: dict | None) -> str:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         text += (f", incomplete: {cov['cells']}/{cov['cells_of']} cells"
                  + (f"; missing {shown}" if missing else ""))
+    if cov.get("masked"):
+        text += f" ({len(cov['masked'])} left out: self-transfer not measurably positive)"
     return text
 
 

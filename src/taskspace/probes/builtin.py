@@ -44,10 +44,10 @@ def _transfer_spaces(probe: str, label: str) -> tuple[SpaceSpec, ...]:
     return (
         SpaceSpec(probe, f"margin {label} T", rows=rows, columns=cols),
         SpaceSpec(f"{probe}_normalized", f"normalised {label} T̃", main=True, generalization=1,
-                  rows=rows, columns=cols),
+                  rows=rows, columns=cols, normalizes=probe),
         SpaceSpec(f"{probe}_accuracy", f"accuracy {label}", rows=rows, columns=cols),
         SpaceSpec(f"{probe}_accuracy_normalized", f"normalised accuracy {label}", generalization=2,
-                  rows=rows, columns=cols),
+                  rows=rows, columns=cols, normalizes=f"{probe}_accuracy"),
     )
 
 

@@ -106,7 +106,10 @@ class SpaceSpec:
     ablation drops: erasing a task's direction hurts a related task more). Every statistic of
     :mod:`taskspace.analysis` reads the space through it (the gap, the Mantel test, clustering, ARI,
     AUC, the findings). ``reading``: ``"signed"`` or ``"absolute"`` — the one reading that gets tests and
-    verdicts (the other is shown, never tested), also declared in advance.
+    verdicts (the other is shown, never tested), also declared in advance. ``normalizes``: the space whose
+    rows this one divides by their diagonal (``transfer_normalized`` = ``transfer[a, b] / |transfer[a, a]|``);
+    compare keeps only the rows whose diagonal's interval in that space lies above 0, so a self-transfer
+    near 0 cannot blow a row up.
     """
 
     name: str
@@ -114,6 +117,7 @@ class SpaceSpec:
     signed: bool = True
     related: str = "higher"
     reading: str = "signed"
+    normalizes: str | None = None
     main: bool = False
     generalization: int = 0
     sharing: bool = False
