@@ -1,4 +1,4 @@
-"""Static figures (matplotlib, Agg backend) of a compared run, as PNG and SVG in ``RUN/figures/``:
+"""Static figures (matplotlib) of a compared run, as PNG and SVG in ``RUN/figures/``:
 heatmaps ordered by group with separators and labels (diverging colormap centred at 0 for signed
 spaces), each beside its control and the difference; clustered heatmaps with dendrograms; per-group
 generalisation bars with error bars; dynamics over checkpoints; model sizes side by side.
@@ -25,13 +25,18 @@ from ..spaces import TaskSpace
 FORMATS = ("png", "svg")
 
 
-def _plt():
-    import matplotlib
+def _figure(**kwargs):
+    """A new :class:`matplotlib.figure.Figure`, made without pyplot: it needs no backend, so drawing or saving
+    one never changes the process's backend (a notebook keeps its own), and it shows inline in Jupyter."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    return Figure(**kwargs)
 
-    return plt
+
+def _cmap(name: str):
+    from matplotlib import colormaps
+
+    return colormaps[name]
 
 
 def is_signed(space: TaskSpace) -> bool:
@@ -64,7 +69,6 @@ def _vmax(*mats: np.ndarray) -> float:
 def draw_heatmap(ax, space: TaskSpace, *, signed: bool | None = None, vmax: float | None = None,
                  title: str = "", colorbar: bool = True, show_groups: bool = True):
     """Draw ``space`` (already ordered by group) on ``ax`` with group separators and group labels."""
-    plt = _plt()
     signed = is_signed(space) if signed is None else signed
     m = space.matrix
     if signed:
@@ -74,7 +78,7 @@ def draw_heatmap(ax, space: TaskSpace, *, signed: bool | None = None, vmax: floa
         v = vmax if vmax is not None else (float(_offdiag(m).max()) if _offdiag(m).size else 1.0)
         im = ax.imshow(m, cmap="viridis", vmin=0, vmax=v, interpolation="nearest")
     blocks = group_blocks(space.groups)
-    for _, start, stop in blocks[:-1]:
+    for _, _, stop in blocks[:-1]:
         ax.axhline(stop - 0.5, color="k", lw=0.6)
         ax.axvline(stop - 0.5, color="k", lw=0.6)
     if show_groups:
@@ -90,7 +94,7 @@ def draw_heatmap(ax, space: TaskSpace, *, signed: bool | None = None, vmax: floa
     ax.tick_params(length=0)
     ax.set_title(title, fontsize=9)
     if colorbar:
-        plt.colorbar(im, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=6)
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=6)
     return im
 
 
@@ -102,10 +106,10 @@ def _short(group: str, n: int = 22) -> str:
 def fig_space(space: TaskSpace, control: TaskSpace | None = None, *, title: str = "",
               control_label: str = "control"):
     """One space, or three panels: trained, control (same colour scale), trained − control."""
-    plt = _plt()
     a = ordered(space)
     if control is None:
-        fig, ax = plt.subplots(figsize=(5.6, 5))
+        fig = _figure(figsize=(5.6, 5))
+        ax = fig.subplots()
         draw_heatmap(ax, a, title=title)
         fig.tight_layout()
         return fig
@@ -116,7 +120,8 @@ def fig_space(space: TaskSpace, control: TaskSpace | None = None, *, title: str 
     v = _vmax(a.matrix, c.matrix) if signed else float(max([_offdiag(a.matrix).max(initial=0),
                                                             _offdiag(c.matrix).max(initial=0)]) or 1.0)
     d = TaskSpace(a.matrix - c.matrix, a.tasks, a.groups, a.kind + "_difference")
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5))
+    fig = _figure(figsize=(15, 5))
+    axes = fig.subplots(1, 3)
     draw_heatmap(axes[0], a, signed=signed, vmax=v, title=title)
     draw_heatmap(axes[1], c, signed=signed, vmax=v, title=control_label)
     draw_heatmap(axes[2], d, signed=True, title="difference (trained − control)")
@@ -126,13 +131,13 @@ def fig_space(space: TaskSpace, control: TaskSpace | None = None, *, title: str 
 
 def fig_clustered(space: TaskSpace, *, title: str = "", absolute: bool = False):
     """Average-linkage dendrogram over the heatmap in leaf order, with a strip coloured by group."""
-    plt = _plt()
     from matplotlib import gridspec
+    from matplotlib.patches import Rectangle
     from scipy.cluster.hierarchy import dendrogram
 
     cl = cluster_space(space, absolute=absolute)
     tasks = cl["tasks"]
-    fig = plt.figure(figsize=(5.6, 6.2))
+    fig = _figure(figsize=(5.6, 6.2))
     gs = gridspec.GridSpec(3, 2, height_ratios=[1.2, 0.18, 5], width_ratios=[20, 1], hspace=0.02, wspace=0.05)
     ax_d = fig.add_subplot(gs[0, 0])
     ax_s = fig.add_subplot(gs[1, 0])
@@ -145,7 +150,7 @@ def fig_clustered(space: TaskSpace, *, title: str = "", absolute: bool = False):
     order = [tasks[i] for i in cl["order"]]
     sub = space.select(order)
     groups = list(dict.fromkeys(space.groups))
-    cmap = plt.get_cmap("tab20")
+    cmap = _cmap("tab20")
     colors = np.array([[cmap(groups.index(g) % 20)] for g in sub.groups]).transpose(1, 0, 2)
     ax_s.imshow(colors, aspect="auto", interpolation="nearest")
     ax_s.set_xticks([])
@@ -158,10 +163,10 @@ def fig_clustered(space: TaskSpace, *, title: str = "", absolute: bool = False):
     if len(order) <= 40:
         ax_h.set_yticks(range(len(order)))
         ax_h.set_yticklabels([_short(t, 30) for t in order], fontsize=5)
-    plt.colorbar(im, cax=ax_c).ax.tick_params(labelsize=6)
+    fig.colorbar(im, cax=ax_c).ax.tick_params(labelsize=6)
     ari = cl["ari"]
     fig.suptitle(f"{title}\nclusters vs groups: ARI {ari:+.2f}" if np.isfinite(ari) else title, fontsize=9)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(i % 20)) for i in range(len(groups))]
+    handles = [Rectangle((0, 0), 1, 1, color=cmap(i % 20)) for i in range(len(groups))]
     fig.legend(handles, [_short(g) for g in groups], loc="lower center", ncol=min(4, len(groups)),
                fontsize=6, frameon=False)
     fig.subplots_adjust(bottom=0.05 + 0.018 * ((len(groups) + 3) // 4), top=0.9)
@@ -170,13 +175,13 @@ def fig_clustered(space: TaskSpace, *, title: str = "", absolute: bool = False):
 
 def fig_generalization(table: dict, *, title: str = "", columns: Sequence[str] | None = None):
     """Grouped bars: one group of bars per linguistic group, one bar per column, error bars = std."""
-    plt = _plt()
     groups = table["groups"]
     cols = list(columns or table["columns"])
-    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(groups) * max(1, len(cols)) ** 0.5 + 2), 4))
+    fig = _figure(figsize=(max(6, 0.7 * len(groups) * max(1, len(cols)) ** 0.5 + 2), 4))
+    ax = fig.subplots()
     width = 0.8 / max(1, len(cols))
     x = np.arange(len(groups))
-    cmap = plt.get_cmap("viridis")
+    cmap = _cmap("viridis")
     for j, col in enumerate(cols):
         mean = [_num(table["cells"][g].get(col, {}).get("mean")) for g in groups]
         std = [_num(table["cells"][g].get(col, {}).get("std")) for g in groups]
@@ -200,12 +205,12 @@ def _num(x) -> float:
 def fig_dynamics(slug: str, per_space: dict, control_gaps: dict | None = None):
     """Three panels over checkpoints: Spearman with the next and the final space; within − between
     per probe (control as a dashed line); per-group generalisation per step when transfer is present."""
-    plt = _plt()
     names = [n for n in main_spaces() if n in per_space] or list(per_space)
     gen_name = next((n for n in generalization_spaces() if n in per_space and "generalization" in per_space[n]),
                     None)
     k = 3 if gen_name else 2
-    fig, axes = plt.subplots(1, k, figsize=(5 * k, 3.8))
+    fig = _figure(figsize=(5 * k, 3.8))
+    axes = fig.subplots(1, k)
     for i, name in enumerate(names):
         d = per_space[name]
         revs = d["revisions"]
@@ -231,7 +236,7 @@ def fig_dynamics(slug: str, per_space: dict, control_gaps: dict | None = None):
         t = per_space[gen_name]["generalization"]
         for j, g in enumerate(t["groups"]):
             y = [_num(t["cells"][g].get(r, {}).get("mean")) for r in t["columns"]]
-            axes[2].plot(np.arange(len(y)), y, "-o", ms=3, color=plt.get_cmap("tab20")(j % 20), label=_short(g))
+            axes[2].plot(np.arange(len(y)), y, "-o", ms=3, color=_cmap("tab20")(j % 20), label=_short(g))
         axes[2].set_xticks(np.arange(len(t["columns"])))
         axes[2].set_xticklabels(t["columns"], fontsize=7, rotation=30)
         axes[2].axhline(0, color="k", lw=0.5)
@@ -244,9 +249,9 @@ def fig_dynamics(slug: str, per_space: dict, control_gaps: dict | None = None):
 
 def fig_sizes(sizes: dict):
     """Within and between per model size (final checkpoints), one panel per probe."""
-    plt = _plt()
     names = [n for n in main_spaces() if n in sizes] or list(sizes)
-    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.6), squeeze=False)
+    fig = _figure(figsize=(3.6 * len(names), 3.6))
+    axes = fig.subplots(1, len(names), squeeze=False)
     for ax, name in zip(axes[0], names):
         rows = sizes[name]
         x = np.arange(len(rows))
@@ -268,17 +273,15 @@ def _slug(s: str) -> str:
 
 
 def save(fig, out_dir: Path, name: str) -> list[Path]:
-    """Save ``fig`` as ``name.png`` and ``name.svg`` in ``out_dir`` (atomically) and close it."""
+    """Save ``fig`` as ``name.png`` and ``name.svg`` in ``out_dir`` (atomically)."""
     from ..io import atomic_path
 
-    plt = _plt()
     paths = []
     for fmt in FORMATS:
         p = out_dir / f"{name}.{fmt}"
         with atomic_path(p) as tmp:
             fig.savefig(tmp, format=fmt, dpi=130 if fmt == "png" else None, bbox_inches="tight")
         paths.append(p)
-    plt.close(fig)
     return paths
 
 
