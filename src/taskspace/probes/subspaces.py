@@ -45,6 +45,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: the seed label of the random subspace pool (one pool per layer, shared by every row)
 RANDOM_LABEL = "das-random"
+#: training stops early once the mean loss of a window of WINDOW steps is below TOL (:func:`converged`)
+WINDOW, TOL = 10, 0.01
 
 
 @dataclass
@@ -166,8 +168,9 @@ def train_subspace(head: "Head", layer: int, rank: int, cause: Runs, *, steps: i
                    seed: int, pad_id: int, isolate: Runs | None = None, weight: float = 0.0,
                    on_step: Callable[[float], None] | None = None) -> tuple[np.ndarray, list[float]]:
     """``R`` (``[rank, width]`` float64, orthonormal rows) trained by interchange intervention at ``layer``
-    (the module docstring's objective; Adam, ``steps`` steps of ``batch_pairs`` cause pairs, and as many
-    isolate pairs when ``isolate`` is given with ``weight`` > 0), and the loss per step. The model must be
+    (the module docstring's objective; Adam, at most ``steps`` steps of ``batch_pairs`` cause pairs, and as
+    many isolate pairs when ``isolate`` is given with ``weight`` > 0; stopped early once converged,
+    :func:`converged`), and the loss per step. The model must be
     frozen by the caller (:func:`~taskspace.probes.causal.frozen`); only ``R`` gets gradients."""
     import torch
     from torch.nn.utils.parametrizations import orthogonal
@@ -204,8 +207,18 @@ def train_subspace(head: "Head", layer: int, rank: int, cause: Runs, *, steps: i
         losses.append(float(loss.detach()))
         if on_step is not None:
             on_step(losses[-1])
+        if converged(losses):
+            break
     with torch.no_grad():
         return lin.weight.detach().double().cpu().numpy(), losses
+
+
+def converged(losses: Sequence[float], window: int = WINDOW, tol: float = TOL) -> bool:
+    """True once a complete window of ``window`` steps has a mean loss below ``tol``. The loss is in units of
+    its value at ``R = 0`` (1 for the cause term), so 0.01 means 99% of the squared margin gap is closed.
+    (A plateau rule on the minibatch loss stopped real BLiMP tasks far too early: gutenberg-gpt2-5m, 100
+    train pairs, recovery 0.27 instead of 0.51 on anaphor_number_agreement.)"""
+    return len(losses) % window == 0 and len(losses) > 0 and float(np.mean(losses[-window:])) < tol
 
 
 def _sampler(n: int, size: int, rng: np.random.Generator) -> Callable[[], list[int]]:

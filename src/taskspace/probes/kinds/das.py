@@ -356,6 +356,7 @@ def das_table(r: dict[str, Any], own: tuple, md: tuple) -> "Any":
                 "within": _mean(same), "other_groups": _mean(other),
                 "eval_margin_change": float(np.mean(r["test"][t].delta)),
                 "train_loss": float(np.mean(sub["losses"][-10:])) if sub["losses"] else np.nan,
+                "train_steps": len(sub["losses"]),
                 "train_seconds": float(sum(r["subspaces"][ell][t]["seconds"] for ell in r["layers"])),
                 "row_seconds": r["row_seconds"]})
         rows.append(row)
@@ -395,7 +396,7 @@ def mdas_tables(r: dict[str, Any], m: dict[str, Any], das_val: np.ndarray) -> tu
             "random_cause": _mean([pool[b] for b in mine]),
             "random_isolate": 1 - _mean([abs(pool[b]) for b in rest]) if rest else np.nan,
             "train_loss": float(np.mean(m["losses"][g][-10:])) if m["losses"][g] else np.nan,
-            "train_seconds": m["seconds"][g], "layer": r["layer"]})
+            "train_steps": len(m["losses"][g]), "train_seconds": m["seconds"][g], "layer": r["layer"]})
     gtab = pd.DataFrame(grows)
     by_group = {row["group"]: row for row in grows}
     trows = []
