@@ -23,6 +23,31 @@ def test_demo_plan_is_a_valid_plan_with_three_sizes_and_every_stage(tmp_path):
             assert plan.suite.tasks is None
 
 
+def test_demo_probes_come_from_the_registry():
+    """Where the demo runs a probe is its registry entry's ``demo`` field: a probe registered with one joins the
+    demo's plan there, and an unknown place is refused."""
+    import dataclasses
+
+    from taskspace.demo import demo_plan_text, demo_probes
+    from taskspace.probes import registry
+    from taskspace.probes.spec import SpaceSpec
+    from taskspace.runs import parse_plan_text
+
+    assert demo_probes("every") == [p.name for p in registry.probes() if p.demo == "every"]
+    base = registry.get("activations")
+    spec = dataclasses.replace(base, name="demo-test", demo="ends",
+                               spaces=(SpaceSpec("demo_test", "a test space", main=True),))
+    registry.register(spec)
+    try:
+        plan = parse_plan_text(demo_plan_text(True), source="plan.toml")
+        assert "demo-test" in plan.probes and tuple(plan.probe_revisions["demo-test"]) == ("first", "last")
+        with pytest.raises(ValueError, match="demo must be one of"):
+            registry.register(dataclasses.replace(spec, demo="sometimes"), replace=True)
+    finally:
+        registry.unregister("demo-test")
+    assert "demo-test" not in demo_plan_text(True)
+
+
 @pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path):
     out = tmp_path / "demo"

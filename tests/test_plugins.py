@@ -189,9 +189,22 @@ def _docstrings(tree: ast.AST) -> set[int]:
     return out
 
 
+#: modules that still spell probe or space names (the most literals each may hold): the probes' own code, until
+#: every runner receives its ProbeSpec and reads its names, folders and files from it (issue 23, item 1). The
+#: numbers only go down; a module not listed here holds none.
+PENDING_PROBE_NAMES = {
+    "probes/gradient/similarity.py": 30, "probes/output.py": 2, "probes/kinds/ablation.py": 1,
+    "probes/kinds/activations.py": 1, "probes/kinds/das.py": 15, "probes/kinds/gradients.py": 3,
+    "probes/kinds/latent.py": 1, "probes/kinds/lookahead.py": 1, "probes/kinds/steering.py": 13,
+    "probes/kinds/steering_estimate.py": 4, "probes/kinds/transfer.py": 18, "probes/kinds/transfer_estimate.py": 2,
+}
+
+
 def test_no_probe_name_is_written_outside_the_probes():
-    """cli/, runs/, analysis/ and report/ learn every probe and space name from the registry: a literal
-    probe or space name there is a special case the registry cannot see."""
+    """Every module but the registry's data (probes/builtin.py) learns probe and space names from the
+    registry: a literal probe or space name elsewhere is a special case the registry cannot see (the demo,
+    the CLI, runs, analysis and the report hold none; the probes' own modules are being weaned off theirs:
+    :data:`PENDING_PROBE_NAMES`)."""
     from taskspace.probes import registry
 
     names = set(registry.names())
@@ -200,16 +213,19 @@ def test_no_probe_name_is_written_outside_the_probes():
             names.add(s.name)
             if s.parts_folder:
                 names.add(s.parts_folder)
-    found = []
-    for folder in ("cli", "runs", "analysis", "report"):
-        for path in sorted((SRC / folder).rglob("*.py")):
-            tree = ast.parse(path.read_text(), str(path))
-            skip = _docstrings(tree)
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
-                    if node.value in names or any(node.value.startswith(n + "/") for n in names):
-                        found.append(f"{path.relative_to(SRC)}:{node.lineno}: {node.value!r}")
-    assert not found, "probe names written outside the registry:\n" + "\n".join(found)
+    found: dict[str, list[str]] = {}
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC).as_posix()
+        if rel == "probes/builtin.py":
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        skip = _docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+                if node.value in names or any(node.value.startswith(n + "/") for n in names):
+                    found.setdefault(rel, []).append(f"{rel}:{node.lineno}: {node.value!r}")
+    bad = [line for rel, lines in found.items() if len(lines) > PENDING_PROBE_NAMES.get(rel, 0) for line in lines]
+    assert not bad, "probe names written outside the registry:\n" + "\n".join(bad)
 
 
 def _imports(path: Path) -> list[str]:

@@ -1,10 +1,11 @@
 """``taskspace demo``: the paper's whole design in miniature on the built-in toy English (docs/design.md, "The toy world").
 
-toy suite + corpus → pretrain tiny / small / base with checkpoints → gradient and overlap probes per
-checkpoint, activation and latent probes at the first and last, lookahead and transfer at the last
-(control = step0) → compare with the grammar's groups → report. The demo is an
-ordinary plan (written to ``DIR/plan.toml``, so ``taskspace run DIR/plan.toml --out DIR`` is the same
-thing) run through :mod:`taskspace.runs`: an interrupted demo resumes where it stopped.
+toy suite + corpus → pretrain tiny / small / base with checkpoints → each probe where its registry entry
+says (``ProbeSpec.demo``: gradient and overlap probes at every checkpoint, activation and latent probes at
+the first and last, lookahead and transfer at each size's last, the costliest at the largest size's last;
+control = step0) → compare with the grammar's groups → report. The demo is an ordinary plan (written to
+``DIR/plan.toml``, so ``taskspace run DIR/plan.toml --out DIR`` is the same thing) run through
+:mod:`taskspace.runs`: an interrupted demo resumes where it stopped.
 
 Budgets (docs/design.md, "Targets"; two CPU cores): full ≤ 15 minutes, ``--quick`` ≤ 1 minute.
 """
@@ -54,19 +55,18 @@ QUICK = DemoConfig(steps=40, checkpoints=(10,), sentences=3000, pairs_per_task=4
                    transfer_revisions=("last",), tasks_per_group=2, max_groups=3)
 
 
-#: what the demo runs: every built-in probe but `steering` and `erasure` (T·(1+k) scorings of every eval
-#: pair: erasure with one random direction cost 105 s on toy-base, the demo's whole margin; measured 2026-12-05). Those in LAST_ONLY run only where the transfer probe runs
-#: (the final checkpoints), those in ENDS_ONLY on the first checkpoint (step0, the control) and the last:
-#: the paper's findings over training rest on the gradient, overlap and transfer spaces, which run at every
-#: checkpoint, and the activation and latent spaces at the intermediate checkpoints cost ~40 s of the full
-#: demo's 15-minute budget. The demo names the probes it runs (it is a plan, as a user writes one).
-DEMO_PROBES = ("score", "gradients", "overlap", "activations", "latent", "lookahead", "transfer",
-               "transfer-estimate", "baseline", "ablation", "steering-estimate")
-LAST_ONLY = ("lookahead", "transfer", "transfer-estimate", "baseline", "ablation", "steering-estimate")
-ENDS_ONLY = ("activations", "latent")
-#: run on the largest size only (its final checkpoint): the findings compare sizes on the gradient, overlap
-#: and transfer spaces, and these two would add about as much again as transfer does at every size
-LARGEST_ONLY = ("baseline", "ablation", "steering-estimate")
+#: where the demo runs each probe is the probe's own registry entry (``ProbeSpec.demo``): the paper's
+#: findings over training rest on the gradient, overlap and transfer spaces, which run at every checkpoint
+#: or on every size; the activation and latent spaces add little between the ends; probes whose cost grows
+#: with T·(1+k) intervened scorings (steering, erasure) stay out of the budget. The demo still names the
+#: probes it runs in its plan, as a user writes one.
+def demo_probes(*places: str) -> list[str]:
+    """The registered probes the demo runs, in registry order; with ``places``, only those run there."""
+    from .probes.registry import probes
+
+    return [p.name for p in probes() if p.demo and (not places or p.demo in places)]
+
+
 #: probe options of the demo (a probe's own options, as a plan's [probe_options.NAME] tables)
 DEMO_OPTIONS: dict[str, dict[str, object]] = {}
 
@@ -105,7 +105,7 @@ def demo_plan_text(quick: bool = False) -> str:
     lines = [
         f"# taskspace demo{' --quick' if quick else ''}: the toy world, three model sizes, every probe.",
         "# Rerun it with: taskspace run plan.toml --out <this folder>",
-        "probes = [" + ", ".join(f'"{p}"' for p in DEMO_PROBES) + "]",
+        "probes = [" + ", ".join(f'"{p}"' for p in ["score", *demo_probes()]) + "]",
         "report = true",
         "",
         "[suite]",
@@ -125,7 +125,8 @@ def demo_plan_text(quick: bool = False) -> str:
         lines += ["", "[[models]]", f'slug = "toy-{size}"', "pretrain = {" + ", ".join(pre) + "}",
                   'revisions = "all"', 'control = "first"']
         if size != "base":
-            lines.append("probes = [" + ", ".join(f'"{p}"' for p in DEMO_PROBES if p not in LARGEST_ONLY) + "]")
+            lines.append("probes = [" + ", ".join(f'"{p}"' for p in ["score", *demo_probes("every", "ends", "last")])
+                         + "]")
     lines += [
         "",
         "[settings]",
@@ -141,8 +142,9 @@ def demo_plan_text(quick: bool = False) -> str:
         f"bootstrap = {cfg.bootstrap}",
         "",
         "[probe_revisions]",
-        *(f'"{p}" = [' + ", ".join(f'"{r}"' for r in cfg.transfer_revisions) + "]" for p in LAST_ONLY),
-        *(f'"{p}" = ["first", "last"]' for p in ENDS_ONLY),
+        *(f'"{p}" = [' + ", ".join(f'"{r}"' for r in cfg.transfer_revisions) + "]"
+          for p in demo_probes("last", "largest")),
+        *(f'"{p}" = ["first", "last"]' for p in demo_probes("ends")),
         "",
         "[executor]",
         'kind = "local"',

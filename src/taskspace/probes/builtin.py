@@ -78,6 +78,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         cost="one backward pass per task over its training pairs",
         job="gradients", options=GRADIENT_OPTIONS, files=(("distributedness", "stats/distributedness.csv"),),
         default=True,
+        demo="every",
     ),
     ProbeSpec(
         name="overlap",
@@ -88,6 +89,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         cost="as gradients (computed in the same pass)",
         job="gradients", options=GRADIENT_OPTIONS, files=(("distributedness", "stats/distributedness.csv"),),
         default=True,
+        demo="every",
     ),
     ProbeSpec(
         name="transfer",
@@ -98,6 +100,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         cost="a fine-tuning and an evaluation of every task per task (the costliest)",
         per_task=True, options=(HELDOUT,), stages="taskspace.probes.kinds.transfer:TransferStages",
         files=(("deltas", "deltas"), ("status", "ftgd")), halves=False, default=True,
+        demo="last",
     ),
     ProbeSpec(
         name="baseline",
@@ -109,6 +112,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         cost="as transfer, all parameters trained",
         per_task=True, options=(HELDOUT,), stages="taskspace.probes.kinds.transfer:TransferStages",
         files=(("status", "baseline"),), halves=False,
+        demo="largest",
     ),
     ProbeSpec(
         name="activations",
@@ -118,6 +122,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         spaces=(SpaceSpec("activations", "activation-difference cosine", main=True, by="layer"),),
         runner="taskspace.probes.kinds.activations:run",
         cost="one forward pass per unique training sentence (no gradients)",
+        demo="ends",
     ),
     ProbeSpec(
         name="latent",
@@ -129,6 +134,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         cost="one forward pass per unique training sentence, a backward through the head only; one pinv of W_U",
         options=(Option("card_tokens", int, 15, "Tokens per direction on each task card.", min=1),),
         files=(("cards", "cards/latent.csv"),),
+        demo="ends",
     ),
     ProbeSpec(
         name="lookahead",
@@ -140,6 +146,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
                 SpaceSpec("lookahead_raw", "lookahead L (raw)", rows="task stepped on", columns="task evaluated")),
         runner="taskspace.probes.kinds.lookahead:run",
         cost="as gradients, plus one backward pass per task over its eval pairs",
+        demo="last",
     ),
     ProbeSpec(
         name="transfer-estimate",
@@ -154,6 +161,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         cost="FTGD per task unless a transfer run's deltas are reused, plus one backward pass per task over "
              "its eval pairs; no evaluation of fine-tuned models",
         options=(HELDOUT,), per_task=True, halves=False,
+        demo="last",
     ),
     ProbeSpec(
         name="ablation",
@@ -169,6 +177,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         options=(Option("reference", str, None, "Set ablated entries to this revision's values (e.g. step0, or "
                         "first / init for the control's) instead of zero.", kind="revision"),),
         per_task=True, halves=False,
+        demo="largest",
     ),
     ProbeSpec(
         name="steering",
@@ -216,6 +225,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         cost="the activations pass, then one forward and backward pass (no parameter gradients) per unique dev "
              "and eval sentence, for all rows and layers at once",
         options=(CAUSAL_RANDOM, CAUSAL_LAYER),
+        demo="largest",
     ),
     ProbeSpec(
         name="das",

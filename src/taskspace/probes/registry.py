@@ -27,7 +27,7 @@ from typing import Any, Iterator
 from ..errors import InputError
 from .builtin import BUILTIN
 from .settings import ProbeSettings
-from .spec import Option, ProbeSpec, RunContext, SpaceSpec
+from .spec import DEMO_PLACES, Option, ProbeSpec, RunContext, SpaceSpec
 
 __all__ = ["ENTRY_POINT_GROUP", "Option", "ProbeSpec", "RunContext", "SpaceSpec", "get", "names", "probes",
            "register", "unregister"]
@@ -50,6 +50,8 @@ def _check(spec: ProbeSpec, replace: bool) -> None:
     if clash_opt:
         raise ValueError(f"probe {spec.name!r}: option(s) {', '.join(clash_opt)} are ProbeSettings fields; "
                          "list them in reads or uses")
+    if spec.demo not in DEMO_PLACES:
+        raise ValueError(f"probe {spec.name!r}: demo must be one of {DEMO_PLACES}, got {spec.demo!r}")
     if spec.name in _REGISTRY and not replace:
         raise ValueError(f"probe {spec.name!r} is already registered")
     others = {s.name: p.name for p in _REGISTRY.values() if p.name != spec.name for s in p.spaces}

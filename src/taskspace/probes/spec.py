@@ -27,6 +27,9 @@ if TYPE_CHECKING:  # pragma: no cover
 #: revision of the probed model (the runner gets that checkpoint loaded like the probed one; the words
 #: ``first`` / ``init`` name the control's revision)
 OPTION_KINDS = ("value", "sentences", "folder", "revision")
+#: where ``taskspace demo`` runs a probe (:attr:`ProbeSpec.demo`): nowhere, every checkpoint, the first and
+#: last, each model size's last, the largest size's last
+DEMO_PLACES = ("", "every", "ends", "last", "largest")
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,9 @@ class ProbeSpec:
       splits it into one job per source task (``"module:object"`` with ``base``, ``row``, ``assemble``).
     - ``halves``: the split-half reliability pass runs by default (cheap probes) or only when asked.
     - ``default``: a plan that names no ``probes`` runs it.
+    - ``demo``: where ``taskspace demo`` runs it (one of :data:`DEMO_PLACES`): at ``"every"`` checkpoint, at
+      the first and last (``"ends"``), at each size's final checkpoint (``"last"``), at the largest size's
+      final checkpoint only (``"largest"``), or not at all (``""``).
     """
 
     name: str
@@ -178,6 +184,7 @@ class ProbeSpec:
     stages: str | None = None
     halves: bool = True
     default: bool = False
+    demo: str = ""
 
     @property
     def job_kind(self) -> str:
