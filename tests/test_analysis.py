@@ -18,9 +18,20 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from taskspace.analysis import (cluster_space, compare_run, generalization_table, group_generalization,
-                                hypothesis_space, load_run, mantel, space_dynamics, spearman_offdiagonal,
-                                sudden_stage, summarize_distributedness, within_between)
+from taskspace.analysis import (
+    cluster_space,
+    compare_run,
+    generalization_table,
+    group_generalization,
+    hypothesis_space,
+    load_run,
+    mantel,
+    space_dynamics,
+    spearman_offdiagonal,
+    sudden_stage,
+    summarize_distributedness,
+    within_between,
+)
 from taskspace.analysis.stats import complete_tasks
 from taskspace.errors import InputError
 from taskspace.spaces import TaskSpace
@@ -429,8 +440,8 @@ def test_missing_rows_are_counted_marked_and_withhold_the_size_verdict(tmp_path)
     assert f["space"] == "transfer_normalized" and f["verdict"] == "inconclusive"
     assert "Verdict withheld" in f["this_run"] and "toy-small: 10/12 rows" in f["this_run"]
     # the report marks it too: no yes/no on the headline card, rows in the tables
-    from taskspace.report.html import render_html
     from taskspace.analysis.collect import load_run as _load
+    from taskspace.report.html import render_html
 
     page = render_html(_load(root), cmp, root / "figures")
     assert "v-withheld" in page and "10/12 rows, incomplete" in page

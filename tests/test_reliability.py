@@ -21,21 +21,33 @@ from scipy.stats import spearmanr
 import taskspace
 from conftest import MINI_NOUNS, make_tiny_model, make_word_tokenizer
 from taskspace.analysis import compare_run
-from taskspace.analysis.bootstrap import (ari_draws, paired_delta, percentile_ci, resample_tasks, rho_draws,
-                                          task_counts, within_between_draws)
+from taskspace.analysis.bootstrap import (
+    ari_draws,
+    paired_delta,
+    percentile_ci,
+    resample_tasks,
+    rho_draws,
+    task_counts,
+    within_between_draws,
+)
 from taskspace.analysis.clustering import cluster_space
-from taskspace.analysis.inference import rho_max
 from taskspace.analysis.findings import finding_sharing
 from taskspace.analysis.hypothesis import hypothesis_space
-from taskspace.analysis.reliability import (ROW_FLAG, noise_ceiling, reliability, spearman_brown, split_space,
-                                            task_reliability)
+from taskspace.analysis.inference import rho_max
+from taskspace.analysis.reliability import (
+    ROW_FLAG,
+    noise_ceiling,
+    reliability,
+    spearman_brown,
+    split_space,
+)
 from taskspace.analysis.stats import within_between
 from taskspace.errors import InputError
 from taskspace.models.loading import LoadedModel
 from taskspace.probes.settings import ProbeSettings
 from taskspace.spaces import TaskSpace
 from taskspace.suites import Pair, SplitSizes, Suite, split_suite
-from taskspace.suites.splits import HALF_SEP, halve_suite, half_name, parse_half, split_halves
+from taskspace.suites.splits import HALF_SEP, half_name, halve_suite, parse_half, split_halves
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -269,7 +281,6 @@ def test_vectorised_bootstrap_equals_spaces_rebuilt_by_hand():
     rho, rho_other = rho_draws(m, h, counts), rho_draws(m, other, counts)
     for b, ix in enumerate(idx):
         sub, valid = m[np.ix_(ix, ix)], ix[:, None] != ix[None, :]
-        same = g[ix][:, None] == g[ix][None, :]
         # the gap of the rebuilt space by hand: per group, within − its entries with other tasks, then the mean
         gaps = []
         for grp in dict.fromkeys(groups):

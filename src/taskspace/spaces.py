@@ -7,7 +7,6 @@ per-module matrices travel in the sidecar. No pickle.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence

@@ -28,7 +28,8 @@ import numpy as np
 
 from ..probes.registry import all_spaces, generalization_spaces
 from ..spaces import TaskSpace
-from .bootstrap import RESAMPLES, SCHEME as BOOTSTRAP_SCHEME, bootstrap_space, paired_delta
+from .bootstrap import RESAMPLES, bootstrap_space, paired_delta
+from .bootstrap import SCHEME as BOOTSTRAP_SCHEME
 from .clustering import cluster_space
 from .collect import Cell, ModelCells, RunData, load_run
 from .distributedness import summarize_distributedness
@@ -61,7 +62,7 @@ def summarize_space(space: TaskSpace, *, permutations: int = 999, seed: int = 0,
     (0: none), 95% intervals over tasks (``*_ci``), or ``interval_withheld`` with the reason.
     """
     from ..probes.registry import space_reading
-    from .inference import auc, ari_permutation_p, min_p, read, rho_max
+    from .inference import ari_permutation_p, auc, min_p, read, rho_max
 
     sign, absolute_default = space_reading(space.kind)
     sign = sign if related is None else (1.0 if related == "higher" else -1.0)

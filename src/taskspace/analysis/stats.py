@@ -13,7 +13,6 @@ import numpy as np
 from scipy.stats import rankdata
 
 from ..spaces import group_contrasts, within_between  # noqa: F401  (the rule lives with TaskSpace)
-from .hypothesis import hypothesis_space
 
 # Permutation statistics equal to the observed one up to float rounding count as "at least as large".
 _TIE_EPS = 1e-12
