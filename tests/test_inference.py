@@ -224,3 +224,18 @@ def test_normalised_rows_whose_self_transfer_is_not_measurably_positive_are_left
     assert cov["complete"] and cov["masked"] == ["b"] and cov["missing"] == []
     # a space that normalises nothing, or has no interval to judge by, is left alone
     assert mask_unreliable_rows("transfer", spaces["transfer"], spaces) is spaces["transfer"]
+
+
+def test_control_directions_matched_to_the_residual_covariance_fall_where_it_varies():
+    from taskspace.probes.causal import random_directions, variance_share
+
+    cov = np.diag([100.0, 50.0] + [0.01] * 30)          # an anisotropic residual stream: two loud dimensions
+    matched = random_directions(32, 200, 0, "", 1, cov)
+    iso = random_directions(32, 200, 0, "", 1)
+    assert np.allclose(np.linalg.norm(matched, axis=1), 1.0)
+    assert variance_share(matched, cov).mean() > 0.9 > 0.2 > variance_share(iso, cov).mean()
+    # seeded: the same pool for the same (seed, layer), another for another layer
+    assert np.array_equal(matched, random_directions(32, 200, 0, "", 1, cov))
+    assert not np.allclose(matched, random_directions(32, 200, 0, "", 2, cov))
+    e0 = np.eye(32)[:1]
+    assert variance_share(e0, cov)[0] == pytest.approx(100.0 / np.trace(cov))

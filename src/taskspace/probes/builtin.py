@@ -31,6 +31,10 @@ CAUSAL_ALPHA = Option("alpha", float, 0.5, "Steering strength α, relative to th
 CAUSAL_RANDOM = Option("random_directions", int, 19, "Random unit directions in the control pool (seeded, one "
                        "pool per layer shared by every row; averaged for the control, ranked against each row's "
                        "own effect for its p-value: 19 is the fewest that can reach p = 0.05).", min=1)
+CAUSAL_RANDOM_KIND = Option("random_kind", str, "covariance", "How the control pool is drawn: 'covariance' "
+                            "(from N(0, Σ_ℓ), the residual stream's covariance at the layer, then normalised: "
+                            "directions where the stream varies, like a task's own) or 'isotropic'.",
+                            choices=("covariance", "isotropic"))
 CAUSAL_LAYER = Option("layer", int, None, "Layer of the main spaces (block index; the last is read after the "
                       "final norm); default: chosen on the dev pairs.", min=0)
 CAUSAL_LAYERS = Option("layers", str, "chosen", "Layers with a full tasks × tasks map: 'chosen' (the main "
@@ -193,7 +197,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         runner="taskspace.probes.kinds.steering:run",
         cost="the activations pass, a dev sweep of every layer's diagonal (L·(1+k) scorings of the dev pairs), "
              "then T·(1+k) scorings of all eval pairs at the chosen layer (forward only)",
-        options=(CAUSAL_ALPHA, CAUSAL_RANDOM, CAUSAL_LAYER, CAUSAL_LAYERS),
+        options=(CAUSAL_ALPHA, CAUSAL_RANDOM, CAUSAL_RANDOM_KIND, CAUSAL_LAYER, CAUSAL_LAYERS),
         files=(("table", "stats/causal_steering.csv"),), halves=False,
     ),
     ProbeSpec(
@@ -207,7 +211,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
                           rows="task whose random direction is erased", columns="task evaluated")),
         runner="taskspace.probes.kinds.steering:run_erasure",
         cost="as steering (forward only)",
-        options=(CAUSAL_RANDOM, CAUSAL_LAYER, CAUSAL_LAYERS),
+        options=(CAUSAL_RANDOM, CAUSAL_RANDOM_KIND, CAUSAL_LAYER, CAUSAL_LAYERS),
         files=(("table", "stats/causal_erasure.csv"),), halves=False,
     ),
     ProbeSpec(
@@ -224,7 +228,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         runner="taskspace.probes.kinds.steering_estimate:run",
         cost="the activations pass, then one forward and backward pass (no parameter gradients) per unique dev "
              "and eval sentence, for all rows and layers at once",
-        options=(CAUSAL_RANDOM, CAUSAL_LAYER),
+        options=(CAUSAL_RANDOM, CAUSAL_RANDOM_KIND, CAUSAL_LAYER),
         demo="largest",
     ),
     ProbeSpec(

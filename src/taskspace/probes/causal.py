@@ -200,11 +200,13 @@ def prefix_skip(tokenizer: Any, prefix: str) -> int:
     return 1 if resolve_prefix(tokenizer, prefix)[1] is not None else 0
 
 
-def residual_scale(model: Any, tokenizer: Any, sentences: Sequence[str], *, prefix: str = "bos",
-                   batch_tokens: int = 4096) -> np.ndarray:
-    """``s_ℓ = sqrt(mean ‖r_ℓ‖²)`` per layer (float64, ``[L]``): the RMS norm of the residual stream over every
-    sentence position of ``sentences`` (the prefix position left out: its state is often far larger
-    than any other, and it is never intervened on). Forward passes only."""
+def residual_statistics(model: Any, tokenizer: Any, sentences: Sequence[str], *, prefix: str = "bos",
+                        batch_tokens: int = 4096, covariance: bool = True) -> dict[str, np.ndarray]:
+    """The residual stream after each block over every sentence position of ``sentences`` (the prefix
+    position left out: its state is often far larger than any other, and it is never intervened on):
+    ``scale`` = ``s_ℓ = sqrt(mean ‖r_ℓ‖²)`` (``[L]``) and, with ``covariance``, ``covariance`` = the
+    centred covariance of ``r_ℓ`` (``[L, W, W]``, float64) — what random control directions are matched to
+    and what an erased direction's share of variance is measured against. Forward passes only."""
     import torch
 
     from ..scoring import encode, length_batches, quiet_transformers, resolve_prefix
@@ -217,6 +219,8 @@ def residual_scale(model: Any, tokenizer: Any, sentences: Sequence[str], *, pref
     ids = [x for x in encode(tokenizer, list(dict.fromkeys(sentences)), token_id) if len(x) > skip]
     L = n_layers(model)
     total = torch.zeros(L, dtype=torch.float64)
+    sums: list[Any] = [None] * L
+    outer: list[Any] = [None] * L
     count = 0
     was_training = model.training
     model.eval()
@@ -235,13 +239,38 @@ def residual_scale(model: Any, tokenizer: Any, sentences: Sequence[str], *, pref
                 pos = torch.arange(width, device=device)
                 sel = (pos.unsqueeze(0) >= skip) & (pos.unsqueeze(0) < lens.unsqueeze(1))
                 for layer, h in enumerate(hs[1:]):
-                    total[layer] += h[sel].to(torch.float64).pow(2).sum().cpu()
+                    x = h[sel].to(torch.float64)
+                    total[layer] += x.pow(2).sum().cpu()
+                    if covariance:
+                        s1, s2 = x.sum(0).cpu(), (x.T @ x).cpu()
+                        sums[layer] = s1 if sums[layer] is None else sums[layer] + s1
+                        outer[layer] = s2 if outer[layer] is None else outer[layer] + s2
                 count += int(sel.sum())
     finally:
         model.train(was_training)
     if count == 0:
         raise InputError("no sentence tokens to measure the residual stream's scale on", field="tasks")
-    return np.sqrt(total.numpy() / count)
+    out = {"scale": np.sqrt(total.numpy() / count)}
+    if covariance:
+        mean = np.stack([v.numpy() for v in sums]) / count
+        out["covariance"] = np.stack([o.numpy() for o in outer]) / count - mean[:, :, None] * mean[:, None, :]
+    return out
+
+
+def residual_scale(model: Any, tokenizer: Any, sentences: Sequence[str], *, prefix: str = "bos",
+                   batch_tokens: int = 4096) -> np.ndarray:
+    """``s_ℓ = sqrt(mean ‖r_ℓ‖²)`` per layer (float64, ``[L]``); :func:`residual_statistics` without the
+    covariance."""
+    return residual_statistics(model, tokenizer, sentences, prefix=prefix, batch_tokens=batch_tokens,
+                               covariance=False)["scale"]
+
+
+def variance_share(directions: np.ndarray, covariance: np.ndarray) -> np.ndarray:
+    """``d̂ᵀ Σ d̂ / tr Σ`` for each unit direction (rows of ``directions``, NaN rows stay NaN): the share of
+    the residual stream's variance that lies along it — what erasing it removes."""
+    d = np.asarray(directions, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.einsum("nw,wv,nv->n", d, covariance, d) / float(np.trace(covariance))
 
 
 def unit_directions(diffs: Mapping[str, Any], tasks: Sequence[str]) -> np.ndarray:
@@ -260,13 +289,24 @@ def unit_directions(diffs: Mapping[str, Any], tasks: Sequence[str]) -> np.ndarra
 POOL = ""
 
 
-def random_directions(width: int, n: int, seed: int, task: str, layer: int) -> np.ndarray:
-    """``n`` random unit vectors ``[n, width]`` (float64; Gaussian, normalised), seeded by (seed, task,
-    layer): the control directions of row ``task`` at ``layer``, the same in every causal probe."""
+#: how control directions are drawn: matched to the residual stream's covariance, or isotropic
+RANDOM_KINDS = ("covariance", "isotropic")
+
+
+def random_directions(width: int, n: int, seed: int, task: str, layer: int,
+                      covariance: np.ndarray | None = None) -> np.ndarray:
+    """``n`` random unit vectors ``[n, width]`` (float64), seeded by (seed, task, layer): the control
+    directions at ``layer``, the same in every causal probe. Isotropic Gaussian, normalised; with
+    ``covariance`` (``[W, W]``), drawn from ``N(0, Σ)`` and normalised, so they fall where the residual
+    stream varies, as a task's own direction does — an isotropic direction mostly points where a
+    strongly anisotropic residual stream has almost no variance, a weak control."""
     from .gradient.masks import task_seed
 
     rng = np.random.default_rng(task_seed(seed, f"{RANDOM_LABEL}\x00{task}\x00{layer}"))
     v = rng.standard_normal((n, width))
+    if covariance is not None:
+        lam, u = np.linalg.eigh(np.asarray(covariance, dtype=np.float64))
+        v = (v * np.sqrt(np.clip(lam, 0.0, None))) @ u.T
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 

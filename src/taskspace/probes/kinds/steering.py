@@ -47,9 +47,10 @@ from ..causal import (
     n_layers,
     prefix_skip,
     random_directions,
-    residual_scale,
+    residual_statistics,
     split_sentences,
     unit_directions,
+    variance_share,
 )
 from ..common import convention_of, probe_provenance, probe_tasks
 
@@ -88,11 +89,13 @@ def _mean_table(tables: Sequence["pd.DataFrame"]) -> "pd.DataFrame":
 
 
 def intervention_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", mode: str, *,
-                        alpha: float = 0.5, n_random: int = 4, layer: int | None = None, all_layers: bool = False,
-                        progress: bool = True) -> dict[str, Any]:
+                        alpha: float = 0.5, n_random: int = 19, layer: int | None = None, all_layers: bool = False,
+                        random_kind: str = "covariance", progress: bool = True) -> dict[str, Any]:
     """Everything the two probes compute: ``{"tasks", "groups", "scale" [L], "sweep" {ℓ: dev selectivity},
     "layer" (chosen), "base" (eval table), "changed" {ℓ: {a: table}}, "random" {ℓ: {a: [tables]}},
-    "splits", "directions" [L, T, W]}``. ``mode``: ``"steering"`` or ``"erasure"``."""
+    "splits", "directions" [L, T, W], "pool" {ℓ: [k, W]}, "covariance" [L, W, W]}``. ``mode``:
+    ``"steering"`` or ``"erasure"``; ``random_kind``: the control pool matched to the residual stream's
+    covariance, or isotropic."""
     from ...progress import progress_bar
     from ...scoring import Scorer
 
@@ -105,8 +108,9 @@ def intervention_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeS
     check_layer(layer, L)
     dirs = unit_directions(task_differences(loaded, suite, settings), tasks)     # [L, T, W]
     width = dirs.shape[2]
-    scale = residual_scale(model, tok, split_sentences(test), prefix=settings.prefix,
-                           batch_tokens=settings.batch_tokens)
+    stats = residual_statistics(model, tok, split_sentences(test), prefix=settings.prefix,
+                                batch_tokens=settings.batch_tokens)
+    scale, cov = stats["scale"], stats["covariance"]
     skip = prefix_skip(tok, settings.prefix)
     # no prefix sharing: each scored row must start at the prefix token for the positions to be right
     scorer = Scorer(model, tok, reduction=settings.reduction, prefix=settings.prefix,
@@ -118,9 +122,14 @@ def intervention_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeS
         with intervene(model, ell, skip=skip, **kw):
             return scorer.score_pairs(pairs)
 
+    pools: dict[int, np.ndarray] = {}
+
     def randoms(ell: int) -> np.ndarray:
         # one pool per layer, shared by every row: k scorings of the eval pairs in all, not T·k
-        return random_directions(width, n_random, settings.seed, POOL, ell)
+        if ell not in pools:
+            pools[ell] = random_directions(width, n_random, settings.seed, POOL, ell,
+                                           cov[ell] if random_kind == "covariance" else None)
+        return pools[ell]
 
     sweep: dict[int, float] = {}
     if layer is None:
@@ -161,7 +170,7 @@ def intervention_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeS
                 advance(1)
     return {"tasks": tasks, "groups": [suite.group_of(t) for t in tasks], "scale": scale, "sweep": sweep,
             "layer": layer, "base": base, "changed": changed, "random": rand, "splits": splits,
-            "directions": dirs, "skip": skip, "scorer": scorer.describe()}
+            "directions": dirs, "skip": skip, "scorer": scorer.describe(), "pool": pools, "covariance": cov}
 
 
 def _run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
@@ -176,10 +185,12 @@ def _run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: 
     # every option is present: the caller (probe(), the CLI, a run) fills in the spec's defaults
     alpha = float(opts["alpha"]) if mode == "steering" else None
     n_random = int(opts["random_directions"])
+    random_kind = str(opts["random_kind"])
     fixed = opts["layer"]
     all_layers = opts["layers"] == "all"
     r = intervention_scores(loaded, suite, settings, mode, alpha=alpha if alpha is not None else 0.0,
-                            n_random=n_random, layer=fixed, all_layers=all_layers, progress=ctx.progress)
+                            n_random=n_random, layer=fixed, all_layers=all_layers, random_kind=random_kind,
+                            progress=ctx.progress)
     tasks, groups, layer, splits = r["tasks"], r["groups"], r["layer"], r["splits"]
     what = ("r ← r + α·s_ℓ·d̂_a at every sentence position after block ℓ" if mode == "steering"
             else "r ← r − ⟨r, d̂_a⟩ d̂_a at every sentence position after block ℓ")
@@ -187,7 +198,7 @@ def _run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: 
         loaded, suite.select(tasks), settings, mode, convention_of(loaded.model, loaded.tokenizer, settings),
         n_train_pairs=splits["train"].counts(), n_eval_pairs=splits["test"].counts(),
         intervention=what, directions="d_t^l of the activations probe (train pairs), normalised",
-        alpha=alpha, random_directions=n_random, layer=layer,
+        alpha=alpha, random_directions=n_random, random_kind=random_kind, layer=layer,
         layer_choice=("fixed by the layer option" if fixed is not None else
                       "largest mean diagonal selectivity on the dev pairs"),
         layer_selectivity={str(k): v for k, v in r["sweep"].items()},
@@ -223,6 +234,12 @@ def _run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: 
                          bootstrap=settings.bootstrap, seed=settings.seed)
     table.insert(2, "layer", layer)
     table.insert(2, "intervention", mode)
+    # how much of the residual stream's variance each direction holds (what erasing it removes), beside
+    # the control pool's mean: a direction that holds far more variance than the pool's is no fair match
+    idx = {t: i for i, t in enumerate(tasks)}
+    table["variance_share"] = variance_share(r["directions"][layer][[idx[t] for t in table["task"]]],
+                                             r["covariance"][layer])
+    table["variance_share_random"] = float(np.mean(variance_share(r["pool"][layer], r["covariance"][layer])))
     res = ProbeResult(tuple(kinds), spaces=spaces, provenance=prov,
                       extra={"directions": r["directions"], "scale": r["scale"], "layer": layer})
     res.tables[f"stats/{mode}_layers.csv"] = (layers_table, prov)
@@ -232,6 +249,8 @@ def _run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: 
         within="mean fraction of pairs whose judgement flips, tasks of the row's group (row excluded)",
         isolate="1 − mean fraction of pairs whose judgement flips, tasks of other groups",
         random="the same under the random directions of the pool (averaged)",
+        variance_share="d^T S d / tr S at the chosen layer (S: the residual stream's covariance over the eval "
+                       "sentences' positions); _random: the pool's mean",
         test=("p_rank: the row's own mean-margin effect ranked against each random direction's; q: Benjamini–"
               "Hochberg across rows; causal: q < 0.05"), counts=causal_count(table)))
     return res

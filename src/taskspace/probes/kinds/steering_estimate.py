@@ -32,7 +32,7 @@ from ..causal import (
     n_layers,
     prefix_skip,
     random_directions,
-    residual_scale,
+    residual_statistics,
     shift_recorder,
     split_sentences,
     unit_directions,
@@ -144,6 +144,7 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     from ..spec import RunContext as Ctx
 
     n_random = int(ctx.options["random_directions"])
+    random_kind = str(ctx.options["random_kind"])
     fixed = ctx.options["layer"]
     needed = ["train", "test"] + (["dev"] if fixed is None else [])
     splits, tasks, _ = probe_tasks(suite, settings, needed)
@@ -155,11 +156,14 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     diffs = spec.load_runner()(loaded, suite, settings, Ctx(progress=False), (spec.name,)).extra["differences"]
     dirs = unit_directions(diffs, tasks)
     width = dirs.shape[2]
-    scale = residual_scale(model, tok, split_sentences(test), prefix=settings.prefix,
-                           batch_tokens=settings.batch_tokens)
+    stats = residual_statistics(model, tok, split_sentences(test), prefix=settings.prefix,
+                                batch_tokens=settings.batch_tokens, covariance=random_kind == "covariance")
+    scale = stats["scale"]
     groups = [suite.group_of(t) for t in tasks]
     # the same shared pool per layer as the exact probes (one set of directions for every row)
-    pool = {ell: random_directions(width, n_random, settings.seed, POOL, ell) for ell in range(L)}
+    pool = {ell: random_directions(width, n_random, settings.seed, POOL, ell,
+                                   stats["covariance"][ell] if random_kind == "covariance" else None)
+            for ell in range(L)}
     rand = {(a, ell): pool[ell] for a in tasks for ell in range(L)}
 
     sweep: dict[int, float] = {}
@@ -185,7 +189,7 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
         loaded, suite.select(tasks), settings, "steering-estimate",
         convention_of(model, tok, settings), n_train_pairs=splits["train"].counts(), n_eval_pairs=test.counts(),
         estimate="s_l · mean_i <Σ_pos ∇_{r_l} m_b,i, d̂_a^l> = ∂m_b/∂α at α = 0 (nats per unit α)",
-        directions="d_t^l of the activations probe (train pairs), normalised", random_directions=n_random,
+        directions="d_t^l of the activations probe (train pairs), normalised", random_directions=n_random, random_kind=random_kind,
         layer=layer, layer_choice=("fixed by the layer option" if fixed is not None else
                                    "largest mean diagonal selectivity on the dev pairs"),
         layer_selectivity={str(k): v for k, v in sweep.items()},
