@@ -240,3 +240,31 @@ def test_control_directions_matched_to_the_residual_covariance_fall_where_it_var
     assert not np.allclose(matched, random_directions(32, 200, 0, "", 2, cov))
     e0 = np.eye(32)[:1]
     assert variance_share(e0, cov)[0] == pytest.approx(100.0 / np.trace(cov))
+
+
+def test_above_chance_comparison_beside_the_full_one(tmp_path):
+    from taskspace.analysis.collect import above_chance_tasks, load_run, restrict_run
+    from taskspace.analysis.compare import compare_run
+
+    tasks = [f"t{i}" for i in range(8)]
+    groups = ["a"] * 4 + ["b"] * 4
+    h = hypothesis_space(groups)
+    for rev, lows in (("step0", [0.3] * 8), ("step9", [0.6, 0.7, 0.4, 0.8, 0.9, 0.55, 0.6, 0.3])):
+        d = tmp_path / "run" / "m" / rev
+        TaskSpace(h + 0.01 * np.arange(64).reshape(8, 8), tasks, groups, "gradients",
+                  {"revision": rev}).save(d / "spaces" / "gradients.csv")
+        (d / "scores").mkdir(parents=True, exist_ok=True)
+        rows = ["task,group,n_pairs,accuracy,accuracy_ci_low,accuracy_ci_high,mean_margin,n_ties"]
+        rows += [f"{t},{g},50,{lo + 0.1},{lo},{lo + 0.2},0.1,0" for t, g, lo in zip(tasks, groups, lows)]
+        (d / "scores" / "tasks.csv").write_text("\n".join(rows) + "\n")
+    run = load_run(tmp_path / "run")
+    kept, decided = above_chance_tasks(run)
+    # step0 is untrained: it does not decide; at step9, t2 (0.4) and t7 (0.3) are at chance
+    assert decided == ["m@step9"] and kept == ["t0", "t1", "t3", "t4", "t5", "t6"]
+    sub = restrict_run(run, kept)
+    assert sub.models[0].cells["step9"].spaces["gradients"].tasks == kept
+    assert run.models[0].cells["step9"].spaces["gradients"].n_tasks == 8          # the full run untouched
+    cmp = compare_run(tmp_path / "run", permutations=99, bootstrap=0, above_chance=True, write=False)
+    ac = cmp["above_chance"]
+    assert ac["tasks"] == kept and ac["cells"][-1]["spaces"]["gradients"]["n_tasks"] == 6
+    assert cmp["cells"][-1]["spaces"]["gradients"]["n_tasks"] == 8

@@ -397,3 +397,54 @@ def _size_key(m: ModelCells) -> tuple:
     label = str(m.size or "").lower()
     rank = SIZE_ORDER.index(label) if label in SIZE_ORDER else math.inf
     return (0 if n else 1, n or 0, rank, m.slug)
+
+
+#: what "above chance" means for :func:`above_chance_tasks`
+ABOVE_CHANCE_RULE = ("tasks whose accuracy's 95% interval (scores/tasks.csv, Wilson) lies above 0.5 at every trained "
+                     "checkpoint with scores (untrained checkpoints and controls are at chance by design)")
+
+
+def above_chance_tasks(run: RunData) -> tuple[list[str], list[str]]:
+    """``(kept, cells)``: the tasks above chance at every trained checkpoint of the run that has scores
+    (:data:`ABOVE_CHANCE_RULE`), in the first such cell's order, and the ids of the cells that decided."""
+    kept: list[str] | None = None
+    cells = []
+    for _, cell in run.cells():
+        if cell.untrained or cell.scores is None or "accuracy_ci_low" not in cell.scores:
+            continue
+        above = [str(t) for t, lo in zip(cell.scores["task"], cell.scores["accuracy_ci_low"]) if lo > 0.5]
+        kept = above if kept is None else [t for t in kept if t in set(above)]
+        cells.append(cell.id)
+    return (kept or []), cells
+
+
+def restrict_run(run: RunData, tasks: list[str]) -> RunData:
+    """A copy of ``run`` whose every space (main, per-module / per-layer, halves; controls included) holds
+    only ``tasks`` (those it has)."""
+    import copy
+
+    from ..suites.splits import parse_half
+
+    keep = set(tasks)
+
+    def sub(space: TaskSpace) -> TaskSpace:
+        return space.select([t for t in space.tasks if t in keep])
+
+    def half_sub(space: TaskSpace) -> TaskSpace:
+        return space.select([t for t in space.tasks if (parse_half(t) or (t,))[0] in keep])
+
+    def fix(cell: Cell) -> None:
+        cell.spaces = {n: sub(s) for n, s in cell.spaces.items()}
+        cell.parts = {n: {k: sub(s) for k, s in per.items()} for n, per in cell.parts.items()}
+        cell.halves = {n: half_sub(s) for n, s in cell.halves.items()}
+        if cell.control is not None:
+            fix(cell.control)
+
+    out = copy.deepcopy(run)
+    seen: set[int] = set()
+    for m in out.models:
+        for c in m.cells.values():
+            if id(c) not in seen:
+                seen.add(id(c))
+                fix(c)
+    return out

@@ -228,20 +228,56 @@ def _cell_entry(model: ModelCells, cell: Cell, control: Cell | None, summarize: 
 
 
 def compare_run(run_dir: str | Path, *, permutations: int = 999, seed: int = 0, write: bool = True,
-                progress: bool = False, bootstrap: int = RESAMPLES) -> dict:
+                progress: bool = False, bootstrap: int = RESAMPLES, above_chance: bool = False) -> dict:
     """Compare every task space of a RUN (or of one probe DIR) with theory, controls, checkpoints and
     sizes; write ``comparison.json`` into it (atomically, with provenance) unless ``write=False``.
-    ``bootstrap``: resamples over tasks for the intervals (0: none; the verdicts then fall back to
-    standard errors); ``seed`` seeds them and the permutation test.
+    ``bootstrap``: resamples over tasks for the intervals (0: none, and the verdicts that need an interval
+    say "inconclusive"); ``seed`` seeds them and the permutation tests. ``above_chance``: also the whole
+    comparison over the tasks above chance at every trained checkpoint (``above_chance`` key:
+    :data:`~taskspace.analysis.collect.ABOVE_CHANCE_RULE`), beside the full one.
 
     Returns the comparison as a plain dict (see the module docstring for its keys).
     """
     from ..io import write_json
-    from ..progress import progress_bar
     from ..provenance import timestamp, versions
-    from .findings import findings, headline
+    from .collect import ABOVE_CHANCE_RULE, above_chance_tasks, restrict_run
 
     run = load_run(run_dir)
+    out = _compare(run, permutations, seed, bootstrap, progress)
+    if above_chance:
+        kept, decided = above_chance_tasks(run)
+        entry: dict[str, Any] = {"rule": ABOVE_CHANCE_RULE, "decided_by": decided, "tasks": kept,
+                                 "n_tasks": len(kept)}
+        if decided and len(kept) >= 3:
+            sub = _compare(restrict_run(run, kept), permutations, seed, bootstrap, False)
+            entry.update({k: sub[k] for k in ("cells", "findings", "headline", "dynamics", "sizes")})
+        else:
+            entry["skipped"] = ("no trained checkpoint has scores" if not decided else
+                                f"only {len(kept)} task(s) above chance everywhere")
+        out["above_chance"] = entry
+    out["provenance"] = {
+        "created": timestamp(), "versions": versions(), "plan": run.plan,
+        "analysis": {"permutations": permutations, "seed": seed,
+                     "test": "one-sided Mantel, Spearman, in each space's declared direction and reading; "
+                             "Benjamini-Hochberg q over each checkpoint's spaces",
+                     "bootstrap": {"resamples": bootstrap, "level": 0.95, "scheme": BOOTSTRAP_SCHEME},
+                     "gap": "mean over groups of (within-group mean - the group's mean with other tasks)",
+                     "clustering": "average linkage on 1 - S of (S + S^T)/2 (S read as higher = related), "
+                                   "cut at the number of groups",
+                     "above_chance": ABOVE_CHANCE_RULE if above_chance else None},
+        "cells": {f"{m.slug}@{c.revision}": _short_provenance(c.provenance) for m, c in run.cells()},
+    }
+    out = clean(out)
+    if write:
+        write_json(run.root / "comparison.json", out)
+    return out
+
+
+def _compare(run: RunData, permutations: int, seed: int, bootstrap: int, progress: bool) -> dict:
+    """Everything of :func:`compare_run` but its provenance, for one (possibly restricted) run."""
+    from ..progress import progress_bar
+    from .findings import findings, headline
+
     summarize = _Summaries(permutations, seed, bootstrap)
     cells = []
     n_spaces = sum(len(c.spaces) for _, c in run.cells())
@@ -269,20 +305,6 @@ def compare_run(run_dir: str | Path, *, permutations: int = 999, seed: int = 0, 
     }
     out["findings"] = findings(out)
     out["headline"] = headline(out)
-    out["provenance"] = {
-        "created": timestamp(), "versions": versions(), "plan": run.plan,
-        "analysis": {"permutations": permutations, "seed": seed,
-                     "test": "one-sided Mantel, Spearman, in each space's declared direction and reading; "
-                             "Benjamini-Hochberg q over each checkpoint's spaces",
-                     "bootstrap": {"resamples": bootstrap, "level": 0.95, "scheme": BOOTSTRAP_SCHEME},
-                     "gap": "mean over groups of (within-group mean - the group's mean with other tasks)",
-                     "clustering": "average linkage on 1 - S of (S + S^T)/2 (S read as higher = related), "
-                                   "cut at the number of groups"},
-        "cells": {f"{m.slug}@{c.revision}": _short_provenance(c.provenance) for m, c in run.cells()},
-    }
-    out = clean(out)
-    if write:
-        write_json(run.root / "comparison.json", out)
     return out
 
 

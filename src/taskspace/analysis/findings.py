@@ -150,7 +150,7 @@ def finding_sizes(cmp: dict) -> dict:
                f"no interval ({dd.get('withheld')})" if dd.get("withheld") else
                "no interval" if not _has_ci(delta_ci) else "the interval holds 0")
             + ("" if monotone else "; not monotone in size") + ".")
-    if groups_up:
+    if groups_up and groups_up[1]:
         text += (f" {groups_up[0]} of {groups_up[1]} groups have a larger gap in the largest model "
                  f"(sign test p = {_fmt_p(groups_up[2])}).")
     text += " One model per size (one seed each): a size effect cannot be told from a seed effect."

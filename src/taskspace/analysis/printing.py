@@ -36,11 +36,13 @@ def print_comparison(console: "Console", cmp: dict, *, all_spaces: bool = False)
     """Print the theory table, the generalisation table, the dynamics and the findings."""
     from rich.table import Table
 
-    t = Table(title="task spaces against theory (H: 1 within a group, 0 across); [95% bootstrap interval over "
-                    "tasks]; rel = split-half reliability, ceil = noise ceiling of ρ (from spaces/halves/)",
+    t = Table(title="task spaces against theory (H: 1 within a group, 0 across), each read in its declared direction "
+                    "(↓: lower = related) and reading; [95% bootstrap interval over tasks]; q = Benjamini–Hochberg "
+                    "over the checkpoint's spaces († the smallest attainable p is above 0.05); rel = split-half "
+                    "reliability, ceil = pair-sampling ceiling of ρ (from spaces/halves/)",
               title_justify="left")
-    for col in ("checkpoint", "space", "rows", "within", "between", "gap", "ρ with H", "p", "rel", "ceil",
-                "|gap|", "ARI", "gap − control"):
+    for col in ("checkpoint", "space", "rows", "within", "between", "gap", "AUC", "ρ with H", "ρ÷ρmax", "p", "q",
+                "rel", "ceil", "ARI", "gap − control"):
         t.add_column(col, justify="left" if col in ("checkpoint", "space") else "right",
                      no_wrap=col in ("checkpoint", "space"))
     for c in cmp["cells"]:
@@ -53,12 +55,15 @@ def print_comparison(console: "Console", cmp: dict, *, all_spaces: bool = False)
             rows = (f"{cov['rows']}/{cov['of']}" if cov["complete"] else f"[red]{cov['rows']}/{cov['of']}*[/red]"
                     ) if cov else "–"
             rel = s.get("reliability") or {}
-            t.add_row(c["id"] + (" (control)" if c.get("is_control") else ""), name, rows,
-                      _f(s["signed"]["within"]), _f(s["signed"]["between"]),
-                      _ci(s["signed"]["difference"], s["signed"].get("difference_ci")),
-                      _ci(s["signed"]["rho"], s["signed"].get("rho_ci")), _p(s["signed"]["p"]),
+            d = s[s.get("reading", "signed")]
+            tag = (" ↓" if s.get("related") == "lower" else "") + (" |S|" if s.get("reading") == "absolute" else "")
+            mp = s.get("min_p")
+            t.add_row(c["id"] + (" (control)" if c.get("is_control") else ""), name + tag, rows,
+                      _f(d["within"]), _f(d["between"]), _ci(d["difference"], d.get("difference_ci")),
+                      _ci(d.get("auc"), d.get("auc_ci")), _ci(d["rho"], d.get("rho_ci")), _f(d.get("rho_ratio"), False),
+                      _p(d["p"]) + ("†" if isinstance(mp, (int, float)) and mp > 0.05 else ""), _p(d.get("q")),
                       _f(rel.get("reliability"), False), _f((rel.get("full") or {}).get("ceiling"), False),
-                      _f(s["absolute"]["difference"]), _ci(s["ari"], s.get("ari_ci")),
+                      _ci(s["ari"], s.get("ari_ci")),
                       _ci(vc["difference"]["difference"], vc.get("difference_ci")) if vc else "–")
     console.print(t)
     _print_reliability(console, cmp)
@@ -83,8 +88,8 @@ def print_comparison(console: "Console", cmp: dict, *, all_spaces: bool = False)
         names = [n for n in main_spaces() if n in per]
         if not names:
             continue
-        dt = Table(title=f"{slug} over training: gap (within − between), ρ with the next / final space",
-                   title_justify="left")
+        dt = Table(title=f"{slug} over training: gap (within − between), ρ with the next / final space (raw); "
+                         "stability below: noise-corrected across halves", title_justify="left")
         dt.add_column("revision")
         for n in names:
             dt.add_column(f"{n} gap", justify="right")
@@ -99,11 +104,21 @@ def print_comparison(console: "Console", cmp: dict, *, all_spaces: bool = False)
                         _f(d["rho_final"][i])]
             dt.add_row(*row)
         console.print(dt)
+        for n in names:
+            st = per[n].get("stability") or {}
+            console.print(f"  {n}: {st.get('verdict', 'inconclusive')} — {st.get('reason', '')}", highlight=False)
     console.print("[bold]The paper's findings, next to this run[/bold]")
     for f in cmp.get("findings", []):
         style = _VERDICT_STYLE.get(f["verdict"], "")
         console.print(f"• {f['title']}: [{style}]{f['verdict']}[/{style}]")
         console.print(f"  {f['this_run']}", highlight=False)
+    ac = cmp.get("above_chance")
+    if ac:
+        console.print(f"[bold]Over the {ac['n_tasks']} tasks above chance[/bold] ({ac['rule']})", highlight=False)
+        if ac.get("skipped"):
+            console.print(f"  skipped: {ac['skipped']}", highlight=False)
+        for line in (ac.get("headline") or {}).get("lines", []):
+            console.print(f"  {line}", highlight=False)
 
 
 def _print_reliability(console: "Console", cmp: dict) -> None:
@@ -129,9 +144,11 @@ def _print_reliability(console: "Console", cmp: dict) -> None:
                   _ci(r["split_half"], r.get("split_half_ci")), _f(r["reliability"], False),
                   f"[{_f(nc['lower'])}, {_f(nc['upper'])}]", _f(th["rho"]),
                   f"{_f(th['fraction_of_upper'], False)}–{_f(th['fraction_of_lower'], False)}",
-                  _f(full.get("rho")), _f(full.get("ceiling"), False), _f(full.get("fraction"), False),
+                  _f(full.get("rho")), _f(full.get("ceiling"), False),
+                  "withheld" if full.get("withheld") else _ci(full.get("fraction"), full.get("fraction_ci")),
                   f"{_f(ss['mean'])} / {_f(ss['min'])}", str(len(r["flagged"])))
     console.print(t)
     console.print("ceiling half: Nili et al. lower (ρ of the two halves) and upper bound for ρ with one half; "
-                  "ceiling full = sqrt(reliability), for ρ with the full space; flagged: "
+                  "ceiling full = ρ_max(H) · sqrt(reliability), the pair-sampling ceiling of ρ with the full space "
+                  "(÷ ceiling withheld where the reliability's interval reaches below 0.2); flagged: "
                   + (rows[0][2].get("rule") or ""), highlight=False)

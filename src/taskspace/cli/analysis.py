@@ -13,6 +13,9 @@ Permutations = typer.Option(999, "--permutations", min=1, help="Mantel permutati
 SeedOpt = typer.Option(0, "--seed", help="Seed of the permutation test and the bootstrap.")
 BootstrapOpt = typer.Option(1000, "--bootstrap", min=0,
                             help="Resamples over tasks for the 95% intervals of every summary (0: none).")
+AboveChanceOpt = typer.Option(False, "--above-chance",
+                              help="Also the whole comparison over the tasks above chance at every trained "
+                                   "checkpoint, beside the full one.")
 
 
 def _console():
@@ -31,13 +34,15 @@ def compare(
     seed: int = SeedOpt,
     bootstrap: int = BootstrapOpt,
     all_spaces: bool = typer.Option(False, "--all-spaces", help="Print every space, not only the main ones."),
+    above_chance: bool = AboveChanceOpt,
 ) -> None:
     """Compare every task space of RUN with linguistic theory, its control, checkpoints and sizes;
     write RUN/comparison.json and print the tables."""
     from ..analysis.compare import compare_run
     from ..analysis.printing import print_comparison
 
-    cmp = compare_run(run, permutations=permutations, seed=seed, progress=True, bootstrap=bootstrap)
+    cmp = compare_run(run, permutations=permutations, seed=seed, progress=True, bootstrap=bootstrap,
+                      above_chance=above_chance)
     console = _console()
     print_comparison(console, cmp, all_spaces=all_spaces)
     console.print(f"wrote {Path(cmp['run']) / 'comparison.json'}", highlight=False)

@@ -247,6 +247,11 @@ def _headline(cmp: dict) -> str:
                     "ARI [95% CI]", "control gap",
                     "gap − control gap"], rows) if rows else ""
     where = f"{_e(h.get('model'))} @ {_e(h.get('revision'))}" if h.get("model") else ""
+    ac = cmp.get("above_chance")
+    if ac:
+        lines = (ac.get("headline") or {}).get("lines") or [f"skipped: {ac.get('skipped', '')}"]
+        table += (f'<p class="note"><b>Over the {ac["n_tasks"]} tasks above chance</b> ({_e(ac["rule"])}):</p><ul>'
+                  + "".join(f"<li>{_e(x)}</li>" for x in lines) + "</ul>")
     return (f'<section id="headline"><h2>Headline</h2><div class="cards">{"".join(cards)}</div>'
             f"<h3>The largest model's final checkpoint ({where}) against theory</h3>{table}"
             '<p class="note">Each space is read in its declared direction (erasure, ablation: lower = related) and '
