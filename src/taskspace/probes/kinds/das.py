@@ -74,8 +74,13 @@ NAME = "das"
 MDAS = "mdas"
 #: the probe whose differences d_t^ℓ are the mean-difference control (asked from the registry, never imported)
 DIRECTIONS_PROBE = "activations"
-DEFAULTS = {"rank": 1, "layer": None, "rotation_steps": 100, "rotation_lr": 0.01, "random_subspaces": 19,
-            "min_pairs": 3, "isolate_weight": 1.0}
+
+
+def option_defaults() -> dict[str, Any]:
+    """The registry's defaults of the options of ``das`` and ``mdas`` (for a direct call with fewer options)."""
+    from ..registry import get
+
+    return {o.name: o.default for o in get(MDAS).options}
 
 
 class Env:
@@ -85,7 +90,7 @@ class Env:
         from ...scoring import Head, resolve_prefix
 
         self.loaded, self.settings, self.progress = loaded, settings, progress
-        self.opts = {**DEFAULTS, **{k: v for k, v in opts.items() if k in DEFAULTS and v is not None}}
+        self.opts = {**option_defaults(), **opts}
         self.head: "Head" = Head(loaded.model)
         _, self.prefix_id = resolve_prefix(loaded.tokenizer, settings.prefix)
         pad = getattr(loaded.tokenizer, "pad_token_id", None)
