@@ -106,6 +106,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     import torch
+
     import taskspace
 
     torch.set_num_threads(args.threads)

@@ -52,9 +52,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..scoring import Head
     from ..suites.schema import Pair
 
-KINDS = ("continuation", "final")
-
-
 @dataclass(frozen=True)
 class Counterfactual:
     """One alignable pair as an interchange: base = bad, source = good (token ids with the prefix token).
@@ -231,19 +228,6 @@ def batches(cfs: Sequence[Counterfactual], batch_tokens: int) -> list[list[int]]
     from ..scoring.batching import length_batches
 
     return length_batches([max(len(cf.base), len(cf.source)) for cf in cfs], batch_tokens)
-
-
-def alignment_counts(aligned: dict[str, list[Counterfactual]], skipped: dict[str, dict[str, str]]) -> dict:
-    """Per task: ``{"aligned", "continuation", "final", "skipped", "reasons" {reason: n}}``."""
-    out = {}
-    for task, cfs in aligned.items():
-        reasons: dict[str, int] = {}
-        for r in skipped.get(task, {}).values():
-            reasons[r] = reasons.get(r, 0) + 1
-        out[task] = {"aligned": len(cfs), "continuation": sum(cf.kind == "continuation" for cf in cfs),
-                     "final": sum(cf.kind == "final" for cf in cfs), "skipped": len(skipped.get(task, {})),
-                     "reasons": reasons}
-    return out
 
 
 def orthonormal(v: np.ndarray) -> np.ndarray:
