@@ -18,6 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .inference import adjusted_rand, auc_draws, interval_design, read
+
 RESAMPLES = 1000
 LEVEL = 0.95
 SCHEME = ("tasks resampled with replacement within each group (group sizes kept), space rebuilt over the "
@@ -232,24 +234,6 @@ def cut_maxclust(z: np.ndarray, k: int) -> np.ndarray:
     return np.unique(roots, return_inverse=True)[1]
 
 
-def adjusted_rand(a: np.ndarray, b: np.ndarray) -> float:
-    """Adjusted Rand index of two labelings of non-negative integers (sklearn's ``adjusted_rand_score``,
-    without its overhead)."""
-    ai, bi = np.asarray(a, dtype=np.intp), np.asarray(b, dtype=np.intp)
-    kb = int(bi.max()) + 1
-    table = np.bincount(ai * kb + bi, minlength=(int(ai.max()) + 1) * kb).reshape(-1, kb).astype(float)
-    comb = lambda x: x * (x - 1) / 2.0  # noqa: E731
-    n = float(ai.size)
-    sum_ij = comb(table).sum()
-    sum_a = comb(table.sum(1)).sum()
-    sum_b = comb(table.sum(0)).sum()
-    expected = sum_a * sum_b / comb(n) if n > 1 else 0.0
-    top = (sum_a + sum_b) / 2.0
-    if top == expected:          # sklearn's convention for the degenerate cases (one cluster each, …)
-        return 1.0
-    return float((sum_ij - expected) / (top - expected))
-
-
 def group_mean_draws(matrix: np.ndarray, groups: Sequence[str], counts: np.ndarray, *,
                      absolute: bool = False) -> dict[str, np.ndarray]:
     """Per group, the mean of ``S[a, b]`` over a ≠ b inside it in each rebuilt space (both directions;
@@ -278,7 +262,6 @@ def bootstrap_space(space, *, resamples: int = RESAMPLES, seed: int = 0, level: 
     interval is NaN and ``withheld`` says why.
     """
     from .hypothesis import hypothesis_space
-    from .inference import auc_draws, interval_design, read
     from .stats import complete_tasks
 
     out: dict = {"resamples": int(resamples), "level": level, "seed": int(seed), "scheme": SCHEME}
@@ -321,7 +304,6 @@ def paired_delta(a, b, *, statistic: str = "difference", resamples: int = RESAMP
     size or checkpoint changes; the paradigms stay). Groups are ``a``'s; both spaces are read through
     ``sign`` / ``absolute`` (:func:`~taskspace.analysis.inference.read`). Returns ``delta``, ``ci``
     (NaN and ``withheld`` where the groups are too small for an interval), ``n_tasks``."""
-    from .inference import interval_design, read
     from .stats import within_between
 
     tb = set(b.tasks)

@@ -22,6 +22,8 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import binom, rankdata
 
+from ..multiple_testing import bh, holm  # noqa: F401  (re-exported: the corrections live in a leaf)
+
 #: a group needs this many tasks for a task resample to vary its within-group entries
 MIN_GROUP_TASKS = 3
 #: task-bootstrap intervals are withheld when more than this share of the contrasting groups is smaller
@@ -138,35 +140,6 @@ def min_p(groups: Sequence[str], permutations: int | None = None) -> float:
     return float(p)
 
 
-def bh(pvalues: Sequence[float]) -> list[float]:
-    """Benjamini–Hochberg adjusted p-values (q-values); NaN stays NaN and is not counted."""
-    p = np.asarray(pvalues, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
-    if m == 0:
-        return out.tolist()
-    order = ok[np.argsort(p[ok], kind="stable")]
-    q = p[order] * m / np.arange(1, m + 1)
-    q = np.minimum.accumulate(q[::-1])[::-1]
-    out[order] = np.minimum(q, 1.0)
-    return out.tolist()
-
-
-def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm-adjusted p-values (family-wise error across models); NaN stays NaN and is not counted."""
-    p = np.asarray(pvalues, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
-    if m == 0:
-        return out.tolist()
-    order = ok[np.argsort(p[ok], kind="stable")]
-    adj = np.maximum.accumulate(p[order] * (m - np.arange(m)))
-    out[order] = np.minimum(adj, 1.0)
-    return out.tolist()
-
-
 def sign_test(k: int, m: int) -> float:
     """One-sided p of ``k`` or more successes out of ``m`` when each is a coin flip (``m = 0``: NaN)."""
     return float(binom.sf(k - 1, m, 0.5)) if m > 0 else float("nan")
@@ -176,8 +149,6 @@ def ari_permutation_p(labels: Sequence[int], groups: Sequence[str], ari: float, 
                       seed: int = 0) -> float:
     """One-sided p of the clustering's ARI against the groups: the share of random relabellings of the
     tasks' groups (group sizes kept) whose ARI is at least the observed one, ``(1 + #) / (1 + P)``."""
-    from .bootstrap import adjusted_rand
-
     if not (isinstance(ari, float) and math.isfinite(ari)) or len(labels) < 3:
         return float("nan")
     _, gid = np.unique(np.asarray([str(x) for x in groups]), return_inverse=True)
@@ -186,3 +157,21 @@ def ari_permutation_p(labels: Sequence[int], groups: Sequence[str], ari: float, 
     rng = np.random.default_rng(seed)
     count = sum(adjusted_rand(rng.permutation(gid), lab) >= ari - 1e-12 for _ in range(permutations))
     return float((1 + count) / (1 + permutations))
+
+
+def adjusted_rand(a: np.ndarray, b: np.ndarray) -> float:
+    """Adjusted Rand index of two labelings of non-negative integers (sklearn's ``adjusted_rand_score``,
+    without its overhead)."""
+    ai, bi = np.asarray(a, dtype=np.intp), np.asarray(b, dtype=np.intp)
+    kb = int(bi.max()) + 1
+    table = np.bincount(ai * kb + bi, minlength=(int(ai.max()) + 1) * kb).reshape(-1, kb).astype(float)
+    comb = lambda x: x * (x - 1) / 2.0  # noqa: E731
+    n = float(ai.size)
+    sum_ij = comb(table).sum()
+    sum_a = comb(table.sum(1)).sum()
+    sum_b = comb(table.sum(0)).sum()
+    expected = sum_a * sum_b / comb(n) if n > 1 else 0.0
+    top = (sum_a + sum_b) / 2.0
+    if top == expected:          # sklearn's convention for the degenerate cases (one cluster each, …)
+        return 1.0
+    return float((sum_ij - expected) / (top - expected))

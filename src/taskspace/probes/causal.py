@@ -345,7 +345,7 @@ def causal_table(base: "pd.DataFrame", changed: Mapping[str, "pd.DataFrame"],
     rows; ``causal`` = q < ``alpha``. NaN where a has no direction or no task qualifies."""
     import pandas as pd
 
-    from ..analysis.inference import bh
+    from ..multiple_testing import bh
     from .finetune.evaluation import bootstrap_counts
 
     task_col = base["task"].to_numpy()
