@@ -429,7 +429,7 @@ def probes(args) -> None:
     from taskspace.analysis.compare import summarize_space
 
     header = ["model", "probe (space)", "checkpoint", "within", "between", "within − between", "Mantel ρ", "p",
-              "ARI", "ARI |S|", "time (s)", "load"]
+              "ARI", "ARI p", "time (s)", "load"]
     table = []
     jobs = []
     if not args.skip_blimp:
@@ -458,7 +458,7 @@ def probes(args) -> None:
                 sm = summarize_space(res.spaces[name])
                 sg = sm["signed"]
                 table.append([key, name, rev, sg["within"], sg["between"], sg["difference"], sg["rho"], sg["p"],
-                              sm["ari"], sm["ari_abs"], t["seconds"], f"{t['load_before']:.1f}"])
+                              sm["ari"], sm["ari_p"], t["seconds"], f"{t['load_before']:.1f}"])
             print(f"# done {key} {rev} {kind}: {t['seconds']:.0f} s", flush=True)
     print("## probes — trained vs step0 control, signed spaces; gutenberg: "
           f"{len(args.tasks)} BLiMP paradigms; toy: all toy tasks")

@@ -1,4 +1,4 @@
-"""The TaskSpace: a tasks × tasks matrix from one probe on one model checkpoint (DESIGN §1, §3).
+"""The TaskSpace: a tasks × tasks matrix from one probe on one model checkpoint (docs/design.md, "Vocabulary", "Files").
 
 On disk a task space is a square CSV (task ids as header and index) plus a JSON sidecar with kind,
 groups, model, revision, probe settings, convention and versions. Optional confidence bounds and

@@ -1,5 +1,5 @@
 """Analysis of task spaces: comparison with linguistic theory, controls, checkpoints and model sizes
-(DESIGN §2 "Comparing with theory", "Distributedness and dynamics").
+(docs/design.md, "Comparing with theory"; docs/reliability.md).
 
 Plain arrays, DataFrames and dicts out::
 

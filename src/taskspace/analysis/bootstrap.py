@@ -1,5 +1,5 @@
-"""Bootstrap intervals over tasks for every summary of a task space (DESIGN §2 "How much of a space is
-signal", item iv).
+"""Bootstrap intervals over tasks for every summary of a task space (docs/design.md, "Reliability";
+docs/reliability.md, "Intervals on every summary").
 
 A task space is a sample of paradigms standing for their groups: which paradigms were written for a
 group is the chance part, the groups are theory's. So a resample draws, within each group, as many tasks

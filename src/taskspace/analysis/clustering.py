@@ -1,4 +1,4 @@
-"""Hierarchical clustering of a task space and its agreement with the groups (DESIGN §2)."""
+"""Hierarchical clustering of a task space and its agreement with the groups (docs/design.md, "Comparing with theory")."""
 from __future__ import annotations
 
 import numpy as np

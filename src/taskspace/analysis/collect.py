@@ -1,5 +1,5 @@
 """Read what the probes and the run system wrote: one probe DIR (one model checkpoint) or a RUN
-directory holding one probe DIR per model × revision (DESIGN §3). Bad files become one-line
+directory holding one probe DIR per model × revision (docs/design.md, "Files"). Bad files become one-line
 :class:`~taskspace.errors.InputError` naming file, line and field."""
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Compare task spaces with theory, with their controls, across checkpoints and across model sizes.
 
-:func:`compare_run` reads a RUN directory (or one probe DIR), computes everything in DESIGN §2
-"Comparing with theory" and "Distributedness and dynamics", and writes ``comparison.json``:
+:func:`compare_run` reads a RUN directory (or one probe DIR), computes everything in docs/design.md,
+"Comparing with theory", and writes ``comparison.json``:
 
 ``schema``, ``run``, ``provenance`` (versions, created, plan, analysis settings, per-cell provenance),
 ``models`` (slug, name, size, n_parameters, revisions, control), ``probes`` (space names found),

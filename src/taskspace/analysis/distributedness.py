@@ -1,4 +1,4 @@
-"""How distributed the learning signal of each task is (DESIGN §2 "Distributedness and dynamics"):
+"""How distributed the learning signal of each task is (docs/design.md, "Comparing with theory"):
 mask size, participation ratio of ``|ḡ_t|``, spread over layers, and within- vs between-group overlap."""
 from __future__ import annotations
 

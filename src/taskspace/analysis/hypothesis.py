@@ -1,4 +1,4 @@
-"""The hypothesis space of linguistic theory and group-ordered views of a task space (DESIGN §2)."""
+"""The hypothesis space of linguistic theory and group-ordered views of a task space (docs/design.md, "Comparing with theory")."""
 from __future__ import annotations
 
 from typing import Sequence

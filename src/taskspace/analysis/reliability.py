@@ -1,5 +1,5 @@
 """How much of a task space is signal: split-half reliability, self-similarity and the noise ceiling of
-a theory comparison (DESIGN §2 "How much of a space is signal"; docs/reliability.md).
+a theory comparison (docs/design.md, "Reliability"; docs/reliability.md).
 
 Input: a *halves space*, what any probe writes when run with ``ProbeSettings(halves=True)``: a 2T × 2T
 space over the pseudo-tasks ``t~1`` and ``t~2`` (disjoint halves of each task's pairs,

@@ -1,5 +1,5 @@
 """Statistics of a task space against theory: within- vs between-group means, Spearman correlation
-with the hypothesis space and its Mantel permutation test (DESIGN §2 "Comparing with theory").
+with the hypothesis space and its Mantel permutation test (docs/design.md, "Comparing with theory").
 
 Everything works on plain ``(n, n)`` arrays; the diagonal (a task with itself) never counts.
 """

@@ -438,7 +438,7 @@ def _dynamics(cmp: dict, figdir: Path) -> str:
         for name, d in per.items():
             for i, rev in enumerate(d["revisions"]):
                 rows.append([_e(label(name)), _e(rev), _f(d["within"][i]), _f(d["between"][i]),
-                             _f(d["difference"][i]), _f(d["difference_abs"][i]),
+                             _f(d["difference"][i]), _f(d.get("difference_abs", [None] * len(d["revisions"]))[i]),
                              _f(d["rho_next"][i]) if i < len(d["rho_next"]) else "", _f(d["rho_final"][i])])
             st = d.get("stability") or {}
             rt = ", ".join(f"{_e(lab)} {_f(r, False)}" for lab, r in zip(st.get("labels") or [],
