@@ -1,7 +1,20 @@
-"""Shared fixtures: real tiny `transformers` models built in the test session, and paths to ../shared."""
+"""Shared fixtures: real tiny `transformers` models built in the test session, and paths to ../shared.
+
+Expensive artefacts (the quick demo, run from the built wheel; a toy model pretrained on the toy world) are
+built once per test session, also when pytest-xdist spreads the session over several worker processes
+(:func:`shared_artefact`: the first worker to ask builds, under a file lock; the others wait and read it).
+They are read-only: a test that changes one works on a copy (``shutil.copytree``)."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -9,6 +22,29 @@ import pytest
 os.environ.setdefault("TASKSPACE_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+
+def pytest_addoption(parser, pluginmanager):
+    """pyproject.toml's addopts start pytest-xdist (``-n auto --dist loadgroup``). Where xdist is not
+    loaded (``-p no:xdist``, or not installed) those options are accepted and the tests run in one process."""
+    if not pluginmanager.has_plugin("xdist"):
+        group = parser.getgroup("xdist (not loaded)")
+        # _addoption: a lowercase short option, as xdist itself declares it
+        group._addoption("-n", "--numprocesses", dest="numprocesses", default=None,
+                        help="ignored: pytest-xdist is not loaded")
+        group.addoption("--dist", dest="dist", default="no", help="ignored: pytest-xdist is not loaded")
+
+
+def pytest_configure(config):
+    # xdist registers this marker itself; without xdist it is only a grouping hint
+    config.addinivalue_line("markers", "xdist_group(name): run on the xdist worker of group NAME")
+
+
+def pytest_report_header(config):
+    if not config.pluginmanager.has_plugin("xdist"):
+        return "pytest-xdist not loaded: -n / --dist ignored, one process"
+
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TASKSPACE_SHARED", REPO.parent / "shared"))
@@ -81,6 +117,23 @@ def make_tiny_model(arch: str = "gpt2", vocab_size: int = 64, seed: int = 0, dty
     if dtype is not None:
         model = model.to(dtype)
     return model.eval()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def share_the_cores_among_xdist_workers():
+    """Under pytest-xdist, each worker's torch gets its share of the cores (one thread each for ``-n auto``),
+    not all of them: the workers run side by side, and the tests' tiny models gain nothing from threads.
+    Tests that need a thread count set it themselves (see ``one_thread``)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:                       # not on Linux
+            cpus = os.cpu_count() or 1
+        torch.set_num_threads(max(1, cpus // workers))
+    yield
 
 
 @pytest.fixture
@@ -159,3 +212,120 @@ def mean_margin(model, tok, pairs) -> float:
     with torch.no_grad():
         lp = batch_logprobs(model, ids, pad_id=0)
     return float((lp[0::2] - lp[1::2]).mean())
+
+
+# -- artefacts built once per test session (across xdist workers) --------------------------------------
+
+def _session_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The temporary folder of the whole session: with xdist each worker has its own base folder inside
+    it (``popen-gw0``, ...), so its parent is common to all of them."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def shared_artefact(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """``build(folder)`` once per test session, whichever worker asks first; returns ``folder``. A build
+    that raised is not retried: every later request fails with its traceback."""
+    from filelock import FileLock
+
+    root = _session_root(tmp_path_factory)
+    folder, done, failed = root / name, root / f"{name}.done", root / f"{name}.failed"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists() and not failed.exists():
+            try:
+                if folder.exists():
+                    shutil.rmtree(folder)
+                folder.mkdir()
+                build(folder)
+            except BaseException:
+                failed.write_text(traceback.format_exc(), encoding="utf-8")
+                raise
+            done.write_text("ok")
+    if failed.exists():
+        raise RuntimeError(f"building the shared {name!r} failed earlier in this session:\n"
+                           + failed.read_text(encoding="utf-8"))
+    return folder
+
+
+def build_wheel(dest: Path, work: Path) -> Path:
+    """The wheel of a clean copy of the sources (no build folders or egg-info land in the checkout)."""
+    src = work / "source"
+    (src / "src").mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    shutil.copytree(REPO / "src" / "taskspace", src / "src" / "taskspace",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    # --no-build-isolation: build with the installed setuptools, nothing fetched from a registry
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(dest), str(src)], check=True, capture_output=True, text=True, timeout=300)
+    (wheel,) = dest.glob("taskspace-*.whl")
+    return wheel
+
+
+@dataclass(frozen=True)
+class QuickDemo:
+    """``taskspace demo --quick`` as the README runs it (the default ``--out``, ``taskspace-demo``), run
+    once by the console script of the built wheel, installed (not editable) in a fresh environment and
+    started in a fresh working directory away from the checkout."""
+
+    wheel: Path          # the built wheel
+    venv: Path           # the environment it is installed in (system site for torch & co.)
+    imported_from: str   # taskspace.__file__ as that environment's python imports it, from ``cwd``
+    cwd: Path            # the working directory the demo ran in
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def out(self) -> Path:
+        """The demo's run directory (read-only: copy it before changing anything)."""
+        return self.cwd / "taskspace-demo"
+
+
+def _run_quick_demo(folder: Path) -> None:
+    wheel = build_wheel(folder / "dist", folder)
+    venv = folder / "venv"
+    # the installed torch, transformers, ... come from the system site; taskspace only from the wheel
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
+    py = venv / "bin" / "python"
+    # --ignore-installed: the system site's (editable) taskspace of the same version must not count
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed",
+                    str(wheel)], check=True, capture_output=True, text=True, timeout=300)
+    elsewhere = folder / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(TASKSPACE_NO_PROGRESS="1", HF_HUB_OFFLINE="1")
+    where = subprocess.run([str(py), "-c", "import taskspace; print(taskspace.__file__)"], cwd=elsewhere,
+                           env=env, capture_output=True, text=True, check=True, timeout=120).stdout.strip()
+    t0 = time.perf_counter()
+    r = subprocess.run([str(venv / "bin" / "taskspace"), "demo", "--quick"], cwd=elsewhere, env=env,
+                       capture_output=True, text=True, timeout=3600)
+    (folder / "result.json").write_text(json.dumps(dict(
+        wheel=str(wheel), venv=str(venv), imported_from=where, cwd=str(elsewhere), returncode=r.returncode,
+        stdout=r.stdout, stderr=r.stderr, seconds=time.perf_counter() - t0)), encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory) -> QuickDemo:
+    """The quick demo, run once per session (see :class:`QuickDemo`; its tests are in the xdist group
+    ``demo``, so one worker runs them all). Read-only."""
+    folder = shared_artefact(tmp_path_factory, "quick-demo", _run_quick_demo)
+    d = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+    return QuickDemo(**{k: Path(v) if k in ("wheel", "venv", "cwd") else v for k, v in d.items()})
+
+
+#: the session's toy-world model: ``taskspace pretrain --corpus toy --size tiny --steps 300`` (seed 0, one
+#: torch thread: the same weights on every machine), checkpoints step0 (the untrained init) … step300
+TOY_TINY_STEPS = 300
+
+
+@pytest.fixture(scope="session")
+def toy_tiny(tmp_path_factory) -> Path:
+    """A tiny GPT-2 pretrained on the toy world (:data:`TOY_TINY_STEPS` steps), built once per session;
+    its tests are in the xdist group ``toy_tiny``. Read-only."""
+    from taskspace.models.pretrain import pretrain
+
+    folder = shared_artefact(tmp_path_factory, "toy-tiny", lambda f: pretrain(
+        "toy", "tiny", f / "toy-tiny", steps=TOY_TINY_STEPS, seed=0, progress=False, threads=1))
+    return folder / "toy-tiny"

@@ -12,6 +12,11 @@ directory laid out so their relative paths resolve:
 - ``my-demo`` → a link to ``taskspace-demo``, so ``taskspace demo --quick --out my-demo`` resumes the demo
   the command before it ran (a finished demo: it recomputes nothing) instead of running it twice.
 
+``taskspace demo`` (run as ``taskspace demo --quick``) is the one command not run here: the session runs
+exactly that command once, on a fresh working directory, by the console script of the built wheel
+(conftest's ``quick_demo``, which tests/test_demo.py and tests/test_packaging.py check too); its outcome is
+this command's, and its ``taskspace-demo`` is copied into the working directory for the commands after it.
+
 A command that takes minutes runs with a smaller limit (:data:`SUBSTITUTIONS`: each keeps the command and
 every option it has, only smaller; the reasons are in the table) — so the README's figures come from the
 full commands, not from here. Optional arguments written ``[--seed 0]`` are left out. Commands that need
@@ -31,6 +36,7 @@ import io
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -86,7 +92,11 @@ PLAN_SUBSTITUTIONS = [
 ]
 HELDOUT = "The cat sleeps.\nThe dogs see the girl.\nThese boys ran home.\n"
 
-pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} is absent")
+#: the documented command that conftest's ``quick_demo`` runs for this module (see the docstring)
+QUICK_DEMO = "taskspace demo --quick"
+
+pytestmark = [pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} is absent"),
+              pytest.mark.xdist_group("demo")]          # the worker that runs the shared quick demo
 
 
 @dataclass(frozen=True)
@@ -208,8 +218,9 @@ def readme_plan() -> str:
 class Workdir:
     """The shared working directory and the outcome of each command run in it (each runs once)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, quick_demo=None) -> None:
         self.root = root
+        self.quick_demo = quick_demo
         self.work = root / "work"
         self.work.mkdir()
         (root / "shared").symlink_to(SHARED, target_is_directory=True)
@@ -229,6 +240,11 @@ class Workdir:
         return self.results[cmd.run]
 
     def _execute(self, command: str) -> tuple[int, str, float]:
+        if command == QUICK_DEMO and self.quick_demo is not None:
+            d = self.quick_demo           # this very command, run once per session on a fresh directory
+            if d.out.is_dir():
+                shutil.copytree(d.out, self.work / "taskspace-demo", symlinks=True)
+            return d.returncode, d.stdout + d.stderr, d.seconds
         words = shlex.split(command)
         t0 = time.perf_counter()
         if words[0] != "taskspace":
@@ -253,8 +269,8 @@ class Workdir:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory, one_thread):
-    w = Workdir(tmp_path_factory.mktemp("docs"))
+def workdir(tmp_path_factory, one_thread, quick_demo):
+    w = Workdir(tmp_path_factory.mktemp("docs"), quick_demo)
     yield w
     times = ", ".join(f"{c.id}: {w.results[c.run][2]:.0f} s" for c in COMMANDS if c.run in w.results)
     print(f"\ndocumented commands run ({sum(r[2] for r in w.results.values()):.0f} s): {times}")
@@ -303,6 +319,7 @@ def test_every_skip_and_substitution_is_used_and_keeps_the_command():
                       and (i == 0 or not before[i - 1].startswith("--"))]
         assert all(p in after for p in positional), (c.written, c.run)
     readme_plan()                                    # every plan substitution matches the README's plan
+    assert any(c.run == QUICK_DEMO and c.skip is None for c in COMMANDS), "QUICK_DEMO is no documented command"
 
 
 def _prepare_partial(written: str, upto: str) -> str:

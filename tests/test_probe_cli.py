@@ -176,13 +176,15 @@ def _toy_available() -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not _toy_available(), reason="toy world / pretraining not available yet")
-def test_toy_world_gradient_gap_exceeds_the_control(tmp_path):
+@pytest.mark.xdist_group("toy_tiny")
+def test_toy_world_gradient_gap_exceeds_the_control(toy_tiny):
     """Within-group minus between-group similarity of the gradient space exceeds the control's
-    (the untrained step0 of the same run) on a model trained on the toy world."""
-    from taskspace.models.pretrain import pretrain
+    (the untrained step0 of the same run) on a model trained on the toy world (conftest's ``toy_tiny``:
+    tiny, 300 steps, seed 0)."""
     from taskspace.suites.toy import toy_suite
 
-    out = pretrain("toy", "tiny", tmp_path / "toy-tiny", steps=300, seed=0, progress=False)
+    out = toy_tiny
+    assert (out / "step300").is_dir() and (out / "step0").is_dir()
     suite = toy_suite(seed=0)
     trained = _gap(str(out), "step300", suite, 40)
     control = _gap(str(out), "step0", suite, 40)

@@ -297,20 +297,21 @@ def test_cli_transfer_and_baseline(tiny_model_dir, tmp_path):
 
 # -- real models (slow) ------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_toy_world_transfer_diagonal_is_positive(tmp_path):
-    """On a model pretrained on the toy world, FTGD on a task helps that task: the diagonal of T is
-    positive (a property of the method, not of a fixture)."""
+@pytest.mark.xdist_group("toy_tiny")
+def test_toy_world_transfer_diagonal_is_positive(tmp_path, toy_tiny):
+    """On a model pretrained on the toy world (conftest's ``toy_tiny``: tiny, 300 steps, seed 0), FTGD on
+    a task helps that task: the diagonal of T is positive (a property of the method, not of a fixture)."""
     # our own modules: an import error must fail the test, never skip it
-    from taskspace.models import pretrain as pre
     from taskspace.models.loading import load_model
     from taskspace.probes.kinds.transfer import transfer_probe
     from taskspace.suites import toy
 
-    torch.manual_seed(0)
-    folder = pre.pretrain("toy", "tiny", tmp_path / "toy-lm", seed=0, progress=False, checkpoints=[])
+    folder = toy_tiny
     revs = sorted((p.name for p in Path(folder).iterdir() if p.name.startswith("step")),
                   key=lambda r: int(r[4:]))
+    assert revs[0] == "step0" and int(revs[-1][4:]) > 0
     lm = load_model(str(folder), revs[-1])
+    torch.manual_seed(0)
     suite = toy.toy_suite(seed=0)
     by_group: dict[str, list[str]] = {}
     for t in suite.tasks:
@@ -321,9 +322,10 @@ def test_toy_world_transfer_diagonal_is_positive(tmp_path):
     spaces = transfer_probe(lm, suite, settings, tmp_path / "probe", progress=False)
     diag = np.diag(spaces["transfer"].matrix)
     best = {t: json.loads((tmp_path / "probe" / "ftgd" / f"{t}.json").read_text())["best_step"] for t in tasks}
-    # A task the model cannot learn from its training pairs never beats step 0 (measured:
+    # A task the model cannot learn from its training pairs never beats step 0 (measured once:
     # anaphor_gender_agreement, at chance for the tiny model): reported as no_improvement, its row
     # missing (NaN); every task that trained must gain on its own held-out pairs, and most tasks train.
+    # (On toy_tiny, and on the preset's 1,200 steps, all six trained when measured: diagonal 0.5-8.2.)
     trained = [i for i, t in enumerate(tasks) if best[t] > 0]
     assert len(trained) >= len(tasks) - 1, best
     assert (diag[trained] > 0).all(), dict(zip(tasks, diag))
