@@ -41,6 +41,28 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "xdist_group(name): run on the xdist worker of group NAME")
 
 
+#: module-scoped fixtures too cheap to keep the tests that use them on one xdist worker
+CHEAP_MODULE_FIXTURES = {"one_thread"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """With ``--dist loadgroup`` an unmarked test goes to any worker, so a module-scoped fixture would be
+    built once per worker that runs one of its tests. The tests of a module that use one of its
+    module-scoped fixtures are grouped (``xdist_group``, the module's path): one worker runs them, and
+    builds it once, as a run without xdist does. An explicit ``xdist_group`` mark (tests of several
+    modules sharing a session artefact) stays as it is."""
+    if not getattr(config.option, "loadgroup", False):     # set on xdist's workers for --dist loadgroup
+        return
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None or item.get_closest_marker("xdist_group"):
+            continue
+        if any(name not in CHEAP_MODULE_FIXTURES and any(fd.scope == "module" for fd in defs)
+               for name, defs in info.name2fixturedefs.items()):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 def pytest_report_header(config):
     if not config.pluginmanager.has_plugin("xdist"):
         return "pytest-xdist not loaded: -n / --dist ignored, one process"
