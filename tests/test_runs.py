@@ -499,15 +499,20 @@ def _wait_for(pred, proc, timeout=120.0):
 @pytest.mark.slow
 def test_kill_9_at_any_point_resumes_to_identical_results(setup):
     tmp, model_dir, suite, plan = setup
+    import torch
+
     from taskspace.runs import load_plan, run_plan
 
     clean, run = tmp / "clean", tmp / "run"
     run_plan(load_plan(plan), clean)          # uninterrupted, in this process: another process history
     expected = results_of(clean)
     assert len(expected) > 20
+    # the processes below sum floats with as many threads as this one did (under pytest-xdist a worker
+    # has fewer than a fresh process would take), so their results can be compared byte for byte
+    threads = {"OMP_NUM_THREADS": str(torch.get_num_threads())}
 
     # 1. a real external kill -9 as soon as the first done-record appears
-    env = dict(os.environ, TASKSPACE_NO_PROGRESS="1")
+    env = dict(os.environ, TASKSPACE_NO_PROGRESS="1", **threads)
     proc = subprocess.Popen(["taskspace", "run", str(plan), "--out", str(run)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert _wait_for(lambda: any((run / ".jobs").glob("*.json")), proc)
@@ -519,10 +524,10 @@ def test_kill_9_at_any_point_resumes_to_identical_results(setup):
     # 2. kills inside a job's life: computed but not published, half the files linked, all linked but
     #    no done-record, done-record written but staging not cleaned; the last one in the 2nd job it runs
     for point in ("before_publish", "publish_half", "publish_linked", "after_record:2"):
-        r = cli("run", str(plan), "--out", str(run), env={"TASKSPACE_CRASH_AT": point})
+        r = cli("run", str(plan), "--out", str(run), env={"TASKSPACE_CRASH_AT": point, **threads})
         assert r.returncode == -signal.SIGKILL, (point, r.stdout, r.stderr)
 
-    r = cli("run", str(plan), "--out", str(run))
+    r = cli("run", str(plan), "--out", str(run), env=threads)
     assert r.returncode == 0, r.stderr
     assert results_of(run) == expected                         # byte-identical to the uninterrupted run
 

@@ -233,9 +233,8 @@ BUILTIN: tuple[ProbeSpec, ...] = (
     ),
     ProbeSpec(
         name="das",
-        help="DAS probe: per task a, an orthonormal rank-k subspace of the residual stream trained by interchange "
-             "intervention (bad run ← good run at the critical region's last token); every task's fraction of "
-             "the margin it recovers, beside random subspaces, the mean-difference direction and the full patch.",
+        help="DAS probe: per task, a rank-k residual subspace trained by interchange intervention; the share of every "
+             "task's margin it recovers, beside random, mean-difference and full-patch controls.",
         reads=SPLITS + ("prefix", "batch_tokens", "seed", "batch_pairs", "bootstrap"),
         spaces=(SpaceSpec("das", "DAS recovery D (fraction of margin)", main=True,
                           rows="task whose subspace is interchanged", columns="task evaluated"),
