@@ -145,17 +145,29 @@ def make_tiny_model(arch: str = "gpt2", vocab_size: int = 64, seed: int = 0, dty
 def share_the_cores_among_xdist_workers():
     """Under pytest-xdist, each worker's torch gets its share of the cores (one thread each for ``-n auto``),
     not all of them: the workers run side by side, and the tests' tiny models gain nothing from threads.
-    Tests that need a thread count set it themselves (see ``one_thread``)."""
+    The processes a test starts (``taskspace`` commands) get the same share (``OMP_NUM_THREADS``), so that
+    they compute with as many threads as the test's own process, as without xdist (tests compare their
+    results bit for bit). Tests that need a thread count set it themselves (see ``one_thread``)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers > 1:
-        import torch
+    if workers <= 1:
+        yield
+        return
+    import torch
 
-        try:
-            cpus = len(os.sched_getaffinity(0))
-        except AttributeError:                       # not on Linux
-            cpus = os.cpu_count() or 1
-        torch.set_num_threads(max(1, cpus // workers))
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:                       # not on Linux
+        cpus = os.cpu_count() or 1
+    threads, before = max(1, cpus // workers), torch.get_num_threads()
+    env_before = os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
     yield
+    torch.set_num_threads(before)
+    if env_before is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = env_before
 
 
 @pytest.fixture
