@@ -61,6 +61,10 @@ def pytest_collection_modifyitems(config, items):
         if any(name not in CHEAP_MODULE_FIXTURES and any(fd.scope == "module" for fd in defs)
                for name, defs in info.name2fixturedefs.items()):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    # xdist hands out the groups first (largest first), then single tests in this order: the slow ones
+    # first, so that the last tests handed out are short and both workers finish at about the same time
+    # (grouped tests keep their order)
+    items.sort(key=lambda it: not (it.get_closest_marker("xdist_group") or it.get_closest_marker("slow")))
 
 
 def pytest_report_header(config):
@@ -320,8 +324,10 @@ class QuickDemo:
 def _run_quick_demo(folder: Path) -> None:
     wheel = build_wheel(folder / "dist", folder)
     venv = folder / "venv"
-    # the installed torch, transformers, ... come from the system site; taskspace only from the wheel
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
+    # the installed torch, transformers, ... come from the system site; taskspace only from the wheel.
+    # --without-pip: the venv uses the system site's pip (no ensurepip, 3 s)
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+                   check=True, timeout=300)
     py = venv / "bin" / "python"
     # --ignore-installed: the system site's (editable) taskspace of the same version must not count
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed",

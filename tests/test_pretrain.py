@@ -290,12 +290,13 @@ def test_kill_9_then_resume_gives_the_straight_run(tmp_path):
     """A real SIGKILL at a fixed training step (the process kills itself at the crash point, so the
     moment is the same on every machine), then a resume: every checkpoint equals the straight run's,
     weights and tokenizer files byte for byte (a resumed run's checkpoints keep their fingerprint)."""
-    args = ["pretrain", "--corpus", "toy", "--size", "tiny", "--steps", "120", "--sentences", "3000",
+    # 60 steps: checkpoints 0, 1, 3, 6, 13, 27, 60 — the kill at step 8 falls between two of them
+    args = ["pretrain", "--corpus", "toy", "--size", "tiny", "--steps", "60", "--sentences", "3000",
             "--threads", "1"]
     straight = _cli(*args, "--out", str(tmp_path / "a"))
     assert straight.returncode == 0, straight.stderr
     out = tmp_path / "b"
-    steps = P.checkpoint_steps(120)
+    steps = P.checkpoint_steps(60)
     kill_at = steps[3] + 2  # after the 4th checkpoint, between two checkpoints: those 2 steps are lost
     assert kill_at < steps[4]
     env = dict(os.environ, TASKSPACE_NO_PROGRESS="1", TASKSPACE_CRASH_AT=f"pretrain_step:{kill_at}")
