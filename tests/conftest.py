@@ -7,7 +7,9 @@ They are read-only: a test that changes one works on a copy (``shutil.copytree``
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -61,10 +63,35 @@ def pytest_collection_modifyitems(config, items):
         if any(name not in CHEAP_MODULE_FIXTURES and any(fd.scope == "module" for fd in defs)
                for name, defs in info.name2fixturedefs.items()):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-    # xdist hands out the groups first (largest first), then single tests in this order: the slow ones
-    # first, so that the last tests handed out are short and both workers finish at about the same time
-    # (grouped tests keep their order)
-    items.sort(key=lambda it: not (it.get_closest_marker("xdist_group") or it.get_closest_marker("slow")))
+    # xdist hands out the groups first (largest first), then single tests in this order: the longest
+    # first (as long as the last run took, from pytest's cache; else the slow ones first), so that the last
+    # tests handed out are short and both workers finish at about the same time. Grouped tests keep their
+    # order.
+    seconds = config.cache.get(DURATIONS_KEY, {}) if getattr(config, "cache", None) else {}
+
+    def longest_first(item) -> float:
+        if item.get_closest_marker("xdist_group"):
+            return -math.inf
+        return -seconds.get(item.nodeid, 60.0 if item.get_closest_marker("slow") else 0.0)
+
+    items.sort(key=longest_first)
+
+
+#: pytest's cache entry with each test's duration in the last run (setup + call + teardown, seconds)
+DURATIONS_KEY = "taskspace/durations"
+_durations: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):          # the controller (or a run without xdist)
+        nodeid = re.sub(r"@[^\[\]:]*$", "", report.nodeid)  # without loadgroup's "@group" suffix
+        _durations[nodeid] = _durations.get(nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    cache = getattr(session.config, "cache", None)
+    if cache is not None and _durations and not os.environ.get("PYTEST_XDIST_WORKER"):
+        cache.set(DURATIONS_KEY, {**cache.get(DURATIONS_KEY, {}), **{k: round(v, 2) for k, v in _durations.items()}})
 
 
 def pytest_report_header(config):
