@@ -59,8 +59,18 @@ from ...errors import InputError
 from ..causal import check_layer, choose_layer, frozen, n_layers
 from ..common import convention_of, probe_provenance, probe_tasks
 from ..interchange import align_pairs
-from ..subspaces import (Runs, bootstrap_recovery, concat, iia, intervened, plain_runs, random_pool, recovery,
-                         recovery_parts, train_subspace)
+from ..subspaces import (
+    Runs,
+    bootstrap_recovery,
+    concat,
+    iia,
+    intervened,
+    plain_runs,
+    random_pool,
+    recovery,
+    recovery_parts,
+    train_subspace,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...models.loading import LoadedModel
