@@ -22,6 +22,7 @@ context ``P(sentence | <|endoftext|>)`` is scored in; long documents (real text)
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import time
@@ -32,6 +33,9 @@ import numpy as np
 
 from ..errors import InputError, TaskspaceError
 from ..faults import crash_point
+from ..io import read_json, write_json
+from ..progress import progress_bar
+from ..provenance import timestamp, versions
 from .checkpoints import (
     CSV_COLUMNS,
     STATE_DIR,
@@ -43,7 +47,15 @@ from .checkpoints import (
     save_checkpoint,
     write_csv,
 )
-from .presets import Preset, checkpoint_steps, get_preset, planned_checkpoints
+from .presets import (
+    Preset,
+    checkpoint_steps,
+    get_preset,
+    model_config,
+    non_embedding_parameters,
+    parameter_counts,
+    planned_checkpoints,
+)
 from .training_data import (
     BatchStream,
     Corpus,
@@ -155,33 +167,16 @@ def pretrain(
 
     >>> pretrain("toy", "small", "models/toy-small")        # then --model models/toy-small --revision stepN
     """
-    import dataclasses
-
     import torch
-
-    from ..io import read_json, write_json
-    from ..progress import progress_bar
-    from ..provenance import timestamp, versions
-    from .presets import model_config, non_embedding_parameters, parameter_counts
 
     say = log or (lambda msg: None)
     out = Path(out_dir)
-    preset = get_preset(size)
-    overrides = {k: v for k, v in (("batch_size", batch_size), ("lr", lr)) if v is not None}
-    if overrides.get("batch_size", 1) < 1:
-        raise InputError(f"batch size must be positive, got {batch_size}", field="batch_size")
-    if overrides.get("lr", 1.0) <= 0:
-        raise InputError(f"learning rate must be positive, got {lr}", field="lr")
-    recipe = dataclasses.replace(preset, **overrides)
+    recipe = _recipe(size, batch_size, lr)
     steps = recipe.steps if steps is None else int(steps)
     ckpts = planned_checkpoints(size, steps, checkpoints)
     threads_before = torch.get_num_threads()
 
-    existing = out / "pretrain.json"
-    if out.exists() and not out.is_dir():
-        raise InputError("output path exists and is not a folder", file=out)
-    if out.is_dir() and any(not d.name.startswith(".") for d in out.iterdir()) and not existing.is_file():
-        raise TaskspaceError(f"{out} is not empty and holds no pretrain.json; choose a new folder for --out")
+    _check_out_folder(out)
     corp = load_corpus(corpus, sentences=sentences)  # bad input fails here, before anything is written
     corpus_info = corp.describe()
     say(f"corpus {corpus_info['spec']}: {corpus_info['n_documents']:,} documents")
@@ -200,148 +195,24 @@ def pretrain(
         torch.set_num_threads(int(threads))
     ok = False
     try:
-        if existing.is_file():
-            prev = read_json(existing)
-            diff = [k for k in settings if prev.get("settings", {}).get(k) != settings[k]]
-            if diff:
-                raise TaskspaceError(f"{out} holds a different pretraining run ({', '.join(diff)} differ); "
-                                     "choose a new folder for --out or repeat the same settings to resume")
-            if prev.get("status") == "complete":
-                say(f"{out} is already complete ({steps} steps)")
-                ok = True
-                return out
+        if _already_complete(out, settings, steps, say):
+            ok = True
+            return out
         clean_stale(out)
         resume = find_resume_checkpoint(out)
-
-        # -- tokenizer and data ----------------------------------------------------------------------
-        if resume is not None:
-            from transformers import AutoTokenizer
-
-            tok = AutoTokenizer.from_pretrained(resume)
-            prev = read_json(existing) if existing.is_file() else {}
-            tok_kind = prev.get("tokenizer", {}).get("kind", "saved")
-        else:
-            say("building the tokenizer")
-            tok, tok_kind = build_tokenizer(corp, tokenizer, vocab_size=vocab_size,
-                                            n_positions=n_positions or 128)
-        npos = n_positions or (64 if tok_kind == "word" else 128)
-        tok.model_max_length = npos
-        # the tokenizer files every checkpoint gets, byte for byte the same whether or not the run was
-        # resumed: a reloaded tokenizer saves extra keys ("is_local", "local_files_only"), which would
-        # change the checkpoints' fingerprints and every downstream job key
-        tok_files = tokenizer_files(tok, resume)
-        eot = int(tok.eos_token_id)
-        say("tokenizing")
-        data = make_data(corp.documents, tok, n_positions=npos, mode=mode)
-        if data.mode == "blocks" and lr is None:
-            recipe = dataclasses.replace(recipe, lr=recipe.text_lr)
-        stream = BatchStream(data.train, recipe.batch_size, seed)
-
-        # -- model and optimizer ---------------------------------------------------------------------
-        from transformers import GPT2LMHeadModel
-
-        config = model_config(recipe, vocab_size=len(tok), n_positions=npos, eot_id=eot)
-        torch.manual_seed(seed)
-        model = GPT2LMHeadModel(config)
-        if resume is not None:
-            from safetensors.torch import load_file
-
-            ref = GPT2LMHeadModel.from_pretrained(resume, dtype=torch.float32)
-            model.load_state_dict(ref.state_dict())
-            del ref
-        model.train()
-        decay = [p for _, p in model.named_parameters() if p.dim() >= 2]
-        no_decay = [p for _, p in model.named_parameters() if p.dim() < 2]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=recipe.lr, betas=(0.9, 0.95), eps=1e-8)
-        params = decay + no_decay
-        start, tokens_seen, elapsed, rows = 0, 0, 0.0, []
-        if resume is not None:
-            st = read_json(resume / STATE_DIR / "state.json")
-            tensors = load_file(str(resume / STATE_DIR / "state.safetensors"))
-            optimizer_from_disk(opt, tensors, st["optimizer"])
-            torch.set_rng_state(tensors["rng.torch"])
-            start, tokens_seen, elapsed, rows = st["step"], st["tokens_seen"], st["elapsed_s"], st["rows"]
-            if st["data_position"] != stream.position(start):
-                raise TaskspaceError(f"{resume}: saved data position {st['data_position']} does not match "
-                                     f"the corpus ({stream.position(start)}); was the corpus changed?")
-            say(f"resuming from {resume.name}")
-
-        counts = parameter_counts(model)
-        meta = {
-            "kind": "pretrain", "status": "running", "created": timestamp(), "settings": settings,
-            "preset": recipe.to_dict(), "config": config.to_dict(),
-            "parameters": dict(counts, non_embedding_formula=non_embedding_parameters(recipe)),
-            "seed": seed, "steps": steps, "checkpoints": ckpts, "corpus": corpus_info,
-            "tokenizer": {"kind": tok_kind, "vocab_size": len(tok), "special": tok.eos_token,
-                          "bos = eos = pad": True, "adds_special_tokens": False},
-            "data": data.describe(), "batches_per_epoch": stream.per_epoch,
-            "optimizer": {"name": "AdamW", "betas": [0.9, 0.95], "eps": 1e-8, "grad_clip": 1.0,
-                          "schedule": "linear warm-up, cosine decay"},
-            "threads": torch.get_num_threads(), "device": "cpu", "dtype": "float32",
-            "versions": versions(),
-        }
-        if existing.is_file():
-            meta["created"] = read_json(existing).get("created", meta["created"])
-        write_json(existing, meta)
-
-        def checkpoint(step: int, train_loss: float | None) -> None:
-            h = heldout_loss(model, data.heldout, eot)
-            rows[:] = [r for r in rows if r["step"] < step]
-            rows.append({"step": step, "tokens_seen": tokens_seen, "train_loss": train_loss,
-                         "heldout_loss": h, "elapsed_s": round(elapsed + (time.perf_counter() - t0), 3)})
-            save_checkpoint(out, step, model, tok_files, opt, {
-                "step": step, "tokens_seen": tokens_seen, "elapsed_s": rows[-1]["elapsed_s"],
-                "data_position": stream.position(step), "rows": rows, "settings": settings})
-            write_csv(out / "training.csv", rows)
-            say(f"step {step}: held-out loss {h:.4f}")
-
-        t0 = time.perf_counter()
+        run = _prepare(out, resume, corp, recipe, settings, seed=seed, tokenizer=tokenizer,
+                       vocab_size=vocab_size, n_positions=n_positions, mode=mode, lr_given=lr is not None,
+                       say=say)
+        meta = _write_metadata(run, corpus_info, steps=steps, ckpts=ckpts, seed=seed)
+        run.t0 = time.perf_counter()
         if resume is None:
-            checkpoint(0, None)
-        loss_sum, loss_n = 0.0, 0
-        stopped = False
-        with progress_bar(f"pretraining {size}", total=steps, fields=True, show=progress) as advance:
-            if start:
-                advance(start)
-            for step in range(start, steps):
-                lr_now = learning_rate(step, steps, recipe)
-                for g in opt.param_groups:
-                    g["lr"] = lr_now
-                batch = stream.batch(step)
-                loss, _ = lm_loss(model, batch, eot)
-                if not torch.isfinite(loss):
-                    raise TaskspaceError(f"training diverged at step {step + 1} (loss {float(loss)}); "
-                                         "try a smaller --lr")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                opt.step()
-                loss = float(loss.detach())
-                tokens_seen += int((batch >= 0).sum())
-                loss_sum += loss
-                loss_n += 1
-                done = step + 1
-                crash_point("pretrain_step")  # kill -9 injection for the resume test (off by default)
-                if done in ckpts:
-                    checkpoint(done, loss_sum / loss_n)
-                    loss_sum, loss_n = 0.0, 0
-                    if stop_at is not None and done >= stop_at and done < steps:
-                        stopped = True
-                        advance(1, loss=loss)
-                        break
-                advance(1, loss=loss, lr=lr_now)
-        if stopped:
+            _checkpoint(run, 0, None, say)
+        done = _train_steps(run, steps, ckpts, size=size, progress=progress, stop_at=stop_at, say=say)
+        if done < steps:
             say(f"stopped after step {done}; run the same command again to resume")
             ok = True
             return out
-        meta.update(status="complete", finished=timestamp(), tokens_seen=tokens_seen,
-                    elapsed_s=rows[-1]["elapsed_s"], final_heldout_loss=rows[-1]["heldout_loss"],
-                    revisions=[f"step{s}" for s in ckpts])
-        write_json(existing, meta)
-        if not keep_training_state:
-            shutil.rmtree(out / f"step{steps}" / STATE_DIR, ignore_errors=True)
+        _finish(run, meta, steps, ckpts, keep_training_state)
         ok = True
         return out
     finally:
@@ -350,6 +221,237 @@ def pretrain(
         lock.close()
         if not ok and created and all(d.name == ".lock" for d in out.iterdir()):
             shutil.rmtree(out, ignore_errors=True)  # failed before writing anything: leave no folder
+
+
+@dataclasses.dataclass
+class _Run:
+    """What a pretraining run holds while it trains: its folder, data, model, optimizer and progress."""
+
+    out: Path
+    settings: dict
+    recipe: Preset
+    tok: Any
+    tok_kind: str
+    tok_files: dict[str, bytes]
+    eot: int
+    data: Data
+    stream: BatchStream
+    model: Any
+    opt: Any
+    params: list
+    start: int = 0
+    tokens_seen: int = 0
+    elapsed: float = 0.0
+    rows: list = dataclasses.field(default_factory=list)
+    t0: float = 0.0
+
+
+def _recipe(size: str, batch_size: int | None, lr: float | None) -> Preset:
+    """The preset ``size`` with the caller's batch size and learning rate, both checked."""
+    preset = get_preset(size)
+    overrides = {k: v for k, v in (("batch_size", batch_size), ("lr", lr)) if v is not None}
+    if overrides.get("batch_size", 1) < 1:
+        raise InputError(f"batch size must be positive, got {batch_size}", field="batch_size")
+    if overrides.get("lr", 1.0) <= 0:
+        raise InputError(f"learning rate must be positive, got {lr}", field="lr")
+    return dataclasses.replace(preset, **overrides)
+
+
+def _check_out_folder(out: Path) -> None:
+    """Refuse an output path that is a file, or a non-empty folder that holds no pretraining run."""
+    if out.exists() and not out.is_dir():
+        raise InputError("output path exists and is not a folder", file=out)
+    if out.is_dir() and any(not d.name.startswith(".") for d in out.iterdir()) \
+            and not (out / "pretrain.json").is_file():
+        raise TaskspaceError(f"{out} is not empty and holds no pretrain.json; choose a new folder for --out")
+
+
+def _already_complete(out: Path, settings: dict, steps: int, say: Callable[[str], None]) -> bool:
+    """Whether ``out`` holds this run, complete; refuses a folder that holds a different run."""
+    existing = out / "pretrain.json"
+    if not existing.is_file():
+        return False
+    prev = read_json(existing)
+    diff = [k for k in settings if prev.get("settings", {}).get(k) != settings[k]]
+    if diff:
+        raise TaskspaceError(f"{out} holds a different pretraining run ({', '.join(diff)} differ); "
+                             "choose a new folder for --out or repeat the same settings to resume")
+    if prev.get("status") == "complete":
+        say(f"{out} is already complete ({steps} steps)")
+        return True
+    return False
+
+
+def _prepare(out: Path, resume: Path | None, corp: Corpus, recipe: Preset, settings: dict, *, seed: int,
+             tokenizer: str, vocab_size: int, n_positions: int | None, mode: str, lr_given: bool,
+             say: Callable[[str], None]) -> _Run:
+    """Tokenizer, data, model and optimizer, fresh or restored from the checkpoint ``resume``."""
+    tok, tok_kind = _tokenizer(out, resume, corp, tokenizer, vocab_size, n_positions, say)
+    npos = n_positions or (64 if tok_kind == "word" else 128)
+    tok.model_max_length = npos
+    # the tokenizer files every checkpoint gets, byte for byte the same whether or not the run was
+    # resumed: a reloaded tokenizer saves extra keys ("is_local", "local_files_only"), which would
+    # change the checkpoints' fingerprints and every downstream job key
+    tok_files = tokenizer_files(tok, resume)
+    eot = int(tok.eos_token_id)
+    say("tokenizing")
+    data = make_data(corp.documents, tok, n_positions=npos, mode=mode)
+    if data.mode == "blocks" and not lr_given:
+        recipe = dataclasses.replace(recipe, lr=recipe.text_lr)
+    stream = BatchStream(data.train, recipe.batch_size, seed)
+    model, opt, params = _model_and_optimizer(recipe, tok, npos, eot, seed, resume)
+    run = _Run(out=out, settings=settings, recipe=recipe, tok=tok, tok_kind=tok_kind, tok_files=tok_files,
+               eot=eot, data=data, stream=stream, model=model, opt=opt, params=params)
+    if resume is not None:
+        _restore_state(run, resume)
+        say(f"resuming from {resume.name}")
+    return run
+
+
+def _tokenizer(out: Path, resume: Path | None, corp: Corpus, tokenizer: str, vocab_size: int,
+               n_positions: int | None, say: Callable[[str], None]) -> tuple[Any, str]:
+    """The run's tokenizer and its kind: the one saved in ``resume``, or a new one built on the corpus."""
+    if resume is not None:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(resume)
+        existing = out / "pretrain.json"
+        prev = read_json(existing) if existing.is_file() else {}
+        return tok, prev.get("tokenizer", {}).get("kind", "saved")
+    say("building the tokenizer")
+    return build_tokenizer(corp, tokenizer, vocab_size=vocab_size, n_positions=n_positions or 128)
+
+
+def _model_and_optimizer(recipe: Preset, tok: Any, npos: int, eot: int, seed: int,
+                         resume: Path | None) -> tuple[Any, Any, list]:
+    """A seeded GPT-2 (with the weights of ``resume`` when resuming), its AdamW and its parameters."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    config = model_config(recipe, vocab_size=len(tok), n_positions=npos, eot_id=eot)
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config)
+    if resume is not None:
+        ref = GPT2LMHeadModel.from_pretrained(resume, dtype=torch.float32)
+        model.load_state_dict(ref.state_dict())
+        del ref
+    model.train()
+    decay = [p for _, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for _, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=recipe.lr, betas=(0.9, 0.95), eps=1e-8)
+    return model, opt, decay + no_decay
+
+
+def _restore_state(run: _Run, resume: Path) -> None:
+    """Optimizer moments, RNG state, step, token count, elapsed time and rows saved in ``resume``."""
+    import torch
+    from safetensors.torch import load_file
+
+    st = read_json(resume / STATE_DIR / "state.json")
+    tensors = load_file(str(resume / STATE_DIR / "state.safetensors"))
+    optimizer_from_disk(run.opt, tensors, st["optimizer"])
+    torch.set_rng_state(tensors["rng.torch"])
+    run.start, run.tokens_seen, run.elapsed, run.rows = st["step"], st["tokens_seen"], st["elapsed_s"], st["rows"]
+    if st["data_position"] != run.stream.position(run.start):
+        raise TaskspaceError(f"{resume}: saved data position {st['data_position']} does not match "
+                             f"the corpus ({run.stream.position(run.start)}); was the corpus changed?")
+
+
+def _write_metadata(run: _Run, corpus_info: dict, *, steps: int, ckpts: list[int], seed: int) -> dict:
+    """Write ``pretrain.json`` with status ``running`` (keeping the first creation time); returns it."""
+    import torch
+
+    existing = run.out / "pretrain.json"
+    recipe, tok = run.recipe, run.tok
+    counts = parameter_counts(run.model)
+    meta = {
+        "kind": "pretrain", "status": "running", "created": timestamp(), "settings": run.settings,
+        "preset": recipe.to_dict(), "config": run.model.config.to_dict(),
+        "parameters": dict(counts, non_embedding_formula=non_embedding_parameters(recipe)),
+        "seed": seed, "steps": steps, "checkpoints": ckpts, "corpus": corpus_info,
+        "tokenizer": {"kind": run.tok_kind, "vocab_size": len(tok), "special": tok.eos_token,
+                      "bos = eos = pad": True, "adds_special_tokens": False},
+        "data": run.data.describe(), "batches_per_epoch": run.stream.per_epoch,
+        "optimizer": {"name": "AdamW", "betas": [0.9, 0.95], "eps": 1e-8, "grad_clip": 1.0,
+                      "schedule": "linear warm-up, cosine decay"},
+        "threads": torch.get_num_threads(), "device": "cpu", "dtype": "float32",
+        "versions": versions(),
+    }
+    if existing.is_file():
+        meta["created"] = read_json(existing).get("created", meta["created"])
+    write_json(existing, meta)
+    return meta
+
+
+def _checkpoint(run: _Run, step: int, train_loss: float | None, say: Callable[[str], None]) -> None:
+    """Measure the held-out loss, save checkpoint ``step`` with its training state, rewrite training.csv."""
+    h = heldout_loss(run.model, run.data.heldout, run.eot)
+    rows = run.rows
+    rows[:] = [r for r in rows if r["step"] < step]
+    rows.append({"step": step, "tokens_seen": run.tokens_seen, "train_loss": train_loss,
+                 "heldout_loss": h, "elapsed_s": round(run.elapsed + (time.perf_counter() - run.t0), 3)})
+    save_checkpoint(run.out, step, run.model, run.tok_files, run.opt, {
+        "step": step, "tokens_seen": run.tokens_seen, "elapsed_s": rows[-1]["elapsed_s"],
+        "data_position": run.stream.position(step), "rows": rows, "settings": run.settings})
+    write_csv(run.out / "training.csv", rows)
+    say(f"step {step}: held-out loss {h:.4f}")
+
+
+def _train_step(run: _Run, step: int, steps: int) -> tuple[float, float]:
+    """One optimizer step at ``step``; returns its training loss and learning rate."""
+    import torch
+
+    lr_now = learning_rate(step, steps, run.recipe)
+    for g in run.opt.param_groups:
+        g["lr"] = lr_now
+    batch = run.stream.batch(step)
+    loss, _ = lm_loss(run.model, batch, run.eot)
+    if not torch.isfinite(loss):
+        raise TaskspaceError(f"training diverged at step {step + 1} (loss {float(loss)}); "
+                             "try a smaller --lr")
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.params, 1.0)
+    run.opt.step()
+    run.tokens_seen += int((batch >= 0).sum())
+    return float(loss.detach()), lr_now
+
+
+def _train_steps(run: _Run, steps: int, ckpts: list[int], *, size: str, progress: bool, stop_at: int | None,
+                 say: Callable[[str], None]) -> int:
+    """Train from ``run.start`` to ``steps``, saving the planned checkpoints; returns the last step done
+    (less than ``steps`` when ``stop_at`` stopped the run at a checkpoint)."""
+    loss_sum, loss_n = 0.0, 0
+    done = run.start
+    with progress_bar(f"pretraining {size}", total=steps, fields=True, show=progress) as advance:
+        if run.start:
+            advance(run.start)
+        for step in range(run.start, steps):
+            loss, lr_now = _train_step(run, step, steps)
+            loss_sum += loss
+            loss_n += 1
+            done = step + 1
+            crash_point("pretrain_step")  # kill -9 injection for the resume test (off by default)
+            if done in ckpts:
+                _checkpoint(run, done, loss_sum / loss_n, say)
+                loss_sum, loss_n = 0.0, 0
+                if stop_at is not None and done >= stop_at and done < steps:
+                    advance(1, loss=loss)
+                    return done
+            advance(1, loss=loss, lr=lr_now)
+    return done
+
+
+def _finish(run: _Run, meta: dict, steps: int, ckpts: list[int], keep_training_state: bool) -> None:
+    """Mark ``pretrain.json`` complete and drop the final checkpoint's training state unless kept."""
+    meta.update(status="complete", finished=timestamp(), tokens_seen=run.tokens_seen,
+                elapsed_s=run.rows[-1]["elapsed_s"], final_heldout_loss=run.rows[-1]["heldout_loss"],
+                revisions=[f"step{s}" for s in ckpts])
+    write_json(run.out / "pretrain.json", meta)
+    if not keep_training_state:
+        shutil.rmtree(run.out / f"step{steps}" / STATE_DIR, ignore_errors=True)
 
 
 def tokenizer_files(tok: Any, source: Path | None = None) -> dict[str, bytes]:
