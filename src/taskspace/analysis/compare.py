@@ -129,6 +129,28 @@ def _versus(trained: dict, control: dict) -> dict:
             "difference": {k: (t[k] - c[k]) if t[k] is not None and c[k] is not None else None for k in keys}}
 
 
+def _nan(x: Any) -> float:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else float("nan")
+
+
+def _gain_test(control: TaskSpace, trained: TaskSpace, sign: float, absolute: bool, permutations: int,
+               seed: int) -> dict:
+    """The permutation test of trained − control: over the tasks both spaces share and both have
+    complete, the gap of ``read(trained) − read(control)`` against random relabellings of the tasks
+    (:func:`~taskspace.analysis.inference.gap_permutation_p`; H0: training added no group structure).
+    Returns ``p``, ``p_permutations``, ``p_tasks``."""
+    from .inference import gap_permutation_p, read
+
+    shared = set(trained.tasks)
+    tasks = [t for t in control.tasks if t in shared]
+    c, t = control.select(tasks), trained.select(tasks)
+    diff = read(t.matrix, sign, absolute) - read(c.matrix, sign, absolute)
+    keep = complete_tasks(diff)
+    groups = [g for g, k in zip(c.groups, keep) if k]
+    test = gap_permutation_p(diff[np.ix_(keep, keep)], groups, permutations=permutations, seed=seed)
+    return {"p": test["p"], "p_permutations": test["permutations"], "p_tasks": int(keep.sum())}
+
+
 def _part_gap(space: TaskSpace, name: str) -> dict:
     """A per-module / per-layer space's within, between and oriented gap (descriptive: no test)."""
     from ..probes.registry import space_reading
@@ -222,6 +244,12 @@ def _cell_entry(model: ModelCells, cell: Cell, control: Cell | None, summarize: 
             entry["versus_control"][name]["difference_ci"] = paired_delta(
                 control.spaces[name], cell.spaces[name], statistic="difference", resamples=summarize.bootstrap,
                 seed=summarize.seed, sign=sign, absolute=absolute)["ci"]
+            entry["versus_control"][name].update(_gain_test(
+                control.spaces[name], cell.spaces[name], sign, absolute, summarize.permutations, summarize.seed))
+        # the trained − control tests of one checkpoint are one table: Benjamini–Hochberg over its spaces
+        vnames = list(entry["versus_control"])
+        for name, q in zip(vnames, bh([_nan(entry["versus_control"][n].get("p")) for n in vnames])):
+            entry["versus_control"][name]["q"] = q
         cdist = summarize_distributedness(control.distributedness, _sharing(control))
         entry["distributedness_control"] = cdist
     return entry

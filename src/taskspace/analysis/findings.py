@@ -304,6 +304,9 @@ def headline(cmp: dict) -> dict:
              "ari_p": s.get("ari_p"), "control": cell.get("control"),
              "control_difference": vc["control"]["difference"] if vc else None,
              "gain_over_control": vc["difference"]["difference"] if vc else None,
+             "gain_over_control_ci": vc.get("difference_ci") if vc else None,
+             "gain_over_control_p": vc.get("p") if vc else None,
+             "gain_over_control_q": vc.get("q") if vc else None,
              "coverage": s.get("coverage"), "interval_withheld": s.get("interval_withheld"),
              "difference_ci": d.get("difference_ci"), "rho_ci": d.get("rho_ci"), "ari_ci": s.get("ari_ci")}
         rel = s.get("reliability")
@@ -336,7 +339,9 @@ def headline(cmp: dict) -> dict:
             line += (f"; split-half reliability {fmt_with_ci(r['reliability'], r['reliability_ci'], False)}, "
                      f"pair-sampling ceiling {_fmt(r['ceiling'], False)} ({frac})")
         if vc:
-            line += f"; control {cell['control']} gap {_fmt(e['control_difference'])}"
+            line += (f"; control {cell['control']} gap {_fmt(e['control_difference'])}, trained − control "
+                     f"{fmt_with_ci(e['gain_over_control'], e['gain_over_control_ci'])} (permutation p = "
+                     f"{_fmt_p(e['gain_over_control_p'])}, q = {_fmt_p(e['gain_over_control_q'])})")
         out["lines"].append(line)
     for f in cmp.get("findings", []):
         out["verdicts"][f["id"]] = f["verdict"]

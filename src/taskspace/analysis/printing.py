@@ -64,7 +64,8 @@ def print_comparison(console: "Console", cmp: dict, *, all_spaces: bool = False)
                       _p(d["p"]) + ("†" if isinstance(mp, (int, float)) and mp > 0.05 else ""), _p(d.get("q")),
                       _f(rel.get("reliability"), False), _f((rel.get("full") or {}).get("ceiling"), False),
                       _ci(s["ari"], s.get("ari_ci")),
-                      _ci(vc["difference"]["difference"], vc.get("difference_ci")) if vc else "–")
+                      (_ci(vc["difference"]["difference"], vc.get("difference_ci")) + f" p {_p(vc.get('p'))}")
+                      if vc else "–")
     console.print(t)
     _print_reliability(console, cmp)
     if any(not (s.get("coverage") or {"complete": True})["complete"] for c in cmp["cells"] for s in c["spaces"].values()):

@@ -210,7 +210,9 @@ def _headline(cmp: dict) -> str:
             detail += (f"; pair-sampling ceiling {_f(rel['ceiling'], False)} (split-half reliability "
                        f"{_f(rel.get('reliability'), False)}): {share}")
         if e.get("control"):
-            detail += f"; control ({_e(e['control'])}) gap {_f(e['control_difference'])}"
+            detail += (f"; control ({_e(e['control'])}) gap {_f(e['control_difference'])}, trained − control "
+                       f"{_fc(e.get('gain_over_control'), e.get('gain_over_control_ci'))} "
+                       f"(permutation p {_p(e.get('gain_over_control_p'))})")
         cards.append(f'<div class="card"><div class="q">Does the task space match linguistic theory?</div>'
                      f'<div class="big">ρ = {_f(e["rho"])} {_badge(verdict)}</div>'
                      f'<div class="detail">{detail}</div></div>')
@@ -241,7 +243,9 @@ def _headline(cmp: dict) -> str:
                      _f(r.get("ceiling"), False),
                      "withheld" if r.get("withheld") else _fc(r.get("fraction"), r.get("fraction_ci"), False),
                      _f(e["difference_other"]), _f(e["rho_other"]), _fc(e["ari"], e.get("ari_ci")),
-                     _f(e.get("control_difference")), _f(e.get("gain_over_control"))])
+                     _f(e.get("control_difference")),
+                     _fc(e.get("gain_over_control"), e.get("gain_over_control_ci"))
+                     + (f" (p {_p(e.get('gain_over_control_p'))})" if e.get("control") else "")])
     table = _table(["space", "within", "between", "gap [95% CI]", "AUC", "ρ with H [95% CI]", "ρ ÷ ρmax", "Mantel p",
                     "q (BH)", "reliability", "pair-sampling ceiling", "ρ ÷ ceiling", "other reading: gap", "ρ",
                     "ARI [95% CI]", "control gap",
@@ -299,7 +303,8 @@ def _summary_table(cmp: dict) -> str:
                          _f(d.get("rho_ratio"), False, 2), _p(d["p"]) + _minp(s), _p(d.get("q")), *_rel(s),
                          _fc(s["ari"], s.get("ari_ci")) + f" (p {_p(s.get('ari_p'))})",
                          _f(o["difference"]), _f(o["rho"]),
-                         _fc(vc["difference"]["difference"], vc.get("difference_ci")) if vc else "–",
+                         (_fc(vc["difference"]["difference"], vc.get("difference_ci"))
+                          + f" (p {_p(vc.get('p'))}, q {_p(vc.get('q'))})") if vc else "–",
                          _e(", ".join(s["dropped"])) or ""])
     return ('<section id="theory"><h2>Every task space against theory</h2>'
             + _table(["model", "revision", "space", "tasks", "within", "between", "gap", "AUC", "ρ", "ρ ÷ ρmax",
@@ -313,7 +318,10 @@ def _summary_table(cmp: dict) -> str:
               "hypothesis' ties (= 2·AUC − 1 without ties). p: one-sided Mantel test; † the smallest p these "
               "groups allow is above 0.05. q: Benjamini–Hochberg over the checkpoint's spaces. Small type: 95% "
               "percentile bootstrap intervals over tasks (tasks resampled within their groups; withheld where "
-              "most groups have fewer than three tasks). ARI p: random relabelling of the groups.</p></section>")
+              "most groups have fewer than three tasks). ARI p: random relabelling of the groups. gap − control: "
+              "the trained gap minus the control checkpoint's, paired over tasks, with the permutation p of the "
+              "gap of (trained − control) under random relabelling of the tasks (H0: training added no group "
+              "structure) and its Benjamini–Hochberg q over the checkpoint's spaces.</p></section>")
 
 
 def _minp(s: dict) -> str:
