@@ -43,7 +43,8 @@ def main():
     from taskspace.probes.gradient.bitsets import gradient_bitset
     from taskspace.probes.gradient.differentials import TaskGradients
     from taskspace.probes.gradient.masks import top_fraction_mask
-    from taskspace.probes.gradient.similarity import _task_stats, streamed_stats
+    from taskspace.probes.gradient.similarity import _task_stats
+    from taskspace.probes.gradient.sketch_engine import streamed_stats
 
     w = args.width
     shapes = {"wte": (8192, w), "wpe": (512, w)}
@@ -59,8 +60,8 @@ def main():
     mods = tg.modules
     if args.part == "pass":
         from taskspace.probes import ProbeSettings
-        from taskspace.probes.gradient.similarity import StreamedStats, _one_pass, task_bitset
         from taskspace.probes.gradient.sketch import SketchSet
+        from taskspace.probes.gradient.sketch_engine import StreamedStats, one_pass, task_bitset
 
         settings = ProbeSettings()
         sk = SketchSet(list(shapes), shapes, mods, dim=settings.sketch_dim)
@@ -72,7 +73,7 @@ def main():
             measure("separate: mask (overwrite)", lambda gc=gc: task_bitset(gc, shapes, "t", settings, overwrite=True))
             gc = {k: v.clone() for k, v in g.items()}
             measure("one pass: sketch + statistics + mask",
-                    lambda gc=gc: _one_pass("t", gc, set(), sk, StreamedStats(mods), settings, shapes))
+                    lambda gc=gc: one_pass("t", gc, set(), sk, StreamedStats(mods), settings, shapes))
             del gc
         return
     for _ in range(2):

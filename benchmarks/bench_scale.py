@@ -7,6 +7,8 @@ models, sketch accuracy on gutenberg-gpt2-5m, and transfer rows on the 210M shap
     python benchmarks/bench_scale.py transfer --rows 2           # (d) 210M: transfer + baseline rows over 67 tasks
     python benchmarks/bench_scale.py memory --tasks 4 8 16 --pairs 1 --what forward steering erasure steering-estimate
                                                                  # (e) the causal probes (issue 16): peak RSS vs tasks
+    python benchmarks/bench_scale.py memory --tasks 2 --pairs 4 --rotation-steps 5 --what forward das mdas
+                                                                 # (f) the trained subspaces (issue 24), last layer
 
 Each memory configuration runs in a fresh subprocess and reads its peak RSS from the OS
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), with user / system CPU seconds and major / minor page
@@ -114,7 +116,7 @@ def one(args) -> dict:
     build = time.perf_counter() - t0
     before = _usage()
     t = time.perf_counter()
-    if args.what in CAUSAL or args.what == "forward":
+    if args.what in CAUSAL + SUBSPACES or args.what == "forward":
         # the causal probes at the last layer (fixed: no dev sweep), one random direction; "forward" is one
         # plain scoring of the same eval pairs, the floor any forward-only probe sits on
         import taskspace
@@ -125,6 +127,22 @@ def one(args) -> dict:
         if args.what == "forward":
             Scorer(model, tok, share_prefix=False).score_pairs(settings.splits(suite)["test"].pairs)
             extra = {}
+        elif args.what in SUBSPACES:
+            # das / mdas at the last layer (fixed: one training per task, no dev sweep), rotation_steps steps
+            # of batch_pairs pairs, two random subspaces; mdas computes das's subspaces too (one job)
+            import numpy as np
+
+            opts = {"layer": model.config.num_hidden_layers - 1, "rotation_steps": args.rotation_steps,
+                    "random_subspaces": 2, "min_pairs": 1}
+            kinds = ("das",) if args.what == "das" else ("das", "mdas")   # the same pass either way
+            res = taskspace.probe((model, tok), suite, kinds, settings, progress=False, **opts)
+            tab = res.tables["stats/das_tasks.csv"][0]
+            extra = {"finite_cells": int(np.isfinite(res.spaces[args.what].matrix).sum()),
+                     "rotation_steps": args.rotation_steps, "batch_pairs": settings.batch_pairs,
+                     "train_s_per_task": float(tab["train_seconds"].mean()),
+                     "row_s": float(tab["row_seconds"].mean())}
+            if args.what == "mdas":
+                extra["train_s_per_group"] = float(res.tables["stats/mdas_groups.csv"][0]["train_seconds"].mean())
         else:
             opts = {"layer": model.config.num_hidden_layers - 1, "random_directions": 1}
             res = taskspace.probe((model, tok), suite, args.what, settings, progress=False, **opts)
@@ -146,7 +164,7 @@ def one(args) -> dict:
 
         # the time of the sketch mode's per-task pass (sketch + statistics + mask), timed in place so the
         # rest of the probe's time (forward + backward, overlap) is known from the same run
-        inner = similarity._one_pass
+        inner = similarity.one_pass
         spent = [0.0]
 
         hwm: list[float] = []
@@ -159,9 +177,9 @@ def one(args) -> dict:
                 spent[0] += time.perf_counter() - t0
                 hwm.append(_vm("VmHWM"))
 
-        similarity._one_pass = timed_pass
+        similarity.one_pass = timed_pass
         res = run_gradient_probes(Loaded(model, tok, args.shape), suite, settings, progress=False)
-        similarity._one_pass = inner
+        similarity.one_pass = inner
         extra = {"pass_s_per_task": spent[0] / len(tasks), "peak_gb_after_each_task": hwm, "mode": res.mode, "within_between": res.spaces["gradients"].within_between()["difference"],
                  "sketch_bytes": res.sketches.nbytes if res.sketches is not None else None}
     wall = time.perf_counter() - t
@@ -174,6 +192,7 @@ def one(args) -> dict:
 
 
 CAUSAL = ("steering", "erasure", "steering-estimate")
+SUBSPACES = ("das", "mdas")
 
 
 def memory(args) -> list[dict]:
@@ -182,7 +201,7 @@ def memory(args) -> list[dict]:
         for what in args.what:
             cmd = [sys.executable, __file__, "_one", "--shape", args.shape, "--tasks", str(n), "--pairs",
                    str(args.pairs), "--what", what, "--threads", str(args.threads), "--mode", args.mode,
-                   "--sketch-dim", str(args.sketch_dim)]
+                   "--sketch-dim", str(args.sketch_dim), "--rotation-steps", str(args.rotation_steps)]
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
                 print(r.stderr[-3000:], file=sys.stderr)
@@ -194,7 +213,7 @@ def memory(args) -> list[dict]:
     probe = {r["tasks"]: r for r in out if r.get("what") == "probe" and "maxrss_gb" in r}
     fb = {r["tasks"]: r for r in out if r.get("what") == "fwdbwd" and "maxrss_gb" in r}
     print(f"\n{args.shape}, {args.pairs} pairs/task, {args.threads} threads")
-    for what in [w for w in args.what if w in CAUSAL or w == "forward"]:
+    for what in [w for w in args.what if w in CAUSAL + SUBSPACES or w == "forward"]:
         rows = {r["tasks"]: r for r in out if r.get("what") == what and "maxrss_gb" in r}
         if not rows:
             continue
@@ -357,6 +376,7 @@ def main() -> None:
     m.add_argument("--mode", default="auto")
     m.add_argument("--sketch-dim", type=int, default=32768)
     m.add_argument("--threads", type=int, default=2)
+    m.add_argument("--rotation-steps", type=int, default=5, help="das / mdas: training steps per subspace")
     o = sub.add_parser("_one")
     o.add_argument("--shape", default="gpt2-210m")
     o.add_argument("--tasks", type=int, default=8)
@@ -365,6 +385,7 @@ def main() -> None:
     o.add_argument("--mode", default="auto")
     o.add_argument("--sketch-dim", type=int, default=32768)
     o.add_argument("--threads", type=int, default=2)
+    o.add_argument("--rotation-steps", type=int, default=5)
     t = sub.add_parser("transfer")
     t.add_argument("--shape", default="gpt2-210m")
     t.add_argument("--rows", type=int, default=2)

@@ -99,7 +99,7 @@ def main() -> int:
     from taskspace.probes import ProbeSettings, run_gradient_probes
     from taskspace.probes.finetune.ftgd import ftgd
     from taskspace.probes.gradient.differentials import iter_task_gradients
-    from taskspace.probes.gradient.similarity import task_bitset
+    from taskspace.probes.gradient.sketch_engine import task_bitset
     from taskspace.probes.kinds.transfer import transfer_probe
     from taskspace.scoring import Scorer
 

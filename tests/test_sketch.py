@@ -369,7 +369,7 @@ def test_sketch_pass_split_over_threads_gives_the_same_results(tok):
     """The sketch mode splits each task's tensors over torch's threads (the scatter, histograms and bit
     packing are serial kernels): on the same gradient, masks are identical and sketches and
     statistics equal to float64 rounding whatever the number of threads."""
-    from taskspace.probes.gradient.similarity import StreamedStats, _one_pass
+    from taskspace.probes.gradient.sketch_engine import StreamedStats, one_pass
 
     model = make_tiny_model("gpt2", vocab_size=len(tok), seed=2)
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
@@ -386,7 +386,7 @@ def test_sketch_pass_split_over_threads_gives_the_same_results(tok):
             res = []
             for i, g in enumerate(grads):
                 st = StreamedStats(modules)
-                bits = _one_pass(str(i), {n: v.clone() for n, v in g.items()}, set(), sk, st, settings, shapes)
+                bits = one_pass(str(i), {n: v.clone() for n, v in g.items()}, set(), sk, st, settings, shapes)
                 res.append((bits.bits, st.row(str(i), "g", 1, bits)))
             assert torch.get_num_threads() == threads          # restored after each pass
             out[threads] = (res, sk)
@@ -410,7 +410,7 @@ def test_compiled_pass_equals_torch_pass(tok, kind, one_thread):
     masks bit for bit, the same sketches (the same float32 slots summed in the same order) and the
     same statistics to float rounding — for top-fraction, threshold and random masks, and with NaN."""
     from taskspace.probes.gradient import kernels
-    from taskspace.probes.gradient.similarity import StreamedStats, _one_pass
+    from taskspace.probes.gradient.sketch_engine import StreamedStats, one_pass
 
     if not kernels.AVAILABLE:
         pytest.skip("numba is not installed (pip install 'taskspace[fast]')")
@@ -429,7 +429,7 @@ def test_compiled_pass_equals_torch_pass(tok, kind, one_thread):
     for compiled in (False, True):
         sk = SketchSet(list(shapes), shapes, modules, dim=256, seed=0, module_dim=64)
         st = StreamedStats(modules)
-        bits = _one_pass("sv", {n: v.clone() for n, v in g.items()}, set(), sk, st, settings, shapes,
+        bits = one_pass("sv", {n: v.clone() for n, v in g.items()}, set(), sk, st, settings, shapes,
                          compiled=compiled)
         out[compiled] = (bits.bits, sk, st.row("sv", "agr", 1, bits))
     (b0, s0, r0), (b1, s1, r1) = out[False], out[True]

@@ -44,7 +44,7 @@ def task_mask(loaded: "LoadedModel", task: str, train_pairs: list, group: str, s
     import torch
 
     from ..gradient.differentials import iter_task_gradients
-    from ..gradient.similarity import task_bitset
+    from ..gradient.sketch_engine import task_bitset
 
     model = loaded.model
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}

@@ -1,6 +1,6 @@
 """Compiled loops for the sketch mode's pass over a task's gradient on a CPU (optional: numba).
 
-The pass over a task's gradient (:func:`~taskspace.probes.gradient.similarity._one_pass`) does a handful of
+The pass over a task's gradient (:func:`~taskspace.probes.gradient.sketch_engine.one_pass`) does a handful of
 things per coordinate — scatter into the sketch, two norms, the sort key of ``|g|`` and its histogram,
 then the mask's bits. As torch operations each is its own sweep over memory with its own temporary;
 on a 210M model at 4 pairs a task they took as long as the forward and backward passes themselves.

@@ -8,9 +8,7 @@
 """
 from __future__ import annotations
 
-import math
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
@@ -21,10 +19,9 @@ import torch
 from ...provenance import timestamp
 from ...spaces import TaskSpace
 from ..common import convention_of, cosine_from_gram
-from ..output import probe_dir, task_filename, write_distributedness, write_gradient_spaces, write_space
+from ..output import probe_dir, write_distributedness, write_gradient_spaces, write_space
 from ..settings import ProbeSettings
-from . import kernels
-from .bitsets import BitsetMask, gradient_bitset, overlap_from_bitsets, random_bitset
+from .bitsets import BitsetMask, overlap_from_bitsets
 from .differentials import TaskGradients, task_gradients
 from .masks import (
     Mask,
@@ -39,13 +36,9 @@ from .masks import (
     top_fraction_mask,
     write_masks,
 )
-from .modules import layer_index, module_order, resolve_modules
+from .modules import layer_index, resolve_modules
 from .sketch import SketchSet
-
-# empty stand-ins for a compiled loop's unused arguments (numba needs arrays of the right type)
-_NO_CODES = np.zeros(0, np.int16)
-_NO_SLOTS = np.zeros(0, np.float32)
-_NO_HIST = np.zeros(0, np.int64)
+from .sketch_engine import BitsetMaskSet, SketchedGradients, StreamedStats, one_pass
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -233,292 +226,6 @@ def resolve_gradient_mode(mode: str, n_parameters: int, n_tasks: int,
     return mode
 
 
-class SketchedGradients:
-    """What is known of the gradients in sketch mode — tasks, groups, convention, pairs per task and
-    provenance, the attributes callers read from a :class:`TaskGradients` — and no tensors (the
-    sketches are :attr:`GradientProbeResult.sketches`)."""
-
-    def __init__(self, tasks: list[str], groups: list[str], provenance: dict, convention: dict,
-                 n_pairs: dict) -> None:
-        self.tasks, self.groups, self.provenance = tasks, groups, provenance
-        self.convention, self.n_pairs = convention, n_pairs
-
-
-class BitsetMaskSet(Mapping[str, BitsetMask]):
-    """The masks of every task as bitset files (``<folder>/<task>.npy``), memory-mapped when read."""
-
-    def __init__(self, folder: Path, tasks: Sequence[str], desc: dict, keep: Any = None) -> None:
-        self.folder = Path(folder)
-        self.tasks = list(tasks)
-        self._desc = desc
-        self._keep = keep        # a TemporaryDirectory to keep alive as long as the masks are used
-
-    def path(self, task: str) -> Path:
-        return self.folder / f"{task_filename(task)}.npy"
-
-    def describe(self) -> dict:
-        return dict(self._desc)
-
-    def mask_for(self, task: str, grad: Any = None) -> BitsetMask:
-        if task not in self.tasks:
-            raise KeyError(task)
-        return BitsetMask.load(self.path(task))
-
-    def __getitem__(self, task: str) -> BitsetMask:
-        return self.mask_for(task)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.tasks)
-
-    def __len__(self) -> int:
-        return len(self.tasks)
-
-
-def task_bitset(grad: Mapping[str, torch.Tensor], shapes: Mapping[str, Sequence[int]], task: str,
-                settings: ProbeSettings, overwrite: bool = False) -> BitsetMask:
-    """The mask of one task per ``settings`` as a bitset, from its gradient one tensor at a time:
-    gradient (top fraction or ``|ḡ| ≥ τ``) or the seeded random mask of the same size.
-    ``overwrite``: ``grad`` may be overwritten (see :func:`~taskspace.probes.gradient.bitsets.gradient_bitset`)."""
-    if settings.mask_kind == "random":
-        size: float | int = settings.mask_fraction
-        if settings.mask_threshold is not None:
-            size = gradient_bitset(grad, list(shapes), fraction=None,
-                                   threshold=settings.mask_threshold).count()
-        return random_bitset(shapes, size, task_seed(settings.seed, task))
-    return gradient_bitset(grad, list(shapes), fraction=settings.mask_fraction,
-                           threshold=settings.mask_threshold, overwrite=overwrite)
-
-
-class StreamedStats:
-    """The distributedness row of one task (as :func:`distributedness`), fed one chunk at a time:
-    ``‖ḡ‖₂``, the participation ratio ``(Σ|g|)² / (n Σ g²)``, the mask size, the ``|ḡ|``-weighted
-    layer centroid and ``share:<module>`` = the module's share of ``Σ|ḡ|``. Norms are reductions of
-    each chunk (no ``|g|`` or ``g²`` temporary), summed over chunks in float64."""
-
-    def __init__(self, modules: Mapping[str, str]) -> None:
-        self.modules = modules
-        self.mass: dict[str, float] = {m: 0.0 for m in module_order(modules.values())}
-        self.s1 = self.s2 = 0.0
-        self.n = 0
-
-    def add(self, name: str, part: torch.Tensor) -> bool:
-        """Count one chunk of parameter ``name``; True when the chunk is finite (no NaN or inf)."""
-        t1 = float(torch.linalg.vector_norm(part, 1))
-        t2 = float(torch.linalg.vector_norm(part, 2))
-        self.s1 += t1
-        self.s2 += t2 * t2
-        self.n += part.numel()
-        self.mass[self.modules[name]] += t1
-        return np.isfinite(t1)
-
-    def add_sums(self, name: str, s1: float, s2: float, n: int) -> None:
-        """Count a whole tensor from its sums ``Σ|g|`` and ``Σg²`` (a compiled sweep's result)."""
-        self.s1 += s1
-        self.s2 += s2
-        self.n += n
-        self.mass[self.modules[name]] += s1
-
-    def merge(self, other: "StreamedStats") -> None:
-        """Add another accumulator's chunks (other tensors of the same task)."""
-        self.s1 += other.s1
-        self.s2 += other.s2
-        self.n += other.n
-        for m, v in other.mass.items():
-            self.mass[m] += v
-
-    def row(self, task: str, group: str, n_pairs: int | None, mask: BitsetMask | None) -> dict:
-        s1, s2, n = self.s1, self.s2, self.n
-        shares = {m: (v / s1 if s1 > 0 else float("nan")) for m, v in self.mass.items()}
-        layered = {m: v for m, v in shares.items() if layer_index(m) is not None and np.isfinite(v)}
-        lm = sum(layered.values())
-        centroid = (sum(layer_index(m) * v for m, v in layered.items()) / lm) if lm > 0 else float("nan")
-        row = {"task": task, "group": group, "n_pairs": n_pairs, "grad_norm": float(np.sqrt(s2)),
-               "participation_ratio": s1 * s1 / (n * s2) if s2 > 0 else float("nan"),
-               "mask_size": (mask.count() / mask.n_parameters if mask is not None and mask.n_parameters
-                             else float("nan")),
-               "layer_centroid": centroid}
-        row.update({f"share:{m}": v for m, v in shares.items()})
-        return row
-
-
-def streamed_stats(task: str, group: str, n_pairs: int | None, grad: Mapping[str, torch.Tensor],
-                   modules: Mapping[str, str], mask: BitsetMask | None) -> dict:
-    """The distributedness row of one task, one tensor at a time (:class:`StreamedStats`)."""
-    st = StreamedStats(modules)
-    for name, g in grad.items():
-        for part in g.detach().reshape(-1).split(_STEP):
-            st.add(name, part)
-    return st.row(task, group, n_pairs, mask)
-
-
-#: elements per chunk of the sketch mode's pass over a task's gradient (4 MB of float32: the chunk
-#: stays in cache while the sketch, the statistics and the mask's histogram read it)
-_STEP = 1 << 20
-
-
-def _one_pass(task: str, grads: Mapping[str, torch.Tensor], shared: set[str], sk: SketchSet | None,
-              stats: StreamedStats, settings: ProbeSettings, shapes: Mapping[str, Sequence[int]],
-              compiled: bool | None = None) -> BitsetMask:
-    """The sketch mode's work on one task's gradient (in ``.grad``), in one read of each chunk:
-    sketch, statistics and — for a top-fraction mask — the histogram of its sort keys, written over
-    the chunk (the buffers are zeroed before the next task; ``shared`` zero stand-ins are not
-    written); then :class:`~taskspace.probes.gradient.bitsets.TopCut` reads the keys once more for the mask.
-    Threshold and random masks come from :func:`task_bitset`, which does not need the values kept.
-    With numba installed, each CPU tensor is one compiled sweep per pass (:mod:`.kernels`) instead of
-    a dozen torch operations per chunk; the results are the same (tested against each other).
-
-    On a CPU the tensors are split over ``torch.get_num_threads()`` Python threads (one torch thread
-    each): the scatter, the histograms and the bit packing are serial kernels, which would otherwise
-    leave all cores but one idle. Every partial result is a sum or is per tensor, so the outcome does
-    not depend on the split beyond float64 rounding (and not at all for a given thread count)."""
-    from .bitsets import TopCut, _keys, _LazyKeys, _select_exact, full_bitset
-
-    names = list(shapes)
-    device = grads[names[0]].device if names else torch.device("cpu")
-    sizes = {n: math.prod(shapes[n]) for n in names}
-    k = int(round(settings.mask_fraction * sum(sizes.values())))
-    top = settings.mask_kind == "gradient" and settings.mask_threshold is None and 0 < k < sum(sizes.values())
-    workers = min(torch.get_num_threads(), len(names)) if device.type == "cpu" else 1
-    # the compiled sweeps (kernels.py) on a CPU when numba is installed; compiled=False forces the torch path
-    compiled = device.type == "cpu" and kernels.AVAILABLE and compiled is not False
-    groups = _balanced(names, sizes, workers)
-
-    def first(group: list[str]) -> tuple:
-        ts = sk.start(device) if sk is not None else None
-        st = StreamedStats(stats.modules)
-        cut = TopCut(k, device) if top else None
-        keys: dict[str, Any] = {}
-        for n in group:
-            flat = grads[n].detach().reshape(-1)
-            in_place = top and n not in shared and flat.dtype == torch.float32
-            if compiled and flat.dtype == torch.float32 and flat.is_contiguous() and (in_place or not top):
-                # one compiled sweep over the tensor (kernels.first_pass): the same slots, keys and
-                # histogram as the chunked torch operations below
-                slots = ts.add_slots(n) if ts is not None else None
-                codes = sk.cached_codes(n) if slots is not None else None
-                if ts is None or (slots is not None and codes is not None):
-                    s1, s2 = kernels.first_pass(
-                        flat.numpy(), codes.numpy() if codes is not None else _NO_CODES,
-                        slots.numpy() if slots is not None else _NO_SLOTS,
-                        cut.hist.numpy() if top else _NO_HIST, codes is not None, in_place)
-                    st.add_sums(n, s1, s2, flat.numel())
-                    if ts is not None:
-                        ts.end_tensor(n)
-                    if top:
-                        keys[n] = flat.view(torch.int32)
-                    continue
-            for start in range(0, flat.numel(), _STEP):
-                part = flat[start:start + _STEP]
-                if ts is not None:
-                    ts.add(n, start, part)
-                finite = st.add(n, part)
-                if in_place:
-                    part.abs_()
-                    kp = part.view(torch.int32)
-                    if not finite:
-                        kp.masked_fill_(torch.isnan(part), -1)
-                    cut.observe(kp, nan_free=finite)
-                elif top:
-                    cut.observe(_keys(part))
-            if ts is not None:
-                ts.end_tensor(n)
-            if in_place:
-                keys[n] = flat.view(torch.int32)
-        return ts, st, cut, keys
-
-    with _threads(workers) as pool:
-        parts = list(pool.map(first, groups)) if pool else [first(g) for g in groups]
-        ts, _, cut, keys = parts[0]
-        stats.merge(parts[0][1])
-        for t2, st2, c2, k2 in parts[1:]:
-            stats.merge(st2)
-            if ts is not None:
-                ts.merge(t2)
-            if cut is not None:
-                cut.merge(c2)
-            keys.update(k2)
-        if ts is not None:
-            sk.keep(task, *ts.finish())
-        if not top:
-            if settings.mask_kind == "gradient" and settings.mask_threshold is None:
-                return full_bitset(shapes, names, k > 0)
-            return task_bitset(grads, shapes, task, settings)
-        key_of = _LazyKeys(grads, ready=keys)    # keys written in place, the others computed when read
-        planned = cut.plan()
-        if planned is not None:
-            b, greater = planned
-            base, off = {}, 0
-            for n in names:
-                base[n] = off
-                off += 8 * ((sizes[n] + 7) // 8)
-
-            in_bin = int(cut.hist[b + 1])
-            # the mask's bytes, allocated once here: each tensor's bits are written into their slice
-            # (per-tensor arrays joined afterwards were two more mask-sized allocations per task)
-            whole = np.zeros(off // 8, np.uint8)
-
-            def second(group: list[str]) -> dict:
-                out = {}
-                pos = key = None
-                for n in group:
-                    at = slice(base[n] // 8, base[n] // 8 + (sizes[n] + 7) // 8)
-                    if compiled and n in keys and in_bin <= cut.cap:
-                        if pos is None:
-                            pos, key = np.empty(in_bin, np.int64), np.empty(in_bin, np.int32)
-                        c = kernels.second_pass(keys[n].numpy(), b, whole[at], pos, key, base[n])
-                        out[n] = (None, pos[:c].copy(), key[:c].copy())
-                    else:
-                        scan = TopCut.scan(key_of[n], b, base[n], cut.cap)
-                        if scan is not None:
-                            whole[at] = scan[0]
-                            scan = (None, scan[1], scan[2])
-                        out[n] = scan
-                return out
-
-            scans: dict = {}
-            for d in (pool.map(second, groups) if pool else map(second, groups)):
-                scans.update(d)
-            mask = cut.assemble(names, shapes, greater, [scans[n] for n in names], bits=whole)
-            if mask is not None:
-                return mask
-        return _select_exact(key_of, names, shapes, k)
-
-
-def _balanced(names: Sequence[str], sizes: Mapping[str, int], n: int) -> list[list[str]]:
-    """``names`` in at most ``n`` groups of about equal total size (largest first to the lightest)."""
-    if n <= 1:
-        return [list(names)]
-    groups: list[list[str]] = [[] for _ in range(n)]
-    load = [0] * n
-    for name in sorted(names, key=lambda x: -sizes[x]):
-        i = load.index(min(load))
-        groups[i].append(name)
-        load[i] += sizes[name]
-    return [g for g in groups if g]
-
-
-class _threads:
-    """A pool of ``n`` Python threads with torch at one thread each while it lives (None when n ≤ 1)."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __enter__(self) -> Any:
-        if self.n <= 1:
-            self.pool = None
-            return None
-
-        self.saved = torch.get_num_threads()
-        torch.set_num_threads(1)
-        self.pool = ThreadPoolExecutor(self.n)
-        return self.pool
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
-            torch.set_num_threads(self.saved)
-
-
 def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSettings, probes: Sequence[str],
                    store: str | Path | None, progress: bool) -> GradientProbeResult:
     """The sketch mode: per task, ḡ_t is computed into ``.grad`` and, before the next task, sketched
@@ -566,7 +273,7 @@ def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSetting
                 zeros[n] = torch.zeros(shapes[n], device=device)
         full = {n: (v if v is not None else zeros[n]) for n, v in g.items()}
         acc = StreamedStats(modules)
-        bits = _one_pass(task, full, set(zeros), sk if "gradients" in probes else None, acc, settings, shapes)
+        bits = one_pass(task, full, set(zeros), sk if "gradients" in probes else None, acc, settings, shapes)
         rows.append(acc.row(task, train.group_of(task), len(by_task[task]), bits))
         bits.save(masks.path(task))
         del bits, full
