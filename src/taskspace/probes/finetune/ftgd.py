@@ -377,18 +377,9 @@ def _train(
     on_step: Callable[[int, float], None] | None,
     autocast: str = "none",
 ) -> FTGDResult:
-    import torch
-
-    from ...errors import InputError
     from ...scoring import resolve_prefix
 
-    if objective not in FT_OBJECTIVES:
-        raise InputError(f"unknown objective {objective!r}; choose one of difference, logistic",
-                         field="objective")
-    if not train_pairs:
-        raise InputError("no training pairs for fine-tuning", field="train_pairs")
-    if steps < 1 or eval_every < 1 or batch_pairs < 1 or patience < 1:
-        raise InputError("steps, eval_every, batch_pairs and patience must be >= 1", field="steps")
+    _check_train_args(objective, train_pairs, steps, eval_every, batch_pairs, patience)
     t0 = time.perf_counter()
     _, prefix_id = resolve_prefix(tokenizer, prefix)
     pad = getattr(tokenizer, "pad_token_id", None)
@@ -397,7 +388,6 @@ def _train(
                   batch_tokens, autocast)
     dev = (_Loss(model, _encode_pairs(tokenizer, dev_pairs, prefix_id), objective, reduction, pad_id,
                  batch_tokens, autocast) if dev_pairs else None)
-    dev_rows = list(range(len(dev_pairs)))
     n_params = sum(p.numel() for p in model.parameters())
     settings = {"objective": objective, "steps": steps, "lr": lr, "patience": patience,
                 "eval_every": eval_every, "batch_pairs": batch_pairs, "reduction": reduction,
@@ -409,72 +399,117 @@ def _train(
     was_training = model.training
     model.eval()
     trainable = trainable_factory()
-    train_loss: list[float] = []
-    dev_hist: list[dict] = []
+    fit = _Fit(trainable, dev, list(range(len(dev_pairs))))
     status, reason = "ok", None
-    best_step, best_snap, best_dev = 0, None, math.inf
-    stopped_early = False
-    step = 0
     opt = None
     try:
         if trainable.n_entries == 0:
             raise _Failed("the mask is empty: nothing to fine-tune")
-        opt = torch.optim.Adam(trainable.params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
-        next_batch = _batches(len(train_pairs), batch_pairs, seed)
-
-        def dev_eval(at: int) -> bool:
-            """Record the dev loss at step ``at``; True when it is a new best."""
-            nonlocal best_step, best_snap, best_dev
-            loss = dev(dev_rows, backward=False)
-            dev_hist.append({"step": at, "loss": loss})
-            if not math.isfinite(loss):
-                raise _Failed(f"non-finite dev loss at step {at}")
-            if loss < best_dev:
-                best_dev, best_step, best_snap = loss, at, trainable.snapshot()
-                return True
-            return False
-
-        since_best = 0
-        if dev is not None:
-            dev_eval(0)
-        for step in range(1, steps + 1):
-            opt.zero_grad(set_to_none=True)
-            loss = train(next_batch(), backward=True)
-            train_loss.append(loss)
-            if not math.isfinite(loss):
-                raise _Failed(f"non-finite training loss at step {step}")
-            trainable.after_backward()
-            opt.step()
-            trainable.after_step()
-            if on_step is not None:
-                on_step(step, loss)
-            if dev is not None and (step % eval_every == 0 or step == steps):
-                since_best = 0 if dev_eval(step) else since_best + 1
-                if since_best >= patience and step < steps:
-                    stopped_early = True
-                    break
-        if not trainable.finite():
-            raise _Failed(f"non-finite parameter values after step {step}")
-        if dev is None:
-            best_step, best_snap = step, trainable.snapshot()
-        delta = trainable.delta(best_snap)
-        if dev is not None and best_step == 0:
-            # Δ = 0: nothing was learned, so a transfer row from it would be a row of zeros that looks
-            # like "no transfer"; it is reported like a failure, and its row counts as missing
-            status, delta = "no_improvement", None
-            reason = (f"the dev loss never improved on step 0 (before training) in {step} step(s); "
-                      "more steps, a larger lr or more training pairs may help")
+        opt = _adam(trainable, lr)
+        _fit_steps(fit, opt, train, _batches(len(train_pairs), batch_pairs, seed), steps=steps,
+                   eval_every=eval_every, patience=patience, on_step=on_step)
+        status, reason, delta = _outcome(fit)
     except _Failed as e:
         status, reason, delta = "failed", str(e), None
     finally:
         trainable.restore()
         del opt
         model.train(was_training)
-    return FTGDResult(status=status, reason=reason, delta=delta, objective=objective, steps_run=step,
-                      best_step=best_step if status == "ok" else 0, stopped_early=stopped_early,
+    return FTGDResult(status=status, reason=reason, delta=delta, objective=objective, steps_run=fit.step,
+                      best_step=fit.best_step if status == "ok" else 0, stopped_early=fit.stopped_early,
                       mask_size=trainable.n_entries, n_parameters=n_params,
                       seconds=time.perf_counter() - t0,
-                      history={"train_loss": train_loss, "dev": dev_hist}, settings=settings)
+                      history={"train_loss": fit.train_loss, "dev": fit.dev_hist}, settings=settings)
+
+
+def _check_train_args(objective: str, train_pairs: Sequence["Pair"], steps: int, eval_every: int,
+                      batch_pairs: int, patience: int) -> None:
+    from ...errors import InputError
+
+    if objective not in FT_OBJECTIVES:
+        raise InputError(f"unknown objective {objective!r}; choose one of difference, logistic",
+                         field="objective")
+    if not train_pairs:
+        raise InputError("no training pairs for fine-tuning", field="train_pairs")
+    if steps < 1 or eval_every < 1 or batch_pairs < 1 or patience < 1:
+        raise InputError("steps, eval_every, batch_pairs and patience must be >= 1", field="steps")
+
+
+def _adam(trainable: _Trainable, lr: float) -> Any:
+    import torch
+
+    return torch.optim.Adam(trainable.params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+
+
+@dataclass
+class _Fit:
+    """What a fine-tuning records while it trains: the losses, the steps run and the best dev state."""
+
+    trainable: _Trainable
+    dev: "_Loss | None"
+    dev_rows: list[int]
+    train_loss: list[float] = field(default_factory=list)
+    dev_hist: list[dict] = field(default_factory=list)
+    best_step: int = 0
+    best_snap: Any = None
+    best_dev: float = math.inf
+    stopped_early: bool = False
+    step: int = 0
+
+    def dev_eval(self, at: int) -> bool:
+        """Record the dev loss at step ``at``; True when it is a new best."""
+        loss = self.dev(self.dev_rows, backward=False)
+        self.dev_hist.append({"step": at, "loss": loss})
+        if not math.isfinite(loss):
+            raise _Failed(f"non-finite dev loss at step {at}")
+        if loss < self.best_dev:
+            self.best_dev, self.best_step, self.best_snap = loss, at, self.trainable.snapshot()
+            return True
+        return False
+
+
+def _fit_steps(fit: _Fit, opt: Any, train: "_Loss", next_batch: Callable[[], Any], *, steps: int,
+               eval_every: int, patience: int, on_step: Callable[[int, float], None] | None) -> None:
+    """Up to ``steps`` optimizer steps, with the dev loss every ``eval_every`` steps and at the last one;
+    stops early after ``patience`` dev evaluations without a new best."""
+    trainable = fit.trainable
+    since_best = 0
+    if fit.dev is not None:
+        fit.dev_eval(0)
+    for step in range(1, steps + 1):
+        fit.step = step
+        opt.zero_grad(set_to_none=True)
+        loss = train(next_batch(), backward=True)
+        fit.train_loss.append(loss)
+        if not math.isfinite(loss):
+            raise _Failed(f"non-finite training loss at step {step}")
+        trainable.after_backward()
+        opt.step()
+        trainable.after_step()
+        if on_step is not None:
+            on_step(step, loss)
+        if fit.dev is not None and (step % eval_every == 0 or step == steps):
+            since_best = 0 if fit.dev_eval(step) else since_best + 1
+            if since_best >= patience and step < steps:
+                fit.stopped_early = True
+                break
+
+
+def _outcome(fit: _Fit) -> tuple[str, str | None, Delta | None]:
+    """``(status, reason, Δ)`` of a fine-tuning that ran: Δ from the best dev state (or the last one
+    without a dev set)."""
+    trainable = fit.trainable
+    if not trainable.finite():
+        raise _Failed(f"non-finite parameter values after step {fit.step}")
+    if fit.dev is None:
+        fit.best_step, fit.best_snap = fit.step, trainable.snapshot()
+    delta = trainable.delta(fit.best_snap)
+    if fit.dev is not None and fit.best_step == 0:
+        # Δ = 0: nothing was learned, so a transfer row from it would be a row of zeros that looks
+        # like "no transfer"; it is reported like a failure, and its row counts as missing
+        return "no_improvement", (f"the dev loss never improved on step 0 (before training) in {fit.step} "
+                                  "step(s); more steps, a larger lr or more training pairs may help"), None
+    return "ok", None, delta
 
 
 class _Failed(Exception):
