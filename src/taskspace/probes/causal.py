@@ -346,69 +346,92 @@ def causal_table(base: "pd.DataFrame", changed: Mapping[str, "pd.DataFrame"],
     import pandas as pd
 
     from ..multiple_testing import bh
-    from .finetune.evaluation import bootstrap_counts
 
-    task_col = base["task"].to_numpy()
-    cols = {b: np.flatnonzero(task_col == b) for b in tasks}
-    counts = {b: bootstrap_counts(len(cols[b]), bootstrap, seed, b) for b in tasks} if bootstrap else {}
-    base_c = base["correct"].to_numpy(np.float64)
-    base_m = base["margin"].to_numpy(np.float64)
-    q = (100 * (1 - level) / 2, 100 * (1 + level) / 2)
+    rv = _Ravel(base, tasks, groups, sign=sign, bootstrap=bootstrap, seed=seed, level=level)
+    df = pd.DataFrame([rv.row(i, changed, random) for i in range(len(tasks))])
+    df["q"] = bh(df["p_rank"].to_list())
+    df["causal"] = df["q"] < alpha
+    return df
 
-    def interval(reps: np.ndarray) -> tuple[float, float]:
-        return ((np.nan, np.nan) if not bootstrap or not np.isfinite(reps).all() else tuple(np.percentile(reps, q)))
 
-    def stats(tables: Sequence["pd.DataFrame"], i: int) -> dict[str, tuple[float, np.ndarray]]:
+class _Ravel:
+    """The pieces of :func:`causal_table`: each column task's eval pairs and bootstrap counts, and the
+    baseline's judgements and margins."""
+
+    def __init__(self, base: "pd.DataFrame", tasks: Sequence[str], groups: Sequence[str], *, sign: int,
+                 bootstrap: int, seed: int, level: float) -> None:
+        from .finetune.evaluation import bootstrap_counts
+
+        self.tasks, self.groups, self.sign, self.bootstrap = tasks, groups, sign, bootstrap
+        task_col = base["task"].to_numpy()
+        self.cols = {b: np.flatnonzero(task_col == b) for b in tasks}
+        self.counts = {b: bootstrap_counts(len(self.cols[b]), bootstrap, seed, b) for b in tasks} if bootstrap else {}
+        self.base_c = base["correct"].to_numpy(np.float64)
+        self.base_m = base["margin"].to_numpy(np.float64)
+        self.q = (100 * (1 - level) / 2, 100 * (1 + level) / 2)
+
+    def _nan_reps(self) -> np.ndarray:
+        return np.full(max(self.bootstrap, 1), np.nan)
+
+    def interval(self, reps: np.ndarray) -> tuple[float, float]:
+        return ((np.nan, np.nan) if not self.bootstrap or not np.isfinite(reps).all()
+                else tuple(np.percentile(reps, self.q)))
+
+    def mean_of(self, x: np.ndarray, b: str) -> tuple[float, np.ndarray]:
+        """The mean of ``x`` over task b's eval pairs, and its bootstrap replicates."""
+        idx = self.cols[b]
+        point = float(x[idx].mean()) if len(idx) else np.nan
+        reps = self.counts[b] @ x[idx] / len(idx) if self.bootstrap and len(idx) else self._nan_reps()
+        return point, reps
+
+    def stats(self, tables: Sequence["pd.DataFrame"], i: int) -> dict[str, tuple[float, np.ndarray]]:
+        """``cause``, ``within`` and ``isolate`` of row ``i`` under ``tables`` (averaged over them), each
+        as (point, bootstrap replicates)."""
+        tasks, groups, base_c = self.tasks, self.groups, self.base_c
         a = tasks[i]
         dacc = np.mean([t["correct"].to_numpy(np.float64) - base_c for t in tables], axis=0)
         flip = np.mean([(t["correct"].to_numpy(np.float64) != base_c).astype(np.float64) for t in tables], axis=0)
-
-        def mean_of(x: np.ndarray, b: str) -> tuple[float, np.ndarray]:
-            idx = cols[b]
-            point = float(x[idx].mean()) if len(idx) else np.nan
-            reps = counts[b] @ x[idx] / len(idx) if bootstrap and len(idx) else np.full(max(bootstrap, 1), np.nan)
-            return point, reps
-
         same = [b for b, g in zip(tasks, groups) if b != a and g == groups[i]]
         other = [b for b, g in zip(tasks, groups) if g != groups[i]]
-        p, r = mean_of(dacc, a)
-        out = {"cause": (sign * p + 0.0, sign * r + 0.0)}   # + 0.0: no "-0.0" in the table
+        p, r = self.mean_of(dacc, a)
+        out = {"cause": (self.sign * p + 0.0, self.sign * r + 0.0)}   # + 0.0: no "-0.0" in the table
         for name, bs, f in (("within", same, lambda v: v), ("isolate", other, lambda v: 1.0 - v)):
             if not bs:
-                out[name] = (np.nan, np.full(max(bootstrap, 1), np.nan))
+                out[name] = (np.nan, self._nan_reps())
                 continue
-            parts = [mean_of(flip, b) for b in bs]
+            parts = [self.mean_of(flip, b) for b in bs]
             out[name] = (f(float(np.mean([x[0] for x in parts]))), f(np.mean([x[1] for x in parts], axis=0)))
         return out
 
-    def effect(table: "pd.DataFrame", a: str) -> float:
-        return float(sign * np.mean(table["margin"].to_numpy(np.float64)[cols[a]] - base_m[cols[a]]))
+    def effect(self, table: "pd.DataFrame", a: str) -> float:
+        """sign · the mean margin change of task a's own eval pairs under ``table``."""
+        cols = self.cols[a]
+        return float(self.sign * np.mean(table["margin"].to_numpy(np.float64)[cols] - self.base_m[cols]))
 
-    rows = []
-    for i, (a, g) in enumerate(zip(tasks, groups)):
-        row: dict[str, Any] = {"task": a, "group": g, "n_eval_pairs": len(cols[a])}
-        own = stats([changed[a]], i) if a in changed else None
-        rnd = stats(list(random.get(a, ())), i) if random.get(a) else None
+    def row(self, i: int, changed: Mapping[str, "pd.DataFrame"],
+            random: Mapping[str, Sequence["pd.DataFrame"]]) -> dict[str, Any]:
+        """The table's row of task ``i``: its scores and intervals, its random control's, its selectivity
+        and its rank test."""
+        a, g = self.tasks[i], self.groups[i]
+        row: dict[str, Any] = {"task": a, "group": g, "n_eval_pairs": len(self.cols[a])}
+        own = self.stats([changed[a]], i) if a in changed else None
+        rnd = self.stats(list(random.get(a, ())), i) if random.get(a) else None
         for key, st in (("", own), ("_random", rnd)):
             for name in ("cause", "within", "isolate"):
-                p, reps = st[name] if st else (np.nan, np.full(max(bootstrap, 1), np.nan))
-                lo, hi = interval(reps)
+                p, reps = st[name] if st else (np.nan, self._nan_reps())
+                lo, hi = self.interval(reps)
                 row.update({f"{name}{key}": p, f"{name}{key}_low": lo, f"{name}{key}_high": hi})
         if own and rnd:
-            lo, hi = interval(own["cause"][1] - rnd["cause"][1])
+            lo, hi = self.interval(own["cause"][1] - rnd["cause"][1])
             row.update(selectivity=own["cause"][0] - rnd["cause"][0], selectivity_low=lo, selectivity_high=hi)
-            mine = effect(changed[a], a)
-            pool = [effect(t, a) for t in random[a]]
+            mine = self.effect(changed[a], a)
+            pool = [self.effect(t, a) for t in random[a]]
             row.update(effect=mine, effect_random_mean=float(np.mean(pool)), n_random=len(pool),
                        p_rank=(1 + sum(x >= mine for x in pool)) / (1 + len(pool)))
         else:
             row.update(selectivity=np.nan, selectivity_low=np.nan, selectivity_high=np.nan, effect=np.nan,
                        effect_random_mean=np.nan, n_random=0, p_rank=np.nan)
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    df["q"] = bh(df["p_rank"].to_list())
-    df["causal"] = df["q"] < alpha
-    return df
+        return row
 
 
 def causal_count(table: "pd.DataFrame", alpha: float = 0.05) -> dict[str, Any]:

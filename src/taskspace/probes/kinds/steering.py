@@ -96,10 +96,10 @@ def intervention_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeS
     "splits", "directions" [L, T, W], "pool" {ℓ: [k, W]}, "covariance" [L, W, W]}``. ``mode``:
     ``"steering"`` or ``"erasure"``; ``random_kind``: the control pool matched to the residual stream's
     covariance, or isotropic."""
-    from ...progress import progress_bar
     from ...scoring import Scorer
 
-    sign = SIGN[mode]
+    if mode not in SIGN:
+        raise KeyError(mode)
     needed = ["train", "test"] + (["dev"] if layer is None else [])
     splits, tasks, _ = probe_tasks(suite, settings, needed)
     test = splits["test"]
@@ -116,69 +116,23 @@ def intervention_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeS
     scorer = Scorer(model, tok, reduction=settings.reduction, prefix=settings.prefix,
                     batch_tokens=settings.batch_tokens, share_prefix=False)
     _ = scorer.head      # the backbone/head split is checked before any hook is in place
-
-    def score(ell: int, u: np.ndarray, pairs: Sequence[Any]) -> "pd.DataFrame":
-        kw = {"add": alpha * scale[ell] * u} if mode == "steering" else {"erase": u}
-        with intervene(model, ell, skip=skip, **kw):
-            return scorer.score_pairs(pairs)
-
-    pools: dict[int, np.ndarray] = {}
-
-    def randoms(ell: int) -> np.ndarray:
-        # one pool per layer, shared by every row: k scorings of the eval pairs in all, not T·k
-        if ell not in pools:
-            pools[ell] = random_directions(width, n_random, settings.seed, POOL, ell,
-                                           cov[ell] if random_kind == "covariance" else None)
-        return pools[ell]
-
+    iv = _Intervener(model, scorer, mode, skip, alpha, scale, cov, width, n_random, settings.seed, random_kind)
     sweep: dict[int, float] = {}
     if layer is None:
-        dev = splits["dev"]
-        base_dev = {a: scorer.score_pairs(dev.pairs_of(a)) for a in tasks}
-        with progress_bar(f"{mode}: layer sweep on dev pairs", L * len(tasks) * (1 + n_random),
-                          show=progress) as advance:
-            for ell in range(L):
-                sel = []
-                for i, a in enumerate(tasks):
-                    if not np.isfinite(dirs[ell, i]).all():
-                        advance(1 + n_random)
-                        continue
-                    pa, m0 = dev.pairs_of(a), base_dev[a]["margin"].to_numpy()
-                    own = float(np.mean(score(ell, dirs[ell, i], pa)["margin"].to_numpy() - m0))
-                    ctrl = float(np.mean([np.mean(score(ell, r, pa)["margin"].to_numpy() - m0)
-                                          for r in randoms(ell)]))
-                    sel.append(sign * (own - ctrl))
-                    advance(1 + n_random)
-                sweep[ell] = float(np.mean(sel)) if sel else float("nan")
+        sweep = _layer_sweep(iv, splits["dev"], tasks, dirs, progress)
         layer = choose_layer(sweep)
     main_layers = list(range(L)) if all_layers else [layer]
     base = scorer.score_pairs(test.pairs)
-    changed: dict[int, dict[str, Any]] = {}
-    rand: dict[int, dict[str, list]] = {}
-    for ell in main_layers:
-        changed[ell], rand[ell] = {}, {}
-        with progress_bar(f"{mode}: layer {ell}, tasks × tasks", len(tasks) + n_random,
-                          show=progress) as advance:
-            pool = []
-            for r in randoms(ell):
-                pool.append(score(ell, r, test.pairs))
-                advance(1)
-            for i, a in enumerate(tasks):
-                if np.isfinite(dirs[ell, i]).all():
-                    changed[ell][a] = score(ell, dirs[ell, i], test.pairs)
-                    rand[ell][a] = pool
-                advance(1)
+    changed, rand = _intervened_scores(iv, test.pairs, tasks, dirs, main_layers, progress)
     return {"tasks": tasks, "groups": [suite.group_of(t) for t in tasks], "scale": scale, "sweep": sweep,
             "layer": layer, "base": base, "changed": changed, "random": rand, "splits": splits,
-            "directions": dirs, "skip": skip, "scorer": scorer.describe(), "pool": pools, "covariance": cov}
+            "directions": dirs, "skip": skip, "scorer": scorer.describe(), "pool": iv.pools, "covariance": cov}
 
 
 def _run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
          kinds: Sequence[str], mode: str) -> "ProbeResult":
     import pandas as pd
 
-    from ...spaces import TaskSpace
-    from ..finetune.evaluation import transfer_matrices
     from ..result import ProbeResult
 
     opts = ctx.options
@@ -191,7 +145,7 @@ def _run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: 
     r = intervention_scores(loaded, suite, settings, mode, alpha=alpha if alpha is not None else 0.0,
                             n_random=n_random, layer=fixed, all_layers=all_layers, random_kind=random_kind,
                             progress=ctx.progress)
-    tasks, groups, layer, splits = r["tasks"], r["groups"], r["layer"], r["splits"]
+    tasks, layer, splits = r["tasks"], r["layer"], r["splits"]
     what = ("r ← r + α·s_ℓ·d̂_a at every sentence position after block ℓ" if mode == "steering"
             else "r ← r − ⟨r, d̂_a⟩ d̂_a at every sentence position after block ℓ")
     prov = probe_provenance(
@@ -208,6 +162,111 @@ def _run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: 
         bootstrap={"resamples": settings.bootstrap, "level": 0.95, "paired": True, "unit": "eval pair"},
         rows="task whose direction is " + ("added" if mode == "steering" else "erased"),
         columns="task evaluated", perf="mean margin change (nats)", scorer=r["scorer"])
+    spaces, diag_eval = _spaces_by_layer(r, mode, prov, settings, n_random)
+    layers_table = pd.DataFrame([{"layer": ell, "scale": float(r["scale"][ell]),
+                                  "dev_selectivity": r["sweep"].get(ell, np.nan),
+                                  "eval_selectivity": diag_eval.get(ell, np.nan), "chosen": ell == layer}
+                                 for ell in range(len(r["scale"]))])
+    table = _causal_stats(r, mode, settings)
+    res = ProbeResult(tuple(kinds), spaces=spaces, provenance=prov,
+                      extra={"directions": r["directions"], "scale": r["scale"], "layer": layer})
+    res.tables[f"stats/{mode}_layers.csv"] = (layers_table, prov)
+    res.tables[f"stats/causal_{mode}.csv"] = (table, dict(
+        prov, cause=("gain of the row task's own accuracy" if mode == "steering" else
+                     "drop of the row task's own accuracy"),
+        within="mean fraction of pairs whose judgement flips, tasks of the row's group (row excluded)",
+        isolate="1 − mean fraction of pairs whose judgement flips, tasks of other groups",
+        random="the same under the random directions of the pool (averaged)",
+        variance_share="d^T S d / tr S at the chosen layer (S: the residual stream's covariance over the eval "
+                       "sentences' positions); _random: the pool's mean",
+        test=("p_rank: the row's own mean-margin effect ranked against each random direction's; q: Benjamini–"
+              "Hochberg across rows; causal: q < 0.05"), counts=causal_count(table)))
+    return res
+
+
+class _Intervener:
+    """Scores pairs with one direction added (steering) or erased (erasure) at one layer, and draws each
+    layer's pool of random control directions once."""
+
+    def __init__(self, model: Any, scorer: Any, mode: str, skip: int, alpha: float, scale: np.ndarray,
+                 cov: np.ndarray, width: int, n_random: int, seed: int, random_kind: str) -> None:
+        self.model, self.scorer, self.mode, self.skip, self.alpha, self.scale = model, scorer, mode, skip, alpha, scale
+        self.cov, self.width, self.n_random, self.seed, self.random_kind = cov, width, n_random, seed, random_kind
+        self.sign = SIGN[mode]
+        self.pools: dict[int, np.ndarray] = {}
+
+    def score(self, ell: int, u: np.ndarray, pairs: Sequence[Any]) -> "pd.DataFrame":
+        kw = {"add": self.alpha * self.scale[ell] * u} if self.mode == "steering" else {"erase": u}
+        with intervene(self.model, ell, skip=self.skip, **kw):
+            return self.scorer.score_pairs(pairs)
+
+    def randoms(self, ell: int) -> np.ndarray:
+        # one pool per layer, shared by every row: k scorings of the eval pairs in all, not T·k
+        if ell not in self.pools:
+            self.pools[ell] = random_directions(self.width, self.n_random, self.seed, POOL, ell,
+                                                self.cov[ell] if self.random_kind == "covariance" else None)
+        return self.pools[ell]
+
+
+def _layer_sweep(iv: _Intervener, dev: "Suite", tasks: list[str], dirs: np.ndarray,
+                 progress: bool) -> dict[int, float]:
+    """Per layer, the mean selectivity on the dev pairs (a task's own margin change minus its random
+    controls', signed so that larger is more selective): the layer choice's input."""
+    from ...progress import progress_bar
+
+    L, n_random = dirs.shape[0], iv.n_random
+    base_dev = {a: iv.scorer.score_pairs(dev.pairs_of(a)) for a in tasks}
+    sweep: dict[int, float] = {}
+    with progress_bar(f"{iv.mode}: layer sweep on dev pairs", L * len(tasks) * (1 + n_random),
+                      show=progress) as advance:
+        for ell in range(L):
+            sel = []
+            for i, a in enumerate(tasks):
+                if not np.isfinite(dirs[ell, i]).all():
+                    advance(1 + n_random)
+                    continue
+                pa, m0 = dev.pairs_of(a), base_dev[a]["margin"].to_numpy()
+                own = float(np.mean(iv.score(ell, dirs[ell, i], pa)["margin"].to_numpy() - m0))
+                ctrl = float(np.mean([np.mean(iv.score(ell, r, pa)["margin"].to_numpy() - m0)
+                                      for r in iv.randoms(ell)]))
+                sel.append(iv.sign * (own - ctrl))
+                advance(1 + n_random)
+            sweep[ell] = float(np.mean(sel)) if sel else float("nan")
+    return sweep
+
+
+def _intervened_scores(iv: _Intervener, pairs: Sequence[Any], tasks: list[str], dirs: np.ndarray,
+                       layers: Sequence[int], progress: bool) -> tuple[dict, dict]:
+    """At each of ``layers``, the eval pairs' scores under each task's direction (``changed``) and under
+    each random direction of the pool (``random``, the same list for every row)."""
+    from ...progress import progress_bar
+
+    changed: dict[int, dict[str, Any]] = {}
+    rand: dict[int, dict[str, list]] = {}
+    for ell in layers:
+        changed[ell], rand[ell] = {}, {}
+        with progress_bar(f"{iv.mode}: layer {ell}, tasks × tasks", len(tasks) + iv.n_random,
+                          show=progress) as advance:
+            pool = []
+            for r in iv.randoms(ell):
+                pool.append(iv.score(ell, r, pairs))
+                advance(1)
+            for i, a in enumerate(tasks):
+                if np.isfinite(dirs[ell, i]).all():
+                    changed[ell][a] = iv.score(ell, dirs[ell, i], pairs)
+                    rand[ell][a] = pool
+                advance(1)
+    return changed, rand
+
+
+def _spaces_by_layer(r: dict, mode: str, prov: dict, settings: "ProbeSettings",
+                     n_random: int) -> tuple[dict[str, Any], dict[int, float]]:
+    """The probe's spaces at every scored layer (and under the plain names at the chosen one), and per
+    layer the mean diagonal selectivity on the eval pairs."""
+    from ...spaces import TaskSpace
+    from ..finetune.evaluation import transfer_matrices
+
+    tasks, groups, layer = r["tasks"], r["groups"], r["layer"]
     spaces: dict[str, Any] = {}
     diag_eval: dict[int, float] = {}
     sign = SIGN[mode]
@@ -226,11 +285,14 @@ def _run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: 
             if ell == layer:
                 spaces[name] = TaskSpace(est.value, tasks, groups, name, dict(pl, **extra), est.low, est.high)
         diag_eval[ell] = float(np.nanmean(sign * (np.diag(e[""].value) - np.diag(c[""].value))))
-    layers_table = pd.DataFrame([{"layer": ell, "scale": float(r["scale"][ell]),
-                                  "dev_selectivity": r["sweep"].get(ell, np.nan),
-                                  "eval_selectivity": diag_eval.get(ell, np.nan), "chosen": ell == layer}
-                                 for ell in range(len(r["scale"]))])
-    table = causal_table(r["base"], r["changed"][layer], r["random"][layer], tasks, groups, sign=sign,
+    return spaces, diag_eval
+
+
+def _causal_stats(r: dict, mode: str, settings: "ProbeSettings") -> "pd.DataFrame":
+    """The per-row causal table at the chosen layer, with each direction's share of the residual
+    stream's variance beside the control pool's."""
+    tasks, layer = r["tasks"], r["layer"]
+    table = causal_table(r["base"], r["changed"][layer], r["random"][layer], tasks, r["groups"], sign=SIGN[mode],
                          bootstrap=settings.bootstrap, seed=settings.seed)
     table.insert(2, "layer", layer)
     table.insert(2, "intervention", mode)
@@ -240,20 +302,7 @@ def _run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: 
     table["variance_share"] = variance_share(r["directions"][layer][[idx[t] for t in table["task"]]],
                                              r["covariance"][layer])
     table["variance_share_random"] = float(np.mean(variance_share(r["pool"][layer], r["covariance"][layer])))
-    res = ProbeResult(tuple(kinds), spaces=spaces, provenance=prov,
-                      extra={"directions": r["directions"], "scale": r["scale"], "layer": layer})
-    res.tables[f"stats/{mode}_layers.csv"] = (layers_table, prov)
-    res.tables[f"stats/causal_{mode}.csv"] = (table, dict(
-        prov, cause=("gain of the row task's own accuracy" if mode == "steering" else
-                     "drop of the row task's own accuracy"),
-        within="mean fraction of pairs whose judgement flips, tasks of the row's group (row excluded)",
-        isolate="1 − mean fraction of pairs whose judgement flips, tasks of other groups",
-        random="the same under the random directions of the pool (averaged)",
-        variance_share="d^T S d / tr S at the chosen layer (S: the residual stream's covariance over the eval "
-                       "sentences' positions); _random: the pool's mean",
-        test=("p_rank: the row's own mean-margin effect ranked against each random direction's; q: Benjamini–"
-              "Hochberg across rows; causal: q < 0.05"), counts=causal_count(table)))
-    return res
+    return table
 
 
 def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",

@@ -137,8 +137,6 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     ``stats/steering_estimate_layers.csv``."""
     import pandas as pd
 
-    from ...spaces import TaskSpace
-    from ..finetune.evaluation import transfer_matrices
     from ..registry import get
     from ..result import ProbeResult
     from ..spec import RunContext as Ctx
@@ -166,21 +164,7 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
             for ell in range(L)}
     rand = {(a, ell): pool[ell] for a in tasks for ell in range(L)}
 
-    sweep: dict[int, float] = {}
-    if fixed is None:
-        dev = splits["dev"]
-        dev_g = pair_gradients(model, tok, dev.pairs, settings, progress=ctx.progress)
-        dev_task = np.array([p.task for p in dev.pairs])
-        for ell in range(L):
-            sel = []
-            for i, a in enumerate(tasks):
-                if not np.isfinite(dirs[ell, i]).all():
-                    continue
-                g = dev_g[ell][dev_task == a]
-                own = estimates(g, dirs[ell, i][None], scale[ell]).mean()
-                ctrl = estimates(g, rand[a, ell], scale[ell]).mean()
-                sel.append(own - ctrl)
-            sweep[ell] = float(np.mean(sel)) if sel else float("nan")
+    sweep = _dev_sweep(model, tok, splits["dev"], tasks, dirs, rand, scale, settings, ctx) if fixed is None else {}
     layer = fixed if fixed is not None else choose_layer(sweep)
 
     pairs = test.pairs
@@ -202,19 +186,8 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     for ell in range(L):
         own = {a: estimates(grads[ell], dirs[ell, i][None], scale[ell])[0] for i, a in enumerate(tasks)}
         ctrl = {a: estimates(grads[ell], rand[a, ell], scale[ell]).mean(0) for a in tasks}
-        base, t_own = _tables(pairs, own)
-        _, t_ctrl = _tables(pairs, ctrl)
-        e = transfer_matrices(base, t_own, tasks, bootstrap=settings.bootstrap, seed=settings.seed)
-        c = transfer_matrices(base, t_ctrl, tasks, bootstrap=settings.bootstrap, seed=settings.seed)
-        pl = dict(prov, layer=ell)
-        for name, est, extra in ((NAME, e[""], {}),
-                                 (f"{NAME}_normalized", e["_normalized"], {"normalised": "Ŝ / |Ŝ[a,a]|"}),
-                                 (f"{NAME}_random", c[""], {"directions": f"{n_random} random unit directions per "
-                                                                          "row, averaged (seeded)"})):
-            spaces[f"{name}_by_layer/layer{ell}"] = TaskSpace(est.value, tasks, groups, name, dict(pl, **extra),
-                                                              est.low, est.high)
-            if ell == layer:
-                spaces[name] = TaskSpace(est.value, tasks, groups, name, dict(pl, **extra), est.low, est.high)
+        e, c = _layer_spaces(spaces, pairs, own, ctrl, tasks, groups, dict(prov, layer=ell), settings,
+                             n_random, ell, chosen=ell == layer)
         layer_rows.append({"layer": ell, "scale": float(scale[ell]), "dev_selectivity": sweep.get(ell, np.nan),
                            "eval_selectivity": float(np.nanmean(np.diag(e[""].value) - np.diag(c[""].value))),
                            "chosen": ell == layer})
@@ -222,3 +195,46 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
                       extra={"pair_gradients": grads, "directions": dirs, "scale": scale, "layer": layer})
     res.tables["stats/steering_estimate_layers.csv"] = (pd.DataFrame(layer_rows), prov)
     return res
+
+
+def _dev_sweep(model: Any, tok: Any, dev: "Suite", tasks: list[str], dirs: np.ndarray, rand: dict,
+               scale: Sequence[float], settings: "ProbeSettings", ctx: "RunContext") -> dict[int, float]:
+    """Per layer, the mean selectivity on the dev pairs: a task's own estimate minus its random
+    control's, averaged over the tasks with a finite direction (the layer choice's input)."""
+    dev_g = pair_gradients(model, tok, dev.pairs, settings, progress=ctx.progress)
+    dev_task = np.array([p.task for p in dev.pairs])
+    sweep: dict[int, float] = {}
+    for ell in range(dirs.shape[0]):
+        sel = []
+        for i, a in enumerate(tasks):
+            if not np.isfinite(dirs[ell, i]).all():
+                continue
+            g = dev_g[ell][dev_task == a]
+            own = estimates(g, dirs[ell, i][None], scale[ell]).mean()
+            ctrl = estimates(g, rand[a, ell], scale[ell]).mean()
+            sel.append(own - ctrl)
+        sweep[ell] = float(np.mean(sel)) if sel else float("nan")
+    return sweep
+
+
+def _layer_spaces(spaces: dict, pairs: Sequence[Any], own: dict, ctrl: dict, tasks: list[str], groups: list[str],
+                  prov: dict, settings: "ProbeSettings", n_random: int, ell: int, chosen: bool) -> tuple[dict, dict]:
+    """The estimate, its normalised form and its random control at layer ``ell`` into ``spaces``
+    (also under the plain names for the chosen layer); returns the estimate's and the control's
+    transfer matrices."""
+    from ...spaces import TaskSpace
+    from ..finetune.evaluation import transfer_matrices
+
+    base, t_own = _tables(pairs, own)
+    _, t_ctrl = _tables(pairs, ctrl)
+    e = transfer_matrices(base, t_own, tasks, bootstrap=settings.bootstrap, seed=settings.seed)
+    c = transfer_matrices(base, t_ctrl, tasks, bootstrap=settings.bootstrap, seed=settings.seed)
+    for name, est, extra in ((NAME, e[""], {}),
+                             (f"{NAME}_normalized", e["_normalized"], {"normalised": "Ŝ / |Ŝ[a,a]|"}),
+                             (f"{NAME}_random", c[""], {"directions": f"{n_random} random unit directions per "
+                                                                      "row, averaged (seeded)"})):
+        spaces[f"{name}_by_layer/layer{ell}"] = TaskSpace(est.value, tasks, groups, name, dict(prov, **extra),
+                                                          est.low, est.high)
+        if chosen:
+            spaces[name] = TaskSpace(est.value, tasks, groups, name, dict(prov, **extra), est.low, est.high)
+    return e, c
