@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -141,18 +141,12 @@ def stability(revisions: Sequence[str], halves: Sequence[TaskSpace | None], *, u
     have called sudden (the largest upper bound: stages above it are excluded).
     """
     from .bootstrap import resample_tasks, rho_draws, task_counts
-    from .inference import read
     from .reliability import split_space
 
     out: dict = {"verdict": INCONCLUSIVE, "reason": "", "p_sudden": float("nan"), "labels": [],
                  "rho_corrected": [], "change": [], "change_per_logstep": [], "ratio": [], "ratio_ci": [],
                  "half_r": [], "detectable": float("nan"), "threshold": SUDDEN_RATIO, "min_stage": MIN_STAGE}
-    idx = [i for i, h in enumerate(halves) if h is not None]
-    start = next((k for k, i in enumerate(idx) if not untrained[i]), len(idx))
-    if start > 0:                                     # keep the last untrained checkpoint: the onset of training
-        start -= 1
-    idx = idx[start:]
-    onset = bool(idx) and untrained[idx[0]]
+    idx, onset = _trained_checkpoints(halves, untrained)
     n_trans = len(idx) - 1 - (1 if onset else 0)
     if n_trans < MIN_TRANSITIONS:
         out["reason"] = (f"{max(n_trans, 0)} transition(s) with halves after the onset of training; a verdict needs "
@@ -165,11 +159,7 @@ def stability(revisions: Sequence[str], halves: Sequence[TaskSpace | None], *, u
         out["reason"] = "fewer than four tasks at every checkpoint"
         return out
     groups = [parts[0].groups[parts[0].tasks.index(t)] for t in tasks]
-    blocks = []
-    for p in parts:
-        pos = [p.tasks.index(t) for t in tasks]
-        sel = np.ix_(pos, pos)
-        blocks.append((read(p.first[sel], sign, absolute), read(p.second[sel], sign, absolute)))
+    blocks = [_half_pair(p, tasks, sign, absolute) for p in parts]
     if not all(np.isfinite(a[~np.eye(len(tasks), dtype=bool)]).all() and
                np.isfinite(b[~np.eye(len(tasks), dtype=bool)]).all() for a, b in blocks):
         out["reason"] = "a halves space has missing entries"
@@ -178,22 +168,13 @@ def stability(revisions: Sequence[str], halves: Sequence[TaskSpace | None], *, u
                         task_counts(resample_tasks(groups, resamples, seed), len(tasks))])  # row 0: the data
     half_r = np.stack([rho_draws(a, b, counts) for a, b in blocks])                          # (C, 1 + B)
     logs = [_log_step(revisions[i], k) for k, i in enumerate(idx)]
-    rho_t, change = [], []
-    for k in range(len(blocks) - 1):
-        cross = (rho_draws(blocks[k][0], blocks[k + 1][1], counts) + rho_draws(blocks[k][1], blocks[k + 1][0], counts)) / 2
-        with np.errstate(invalid="ignore"):
-            rt = cross / np.sqrt(half_r[k] * half_r[k + 1])
-        rho_t.append(rt)
-        change.append((1.0 - rt) / max(logs[k + 1] - logs[k], 1e-9))
+    rho_t, change = _transitions(blocks, counts, half_r, logs)
     first = 1 if onset else 0                          # the onset of training is expected to be the largest
     rho_t, change = np.stack(rho_t[first:]), np.stack(change[first:])
     raw_change = 1.0 - rho_t
     labels = [f"{revisions[idx[k]]}→{revisions[idx[k + 1]]}" for k in range(first, len(idx) - 1)]
     J = len(labels)
-    ratios = np.empty_like(change)
-    for j in range(J):
-        med = np.median(np.delete(change, j, axis=0), axis=0)
-        ratios[j] = change[j] / np.maximum(med, CHANGE_FLOOR)
+    ratios = _change_ratios(change)
     q = alpha / J
     lo = [float(np.nanquantile(r[1:], q)) for r in ratios]
     hi = [float(np.nanquantile(r[1:], 1 - q)) for r in ratios]
@@ -204,6 +185,59 @@ def stability(revisions: Sequence[str], halves: Sequence[TaskSpace | None], *, u
                change_per_logstep=change[:, 0].tolist(), ratio=ratios[:, 0].tolist(),
                ratio_ci=[[a, b] for a, b in zip(lo, hi)], half_r=half_r[:, 0].tolist(),
                p_sudden=float(min(pj)), detectable=float(max(hi)))
+    _verdict(out, lo, hi, stage_lo)
+    return out
+
+
+def _trained_checkpoints(halves: Sequence[TaskSpace | None], untrained: Sequence[bool]) -> tuple[list[int], bool]:
+    """The checkpoints with halves from the onset of training on (the last untrained one kept), and
+    whether the first of them is untrained."""
+    idx = [i for i, h in enumerate(halves) if h is not None]
+    start = next((k for k, i in enumerate(idx) if not untrained[i]), len(idx))
+    if start > 0:                                     # keep the last untrained checkpoint: the onset of training
+        start -= 1
+    idx = idx[start:]
+    return idx, bool(idx) and untrained[idx[0]]
+
+
+def _half_pair(p: Any, tasks: Sequence[str], sign: float, absolute: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The two halves' matrices of one checkpoint over ``tasks``, read as the probe's values."""
+    from .inference import read
+
+    pos = [p.tasks.index(t) for t in tasks]
+    sel = np.ix_(pos, pos)
+    return read(p.first[sel], sign, absolute), read(p.second[sel], sign, absolute)
+
+
+def _transitions(blocks: Sequence[tuple[np.ndarray, np.ndarray]], counts: np.ndarray, half_r: np.ndarray,
+                 logs: Sequence[float]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per transition, the noise-corrected correlation ρ̃ of consecutive checkpoints (cross-half
+    correlations over the geometric mean of their split-half r) and its change per log step, for the
+    data and every bootstrap draw."""
+    from .bootstrap import rho_draws
+
+    rho_t, change = [], []
+    for k in range(len(blocks) - 1):
+        cross = (rho_draws(blocks[k][0], blocks[k + 1][1], counts) + rho_draws(blocks[k][1], blocks[k + 1][0], counts)) / 2
+        with np.errstate(invalid="ignore"):
+            rt = cross / np.sqrt(half_r[k] * half_r[k + 1])
+        rho_t.append(rt)
+        change.append((1.0 - rt) / max(logs[k + 1] - logs[k], 1e-9))
+    return rho_t, change
+
+
+def _change_ratios(change: np.ndarray) -> np.ndarray:
+    """Each transition's change over the median change of the others (floored at ``CHANGE_FLOOR``)."""
+    ratios = np.empty_like(change)
+    for j in range(len(change)):
+        med = np.median(np.delete(change, j, axis=0), axis=0)
+        ratios[j] = change[j] / np.maximum(med, CHANGE_FLOOR)
+    return ratios
+
+
+def _verdict(out: dict, lo: Sequence[float], hi: Sequence[float], stage_lo: Sequence[float]) -> None:
+    """``out``'s verdict and reason from the ratios' bounds and the stages' lower bounds."""
+    labels = out["labels"]
     if any(a > SUDDEN_RATIO and s > MIN_STAGE for a, s in zip(lo, stage_lo)):
         j = int(np.argmax(lo))
         out.update(verdict=SUDDEN, reason=f"{labels[j]}: the change ratio's interval lies above {SUDDEN_RATIO:g}")
@@ -215,7 +249,6 @@ def stability(revisions: Sequence[str], halves: Sequence[TaskSpace | None], *, u
     else:
         out["reason"] = (f"no interval lies above {SUDDEN_RATIO:g}, but the data cannot exclude a stage of "
                          f"{max(hi):.1f}× the median change")
-    return out
 
 
 def gap_trend(revisions: Sequence[str], spaces: Sequence[TaskSpace], *, sign: float = 1.0, absolute: bool = False,

@@ -36,7 +36,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
@@ -86,8 +86,7 @@ def transfer_probe(
     ``if __name__ == "__main__":`` guard.
     """
     from ...io import write_json
-    from ...progress import progress_bar
-    from ...provenance import hash_records, timestamp
+    from ...provenance import hash_records
 
     probe = "baseline" if baseline else "transfer"
     out = Path(out_dir)
@@ -107,21 +106,42 @@ def transfer_probe(
     status_dir = out / ("baseline" if baseline else "ftgd")
     rows_dir = out / "scores" / probe
     wanted = list(rows) if rows is not None else plan.tasks
-    records: dict[str, dict] = {}
     t_tasks = time.perf_counter()
+    job = _Job(probe=probe, settings=settings, train_by={}, dev_by={}, eval_pairs=plan.test.pairs,
+               base_df=base_df, base_nll=base_nll, heldout=heldout, groups=plan.groups, out=out,
+               rows_dir=rows_dir, save_deltas=save_deltas)
+    workers = _fine_tune_rows(loaded, plan, job, wanted, status_dir, timings, progress=progress, on_task=on_task)
+    timings["tasks_wall"] = time.perf_counter() - t_tasks
+    timings["workers"] = workers
+    if rows is not None:
+        write_json(out / "stats" / f"{probe}_timings" / f"{hash_records(list(rows))[:12]}.json", timings)
+        return {}
+    return assemble_transfer(loaded.describe(), suite, settings, out, baseline=baseline, heldout=heldout,
+                             scorer=plan.scorer, timings=timings)
+
+
+def _fine_tune_rows(loaded: "LoadedModel", plan: "_Plan", job: "_Job", wanted: Sequence[str], status_dir: Path,
+                    timings: dict, *, progress: bool, on_task: Callable[[str, dict], None] | None) -> int:
+    """Fine-tune and evaluate each task of ``wanted`` not done before (``job`` without its training and
+    dev pairs, which are filled in here; in ``job.settings.workers`` processes, or in this one), writing its status file as it finishes and adding its timings to
+    ``timings``; returns the number of workers used."""
+    from ...io import write_json
+    from ...progress import progress_bar
+    from ...provenance import timestamp
+
+    probe = job.probe
+    records: dict[str, dict] = {}
     model_desc = loaded.describe()
     with progress_bar(probe, total=len(wanted), fields=True, show=progress) as advance:
         for a in wanted:
-            rec = _done(status_dir, rows_dir, a, plan.keys[a])
+            rec = _done(status_dir, job.rows_dir, a, plan.keys[a])
             if rec is not None:
                 records[a] = rec
                 advance(1, task=a, status="done before")
         todo = [a for a in wanted if a not in records]
-        job = _Job(probe=probe, settings=settings, train_by={a: plan.train_by[a] for a in todo},
-                   dev_by={a: plan.dev_by.get(a, []) for a in todo}, eval_pairs=plan.test.pairs,
-                   base_df=base_df, base_nll=base_nll, heldout=heldout, groups=plan.groups, out=out,
-                   rows_dir=rows_dir, save_deltas=save_deltas)
-        workers = max(1, min(settings.workers, len(todo)))
+        job = replace(job, train_by={a: plan.train_by[a] for a in todo},
+                      dev_by={a: plan.dev_by.get(a, []) for a in todo})
+        workers = max(1, min(job.settings.workers, len(todo)))
         results = (_in_workers(loaded, job, todo, workers) if workers > 1
                    else _in_process(loaded, plan.scorer, job, todo))
         for a, rec, task_timings in results:
@@ -135,13 +155,7 @@ def transfer_probe(
             advance(1, task=a, status=rec["status"])
             if on_task is not None:
                 on_task(a, rec)
-    timings["tasks_wall"] = time.perf_counter() - t_tasks
-    timings["workers"] = workers
-    if rows is not None:
-        write_json(out / "stats" / f"{probe}_timings" / f"{hash_records(list(rows))[:12]}.json", timings)
-        return {}
-    return assemble_transfer(loaded.describe(), suite, settings, out, baseline=baseline, heldout=heldout,
-                             scorer=plan.scorer, timings=timings)
+    return workers
 
 
 @dataclass
