@@ -9,6 +9,7 @@ from .findings import fmt_ci, label
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
+    from rich.table import Table
 
 _VERDICT_STYLE = {"reproduced": "green", "partly reproduced": "yellow", "not reproduced": "red",
                   "inconclusive": "dim"}
@@ -34,6 +35,18 @@ def _p(x: Any) -> str:
 
 def print_comparison(console: "Console", cmp: dict, *, all_spaces: bool = False) -> None:
     """Print the theory table, the generalisation table, the dynamics and the findings."""
+    console.print(_theory_table(cmp, all_spaces))
+    _print_reliability(console, cmp)
+    if any(not (s.get("coverage") or {"complete": True})["complete"] for c in cmp["cells"] for s in c["spaces"].values()):
+        console.print("* incomplete: rows missing (a fine-tuning failed or never beat step 0); the numbers "
+                      "rest on the rows shown, and a size verdict is withheld", highlight=False)
+    _print_generalization(console, cmp)
+    _print_dynamics(console, cmp)
+    _print_findings(console, cmp)
+
+
+def _theory_table(cmp: dict, all_spaces: bool) -> "Table":
+    """One row per checkpoint and space: the space against the hypothesis space, and against its control."""
     from rich.table import Table
 
     t = Table(title="task spaces against theory (H: 1 within a group, 0 across), each read in its declared direction "
@@ -49,28 +62,33 @@ def print_comparison(console: "Console", cmp: dict, *, all_spaces: bool = False)
         for name, s in c["spaces"].items():
             if not all_spaces and name not in main_spaces() and any(n in c["spaces"] for n in main_spaces()):
                 continue
-            vc = c["versus_control"].get(name)
-            cov = s.get("coverage")
-            # how many rows the numbers rest on; an incomplete space (failed fine-tunings) in red
-            rows = (f"{cov['rows']}/{cov['of']}" if cov["complete"] else f"[red]{cov['rows']}/{cov['of']}*[/red]"
-                    ) if cov else "–"
-            rel = s.get("reliability") or {}
-            d = s[s.get("reading", "signed")]
-            tag = (" ↓" if s.get("related") == "lower" else "") + (" |S|" if s.get("reading") == "absolute" else "")
-            mp = s.get("min_p")
-            t.add_row(c["id"] + (" (control)" if c.get("is_control") else ""), name + tag, rows,
-                      _f(d["within"]), _f(d["between"]), _ci(d["difference"], d.get("difference_ci")),
-                      _ci(d.get("auc"), d.get("auc_ci")), _ci(d["rho"], d.get("rho_ci")), _f(d.get("rho_ratio"), False),
-                      _p(d["p"]) + ("†" if isinstance(mp, (int, float)) and mp > 0.05 else ""), _p(d.get("q")),
-                      _f(rel.get("reliability"), False), _f((rel.get("full") or {}).get("ceiling"), False),
-                      _ci(s["ari"], s.get("ari_ci")),
-                      (_ci(vc["difference"]["difference"], vc.get("difference_ci")) + f" p {_p(vc.get('p'))}")
-                      if vc else "–")
-    console.print(t)
-    _print_reliability(console, cmp)
-    if any(not (s.get("coverage") or {"complete": True})["complete"] for c in cmp["cells"] for s in c["spaces"].values()):
-        console.print("* incomplete: rows missing (a fine-tuning failed or never beat step 0); the numbers "
-                      "rest on the rows shown, and a size verdict is withheld", highlight=False)
+            t.add_row(*_theory_row(c, name, s))
+    return t
+
+
+def _theory_row(c: dict, name: str, s: dict) -> list[str]:
+    vc = c["versus_control"].get(name)
+    cov = s.get("coverage")
+    # how many rows the numbers rest on; an incomplete space (failed fine-tunings) in red
+    rows = (f"{cov['rows']}/{cov['of']}" if cov["complete"] else f"[red]{cov['rows']}/{cov['of']}*[/red]"
+            ) if cov else "–"
+    rel = s.get("reliability") or {}
+    d = s[s.get("reading", "signed")]
+    tag = (" ↓" if s.get("related") == "lower" else "") + (" |S|" if s.get("reading") == "absolute" else "")
+    mp = s.get("min_p")
+    return [c["id"] + (" (control)" if c.get("is_control") else ""), name + tag, rows,
+            _f(d["within"]), _f(d["between"]), _ci(d["difference"], d.get("difference_ci")),
+            _ci(d.get("auc"), d.get("auc_ci")), _ci(d["rho"], d.get("rho_ci")), _f(d.get("rho_ratio"), False),
+            _p(d["p"]) + ("†" if isinstance(mp, (int, float)) and mp > 0.05 else ""), _p(d.get("q")),
+            _f(rel.get("reliability"), False), _f((rel.get("full") or {}).get("ceiling"), False),
+            _ci(s["ari"], s.get("ari_ci")),
+            (_ci(vc["difference"]["difference"], vc.get("difference_ci")) + f" p {_p(vc.get('p'))}")
+            if vc else "–"]
+
+
+def _print_generalization(console: "Console", cmp: dict) -> None:
+    from rich.table import Table
+
     for name, g in cmp.get("generalization", {}).items():
         tab = g["by_size"] if len(g["by_size"]["columns"]) > 1 else g["by_checkpoint"]
         gt = Table(title=f"per-group generalisation: {label(name)}, mean ± std over a ≠ b in the group "
@@ -85,6 +103,11 @@ def print_comparison(console: "Console", cmp: dict, *, all_spaces: bool = False)
                                + (f" {fmt_ci(c.get('ci'), True, 2)}" if fmt_ci(c.get("ci")) else ""))
                               if c.get("mean") is not None else "–" for c in cells])
         console.print(gt)
+
+
+def _print_dynamics(console: "Console", cmp: dict) -> None:
+    from rich.table import Table
+
     for slug, per in cmp.get("dynamics", {}).items():
         names = [n for n in main_spaces() if n in per]
         if not names:
@@ -108,6 +131,9 @@ def print_comparison(console: "Console", cmp: dict, *, all_spaces: bool = False)
         for n in names:
             st = per[n].get("stability") or {}
             console.print(f"  {n}: {st.get('verdict', 'inconclusive')} — {st.get('reason', '')}", highlight=False)
+
+
+def _print_findings(console: "Console", cmp: dict) -> None:
     console.print("[bold]The paper's findings, next to this run[/bold]")
     for f in cmp.get("findings", []):
         style = _VERDICT_STYLE.get(f["verdict"], "")

@@ -185,71 +185,9 @@ def _main_space(cmp: dict) -> str | None:
 def _headline(cmp: dict) -> str:
     h = cmp.get("headline", {})
     main = _main_space(cmp)
-    cards = []
-    if main:
-        e = h["spaces"][main]
-        # with an interval, the gap must exclude 0 (above it), not only be positive
-        from ..analysis.bootstrap import excludes_zero
-
-        above = (excludes_zero(e["difference_ci"]) > 0 if fmt_ci(e.get("difference_ci"))
-                 else _ok(e["difference"]) and e["difference"] > 0)
-        q = e.get("q") if _ok(e.get("q")) else e["p"]
-        match = _ok(q) and q < 0.05 and above
-        cov = e.get("coverage")
-        # no yes/no from a matrix with missing rows: it would rest on the tasks that happened to train
-        verdict = "withheld" if cov and not cov["complete"] else "yes" if match else "no"
-        detail = (f"{_e(label(main))} on {_e(coverage_note(cov) or '?')}, {_e(h['model'])} @ {_e(h['revision'])}: within {_f(e['within'])} vs "
-                  f"between {_f(e['between'])}; Mantel p = {_p(e['p'])}; clusters vs groups ARI {_f(e['ari'])}")
-        if fmt_ci(e.get("rho_ci")):
-            detail += f"; ρ 95% CI {fmt_ci(e['rho_ci'])}"
-        rel = e.get("reliability") or {}
-        detail += f"; AUC {_f(e.get('auc'), False)}, ρ ÷ ρmax {_f(e.get('rho_ratio'), False, 2)}"
-        if _ok(rel.get("ceiling")):
-            share = ("share withheld (reliability too low)" if rel.get("withheld") else
-                     f"ρ is {_fc(rel.get('fraction'), rel.get('fraction_ci'), False)} of it")
-            detail += (f"; pair-sampling ceiling {_f(rel['ceiling'], False)} (split-half reliability "
-                       f"{_f(rel.get('reliability'), False)}): {share}")
-        if e.get("control"):
-            detail += (f"; control ({_e(e['control'])}) gap {_f(e['control_difference'])}, trained − control "
-                       f"{_fc(e.get('gain_over_control'), e.get('gain_over_control_ci'))} "
-                       f"(permutation p {_p(e.get('gain_over_control_p'))})")
-        cards.append(f'<div class="card"><div class="q">Does the task space match linguistic theory?</div>'
-                     f'<div class="big">ρ = {_f(e["rho"])} {_badge(verdict)}</div>'
-                     f'<div class="detail">{detail}</div></div>')
-    for f in cmp.get("findings", []):
-        n = f.get("numbers") or {}
-        if f["id"] == "sizes" and n.get("models"):
-            big = " → ".join(_f(x) for x in n["difference"])
-            detail = f"within − between {_e(label(f['space']))}: " + ", ".join(_e(m) for m in n["models"])
-        elif f["id"] == "sharing" and n:
-            big = "; ".join(f"slope {_fc(v['slope'], v.get('slope_ci'))}" for v in n.values())
-            detail = f"within − between {_e(label(f['space']))} per log step over training, per model"
-        elif f["id"] == "smooth" and n:
-            big = "; ".join(_e(v["verdict"]) for v in n.values())
-            detail = "noise-corrected change between checkpoints ÷ the median of the others (sudden above 3)"
-        else:
-            big, detail = "–", _e(f["this_run"])
-        q = {"sizes": "Does it grow with model size?", "sharing": "Does sharing grow with training?",
-             "smooth": "Does it change smoothly over training?"}.get(f["id"], f["title"])
-        cards.append(f'<div class="card"><div class="q">{_e(q)}</div><div class="big">{big}</div>'
-                     f'<div>{_badge(f["verdict"])}</div><div class="detail">{detail}</div></div>')
-    rows = []
-    for name, e in h.get("spaces", {}).items():
-        r = e.get("reliability") or {}
-        rows.append([_e(label(name)) + (f" ({_e(coverage_note(e['coverage']))})" if e.get("coverage") else ""),
-                     _f(e["within"]), _f(e["between"]), _fc(e["difference"], e.get("difference_ci")),
-                     _fc(e.get("auc"), e.get("auc_ci"), False), _fc(e["rho"], e.get("rho_ci")),
-                     _f(e.get("rho_ratio"), False, 2), _p(e["p"]), _p(e.get("q")), _f(r.get("reliability"), False),
-                     _f(r.get("ceiling"), False),
-                     "withheld" if r.get("withheld") else _fc(r.get("fraction"), r.get("fraction_ci"), False),
-                     _f(e["difference_other"]), _f(e["rho_other"]), _fc(e["ari"], e.get("ari_ci")),
-                     _f(e.get("control_difference")),
-                     _fc(e.get("gain_over_control"), e.get("gain_over_control_ci"))
-                     + (f" (p {_p(e.get('gain_over_control_p'))})" if e.get("control") else "")])
-    table = _table(["space", "within", "between", "gap [95% CI]", "AUC", "ρ with H [95% CI]", "ρ ÷ ρmax", "Mantel p",
-                    "q (BH)", "reliability", "pair-sampling ceiling", "ρ ÷ ceiling", "other reading: gap", "ρ",
-                    "ARI [95% CI]", "control gap",
-                    "gap − control gap"], rows) if rows else ""
+    cards = [_theory_card(h, main)] if main else []
+    cards += [_finding_card(f) for f in cmp.get("findings", [])]
+    table = _headline_table(h)
     where = f"{_e(h.get('model'))} @ {_e(h.get('revision'))}" if h.get("model") else ""
     ac = cmp.get("above_chance")
     if ac:
@@ -267,6 +205,80 @@ def _headline(cmp: dict) -> str:
             "percentile bootstrap over tasks (resampled within their groups). reliability = split-half "
             "reliability (Spearman–Brown); pair-sampling ceiling = ρmax · sqrt(reliability), the most ρ can reach "
             "given the pairs (see “How much is signal”).</p></section>")
+
+
+def _theory_card(h: dict, main: str) -> str:
+    """The headline's first card: does the main space match the hypothesis space?"""
+    e = h["spaces"][main]
+    # with an interval, the gap must exclude 0 (above it), not only be positive
+    from ..analysis.bootstrap import excludes_zero
+
+    above = (excludes_zero(e["difference_ci"]) > 0 if fmt_ci(e.get("difference_ci"))
+             else _ok(e["difference"]) and e["difference"] > 0)
+    q = e.get("q") if _ok(e.get("q")) else e["p"]
+    match = _ok(q) and q < 0.05 and above
+    cov = e.get("coverage")
+    # no yes/no from a matrix with missing rows: it would rest on the tasks that happened to train
+    verdict = "withheld" if cov and not cov["complete"] else "yes" if match else "no"
+    detail = (f"{_e(label(main))} on {_e(coverage_note(cov) or '?')}, {_e(h['model'])} @ {_e(h['revision'])}: within {_f(e['within'])} vs "
+              f"between {_f(e['between'])}; Mantel p = {_p(e['p'])}; clusters vs groups ARI {_f(e['ari'])}")
+    if fmt_ci(e.get("rho_ci")):
+        detail += f"; ρ 95% CI {fmt_ci(e['rho_ci'])}"
+    rel = e.get("reliability") or {}
+    detail += f"; AUC {_f(e.get('auc'), False)}, ρ ÷ ρmax {_f(e.get('rho_ratio'), False, 2)}"
+    if _ok(rel.get("ceiling")):
+        share = ("share withheld (reliability too low)" if rel.get("withheld") else
+                 f"ρ is {_fc(rel.get('fraction'), rel.get('fraction_ci'), False)} of it")
+        detail += (f"; pair-sampling ceiling {_f(rel['ceiling'], False)} (split-half reliability "
+                   f"{_f(rel.get('reliability'), False)}): {share}")
+    if e.get("control"):
+        detail += (f"; control ({_e(e['control'])}) gap {_f(e['control_difference'])}, trained − control "
+                   f"{_fc(e.get('gain_over_control'), e.get('gain_over_control_ci'))} "
+                   f"(permutation p {_p(e.get('gain_over_control_p'))})")
+    return (f'<div class="card"><div class="q">Does the task space match linguistic theory?</div>'
+            f'<div class="big">ρ = {_f(e["rho"])} {_badge(verdict)}</div>'
+            f'<div class="detail">{detail}</div></div>')
+
+
+def _finding_card(f: dict) -> str:
+    """The headline's card of one finding: its question, its numbers and its verdict."""
+    n = f.get("numbers") or {}
+    if f["id"] == "sizes" and n.get("models"):
+        big = " → ".join(_f(x) for x in n["difference"])
+        detail = f"within − between {_e(label(f['space']))}: " + ", ".join(_e(m) for m in n["models"])
+    elif f["id"] == "sharing" and n:
+        big = "; ".join(f"slope {_fc(v['slope'], v.get('slope_ci'))}" for v in n.values())
+        detail = f"within − between {_e(label(f['space']))} per log step over training, per model"
+    elif f["id"] == "smooth" and n:
+        big = "; ".join(_e(v["verdict"]) for v in n.values())
+        detail = "noise-corrected change between checkpoints ÷ the median of the others (sudden above 3)"
+    else:
+        big, detail = "–", _e(f["this_run"])
+    q = {"sizes": "Does it grow with model size?", "sharing": "Does sharing grow with training?",
+         "smooth": "Does it change smoothly over training?"}.get(f["id"], f["title"])
+    return (f'<div class="card"><div class="q">{_e(q)}</div><div class="big">{big}</div>'
+            f'<div>{_badge(f["verdict"])}</div><div class="detail">{detail}</div></div>')
+
+
+def _headline_table(h: dict) -> str:
+    """Every space of the headline checkpoint against theory, one row each."""
+    rows = []
+    for name, e in h.get("spaces", {}).items():
+        r = e.get("reliability") or {}
+        rows.append([_e(label(name)) + (f" ({_e(coverage_note(e['coverage']))})" if e.get("coverage") else ""),
+                     _f(e["within"]), _f(e["between"]), _fc(e["difference"], e.get("difference_ci")),
+                     _fc(e.get("auc"), e.get("auc_ci"), False), _fc(e["rho"], e.get("rho_ci")),
+                     _f(e.get("rho_ratio"), False, 2), _p(e["p"]), _p(e.get("q")), _f(r.get("reliability"), False),
+                     _f(r.get("ceiling"), False),
+                     "withheld" if r.get("withheld") else _fc(r.get("fraction"), r.get("fraction_ci"), False),
+                     _f(e["difference_other"]), _f(e["rho_other"]), _fc(e["ari"], e.get("ari_ci")),
+                     _f(e.get("control_difference")),
+                     _fc(e.get("gain_over_control"), e.get("gain_over_control_ci"))
+                     + (f" (p {_p(e.get('gain_over_control_p'))})" if e.get("control") else "")])
+    return _table(["space", "within", "between", "gap [95% CI]", "AUC", "ρ with H [95% CI]", "ρ ÷ ρmax", "Mantel p",
+                   "q (BH)", "reliability", "pair-sampling ceiling", "ρ ÷ ceiling", "other reading: gap", "ρ",
+                   "ARI [95% CI]", "control gap",
+                   "gap − control gap"], rows) if rows else ""
 
 
 def _findings(cmp: dict) -> str:

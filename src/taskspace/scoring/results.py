@@ -153,16 +153,7 @@ def score(
     check_fits(loaded, suite_obj.pairs, prefix=prefix, leading_space=leading_space)
     scorer = Scorer.from_loaded(loaded, reduction=reduction, prefix=prefix, batch_tokens=batch_tokens,
                                 share_prefix=share_prefix, convention=convention)
-    if progress:
-        from ..progress import progress_bar
-
-        n_sent = len({s for p in suite_obj.pairs for s in (p.good, p.bad)})
-        with progress_bar("scoring", total=n_sent) as advance:
-            pairs_df = scorer.score_pairs(suite_obj.pairs, progress=advance)
-    else:
-        pairs_df = scorer.score_pairs(suite_obj.pairs)
-    pairs_df.insert(3, "good", [p.good for p in suite_obj.pairs])
-    pairs_df.insert(4, "bad", [p.bad for p in suite_obj.pairs])
+    pairs_df = _score_pairs(scorer, suite_obj, progress)
     tasks_df = summarize_tasks(pairs_df)
     prov = {
         "kind": "scores",
@@ -179,3 +170,18 @@ def score(
         "torch_threads": torch_threads(),
     }
     return ScoreResult(tasks=tasks_df, pairs=pairs_df, provenance=prov)
+
+
+def _score_pairs(scorer: Scorer, suite: "Suite", progress: bool) -> "pd.DataFrame":
+    """Every pair of ``suite`` scored, with its sentences (``good``, ``bad``) beside the scores."""
+    if progress:
+        from ..progress import progress_bar
+
+        n_sent = len({s for p in suite.pairs for s in (p.good, p.bad)})
+        with progress_bar("scoring", total=n_sent) as advance:
+            pairs_df = scorer.score_pairs(suite.pairs, progress=advance)
+    else:
+        pairs_df = scorer.score_pairs(suite.pairs)
+    pairs_df.insert(3, "good", [p.good for p in suite.pairs])
+    pairs_df.insert(4, "bad", [p.bad for p in suite.pairs])
+    return pairs_df
