@@ -62,7 +62,7 @@ def demo(
 
 def print_environment(console: "Console", out: Path) -> None:
     """The versions and torch thread count the run recorded in ``run.json``, in one line: the demo's
-    numbers can move with them (issue 11)."""
+    numbers can move with them (pretraining sums floats in an order that depends on both)."""
     from ..io import read_json
     from ..provenance import environment_line
 

@@ -17,7 +17,7 @@ small   3       128  4      595,072        2.66   1500           3e-3
 base    4       184  4      1,635,024      7.30   1800           2e-3
 ======  ======  ===  =====  =============  =====  =============  =====
 
-With the toy language's word-level vocabulary (236 tokens today) and 64 positions the totals are
+With the toy language's word-level vocabulary (236 tokens) and 64 positions the totals are
 252,672 / 633,472 / 1,690,224; with a BPE vocabulary of 8,192 and 128 positions 1,022,592 / 1,660,032 /
 3,165,904. Batches: 64 sequences (toy sentences average ~10 tokens with the two ``<|endoftext|>``).
 

@@ -149,7 +149,7 @@ def _write_run_json(run_dir: Path, plan: Plan, models: Sequence[ResolvedModel] |
         d["models"] = [m.to_dict() for m in models]
     d["suite"] = suite_info
     d["versions"] = versions()
-    # can move a float's last bits, like a version (issue 11); local workers run cpus_per_job threads each
+    # can move a float's last bits, like a version; local workers run cpus_per_job threads each
     e = plan.executor
     d["torch_threads"] = e.threads() if e.kind == "local" and e.workers > 1 else torch_threads()
     d["status"] = status
