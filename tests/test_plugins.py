@@ -228,6 +228,26 @@ def test_no_probe_name_is_written_outside_the_probes():
     assert not bad, "probe names written outside the registry:\n" + "\n".join(bad)
 
 
+def test_the_scoring_job_is_declared_in_the_registry_only():
+    """``score`` is no probe (it writes no space) but a job a plan names among its probes: the registry
+    declares it (:data:`~taskspace.probes.registry.SCORE`), and the run system learns it from there."""
+    from taskspace.probes import registry
+    from taskspace.probes.settings import SCORING_SETTINGS
+
+    score = registry.SCORE
+    assert registry.plan_names() == (score, *registry.names()) and score not in registry.names()
+    assert registry.job_kinds(score=True) == [score, *registry.job_kinds()]
+    assert registry.job_of(score) == score and registry.job_of("overlap") == registry.get("overlap").job_kind
+    assert registry.reads_of_job(score) == SCORING_SETTINGS
+    bad = []
+    for path in sorted((SRC / "runs").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        skip = _docstrings(tree)
+        bad += [f"{path.relative_to(SRC).as_posix()}:{node.lineno}" for node in ast.walk(tree)
+                if isinstance(node, ast.Constant) and node.value == score and id(node) not in skip]
+    assert not bad, "the scoring job spelled outside the registry:\n" + "\n".join(bad)
+
+
 def _imports(path: Path) -> list[str]:
     """The modules ``path`` imports, as absolute names (relative imports resolved)."""
     tree = ast.parse(path.read_text(), str(path))

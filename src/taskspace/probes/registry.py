@@ -26,14 +26,18 @@ from typing import Any, Iterator
 
 from ..errors import InputError
 from .builtin import BUILTIN
-from .settings import ProbeSettings
+from .settings import SCORING_SETTINGS, ProbeSettings
 from .spec import DEMO_PLACES, Option, ProbeSpec, RunContext, SpaceSpec
 
-__all__ = ["ENTRY_POINT_GROUP", "Option", "ProbeSpec", "RunContext", "SpaceSpec", "get", "names", "probes",
+__all__ = ["ENTRY_POINT_GROUP", "SCORE", "Option", "ProbeSpec", "RunContext", "SpaceSpec", "get", "names", "probes",
            "register", "unregister"]
 
 #: the entry-point group other packages register probes under
 ENTRY_POINT_GROUP = "taskspace.probes"
+
+#: the job that scores every pair of a checkpoint (``scores/``; it writes no task space, so it is no
+#: probe): a plan names it among its ``probes``, and a run keys, runs and estimates it like a probe's job
+SCORE = "score"
 
 _REGISTRY: dict[str, ProbeSpec] = {}
 _SETTINGS = frozenset(f.name for f in fields(ProbeSettings))
@@ -175,13 +179,24 @@ def space_reading(name: str) -> tuple[float, bool]:
     return s.sign, s.reading == "absolute"
 
 
-def job_kinds() -> list[str]:
-    """The run job kinds of the probes, in registry order (gradients and overlap share one)."""
-    out: list[str] = []
+def plan_names() -> tuple[str, ...]:
+    """What a plan's ``probes`` may name: the scoring job :data:`SCORE`, then every registered probe."""
+    return (SCORE, *names())
+
+
+def job_kinds(score: bool = False) -> list[str]:
+    """The run job kinds of the probes, in registry order (gradients and overlap share one); with
+    ``score``, the scoring job :data:`SCORE` first."""
+    out: list[str] = [SCORE] if score else []
     for p in probes():
         if p.job_kind not in out:
             out.append(p.job_kind)
     return out
+
+
+def job_of(name: str) -> str:
+    """The job kind that computes ``name`` (:data:`SCORE` or a probe)."""
+    return SCORE if name == SCORE else get(name).job_kind
 
 
 def probes_of_job(job: str) -> list[ProbeSpec]:
@@ -189,7 +204,10 @@ def probes_of_job(job: str) -> list[ProbeSpec]:
 
 
 def reads_of_job(job: str) -> tuple[str, ...]:
-    """The settings a job of kind ``job`` depends on: the union of its probes' ``reads``."""
+    """The settings a job of kind ``job`` depends on: the union of its probes' ``reads`` (the scoring
+    settings for :data:`SCORE`)."""
+    if job == SCORE:
+        return SCORING_SETTINGS
     out: list[str] = []
     for p in probes_of_job(job):
         out += [r for r in p.reads if r not in out]

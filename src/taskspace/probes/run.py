@@ -66,7 +66,7 @@ def probe(
     if rows is not None and not specs[0].per_task:
         raise ValueError(f"probe {kinds[0]!r} does not split into per-task rows")
     ctx = RunContext(out=Path(out) if out is not None else None, progress=progress,
-                     rows=tuple(rows) if rows is not None else None, options=values)
+                     rows=tuple(rows) if rows is not None else None, options=values, spec=specs[0])
     runner = specs[0].load_runner()
     res = runner(lm, suite, settings, ctx, kinds)
     if rows is None and split_half(specs[0], settings):
@@ -85,7 +85,7 @@ def probe(
             res.extra.setdefault("notes", []).append(f"split-half pass skipped: {e.message}")
             return res
         half_ctx = RunContext(out=ctx.out / HALVES_DIR if ctx.out is not None else None, progress=progress,
-                              options=values)
+                              options=values, spec=specs[0])
         halves = runner(lm, halved, half_settings, half_ctx, kinds)
         for spec in specs:
             for name in spec.main_spaces():

@@ -257,9 +257,11 @@ def _load(ref: str) -> Any:
 class RunContext:
     """What a runner gets besides the model, suite and settings (filled by the CLI or a run job):
     ``out`` the probe folder it may work in, ``rows`` the source tasks to compute (per-task probes),
-    ``options`` its :class:`Option` values, prepared (sentences read, a reference revision loaded)."""
+    ``options`` its :class:`Option` values, prepared (sentences read, a reference revision loaded),
+    ``spec`` its own registry entry (the first of the kinds it runs), so it needs no lookup by name."""
 
     out: Any = None
     progress: bool = True
     rows: tuple[str, ...] | None = None
     options: dict = field(default_factory=dict)
+    spec: "ProbeSpec | None" = None

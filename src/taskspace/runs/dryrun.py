@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..io import user_path
-from ..probes.registry import get, probes_of_job, reads_of_job
+from ..probes.registry import SCORE, get, probes_of_job, reads_of_job
 from .estimate import Cost, Workload, job_cost
 from .expand import (
     check_executor,
@@ -157,7 +157,7 @@ def dry_run(plan: Plan, run_dir: Path, executor: Any = None) -> RunResult:
 
 
 def _cost(job: Job, n_params: int | None, dtype: str, work: Workload) -> Cost:
-    if job.kind in ("compare", "report", "score"):
+    if job.kind in ("compare", "report", SCORE):
         return job_cost(job.kind, n_params, dtype, work)
     base = job.kind.partition(":")[0]
     specs = probes_of_job(base)

@@ -15,10 +15,10 @@ units follow from what the job does, read from the probe's registry entry, never
 - ``pretrain``: steps × batch_size sequences, forward + backward + AdamW (3 units each);
 - ``compare`` and ``report``: fixed guesses (5 s and 30 s: the quick demo's jobs, benchmarks/README "Demo").
 
-``C_FORWARD = 4.35e-10`` s per parameter per pair comes from ``benchmarks/README.md``, "Probes" (session 2,
-2026-11-22, idle machine): gutenberg-gpt2-5m (5,289,472 parameters) scored 6,700 BLiMP pairs in 15.4 s
+``C_FORWARD = 4.35e-10`` s per parameter per pair comes from ``benchmarks/README.md``, "Probes" (an idle
+machine): gutenberg-gpt2-5m (5,289,472 parameters) scored 6,700 BLiMP pairs in 15.4 s
 on 2 CPU threads. Checked against two other figures there: the `small` preset's pretraining
-(51 CPU ms a step measured; the model gives 53 ms) and the 67 × 67 BLiMP transfer space at today's
+(51 CPU ms a step measured; the model gives 53 ms) and the 67 × 67 BLiMP transfer space at the
 defaults (25.9 min measured, "The 67 × 67 BLiMP transfer space"; the model gives 25 min). It assumes
 2 CPU cores, float32, that sentences are BLiMP-short, and it leaves out what a probe does beyond these
 passes (a lookahead's eval backward, an ablation's second scoring, model loading): expect it within
@@ -37,6 +37,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+from ..probes.registry import SCORE
 
 #: seconds per parameter per minimal pair through the forward pass, 2 CPU threads (see the module doc)
 C_FORWARD = 4.35e-10
@@ -103,7 +105,7 @@ def job_cost(kind: str, n_params: int | None, dtype: str, work: Workload | None,
     stage = kind.partition(":")[2]
     gradient = any(r in reads for r in _GRADIENT_READS)
     finetunes = any(r in reads for r in _FINETUNE_READS)
-    if kind == "score":
+    if kind == SCORE:
         return Cost(C_FORWARD * n_params * T * work.pairs_per_task, BASE_BYTES + 1.5 * model_bytes)
     if stage == "base":
         return Cost(C_FORWARD * n_params * T * ev, BASE_BYTES + 1.5 * model_bytes)

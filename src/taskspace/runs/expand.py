@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..errors import InputError, TaskspaceError
 from ..io import user_path
-from ..probes.registry import get, job_kinds, probes_of_job
+from ..probes.registry import SCORE, get, job_kinds, job_of, plan_names
 from ..provenance import hash_records
 from .jobs import Job, job_key, model_fingerprint, settings_subset
 from .plan import REVISION_WORDS, ModelSpec, Plan
@@ -78,7 +78,7 @@ def check_models(plan: Plan, run_dir: Path, pairs: "Callable[[], list | None]") 
     for m in plan.models:
         resolved = resolve_model(plan, m, run_dir)
         resolved_all.append(resolved)
-        for kind_ in ("score", *job_kinds()):
+        for kind_ in job_kinds(score=True):
             cells_for(plan, resolved, kind_)  # an unknown revision in [probe_revisions] raises here
         check_option_revisions(plan, resolved)
         local = user_path(resolved.name)
@@ -259,18 +259,15 @@ def probe_jobs(plan: Plan, models: Sequence[ResolvedModel], suite_info: dict, ru
         return job_key(kind, inputs)
 
     settings = plan.settings.to_dict()
-    wanted = [k for k in plan.probes if k != "score"]
-    kinds = (["score"] if "score" in plan.probes else []) + [
-        j for j in job_kinds() if any(p.name in wanted for p in probes_of_job(j))]
+    kinds = [j for j in job_kinds(score=True) if any(job_of(p) == j for p in plan.probes)]
     tasks = list(suite_info["groups"])
     jobs = []
     by_cell: dict[tuple[str, str], str] = {}      # (dest, job kind) → key of the job that completes it
     for m in models:
         fingerprints: dict[str | None, dict] = {}
         for kind in kinds:
-            names = ([p.name for p in probes_of_job(kind) if p.name in wanted and m.spec.runs(p.name)]
-                     if kind != "score" else [])
-            if not (m.spec.runs("score") if kind == "score" else names):
+            names = [n for n in plan_names() if n in plan.probes and job_of(n) == kind and m.spec.runs(n)]
+            if not names:
                 continue  # `probes` of this [[models]] table leaves the kind out
             for rev in cells_for(plan, m, kind):
                 if rev not in fingerprints:
@@ -285,8 +282,8 @@ def probe_jobs(plan: Plan, models: Sequence[ResolvedModel], suite_info: dict, ru
                 spec = {"model": model, "settings": settings, "seed": settings["seed"], "dest": dest,
                         "suite": {k: suite_info[k] for k in ("spec", "tasks", "limit_per_task", "data_hash")}}
                 where = f"{m.spec.slug}@{rev_dir(rev)}"
-                if kind == "score":
-                    jobs.append(Job(kind, key(kind, inputs), f"score {where}", f"{dest}:score", spec, dest=dest))
+                if kind == SCORE:       # the scoring job's key and spec name no probes
+                    jobs.append(Job(kind, key(kind, inputs), f"{kind} {where}", f"{dest}:{kind}", spec, dest=dest))
                     continue
                 spec["probes"] = inputs["probes"] = names
                 spec["options"] = {n: plan.probe_options.get(n, {}) for n in names}
@@ -316,7 +313,7 @@ def probe_jobs(plan: Plan, models: Sequence[ResolvedModel], suite_info: dict, ru
 def cells_for(plan: Plan, m: ResolvedModel, kind: str) -> list[str | None]:
     """The revisions job ``kind`` runs on: all cells, or those named in ``[probe_revisions]``."""
 
-    names = [p for p in plan.probe_revisions if (p == kind if p == "score" else get(p).job_kind == kind)]
+    names = [p for p in plan.probe_revisions if job_of(p) == kind]
     if not names:
         return m.cells
     wanted: list[str | None] = []

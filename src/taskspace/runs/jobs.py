@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from ..errors import TaskspaceError
 from ..faults import crash_point
-from ..probes.registry import get, job_kinds, probes_of_job, reads_of_job
+from ..probes.registry import SCORE, get, job_kinds, probes_of_job, reads_of_job
 from ..probes.settings import SCORING_SETTINGS, SPLIT_SETTINGS
 from ..provenance import hash_records, timestamp
 
@@ -34,7 +34,7 @@ _MODEL_FILE_PATTERNS = ("config.json", "model*.safetensors", "pytorch_model*.bin
                         "special_tokens_map.json", "vocab.*", "merges.txt", "*.model")
 #: job kinds besides the probes' (which come from the registry; a per-task probe P also has the kinds
 #: ``P:base`` and ``P:row``, see :func:`taskspace.runs.expand.probe_jobs`)
-FIXED_KINDS = ("pretrain", "score", "compare", "report")
+FIXED_KINDS = ("pretrain", SCORE, "compare", "report")
 
 
 @dataclass(frozen=True)
@@ -80,10 +80,8 @@ def _key_versions() -> dict[str, str]:
 
 
 def settings_subset(kind: str, settings: dict) -> dict:
-    """The settings a job of ``kind`` depends on: the scoring settings for ``score``, else what the
-    probes computed by that job read (their registry entries' ``reads``)."""
-    if kind == "score":
-        return {k: settings[k] for k in SCORING_SETTINGS}
+    """The settings a job of ``kind`` depends on: what the probes computed by that job read (their
+    registry entries' ``reads``; the scoring settings for the scoring job)."""
     job, _, stage = kind.partition(":")
     reads = reads_of_job(job)
     if stage == "base":          # the base model's scores: only the eval split and the scoring convention
@@ -395,7 +393,7 @@ def _jsonable(obj: Any) -> Any:
 
 _RUNNERS: dict[str, Callable[..., Any]] = {
     "pretrain": _run_pretrain,
-    "score": _run_score,
+    SCORE: _run_score,
     "compare": _run_compare,
     "report": _run_report,
 }

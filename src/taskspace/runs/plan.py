@@ -51,14 +51,8 @@ from typing import Any, Mapping
 
 from ..errors import InputError
 from ..io import user_path
-from ..probes.registry import default_probes, get, names
+from ..probes.registry import SCORE, default_probes, get, names, plan_names
 from ..probes.settings import ProbeSettings
-
-
-def probe_names() -> tuple[str, ...]:
-    """What ``probes = [...]`` may name: ``score`` and every registered probe."""
-    return ("score", *names())
-
 
 PRETRAIN_SIZES = ("tiny", "small", "base")
 EXECUTOR_KINDS = ("local", "ray")
@@ -245,8 +239,8 @@ def parse_plan(data: Mapping[str, Any], source: str = "<plan>", text: str | None
         if s in slugs[:i]:
             v.fail(f"two models have the slug {s!r}; give one of them another `slug`", f"models[{i}].slug")
 
-    known = probe_names()
-    probes = data.get("probes", ["score", *default_probes()])
+    known = plan_names()
+    probes = data.get("probes", [SCORE, *default_probes()])
     if not isinstance(probes, list) or not probes or not all(isinstance(x, str) for x in probes):
         v.fail(f"must be a non-empty list of probe names ({', '.join(known)})", "probes")
     for i, pname in enumerate(probes):
@@ -419,7 +413,7 @@ def _parse_settings(v: "_Validator", d: Any) -> ProbeSettings:
 
 def _parse_probe_revisions(v: "_Validator", d: Any, probes: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     v.table(d, "probe_revisions")
-    v.keys(d, probe_names(), "probe_revisions")
+    v.keys(d, plan_names(), "probe_revisions")
     out: dict[str, tuple[str, ...]] = {}
     for probe, revs in d.items():
         where = f"probe_revisions.{probe}"
@@ -437,7 +431,7 @@ def _parse_probe_options(v: "_Validator", d: Any, probes: tuple[str, ...]) -> di
     """``[probe_options.NAME]``: each probe's own options, checked by its registry entry; a file an option
     names (kind ``sentences`` / ``folder``) is taken relative to the plan."""
     v.table(d, "probe_options")
-    v.keys(d, probe_names()[1:], "probe_options")
+    v.keys(d, tuple(names()), "probe_options")
     out: dict[str, dict[str, Any]] = {}
     for name, values in d.items():
         where = f"probe_options.{name}"

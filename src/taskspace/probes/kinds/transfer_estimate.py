@@ -88,10 +88,10 @@ def estimate_matrix(model: Any, tokenizer: Any, test: "Suite", tasks: Sequence[s
     return est
 
 
-def source_probe() -> "ProbeSpec":
-    """The probe whose deltas this one reuses (its registry entry's ``needs``), which declares where it
-    writes them (``files``: ``deltas`` and the per-task ``status`` records)."""
-    return get(get(NAME).needs[0])
+def source_probe(spec: "ProbeSpec | None" = None) -> "ProbeSpec":
+    """The probe whose deltas this one reuses (``needs`` of this probe's registry entry ``spec``), which
+    declares where it writes them (``files``: ``deltas`` and the per-task ``status`` records)."""
+    return get((spec if spec is not None else get(NAME)).needs[0])
 
 
 def reusable_delta(loaded: "LoadedModel", out: Path, a: str, key: str) -> "Delta | None":
@@ -152,7 +152,7 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     groups = {t: suite.group_of(t) for t in tasks}
     out = Path(ctx.out) if ctx.out is not None else None
     keys = (transfer_keys(loaded, suite, settings, rows, ctx.options.get("heldout"))
-            if out is not None and (out / source_probe().file("deltas")).is_dir() else {})
+            if out is not None and (out / source_probe(ctx.spec).file("deltas")).is_dir() else {})
     timings = {"finetune": 0.0, "eval_gradients": 0.0}
     deltas: dict[str, Delta | None] = {}
     records = []
