@@ -18,10 +18,11 @@ from typing import Sequence
 
 import numpy as np
 
+# the resamples and level of every interval, declared once with the probe settings
+from ..probes.settings import BOOTSTRAP as RESAMPLES
+from ..probes.settings import LEVEL
 from .inference import adjusted_rand, auc_draws, interval_design, read
 
-RESAMPLES = 1000
-LEVEL = 0.95
 SCHEME = ("tasks resampled with replacement within each group (group sizes kept), space rebuilt over the "
           "drawn tasks without the entries of a task with its own copy; percentile interval")
 

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..probes.settings import BOOTSTRAP as RESAMPLES
 from ..spaces import TaskSpace
 from .stats import spearman_offdiagonal, within_between
 
@@ -129,7 +130,7 @@ def _log_step(revision: str | None, i: int) -> float:
 
 
 def stability(revisions: Sequence[str], halves: Sequence[TaskSpace | None], *, untrained: Sequence[bool],
-              sign: float = 1.0, absolute: bool = False, resamples: int = 1000, seed: int = 0,
+              sign: float = 1.0, absolute: bool = False, resamples: int = RESAMPLES, seed: int = 0,
               alpha: float = 0.05) -> dict:
     """The noise-corrected stability test of one model's checkpoints (module docstring).
 
@@ -252,7 +253,7 @@ def _verdict(out: dict, lo: Sequence[float], hi: Sequence[float], stage_lo: Sequ
 
 
 def gap_trend(revisions: Sequence[str], spaces: Sequence[TaskSpace], *, sign: float = 1.0, absolute: bool = False,
-              resamples: int = 1000, seed: int = 0) -> dict:
+              resamples: int = RESAMPLES, seed: int = 0) -> dict:
     """The within − between gap's least-squares slope over ``log(1 + step)`` across every checkpoint, with a
     bootstrap over tasks (the same resampled tasks at every checkpoint): ``slope``, ``ci`` (95%),
     ``p_up`` / ``p_down`` (one-sided bootstrap p of a slope ≤ 0 / ≥ 0), ``n_checkpoints``, or

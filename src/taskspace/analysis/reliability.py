@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
+from ..probes.settings import LEVEL
 from ..spaces import TaskSpace
 from ..suites.splits import half_name, parse_half
 from .hypothesis import hypothesis_space
@@ -192,7 +193,7 @@ def _distribution(v: np.ndarray) -> dict[str, float]:
 
 
 def reliability(halves: TaskSpace, full: TaskSpace | None = None, *, resamples: int = 0, seed: int = 0,
-                level: float = 0.95, per_task: bool = True, sign: float | None = None,
+                level: float = LEVEL, per_task: bool = True, sign: float | None = None,
                 absolute: bool | None = None) -> dict[str, Any]:
     """Everything this module computes, for one halves space (and the full space beside it, if any).
 

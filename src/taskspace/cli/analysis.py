@@ -6,13 +6,14 @@ from pathlib import Path
 
 import typer
 
+from ..probes.settings import BOOTSTRAP, LEVEL
 from . import app
 
 RunArg = typer.Argument(..., help="A run directory (RUN/<model>/<revision>/spaces/…) or one probe output folder.")
 Permutations = typer.Option(999, "--permutations", min=1, help="Mantel permutations (exact below n! ≤ N+1).")
 SeedOpt = typer.Option(0, "--seed", help="Seed of the permutation test and the bootstrap.")
-BootstrapOpt = typer.Option(1000, "--bootstrap", min=0,
-                            help="Resamples over tasks for the 95% intervals of every summary (0: none).")
+BootstrapOpt = typer.Option(BOOTSTRAP, "--bootstrap", min=0,
+                            help=f"Resamples over tasks for the {LEVEL:.0%} intervals of every summary (0: none).")
 AboveChanceOpt = typer.Option(False, "--above-chance",
                               help="Also the whole comparison over the tasks above chance at every trained "
                                    "checkpoint, beside the full one.")

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from ..scoring.convention import BATCH_TOKENS
 from . import app
 from .options import (
     AttnImplementation,
@@ -34,7 +35,7 @@ def score(
     limit_per_task: Optional[int] = typer.Option(None, "--limit-per-task", min=1,
                                                  help="Score only the first N pairs of each task."),
     tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma-separated task ids (default: all)."),
-    batch_tokens: BatchTokens = 4096,
+    batch_tokens: BatchTokens = BATCH_TOKENS,
     reduction: Reduction = "sum",
     prefix: Prefix = "bos",
     convention: ConventionOpt = "taskspace",

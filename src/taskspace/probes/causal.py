@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..errors import InputError, TaskspaceError
+from ..scoring.convention import BATCH_TOKENS
+from .settings import LEVEL
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -201,7 +203,7 @@ def prefix_skip(tokenizer: Any, prefix: str) -> int:
 
 
 def residual_statistics(model: Any, tokenizer: Any, sentences: Sequence[str], *, prefix: str = "bos",
-                        batch_tokens: int = 4096, covariance: bool = True) -> dict[str, np.ndarray]:
+                        batch_tokens: int = BATCH_TOKENS, covariance: bool = True) -> dict[str, np.ndarray]:
     """The residual stream after each block over every sentence position of ``sentences`` (the prefix
     position left out: its state is often far larger than any other, and it is never intervened on):
     ``scale`` = ``s_ℓ = sqrt(mean ‖r_ℓ‖²)`` (``[L]``) and, with ``covariance``, ``covariance`` = the
@@ -258,7 +260,7 @@ def residual_statistics(model: Any, tokenizer: Any, sentences: Sequence[str], *,
 
 
 def residual_scale(model: Any, tokenizer: Any, sentences: Sequence[str], *, prefix: str = "bos",
-                   batch_tokens: int = 4096) -> np.ndarray:
+                   batch_tokens: int = BATCH_TOKENS) -> np.ndarray:
     """``s_ℓ = sqrt(mean ‖r_ℓ‖²)`` per layer (float64, ``[L]``); :func:`residual_statistics` without the
     covariance."""
     return residual_statistics(model, tokenizer, sentences, prefix=prefix, batch_tokens=batch_tokens,
@@ -327,7 +329,7 @@ def choose_layer(selectivity: Mapping[int, float]) -> int:
 
 def causal_table(base: "pd.DataFrame", changed: Mapping[str, "pd.DataFrame"],
                  random: Mapping[str, Sequence["pd.DataFrame"]], tasks: Sequence[str], groups: Sequence[str],
-                 *, sign: int, bootstrap: int, seed: int, level: float = 0.95, alpha: float = 0.05) -> "pd.DataFrame":
+                 *, sign: int, bootstrap: int, seed: int, level: float = LEVEL, alpha: float = 0.05) -> "pd.DataFrame":
     """Per row task a, RAVEL's scores of one intervention (``changed[a]``: the eval pairs of every task
     scored with it; ``random[a]``: the same under each random direction of the control pool), with
     bootstrap intervals over pairs (each column task resampled on its own) and the random control beside

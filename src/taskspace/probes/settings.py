@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from ..errors import InputError
+from ..scoring.convention import BATCH_TOKENS
 from ..suites.schema import Suite
 from ..suites.splits import SplitSizes, split_halves, split_suite
 
@@ -21,6 +22,11 @@ SCORING_SETTINGS = ("reduction", "prefix", "batch_tokens", "seed")
 #: the per-task splits (train / dev / eval sizes all shape every split) and the split-half pass
 SPLIT_SETTINGS = ("train_pairs", "dev_pairs", "eval_pairs", "halves", "split_half")
 SPLIT_HALF = ("auto", "on", "off")
+#: the default mask: the top 5% of |ḡ_t| over all parameters
+MASK_FRACTION = 0.05
+#: bootstrap resamples behind every interval (probes, compare, report), and the intervals' level
+BOOTSTRAP = 1000
+LEVEL = 0.95
 
 
 def _setting(default: Any, help: str) -> Any:
@@ -47,7 +53,7 @@ class ProbeSettings:
     train_pairs: int = _setting(100, 'Training pairs per task (gradient differentials, FTGD).')
     dev_pairs: int = _setting(50, 'Dev pairs per task (FTGD early stopping).')
     eval_pairs: int = _setting(100, 'Held-out pairs per task (transfer, evaluation).')
-    mask_fraction: float = _setting(0.05, 'Mask = top fraction of |ḡ_t| over all parameters.')
+    mask_fraction: float = _setting(MASK_FRACTION, 'Mask = top fraction of |ḡ_t| over all parameters.')
     mask_threshold: float | None = _setting(None, "Mask = parameters with |ḡ_t| ≥ τ (the paper's τ = 1e-3), "
                                                   "instead of a fraction.")
     mask_kind: str = _setting("gradient", 'gradient, or random (the random-mask control, same size).')
@@ -62,10 +68,10 @@ class ProbeSettings:
     batch_pairs: int = _setting(16, 'Training pairs per fine-tuning step.')
     patience: int = _setting(5, 'Dev evaluations without improvement before stopping.')
     eval_every: int = _setting(10, 'Steps between dev evaluations (early stopping).')
-    bootstrap: int = _setting(1000, 'Bootstrap resamples for the 95% CIs (0: none).')
+    bootstrap: int = _setting(BOOTSTRAP, f'Bootstrap resamples for the {LEVEL:.0%} CIs (0: none).')
     reduction: str = _setting("sum", 'sum or mean of token log-probs.')
     prefix: str = _setting("bos", 'bos: score given the BOS (else EOS) token; none: no prefix.')
-    batch_tokens: int = _setting(4096, 'Padded tokens per scoring batch.')
+    batch_tokens: int = _setting(BATCH_TOKENS, 'Padded tokens per scoring batch.')
     seed: int = _setting(0, 'Random seed.')
     workers: int = _setting(1, 'Processes that fine-tune and evaluate tasks side by side (CPU: each gets its '
                                'share of the threads); changes speed, never results.')

@@ -17,6 +17,7 @@ from ..analysis.findings import fmt_ci, fmt_p, fmt_value, is_number, label
 from ..analysis.hypothesis import group_order
 from ..analysis.stats import coverage_note
 from ..probes.registry import generalization_spaces, main_spaces, space_spec
+from ..probes.settings import BOOTSTRAP
 from ..spaces import TaskSpace
 from .figures import is_signed
 
@@ -655,7 +656,7 @@ def _comparison_is_fresh(path: Path, root: Path) -> bool:
 
 
 def build_report(run_dir: str | Path, *, comparison: dict | None = None, permutations: int = 999,
-                 seed: int = 0, bootstrap: int = 1000) -> Path:
+                 seed: int = 0, bootstrap: int = BOOTSTRAP) -> Path:
     """Write ``RUN/figures/*.png|svg`` and ``RUN/report.html``; return the page's path.
 
     Uses ``comparison`` when given, else ``RUN/comparison.json`` when it is newer than every result

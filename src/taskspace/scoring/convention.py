@@ -30,6 +30,8 @@ from typing import Any, Sequence
 from ..errors import TaskspaceError
 
 REDUCTIONS = ("sum", "mean")
+#: padded tokens per scoring batch, unless a caller asks for another size (changes speed and memory, not scores)
+BATCH_TOKENS = 4096
 PREFIXES = ("bos", "none")
 #: the named conventions: name -> (leading_space, ties_correct)
 CONVENTIONS: dict[str, tuple[bool, bool]] = {"taskspace": (False, False), "lm-eval": (True, True)}

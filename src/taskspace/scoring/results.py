@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from .convention import BATCH_TOKENS
 from .lm_eval import write_lm_eval
 from .scorer import Scorer
 
@@ -102,7 +103,7 @@ def score(
     revision: str | None = None,
     reduction: str = "sum",
     prefix: str = "bos",
-    batch_tokens: int = 4096,
+    batch_tokens: int = BATCH_TOKENS,
     limit_per_task: int | None = None,
     tasks: Sequence[str] | None = None,
     device: str | None = "auto",

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import TaskspaceError
 from .batching import shared_prefix_length, tight_batches
-from .convention import REDUCTIONS, Convention, encode, resolve_prefix
+from .convention import BATCH_TOKENS, REDUCTIONS, Convention, encode, resolve_prefix
 from .forward import batch_logprobs, prefix_sharing_exact, shared_sums
 from .fused import fused_activations
 from .head import Head
@@ -55,7 +55,7 @@ class Scorer:
         *,
         reduction: str = "sum",
         prefix: str = "bos",
-        batch_tokens: int = 4096,
+        batch_tokens: int = BATCH_TOKENS,
         max_batch: int = 512,
         share_prefix: bool | None = None,
         fast_gelu: bool = True,

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
+from ..settings import BOOTSTRAP, LEVEL
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -81,9 +83,9 @@ def transfer_matrices(
     finetuned: Mapping[str, "pd.DataFrame | None"],
     tasks: Sequence[str],
     *,
-    bootstrap: int = 1000,
+    bootstrap: int = BOOTSTRAP,
     seed: int = 0,
-    level: float = 0.95,
+    level: float = LEVEL,
 ) -> dict[str, Estimate]:
     """The four transfer matrices with bootstrap CIs, keyed ``""`` (margin), ``"_normalized"``,
     ``"_accuracy"``, ``"_accuracy_normalized"``.

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ...errors import InputError
+from ..settings import MASK_FRACTION
 
 _NAN_KEY = -1          # NaN sorts below every magnitude (the bit pattern of |x| is >= 0)
 _HI_BINS = 1 << 15     # top 16 bits of a non-negative int32: 0 … 32767
@@ -284,7 +285,7 @@ def _select_exact(keys: Mapping[str, torch.Tensor], names: Sequence[str], shapes
 
 
 def gradient_bitset(grads: Mapping[str, torch.Tensor], names: Sequence[str] | None = None, *,
-                    fraction: float | None = 0.05, threshold: float | None = None,
+                    fraction: float | None = MASK_FRACTION, threshold: float | None = None,
                     overwrite: bool = False, cap: int = 1 << 23) -> BitsetMask:
     """The gradient mask of ``grads`` as a :class:`BitsetMask`, one tensor at a time.
 

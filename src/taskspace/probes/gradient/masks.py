@@ -17,6 +17,7 @@ import torch
 
 from ...errors import InputError
 from ..output import mask_path
+from ..settings import MASK_FRACTION
 
 Mask = dict[str, torch.Tensor]
 
@@ -37,7 +38,7 @@ def _unflatten(flat: torch.Tensor, like: Mapping[str, torch.Tensor]) -> Mask:
     return out
 
 
-def top_fraction_mask(grad: Mapping[str, torch.Tensor], fraction: float = 0.05) -> Mask:
+def top_fraction_mask(grad: Mapping[str, torch.Tensor], fraction: float = MASK_FRACTION) -> Mask:
     """The ``round(fraction · N)`` entries with the largest ``|ḡ|`` over all N parameters.
 
     Ties at the cut-off are broken deterministically: the entries that come first (parameter order,

@@ -20,7 +20,7 @@ from ...provenance import timestamp
 from ...spaces import TaskSpace
 from ..common import convention_of, cosine_from_gram
 from ..output import probe_dir, write_distributedness, write_gradient_spaces, write_space
-from ..settings import ProbeSettings
+from ..settings import MASK_FRACTION, ProbeSettings
 from .bitsets import BitsetMask, overlap_from_bitsets
 from .differentials import TaskGradients, task_gradients
 from .masks import (
@@ -86,7 +86,7 @@ class MaskSet(Mapping[str, Mask]):
     given. ``kind="random"``: a seeded random mask per task of the same size the gradient mask has.
     """
 
-    def __init__(self, grads: TaskGradients, *, fraction: float = 0.05, threshold: float | None = None,
+    def __init__(self, grads: TaskGradients, *, fraction: float = MASK_FRACTION, threshold: float | None = None,
                  kind: str = "gradient", seed: int = 0) -> None:
         self.grads = grads
         self.fraction = fraction
@@ -131,7 +131,7 @@ def compute_masks(grads: TaskGradients, settings: ProbeSettings, model: Any = No
                    kind=settings.mask_kind, seed=settings.seed)
 
 
-def overlap_space(grads: TaskGradients, fraction: float = 0.05, threshold: float | None = None, *,
+def overlap_space(grads: TaskGradients, fraction: float = MASK_FRACTION, threshold: float | None = None, *,
                   masks: Mapping[str, Mask] | None = None, settings: ProbeSettings | None = None) -> TaskSpace:
     """The overlap probe: ``O[a, b] = |M_a ∩ M_b| / |M_a ∪ M_b|`` (kind ``overlap``).
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 from ...errors import InputError, TaskspaceError
 from ..common import convention_of, probe_provenance, probe_tasks
 from ..gradient.differentials import task_gradient_stream
+from ..settings import LEVEL
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -152,7 +153,7 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     prov = probe_provenance(loaded, suite.select(tasks), settings, NAME,
                             convention_of(loaded.model, loaded.tokenizer, settings), mask=mdesc,
                             ablation_value=value, n_train_pairs=train.counts(), n_eval_pairs=test.counts(),
-                            bootstrap={"resamples": settings.bootstrap, "level": 0.95, "paired": True,
+                            bootstrap={"resamples": settings.bootstrap, "level": LEVEL, "paired": True,
                                        "unit": "eval pair"},
                             rows="task whose mask is ablated", columns="task evaluated",
                             perf="mean margin change")

@@ -53,6 +53,7 @@ from ..causal import (
     variance_share,
 )
 from ..common import convention_of, probe_provenance, probe_tasks
+from ..settings import LEVEL
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -76,7 +77,7 @@ def task_differences(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSett
     from ..spec import RunContext
 
     spec = get(DIRECTIONS_PROBE)
-    res = spec.load_runner()(loaded, suite, settings, RunContext(progress=False), (spec.name,))
+    res = spec.load_runner()(loaded, suite, settings, RunContext(progress=False, spec=spec), (spec.name,))
     return res.extra["differences"]
 
 
@@ -159,7 +160,7 @@ def _run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: 
         scale={str(i): float(s) for i, s in enumerate(r["scale"])},
         scale_definition="s_l = RMS norm of the residual stream at layer l over the eval sentences' positions",
         site="hidden_states[l+1]: output of block l; the last layer after the final norm",
-        bootstrap={"resamples": settings.bootstrap, "level": 0.95, "paired": True, "unit": "eval pair"},
+        bootstrap={"resamples": settings.bootstrap, "level": LEVEL, "paired": True, "unit": "eval pair"},
         rows="task whose direction is " + ("added" if mode == "steering" else "erased"),
         columns="task evaluated", perf="mean margin change (nats)", scorer=r["scorer"])
     spaces, diag_eval = _spaces_by_layer(r, mode, prov, settings, n_random)

@@ -38,6 +38,7 @@ from ..causal import (
     unit_directions,
 )
 from ..common import convention_of, probe_provenance, probe_tasks
+from ..settings import LEVEL
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -151,7 +152,7 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     L = n_layers(model)
     check_layer(fixed, L)
     spec = get(DIRECTIONS_PROBE)
-    diffs = spec.load_runner()(loaded, suite, settings, Ctx(progress=False), (spec.name,)).extra["differences"]
+    diffs = spec.load_runner()(loaded, suite, settings, Ctx(progress=False, spec=spec), (spec.name,)).extra["differences"]
     dirs = unit_directions(diffs, tasks)
     width = dirs.shape[2]
     stats = residual_statistics(model, tok, split_sentences(test), prefix=settings.prefix,
@@ -179,7 +180,7 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
         layer_selectivity={str(k): v for k, v in sweep.items()},
         scale={str(i): float(s) for i, s in enumerate(scale)},
         site="hidden_states[l+1]: output of block l; the last layer after the final norm",
-        bootstrap={"resamples": settings.bootstrap, "level": 0.95, "paired": True, "unit": "eval pair"},
+        bootstrap={"resamples": settings.bootstrap, "level": LEVEL, "paired": True, "unit": "eval pair"},
         rows="task whose direction is added", columns="task evaluated", perf="d(mean margin)/dα")
     spaces: dict[str, Any] = {}
     layer_rows = []

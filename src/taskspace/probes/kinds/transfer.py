@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 from ...errors import TaskspaceError
 from ..finetune.evaluation import METRICS, heldout_nll, lm_nll, self_transfer, transfer_matrices
 from ..finetune.rows import row_keys, task_mask
+from ..settings import LEVEL
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -279,7 +280,7 @@ def assemble_transfer(model_desc: dict | None, suite: "Suite", settings: "ProbeS
         "revision": model_desc.get("revision") if isinstance(model_desc, dict) else None,
         "convention": convention, "settings": settings.to_dict(),
         "suite": suite.select(tasks).describe(), "seed": settings.seed,
-        "bootstrap": {"resamples": settings.bootstrap, "level": 0.95, "paired": True,
+        "bootstrap": {"resamples": settings.bootstrap, "level": LEVEL, "paired": True,
                       "unit": "eval pair"},
         "lm_damage_text": "heldout sentences" if heldout is not None else "good sentences of all eval pairs",
         "failed_tasks": failed, "rows_measured": len(ok), "versions": versions(),
