@@ -142,3 +142,25 @@ def test_no_import_circles():
 def _is_face(module: str) -> bool:
     path = SRC.parent / module.replace(".", "/") / "__init__.py"
     return path.exists()
+
+
+# -- short functions (docs/design.md) -------------------------------------------------------------------
+
+#: the longest a function in src/ may be, in lines (its signature and docstring included)
+MAX_FUNCTION_LINES = 80
+#: declarative tables, long by nature: ``path relative to src/taskspace:function``
+LONG_TABLES = ("suites/toy/grammar.py:rules",)
+
+
+def test_no_function_is_longer_than_80_lines():
+    import ast
+
+    long = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES and f"{rel}:{node.name}" not in LONG_TABLES:
+                    long.append(f"{rel}:{node.lineno} {node.name}: {n} lines")
+    assert not long, f"split into named steps (at most {MAX_FUNCTION_LINES} lines each):\n" + "\n".join(long)

@@ -22,12 +22,13 @@ context ``P(sentence | <|endoftext|>)`` is scored in; long documents (real text)
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -167,14 +168,11 @@ def pretrain(
 
     >>> pretrain("toy", "small", "models/toy-small")        # then --model models/toy-small --revision stepN
     """
-    import torch
-
     say = log or (lambda msg: None)
     out = Path(out_dir)
     recipe = _recipe(size, batch_size, lr)
     steps = recipe.steps if steps is None else int(steps)
     ckpts = planned_checkpoints(size, steps, checkpoints)
-    threads_before = torch.get_num_threads()
 
     _check_out_folder(out)
     corp = load_corpus(corpus, sentences=sentences)  # bad input fails here, before anything is written
@@ -187,16 +185,8 @@ def pretrain(
     if tokenizer not in ("auto", "word", "bpe") and not Path(tokenizer).is_dir():
         raise InputError("tokenizer must be auto, word, bpe or a folder with a saved tokenizer",
                          field="tokenizer")
-    created = not out.exists()
-    lock = lock_folder(out)
-    quiet = _quiet_transformers()
-    if threads is not None:
-        # tiny models on a shared machine: one thread can be many times faster than two that spin-wait
-        torch.set_num_threads(int(threads))
-    ok = False
-    try:
+    with _holding(out, threads):
         if _already_complete(out, settings, steps, say):
-            ok = True
             return out
         clean_stale(out)
         resume = find_resume_checkpoint(out)
@@ -210,11 +200,28 @@ def pretrain(
         done = _train_steps(run, steps, ckpts, size=size, progress=progress, stop_at=stop_at, say=say)
         if done < steps:
             say(f"stopped after step {done}; run the same command again to resume")
-            ok = True
             return out
         _finish(run, meta, steps, ckpts, keep_training_state)
+    return out
+
+
+@contextlib.contextmanager
+def _holding(out: Path, threads: int | None) -> Iterator[None]:
+    """While training: ``out``'s lock held, transformers quiet, torch at ``threads`` threads (all
+    restored after); a run that fails before writing anything leaves no folder behind."""
+    import torch
+
+    threads_before = torch.get_num_threads()
+    created = not out.exists()
+    lock = lock_folder(out)
+    quiet = _quiet_transformers()
+    if threads is not None:
+        # tiny models on a shared machine: one thread can be many times faster than two that spin-wait
+        torch.set_num_threads(int(threads))
+    ok = False
+    try:
+        yield
         ok = True
-        return out
     finally:
         torch.set_num_threads(threads_before)
         quiet()
