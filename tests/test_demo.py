@@ -49,6 +49,35 @@ def test_demo_probes_come_from_the_registry():
     assert "demo-test" not in demo_plan_text(True)
 
 
+def test_demo_options_come_from_the_registry():
+    """A demo probe's ``demo_options`` are its ``[probe_options]`` table in the demo's plan (checked at
+    registration: an unknown option is refused)."""
+    import dataclasses
+
+    from taskspace.demo import demo_plan_text
+    from taskspace.probes import registry
+    from taskspace.probes.spec import SpaceSpec
+    from taskspace.runs import parse_plan_text
+
+    for quick in (True, False):
+        plan = parse_plan_text(demo_plan_text(quick), source="plan.toml")
+        for p in registry.probes():
+            if p.demo and p.demo_options:
+                assert p.name in plan.probes and plan.probe_options[p.name] == dict(p.demo_options)
+    base = registry.get("steering")
+    opt = base.options[0]
+    spec = dataclasses.replace(base, name="demo-test", demo="largest", demo_options=((opt.name, opt.default),),
+                               spaces=(SpaceSpec("demo_test", "a test space", main=True),))
+    registry.register(spec)
+    try:
+        plan = parse_plan_text(demo_plan_text(True), source="plan.toml")
+        assert plan.probe_options["demo-test"] == {opt.name: opt.default}
+        with pytest.raises(ValueError, match="no option 'not_an_option'"):
+            registry.register(dataclasses.replace(spec, demo_options=(("not_an_option", 1),)), replace=True)
+    finally:
+        registry.unregister("demo-test")
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("demo")
 def test_demo_quick_end_to_end(quick_demo, tmp_path):

@@ -11,6 +11,7 @@ Budgets (docs/design.md, "Targets"; two CPU cores): full ≤ 15 minutes, ``--qui
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,8 +68,12 @@ def demo_probes(*places: str) -> list[str]:
     return [p.name for p in probes() if p.demo and (not places or p.demo in places)]
 
 
-#: probe options of the demo (a probe's own options, as a plan's [probe_options.NAME] tables)
-DEMO_OPTIONS: dict[str, dict[str, object]] = {}
+def demo_options() -> dict[str, dict[str, object]]:
+    """The probe options of the demo's plan (its ``[probe_options.NAME]`` tables): each demo probe's
+    registry entry's ``demo_options``."""
+    from .probes.registry import probes
+
+    return {p.name: dict(p.demo_options) for p in probes() if p.demo and p.demo_options}
 
 
 def demo_workers() -> int:
@@ -152,8 +157,8 @@ def demo_plan_text(quick: bool = False) -> str:
         "cpus_per_job = 1",
         "",
     ]
-    for name, options in DEMO_OPTIONS.items():
-        lines += [f'[probe_options."{name}"]', *(f"{k} = {v}" for k, v in options.items()), ""]
+    for name, options in demo_options().items():
+        lines += [f'[probe_options."{name}"]', *(f"{k} = {json.dumps(v)}" for k, v in options.items()), ""]
     return "\n".join(lines)
 
 

@@ -68,6 +68,10 @@ DAS_OPTIONS = (
     Option("min_pairs", int, 3, "Skip a task (with the reason) that has fewer alignable train or eval pairs.",
            min=1),
 )
+#: the demo's das / mdas (one job, so the same options): one layer (the second block; every toy size has it)
+#: and 20 rotation steps, not a dev sweep of every layer at 100 — on the quick demo's toy-base that is ≈ 5 s
+#: of CPU for both instead of ≈ 35 s for das alone (benchmarks/README.md, "DAS", demo)
+DAS_DEMO = (("layer", 1), ("rotation_steps", 20))
 MDAS_WEIGHT = Option("isolate_weight", float, 1.0, "MDAS: weight λ of the isolate term (other groups' recovery "
                      "pushed to 0) beside the cause term.", min=0.0)
 
@@ -247,6 +251,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
              "pairs; dev scorings under it and the random pool), then 2T + k + 1 forward scorings of every task's "
              "alignable eval pairs at the chosen layer",
         options=DAS_OPTIONS, files=(("table", "stats/das_tasks.csv"),), halves=False,
+        demo="largest", demo_options=DAS_DEMO,
     ),
     ProbeSpec(
         name="mdas",
@@ -259,5 +264,6 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         cost="as das (its per-task subspaces are the comparison), plus one training per group on cause and isolate "
              "pairs and G·T forward scorings of the alignable eval pairs",
         options=DAS_OPTIONS + (MDAS_WEIGHT,), files=(("table", "stats/mdas_tasks.csv"),), halves=False,
+        demo="largest", demo_options=DAS_DEMO,
     ),
 )

@@ -56,6 +56,11 @@ def _check(spec: ProbeSpec, replace: bool) -> None:
                          "list them in reads or uses")
     if spec.demo not in DEMO_PLACES:
         raise ValueError(f"probe {spec.name!r}: demo must be one of {DEMO_PLACES}, got {spec.demo!r}")
+    if spec.demo_options:
+        try:
+            spec.check_options(dict(spec.demo_options), where="demo_options.")
+        except InputError as e:
+            raise ValueError(f"probe {spec.name!r}: demo_options: {e.message}") from None
     if spec.name in _REGISTRY and not replace:
         raise ValueError(f"probe {spec.name!r} is already registered")
     others = {s.name: p.name for p in _REGISTRY.values() if p.name != spec.name for s in p.spaces}

@@ -166,7 +166,9 @@ class ProbeSpec:
     - ``default``: a plan that names no ``probes`` runs it.
     - ``demo``: where ``taskspace demo`` runs it (one of :data:`DEMO_PLACES`): at ``"every"`` checkpoint, at
       the first and last (``"ends"``), at each size's final checkpoint (``"last"``), at the largest size's
-      final checkpoint only (``"largest"``), or not at all (``""``).
+      final checkpoint only (``"largest"``), or not at all (``""``). ``demo_options``: its own options in the
+      demo's plan (``((name, value), …)``, checked at registration), for settings that keep it in the demo's
+      budget; probes sharing a job should give the same ones (the job reads one set).
     """
 
     name: str
@@ -185,6 +187,7 @@ class ProbeSpec:
     halves: bool = True
     default: bool = False
     demo: str = ""
+    demo_options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def job_kind(self) -> str:
