@@ -16,6 +16,10 @@ On one model (a checkpoint and, unless ``--no-control``, its step0), over BLiMP 
 Example (the figures in ``benchmarks/README.md``, section "DAS", were produced with it)::
 
     python benchmarks/bench_das.py --suite blimp --tasks 12 --train-pairs 50 --dev-pairs 20 --eval-pairs 30 --threads 1
+    taskspace pretrain --corpus toy --size tiny --out /tmp/toy-tiny --seed 0 --threads 1      # 1,200 steps
+    python benchmarks/bench_das.py --suite toy --model /tmp/toy-tiny --revision step1200 --tasks 0 --threads 1
+
+``--tasks 0`` takes every task of the suite; the control is the model's ``step0``.
 
 Timings are wall seconds in one process; the machine may be shared (the load average is printed).
 """
@@ -80,9 +84,15 @@ def one_checkpoint(args, revision: str, tasks) -> None:
     actl = act.spaces.get(f"activations_by_layer/layer{layer}", act.spaces["activations"])
     print(f"  das space: within − between {fmt(b['gap'])}, Mantel ρ {fmt(b['rho'])} (p {fmt(b['p'])}); "
           f"ρ with activations (layer {layer}) {fmt(spearman(offdiag(das.matrix), offdiag(actl.matrix)))}")
-    print(res.tables["stats/mdas_groups.csv"][0][["group", "n_tasks", "cause", "isolate", "das_cause",
-                                                  "das_isolate", "random_cause", "random_isolate",
-                                                  "train_seconds"]].to_string(index=False))
+    groups = res.tables["stats/mdas_groups.csv"][0]
+    print(groups[["group", "n_tasks", "cause", "isolate", "das_cause", "das_isolate", "random_cause",
+                  "random_isolate", "train_seconds"]].to_string(index=False))
+    print("  MDAS, mean over groups: " + ", ".join(f"{c} {fmt(groups[c].mean())}" for c in (
+        "cause", "isolate", "das_cause", "das_isolate", "random_cause", "random_isolate")) +
+        f"; MDAS cause > DAS cause in {int((groups['cause'] > groups['das_cause']).sum())}/{len(groups)} groups, "
+        f"isolate > DAS isolate in {int((groups['isolate'] > groups['das_isolate']).sum())}/{len(groups)}")
+    print(f"  eval margin change m(source) − m(base), mean over tasks: {fmt(ok['eval_margin_change'].mean())} nats "
+          f"(median |·| {fmt(ok['eval_margin_change'].abs().median())}): the recoveries are fractions of it")
     print(f"  seconds per task: training {fmt(ok['train_seconds'].mean(), 1)} (all layers swept), "
           f"row scoring {fmt(ok['row_seconds'].mean(), 2)}")
     print(ok[["task", "aligned_train", "aligned_eval", "eval_margin_change", "cause", "random", "random_p",
@@ -95,7 +105,7 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--revision", default="step2577")
     ap.add_argument("--no-control", action="store_true")
-    ap.add_argument("--tasks", type=int, default=12)
+    ap.add_argument("--tasks", type=int, default=12, help="tasks, two per group round-robin (0: all)")
     ap.add_argument("--train-pairs", type=int, default=50)
     ap.add_argument("--dev-pairs", type=int, default=20)
     ap.add_argument("--eval-pairs", type=int, default=30)
