@@ -181,7 +181,12 @@ def train_subspace(head: "Head", layer: int, rank: int, cause: Runs, *, steps: i
     lin = torch.nn.Linear(width, rank, bias=False).to(dtype)
     with torch.no_grad():
         lin.weight.copy_(torch.as_tensor(orthonormal(rng.standard_normal((rank, width)))))
-    lin = orthogonal(lin).to(head.device)
+    # the parametrisation completes R to a full orthogonal basis with torch.randn (rank < width); the basis
+    # steers every later step, so it is drawn from the training's own seed, never the global RNG
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        lin = orthogonal(lin)
+    lin = lin.to(head.device)
     opt = torch.optim.Adam(lin.parameters(), lr=lr)
     use_iso = isolate is not None and len(isolate) > 0 and weight > 0
     scale_c = max(float(np.mean(cause.delta ** 2)), 1e-12)
