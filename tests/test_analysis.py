@@ -24,11 +24,11 @@ from taskspace.analysis import (
     generalization_table,
     group_generalization,
     hypothesis_space,
+    largest_change,
     load_run,
     mantel,
     space_dynamics,
     spearman_offdiagonal,
-    sudden_stage,
     summarize_distributedness,
     within_between,
 )
@@ -247,13 +247,13 @@ def test_complete_tasks_drops_failed_rows():
     assert summ["signed"]["p"] <= 0.01 and summ["ari"] == pytest.approx(1.0)
 
 
-def test_sudden_stage_and_dynamics():
-    smooth = sudden_stage([0.10, 0.12, 0.11], ["a", "b", "c"])
-    assert smooth["sudden"] is False and smooth["at"] == "b"
-    jump = sudden_stage([0.10, 0.50, 0.11], ["a", "b", "c"])
-    assert jump["sudden"] is True and jump["at_index"] == 1
+def test_largest_change_and_dynamics():
+    flat = largest_change([0.10, 0.12, 0.11], ["a", "b", "c"])
+    assert flat["at"] == "b" and "sudden" not in flat          # descriptive: no verdict from raw ρ
+    jump = largest_change([0.10, 0.50, 0.11], ["a", "b", "c"])
+    assert jump["at_index"] == 1
     assert jump["ratio"] == pytest.approx(0.50 / np.median([0.10, 0.11]))
-    assert sudden_stage([0.3], ["a"])["sudden"] is None  # one transition cannot be tested
+    assert math.isnan(largest_change([0.3], ["a"])["ratio"])  # one transition has no "others"
     spaces = [block_space(x, 0.05, seed=i) for i, x in enumerate((0.0, 0.3, 0.6, 0.9))]
     d = space_dynamics(["step0", "step10", "step20", "step30"], spaces)
     assert d["rho_final"][-1] == pytest.approx(1.0)

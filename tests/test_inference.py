@@ -201,10 +201,22 @@ def test_causal_rows_get_a_rank_p_against_the_pool_and_bh_across_rows():
     assert (table["selectivity_low"].iloc[:3] > 0).all()
     c = causal_count(table)
     assert c["n_causal"] == 3 and c["expected_p"] == pytest.approx(0.4) and c["min_p"] == pytest.approx(0.01)
-    # 19 directions reach p = 0.05 at best: no row can pass p < 0.05, corrected or not (say so: min_p)
+    # 19 directions: the rank p is 0.05 at best, but the pool's continuous p lets BH pass the three rows
+    # over many rows (with the rank p alone a row could pass only if every row sat at 1/20)
     small = causal_table(base, changed, {t: pool[:19] for t in tasks}, tasks, groups, sign=-1, bootstrap=0, seed=0)
     c = causal_count(small)
-    assert c["n_p"] == 0 and c["n_causal"] == 0 and c["min_p"] == pytest.approx(0.05)
+    assert c["min_p"] == pytest.approx(0.05) and c["n_rank"] == 3
+    assert c["n_causal"] == 3 and small["causal"].iloc[:3].all() and not small["causal"].iloc[3:].any()
+
+
+def test_the_pool_p_is_calibrated_when_the_own_direction_is_one_more_draw():
+    from taskspace.probes.causal import pool_p
+
+    rng = np.random.default_rng(9)
+    draws = rng.normal(size=(2000, 20))
+    ps = np.array([pool_p(d[0], d[1:]) for d in draws])         # own = one more draw from the pool's law
+    assert abs(float(np.mean(ps <= 0.05)) - 0.05) < 0.015      # Monte-Carlo s.d. 0.005
+    assert pool_p(10.0, draws[0, 1:]) < 1e-6 and np.isnan(pool_p(1.0, [0.0, 0.0, 0.0]))
 
 
 def test_normalised_rows_whose_self_transfer_is_not_measurably_positive_are_left_out():
@@ -313,3 +325,23 @@ def test_compare_tests_trained_minus_control_in_the_declared_direction(tmp_path)
     assert vc["p"] <= 0.01 and vc["q"] <= 0.01 and vc["p_tasks"] == len(GROUPS)
     line = next(x for x in cmp["headline"]["lines"] if x.startswith(label("erasure")))
     assert "trained − control" in line and "permutation p" in line
+
+
+def test_tasks_similar_to_everything_do_not_make_their_group_look_related():
+    from taskspace.analysis.stats import remove_task_effects
+
+    rng = np.random.default_rng(10)
+    gid = np.repeat(np.arange(5), [8, 5, 3, 2, 2])               # unequal groups, as in BLiMP
+    groups = [f"g{g}" for g in gid]
+    h = hypothesis_space(groups)
+    raw, centred = [], []
+    for i in range(200):
+        loud = rng.normal(0, 1.0, size=5)[gid]                 # a group's tasks are similar to everything
+        s = loud[:, None] + loud[None, :] + sym_noise(rng, 20)
+        raw.append(mantel(s, h, permutations=99, seed=i)["p"])
+        centred.append(mantel(remove_task_effects(s), h, permutations=99, seed=i)["p"])
+    assert float(np.mean(np.array(raw) <= 0.05)) > 0.15        # the raw test is fooled (0.30 here)
+    assert 0.01 <= float(np.mean(np.array(centred) <= 0.05)) <= 0.1
+    # the compare's p is the centred one; planted relatedness is still found
+    space = TaskSpace(0.5 * h + sym_noise(rng, 20, 0.3), [f"t{i}" for i in range(20)], groups, "gradients")
+    assert summarize_space(space, permutations=199, bootstrap=0)["signed"]["p"] <= 0.01

@@ -13,7 +13,7 @@ from .clustering import cluster_space
 from .collect import Cell, ModelCells, RunData, load_probe_dir, load_run
 from .compare import compare_run, compare_spaces, summarize_space
 from .distributedness import summarize_distributedness
-from .dynamics import revision_key, space_correlation, space_dynamics, sudden_stage
+from .dynamics import largest_change, revision_key, space_correlation, space_dynamics
 from .findings import findings, headline
 from .generalization import generalization_table, group_generalization, wide
 from .hypothesis import group_blocks, group_order, hypothesis_space
@@ -25,6 +25,6 @@ __all__ = [
     "findings", "generalization_table", "group_blocks", "group_generalization", "group_order", "headline",
     "hypothesis_space", "load_probe_dir", "load_run", "mantel", "noise_ceiling", "paired_delta",
     "revision_key", "split_space", "space_correlation",
-    "space_dynamics", "spearman_offdiagonal", "sudden_stage", "summarize_distributedness",
+    "space_dynamics", "spearman_offdiagonal", "largest_change", "summarize_distributedness",
     "summarize_space", "wide", "within_between",
 ]

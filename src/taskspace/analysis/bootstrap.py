@@ -21,7 +21,11 @@ import numpy as np
 # the resamples and level of every interval, declared once with the probe settings
 from ..probes.settings import BOOTSTRAP as RESAMPLES
 from ..probes.settings import LEVEL
+from .hypothesis import hypothesis_space
 from .inference import adjusted_rand, auc_draws, interval_design, read
+from .stats import complete_tasks, within_between
+
+# scipy's clustering is imported where ARI is drawn: the rest of the bootstrap does not need it
 
 SCHEME = ("tasks resampled with replacement within each group (group sizes kept), space rebuilt over the "
           "drawn tasks without the entries of a task with its own copy; percentile interval")
@@ -235,6 +239,17 @@ def cut_maxclust(z: np.ndarray, k: int) -> np.ndarray:
     return np.unique(roots, return_inverse=True)[1]
 
 
+def rho_max_draws(groups: Sequence[str], counts: np.ndarray) -> np.ndarray:
+    """The attainable Spearman ρ with the hypothesis space in each rebuilt space (``counts``: one row per
+    draw): ρ of a tie-free, perfectly grouped matrix (every within-group entry above every between-group
+    one) with H, rebuilt the same way. Row ``[1, …, 1]`` gives :func:`~taskspace.analysis.inference.rho_max`."""
+    n = len(groups)
+    h = hypothesis_space(groups)
+    perfect = 2.0 * h + np.arange(n * n, dtype=float).reshape(n, n) / (n * n)     # distinct, grouped
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return rho_draws(perfect, h, counts)
+
+
 def group_mean_draws(matrix: np.ndarray, groups: Sequence[str], counts: np.ndarray, *,
                      absolute: bool = False) -> dict[str, np.ndarray]:
     """Per group, the mean of ``S[a, b]`` over a ≠ b inside it in each rebuilt space (both directions;
@@ -262,9 +277,6 @@ def bootstrap_space(space, *, resamples: int = RESAMPLES, seed: int = 0, level: 
     small for a task resample to vary (:func:`~taskspace.analysis.inference.interval_design`) every
     interval is NaN and ``withheld`` says why.
     """
-    from .hypothesis import hypothesis_space
-    from .stats import complete_tasks
-
     out: dict = {"resamples": int(resamples), "level": level, "seed": int(seed), "scheme": SCHEME}
     groups = list(space.groups)
     ok, why = interval_design(groups)
@@ -288,7 +300,16 @@ def bootstrap_space(space, *, resamples: int = RESAMPLES, seed: int = 0, level: 
         sub = m[np.ix_(keep, keep)]
         wb = within_between_draws(m, groups, counts)
         entry = {f"{k}_ci": percentile_ci(v, level) for k, v in wb.items()}
-        entry["rho_ci"] = percentile_ci(rho_draws(sub, h, sub_counts), level) if len(sub_groups) >= 3 else nan2
+        if len(sub_groups) >= 3:
+            # each rebuilt space drops a drawn copy's entry with itself, so it has fewer within-group
+            # entries and a lower attainable ρ: the draws are read as shares of their own ρ_max, and the
+            # ρ interval is that share's interval times the data's ρ_max (else the point falls above it)
+            ratio = rho_draws(sub, h, sub_counts) / rho_max_draws(sub_groups, sub_counts)
+            rmax = float(rho_max_draws(sub_groups, np.ones((1, len(sub_groups))))[0])
+            entry["rho_ratio_ci"] = percentile_ci(ratio, level)
+            entry["rho_ci"] = [rmax * v for v in entry["rho_ratio_ci"]]
+        else:
+            entry["rho_ci"] = entry["rho_ratio_ci"] = nan2
         if name == declared:
             entry["auc_ci"] = percentile_ci(auc_draws(sub, sub_groups, sub_counts), level)
             if ari:
@@ -305,8 +326,6 @@ def paired_delta(a, b, *, statistic: str = "difference", resamples: int = RESAMP
     size or checkpoint changes; the paradigms stay). Groups are ``a``'s; both spaces are read through
     ``sign`` / ``absolute`` (:func:`~taskspace.analysis.inference.read`). Returns ``delta``, ``ci``
     (NaN and ``withheld`` where the groups are too small for an interval), ``n_tasks``."""
-    from .stats import within_between
-
     tb = set(b.tasks)
     tasks = [t for t in a.tasks if t in tb]
     sa, sb = a.select(tasks), b.select(tasks)

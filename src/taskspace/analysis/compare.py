@@ -37,7 +37,7 @@ from .dynamics import gap_trend, space_dynamics, stability
 from .generalization import generalization_table, table_to_dict
 from .hypothesis import hypothesis_space
 from .inference import bh
-from .stats import complete_tasks, coverage, mantel, spearman_offdiagonal, within_between
+from .stats import complete_tasks, coverage, mantel, remove_task_effects, spearman_offdiagonal, within_between
 
 SCHEMA = "taskspace.comparison/1"
 
@@ -53,8 +53,8 @@ def summarize_space(space: TaskSpace, *, permutations: int = 999, seed: int = 0,
     more related in the declared direction, so for erasure it is between − within), ``groups`` (each
     group's contrast), ``rho`` (Spearman of the oriented space with H) and ``auc`` (P(within cell
     outranks between cell)). Only the declared reading is tested: it alone carries ``p`` (one-sided
-    Mantel), ``rho_ratio`` (ρ ÷ ``rho_max``, the ρ a perfectly grouped space reaches under H's ties) and
-    the intervals of ``auc`` and the ARI; the other reading is shown, never tested (``p`` None).
+    Mantel, on the space with each task's main effects removed: :func:`~.stats.remove_task_effects`),
+    ``rho_ratio`` (ρ ÷ ``rho_max``, the ρ a perfectly grouped space reaches under H's ties) and the intervals of ``auc`` and the ARI; the other reading is shown, never tested (``p`` None).
 
     ``ari`` (declared reading) with ``ari_p`` (permutation of group labels); ``min_p``: the smallest p a
     permutation test over these groups can give. Tasks with missing entries (a failed fine-tuning) are
@@ -86,7 +86,9 @@ def summarize_space(space: TaskSpace, *, permutations: int = 999, seed: int = 0,
                  "rho": spearman_offdiagonal(m[np.ix_(keep, keep)], h), "auc": auc(m[np.ix_(keep, keep)], sub.groups),
                  "p": None, "tested": name == declared}
         if name == declared:
-            mt = mantel(m[np.ix_(keep, keep)], h, permutations=permutations, seed=seed)
+            # the test, after each task's main effects are removed (stats.remove_task_effects): a task
+            # similar to everything must not make its group look related; ρ and the AUC stay descriptive
+            mt = mantel(remove_task_effects(m[np.ix_(keep, keep)]), h, permutations=permutations, seed=seed)
             entry["p"] = mt["p"]
             entry["rho_ratio"] = (entry["rho"] / out["rho_max"]
                                   if math.isfinite(entry["rho"]) and out["rho_max"] > 0 else float("nan"))
@@ -96,14 +98,16 @@ def summarize_space(space: TaskSpace, *, permutations: int = 999, seed: int = 0,
     out["ari"] = cl["ari"]
     out["ari_p"] = ari_permutation_p(cl["labels"], cl["groups"], cl["ari"], permutations=permutations, seed=seed)
     if bootstrap > 0:
-        b = bootstrap_space(space, resamples=bootstrap, seed=seed, sign=sign, declared=declared)
+        # no ARI interval: a bootstrap re-clusters the ~63% distinct tasks of each draw, another quantity
+        # than the ARI of all tasks; the ARI gets its permutation p instead
+        b = bootstrap_space(space, resamples=bootstrap, seed=seed, sign=sign, declared=declared, ari=False)
         for name in ("signed", "absolute"):
             entry = b.pop(name)
             if sign < 0 and name == "signed":     # within / between intervals back in the space's units
                 for k in ("within_ci", "between_ci"):
                     entry[k] = [-entry[k][1], -entry[k][0]]
             out[name].update(entry)
-        out["ari_ci"] = b.pop("ari_ci")
+        out["ari_ci"] = b.pop("ari_ci", [float("nan")] * 2)
         out["interval_withheld"] = b.pop("withheld", None)
         out["bootstrap"] = b
     return out
@@ -147,7 +151,8 @@ def _gain_test(control: TaskSpace, trained: TaskSpace, sign: float, absolute: bo
     diff = read(t.matrix, sign, absolute) - read(c.matrix, sign, absolute)
     keep = complete_tasks(diff)
     groups = [g for g, k in zip(c.groups, keep) if k]
-    test = gap_permutation_p(diff[np.ix_(keep, keep)], groups, permutations=permutations, seed=seed)
+    test = gap_permutation_p(remove_task_effects(diff[np.ix_(keep, keep)]), groups, permutations=permutations,
+                             seed=seed)
     return {"p": test["p"], "p_permutations": test["permutations"], "p_tasks": int(keep.sum())}
 
 
@@ -402,7 +407,8 @@ def _dynamics(run: RunData, bootstrap: int = 0, seed: int = 0) -> dict:
             d["delta"] = paired_delta(spaces[0], spaces[-1], statistic="difference", resamples=bootstrap, seed=seed,
                                       sign=sign, absolute=absolute)
             # finding 2: the gap's trend over every checkpoint; finding 3: noise-corrected stability
-            d["trend"] = gap_trend(m.revisions, spaces, sign=sign, absolute=absolute, resamples=bootstrap, seed=seed)
+            d["trend"] = gap_trend(m.revisions, spaces, sign=sign, absolute=absolute, resamples=bootstrap, seed=seed,
+                                   untrained=untrained)
             if bootstrap > 0:
                 d["stability"] = stability(m.revisions, [c.halves.get(name) for c in cells], untrained=untrained,
                                            sign=sign, absolute=absolute, resamples=bootstrap, seed=seed)

@@ -20,6 +20,9 @@ import numpy as np
 
 from ..probes.settings import BOOTSTRAP as RESAMPLES
 from ..spaces import TaskSpace
+from .bootstrap import percentile_ci, resample_tasks, rho_draws, task_counts, within_between_draws
+from .inference import interval_design, read
+from .reliability import split_space
 from .stats import spearman_offdiagonal, within_between
 
 # A step-to-step change this many times the median of the other changes counts as a sudden stage.
@@ -71,17 +74,16 @@ def space_dynamics(revisions: Sequence[str], spaces: Sequence[TaskSpace], *,
 
     Returns ``revisions``, ``steps``, ``rho_next`` (Spearman of each space with the next one),
     ``rho_final`` (with the last one), ``change`` (``1 − rho_next``), the signed and absolute
-    ``within``/``between``/``difference`` per checkpoint, and ``sudden``: the largest change, where it
-    happens, and its ratio to the median of the other changes (``ratio > SUDDEN_RATIO`` flags a sudden
-    stage). When the largest change starts at an untrained checkpoint (``untrained[i]``, e.g. step0),
-    the onset of training is expected to be the largest and ``sudden["trained_only"]`` repeats the test
-    over the later transitions.
+    ``within``/``between``/``difference`` per checkpoint, and ``largest_change``: the largest raw change,
+    where it happens, and its ratio to the median of the others — descriptive only: noise lowers every
+    raw ρ, so this ratio cannot tell a stage from noise; the verdict is :func:`stability`'s. When the
+    largest change starts at an untrained checkpoint (``untrained[i]``, e.g. step0),
+    ``largest_change["trained_only"]`` repeats it over the later transitions.
     """
     revisions = list(revisions)
     n = len(spaces)
     rho_next = [space_correlation(spaces[i], spaces[i + 1]) for i in range(n - 1)]
     rho_final = [space_correlation(s, spaces[-1]) for s in spaces] if n else []
-    from .inference import read
 
     units = 1.0 if absolute or sign > 0 else -1.0       # within / between in the space's own units
     wb = [within_between(read(s.matrix, sign, absolute), s.groups) for s in spaces]
@@ -89,29 +91,28 @@ def space_dynamics(revisions: Sequence[str], spaces: Sequence[TaskSpace], *,
     wba = [within_between(s.matrix, s.groups, absolute=True) for s in spaces]
     change = [1.0 - r if np.isfinite(r) else float("nan") for r in rho_next]
     untrained = list(untrained) if untrained is not None else [step_of(r) == 0 for r in revisions]
-    sudden = sudden_stage(change, [f"{revisions[i]}→{revisions[i + 1]}" for i in range(n - 1)])
-    if sudden.get("at_index") == 0 and untrained and untrained[0] and len(change) >= 3:
-        sudden["trained_only"] = sudden_stage(change[1:], [f"{revisions[i]}→{revisions[i + 1]}"
-                                                           for i in range(1, n - 1)])
+    largest = largest_change(change, [f"{revisions[i]}→{revisions[i + 1]}" for i in range(n - 1)])
+    if largest.get("at_index") == 0 and untrained and untrained[0] and len(change) >= 3:
+        largest["trained_only"] = largest_change(change[1:], [f"{revisions[i]}→{revisions[i + 1]}"
+                                                              for i in range(1, n - 1)])
     return {"revisions": revisions, "steps": [step_of(r) for r in revisions],
             "rho_next": rho_next, "rho_final": rho_final, "change": change,
             "within": [w["within"] for w in wb], "between": [w["between"] for w in wb],
             "difference": [w["difference"] for w in wb],
             "se_difference": [w["se_difference"] for w in wb],
             "difference_abs": [w["difference"] for w in wba],
-            "sudden": sudden}
+            "largest_change": largest}
 
 
-def sudden_stage(change: Sequence[float], labels: Sequence[str]) -> dict:
-    """The largest step-to-step change and its ratio to the median of the other changes.
+def largest_change(change: Sequence[float], labels: Sequence[str]) -> dict:
+    """The largest step-to-step change and its ratio to the median of the other changes (descriptive:
+    no verdict — raw changes mix reorganisation with noise; :func:`stability` tests).
 
-    Needs at least two transitions (``ratio`` is NaN otherwise). ``sudden`` is True when the ratio
-    exceeds :data:`SUDDEN_RATIO`.
+    Needs at least two transitions (``ratio`` is NaN otherwise).
     """
     c = np.asarray(change, dtype=float)
     ok = np.flatnonzero(np.isfinite(c))
-    out = {"largest": None, "at": None, "at_index": None, "ratio": float("nan"), "sudden": None,
-           "threshold": SUDDEN_RATIO, "n_transitions": int(ok.size)}
+    out = {"largest": None, "at": None, "at_index": None, "ratio": float("nan"), "n_transitions": int(ok.size)}
     if ok.size == 0:
         return out
     i = int(ok[np.argmax(c[ok])])
@@ -120,7 +121,7 @@ def sudden_stage(change: Sequence[float], labels: Sequence[str]) -> dict:
         others = np.delete(c[ok], int(np.argmax(c[ok])))
         med = float(np.median(others))
         ratio = float(c[i] / med) if med > 0 else (float("inf") if c[i] > 0 else 1.0)
-        out.update(ratio=ratio, sudden=bool(ratio > SUDDEN_RATIO))
+        out.update(ratio=ratio)
     return out
 
 
@@ -138,12 +139,9 @@ def stability(revisions: Sequence[str], halves: Sequence[TaskSpace | None], *, u
     ``verdict`` (``sudden`` / ``smooth`` / ``inconclusive``), ``reason``, ``p_sudden`` (bootstrap p of
     the most sudden transition, Bonferroni over transitions), per transition ``labels``, ``rho_corrected``,
     ``change`` (1 − ρ̃), ``change_per_logstep``, ``ratio`` with ``ratio_ci`` (the one-sided bounds at
-    ``alpha / J``), ``half_r`` per checkpoint, and ``detectable``: the smallest ratio these data could
-    have called sudden (the largest upper bound: stages above it are excluded).
+    ``alpha / J``), ``half_r`` per checkpoint, and ``detectable``: the largest ratio the data do not
+    exclude (the largest upper bound; a stage above it would have been seen).
     """
-    from .bootstrap import resample_tasks, rho_draws, task_counts
-    from .reliability import split_space
-
     out: dict = {"verdict": INCONCLUSIVE, "reason": "", "p_sudden": float("nan"), "labels": [],
                  "rho_corrected": [], "change": [], "change_per_logstep": [], "ratio": [], "ratio_ci": [],
                  "half_r": [], "detectable": float("nan"), "threshold": SUDDEN_RATIO, "min_stage": MIN_STAGE}
@@ -186,7 +184,9 @@ def stability(revisions: Sequence[str], halves: Sequence[TaskSpace | None], *, u
                change_per_logstep=change[:, 0].tolist(), ratio=ratios[:, 0].tolist(),
                ratio_ci=[[a, b] for a, b in zip(lo, hi)], half_r=half_r[:, 0].tolist(),
                p_sudden=float(min(pj)), detectable=float(max(hi)))
-    _verdict(out, lo, hi, stage_lo)
+    # only the checkpoints whose transitions are tested must be reliable: the onset (an untrained
+    # initialisation, often the noisiest space) is kept as a starting point, never tested
+    _verdict(out, lo, hi, stage_lo, min_half_r=float(half_r[first:, 0].min()))
     return out
 
 
@@ -203,8 +203,6 @@ def _trained_checkpoints(halves: Sequence[TaskSpace | None], untrained: Sequence
 
 def _half_pair(p: Any, tasks: Sequence[str], sign: float, absolute: bool) -> tuple[np.ndarray, np.ndarray]:
     """The two halves' matrices of one checkpoint over ``tasks``, read as the probe's values."""
-    from .inference import read
-
     pos = [p.tasks.index(t) for t in tasks]
     sel = np.ix_(pos, pos)
     return read(p.first[sel], sign, absolute), read(p.second[sel], sign, absolute)
@@ -215,8 +213,6 @@ def _transitions(blocks: Sequence[tuple[np.ndarray, np.ndarray]], counts: np.nda
     """Per transition, the noise-corrected correlation ρ̃ of consecutive checkpoints (cross-half
     correlations over the geometric mean of their split-half r) and its change per log step, for the
     data and every bootstrap draw."""
-    from .bootstrap import rho_draws
-
     rho_t, change = [], []
     for k in range(len(blocks) - 1):
         cross = (rho_draws(blocks[k][0], blocks[k + 1][1], counts) + rho_draws(blocks[k][1], blocks[k + 1][0], counts)) / 2
@@ -236,14 +232,16 @@ def _change_ratios(change: np.ndarray) -> np.ndarray:
     return ratios
 
 
-def _verdict(out: dict, lo: Sequence[float], hi: Sequence[float], stage_lo: Sequence[float]) -> None:
-    """``out``'s verdict and reason from the ratios' bounds and the stages' lower bounds."""
+def _verdict(out: dict, lo: Sequence[float], hi: Sequence[float], stage_lo: Sequence[float], *,
+             min_half_r: float) -> None:
+    """``out``'s verdict and reason from the ratios' bounds, the stages' lower bounds and the smallest
+    split-half r of the checkpoints whose transitions are tested."""
     labels = out["labels"]
     if any(a > SUDDEN_RATIO and s > MIN_STAGE for a, s in zip(lo, stage_lo)):
         j = int(np.argmax(lo))
         out.update(verdict=SUDDEN, reason=f"{labels[j]}: the change ratio's interval lies above {SUDDEN_RATIO:g}")
-    elif min(out["half_r"]) < MIN_HALF_R:
-        out["reason"] = (f"a checkpoint's split-half r is {min(out['half_r']):.2f}, below {MIN_HALF_R:g}: too noisy "
+    elif min_half_r < MIN_HALF_R:
+        out["reason"] = (f"a tested checkpoint's split-half r is {min_half_r:.2f}, below {MIN_HALF_R:g}: too noisy "
                          "to exclude a stage")
     elif max(hi) < SUDDEN_RATIO:
         out.update(verdict=SMOOTH, reason=f"every change ratio's interval lies below {SUDDEN_RATIO:g}")
@@ -253,19 +251,27 @@ def _verdict(out: dict, lo: Sequence[float], hi: Sequence[float], stage_lo: Sequ
 
 
 def gap_trend(revisions: Sequence[str], spaces: Sequence[TaskSpace], *, sign: float = 1.0, absolute: bool = False,
-              resamples: int = RESAMPLES, seed: int = 0) -> dict:
-    """The within − between gap's least-squares slope over ``log(1 + step)`` across every checkpoint, with a
-    bootstrap over tasks (the same resampled tasks at every checkpoint): ``slope``, ``ci`` (95%),
-    ``p_up`` / ``p_down`` (one-sided bootstrap p of a slope ≤ 0 / ≥ 0), ``n_checkpoints``, or
-    ``withheld`` with the reason."""
-    from .bootstrap import percentile_ci, resample_tasks, task_counts, within_between_draws
-    from .inference import interval_design, read
+              resamples: int = RESAMPLES, seed: int = 0, untrained: Sequence[bool] | None = None) -> dict:
+    """The within − between gap's least-squares slope over ``log(1 + step)`` across every *trained*
+    checkpoint, with a bootstrap over tasks (the same resampled tasks at every checkpoint): ``slope``,
+    ``ci`` (95%), ``p_up`` / ``p_down`` (one-sided bootstrap p of a slope ≤ 0 / ≥ 0), ``n_checkpoints``,
+    ``revisions`` (those fitted), or ``withheld`` with the reason.
 
+    Untrained checkpoints (``untrained``) are left out: at ``log(1 + 0) = 0`` step 0 would carry most of
+    the slope's leverage (0.66 with step0/1000/2577), so a gap that jumps at the onset and then falls
+    would read as "grows with training". With two trained checkpoints the slope is their paired change
+    over the log-step between them."""
+    if untrained is not None:
+        keep = [i for i, u in enumerate(untrained) if not u]
+        revisions, spaces = [revisions[i] for i in keep], [spaces[i] for i in keep]
     out = {"slope": float("nan"), "ci": [float("nan")] * 2, "p_up": float("nan"), "p_down": float("nan"),
-           "n_checkpoints": len(spaces), "withheld": None}
+           "n_checkpoints": len(spaces), "revisions": list(revisions), "withheld": None}
+    if len(spaces) < 2:
+        out["withheld"] = "fewer than two trained checkpoints"
+        return out
     tasks = [t for t in spaces[0].tasks if all(t in set(s.tasks) for s in spaces[1:])]
-    if len(spaces) < 2 or len(tasks) < 3:
-        out["withheld"] = "fewer than two checkpoints or three common tasks"
+    if len(tasks) < 3:
+        out["withheld"] = "fewer than three common tasks"
         return out
     subs = [s.select(tasks) for s in spaces]
     groups = subs[0].groups

@@ -169,7 +169,8 @@ def finding_sizes(cmp: dict) -> dict:
 
 def finding_sharing(cmp: dict) -> dict:
     """Finding 2: parameter sharing between related tasks (the within − between gap) grows with training:
-    the gap's slope over log training step across every checkpoint, per model, Holm across models."""
+    the gap's slope over log training step across every trained checkpoint (an untrained initialisation
+    would carry most of the slope's leverage), per model, Holm across models."""
     from .inference import holm
 
     paper = "Parameter sharing between related tasks (overlap of their subnetworks) grows with training."
@@ -191,12 +192,16 @@ def finding_sharing(cmp: dict) -> dict:
     numbers, parts = {}, []
     for slug, t, pu, pd_ in zip(slugs, trends, up, down):
         d = per_model[slug]
-        way = "up" if _ok(pu) and pu < 0.05 else "down" if _ok(pd_) and pd_ < 0.05 else "flat"
+        way = ("untestable" if t.get("withheld") else "up" if _ok(pu) and pu < 0.05
+               else "down" if _ok(pd_) and pd_ < 0.05 else "flat")
         numbers[slug] = {"revisions": d["revisions"], "difference": d["difference"], "slope": t["slope"],
                          "slope_ci": t.get("ci"), "p_up_holm": pu, "p_down_holm": pd_, "trend": way,
                          "withheld": t.get("withheld")}
         gaps = ", ".join(_fmt(x) for x in d["difference"])
-        parts.append(f"{slug}: gap {gaps} over {', '.join(d['revisions'])}; slope per log step "
+        fitted = t.get("revisions")
+        parts.append(f"{slug}: gap {gaps} over {', '.join(d['revisions'])}; slope per log step"
+                     + (f" over the trained {', '.join(fitted)}" if fitted and len(fitted) < len(d["revisions"]) else "")
+                     + " "
                      f"{fmt_with_ci(t['slope'], t.get('ci'))}"
                      + (f" ({t['withheld']})" if t.get("withheld") else
                         f", Holm p(up) {_fmt_p(pu)}, p(down) {_fmt_p(pd_)} → {way}"))
@@ -212,12 +217,15 @@ def finding_sharing(cmp: dict) -> dict:
     else:
         verdict = INCONCLUSIVE
     text = (f"Within − between {label(space)} (mean of per-group contrasts, read in the space's declared direction) "
-            "across every checkpoint: " + "; ".join(parts) + ".")
-    rule = ("per model, the least-squares slope of the gap over log(1 + step) across all checkpoints, bootstrap over "
-            "tasks (the same tasks at every checkpoint), one-sided p for up and for down, Holm across models; "
-            "reproduced: up in every model; partly: up in some, down in none; contradictory: up in some and down "
-            "in others; not reproduced: down in some, up in none; inconclusive: no model significant, or intervals "
-            "withheld")
+            "across the trained checkpoints: " + "; ".join(parts) + ".")
+    if "untestable" in ways and verdict != INCONCLUSIVE:
+        text += (f" {ways.count('untestable')} of {len(ways)} models could not be tested (no interval); the verdict "
+                 "rests on the others.")
+    rule = ("per model, the least-squares slope of the gap over log(1 + step) across its trained checkpoints (untrained "
+            "ones left out), bootstrap over tasks (the same tasks at every checkpoint), one-sided p for up and for "
+            "down, Holm across models; reproduced: up in every model; partly: up in some, down in none (the others "
+            "flat or untestable); contradictory: up in some and down in others; not reproduced: down in some, up in "
+            "none; inconclusive: no model significant, or intervals withheld")
     return {**base, "verdict": verdict, "this_run": text, "rule": rule, "numbers": numbers}
 
 

@@ -45,11 +45,13 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
+from ..probes.registry import space_reading
 from ..probes.settings import LEVEL
 from ..spaces import TaskSpace
 from ..suites.splits import half_name, parse_half
+from .bootstrap import percentile_ci, resample_tasks, rho_draws, rho_max_draws, task_counts
 from .hypothesis import hypothesis_space
-from .inference import read, rho_max
+from .inference import interval_design, read, rho_max
 from .stats import spearman_offdiagonal
 
 #: a task whose Spearman–Brown-corrected row reliability is below this is flagged
@@ -206,8 +208,6 @@ def reliability(halves: TaskSpace, full: TaskSpace | None = None, *, resamples: 
     :func:`task_reliability`) unless ``per_task=False``. With ``resamples`` > 0, ``split_half_ci`` and
     ``reliability_ci``: bootstrap intervals over tasks (:mod:`taskspace.analysis.bootstrap`).
     """
-    from ..probes.registry import space_reading
-
     declared = space_reading(str(halves.kind))
     sign = declared[0] if sign is None else sign
     absolute = declared[1] if absolute is None else absolute
@@ -229,8 +229,10 @@ def reliability(halves: TaskSpace, full: TaskSpace | None = None, *, resamples: 
     out: dict[str, Any] = {
         "kind": h.kind, "n_tasks": n, "missing": h.missing, "split_half": r, "reliability": spearman_brown(r),
         "noise_ceiling": {**nc, "method": CEILING_METHOD},
-        "theory": {"rho_halves": rho_h, "rho": rho_mean, "fraction_of_upper": frac(rho_mean, nc["upper"]),
-                   "fraction_of_lower": frac(rho_mean, nc["lower"])},
+        # ρ with a 1/0 hypothesis cannot exceed ρ_max(H) (its ties), so the bounds are scaled by it
+        "theory": {"rho_halves": rho_h, "rho": rho_mean,
+                   "fraction_of_upper": frac(rho_mean, rho_max(h.groups) * nc["upper"]),
+                   "fraction_of_lower": frac(rho_mean, rho_max(h.groups) * nc["lower"])},
         "self_similarity": _distribution(np.array([t["self_similarity"] for t in rows])),
         "between": _distribution(np.concatenate([h.cross[off], h.cross_back[off]])),
         "row_reliability": _distribution(np.array([t["row_reliability"] for t in rows])),
@@ -238,9 +240,10 @@ def reliability(halves: TaskSpace, full: TaskSpace | None = None, *, resamples: 
         "rule": FLAG_RULE,
     }
     counts = split_draws = None
-    if resamples > 0 and n >= 3:
-        from .bootstrap import percentile_ci, resample_tasks, rho_draws, task_counts
-
+    design_ok, design_why = interval_design(h.groups)
+    if resamples > 0 and n >= 3 and not design_ok:
+        out["interval_withheld"] = design_why
+    if resamples > 0 and n >= 3 and design_ok:
         counts = task_counts(resample_tasks(h.groups, resamples, seed), n)
         ok = np.isfinite(h.first) & np.isfinite(h.second)
         np.fill_diagonal(ok, True)
@@ -276,13 +279,16 @@ def _full_ceiling(out: dict, h: Halves, full: TaskSpace | None, sign: float, abs
     entry["n_tasks"] = len(common)
     if entry["withheld"] is None and math.isfinite(ceiling) and ceiling > 0:
         entry["fraction"] = entry["rho"] / ceiling
+        # the ceiling assumes the space's reliable structure is not all the grouping; where it is, the
+        # split-half r is itself about ρ_max² and the fraction can pass 1: read that as "at the ceiling"
+        entry["at_ceiling"] = bool(entry["fraction"] >= 1.0)
         if counts is not None and split_draws is not None and common == h.tasks and np.isfinite(m[
                 ~np.eye(len(common), dtype=bool)]).all():
-            from .bootstrap import percentile_ci, rho_draws
-
             rho_d = rho_draws(m, hyp, counts)
             sb = np.array([spearman_brown(v) for v in split_draws])
             with np.errstate(invalid="ignore", divide="ignore"):
-                frac = np.where(sb > 0, rho_d / (rmax * np.sqrt(np.where(sb > 0, sb, 1.0))), np.nan)
+                # each draw against its own attainable ρ (a rebuilt space has fewer within-group entries)
+                rmax_d = rho_max_draws(f.groups, counts)
+                frac = np.where(sb > 0, rho_d / (rmax_d * np.sqrt(np.where(sb > 0, sb, 1.0))), np.nan)
             entry["fraction_ci"] = percentile_ci(frac, level)
     return entry

@@ -24,9 +24,16 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import t as student_t
 
 from ..errors import InputError, TaskspaceError
+from ..multiple_testing import bh
+from ..scoring import encode, length_batches, quiet_transformers, resolve_prefix
 from ..scoring.convention import BATCH_TOKENS
+from .finetune.evaluation import bootstrap_counts
+from .gradient.masks import task_seed
 from .settings import LEVEL
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,8 +58,6 @@ def backbone_of(model: Any) -> Any:
 def block_list(model: Any) -> Any:
     """The model's ``ModuleList`` of transformer blocks: the shallowest one under the decoder whose length
     is ``config.num_hidden_layers`` (GPT-2, GPT-NeoX, Llama-style and most causal LMs)."""
-    import torch
-
     n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
     root = None
     if hasattr(model, "get_decoder"):
@@ -83,8 +88,6 @@ def n_layers(model: Any) -> int:
 def _with_state(out: Any, fn: Callable[["torch.Tensor"], "torch.Tensor"]) -> Any:
     """A module output with its hidden states (a tensor, the first item of a tuple, or a model output's
     ``last_hidden_state``) replaced by ``fn(states)``."""
-    import torch
-
     if isinstance(out, torch.Tensor):
         return fn(out)
     if isinstance(out, tuple):
@@ -97,8 +100,6 @@ def _with_state(out: Any, fn: Callable[["torch.Tensor"], "torch.Tensor"]) -> Any
 
 def _sentence_part(h: "torch.Tensor", skip: int, fn: Callable[["torch.Tensor"], "torch.Tensor"]) -> "torch.Tensor":
     """``h`` with positions ``skip:`` replaced by ``fn(h[:, skip:])`` (the prefix positions untouched)."""
-    import torch
-
     if skip == 0:
         return fn(h)
     return torch.cat([h[:, :skip], fn(h[:, skip:])], dim=1)
@@ -114,8 +115,6 @@ def intervene(model: Any, layer: int, *, add: "np.ndarray | torch.Tensor | None"
         erase:  r ← r − ⟨r, u⟩ u                 (u a unit vector: the direction is projected out)
 
     A plain forward hook, removed on exit."""
-    import torch
-
     if (add is None) == (erase is None):
         raise ValueError("give exactly one of add= and erase=")
     site = residual_sites(model)[layer]
@@ -152,8 +151,6 @@ def shift_recorder(model: Any, layers: Sequence[int], skip: int = 1) -> Iterator
     call adds a fresh zero leaf ``δ`` of shape ``[batch, width]`` (requires grad) to every position from
     ``skip`` on of each row, and appends it to ``recorded[layer]``; ``∂f/∂δ[row]`` is then
     ``Σ_positions ∇_{r_ℓ} f`` of that row. Adding zeros changes no number."""
-    import torch
-
     sites = residual_sites(model)
     recorded: dict[int, list] = {layer: [] for layer in layers}
     handles = []
@@ -197,8 +194,6 @@ def frozen(model: Any) -> Iterator[None]:
 
 def prefix_skip(tokenizer: Any, prefix: str) -> int:
     """1 when sentences are encoded with a prefix token (it is never intervened on), else 0."""
-    from ..scoring import resolve_prefix
-
     return 1 if resolve_prefix(tokenizer, prefix)[1] is not None else 0
 
 
@@ -209,10 +204,6 @@ def residual_statistics(model: Any, tokenizer: Any, sentences: Sequence[str], *,
     ``scale`` = ``s_ℓ = sqrt(mean ‖r_ℓ‖²)`` (``[L]``) and, with ``covariance``, ``covariance`` = the
     centred covariance of ``r_ℓ`` (``[L, W, W]``, float64) — what random control directions are matched to
     and what an erased direction's share of variance is measured against. Forward passes only."""
-    import torch
-
-    from ..scoring import encode, length_batches, quiet_transformers, resolve_prefix
-
     _, token_id = resolve_prefix(tokenizer, prefix)
     skip = 1 if token_id is not None else 0
     pad = getattr(tokenizer, "pad_token_id", None)
@@ -302,8 +293,6 @@ def random_directions(width: int, n: int, seed: int, task: str, layer: int,
     ``covariance`` (``[W, W]``), drawn from ``N(0, Σ)`` and normalised, so they fall where the residual
     stream varies, as a task's own direction does — an isotropic direction mostly points where a
     strongly anisotropic residual stream has almost no variance, a weak control."""
-    from .gradient.masks import task_seed
-
     rng = np.random.default_rng(task_seed(seed, f"{RANDOM_LABEL}\x00{task}\x00{layer}"))
     v = rng.standard_normal((n, width))
     if covariance is not None:
@@ -342,18 +331,32 @@ def causal_table(base: "pd.DataFrame", changed: Mapping[str, "pd.DataFrame"],
     ``flip_b`` = the fraction of b's eval pairs whose judgement (margin > 0) changes; random: averaged
     over the random directions. ``selectivity`` = cause − cause_random, with a *paired* interval (the same
     resampled pairs in both). The test of a row: ``effect`` = sign · its own mean-margin change, ranked
-    against the same under each of the k random directions, ``p_rank = (1 + #{random ≥ own}) / (1 + k)``
-    (the smallest attainable is ``1 / (1 + k)``: 0.05 needs k ≥ 19); ``q`` = Benjamini–Hochberg across the
-    rows; ``causal`` = q < ``alpha``. NaN where a has no direction or no task qualifies."""
-    import pandas as pd
-
-    from ..multiple_testing import bh
-
+    against the same under each of the k random directions. Two p-values: ``p_rank = (1 + #{random ≥
+    own}) / (1 + k)``, exact but coarse (never below ``1 / (1 + k)``), and ``p``, the one-sided prediction
+    test of the own effect against the pool, ``t = (own − mean) / (sd · sqrt(1 + 1/k))`` on ``k − 1``
+    degrees of freedom (exact when the pool's effects are normal; continuous, so Benjamini–Hochberg over
+    many rows can pass: with the rank p alone, 19 directions would let a row pass only if every row sat at
+    1/20). ``q`` = Benjamini–Hochberg of ``p`` across the rows; ``causal`` = q ≤ ``alpha`` and the rank p
+    ≤ ``alpha`` too where the pool allows it (k ≥ 19), so a parametric tail alone never decides. NaN where a
+    has no direction or no task qualifies."""
     rv = _Ravel(base, tasks, groups, sign=sign, bootstrap=bootstrap, seed=seed, level=level)
     df = pd.DataFrame([rv.row(i, changed, random) for i in range(len(tasks))])
-    df["q"] = bh(df["p_rank"].to_list())
-    df["causal"] = df["q"] < alpha
+    df["q"] = bh(df["p"].to_list())
+    rank_ok = (df["p_rank"] <= alpha) | (1.0 / (1 + df["n_random"]) > alpha)
+    df["causal"] = (df["q"] <= alpha) & rank_ok
     return df
+
+
+def pool_p(own: float, pool: Sequence[float]) -> float:
+    """One-sided p of ``own`` exceeding a new draw from the pool's distribution: the prediction t test,
+    ``t = (own − mean) / (sd · sqrt(1 + 1/k))`` on ``k − 1`` degrees of freedom (NaN with k < 3 or a
+    constant pool)."""
+    x = np.asarray(pool, dtype=np.float64)
+    k = x.size
+    sd = float(x.std(ddof=1)) if k >= 3 else 0.0
+    if k < 3 or not np.isfinite(own) or sd <= 0:
+        return float("nan")
+    return float(student_t.sf((own - float(x.mean())) / (sd * np.sqrt(1 + 1 / k)), k - 1))
 
 
 class _Ravel:
@@ -362,8 +365,6 @@ class _Ravel:
 
     def __init__(self, base: "pd.DataFrame", tasks: Sequence[str], groups: Sequence[str], *, sign: int,
                  bootstrap: int, seed: int, level: float) -> None:
-        from .finetune.evaluation import bootstrap_counts
-
         self.tasks, self.groups, self.sign, self.bootstrap = tasks, groups, sign, bootstrap
         task_col = base["task"].to_numpy()
         self.cols = {b: np.flatnonzero(task_col == b) for b in tasks}
@@ -429,22 +430,25 @@ class _Ravel:
             mine = self.effect(changed[a], a)
             pool = [self.effect(t, a) for t in random[a]]
             row.update(effect=mine, effect_random_mean=float(np.mean(pool)), n_random=len(pool),
-                       p_rank=(1 + sum(x >= mine for x in pool)) / (1 + len(pool)))
+                       p_rank=(1 + sum(x >= mine for x in pool)) / (1 + len(pool)), p=pool_p(mine, pool))
         else:
             row.update(selectivity=np.nan, selectivity_low=np.nan, selectivity_high=np.nan, effect=np.nan,
-                       effect_random_mean=np.nan, n_random=0, p_rank=np.nan)
+                       effect_random_mean=np.nan, n_random=0, p_rank=np.nan, p=np.nan)
         return row
 
 
 def causal_count(table: "pd.DataFrame", alpha: float = 0.05) -> dict[str, Any]:
     """How many rows a causal table calls causal, beside what the null would give: ``n_tested``,
-    ``n_p`` (rank p < alpha, uncorrected) and ``expected_p`` (alpha · n_tested under the null),
-    ``n_causal`` (Benjamini–Hochberg q < alpha; under the null at most about ``alpha`` rows in expectation
-    are called causal at all), ``min_p`` (the smallest rank p the pool allows)."""
-    p = table["p_rank"].to_numpy(np.float64)
+    ``n_p`` (pool p ≤ alpha, uncorrected), ``n_rank`` (rank p ≤ alpha, uncorrected) and ``expected_p``
+    (alpha · n_tested under the null), ``n_causal`` (Benjamini–Hochberg q ≤ alpha with the rank p ≤ alpha;
+    under the null at most about ``alpha`` rows in expectation are called causal at all), ``min_p`` (the
+    smallest rank p the pool allows)."""
+    p = table["p"].to_numpy(np.float64)
+    rank = table["p_rank"].to_numpy(np.float64)
     tested = np.isfinite(p)
     k = int(table["n_random"].max()) if len(table) else 0
-    return {"n_tested": int(tested.sum()), "n_p": int((p[tested] < alpha).sum()),
+    return {"n_tested": int(tested.sum()), "n_p": int((p[tested] <= alpha).sum()),
+            "n_rank": int((rank[np.isfinite(rank)] <= alpha).sum()),
             "expected_p": float(alpha * tested.sum()), "n_causal": int(table["causal"].sum()),
             "min_p": 1.0 / (1 + k) if k else float("nan")}
 

@@ -36,7 +36,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+import pandas as pd
 
+from ...progress import progress_bar
+from ...scoring import Scorer
+from ...spaces import TaskSpace
 from ..causal import (
     POOL,
     causal_count,
@@ -53,7 +57,11 @@ from ..causal import (
     variance_share,
 )
 from ..common import convention_of, probe_provenance, probe_tasks
+from ..finetune.evaluation import transfer_matrices
+from ..registry import get
+from ..result import ProbeResult
 from ..settings import LEVEL
+from ..spec import RunContext
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -73,9 +81,6 @@ SIGN = {"steering": 1, "erasure": -1}
 def task_differences(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings") -> dict[str, Any]:
     """``{task: D_t}`` (``[layers, width]``): the activations probe's differences on the training split, by
     running that probe's registered runner (no split-half pass)."""
-    from ..registry import get
-    from ..spec import RunContext
-
     spec = get(DIRECTIONS_PROBE)
     res = spec.load_runner()(loaded, suite, settings, RunContext(progress=False, spec=spec), (spec.name,))
     return res.extra["differences"]
@@ -97,8 +102,6 @@ def intervention_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeS
     "splits", "directions" [L, T, W], "pool" {ℓ: [k, W]}, "covariance" [L, W, W]}``. ``mode``:
     ``"steering"`` or ``"erasure"``; ``random_kind``: the control pool matched to the residual stream's
     covariance, or isotropic."""
-    from ...scoring import Scorer
-
     if mode not in SIGN:
         raise KeyError(mode)
     needed = ["train", "test"] + (["dev"] if layer is None else [])
@@ -132,10 +135,6 @@ def intervention_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeS
 
 def _run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
          kinds: Sequence[str], mode: str) -> "ProbeResult":
-    import pandas as pd
-
-    from ..result import ProbeResult
-
     opts = ctx.options
     # every option is present: the caller (probe(), the CLI, a run) fills in the spec's defaults
     alpha = float(opts["alpha"]) if mode == "steering" else None
@@ -180,8 +179,10 @@ def _run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: 
         random="the same under the random directions of the pool (averaged)",
         variance_share="d^T S d / tr S at the chosen layer (S: the residual stream's covariance over the eval "
                        "sentences' positions); _random: the pool's mean",
-        test=("p_rank: the row's own mean-margin effect ranked against each random direction's; q: Benjamini–"
-              "Hochberg across rows; causal: q < 0.05"), counts=causal_count(table)))
+        test=("p: the row's own mean-margin effect against the pool's (one-sided prediction t test, k − 1 "
+              "degrees of freedom); p_rank: its rank among the pool's, (1 + #random ≥ own) / (1 + k); q: "
+              "Benjamini–Hochberg of p across rows; causal: q ≤ 0.05 and p_rank ≤ 0.05"),
+        counts=causal_count(table)))
     return res
 
 
@@ -213,8 +214,6 @@ def _layer_sweep(iv: _Intervener, dev: "Suite", tasks: list[str], dirs: np.ndarr
                  progress: bool) -> dict[int, float]:
     """Per layer, the mean selectivity on the dev pairs (a task's own margin change minus its random
     controls', signed so that larger is more selective): the layer choice's input."""
-    from ...progress import progress_bar
-
     L, n_random = dirs.shape[0], iv.n_random
     base_dev = {a: iv.scorer.score_pairs(dev.pairs_of(a)) for a in tasks}
     sweep: dict[int, float] = {}
@@ -240,8 +239,6 @@ def _intervened_scores(iv: _Intervener, pairs: Sequence[Any], tasks: list[str], 
                        layers: Sequence[int], progress: bool) -> tuple[dict, dict]:
     """At each of ``layers``, the eval pairs' scores under each task's direction (``changed``) and under
     each random direction of the pool (``random``, the same list for every row)."""
-    from ...progress import progress_bar
-
     changed: dict[int, dict[str, Any]] = {}
     rand: dict[int, dict[str, list]] = {}
     for ell in layers:
@@ -264,9 +261,6 @@ def _spaces_by_layer(r: dict, mode: str, prov: dict, settings: "ProbeSettings",
                      n_random: int) -> tuple[dict[str, Any], dict[int, float]]:
     """The probe's spaces at every scored layer (and under the plain names at the chosen one), and per
     layer the mean diagonal selectivity on the eval pairs."""
-    from ...spaces import TaskSpace
-    from ..finetune.evaluation import transfer_matrices
-
     tasks, groups, layer = r["tasks"], r["groups"], r["layer"]
     spaces: dict[str, Any] = {}
     diag_eval: dict[int, float] = {}
