@@ -345,3 +345,18 @@ def test_tasks_similar_to_everything_do_not_make_their_group_look_related():
     # the compare's p is the centred one; planted relatedness is still found
     space = TaskSpace(0.5 * h + sym_noise(rng, 20, 0.3), [f"t{i}" for i in range(20)], groups, "gradients")
     assert summarize_space(space, permutations=199, bootstrap=0)["signed"]["p"] <= 0.01
+
+
+def test_per_group_intervals_cover_a_group_mean_when_its_tasks_differ():
+    from taskspace.analysis.generalization import jackknife_interval
+
+    rng = np.random.default_rng(11)
+    for n in (3, 5, 8):
+        hits = 0
+        for _ in range(200):
+            task = rng.normal(0, 1, size=n)                    # tasks drawn around the group's mean 0.5
+            block = 0.5 + (task[:, None] + task[None, :]) / 2 + rng.normal(0, 0.5, size=(n, n))
+            lo, hi = jackknife_interval(block)
+            hits += lo <= 0.5 <= hi
+        assert 0.88 <= hits / 200 <= 1.0, (n, hits)          # nominal 0.95; Monte-Carlo s.d. 0.015
+    assert all(math.isnan(x) for x in jackknife_interval(np.ones((2, 2))))
