@@ -51,6 +51,7 @@ def _params(model):
 def test_transfer_probe_writes_results_and_resumes(lm, tmp_path, monkeypatch):
     from taskspace.probes.finetune import ftgd as ftgd_mod
     from taskspace.probes.finetune.deltas import applied, load_delta
+    from taskspace.probes.kinds import transfer as transfer_mod
     from taskspace.probes.kinds.transfer import transfer_probe
     from taskspace.scoring import Scorer
 
@@ -114,7 +115,7 @@ def test_transfer_probe_writes_results_and_resumes(lm, tmp_path, monkeypatch):
         calls.append(args[2][0].task)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ftgd_mod, "ftgd", counting)
+    monkeypatch.setattr(transfer_mod, "ftgd", counting)       # where the transfer probe looks it up
     again_spaces = transfer_probe(lm, suite, SETTINGS, tmp_path, progress=False)
     assert calls == ["reflexive"]
     for name in SPACES:

@@ -10,6 +10,8 @@ import sys
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+# rich is imported where a bar is drawn: `import taskspace` starts without it
+
 
 def enabled() -> bool:
     return not os.environ.get("TASKSPACE_NO_PROGRESS") and sys.stderr.isatty()

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any, Iterable
 
+# torch is imported where its thread count is read: `import taskspace` starts without it
+
 _PACKAGES = ("taskspace", "torch", "transformers", "tokenizers", "numpy", "pandas", "scipy")
 
 

@@ -14,6 +14,9 @@ from typing import Sequence
 import numpy as np
 
 from .errors import InputError
+from .io import atomic_path, read_json, write_json
+
+# pandas is imported where a space is read or written as CSV: `import taskspace` starts without it
 
 
 @dataclass
@@ -102,8 +105,6 @@ class TaskSpace:
 
         Values are written with 17 significant digits so ``load`` gives back the same floats.
         """
-        from .io import atomic_path, write_json
-
         csv = _csv_path(path)
         df = self.to_pandas()
         with atomic_path(csv) as tmp:
@@ -122,7 +123,6 @@ class TaskSpace:
         """Read a task space written by :meth:`save` (give the .csv, the .json or the stem)."""
         import pandas as pd
 
-        from .io import read_json
 
         csv = _csv_path(path)
         side_path = csv.with_suffix(".json")

@@ -3,6 +3,8 @@ directory holding one probe DIR per model × revision (docs/design.md, "Files").
 :class:`~taskspace.errors.InputError` naming file, line and field."""
 from __future__ import annotations
 
+import copy
+import csv as csvmod
 import json
 import math
 from dataclasses import dataclass, field
@@ -13,8 +15,9 @@ import pandas as pd
 
 from ..errors import InputError
 from ..probes.output import HALVES_DIR, LAYOUT_DIRS
-from ..probes.registry import all_spaces, probes
+from ..probes.registry import all_spaces, probes, space_spec
 from ..spaces import TaskSpace
+from ..suites.splits import parse_half
 from .dynamics import revision_key, step_of
 
 # Size labels in the order of growing models, used when no parameter count is recorded.
@@ -155,8 +158,6 @@ def load_space(path: Path) -> TaskSpace:
 
 
 def _locate_csv_error(csv: Path, err: Exception) -> InputError:
-    import csv as csvmod
-
     sidecar = csv.with_suffix(".json")
     if isinstance(err, KeyError):
         return InputError(f"missing key {err}", file=sidecar, field=str(err).strip("'\""))
@@ -229,8 +230,6 @@ def mask_unreliable_rows(name: str, space: TaskSpace, spaces: dict[str, TaskSpac
     positive: the row of ``a`` is kept when the interval of ``T[a, a]`` in the space it normalises lies
     above 0 (:data:`NORMALIZATION_RULE`), else it becomes NaN and is listed in the provenance's
     ``rows_masked``. Spaces without an interval on that diagonal are returned as they are."""
-    from ..probes.registry import space_spec
-
     spec = space_spec(name)
     raw = spaces.get(spec.normalizes) if spec is not None and spec.normalizes else None
     if raw is None or raw.ci_low is None or raw.tasks != space.tasks:
@@ -421,10 +420,6 @@ def above_chance_tasks(run: RunData) -> tuple[list[str], list[str]]:
 def restrict_run(run: RunData, tasks: list[str]) -> RunData:
     """A copy of ``run`` whose every space (main, per-module / per-layer, halves; controls included) holds
     only ``tasks`` (those it has)."""
-    import copy
-
-    from ..suites.splits import parse_half
-
     keep = set(tasks)
 
     def sub(space: TaskSpace) -> TaskSpace:

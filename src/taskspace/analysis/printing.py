@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from ..probes.registry import main_spaces
 from .findings import fmt_ci, label
 
+# rich is imported where a table is printed: the analysis runs without the terminal's libraries
+
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
     from rich.table import Table

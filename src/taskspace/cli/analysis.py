@@ -2,12 +2,15 @@
 checkpoints and sizes; the figures and the self-contained HTML report."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
 
 from ..probes.settings import BOOTSTRAP, LEVEL
 from . import app
+
+# the analysis, the report and rich are imported inside the commands: the command line starts without them
 
 RunArg = typer.Argument(..., help="A run directory (RUN/<model>/<revision>/spaces/…) or one probe output folder.")
 Permutations = typer.Option(999, "--permutations", min=1, help="Mantel permutations (exact below n! ≤ N+1).")
@@ -20,8 +23,6 @@ AboveChanceOpt = typer.Option(False, "--above-chance",
 
 
 def _console():
-    import sys
-
     from rich.console import Console
 
     # Piped output (logs, CI) gets a width that fits the tables instead of rich's 80 columns.

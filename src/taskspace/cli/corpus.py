@@ -6,7 +6,11 @@ from pathlib import Path
 
 import typer
 
+from ..errors import InputError
+from ..io import atomic_path
 from . import app
+
+# the toy corpus and the progress bar are imported inside the command: the command line starts without them
 
 corpus_app = typer.Typer(name="corpus", help="Write pretraining corpora, one sentence per line.",
                          no_args_is_help=True)
@@ -22,13 +26,10 @@ def corpus_toy(
                                                "`toy:SEED`)."),
 ) -> None:
     """Grammatical sentences of the toy language; none equals a good sentence of the toy suite."""
-    from ..io import atomic_path
     from ..progress import progress_bar
     from ..suites.toy.corpus import iter_toy_corpus
 
     if out.exists() and out.is_dir():
-        from ..errors import InputError
-
         raise InputError("is a folder, expected a file path", file=out, field="--out")
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f, \
             progress_bar("toy corpus", sentences) as advance:

@@ -6,7 +6,11 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from ..io import read_json
+from ..provenance import environment_line
 from . import app
+
+# the demo, the run system and rich are imported inside the command: the command line starts without them
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -63,9 +67,6 @@ def demo(
 def print_environment(console: "Console", out: Path) -> None:
     """The versions and torch thread count the run recorded in ``run.json``, in one line: the demo's
     numbers can move with them (pretraining sums floats in an order that depends on both)."""
-    from ..io import read_json
-    from ..provenance import environment_line
-
     path = Path(out) / "run.json"
     meta = read_json(path) if path.exists() else {}
     line = environment_line(meta["versions"], meta.get("torch_threads")) if "versions" in meta else environment_line()

@@ -7,8 +7,13 @@ from typing import Optional
 
 import typer
 
+from ..errors import InputError
+from ..io import read_json
 from . import app
 from .options import Seed
+
+# pretraining (torch, transformers) and rich are imported inside the command: the command line starts without
+# them
 
 
 @app.command()
@@ -38,7 +43,6 @@ def pretrain(
     """
     from rich.console import Console
 
-    from ..errors import InputError
     from ..models.pretrain import pretrain as run_pretrain
 
     console = Console(stderr=True, soft_wrap=True)
@@ -59,7 +63,6 @@ def _summary(out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..io import read_json
 
     meta = read_json(out / "pretrain.json")
     table = Table(title=f"{out}  ({meta['preset']['name']}, {meta['parameters']['total']:,} parameters, "

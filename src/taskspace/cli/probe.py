@@ -18,8 +18,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 
 import typer
 
+from ..models.loading import load_model
 from ..probes import registry
-from ..probes.settings import ProbeSettings
+from ..probes.output import probe_dir, write_summary
+from ..probes.run import prepare_options, probe
+from ..probes.settings import ProbeSettings, parse_tasks
+from ..suites import load_suite
 from . import app
 from .options import (
     AttnImplementation,
@@ -34,6 +38,8 @@ from .options import (
     Threads,
     TrustRemote,
 )
+
+# torch, the probes' machinery and rich are imported inside the commands: the command line starts without them
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -94,8 +100,6 @@ def command_parameters(spec: "ProbeSpec") -> list[inspect.Parameter]:
 
 def build_settings(spec: "ProbeSpec", options: dict[str, Any]) -> ProbeSettings:
     """ProbeSettings from a command's options (fields the probe does not read keep their defaults)."""
-    from ..probes.settings import parse_tasks
-
     fields = {f.name for f in dataclasses.fields(ProbeSettings)}
     kwargs = {k: v for k, v in options.items() if k in fields and k != "tasks"}
     return ProbeSettings(tasks=parse_tasks(options.get("tasks")), **kwargs)
@@ -106,7 +110,6 @@ def load_with_control(model: str, revision: str | None, control: str | None, *, 
                       threads: int | None = None):
     """The model to probe and, with ``control``, its control (``first`` / ``init``); the control's
     revision is resolved before anything heavy is loaded, so a bad ``--control`` fails at once."""
-    from ..models.loading import load_model
     from ..probes.controls import control_revision
 
     ctl_rev = control_revision(model, revision, control) if control else None
@@ -135,9 +138,6 @@ def print_summary(console: "Console", title: str, summary: dict) -> None:
 def run_probe(name: str, options: dict[str, Any]) -> None:
     """What every ``taskspace probe KIND`` does."""
     from ..probes.controls import control_revision, summarize_with_control
-    from ..probes.output import probe_dir, write_summary
-    from ..probes.run import prepare_options
-    from ..suites import load_suite
 
     spec = registry.get(name)
     # cheap checks first (no torch yet), so bad input fails in a moment and writes nothing
@@ -154,8 +154,6 @@ def run_probe(name: str, options: dict[str, Any]) -> None:
     from rich.console import Console
 
     from ..models.context import check_fits
-    from ..models.loading import load_model
-    from ..probes.run import probe
 
     out = Path(options["out"])
     load_kw = {"device": options["device"], "dtype": options["dtype"],

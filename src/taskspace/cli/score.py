@@ -6,7 +6,9 @@ from typing import Optional
 
 import typer
 
-from ..scoring.convention import BATCH_TOKENS
+from ..scoring import score as run_score
+from ..scoring.convention import BATCH_TOKENS, convention_rules
+from ..suites import load_suite
 from . import app
 from .options import (
     AttnImplementation,
@@ -23,6 +25,8 @@ from .options import (
     Threads,
     TrustRemote,
 )
+
+# the suite writers, the tables and rich are imported inside the command: the command line starts without them
 
 
 @app.command()
@@ -54,9 +58,6 @@ def score(
     """Score every pair of SUITE with MODEL: accuracy (95% CI), mean margin and ties per task."""
     from rich.console import Console
 
-    from ..scoring import score as run_score
-    from ..scoring.convention import convention_rules
-    from ..suites import load_suite
     from ..suites.files import parse_columns
     from .tables import print_scores
 

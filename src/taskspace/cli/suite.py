@@ -6,8 +6,12 @@ from pathlib import Path
 
 import typer
 
+from ..suites import load_suite
 from . import app, fail
 from .options import Columns, Seed
+
+# the suite readers and writers and rich are imported inside the commands: the command line starts without
+# them
 
 suite_app = typer.Typer(name="suite", help="Inspect suites of minimal pairs; write the toy suite.",
                         no_args_is_help=True)
@@ -23,7 +27,6 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table."),
 ) -> None:
     """Groups, tasks and pair counts of SUITE; identical pairs (scored as ties) and the data hash."""
-    from ..suites import load_suite
     from ..suites.files import parse_columns
 
     s = load_suite(suite, columns=parse_columns(columns, file=suite) or None)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+# rich is imported where a table is built: the command line starts without it
+
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
 

@@ -10,10 +10,15 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import TaskspaceError
+from ..io import atomic_path, write_json
+
+# torch and safetensors are imported where a checkpoint is read or written; fcntl (POSIX only) where a folder
+# is locked
 
 STATE_DIR = "training_state"
 CSV_COLUMNS = ("step", "tokens_seen", "train_loss", "heldout_loss", "elapsed_s")
@@ -87,8 +92,6 @@ def clean_stale(out: Path) -> None:
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    from ..io import atomic_path
-
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(",".join(CSV_COLUMNS) + "\n")
@@ -107,12 +110,9 @@ def _fmt(v: Any) -> str:
 def save_checkpoint(out: Path, step: int, model: Any, tok: Any, opt: Any, state: dict) -> None:
     """Write checkpoint ``out/stepN`` atomically: model, tokenizer and training state. ``tok`` is a
     tokenizer, or ``{file name: bytes}`` of its saved files (written as they are)."""
-    import tempfile
-
     import torch
     from safetensors.torch import save_file
 
-    from ..io import write_json
 
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".step{step}.tmp-"))

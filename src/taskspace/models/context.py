@@ -8,10 +8,16 @@ one line naming the task, the pair and both lengths.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Iterable
 
 from ..errors import InputError
+from .loading import quiet_loading
+
+# transformers is imported where a model's config is read: `import taskspace` and the command line start
+# without it
 
 #: config attributes that hold a model's number of positions, the first one present wins
 POSITION_ATTRS = ("n_positions", "max_position_embeddings", "n_ctx", "max_sequence_length", "seq_length")
@@ -48,9 +54,6 @@ def check_folder_fits(folder: str | Path, pairs: Iterable[Any], *, prefix: str =
     """:func:`check_fits` for a saved checkpoint folder, without loading its weights: the positions
     come from ``config.json``, and the tokenizer is loaded only when a sentence might not fit.
     A run's pre-flight uses it, so such a plan is refused before anything is written."""
-    import json
-    from types import SimpleNamespace
-
     folder = Path(folder)
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -63,7 +66,6 @@ def check_folder_fits(folder: str | Path, pairs: Iterable[Any], *, prefix: str =
     def load_tokenizer() -> Any:
         from transformers import AutoTokenizer
 
-        from .loading import quiet_loading
 
         with quiet_loading():
             return AutoTokenizer.from_pretrained(str(folder))

@@ -6,6 +6,9 @@ revision is passed to ``from_pretrained(revision=...)`` (Pythia's ``stepN`` bran
 """
 from __future__ import annotations
 
+import json
+import math
+import struct
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +16,9 @@ from typing import Any, Iterator
 
 from ..errors import ModelLoadError
 from ..io import user_path
+
+# torch, transformers and huggingface_hub are imported inside the functions that use them: `import taskspace`
+# and the command line start without them
 
 DTYPES = {"float32": "float32", "fp32": "float32", "float64": "float64", "fp64": "float64",
           "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
@@ -187,8 +193,6 @@ def check_model_folder(folder: str | Path, *, deep: bool = True) -> None:
     (a truncated ``tokenizer.json`` is refused), and the weights' shapes in the safetensors headers are
     those of the model the config describes (built on the meta device: no memory, no weights read).
     One-line :class:`ModelLoadError` naming the folder."""
-    import json
-
     p = Path(folder)
     if not p.is_dir():
         raise ModelLoadError(f"model folder {p} does not exist")
@@ -217,8 +221,6 @@ def weight_shapes(folder: str | Path) -> dict[str, tuple[int, ...]] | None:
     """``{tensor name: shape}`` from the safetensors header(s) of a model folder (``model.safetensors`` or
     the shards its index names), reading headers only; None for a folder whose weights are not
     safetensors. :class:`ModelLoadError` for a damaged file."""
-    import json
-
     p = Path(folder)
     if (p / "model.safetensors").is_file():
         files = [p / "model.safetensors"]
@@ -247,8 +249,6 @@ def weight_shapes(folder: str | Path) -> dict[str, tuple[int, ...]] | None:
 def parameter_count(folder: str | Path) -> int | None:
     """Parameters of a local checkpoint, from its safetensors header(s) alone (tied weights are stored
     once, so counted once); None when the weights are not safetensors."""
-    import math
-
     shapes = weight_shapes(folder)
     return None if shapes is None else sum(math.prod(s) for s in shapes.values())
 
@@ -370,9 +370,6 @@ def config_parameter_count(config_path: str | Path) -> int | None:
 
 def _safetensors_header(path: Path) -> tuple[dict, str | None]:
     """The JSON header of a .safetensors file and why the file is damaged (None when it is whole)."""
-    import json
-    import struct
-
     size = path.stat().st_size
     try:
         with open(path, "rb") as f:

@@ -30,6 +30,8 @@ from typing import Any, Sequence
 
 from ..errors import InputError
 
+# transformers is imported where a model config is built: plans and dry runs read the presets without it
+
 
 @dataclass(frozen=True)
 class Preset:

@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import math
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -68,6 +69,9 @@ from .training_data import (
     make_data,
     pad_rows,
 )
+
+# torch, transformers and safetensors are imported inside the functions that use them: the command line and a
+# run's planning read this module without them
 
 __all__ = ["BatchStream", "CSV_COLUMNS", "Corpus", "Data", "STATE_DIR", "build_tokenizer", "checkpoint_steps",
            "encode_documents", "epoch_batches", "find_resume_checkpoint", "heldout_loss", "learning_rate",
@@ -465,8 +469,6 @@ def tokenizer_files(tok: Any, source: Path | None = None) -> dict[str, bytes]:
     """``{file name: bytes}`` of the files ``tok.save_pretrained`` writes. With ``source`` (the
     checkpoint a run resumes from), each file's bytes come from there, as the first save wrote them:
     a tokenizer loaded back from disk would save different bytes."""
-    import tempfile
-
     with tempfile.TemporaryDirectory() as d:
         tok.save_pretrained(d)
         fresh = {f.name: f.read_bytes() for f in sorted(Path(d).iterdir()) if f.is_file()}

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from ..errors import InputError
 
+# tokenizers and transformers are imported where a tokenizer is trained or loaded
+
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerFast
 

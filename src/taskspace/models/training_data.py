@@ -8,6 +8,7 @@ with ``<|endoftext|>`` and cut into context-length blocks. Step ``k``'s batch is
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -15,6 +16,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..provenance import hash_records
+from ..suites.toy import toy_corpus
+from .tokenizer_training import split_words, train_bpe_tokenizer, word_level_tokenizer
+
+# torch, transformers and the toy grammar are imported where they are used: a corpus is described without them
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -39,8 +45,6 @@ class Corpus:
         return self.toy_seed is not None
 
     def describe(self) -> dict:
-        from ..provenance import hash_records
-
         return {"spec": self.spec, "n_documents": len(self.documents),
                 "n_characters": sum(len(d) for d in self.documents),
                 "hash": hash_records(self.documents)}
@@ -52,8 +56,6 @@ def load_corpus(corpus: "str | Path | Sequence[str]", *, sentences: int | None =
     if isinstance(corpus, (str, Path)):
         spec = str(corpus)
         if spec == "toy" or spec.startswith("toy:"):
-            from ..suites.toy import toy_corpus
-
             try:
                 toy_seed = int(spec.split(":", 1)[1]) if ":" in spec else 0
             except ValueError:
@@ -98,8 +100,6 @@ def build_tokenizer(corpus: Corpus, kind: str = "auto", *, vocab_size: int = 819
     or a file written by ``taskspace corpus toy``), else byte-level BPE trained on the corpus. ``kind``
     may also be a folder holding a saved tokenizer.
     """
-    from .tokenizer_training import split_words, train_bpe_tokenizer, word_level_tokenizer
-
     if kind not in ("auto", "word", "bpe"):
         from transformers import AutoTokenizer
 
@@ -116,7 +116,6 @@ def build_tokenizer(corpus: Corpus, kind: str = "auto", *, vocab_size: int = 819
             return word_level_tokenizer(vocab, model_max_length=n_positions), "word"
         if kind == "word":
             # a word-level tokenizer over the corpus' own words, in order of frequency
-            from collections import Counter
 
             counts = Counter(w for d in corpus.documents for w in split_words(d))
             return word_level_tokenizer([w for w, _ in counts.most_common()], model_max_length=n_positions), "word"
@@ -133,8 +132,6 @@ def build_tokenizer(corpus: Corpus, kind: str = "auto", *, vocab_size: int = 819
 
 
 def _all_words_in(documents: Sequence[str], vocab: set[str]) -> bool:
-    from .tokenizer_training import split_words
-
     return all(w in vocab for d in documents for w in split_words(d))
 
 

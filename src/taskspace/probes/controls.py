@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import InputError, TaskspaceError
+from ..models.loading import list_revisions
 from .settings import CONTROLS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,8 +28,6 @@ def control_revision(model_name: str, revision: str | None, control: str) -> str
     the revision ``"init"`` that :func:`taskspace.models.load_model` turns into a fresh, seeded
     initialisation of the same architecture.
     """
-    from ..models.loading import list_revisions
-
     if control not in CONTROLS:
         raise InputError(f"unknown control {control!r}; choose one of {', '.join(CONTROLS)}", field="control")
     if control == "init":

@@ -20,6 +20,12 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
+from ..errors import InputError
+from ..io import atomic_path, write_json
+from ..spaces import TaskSpace
+
+# pandas is imported where a table is written: `import taskspace` and the command line start without it
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -72,8 +78,6 @@ def write_gradient_spaces(out: str | Path, space: "TaskSpace", by_module: Mappin
 
 def write_distributedness(out: str | Path, table: "pd.DataFrame", provenance: dict) -> Path:
     """``stats/distributedness.csv`` plus its provenance sidecar ``stats/distributedness.json``."""
-    from ..io import atomic_path, write_json
-
     path = Path(out) / "stats" / "distributedness.csv"
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.10g")
@@ -83,8 +87,6 @@ def write_distributedness(out: str | Path, table: "pd.DataFrame", provenance: di
 
 def write_summary(out: str | Path, probe: str, summary: dict) -> Path:
     """``stats/<probe>_summary.json``: within / between / difference, trained and control."""
-    from ..io import write_json
-
     path = Path(out) / "stats" / f"{probe}_summary.json"
     write_json(path, summary)
     return path
@@ -99,8 +101,6 @@ def mask_path(out: str | Path, task: str) -> Path:
 def read_spaces(out: str | Path) -> dict[str, "TaskSpace"]:
     """Every task space under ``DIR/spaces``: ``{"gradients": …, "overlap": …, "transfer_margin": …,
     "gradients_by_module/block0.attn": …}`` (what exists)."""
-    from ..spaces import TaskSpace
-
     base = Path(out) / "spaces"
     found: dict[str, TaskSpace] = {}
     if not base.is_dir():
@@ -117,7 +117,6 @@ def read_distributedness(out: str | Path) -> "pd.DataFrame":
     """``stats/distributedness.csv`` as a DataFrame."""
     import pandas as pd
 
-    from ..errors import InputError
 
     path = Path(out) / "stats" / "distributedness.csv"
     if not path.exists():

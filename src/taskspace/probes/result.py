@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..io import atomic_path, write_json
+from .output import probe_dir, space_path
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -46,9 +49,6 @@ class ProbeResult:
     def save(self, out: str | Path, *, control: bool = False) -> list[Path]:
         """Write everything into the probe folder ``out`` (``out/control`` with ``control=True``),
         each file atomically; returns the paths written."""
-        from ..io import atomic_path, write_json
-        from .output import probe_dir, space_path
-
         d = probe_dir(out, control)
         paths: list[Path] = []
         if self.workdir is not None and Path(self.workdir).resolve() != d.resolve():

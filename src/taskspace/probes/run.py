@@ -8,10 +8,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import InputError
+from ..models.loading import as_loaded
+from ..provenance import hash_records
 from ..suites.splits import SplitSizes, halve_suite
 from .output import HALVES_DIR
 from .registry import get
+from .settings import ProbeSettings
 from .spec import ProbeSpec, RunContext
+
+# the controls (torch) are imported where a control is loaded: `import taskspace` starts without them
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models.loading import LoadedModel
@@ -46,9 +51,6 @@ def probe(
 
     ``lm`` may also be a ``(model, tokenizer)`` pair you already loaded (``LoadedModel.from_hf``).
     """
-    from ..models.loading import as_loaded
-    from .settings import ProbeSettings
-
     lm = as_loaded(lm)
 
     kinds = (kind,) if isinstance(kind, str) else tuple(kind)
@@ -148,8 +150,6 @@ def prepare_options(spec: ProbeSpec, raw: dict[str, Any], *, model: str, revisio
 def option_key(spec: ProbeSpec, raw: dict[str, Any]) -> dict[str, Any]:
     """What a job key and the provenance record of ``spec``'s options: the options that change the numbers
     (``key=True``), a file of sentences by the hash of its sentences (an edited file changes the key)."""
-    from ..provenance import hash_records
-
     values = spec.key_options(spec.check_options(raw))
     for opt in spec.options:
         if opt.key and opt.kind == "sentences" and values.get(opt.name) is not None:

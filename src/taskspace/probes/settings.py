@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from ..errors import InputError
+from ..scoring import PREFIXES, REDUCTIONS
 from ..scoring.convention import BATCH_TOKENS
 from ..suites.schema import Suite
 from ..suites.splits import SplitSizes, split_halves, split_suite
@@ -117,7 +118,6 @@ class ProbeSettings:
         # run writes anything. The scoring conventions are imported from where they are defined
         # (scoring imports neither torch nor this module at import time: no cycle).
 
-        from ..scoring import PREFIXES, REDUCTIONS
 
         if self.batch_tokens < 1:
             raise InputError("batch tokens must be >= 1", field="batch_tokens")

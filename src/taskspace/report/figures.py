@@ -19,8 +19,13 @@ from ..analysis.clustering import cluster_space
 from ..analysis.collect import RunData
 from ..analysis.findings import label
 from ..analysis.hypothesis import group_blocks, group_order
-from ..probes.registry import generalization_spaces, main_spaces
+from ..io import atomic_path
+from ..probes.registry import generalization_spaces, is_signed_space, main_spaces
+from ..progress import progress_bar
 from ..spaces import TaskSpace
+
+# matplotlib and scipy are imported where a figure is drawn: importing the report does not touch matplotlib's
+# backend
 
 FORMATS = ("png", "svg")
 
@@ -42,8 +47,6 @@ def _cmap(name: str):
 def is_signed(space: TaskSpace) -> bool:
     """Whether the space's values carry a sign: what its registry entry says (overlap, a Jaccard index,
     does not), unless the data disagree (a negative entry is always shown on a diverging scale)."""
-    from ..probes.registry import is_signed_space
-
     m = space.matrix[np.isfinite(space.matrix)]
     return bool(is_signed_space(space.kind) or (m.size > 0 and m.min() < 0))
 
@@ -274,8 +277,6 @@ def _slug(s: str) -> str:
 
 def save(fig, out_dir: Path, name: str) -> list[Path]:
     """Save ``fig`` as ``name.png`` and ``name.svg`` in ``out_dir`` (atomically)."""
-    from ..io import atomic_path
-
     paths = []
     for fmt in FORMATS:
         p = out_dir / f"{name}.{fmt}"
@@ -295,8 +296,6 @@ def static_spaces(run: RunData, cmp: dict) -> list[str]:
 
 def write_figures(run: RunData, cmp: dict, out_dir: str | Path) -> dict[str, list[Path]]:
     """Every figure of the report into ``out_dir``; returns ``{figure name: [png, svg]}``."""
-    from ..progress import progress_bar
-
     out_dir = Path(out_dir)
     jobs = []
     shown = static_spaces(run, cmp)

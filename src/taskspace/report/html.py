@@ -12,14 +12,19 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..analysis.collect import RunData, load_run
+from ..analysis.bootstrap import excludes_zero
+from ..analysis.collect import RunData, _read_json, load_run
+from ..analysis.compare import SCHEMA, compare_run
 from ..analysis.findings import fmt_ci, fmt_p, fmt_value, is_number, label
 from ..analysis.hypothesis import group_order
 from ..analysis.stats import coverage_note
+from ..io import remove_stale_temps, write_text
 from ..probes.registry import generalization_spaces, main_spaces, space_spec
 from ..probes.settings import BOOTSTRAP
 from ..spaces import TaskSpace
-from .figures import is_signed
+from .figures import _slug, is_signed, static_spaces, write_figures
+
+# plotly (optional) is imported where an interactive figure is embedded
 
 # -- small formatting helpers ----------------------------------------------------------------------
 _ok = is_number
@@ -212,7 +217,6 @@ def _theory_card(h: dict, main: str) -> str:
     """The headline's first card: does the main space match the hypothesis space?"""
     e = h["spaces"][main]
     # with an interval, the gap must exclude 0 (above it), not only be positive
-    from ..analysis.bootstrap import excludes_zero
 
     above = (excludes_zero(e["difference_ci"]) > 0 if fmt_ci(e.get("difference_ci"))
              else _ok(e["difference"]) and e["difference"] > 0)
@@ -432,8 +436,6 @@ def _generalization(cmp: dict, figdir: Path) -> str:
 
 
 def _clustering(run: RunData, cmp: dict, figdir: Path) -> str:
-    from .figures import _slug, static_spaces
-
     imgs = []
     drawn = static_spaces(run, cmp)
     for m in reversed(run.models):
@@ -449,8 +451,6 @@ def _clustering(run: RunData, cmp: dict, figdir: Path) -> str:
 
 
 def _dynamics(cmp: dict, figdir: Path) -> str:
-    from .figures import _slug
-
     parts = ['<section id="dynamics"><h2>Over training</h2>']
     for slug, per in cmp.get("dynamics", {}).items():
         parts.append(f"<h3>{_e(slug)}</h3>")
@@ -662,11 +662,6 @@ def build_report(run_dir: str | Path, *, comparison: dict | None = None, permuta
     Uses ``comparison`` when given, else ``RUN/comparison.json`` when it is newer than every result
     file, else computes (and writes) a fresh comparison.
     """
-    from ..analysis.collect import _read_json
-    from ..analysis.compare import SCHEMA, compare_run
-    from ..io import remove_stale_temps, write_text
-    from .figures import write_figures
-
     run = load_run(run_dir)
     cpath = run.root / "comparison.json"
     if comparison is None and _comparison_is_fresh(cpath, run.root):

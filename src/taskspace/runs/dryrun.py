@@ -27,8 +27,10 @@ from typing import Any
 
 from ..errors import InputError
 from ..io import user_path
+from ..models.loading import config_parameter_count, hub_cache_lookup, list_revisions, parameter_count
 from ..probes.registry import SCORE, get, probes_of_job, reads_of_job
 from .estimate import Cost, Workload, job_cost
+from .executors import Outcome
 from .expand import (
     check_executor,
     check_models,
@@ -42,6 +44,9 @@ from .jobs import Job, model_fingerprint
 from .plan import Plan
 from .result import RunResult
 from .store import JobStore
+
+# the hub's libraries (optional), the BLiMP reader and the presets are imported where they are needed: a dry
+# run starts without them
 
 #: pairs per paradigm in the BLiMP release (and the hub dataset)
 BLIMP_PAIRS_PER_TASK = 1000
@@ -148,7 +153,6 @@ def dry_run(plan: Plan, run_dir: Path, executor: Any = None) -> RunResult:
         view.jobs.append(PlannedJob(j, state, _cost(j, n, dtype_of.get(model, "float32"), work)))
 
     result = RunResult(run_dir)
-    from .executors import Outcome
 
     result.skipped = [pj.job for pj in view.jobs if pj.state == "done"]
     result.outcomes = [Outcome(pj.job, pj.state) for pj in view.jobs if pj.state != "done"]
@@ -167,8 +171,6 @@ def _cost(job: Job, n_params: int | None, dtype: str, work: Workload) -> Cost:
 
 def _parameters(plan: Plan, m: Any) -> tuple[int | None, str]:
     """The model's parameter count and where it was read, without loading weights."""
-    from ..models.loading import config_parameter_count, hub_cache_lookup, parameter_count
-
     if m.spec.pretrain is not None:
         from ..models.presets import estimated_parameters
 
@@ -179,8 +181,6 @@ def _parameters(plan: Plan, m: Any) -> tuple[int | None, str]:
         revs = [r for r in m.revisions if r is not None and not r.startswith("init")]
         folder = local / revs[0] if revs else local
         if not (folder / "config.json").is_file():
-            from ..models.loading import list_revisions
-
             have = list_revisions(m.name)
             folder = local / have[0] if have else local
         n = parameter_count(folder)
@@ -194,8 +194,6 @@ def _parameters(plan: Plan, m: Any) -> tuple[int | None, str]:
 
 
 def _hub_note(m: Any) -> str:
-    from ..models.loading import hub_cache_lookup
-
     found: dict[str, list[str]] = {"cached": [], "absent": [], "unknown": []}
     for rev in m.cells:
         status, _ = hub_cache_lookup(m.name, rev)

@@ -16,7 +16,10 @@ An executor never decides *what* to run: the runner hands it only jobs that are 
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
 from abc import ABC, abstractmethod
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,8 @@ from typing import Any
 from ..errors import TaskspaceError
 from .jobs import Job, execute_job
 from .store import JobStore
+
+# ray (optional) and torch are imported inside the executors that use them: planning a run needs neither
 
 
 @dataclass
@@ -105,9 +110,6 @@ class LocalExecutor(Executor):
     def _gather_parallel(self, jobs: list[Job]) -> list[Outcome]:
         """Worker processes (spawned: no state shared with this one); a job is sent once its dependencies
         are done, in submission order, and blocked when one of them failed."""
-        import multiprocessing
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
         from ..progress import progress_bar
 
         results: dict[str, Outcome] = {}
@@ -225,8 +227,6 @@ def _ray_execute(job: dict, run_dir: str, threads: int, *deps: Any) -> dict:
 def _worker_execute(job: dict, run_dir: str, threads: int) -> dict:
     """A local worker process's job: :func:`execute_job` with ``threads`` torch threads and no progress
     bars (they would interleave); its error comes back as one line (an exception need not pickle)."""
-    import os
-
     import torch
 
     os.environ["TASKSPACE_NO_PROGRESS"] = "1"

@@ -12,16 +12,23 @@ Everything a run would refuse is refused here, before anything is written: the e
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib.util
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from ..errors import InputError, TaskspaceError
+from ..errors import InputError, ModelLoadError, TaskspaceError
 from ..io import user_path
+from ..models.loading import check_model_folder, list_revisions, resolve_device
 from ..probes.registry import SCORE, get, job_kinds, job_of, plan_names
+from ..probes.run import option_key, resolve_revision_word
 from ..provenance import hash_records
+from ..suites import load_suite
 from .jobs import Job, job_key, model_fingerprint, settings_subset
-from .plan import REVISION_WORDS, ModelSpec, Plan
+from .plan import EXECUTOR_KINDS, REVISION_WORDS, ModelSpec, Plan
+
+# the context check (transformers) is imported where a local model is checked: expanding a plan needs no model
+# library
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..suites.schema import Suite
@@ -59,13 +66,9 @@ def check_executor(plan: Plan, executor: str | Executor | None) -> None:
     """The executor kind is known, and Ray is installed when it is asked for."""
     kind = executor if isinstance(executor, str) else (plan.executor.kind if executor is None else None)
     if kind is not None:
-        from .plan import EXECUTOR_KINDS
-
         if kind not in EXECUTOR_KINDS:
             raise InputError(f"unknown executor {kind!r}; choose {' or '.join(EXECUTOR_KINDS)}", field="executor")
         if kind == "ray":
-            import importlib.util
-
             if importlib.util.find_spec("ray") is None:
                 raise TaskspaceError("executor 'ray' needs Ray: pip install 'taskspace[ray]' "
                                      "(or use executor kind = \"local\")")
@@ -101,9 +104,6 @@ def check_models(plan: Plan, run_dir: Path, pairs: "Callable[[], list | None]") 
 def check_option_revisions(plan: Plan, m: ResolvedModel) -> None:
     """A probe option that names a revision of the probed model (kind ``revision``, e.g. ablation's
     ``reference``) must name one that exists, checked before anything is written."""
-    from ..models.loading import list_revisions
-    from ..probes.run import resolve_revision_word
-
     for name, raw in plan.probe_options.items():
         for opt in get(name).options:
             value = raw.get(opt.name)
@@ -128,8 +128,6 @@ def plan_suite_info(plan: Plan, suite: "Suite | None" = None) -> dict:
 
 def load_plan_suite(plan: Plan) -> "Suite":
     """The plan's suite with its task selection and limit; errors name the plan's fields."""
-    from ..suites import load_suite
-
     s = plan.suite
     try:
         suite = load_suite(s.spec)
@@ -160,8 +158,6 @@ def pretrain_jobs(plan: Plan, run_dir: Path) -> list[Job]:
 
 def resolve_model(plan: Plan, m: ModelSpec, run_dir: Path) -> ResolvedModel:
     """The model's folder (or hub name), its revisions and its control, checked against what exists."""
-    from ..models.loading import list_revisions
-
     i = plan.models.index(m)
     where = f"models[{i}]"
     name = str((run_dir / "models" / m.slug).resolve()) if m.pretrain else m.name
@@ -215,8 +211,6 @@ def resolve_model(plan: Plan, m: ModelSpec, run_dir: Path) -> ResolvedModel:
         control = check(control, ".control")
     if is_local and m.pretrain is None:
         # each checkpoint the run will load must be whole: config, tokenizer files, weights
-        from ..errors import ModelLoadError
-        from ..models.loading import check_model_folder
 
         cells = revisions + ([control] if control is not None else [])
         fresh = [r for r in cells if r is not None and (r == "init" or r.startswith("init:"))]
@@ -230,9 +224,7 @@ def resolve_model(plan: Plan, m: ModelSpec, run_dir: Path) -> ResolvedModel:
                 raise InputError(str(e), file=plan.source, field=where + ".name") from None
     if m.device in ("auto", ""):
         # the key must name the device the numbers come from, not "whatever is there"
-        from dataclasses import replace
 
-        from ..models.loading import resolve_device
 
         m = replace(m, device=resolve_device(m.device))
     return ResolvedModel(spec=m, name=name, revisions=revisions, control=control)
@@ -251,8 +243,6 @@ def probe_jobs(plan: Plan, models: Sequence[ResolvedModel], suite_info: dict, ru
     dry run passes one that answers None for a model not trained yet, and a job whose weights or suite
     data are not known yet gets the key ``""`` (listed, never looked up).
     """
-    from ..probes.run import option_key
-
     def key(kind: str, inputs: dict) -> str:
         if inputs["model"]["weights"] is None or inputs["suite"] is None:
             return ""

@@ -23,11 +23,23 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import TaskspaceError
+import numpy as np
+
+from ..errors import ModelLoadError, TaskspaceError
 from ..faults import crash_point
+from ..io import _json_default, write_text
+from ..models.loading import list_revisions, load_model, resolve_local
+from ..probes.output import write_summary
 from ..probes.registry import SCORE, get, job_kinds, probes_of_job, reads_of_job
-from ..probes.settings import SCORING_SETTINGS, SPLIT_SETTINGS
-from ..provenance import hash_records, timestamp
+from ..probes.run import prepare_options, probe
+from ..probes.settings import SCORING_SETTINGS, SPLIT_SETTINGS, ProbeSettings
+from ..provenance import hash_records, timestamp, versions
+from ..scoring import score
+from ..suites import load_suite
+from .store import JobStore
+
+# torch, the analysis, the report and pretraining are imported inside the jobs that run them: keying and
+# listing jobs (a dry run) needs none of them
 
 # weight-defining files of a checkpoint folder (optimizer / resume state is not part of the model)
 _MODEL_FILE_PATTERNS = ("config.json", "model*.safetensors", "pytorch_model*.bin", "tokenizer*.json",
@@ -73,8 +85,6 @@ def job_key(kind: str, inputs: dict) -> str:
 
 @lru_cache(maxsize=1)
 def _key_versions() -> dict[str, str]:
-    from ..provenance import versions
-
     v = versions()
     return {k: v[k] for k in ("taskspace", "torch", "transformers", "tokenizers")}
 
@@ -99,8 +109,6 @@ def model_fingerprint(name: str, revision: str | None) -> dict:
     the fingerprint of the checkpoint whose config it uses, plus the seed. A hub model: its name and
     revision (the hub cannot be read offline; pin a commit hash as revision for exact keys).
     """
-    from ..models.loading import list_revisions, resolve_local
-
     if revision is not None and (revision == "init" or revision.startswith("init:")):
         revs = list_revisions(name)
         base = model_fingerprint(name, revs[0] if revs else None)
@@ -142,8 +150,6 @@ def execute_job(job: Job | dict, run_dir: str | Path, *_deps: Any) -> dict:
     Extra positional arguments are ignored: a distributed executor passes the results of the job's
     dependencies there, so the job starts only after them.
     """
-    from .store import JobStore
-
     job = Job.from_dict(job) if isinstance(job, dict) else job
     store = JobStore(run_dir)
     if store.is_done(job.key):  # e.g. a retried worker; never compute twice
@@ -181,7 +187,6 @@ def _execute(job: Job, runner: Callable[..., Any], store: Any, run_dir: str | Pa
 def _seed_everything(seed: int) -> None:
     """Every job starts from the same random state, whatever ran before it in this process — so a
     resumed run, which skips finished jobs, computes exactly what an uninterrupted one does."""
-    import numpy as np
     import torch
 
     random.seed(seed)
@@ -203,8 +208,6 @@ _MODEL: dict[str, Any] = {}
 
 
 def _load_suite(spec: dict):
-    from ..suites import load_suite
-
     s = spec["suite"]
     key = json.dumps(s, sort_keys=True)
     if key in _SUITES:
@@ -221,9 +224,6 @@ def _load_suite(spec: dict):
 
 
 def _load_model(spec: dict):
-    from ..errors import ModelLoadError
-    from ..models.loading import list_revisions, load_model, resolve_local
-
     m = spec["model"]
     rev = m["revision"]
     if rev is not None and (rev == "init" or rev.startswith("init:")):     # a fresh init of the first one's config
@@ -243,16 +243,12 @@ def _load_model(spec: dict):
 
 
 def _settings(spec: dict):
-    from ..probes.settings import ProbeSettings
-
     d = dict(spec["settings"])
     d.pop("tasks", None)
     return ProbeSettings(**d)
 
 
 def _run_score(spec: dict, out: Path, run_dir: Path) -> dict:
-    from ..scoring import score
-
     s = spec["settings"]
     res = score(_load_model(spec), _load_suite(spec), reduction=s["reduction"], prefix=s["prefix"],
                 batch_tokens=s["batch_tokens"], seed=s["seed"], progress=True)
@@ -272,9 +268,6 @@ def _probe_runner(kind: str) -> Callable[..., Any]:
 def _options(spec: dict, kind: str) -> dict:
     """The options of probe ``kind`` as its runner reads them (files read, a reference revision loaded
     like the probed model), from the raw values the plan gave (``spec["options"][kind]``)."""
-    from ..models.loading import load_model
-    from ..probes.run import prepare_options
-
     m = spec["model"]
     return prepare_options(get(kind), spec.get("options", {}).get(kind, {}), model=m["name"],
                            revision=m["revision"],
@@ -286,8 +279,6 @@ def _run_probe(spec: dict, out: Path, run_dir: Path, job: str, stage: str) -> di
     if stage or get(kinds[0]).stages is not None:
         return _run_stage(spec, out, run_dir, kinds[0], stage)
     from ..probes.controls import summarize_with_control
-    from ..probes.output import write_summary
-    from ..probes.run import probe
 
     loaded = _load_model(spec)
     # a probe that reuses other probes' results reads them from the checkpoint's folder (never writes there)
@@ -333,7 +324,6 @@ def _run_stage(spec: dict, out: Path, run_dir: Path, kind: str, stage: str) -> d
 def _run_pretrain(spec: dict, out: None, run_dir: Path) -> tuple[dict, list[str]]:
     """Pretraining writes into ``RUN/models/<slug>/`` itself (it checkpoints and resumes on its own);
     a folder left by a pretraining with other inputs (another key) is cleared first."""
-    from ..io import write_text
     from ..models.pretrain import pretrain
 
     p = spec["pretrain"]
@@ -350,7 +340,6 @@ def _run_pretrain(spec: dict, out: None, run_dir: Path) -> tuple[dict, list[str]
     crash_point("pretrain")
     pretrain(p["corpus"], p["size"], folder, **kwargs)
     files = sorted(q.relative_to(run_dir).as_posix() for q in folder.rglob("*") if q.is_file())
-    from ..models.loading import list_revisions
 
     return {"checkpoints": list_revisions(str(folder))}, files
 
@@ -383,8 +372,6 @@ def _headline(result: Any) -> dict:
 
 def _jsonable(obj: Any) -> Any:
     """Keep only what JSON can hold (summaries go into done-records)."""
-    from ..io import _json_default
-
     try:
         return json.loads(json.dumps(obj, default=_json_default))
     except (TypeError, ValueError):

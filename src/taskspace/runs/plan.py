@@ -49,10 +49,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import InputError
+from ..errors import InputError, ModelLoadError
 from ..io import user_path
+from ..models.loading import DTYPES, check_revision_name
 from ..probes.registry import SCORE, default_probes, get, names, plan_names
 from ..probes.settings import ProbeSettings
+
+# the presets are imported where a pretraining is checked: reading a plan needs no model library
 
 PRETRAIN_SIZES = ("tiny", "small", "base")
 EXECUTOR_KINDS = ("local", "ray")
@@ -340,7 +343,6 @@ def _parse_model(v: "_Validator", d: Any, i: int) -> ModelSpec:
         v.fail(f"unknown device {device!r}{_suggest(device, DEVICES)}; choose cpu, cuda, cuda:N, mps or auto",
                where + ".device")
     dtype = v.string(d, "dtype", where) or "float32"
-    from ..models.loading import DTYPES
 
     if dtype.lower() not in DTYPES:
         v.fail(f"unknown dtype {dtype!r}{_suggest(dtype, DTYPES)}", where + ".dtype")
@@ -482,9 +484,6 @@ def _default_slug(name: str | None, pretrain: PretrainSpec | None) -> str:
 def _revision(v: "_Validator", r: str, where: str) -> str:
     """A revision names a checkpoint, never a path (the one rule of
     :func:`~taskspace.models.loading.check_revision_name`)."""
-    from ..errors import ModelLoadError
-    from ..models.loading import check_revision_name
-
     try:
         check_revision_name(r)
     except ModelLoadError as e:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import InputError, TaskspaceError
-from ..io import write_json
+from ..io import write_json, write_text
 from ..provenance import timestamp, torch_threads, versions
 from . import dryrun
 from .executors import Executor, make_executor
@@ -68,8 +68,6 @@ def run_plan(plan: Plan, run_dir: str | Path, *, executor: str | Executor | None
         store = JobStore(run_dir)
         store.clean_staging()
         if plan_text is not None:
-            from ..io import write_text
-
             write_text(run_dir / "plan.toml", plan_text)
         own_executor = not isinstance(executor, Executor)
         ex = executor if isinstance(executor, Executor) else _make_executor(plan, run_dir, executor)

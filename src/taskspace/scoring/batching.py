@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+# torch is imported inside the functions that use it: `import taskspace` and the command line start without it
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 

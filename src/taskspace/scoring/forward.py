@@ -19,6 +19,8 @@ from .cache import select_cache
 from .convention import REDUCTIONS
 from .head import Head
 
+# torch is imported inside the functions that use it: `import taskspace` and the command line start without it
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
+# torch is imported inside the functions that use it: `import taskspace` and the command line start without it
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 

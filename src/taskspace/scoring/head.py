@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from .cache import cache_kwarg, output_cache
 
+# torch and transformers are imported inside the functions that use them: `import taskspace` and the command
+# line start without them
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 

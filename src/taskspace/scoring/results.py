@@ -3,13 +3,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .convention import BATCH_TOKENS
+from ..io import atomic_path, write_json
+from ..models.loading import as_loaded, load_model, set_threads
+from ..provenance import timestamp, torch_threads, versions
+from ..suites import load_suite
+from .convention import BATCH_TOKENS, convention_rules
 from .lm_eval import write_lm_eval
 from .scorer import Scorer
+
+# torch, pandas, the context check and the progress bar are imported inside score(): `import taskspace` and
+# the command line start without them
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -78,10 +86,6 @@ class ScoreResult:
 
     def save(self, out_dir: Any) -> None:
         """Write ``tasks.csv``, ``pairs.parquet`` and ``run.json`` into ``out_dir`` (atomically)."""
-        from pathlib import Path
-
-        from ..io import atomic_path, write_json
-
         out = Path(out_dir)
         with atomic_path(out / "pairs.parquet") as tmp:
             self.pairs.to_parquet(tmp, index=False)
@@ -135,10 +139,6 @@ def score(
     import torch
 
     from ..models.context import check_fits
-    from ..models.loading import as_loaded, load_model, set_threads
-    from ..provenance import timestamp, torch_threads, versions
-    from ..suites import load_suite
-    from .convention import convention_rules
 
     convention_rules(convention, reduction, prefix)           # a bad choice fails before any loading
     torch.manual_seed(seed)

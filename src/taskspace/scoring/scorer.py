@@ -19,6 +19,9 @@ from .forward import batch_logprobs, prefix_sharing_exact, shared_sums
 from .fused import fused_activations
 from .head import Head
 
+# torch and pandas are imported inside the methods that use them: `import taskspace` and the command line
+# start without them
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 

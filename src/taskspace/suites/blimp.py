@@ -28,8 +28,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import InputError, TaskspaceError
 from ..io import user_path
+from ..progress import progress_bar
 from .files import check_id, check_sentence, kind_of, read_jsonl
 from .schema import Pair, Suite
+
+# datasets and huggingface_hub (optional) are imported where BLiMP is fetched from the hub
 
 HUB_DATASET = "nyu-mll/blimp"
 
@@ -164,7 +167,6 @@ def load_blimp_hub(tasks: Sequence[str] | None = None, cache_dir: str | Path | N
     except ImportError:
         raise TaskspaceError("the hub suite 'blimp' needs the `datasets` package "
                              f"(pip install 'taskspace[hub]'); or {_LOCAL_HINT}") from None
-    from ..progress import progress_bar
 
     pairs: list[Pair] = []
     fields: dict[str, str] = {}

@@ -15,6 +15,9 @@ from ..errors import InputError
 from ..io import user_path
 from .schema import Suite
 
+# each reader (BLiMP, files, the toy grammar) is imported when its kind of suite is loaded: the command line
+# starts without them
+
 
 def toy_seed(spec: str) -> int:
     """The seed of ``toy`` (0) or ``toy:SEED``; anything after ``toy:`` but a non-negative integer

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
+from ..errors import InputError
 from ..provenance import hash_records
 
 #: characters no text field (sentence, task, group, pair id) may hold anywhere: C0/C1 control
@@ -75,8 +76,6 @@ class Suite:
         for p in self.pairs:
             g = self._task_groups.setdefault(p.task, p.group)
             if g != p.group:
-                from ..errors import InputError
-
                 raise InputError(
                     f"task {p.task!r} has pairs in two groups ({g!r} and {p.group!r})",
                     file=self.source or self.name, field="group",
@@ -124,8 +123,6 @@ class Suite:
             tasks = list(by_task)
         unknown = [t for t in tasks if t not in by_task]
         if unknown:
-            from ..errors import InputError
-
             raise InputError(
                 f"unknown task(s) {', '.join(unknown)}; the suite has {len(by_task)} tasks "
                 f"(see `taskspace suite info {self.name}`)", field="tasks",

@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
 from ...errors import InputError
+from ...io import atomic_path
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -49,8 +54,6 @@ class Delta:
 
     def dense(self, name: str) -> "torch.Tensor":
         """The full-shape float32 delta of one parameter (zeros where untouched)."""
-        import torch
-
         idx, val = self.entries[name]
         shape = self.shapes[name]
         if idx is None:
@@ -62,10 +65,6 @@ class Delta:
 
 def save_delta(path: str | Path, delta: Delta) -> Path:
     """Write ``delta`` as one safetensors file, atomically."""
-    from safetensors.torch import save_file
-
-    from ...io import atomic_path
-
     tensors = {}
     for name, (idx, val) in delta.entries.items():
         if idx is not None:
@@ -82,8 +81,6 @@ def save_delta(path: str | Path, delta: Delta) -> Path:
 
 def load_delta(path: str | Path) -> Delta:
     """Read a delta written by :func:`save_delta`."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.exists():
         raise InputError("file not found", file=path)
@@ -113,8 +110,6 @@ def applied(model: Any, delta: Delta | None) -> Iterator[Any]:
 
     ``delta=None`` is a no-op (the base model).
     """
-    import torch
-
     if delta is None:
         yield model
         return
@@ -153,12 +148,8 @@ def applied(model: Any, delta: Delta | None) -> Iterator[Any]:
 
 
 def _long():
-    import torch
-
     return torch.int64
 
 
 def _float():
-    import torch
-
     return torch.float32

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
+from ...errors import TaskspaceError
 from ..settings import BOOTSTRAP, LEVEL
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -145,8 +146,6 @@ def _percentiles(reps: np.ndarray, q: tuple[float, float]) -> tuple[np.ndarray, 
 
 
 def _check_aligned(base: "pd.DataFrame", other: "pd.DataFrame") -> None:
-    from ...errors import TaskspaceError
-
     if len(base) != len(other) or not (
             np.array_equal(base["task"].to_numpy(), other["task"].to_numpy())
             and np.array_equal(base["pair_id"].to_numpy(), other["pair_id"].to_numpy())):

@@ -30,8 +30,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from ...scoring import fused_activations
+from ...errors import InputError
+from ...scoring import Head, batch_logprobs, encode, fused_activations, resolve_prefix
 from ..gradient.differentials import autocast_context
 from ..settings import ProbeSettings, with_overrides
 from .deltas import Delta, applied
@@ -102,13 +105,9 @@ class _Sparse(_Trainable):
     """Masked entries gathered into one float32 leaf vector; the model's tensors get them scattered back."""
 
     def __init__(self, model: Any, mask: Mapping[str, "torch.Tensor"]) -> None:
-        import torch
-
         named = dict(model.named_parameters())
         unknown = [n for n in mask if n not in named]
         if unknown:
-            from ...errors import InputError
-
             raise InputError(f"mask names parameters the model does not have: {', '.join(unknown[:3])}",
                              field="mask")
         self._named = named
@@ -120,8 +119,6 @@ class _Sparse(_Trainable):
             for name, p in named.items():
                 m = mask.get(name)
                 if m is not None and tuple(m.shape) != tuple(p.shape):
-                    from ...errors import InputError
-
                     raise InputError(f"mask of {name} has shape {tuple(m.shape)}, parameter "
                                      f"{tuple(p.shape)}", field="mask")
                 idx = (m.reshape(-1).to(p.device).nonzero().squeeze(1) if m is not None
@@ -140,8 +137,6 @@ class _Sparse(_Trainable):
         self.params = [self.master]
 
     def after_backward(self) -> None:
-        import torch
-
         grads = []
         for _, p, idx, _, _ in self.items:
             g = p.grad
@@ -151,8 +146,6 @@ class _Sparse(_Trainable):
         self.master.grad = torch.cat(grads) if grads else None
 
     def after_step(self) -> None:
-        import torch
-
         with torch.no_grad():
             for _, p, idx, a, b in self.items:
                 p.data.view(-1).index_copy_(0, idx, self.master[a:b].to(p.dtype))
@@ -167,13 +160,9 @@ class _Sparse(_Trainable):
         return Delta(entries, shapes)
 
     def finite(self) -> bool:
-        import torch
-
         return bool(torch.isfinite(self.master).all())
 
     def restore(self) -> None:
-        import torch
-
         with torch.no_grad():
             for (_, p, idx, _, _), o in zip(self.items, self._orig):
                 p.data.view(-1).index_copy_(0, idx, o)
@@ -186,8 +175,6 @@ class _Dense(_Trainable):
     """All parameters trained in place (the baseline, and full fine-tuning as a control)."""
 
     def __init__(self, model: Any) -> None:
-        import torch
-
         self._named = dict(model.named_parameters())
         self._flags = {n: p.requires_grad for n, p in self._named.items()}
         for p in self._named.values():
@@ -207,13 +194,9 @@ class _Dense(_Trainable):
         return Delta(entries, shapes)
 
     def finite(self) -> bool:
-        import torch
-
         return all(bool(torch.isfinite(p).all()) for p in self.params)
 
     def restore(self) -> None:
-        import torch
-
         with torch.no_grad():
             for n, p in self._named.items():
                 p.data.copy_(self._orig[n])
@@ -229,8 +212,6 @@ class _Encoded:
 
 
 def _encode_pairs(tokenizer: Any, pairs: Sequence["Pair"], prefix_id: int | None) -> _Encoded:
-    from ...scoring import encode
-
     return _Encoded(encode(tokenizer, [p.good for p in pairs], prefix_id),
                     encode(tokenizer, [p.bad for p in pairs], prefix_id))
 
@@ -261,8 +242,6 @@ class _Loss:
 
     def __init__(self, model: Any, data: _Encoded, objective: str, reduction: str, pad_id: int,
                  batch_tokens: int, autocast: str = "none") -> None:
-        from ...scoring import Head
-
         self.autocast = autocast
         self.device = next(model.parameters()).device
         self.model, self.data, self.objective = model, data, objective
@@ -276,11 +255,6 @@ class _Loss:
             self.per_row = 2
 
     def __call__(self, rows: Sequence[int], *, backward: bool) -> float:
-        import torch
-        import torch.nn.functional as F
-
-        from ...scoring import batch_logprobs
-
         if self.objective == "lm":
             denom = float(sum(max(len(self.data.good[r]) - 1, 0) for r in rows)) or 1.0
         else:
@@ -313,8 +287,6 @@ class _Loss:
 
 def _widen(lp: "torch.Tensor") -> "torch.Tensor":
     """Log-probabilities from a bfloat16 autocast forward, in float32 for the loss (float64 stays)."""
-    import torch
-
     return lp.float() if lp.dtype in (torch.bfloat16, torch.float16) else lp
 
 
@@ -377,8 +349,6 @@ def _train(
     on_step: Callable[[int, float], None] | None,
     autocast: str = "none",
 ) -> FTGDResult:
-    from ...scoring import resolve_prefix
-
     _check_train_args(objective, train_pairs, steps, eval_every, batch_pairs, patience)
     t0 = time.perf_counter()
     _, prefix_id = resolve_prefix(tokenizer, prefix)
@@ -424,8 +394,6 @@ def _train(
 
 def _check_train_args(objective: str, train_pairs: Sequence["Pair"], steps: int, eval_every: int,
                       batch_pairs: int, patience: int) -> None:
-    from ...errors import InputError
-
     if objective not in FT_OBJECTIVES:
         raise InputError(f"unknown objective {objective!r}; choose one of difference, logistic",
                          field="objective")
@@ -436,8 +404,6 @@ def _check_train_args(objective: str, train_pairs: Sequence["Pair"], steps: int,
 
 
 def _adam(trainable: _Trainable, lr: float) -> Any:
-    import torch
-
     return torch.optim.Adam(trainable.params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
 
 

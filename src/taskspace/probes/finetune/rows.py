@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping, Sequence
 
+import torch
+
 from ...provenance import hash_records
 from ..common import convention_of
+from ..gradient.differentials import iter_task_gradients
+from ..gradient.sketch_engine import task_bitset
 from ..settings import EXECUTION_SETTINGS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,11 +45,6 @@ def task_mask(loaded: "LoadedModel", task: str, train_pairs: list, group: str, s
     ḡ_a is read where backward leaves it (``.grad``), one tensor at a time, and the mask is a
     :class:`~taskspace.probes.gradient.bitsets.BitsetMask` (1 bit per parameter, unpacked per tensor when FTGD
     reads it) — no float32 copy of the model and no byte-per-parameter mask is kept."""
-    import torch
-
-    from ..gradient.differentials import iter_task_gradients
-    from ..gradient.sketch_engine import task_bitset
-
     model = loaded.model
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     mask = None

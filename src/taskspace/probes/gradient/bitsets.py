@@ -32,7 +32,9 @@ import numpy as np
 import torch
 
 from ...errors import InputError
+from ...io import atomic_path
 from ..settings import MASK_FRACTION
+from .sketch import hashes, tensor_key
 
 _NAN_KEY = -1          # NaN sorts below every magnitude (the bit pattern of |x| is >= 0)
 _HI_BINS = 1 << 15     # top 16 bits of a non-negative int32: 0 … 32767
@@ -96,8 +98,6 @@ class BitsetMask(Mapping[str, torch.Tensor]):
 
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (``.npy`` bits) and ``path.json`` (names and shapes), atomically."""
-        from ...io import atomic_path
-
         path = Path(path)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
@@ -332,8 +332,6 @@ def random_bitset(shapes: Mapping[str, Sequence[int]], size: float | int, seed: 
     position), the sketch's hash under another domain; the mask is the top ``k`` keys, found by
     :class:`TopCut` one tensor at a time, so memory is one tensor's keys and the mask is the same on
     every device and in every mode."""
-    from .sketch import tensor_key
-
     names = list(shapes)
     shapes = {n: tuple(int(x) for x in shapes[n]) for n in names}
     n_total = sum(math.prod(s) for s in shapes.values())
@@ -357,8 +355,6 @@ class _HashKeys(Mapping[str, torch.Tensor]):
         self.spec = spec
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        from .sketch import hashes
-
         key, n = self.spec[name]
         return hashes(key, 0, n) & 0x7FFFFFFF
 

@@ -22,8 +22,15 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from ...errors import InputError, TaskspaceError
+from ...io import atomic_path, read_json, write_json
+from ...progress import progress_bar
+from ...provenance import timestamp, versions
+from ...scoring import Head, batch_logprobs, encode, fused_activations, length_batches, resolve_prefix
+from ...scoring.batching import backward_batch_tokens
 from ..common import convention_of, sentence_coefficients
 from ..output import task_filename
 from ..settings import with_overrides
@@ -87,9 +94,7 @@ class TaskGradients:
         if self.store is None:
             self._mem[task] = data
             return
-        from safetensors.torch import save_file
 
-        from ...io import atomic_path
         with atomic_path(self.store / f"{task_filename(task)}.safetensors") as tmp:
             save_file(data, str(tmp), metadata={"task": task, "kind": "gradient_differential"})
 
@@ -97,7 +102,6 @@ class TaskGradients:
         """Write ``store/index.json`` so :meth:`open` can find this store again."""
         if self.store is None:
             raise TaskspaceError("these gradients are in memory; there is no store to index")
-        from ...io import write_json
         write_json(self.store / _INDEX, {
             "tasks": self.tasks, "groups": self.groups, "param_names": self.param_names,
             "shapes": {n: list(s) for n, s in self.shapes.items()}, "modules": self.modules,
@@ -109,8 +113,6 @@ class TaskGradients:
     @classmethod
     def open(cls, store: str | Path) -> "TaskGradients":
         """Gradients written to ``store`` by :func:`task_gradients` (reads ``index.json``)."""
-        from ...io import read_json
-
         store = Path(store)
         idx_path = store / _INDEX
         if not idx_path.exists():
@@ -141,7 +143,6 @@ class TaskGradients:
             if task not in self._mem:
                 raise KeyError(f"no gradient stored for task {task!r}")
             return {n: _widen(t) for n, t in self._mem[task].items()}
-        from safetensors.torch import load_file
 
         data = load_file(str(self._file(task)))
         return {n: _widen(data[n]) for n in self.param_names}
@@ -177,8 +178,6 @@ class TaskGradients:
         with ExitStack() as stack:
             handles = None
             if self.store is not None:
-                from safetensors import safe_open
-
                 handles = [stack.enter_context(safe_open(str(self._file(t)), framework="pt"))
                            for t in self.tasks]
             for name in self.param_names:
@@ -253,9 +252,6 @@ def iter_task_gradients(
     task). The model is in eval mode while iterating; its flags, mode and ``.grad`` are restored
     when the generator finishes or is closed.
     """
-    from ...scoring import Head, batch_logprobs, encode, fused_activations, length_batches, resolve_prefix
-    from ...scoring.batching import backward_batch_tokens
-
     s = with_overrides(settings, overrides, "iter_task_gradients")
     reduction, prefix, autocast = s.reduction, s.prefix, s.autocast
     # a backward holds every layer's activations: at most BACKWARD_TOKENS padded tokens a batch
@@ -274,7 +270,6 @@ def iter_task_gradients(
         for _, p in params:
             p.requires_grad_(True)
             p.grad = None
-        from ...progress import progress_bar
 
         with (progress_bar("gradient differentials", total=len(by_task), show=progress) as advance,
               fused_activations(model)):
@@ -313,9 +308,6 @@ def iter_task_gradients(
 def gradient_provenance(model: Any, describe: dict | None, suite_train: "Suite", convention: dict,
                         batch_tokens: int) -> dict:
     """What every gradient-based space records about how ḡ was computed."""
-    from ...provenance import timestamp, versions
-    from ...scoring.batching import backward_batch_tokens
-
     return {"created": timestamp(),
             "model": describe or {"architecture": type(model).__name__,
                                   "n_parameters": sum(p.numel() for p in model.parameters())},
@@ -386,8 +378,6 @@ def task_gradients(
 
 def _storage(model: Any) -> str:
     """Keep gradients in float64 for a float64 model (exact checks), float32 otherwise."""
-    import torch
-
     return "float64" if next(model.parameters()).dtype == torch.float64 else "float32"
 
 

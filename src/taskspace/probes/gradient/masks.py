@@ -14,10 +14,15 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
 from ...errors import InputError
+from ...io import atomic_path
 from ..output import mask_path
 from ..settings import MASK_FRACTION
+from .bitsets import random_bitset
+from .modules import module_order, resolve_modules
 
 Mask = dict[str, torch.Tensor]
 
@@ -81,8 +86,6 @@ def random_mask(param_shapes: Mapping[str, Sequence[int]], fraction: float, seed
 
     ``fraction`` may also be an int count (the size of a threshold mask to match). The same mask as
     :func:`~taskspace.probes.gradient.bitsets.random_bitset` (which builds it one tensor at a time)."""
-    from .bitsets import random_bitset
-
     bits = random_bitset(param_shapes, fraction, seed)
     return {name: bits[name] for name in bits}
 
@@ -144,8 +147,6 @@ def participation_ratio(grad: Mapping[str, torch.Tensor]) -> float:
 def module_shares(grad: Mapping[str, torch.Tensor], model: Any) -> dict[str, float]:
     """Share of ``Σ|ḡ|`` held by each module (``model`` is a model or a ``{param: module}`` mapping),
     in model order; the shares sum to 1 (NaN for a zero gradient)."""
-    from .modules import module_order, resolve_modules
-
     mods = resolve_modules(model, grad.keys())
     mass: dict[str, float] = {m: 0.0 for m in module_order(mods.values())}
     for n, g in grad.items():
@@ -156,10 +157,6 @@ def module_shares(grad: Mapping[str, torch.Tensor], model: Any) -> dict[str, flo
 
 def save_mask(mask: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str] | None = None) -> Path:
     """Write a mask as safetensors (bool tensors), atomically."""
-    from safetensors.torch import save_file
-
-    from ...io import atomic_path
-
     path = Path(path)
 
     # safetensors sorts tensors by name; the parameter order is kept so a loaded mask packs and
@@ -178,9 +175,6 @@ def write_masks(out: str | Path, masks: Mapping[str, Mapping], metadata: Mapping
 
 def load_mask(path: str | Path) -> Mask:
     """Read a mask written by :func:`save_mask` (uint8 0/1 tensors are accepted too)."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.exists():
         raise InputError("mask file not found", file=path)

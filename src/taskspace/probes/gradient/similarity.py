@@ -14,15 +14,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
+from ...errors import InputError
 from ...provenance import timestamp
 from ...spaces import TaskSpace
 from ..common import convention_of, cosine_from_gram
 from ..output import probe_dir, write_distributedness, write_gradient_spaces, write_space
 from ..settings import MASK_FRACTION, ProbeSettings
 from .bitsets import BitsetMask, overlap_from_bitsets
-from .differentials import TaskGradients, task_gradients
+from .differentials import TaskGradients, _unwrap, gradient_provenance, iter_task_gradients, task_gradients
 from .masks import (
     Mask,
     mask_size,
@@ -170,8 +172,6 @@ def distributedness(grads: TaskGradients, masks: Mapping[str, Mask], model: Any 
     (fraction of parameters), layer_centroid (``|ḡ|``-weighted mean block index) and one
     ``share:<module>`` column per module (share of ``Σ|ḡ_t|``). ``model`` is unused when ``grads``
     already knows its modules (it always does when made by :func:`task_gradients`)."""
-    import pandas as pd
-
     rows = []
     for t, grp in zip(grads.tasks, grads.groups):
         g = grads.get(t)
@@ -231,15 +231,9 @@ def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSetting
     """The sketch mode: per task, ḡ_t is computed into ``.grad`` and, before the next task, sketched
     (k numbers), reduced to its distributedness row, and turned into a bitset mask written to disk;
     nothing of size N is kept per task. Overlap comes from the bitset files in chunks."""
-    import pandas as pd
-
-    from .differentials import _unwrap, gradient_provenance, iter_task_gradients
-
     model, tokenizer, describe = _unwrap(loaded, None)
     by_task = train.by_task()
     if not by_task:
-        from ...errors import InputError
-
         raise InputError("the suite has no pairs to compute gradients from", field="tasks")
     params = list(model.named_parameters())
     names = [n for n, _ in params]
@@ -340,7 +334,6 @@ def run_gradient_probes(
             packed.append(pack(m))
     if "overlap" in probes:
         res.spaces["overlap"] = _overlap_from_packed(grads, packed, settings, masks.describe())
-    import pandas as pd
 
     res.distributedness = pd.DataFrame(rows)
     res.provenance = _provenance(grads, "distributedness", settings, mask=masks.describe())

@@ -24,9 +24,18 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
+import pandas as pd
+import torch
+
 from ...errors import InputError, TaskspaceError
+from ...scoring import Scorer
+from ...spaces import TaskSpace
 from ..common import convention_of, probe_provenance, probe_tasks
+from ..finetune.evaluation import transfer_matrices
 from ..gradient.differentials import task_gradient_stream
+from ..gradient.masks import mask_size, random_mask, task_seed
+from ..gradient.similarity import compute_masks
+from ..result import ProbeResult
 from ..settings import LEVEL
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,8 +56,6 @@ def ablated(model: Any, mask: Mapping[str, "torch.Tensor"],
     """``with ablated(model, mask) as n:`` — the ``n`` entries of ``mask`` hold zero (or ``reference``'s
     values) inside the block; on exit they get their original bits back (saved copies, never
     recomputed), and that is verified."""
-    import torch
-
     params = dict(model.named_parameters())
     missing = [n for n in mask if n not in params]
     if missing:
@@ -100,10 +107,6 @@ def ablation_scores(loaded: "LoadedModel", train: "Suite", test: "Suite", rows: 
     """Score the eval pairs of every task: base model, and per row a with ``M_a`` and with ``R_a``
     ablated. Returns (base table, {a: table with M_a ablated}, {a: table with R_a ablated}, one stats
     row per a, the mask description)."""
-    from ...scoring import Scorer
-    from ..gradient.masks import mask_size, random_mask, task_seed
-    from ..gradient.similarity import compute_masks
-
     # the ablation mask: its own fraction, and always the gradient's (the random mask is the control)
     settings = replace(settings, mask_fraction=settings.ablation_fraction, mask_kind="gradient")
     model = loaded.model
@@ -136,12 +139,6 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
 
     ``ctx.options["reference"]``: a model (or LoadedModel) of the same architecture whose values the
     masked entries take instead of zero, e.g. the control checkpoint."""
-    import pandas as pd
-
-    from ...spaces import TaskSpace
-    from ..finetune.evaluation import transfer_matrices
-    from ..result import ProbeResult
-
     splits, tasks, rows = probe_tasks(suite, settings, ["train", "test"], ctx.rows)
     train, test = splits["train"], splits["test"]
     ref_opt = ctx.options.get("reference")

@@ -28,8 +28,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
+import torch
 
+from ...scoring import encode, length_batches, quiet_transformers, resolve_prefix
+from ...spaces import TaskSpace
 from ..common import convention_of, cosine_matrix, probe_provenance, probe_tasks, sentence_coefficients
+from ..result import ProbeResult
 from ..settings import with_overrides
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,12 +61,9 @@ def activation_differences(
     """``{task: D_t}`` with ``D_t[ℓ] = d_t^ℓ = mean_i [r_ℓ(good_i) − r_ℓ(bad_i)]``, shape ``[layers, width]``
     (float64), over every task of ``suite_train`` (pass its training split). Forward passes only; the
     ``prefix`` and ``batch_tokens`` from ``settings`` (``overrides`` replace fields)."""
-    import torch
-
     s = with_overrides(settings, overrides, "activation_differences")
     prefix, batch_tokens = s.prefix, s.batch_tokens
 
-    from ...scoring import encode, length_batches, quiet_transformers, resolve_prefix
 
     _, token_id = resolve_prefix(tokenizer, prefix)
     skip = 1 if token_id is not None else 0     # the prefix position is not part of the sentence
@@ -117,8 +119,6 @@ def activation_differences(
 def activation_spaces(diffs: Mapping[str, "torch.Tensor"], tasks: Sequence[str], groups: Sequence[str],
                       provenance: dict) -> dict[str, "Any"]:
     """``{"activations": A, "activations_by_layer/layer<ℓ>": A_ℓ}`` from the differences."""
-    from ...spaces import TaskSpace
-
     stack = np.stack([diffs[t].numpy() for t in tasks])            # [T, L, W]
     spaces = {NAME: TaskSpace(cosine_matrix(stack.reshape(len(tasks), -1)), list(tasks), list(groups), NAME,
                               dict(provenance, layers="all, concatenated"))}
@@ -132,10 +132,6 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
         kinds: Sequence[str] = (NAME,)) -> "ProbeResult":
     """The ``activations`` probe on one checkpoint: differences on the training split, cosines per layer
     and over all layers, and ``stats/activations.csv`` (‖d_t^ℓ‖ per task and layer)."""
-    import pandas as pd
-
-    from ..result import ProbeResult
-
     splits, tasks, _ = probe_tasks(suite, settings, ["train"])
     train = splits["train"]
     diffs = activation_differences(loaded.model, loaded.tokenizer, train, settings)

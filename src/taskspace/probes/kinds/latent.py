@@ -25,9 +25,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+import pandas as pd
+import torch
 
 from ...errors import TaskspaceError
+from ...scoring import Head, encode, length_batches, resolve_prefix
+from ...scoring.batching import backward_batch_tokens
+from ...spaces import TaskSpace
 from ..common import convention_of, cosine_matrix, probe_provenance, probe_tasks, sentence_coefficients
+from ..result import ProbeResult
 from ..settings import with_overrides
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,8 +53,6 @@ CARD_COLUMNS = ["task", "group", "rank", "direction", "token", "token_id", "cosi
 def _split_head(model: Any) -> Any:
     """The scorer's backbone/head split; the latent probe needs the head's input, so a model whose
     logits are not exactly ``W_U · backbone output`` (soft-capping, scaling) is refused."""
-    from ...scoring import Head
-
     head = Head(model)
     if not head.split:
         raise TaskspaceError("the latent probe needs a model whose output head reads the backbone's final "
@@ -71,11 +75,6 @@ def latent_gradients(
     by the scorer (prefix, reduction), each unique sentence once with its coefficient (+1 good, −1 bad),
     so identical pairs cancel exactly.
     """
-    import torch
-
-    from ...scoring import encode, length_batches, resolve_prefix
-    from ...scoring.batching import backward_batch_tokens
-
     s = with_overrides(settings, overrides, "latent_gradients")
     # the backward through the head holds the batch's logits: at most BACKWARD_TOKENS padded tokens a batch
     reduction, prefix, batch_tokens = s.reduction, s.prefix, backward_batch_tokens(s.batch_tokens)
@@ -128,8 +127,6 @@ def latent_gradients(
 def vocab_basis(unembedding: "torch.Tensor") -> "torch.Tensor":
     """``B = pinv(W_U)`` (width × vocab, float64): column ``v`` is ``b_v``, the least-norm latent point
     whose logits ``W_U b_v`` are the projection of the one-hot ``e_v`` onto ``W_U``'s column space."""
-    import torch
-
     return torch.linalg.pinv(unembedding.detach().to("cpu", torch.float64))
 
 
@@ -137,9 +134,6 @@ def task_cards(latents: dict[str, "torch.Tensor"], tasks: Sequence[str], groups:
                unembedding: "torch.Tensor", tokenizer: Any, k: int) -> "pd.DataFrame":
     """One card per task: the ``k`` tokens with the largest (``push``) and the ``k`` with the smallest
     (``pull``) ``cos(h̄_t, b_v)``; rank 1 is the most extreme. Columns :data:`CARD_COLUMNS`."""
-    import pandas as pd
-    import torch
-
     basis = vocab_basis(unembedding)
     n_vocab = min(basis.shape[1], len(tokenizer)) if tokenizer is not None else basis.shape[1]
     basis = basis[:, :n_vocab]
@@ -166,9 +160,6 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
         kinds: Sequence[str] = (NAME,)) -> "ProbeResult":
     """The ``latent`` probe on one checkpoint: ``h̄_t`` on the training split, the cosine space and the
     task cards (``cards/latent.csv``; ``ctx.options["card_tokens"]`` tokens per direction)."""
-    from ...spaces import TaskSpace
-    from ..result import ProbeResult
-
     k = int(ctx.options["card_tokens"])
     splits, tasks, _ = probe_tasks(suite, settings, ["train"])
     train = splits["train"]

@@ -25,9 +25,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+import pandas as pd
+import torch
 
+from ...spaces import TaskSpace
 from ..common import convention_of, normalize_rows, probe_provenance, probe_tasks
 from ..gradient.differentials import sparse_dots, task_gradient_stream
+from ..gradient.similarity import compute_masks
+from ..result import ProbeResult
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -45,10 +50,6 @@ def masked_rows(model: Any, tokenizer: Any, train: "Suite", tasks: Sequence[str]
                 settings: "ProbeSettings") -> tuple[dict[str, tuple["torch.Tensor", "torch.Tensor"]], dict, list[dict]]:
     """Per task a, ``M_a ⊙ ḡ_a`` as ``(flat indices, values)`` over the parameters in
     ``model.named_parameters()`` order; the mask description; one stats row per task."""
-    import torch
-
-    from ..gradient.similarity import compute_masks
-
     rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     stats: list[dict] = []
     mdesc: dict = {}
@@ -86,11 +87,6 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
         kinds: Sequence[str] = (NAME,)) -> "ProbeResult":
     """The ``lookahead`` probe on one checkpoint: ``lookahead`` (normalised, main) and ``lookahead_raw``,
     and ``stats/lookahead.csv`` (mask size, ‖ḡ_a‖, ‖M_a ⊙ ḡ_a‖, L_raw[a, a] per task)."""
-    import pandas as pd
-
-    from ...spaces import TaskSpace
-    from ..result import ProbeResult
-
     splits, tasks, _ = probe_tasks(suite, settings, ["train", "test"])
     train, test = splits["train"], splits["test"]
     raw, mdesc, stats = lookahead_matrix(loaded.model, loaded.tokenizer, train, test, tasks, settings)

@@ -23,7 +23,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+import pandas as pd
+import torch
 
+from ...progress import progress_bar
+from ...scoring import Scorer, batch_logprobs, length_batches
+from ...scoring.batching import backward_batch_tokens
+from ...spaces import TaskSpace
 from ..causal import (
     POOL,
     check_layer,
@@ -38,7 +44,11 @@ from ..causal import (
     unit_directions,
 )
 from ..common import convention_of, probe_provenance, probe_tasks
+from ..finetune.evaluation import transfer_matrices
+from ..registry import get
+from ..result import ProbeResult
 from ..settings import LEVEL
+from ..spec import RunContext as Ctx
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -58,12 +68,6 @@ def shift_gradients(model: Any, tokenizer: Any, sentences: Sequence[str], settin
     """``{ℓ: G}`` with ``G[j] = Σ_positions ∇_{r_ℓ} log p(sentences[j])`` (``[n, width]``, float64): the
     gradient of each sentence's score (the scorer's convention: prefix, reduction) with respect to one
     shift of the residual stream after layer ℓ at every sentence position (not the prefix)."""
-    import torch
-
-    from ...progress import progress_bar
-    from ...scoring import Scorer, batch_logprobs, length_batches
-    from ...scoring.batching import backward_batch_tokens
-
     L = n_layers(model)
     layers = list(range(L)) if layers is None else list(layers)
     scorer = Scorer(model, tokenizer, reduction=settings.reduction, prefix=settings.prefix,
@@ -118,8 +122,6 @@ def estimates(grads: np.ndarray, directions: np.ndarray, scale: float) -> np.nda
 def _tables(pairs: Sequence[Any], values: dict[str, np.ndarray]) -> tuple["pd.DataFrame", dict[str, "pd.DataFrame"]]:
     """Per-pair tables in the shape the transfer matrices read: a zero base and, per row, its estimate as
     the margin change (so the matrices, the normalisation and the paired bootstrap are transfer's)."""
-    import pandas as pd
-
     base = pd.DataFrame({"task": [p.task for p in pairs], "pair_id": [p.pair_id for p in pairs],
                          "margin": 0.0, "correct": 0.0})
     out = {}
@@ -136,12 +138,6 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     """The ``steering-estimate`` probe on one checkpoint: the estimate, its normalised form and its random
     control at every layer (``…_by_layer/layer<ℓ>``) and at the chosen layer;
     ``stats/steering_estimate_layers.csv``."""
-    import pandas as pd
-
-    from ..registry import get
-    from ..result import ProbeResult
-    from ..spec import RunContext as Ctx
-
     n_random = int(ctx.options["random_directions"])
     random_kind = str(ctx.options["random_kind"])
     fixed = ctx.options["layer"]
@@ -223,9 +219,6 @@ def _layer_spaces(spaces: dict, pairs: Sequence[Any], own: dict, ctrl: dict, tas
     """The estimate, its normalised form and its random control at layer ``ell`` into ``spaces``
     (also under the plain names for the chosen layer); returns the estimate's and the control's
     transfer matrices."""
-    from ...spaces import TaskSpace
-    from ..finetune.evaluation import transfer_matrices
-
     base, t_own = _tables(pairs, own)
     _, t_ctrl = _tables(pairs, ctrl)
     e = transfer_matrices(base, t_own, tasks, bootstrap=settings.bootstrap, seed=settings.seed)

@@ -40,10 +40,25 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
+import numpy as np
+import pandas as pd
+import torch
+
 from ...errors import TaskspaceError
+from ...io import atomic_path, read_json, write_json
+from ...progress import progress_bar
+from ...provenance import hash_records, timestamp, versions
+from ...scoring import Scorer
+from ...spaces import TaskSpace
+from ..finetune.deltas import applied, save_delta
 from ..finetune.evaluation import METRICS, heldout_nll, lm_nll, self_transfer, transfer_matrices
+from ..finetune.ftgd import finetune_lm, ftgd
 from ..finetune.rows import row_keys, task_mask
+from ..output import task_filename
+from ..result import ProbeResult
 from ..settings import LEVEL
+
+# pyarrow is imported where rows are read back, ctypes where a worker returns memory to the system
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -86,9 +101,6 @@ def transfer_probe(
     the model; like any spawning code, a script that calls this needs the
     ``if __name__ == "__main__":`` guard.
     """
-    from ...io import write_json
-    from ...provenance import hash_records
-
     probe = "baseline" if baseline else "transfer"
     out = Path(out_dir)
     save_deltas = (not baseline) if save_deltas is None else save_deltas
@@ -126,10 +138,6 @@ def _fine_tune_rows(loaded: "LoadedModel", plan: "_Plan", job: "_Job", wanted: S
     """Fine-tune and evaluate each task of ``wanted`` not done before (``job`` without its training and
     dev pairs, which are filled in here; in ``job.settings.workers`` processes, or in this one), writing its status file as it finishes and adding its timings to
     ``timings``; returns the number of workers used."""
-    from ...io import write_json
-    from ...progress import progress_bar
-    from ...provenance import timestamp
-
     probe = job.probe
     records: dict[str, dict] = {}
     model_desc = loaded.describe()
@@ -198,8 +206,6 @@ def score_base(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings",
     earlier run with the same model, convention and eval pairs wrote them (the first stage of a
     transfer run; its row jobs and the assembly read it)."""
 
-    from ...io import write_json
-    from ...progress import progress_bar
 
     probe = "baseline" if baseline else "transfer"
     plan = plan if plan is not None else _plan(loaded, suite, settings, probe, heldout)
@@ -224,10 +230,6 @@ def score_base(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings",
 
 def _cached_base(folder: Path, probe: str, key: str) -> tuple["pd.DataFrame", float] | None:
     """The base scores :func:`score_base` wrote into ``folder`` for the same ``key``, or None."""
-    import pandas as pd
-
-    from ...io import read_json
-
     rec_path, df_path = folder / "stats" / f"{probe}_base.json", folder / "scores" / "base.parquet"
     if not (rec_path.exists() and df_path.exists()):
         return None
@@ -247,12 +249,6 @@ def assemble_transfer(model_desc: dict | None, suite: "Suite", settings: "ProbeS
     in one run or in one job per row), into ``out_dir``; ``source`` is where those files are (default
     ``out_dir``; the base scores are then not copied). ``model_desc`` None: the description the base
     stage recorded. A task without its files is an error naming it."""
-    import pandas as pd
-
-    from ...io import read_json, write_json
-    from ...provenance import timestamp, versions
-    from ...spaces import TaskSpace
-
     probe = "baseline" if baseline else "transfer"
     out = Path(out_dir)
     src = Path(source) if source is not None else out
@@ -335,8 +331,6 @@ class _Job:
 
 def _scorer(loaded: "LoadedModel", settings: "ProbeSettings") -> Any:
     """The scorer of a transfer run (the same in this process and in every worker)."""
-    from ...scoring import Scorer
-
     return Scorer(loaded.model, loaded.tokenizer, reduction=settings.reduction, prefix=settings.prefix,
                   batch_tokens=settings.batch_tokens)
 
@@ -360,8 +354,6 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(payload: str, threads: int) -> None:
-    import torch
-
     torch.set_num_threads(threads)
     with open(payload, "rb") as f:
         loaded, job = pickle.load(f)
@@ -375,8 +367,6 @@ def _worker_task(a: str) -> tuple[str, dict, dict]:
 
 def worker_threads(workers: int) -> int:
     """Threads per worker process: this process's torch threads shared out, at least one each."""
-    import torch
-
     return max(1, torch.get_num_threads() // max(workers, 1))
 
 
@@ -410,9 +400,6 @@ def _run_task(a: str, *, probe: str, loaded: "LoadedModel", scorer: Any, setting
               base_nll: float, heldout: Sequence[str] | None, groups: dict, out: Path, rows_dir: Path,
               save_deltas: bool, timings: dict) -> dict:
     """Fine-tune on one task, evaluate on all, write its per-pair log and delta; return its record."""
-    from ..finetune.deltas import applied, save_delta
-    from ..finetune.ftgd import finetune_lm, ftgd
-
     model, tokenizer = loaded.model, loaded.tokenizer
     mask_info: dict = {"kind": "all parameters"}
     grad_seconds = 0.0
@@ -454,8 +441,6 @@ def _run_task(a: str, *, probe: str, loaded: "LoadedModel", scorer: Any, setting
 
 def _done(status_dir: Path, rows_dir: Path, task: str, key: str) -> dict | None:
     """The record of a task finished earlier with the same key (and its per-pair log, if ok)."""
-    from ...io import read_json
-
     path = _task_path(status_dir, task, ".json")
     if not path.exists():
         return None
@@ -471,14 +456,10 @@ def _done(status_dir: Path, rows_dir: Path, task: str, key: str) -> dict | None:
 
 
 def _task_path(folder: Path, task: str, suffix: str) -> Path:
-    from ..output import task_filename
-
     return Path(folder) / f"{task_filename(task)}{suffix}"
 
 
 def _write_parquet(path: Path, df: "pd.DataFrame") -> None:
-    from ...io import atomic_path
-
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
 
@@ -490,8 +471,6 @@ class _TaskLogs(Mapping):
         self._paths = paths
 
     def __getitem__(self, task: str) -> "pd.DataFrame":
-        import pandas as pd
-
         return pd.read_parquet(self._paths[task])
 
     def __iter__(self) -> Iterator[str]:
@@ -507,7 +486,6 @@ def _concat_logs(path: Path, logs: _TaskLogs, tasks: list[str]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ...io import atomic_path
 
     with atomic_path(path) as tmp:
         writer = None
@@ -526,9 +504,7 @@ def _concat_logs(path: Path, logs: _TaskLogs, tasks: list[str]) -> None:
 
 
 def _write_task_table(path: Path, records: list[dict]) -> None:
-    import pandas as pd
 
-    from ...io import atomic_path
 
     cols = ["task", "group", "status", "reason", "steps_run", "best_step", "stopped_early", "mask_size",
             "mask_fraction", "self_transfer", "self_transfer_accuracy", "lm_nll_base", "lm_nll",
@@ -553,8 +529,6 @@ def _release_memory() -> None:
 
 def summary(spaces: dict[str, "TaskSpace"], probe: str, records_csv: str | Path | None = None) -> dict:
     """What the CLI prints: diagonal mean of T, within- vs between-group mean of T̃, failed tasks, LM damage."""
-    import numpy as np
-
     T = spaces[probe]
     Tn = spaces[probe + "_normalized"]
     out: dict[str, Any] = {"probe": probe, "n_tasks": T.n_tasks,
@@ -563,8 +537,6 @@ def summary(spaces: dict[str, "TaskSpace"], probe: str, records_csv: str | Path 
                            "normalized": Tn.within_between(),
                            "failed": T.provenance.get("failed_tasks", {})}
     if records_csv is not None and Path(records_csv).exists():
-        import pandas as pd
-
         df = pd.read_csv(records_csv)
         ok = df[df["status"] == "ok"]
         out["lm_damage_mean"] = float(ok["lm_damage"].mean()) if len(ok) else float("nan")
@@ -576,8 +548,6 @@ def summary(spaces: dict[str, "TaskSpace"], probe: str, records_csv: str | Path 
 def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
         kinds: Sequence[str]) -> "ProbeResult":
     """FTGD transfer or the entangled baseline (each its own job): fine-tune per task, evaluate on all."""
-    from ..result import ProbeResult
-
     (kind,) = kinds
     out = Path(ctx.out) if ctx.out is not None else Path(tempfile.mkdtemp(prefix=f"taskspace-{kind}-"))
     spaces = transfer_probe(loaded, suite, settings, out, baseline=kind == "baseline", progress=ctx.progress,

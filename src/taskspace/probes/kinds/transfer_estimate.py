@@ -25,12 +25,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+import pandas as pd
+import torch
 
 from ...errors import InputError
+from ...io import read_json
+from ...spaces import TaskSpace
 from ..common import convention_of, normalize_rows, probe_provenance, probe_tasks
+from ..finetune.deltas import load_delta
+from ..finetune.ftgd import ftgd
 from ..finetune.rows import row_keys, task_mask
 from ..gradient.differentials import sparse_dots, task_gradient_stream
+from ..output import task_filename
 from ..registry import get
+from ..result import ProbeResult
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -49,8 +57,6 @@ SPACE = "transfer_estimate"
 def flat_delta(model: Any, delta: "Delta") -> tuple["torch.Tensor", "torch.Tensor"]:
     """``Δ`` as ``(flat indices, values)`` over the parameters in ``model.named_parameters()`` order
     (the order of :class:`~taskspace.probes.gradient.differentials.TaskGradients.flat`)."""
-    import torch
-
     offsets: dict[str, int] = {}
     n = 0
     for name, p in model.named_parameters():
@@ -96,10 +102,6 @@ def source_probe(spec: "ProbeSpec | None" = None) -> "ProbeSpec":
 
 def reusable_delta(loaded: "LoadedModel", out: Path, a: str, key: str) -> "Delta | None":
     """The delta of task ``a`` from a transfer run in ``out`` whose job key for ``a`` is ``key``."""
-    from ...io import read_json
-    from ..finetune.deltas import load_delta
-    from ..output import task_filename
-
     src = source_probe()
     status = out / src.file("status") / f"{task_filename(a)}.json"
     path = out / src.file("deltas") / f"{task_filename(a)}.safetensors"
@@ -126,8 +128,6 @@ def run_ftgd(loaded: "LoadedModel", a: str, train_pairs: list, dev_pairs: list, 
              settings: "ProbeSettings") -> tuple["Delta | None", dict]:
     """FTGD on task ``a`` with the transfer probe's mask (:func:`~taskspace.probes.finetune.rows.task_mask`);
     no evaluation."""
-    from ..finetune.ftgd import ftgd
-
     t = time.perf_counter()
     mask = task_mask(loaded, a, train_pairs, group, settings)
     grad_s = time.perf_counter() - t
@@ -142,11 +142,6 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     """The ``transfer-estimate`` probe on one checkpoint: deltas (reused or fine-tuned), eval gradients,
     ``T̂`` and its normalised form; ``stats/transfer_estimate_tasks.csv`` says per row where its delta
     came from, and ``stats/transfer_estimate_timings.json`` how long each part took."""
-    import pandas as pd
-
-    from ...spaces import TaskSpace
-    from ..result import ProbeResult
-
     splits, tasks, rows = probe_tasks(suite, settings, ["train", "test"], ctx.rows)
     train, dev, test = splits["train"], splits["dev"], splits["test"]
     groups = {t: suite.group_of(t) for t in tasks}

@@ -14,6 +14,7 @@ import random
 from itertools import islice
 from typing import Callable, Iterator
 
+from ...errors import InputError
 from . import lexicon as L
 from .grammar import render
 from .phrases import Phrases, Words
@@ -200,7 +201,5 @@ def toy_corpus(n_sentences: int, seed: int = 0) -> list[str]:
     """``n_sentences`` grammatical toy sentences, deterministic for ``seed``; none of them equals a
     good sentence of ``toy_suite(seed)``."""
     if n_sentences < 0:
-        from ...errors import InputError
-
         raise InputError(f"n_sentences must be >= 0, got {n_sentences}", field="sentences")
     return list(islice(iter_toy_corpus(seed), n_sentences))

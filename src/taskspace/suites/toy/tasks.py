@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
 
-from ...errors import TaskspaceError
+from ...errors import InputError, TaskspaceError
 from ..schema import Pair, Suite
 from . import lexicon as L
 from .grammar import render
@@ -732,8 +732,6 @@ def toy_suite(seed: int = 0, pairs_per_task: int = 200) -> Suite:
     Deterministic for a seed; pair ids are ``"0"``, ``"1"``, ... within each task.
     """
     if pairs_per_task < 1:
-        from ...errors import InputError
-
         raise InputError(f"pairs_per_task must be >= 1, got {pairs_per_task}", field="pairs_per_task")
     pairs = list(_suite_pairs(seed, pairs_per_task))
     meta = {"seed": seed, "pairs_per_task": pairs_per_task, "generator": "taskspace.suites.toy",
