@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = [p for d in ("src", "tests", "benchmarks", "docs") for p in sorted((REPO / d).rglob("*"))
            if p.suffix in (".py", ".md", ".toml", ".html")] + [REPO / "README.md"]
@@ -164,3 +166,22 @@ def test_no_function_is_longer_than_80_lines():
                 if n > MAX_FUNCTION_LINES and f"{rel}:{node.name}" not in LONG_TABLES:
                     long.append(f"{rel}:{node.lineno} {node.name}: {n} lines")
     assert not long, f"split into named steps (at most {MAX_FUNCTION_LINES} lines each):\n" + "\n".join(long)
+
+
+# -- what start-up loads (docs/design.md, "Data flow") ---------------------------------------------------
+
+HEAVY = ("torch", "transformers", "pandas", "scipy", "sklearn", "matplotlib", "ray")
+
+
+@pytest.mark.parametrize("modules", ["taskspace", "taskspace.cli", "taskspace.runs.plan, taskspace.runs.dryrun, "
+                                     "taskspace.runs.jobs, taskspace.runs.runner"])
+def test_start_up_imports_no_heavy_library(modules):
+    """``import taskspace``, the command line and a run's planning (plan, dry run, job keys) load none of the
+    heavy or optional libraries: the function-local imports that keep them out must stay where they are."""
+    import subprocess
+    import sys
+
+    code = (f"import sys, {modules}; "
+            f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"importing {modules} loads {out}"
