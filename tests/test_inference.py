@@ -360,3 +360,12 @@ def test_per_group_intervals_cover_a_group_mean_when_its_tasks_differ():
             hits += lo <= 0.5 <= hi
         assert 0.88 <= hits / 200 <= 1.0, (n, hits)          # nominal 0.95; Monte-Carlo s.d. 0.015
     assert all(math.isnan(x) for x in jackknife_interval(np.ones((2, 2))))
+
+
+def test_a_space_with_no_complete_task_is_summarised_not_a_crash():
+    # a normalised transfer space whose self-transfers are all at ceiling has (almost) no finite row
+    m = np.full((20, 20), np.nan)
+    m[0, 1:] = 0.3
+    s = summarize_space(TaskSpace(m, TASKS, GROUPS, "transfer_accuracy_normalized"), permutations=99, bootstrap=100)
+    d = s[s["reading"]]
+    assert s["coverage"]["rows"] == 1 and all(math.isnan(x) for x in d["auc_ci"])

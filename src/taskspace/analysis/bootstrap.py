@@ -311,7 +311,8 @@ def bootstrap_space(space, *, resamples: int = RESAMPLES, seed: int = 0, level: 
         else:
             entry["rho_ci"] = entry["rho_ratio_ci"] = nan2
         if name == declared:
-            entry["auc_ci"] = percentile_ci(auc_draws(sub, sub_groups, sub_counts), level)
+            entry["auc_ci"] = (percentile_ci(auc_draws(sub, sub_groups, sub_counts), level)
+                               if len(sub_groups) >= 3 else nan2)
             if ari:
                 out["ari_ci"] = percentile_ci(ari_draws(sub, sub_groups, sub_idx), level)
                 out["ari_resamples"] = int(sub_idx.shape[0])

@@ -54,12 +54,15 @@ def jackknife_interval(block: np.ndarray, level: float = LEVEL) -> tuple[float, 
     if n < 3:
         return float("nan"), float("nan")
     off = ~np.eye(n, dtype=bool)
+    if not np.isfinite(b[off]).any():
+        return float("nan"), float("nan")
     full = np.nanmean(b[off])
     loo = []
     for j in range(n):
         keep = np.arange(n) != j
-        sub = b[np.ix_(keep, keep)]
-        loo.append(np.nanmean(sub[~np.eye(n - 1, dtype=bool)]))
+        sub = b[np.ix_(keep, keep)][~np.eye(n - 1, dtype=bool)]
+        sub = sub[np.isfinite(sub)]
+        loo.append(sub.mean() if sub.size else np.nan)
     loo = np.asarray(loo)
     if not np.isfinite(loo).all() or not np.isfinite(full):
         return float("nan"), float("nan")
