@@ -345,3 +345,27 @@ def test_plan_probe_options_are_checked_keyed_and_reach_the_probe(tmp_path, tiny
     assert cards.groupby(["task", "direction"]).size().eq(3).all()
     summary = json.loads((tmp_path / "run" / "tiny-lm" / "step10" / "stats" / "latent_summary.json").read_text())
     assert summary["options"] == {"card_tokens": 3}
+
+
+def test_probes_sharing_a_job_share_their_options(tmp_path, tiny_model_dir):
+    """``das`` and ``mdas`` run in one job and read their options by the same names: an option set for one
+    reaches the job (another probe's default does not override it), and two values for one name are refused
+    before anything runs."""
+    from taskspace.probes.registry import get
+    from taskspace.runs import load_plan
+    from taskspace.runs.jobs import _job_options
+    from test_runs import write_plan, write_suite
+
+    assert get("das").job_kind == get("mdas").job_kind
+    spec = {"model": {"name": str(tiny_model_dir), "revision": "step10", "device": "cpu", "dtype": "float32"},
+            "options": {"das": {"layer": 1, "rank": 2}}}
+    for kinds in (("das", "mdas"), ("mdas", "das")):
+        opts = _job_options(spec, kinds)
+        assert opts["layer"] == 1 and opts["rank"] == 2
+    suite = write_suite(tmp_path / "suite.jsonl")
+    plan_path = tmp_path / "plan.toml"
+    write_plan(plan_path, tiny_model_dir, suite, probes=("das", "mdas"), control="none",
+               extra="[probe_options.das]\nlayer = 1\n[probe_options.mdas]\nlayer = 0\n")
+    with pytest.raises(InputError, match="share option 'layer'") as e:
+        load_plan(plan_path)
+    assert "probe_options.mdas.layer" in str(e.value)

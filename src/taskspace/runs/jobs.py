@@ -274,6 +274,23 @@ def _options(spec: dict, kind: str) -> dict:
                            load=lambda rev: load_model(m["name"], rev, device=m["device"], dtype=m["dtype"]))
 
 
+def _job_options(spec: dict, kinds: tuple[str, ...]) -> dict:
+    """The options of a job's probes in one namespace (probes that share a job, like ``das`` and ``mdas``,
+    read their options by the same names): a value the plan set for any of them wins over another's
+    default (the plan refuses two different values for one name)."""
+    raw = spec.get("options", {})
+    out: dict = {}
+    explicit: set[str] = set()
+    for kind in kinds:
+        for k, v in _options(spec, kind).items():
+            if k in raw.get(kind, {}):
+                out[k] = v
+                explicit.add(k)
+            elif k not in explicit and k not in out:
+                out[k] = v
+    return out
+
+
 def _run_probe(spec: dict, out: Path, run_dir: Path, job: str, stage: str) -> dict:
     kinds = tuple(spec.get("probes") or [p.name for p in probes_of_job(job)])
     if stage or get(kinds[0]).stages is not None:
@@ -283,7 +300,7 @@ def _run_probe(spec: dict, out: Path, run_dir: Path, job: str, stage: str) -> di
     loaded = _load_model(spec)
     # a probe that reuses other probes' results reads them from the checkpoint's folder (never writes there)
     reads_cell = any(get(k).needs for k in kinds)
-    options = {k: v for kind in kinds for k, v in _options(spec, kind).items()}
+    options = _job_options(spec, kinds)
     res = probe(loaded, _load_suite(spec), kinds, _settings(spec), progress=True,
                 out=run_dir / spec["dest"] if reads_cell else None, **options)
     res.save(out)

@@ -30,7 +30,7 @@ A plan file (``taskspace run PLAN.toml --out RUN``)::
     transfer = ["last", "control"]
 
     [probe_options.latent]       # optional: a probe's own options (`taskspace probe NAME --help`)
-    card_tokens = 20
+    card_tokens = 20             # probes that run in one job (das, mdas) share their options by name
 
     [executor]
     kind = "local"               # or "ray"
@@ -454,6 +454,15 @@ def _parse_probe_options(v: "_Validator", d: Any, probes: tuple[str, ...]) -> di
                 if opt.kind == "sentences" and not Path(value).is_file():
                     v.fail(f"file not found: {values[k]}", f"{where}.{k}")
             out[name][k] = value
+    # probes that run in one job (das and mdas) read their options by the same names: one value each
+    for a in out:
+        for b in out:
+            if a < b and get(a).job_kind == get(b).job_kind:
+                for k in out[a].keys() & out[b].keys():
+                    if out[a][k] != out[b][k]:
+                        v.fail(f"{a} and {b} run in one job and share option {k!r}; give it one value "
+                               f"({out[a][k]!r} vs {out[b][k]!r}), or set it for one of them only",
+                               f"probe_options.{b}.{k}")
     return out
 
 
