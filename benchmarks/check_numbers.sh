@@ -1,16 +1,55 @@
 #!/usr/bin/env bash
 # Run the same probe commands with the code under SRC and write their outputs to OUT, to check that a
-# refactoring moves no number: run it for two checkouts, then compare OUT/**/*.csv file by file
-# (e.g. `diff -r OUT1 OUT2 --include='*.csv'`; the JSON sidecars differ by their timestamps).
-# Usage: benchmarks/check_numbers.sh SRC OUT   (SRC: a checkout's src/ folder; needs ../shared beside it)
+# refactoring or a speed-up moves no number: run it for two checkouts, then compare the CSV files
+# (`benchmarks/check_numbers.sh --compare OUT1 OUT2`; the JSON sidecars differ by their timestamps).
+#
+# Usage: benchmarks/check_numbers.sh SRC OUT            every probe family on 10 BLiMP paradigms (minutes)
+#        FULL=1 benchmarks/check_numbers.sh SRC OUT     gradients and transfer over all 67 (an hour or more)
+#        benchmarks/check_numbers.sh --compare OUT1 OUT2
+# SRC: a checkout's src/ folder (e.g. from `git worktree add /tmp/before COMMIT`); the shared data
+# (gutenberg-gpt2-5m and BLiMP) is looked up in ../shared beside the checkout, or in $SHARED.
 set -euo pipefail
+if [ "${1:-}" = "--compare" ]; then
+  A=$2; B=$3; status=0; n=0
+  while IFS= read -r f; do
+    n=$((n + 1))
+    if ! cmp -s "$A/$f" "$B/$f"; then echo "differs: $f"; status=1; fi
+  done < <(cd "$A" && find . -name '*.csv' | sort)
+  extra=$(comm -13 <(cd "$A" && find . -name '*.csv' | sort) <(cd "$B" && find . -name '*.csv' | sort))
+  if [ -n "$extra" ]; then echo "only in $B:"; echo "$extra"; status=1; fi
+  [ $status = 0 ] && echo "all $n CSV files byte-identical"
+  exit $status
+fi
 SRC=$(realpath "$1"); OUT=$2
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-M=$HERE/../shared/models/gutenberg-gpt2-5m
-B=$HERE/../shared/data/blimp
+SHARED=${SHARED:-$HERE/../shared}
+M=$SHARED/models/gutenberg-gpt2-5m
+B=$SHARED/data/blimp
 ts() { PYTHONPATH=$SRC python3 -c "import sys; from taskspace.cli import main; sys.argv[0] = 'taskspace'; main()" "$@"; }
-# checkouts from before the split-half pass (issue 18) have no --split-half; newer ones must turn it off
+# checkouts from before the split-half pass have no --split-half; newer ones must turn it off
 HALF=(); if ts probe gradients --help | grep -q -- --split-half; then HALF=(--split-half off); fi
-ts probe gradients --model "$M" --revision step2577 --suite "$B" --train-pairs 50 "${HALF[@]}" --out "$OUT/g"
-ts probe transfer --model "$M" --revision step2577 --suite "$B" --train-pairs 20 --dev-pairs 10 \
-   --eval-pairs 20 --steps 10 --bootstrap 0 "${HALF[@]}" --out "$OUT/t"
+if [ "${FULL:-0}" = 1 ]; then
+  ts probe gradients --model "$M" --revision step2577 --suite "$B" --train-pairs 50 "${HALF[@]}" --out "$OUT/g"
+  ts probe transfer --model "$M" --revision step2577 --suite "$B" --train-pairs 20 --dev-pairs 10 \
+     --eval-pairs 20 --steps 10 --bootstrap 0 "${HALF[@]}" --out "$OUT/t"
+  exit 0
+fi
+# two or three paradigms from each of four groups (agreement, islands, anaphora, argument structure)
+T=determiner_noun_agreement_1,determiner_noun_agreement_2,determiner_noun_agreement_irregular_1
+T=$T,adjunct_island,complex_NP_island,wh_island,anaphor_gender_agreement,anaphor_number_agreement
+T=$T,causative,drop_argument
+C=(--model "$M" --revision step2577 --suite "$B" --tasks "$T" --seed 0)
+ts score --model "$M" --revision step2577 --suite "$B" --tasks "$T" --out "$OUT/score"
+ts probe gradients "${C[@]}" --train-pairs 30 "${HALF[@]}" --out "$OUT/gradients"
+ts probe transfer "${C[@]}" --train-pairs 20 --dev-pairs 10 --eval-pairs 20 --steps 10 --bootstrap 0 \
+   "${HALF[@]}" --out "$OUT/transfer"
+for p in activations latent; do
+  ts probe $p "${C[@]}" --train-pairs 30 --eval-pairs 30 "${HALF[@]}" --out "$OUT/$p"
+done
+for p in erasure steering; do
+  ts probe $p "${C[@]}" --train-pairs 30 --eval-pairs 30 --layer 2 "${HALF[@]}" --out "$OUT/$p"
+done
+if ts probe das --help >/dev/null 2>&1; then
+  ts probe das "${C[@]}" --train-pairs 30 --dev-pairs 10 --eval-pairs 30 --layer 1 --rotation-steps 30 \
+     "${HALF[@]}" --out "$OUT/das"
+fi
