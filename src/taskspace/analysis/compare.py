@@ -26,17 +26,22 @@ from typing import Any
 
 import numpy as np
 
-from ..probes.registry import all_spaces, generalization_spaces
+from ..io import write_json
+from ..probes.registry import all_spaces, generalization_spaces, space_reading
+from ..progress import progress_bar
+from ..provenance import timestamp, versions
 from ..spaces import TaskSpace
-from .bootstrap import RESAMPLES, bootstrap_space, paired_delta
+from .bootstrap import LEVEL, RESAMPLES, bootstrap_space, paired_delta
 from .bootstrap import SCHEME as BOOTSTRAP_SCHEME
 from .clustering import cluster_space
-from .collect import Cell, ModelCells, RunData, load_run
+from .collect import ABOVE_CHANCE_RULE, Cell, ModelCells, RunData, above_chance_tasks, load_run, restrict_run
 from .distributedness import summarize_distributedness
 from .dynamics import gap_trend, space_dynamics, stability
+from .findings import findings, headline
 from .generalization import generalization_table, table_to_dict
 from .hypothesis import hypothesis_space
-from .inference import bh
+from .inference import ari_permutation_p, auc, bh, gap_permutation_p, min_p, read, rho_max
+from .reliability import reliability
 from .stats import complete_tasks, coverage, mantel, remove_task_effects, spearman_offdiagonal, within_between
 
 SCHEMA = "taskspace.comparison/1"
@@ -61,9 +66,6 @@ def summarize_space(space: TaskSpace, *, permutations: int = 999, seed: int = 0,
     left out of ρ, the tests and clustering and listed in ``dropped``. With ``bootstrap`` resamples
     (0: none), 95% intervals over tasks (``*_ci``), or ``interval_withheld`` with the reason.
     """
-    from ..probes.registry import space_reading
-    from .inference import ari_permutation_p, auc, min_p, read, rho_max
-
     sign, absolute_default = space_reading(space.kind)
     sign = sign if related is None else (1.0 if related == "higher" else -1.0)
     declared = reading or ("absolute" if absolute_default else "signed")
@@ -115,8 +117,6 @@ def summarize_space(space: TaskSpace, *, permutations: int = 999, seed: int = 0,
 
 def _reliability_entry(halves: TaskSpace, full: TaskSpace | None, bootstrap: int, seed: int) -> dict:
     """:func:`~taskspace.analysis.reliability.reliability` of a halves space (with the full space beside it)."""
-    from .reliability import reliability
-
     try:
         return reliability(halves, full, resamples=bootstrap, seed=seed)
     except ValueError as e:  # not a halves space: say so in the comparison instead of failing the run
@@ -143,8 +143,6 @@ def _gain_test(control: TaskSpace, trained: TaskSpace, sign: float, absolute: bo
     complete, the gap of ``read(trained) − read(control)`` against random relabellings of the tasks
     (:func:`~taskspace.analysis.inference.gap_permutation_p`; H0: training added no group structure).
     Returns ``p``, ``p_permutations``, ``p_tasks``."""
-    from .inference import gap_permutation_p, read
-
     shared = set(trained.tasks)
     tasks = [t for t in control.tasks if t in shared]
     c, t = control.select(tasks), trained.select(tasks)
@@ -158,8 +156,6 @@ def _gain_test(control: TaskSpace, trained: TaskSpace, sign: float, absolute: bo
 
 def _part_gap(space: TaskSpace, name: str) -> dict:
     """A per-module / per-layer space's within, between and oriented gap (descriptive: no test)."""
-    from ..probes.registry import space_reading
-    from .inference import read
 
     sign, absolute = space_reading(name)
     wb = within_between(read(space.matrix, sign, absolute), space.groups)
@@ -271,10 +267,6 @@ def compare_run(run_dir: str | Path, *, permutations: int = 999, seed: int = 0, 
 
     Returns the comparison as a plain dict (see the module docstring for its keys).
     """
-    from ..io import write_json
-    from ..provenance import timestamp, versions
-    from .collect import ABOVE_CHANCE_RULE, above_chance_tasks, restrict_run
-
     run = load_run(run_dir)
     out = _compare(run, permutations, seed, bootstrap, progress)
     if above_chance:
@@ -293,7 +285,7 @@ def compare_run(run_dir: str | Path, *, permutations: int = 999, seed: int = 0, 
         "analysis": {"permutations": permutations, "seed": seed,
                      "test": "one-sided Mantel, Spearman, in each space's declared direction and reading; "
                              "Benjamini-Hochberg q over each checkpoint's spaces",
-                     "bootstrap": {"resamples": bootstrap, "level": 0.95, "scheme": BOOTSTRAP_SCHEME},
+                     "bootstrap": {"resamples": bootstrap, "level": LEVEL, "scheme": BOOTSTRAP_SCHEME},
                      "gap": "mean over groups of (within-group mean - the group's mean with other tasks)",
                      "clustering": "average linkage on 1 - S of (S + S^T)/2 (S read as higher = related), "
                                    "cut at the number of groups",
@@ -308,9 +300,6 @@ def compare_run(run_dir: str | Path, *, permutations: int = 999, seed: int = 0, 
 
 def _compare(run: RunData, permutations: int, seed: int, bootstrap: int, progress: bool) -> dict:
     """Everything of :func:`compare_run` but its provenance, for one (possibly restricted) run."""
-    from ..progress import progress_bar
-    from .findings import findings, headline
-
     summarize = _Summaries(permutations, seed, bootstrap)
     cells = []
     n_spaces = sum(len(c.spaces) for _, c in run.cells())
@@ -348,8 +337,6 @@ def compare_spaces(probe_dir: str | Path, **kwargs: Any) -> dict:
 
 
 def _reading(name: str) -> tuple[float, bool]:
-    from ..probes.registry import space_reading
-
     return space_reading(name)
 
 

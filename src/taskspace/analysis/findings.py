@@ -17,7 +17,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..probes.registry import all_spaces, generalization_spaces, main_spaces, space_spec
 from .bootstrap import excludes_zero
+from .dynamics import MIN_TRANSITIONS, SMOOTH, SUDDEN
+from .inference import holm, sign_test
 from .stats import coverage_note
 
 REPRODUCED, PARTLY, NOT, INCONCLUSIVE = "reproduced", "partly reproduced", "not reproduced", "inconclusive"
@@ -75,8 +78,6 @@ def declared(summary: dict) -> dict:
 
 def label(space: str) -> str:
     """A reader's name for a space file name (the registry's label; the file name for unknown spaces)."""
-    from ..probes.registry import space_spec
-
     spec = space_spec(space)
     return spec.label if spec is not None and "/" not in space else space.replace("_", " ")
 
@@ -89,8 +90,6 @@ def _evidence(kind: str) -> list[str]:
     """The spaces a finding reads, best first, from what the registry declares about each space: for
     ``sizes`` the normalised-transfer (generalisation) spaces, then every probe's main space; for
     ``sharing`` the parameter-sharing spaces, then the main spaces; for ``smooth`` the main spaces."""
-    from ..probes.registry import all_spaces, generalization_spaces, main_spaces
-
     first = {"sizes": generalization_spaces(),
              "sharing": [s.name for _, s in all_spaces() if s.sharing]}.get(kind, [])
     return list(dict.fromkeys([*first, *main_spaces()]))
@@ -98,8 +97,6 @@ def _evidence(kind: str) -> list[str]:
 
 def headline_spaces() -> list[str]:
     """The spaces the headline reports: every registered probe's main space, in registry order."""
-    from ..probes.registry import main_spaces
-
     return main_spaces()
 
 
@@ -108,8 +105,6 @@ def finding_sizes(cmp: dict) -> dict:
     gap (mean of per-group contrasts) from the smallest to the largest model at their final checkpoints,
     with a sign test over groups. One seed per size: a size effect and a seed effect cannot be told apart,
     and the text says so."""
-    from .inference import sign_test
-
     paper = ("Larger models generalise more within groups (per-group transfer grows from 27M to 70M to 203M "
              "parameters, e.g. determiner-noun agreement 0.24 / 0.33 / 0.56).")
     space = _pick(cmp.get("sizes", {}), _evidence("sizes"))
@@ -171,8 +166,6 @@ def finding_sharing(cmp: dict) -> dict:
     """Finding 2: parameter sharing between related tasks (the within − between gap) grows with training:
     the gap's slope over log training step across every trained checkpoint (an untrained initialisation
     would carry most of the slope's leverage), per model, Holm across models."""
-    from .inference import holm
-
     paper = "Parameter sharing between related tasks (overlap of their subnetworks) grows with training."
     dyn = cmp.get("dynamics", {})
     available = {s for per in dyn.values() for s in per}
@@ -232,9 +225,6 @@ def finding_sharing(cmp: dict) -> dict:
 def finding_smooth(cmp: dict) -> dict:
     """Finding 3: task spaces change smoothly over training — an equivalence test on noise-corrected
     stability (:func:`~taskspace.analysis.dynamics.stability`), Holm across models for "sudden"."""
-    from .dynamics import MIN_TRANSITIONS, SMOOTH, SUDDEN
-    from .inference import holm
-
     paper = "Task spaces change smoothly during training, with no sudden stages."
     dyn = cmp.get("dynamics", {})
     available = {s for per in dyn.values() for s in per}

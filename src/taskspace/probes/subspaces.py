@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from .interchange import Counterfactual, batches, intervened_outcomes, orthonormal, run_outcomes
+from .settings import LEVEL
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -151,7 +152,7 @@ def iia(m_int: np.ndarray, runs: Runs) -> float:
 
 
 def bootstrap_recovery(num: np.ndarray, den: np.ndarray, counts: np.ndarray | None,
-                       level: float = 0.95) -> tuple[float, float]:
+                       level: float = LEVEL) -> tuple[float, float]:
     """A percentile interval of ``Σ num / Σ den`` over resampled pairs (``counts``: ``[resamples, n]``)."""
     if counts is None or not len(num):
         return float("nan"), float("nan")

@@ -59,6 +59,7 @@ from ...errors import InputError
 from ..causal import check_layer, choose_layer, frozen, n_layers
 from ..common import convention_of, probe_provenance, probe_tasks
 from ..interchange import align_pairs
+from ..settings import LEVEL
 from ..subspaces import (
     Runs,
     bootstrap_recovery,
@@ -452,7 +453,7 @@ def _provenance(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings"
                   (" + isolate_weight * mean (m_int - m_base)^2 / mean (m_source - m_base)^2 over other groups' "
                    "pairs" if probe == MDAS else "") + "; Adam, R orthonormal (torch orthogonal parametrization)",
         recovery="sum_i sign(D_i)(m_int,i - m_base,i) / sum_i |D_i|, D_i = m_source,i - m_base,i, on eval pairs",
-        bootstrap={"resamples": settings.bootstrap, "level": 0.95, "unit": "eval pair"},
+        bootstrap={"resamples": settings.bootstrap, "level": LEVEL, "unit": "eval pair"},
         scorer={"batch_tokens": settings.batch_tokens, "share_prefix": False, "split_head": r["env"].head.split})
 
 
