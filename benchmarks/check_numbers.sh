@@ -10,10 +10,33 @@
 # (gutenberg-gpt2-5m and BLiMP) is looked up in ../shared beside the checkout, or in $SHARED.
 set -euo pipefail
 if [ "${1:-}" = "--compare" ]; then
-  A=$2; B=$3; status=0; n=0
-  while IFS= read -r f; do
-    n=$((n + 1))
-    if ! cmp -s "$A/$f" "$B/$f"; then echo "differs: $f"; status=1; fi
+  # byte for byte, except columns of wall-clock seconds (the only thing allowed to move); new or dropped
+  # columns are listed, so a change that adds a column says so
+  exec python3 - "$2" "$3" <<'PY'
+import sys
+from pathlib import Path
+import pandas as pd
+a, b = Path(sys.argv[1]), Path(sys.argv[2])
+fa = sorted(p.relative_to(a) for p in a.rglob("*.csv"))
+fb = sorted(p.relative_to(b) for p in b.rglob("*.csv"))
+bad = [f"only in {b}: {f}" for f in sorted(set(fb) - set(fa))] + [f"only in {a}: {f}" for f in sorted(set(fa) - set(fb))]
+same = 0
+for f in sorted(set(fa) & set(fb)):
+    if (a / f).read_bytes() == (b / f).read_bytes():
+        same += 1
+        continue
+    x, y = pd.read_csv(a / f), pd.read_csv(b / f)
+    timing = {c for c in x.columns if c.endswith("seconds")}
+    moved = [c for c in x.columns if c in y.columns and c not in timing and not x[c].equals(y[c])]
+    if len(x) != len(y) or moved or set(x.columns) != set(y.columns):
+        bad.append(f"differs: {f}: columns {moved or '-'}; added {sorted(set(y.columns) - set(x.columns)) or '-'}, "
+                   f"dropped {sorted(set(x.columns) - set(y.columns)) or '-'}")
+    else:
+        same += 1
+print("\n".join(bad) if bad else "", f"{same} of {len(set(fa) | set(fb))} CSV files identical (timing columns aside)")
+sys.exit(1 if bad else 0)
+PY
+fi
   done < <(cd "$A" && find . -name '*.csv' | sort)
   extra=$(comm -13 <(cd "$A" && find . -name '*.csv' | sort) <(cd "$B" && find . -name '*.csv' | sort))
   if [ -n "$extra" ]; then echo "only in $B:"; echo "$extra"; status=1; fi
