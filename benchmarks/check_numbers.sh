@@ -33,7 +33,9 @@ for f in sorted(set(fa) & set(fb)):
                    f"dropped {sorted(set(x.columns) - set(y.columns)) or '-'}")
     else:
         same += 1
-print("\n".join(bad) if bad else "", f"{same} of {len(set(fa) | set(fb))} CSV files identical (timing columns aside)")
+for line in bad:
+    print(line)
+print(f"{same} of {len(set(fa) | set(fb))} CSV files identical (timing columns aside)")
 sys.exit(1 if bad else 0)
 PY
 fi
