@@ -22,9 +22,9 @@ ROUTE = textwrap.dedent('''
     after_import = matplotlib.get_backend()
     lm = taskspace.load_model(sys.argv[1], revision="step10", device="cpu")
     suite = taskspace.Suite([taskspace.Pair(*row) for row in json.loads(sys.argv[2])], name="mini")
-    scores = taskspace.score(lm, suite)
-    res = taskspace.probe(lm, suite, "gradients", taskspace.ProbeSettings(train_pairs=3, dev_pairs=1, eval_pairs=1),
-                          progress=False)
+    settings = taskspace.ProbeSettings(train_pairs=3, dev_pairs=1, eval_pairs=1)
+    scores = taskspace.score(lm, suite, settings)
+    res = taskspace.probe(lm, suite, "gradients", settings, progress=False)
     summary = taskspace.summarize_space(res.spaces["gradients"], bootstrap=50, permutations=99)
     fig = taskspace.fig_space(res.spaces["gradients"])
 

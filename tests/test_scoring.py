@@ -412,6 +412,14 @@ def test_score_writes_documented_files_with_provenance(tiny_model_dir, tmp_path)
     assert run["torch_threads"] == torch.get_num_threads()
     assert run["suite"]["data_hash"] == suite.data_hash == run["data_hash"]
     assert run["scorer"]["share_prefix"] is True
+    # the same settings as one object (what probe() takes), and never both ways at once
+    from taskspace.probes.settings import ProbeSettings
+
+    same = score(lm, suite, ProbeSettings(seed=7))
+    assert same.pairs["margin"].tolist() == res.pairs["margin"].tolist() and same.provenance["seed"] == 7
+    assert score(lm, suite, ProbeSettings(reduction="mean")).provenance["convention"]["reduction"] == "mean"
+    with pytest.raises(TypeError, match="prefix in `settings` or as keywords"):
+        score(lm, suite, ProbeSettings(), prefix="none")
 
 
 # -- a real model on real BLiMP sentences ----------------------------------------------------------

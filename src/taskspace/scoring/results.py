@@ -100,21 +100,26 @@ class ScoreResult:
         return write_lm_eval(self.pairs, self.provenance, out_dir)
 
 
+#: the settings that change a score (``ProbeSettings`` carries them too: one object for score and probe)
+SCORE_SETTINGS = {"reduction": "sum", "prefix": "bos", "batch_tokens": BATCH_TOKENS, "seed": 0}
+
+
 def score(
     model: "str | LoadedModel | tuple[Any, Any]",
     suite: "str | Suite",
+    settings: Any = None,
     *,
     revision: str | None = None,
-    reduction: str = "sum",
-    prefix: str = "bos",
-    batch_tokens: int = BATCH_TOKENS,
+    reduction: str | None = None,
+    prefix: str | None = None,
+    batch_tokens: int | None = None,
     limit_per_task: int | None = None,
     tasks: Sequence[str] | None = None,
     device: str | None = "auto",
     dtype: str = "float32",
     trust_remote_code: bool = False,
     progress: bool = False,
-    seed: int = 0,
+    seed: int | None = None,
     share_prefix: bool | None = None,
     convention: str = "taskspace",
     attn_implementation: str | None = None,
@@ -128,6 +133,11 @@ def score(
     (:meth:`LoadedModel.from_hf <taskspace.models.loading.LoadedModel.from_hf>`). ``threads``:
     ``torch.set_num_threads`` (process-wide) before scoring.
 
+    ``settings``: the scoring settings as one object, like :func:`~taskspace.probes.run.probe` takes
+    them — any object with ``reduction``, ``prefix``, ``batch_tokens`` and ``seed`` attributes, such as a
+    :class:`~taskspace.probes.settings.ProbeSettings` (so a notebook scores and probes with the same
+    settings); or give them as keywords (defaults: :data:`SCORE_SETTINGS`), not both.
+
     ``convention``: ``"taskspace"`` (default: each sentence as written; a tie is not correct) or
     ``"lm-eval"`` (``" " + sentence``; a tie is correct: lm-evaluation-harness's BLiMP accuracy,
     :mod:`taskspace.scoring.convention`). ``res.pairs`` holds each pair's sentences (``good``, ``bad``).
@@ -140,6 +150,8 @@ def score(
 
     from ..models.context import check_fits
 
+    reduction, prefix, batch_tokens, seed = _score_settings(settings, reduction=reduction, prefix=prefix,
+                                                            batch_tokens=batch_tokens, seed=seed)
     convention_rules(convention, reduction, prefix)           # a bad choice fails before any loading
     torch.manual_seed(seed)
     set_threads(threads)
@@ -171,6 +183,19 @@ def score(
         "torch_threads": torch_threads(),
     }
     return ScoreResult(tasks=tasks_df, pairs=pairs_df, provenance=prov)
+
+
+def _score_settings(settings: Any, **given: Any) -> tuple[Any, ...]:
+    """``reduction, prefix, batch_tokens, seed`` from ``settings`` or the keywords (defaults where neither
+    says); a keyword beside a settings object is a mistake, not an override."""
+    both = [k for k, v in given.items() if v is not None] if settings is not None else []
+    if both:
+        raise TypeError(f"score(): give {', '.join(both)} in `settings` or as keywords, not both")
+    out = []
+    for name, default in SCORE_SETTINGS.items():
+        v = getattr(settings, name) if settings is not None else given[name]
+        out.append(default if v is None else v)
+    return tuple(out)
 
 
 def _score_pairs(scorer: Scorer, suite: "Suite", progress: bool) -> "pd.DataFrame":
