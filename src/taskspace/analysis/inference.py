@@ -15,7 +15,6 @@
 """
 from __future__ import annotations
 
-import itertools
 import math
 from collections import Counter
 from typing import Sequence
@@ -24,6 +23,7 @@ import numpy as np
 from scipy.stats import binom, rankdata
 
 from ..multiple_testing import bh, holm  # noqa: F401  (re-exported: the corrections live in a leaf)
+from .stats import permutation_p, task_permutations
 
 #: a group needs this many tasks for a task resample to vary its within-group entries
 MIN_GROUP_TASKS = 3
@@ -179,17 +179,12 @@ def gap_permutation_p(matrix: np.ndarray, groups: Sequence[str], *, permutations
         return per[:, contrasting].mean(axis=1)
 
     observed = float(gaps(onehot[None])[0])
-    exact = math.factorial(n) <= permutations + 1
-    if exact:
-        perms = np.array(list(itertools.permutations(range(n))), dtype=np.intp)
-    else:
-        rng = np.random.default_rng(seed)
-        perms = np.stack([rng.permutation(n) for _ in range(permutations)]).astype(np.intp)
+    perms, exact = task_permutations(n, permutations, seed)
     count = 0
     for i in range(0, len(perms), 64):
         count += int((gaps(onehot[perms[i:i + 64]]) >= observed - 1e-12).sum())
-    p = count / len(perms) if exact else (1 + count) / (1 + len(perms))
-    out.update(gap=observed, p=float(p), permutations=int(len(perms)), exact=bool(exact))
+    out.update(gap=observed, p=permutation_p(count, len(perms), exact), permutations=int(len(perms)),
+               exact=bool(exact))
     return out
 
 

@@ -168,17 +168,28 @@ def mantel(matrix: np.ndarray, reference: np.ndarray, *, permutations: int = 999
     b[off] -= b[off].mean()
     norm = math.sqrt(float((a[off] ** 2).sum()) * float((b[off] ** 2).sum()))
     observed = float((a * b).sum()) / norm
-    exact = math.factorial(n) <= permutations + 1
-    if exact:
-        perms = np.array(list(itertools.permutations(range(n))), dtype=np.intp)
-    else:
-        rng = np.random.default_rng(seed)
-        perms = np.stack([rng.permutation(n) for _ in range(permutations)]).astype(np.intp)
+    perms, exact = task_permutations(n, permutations, seed)
     count = 0
     for i in range(0, len(perms), chunk):
         p = perms[i:i + chunk]
         stats = (a[p[:, :, None], p[:, None, :]] * b).sum(axis=(1, 2)) / norm
         count += int((stats >= observed - _TIE_EPS).sum())
-    p_value = count / len(perms) if exact else (1 + count) / (1 + len(perms))
-    out.update(rho=observed, p=float(p_value), permutations=int(len(perms)), exact=bool(exact))
+    out.update(rho=observed, p=permutation_p(count, len(perms), exact), permutations=int(len(perms)),
+               exact=bool(exact))
     return out
+
+
+def task_permutations(n: int, permutations: int, seed: int) -> tuple[np.ndarray, bool]:
+    """The relabellings of ``n`` tasks a permutation test uses: all ``n!`` (``exact``) where that is at most
+    ``permutations + 1``, else ``permutations`` successive ``rng.permutation(n)`` of
+    ``numpy.random.default_rng(seed)``."""
+    if math.factorial(n) <= permutations + 1:
+        return np.array(list(itertools.permutations(range(n))), dtype=np.intp), True
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.permutation(n) for _ in range(permutations)]).astype(np.intp), False
+
+
+def permutation_p(count: int, total: int, exact: bool) -> float:
+    """``count`` statistics at least the observed among ``total`` relabellings: the exact share (the
+    identity is among them), or ``(1 + count) / (1 + total)`` for random ones."""
+    return float(count / total if exact else (1 + count) / (1 + total))
