@@ -22,7 +22,6 @@ import taskspace
 from conftest import MINI_NOUNS, make_tiny_model, make_word_tokenizer
 from taskspace.analysis import compare_run
 from taskspace.analysis.bootstrap import (
-    ari_draws,
     paired_delta,
     percentile_ci,
     resample_tasks,
@@ -30,7 +29,6 @@ from taskspace.analysis.bootstrap import (
     task_counts,
     within_between_draws,
 )
-from taskspace.analysis.clustering import cluster_space
 from taskspace.analysis.findings import finding_sharing
 from taskspace.analysis.hypothesis import hypothesis_space
 from taskspace.analysis.inference import rho_max
@@ -292,11 +290,6 @@ def test_vectorised_bootstrap_equals_spaces_rebuilt_by_hand():
         assert wb[b] == pytest.approx(np.mean(gaps))
         assert rho[b] == pytest.approx(spearmanr(sub[valid], h[np.ix_(ix, ix)][valid])[0])
         assert rho_other[b] == pytest.approx(spearmanr(sub[valid], other[np.ix_(ix, ix)][valid])[0])
-    # no resampling at all: the clustering's own ARI
-    space = TaskSpace(m, [f"t{i}" for i in range(n)], groups, "x")
-    identity = np.arange(n)[None, :]
-    assert ari_draws(m, groups, identity)[0] == pytest.approx(cluster_space(space)["ari"])
-    assert ari_draws(m, groups, identity, absolute=True)[0] == pytest.approx(cluster_space(space, absolute=True)["ari"])
 
 
 def test_intervals_cover_a_known_within_minus_between_at_their_nominal_rate():
@@ -429,18 +422,3 @@ def test_every_probe_gets_halves_from_a_suite_of_halves():
     with pytest.raises(InputError, match="no train pairs"):
         taskspace.probe(lm, suite, "activations", settings, progress=False)
     assert split_halves(suite, SplitSizes(6, 0, 4), 0)["train"].pairs == settings.splits(hs)["train"].pairs
-
-
-def test_ari_draws_of_a_space_without_structure_centre_on_zero():
-    """A task drawn twice must not count as agreeing with its own copy: on pure noise the bootstrap's ARI
-    draws centre on 0 (with copies clustered in, they sat well above it, and the point ARI fell below its
-    own interval)."""
-    rng = np.random.default_rng(3)
-    groups = [f"g{i // 4}" for i in range(40)]
-    medians = []
-    for _ in range(5):
-        m = rng.normal(size=(40, 40))
-        m = (m + m.T) / 2
-        idx = resample_tasks(groups, resamples=100, seed=int(rng.integers(1 << 30)))
-        medians.append(float(np.nanmedian(ari_draws(m, groups, idx))))
-    assert abs(float(np.mean(medians))) < 0.03, medians

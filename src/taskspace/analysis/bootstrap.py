@@ -10,7 +10,8 @@ interval is the 2.5th–97.5th percentile of the resampled values (percentile bo
 Everything is vectorised over resamples where the statistic allows: a resample is a vector of counts
 ``c`` (how often each task was drawn), and a mean over the rebuilt space's off-diagonal entries is
 ``Σ_{a≠b} c_a c_b S[a,b] / Σ_{a≠b} c_a c_b``; Spearman's ρ with H uses the same weights on the ranks
-(mid-ranks of the rebuilt multiset). Only the clustering (ARI) rebuilds each resampled space.
+(mid-ranks of the rebuilt multiset). The ARI gets no interval here: a bootstrap would re-cluster the
+~63% distinct tasks of each draw, another quantity than the ARI of all tasks (it gets a permutation p).
 """
 from __future__ import annotations
 
@@ -22,10 +23,8 @@ import numpy as np
 from ..probes.settings import BOOTSTRAP as RESAMPLES
 from ..probes.settings import LEVEL
 from .hypothesis import hypothesis_space
-from .inference import adjusted_rand, auc_draws, interval_design, read
+from .inference import auc_draws, interval_design, read, rho_max
 from .stats import complete_tasks, within_between
-
-# scipy's clustering is imported where ARI is drawn: the rest of the bootstrap does not need it
 
 SCHEME = ("tasks resampled with replacement within each group (group sizes kept), space rebuilt over the "
           "drawn tasks without the entries of a task with its own copy; percentile interval")
@@ -165,53 +164,6 @@ def rho_draws(matrix: np.ndarray, reference: np.ndarray, counts: np.ndarray) -> 
     return out
 
 
-def ari_draws(matrix: np.ndarray, groups: Sequence[str], idx: np.ndarray, *, absolute: bool = False) -> np.ndarray:
-    """ARI of each rebuilt space's clusters against the drawn tasks' groups, clustered as
-    :func:`~taskspace.analysis.clustering.cluster_space` does (average linkage on ``1 − S`` of
-    ``(S + Sᵀ)/2``, ``S`` the absolute values first for ``absolute=True``, shifted to be non-negative, cut into at most as many clusters as there are groups,
-    scipy's ``maxclust``), over the *distinct* drawn tasks. ``matrix`` must be finite off the diagonal.
-
-    Why distinct: a task drawn twice is at distance 0 from its copy, so the two always share a cluster and
-    a group, and every such pair counts as an agreement — with copies in the space the ARI of a space with
-    no structure at all rises well above 0 (on the full demo the point ARI fell below its own interval for
-    four of eleven spaces). Clustering the distinct tasks of each draw (about 63% of them) is a
-    subsample of the tasks: no pair of a task with itself, an interval a little wider than it would be
-    with every task (conservative)."""
-    from scipy.cluster.hierarchy import linkage
-    from scipy.spatial.distance import squareform
-
-    s = np.asarray(matrix, dtype=float)
-    if absolute:
-        s = np.abs(s)
-    s = (s + s.T) / 2
-    g = np.asarray([str(x) for x in groups])
-    _, gid = np.unique(g, return_inverse=True)
-    n = g.size
-    out = np.full(idx.shape[0], np.nan)
-    if n < 2:
-        return out
-    seen: dict[bytes, float] = {}
-    for b, ix in enumerate(idx):
-        # the clustering depends on which tasks were drawn how often, not on their order: small spaces
-        # have few distinct draws (6 tasks in 3 pairs: 27), each clustered once
-        ix = np.unique(ix)
-        key = ix.tobytes()
-        if key in seen:
-            out[b] = seen[key]
-            continue
-        if ix.size < 2:
-            continue
-        d = 1.0 - s[np.ix_(ix, ix)]
-        off = ~np.eye(ix.size, dtype=bool)
-        d = d + max(0.0, -float(d[off].min()))
-        np.fill_diagonal(d, 0.0)
-        z = linkage(squareform(d, checks=False), method="average")
-        truth = gid[ix]
-        k = int(np.unique(truth).size)
-        out[b] = seen[key] = adjusted_rand(truth, cut_maxclust(z, k))
-    return out
-
-
 def cut_maxclust(z: np.ndarray, k: int) -> np.ndarray:
     """Flat clusters of a monotone linkage ``z`` cut into at most ``k`` clusters: scipy's
     ``fcluster(z, k, "maxclust")`` partition (labels may differ), without its per-call validation
@@ -265,14 +217,13 @@ def group_mean_draws(matrix: np.ndarray, groups: Sequence[str], counts: np.ndarr
 
 
 def bootstrap_space(space, *, resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL,
-                    ari: bool = True, sign: float = 1.0, declared: str = "signed") -> dict:
+                    sign: float = 1.0, declared: str = "signed") -> dict:
     """Intervals for :func:`~taskspace.analysis.compare.summarize_space`'s numbers, on the space read as
     "higher = related" (``sign``; the absolute reading is ``|S|``): ``signed`` / ``absolute`` →
-    ``within_ci``, ``between_ci``, ``difference_ci``, ``rho_ci`` (and ``auc_ci`` for the ``declared``
-    reading); ``ari_ci`` for the declared reading; and how they were made (``resamples``, ``level``,
-    ``seed``, ``scheme``).
+    ``within_ci``, ``between_ci``, ``difference_ci``, ``rho_ci``, ``rho_ratio_ci`` (and ``auc_ci`` for the
+    ``declared`` reading); and how they were made (``resamples``, ``level``, ``seed``, ``scheme``).
 
-    Means use every finite entry (as the point values do); ρ, AUC and ARI use the complete tasks
+    Means use every finite entry (as the point values do); ρ and the AUC use the complete tasks
     (:func:`~taskspace.analysis.stats.complete_tasks`), as the point values do. Where the groups are too
     small for a task resample to vary (:func:`~taskspace.analysis.inference.interval_design`) every
     interval is NaN and ``withheld`` says why.
@@ -284,8 +235,8 @@ def bootstrap_space(space, *, resamples: int = RESAMPLES, seed: int = 0, level: 
     if not ok:
         out["withheld"] = why
         for name in ("signed", "absolute"):
-            out[name] = {k: nan2 for k in ("within_ci", "between_ci", "difference_ci", "rho_ci", "auc_ci")}
-        out["ari_ci"] = nan2
+            out[name] = {k: nan2 for k in ("within_ci", "between_ci", "difference_ci", "rho_ci", "rho_ratio_ci",
+                                           "auc_ci")}
         return out
     raw = np.asarray(space.matrix, dtype=float)
     idx = resample_tasks(groups, resamples, seed)
@@ -305,17 +256,13 @@ def bootstrap_space(space, *, resamples: int = RESAMPLES, seed: int = 0, level: 
             # entries and a lower attainable ρ: the draws are read as shares of their own ρ_max, and the
             # ρ interval is that share's interval times the data's ρ_max (else the point falls above it)
             ratio = rho_draws(sub, h, sub_counts) / rho_max_draws(sub_groups, sub_counts)
-            rmax = float(rho_max_draws(sub_groups, np.ones((1, len(sub_groups))))[0])
             entry["rho_ratio_ci"] = percentile_ci(ratio, level)
-            entry["rho_ci"] = [rmax * v for v in entry["rho_ratio_ci"]]
+            entry["rho_ci"] = [rho_max(sub_groups) * v for v in entry["rho_ratio_ci"]]
         else:
             entry["rho_ci"] = entry["rho_ratio_ci"] = nan2
         if name == declared:
             entry["auc_ci"] = (percentile_ci(auc_draws(sub, sub_groups, sub_counts), level)
                                if len(sub_groups) >= 3 else nan2)
-            if ari:
-                out["ari_ci"] = percentile_ci(ari_draws(sub, sub_groups, sub_idx), level)
-                out["ari_resamples"] = int(sub_idx.shape[0])
         out[name] = entry
     return out
 

@@ -14,7 +14,7 @@ per model at its final checkpoint), ``size_deltas`` (per space: largest − smal
 and ``headline``.
 
 Uncertainty: every summary of a space carries a 95% bootstrap interval over tasks next to its value
-(``difference_ci``, ``rho_ci``, ``ari_ci``, per-group ``ci``; :mod:`taskspace.analysis.bootstrap`), and
+(``difference_ci``, ``rho_ci``, ``rho_ratio_ci``, per-group ``ci``; :mod:`taskspace.analysis.bootstrap`), and
 the findings' verdicts follow from the intervals of the changes they test. A space with a halves space
 beside it gets its split-half reliability and noise ceiling (:mod:`taskspace.analysis.reliability`).
 """
@@ -59,7 +59,8 @@ def summarize_space(space: TaskSpace, *, permutations: int = 999, seed: int = 0,
     group's contrast), ``rho`` (Spearman of the oriented space with H) and ``auc`` (P(within cell
     outranks between cell)). Only the declared reading is tested: it alone carries ``p`` (one-sided
     Mantel, on the space with each task's main effects removed: :func:`~.stats.remove_task_effects`),
-    ``rho_ratio`` (ρ ÷ ``rho_max``, the ρ a perfectly grouped space reaches under H's ties) and the intervals of ``auc`` and the ARI; the other reading is shown, never tested (``p`` None).
+    ``rho_ratio`` (ρ ÷ ``rho_max``, the ρ a perfectly grouped space reaches under H's ties) and the
+    interval of ``auc``; the other reading is shown, never tested (``p`` None).
 
     ``ari`` (declared reading) with ``ari_p`` (permutation of group labels); ``min_p``: the smallest p a
     permutation test over these groups can give. Tasks with missing entries (a failed fine-tuning) are
@@ -100,16 +101,13 @@ def summarize_space(space: TaskSpace, *, permutations: int = 999, seed: int = 0,
     out["ari"] = cl["ari"]
     out["ari_p"] = ari_permutation_p(cl["labels"], cl["groups"], cl["ari"], permutations=permutations, seed=seed)
     if bootstrap > 0:
-        # no ARI interval: a bootstrap re-clusters the ~63% distinct tasks of each draw, another quantity
-        # than the ARI of all tasks; the ARI gets its permutation p instead
-        b = bootstrap_space(space, resamples=bootstrap, seed=seed, sign=sign, declared=declared, ari=False)
+        b = bootstrap_space(space, resamples=bootstrap, seed=seed, sign=sign, declared=declared)
         for name in ("signed", "absolute"):
             entry = b.pop(name)
             if sign < 0 and name == "signed":     # within / between intervals back in the space's units
                 for k in ("within_ci", "between_ci"):
                     entry[k] = [-entry[k][1], -entry[k][0]]
             out[name].update(entry)
-        out["ari_ci"] = b.pop("ari_ci", [float("nan")] * 2)
         out["interval_withheld"] = b.pop("withheld", None)
         out["bootstrap"] = b
     return out
@@ -156,7 +154,6 @@ def _gain_test(control: TaskSpace, trained: TaskSpace, sign: float, absolute: bo
 
 def _part_gap(space: TaskSpace, name: str) -> dict:
     """A per-module / per-layer space's within, between and oriented gap (descriptive: no test)."""
-
     sign, absolute = space_reading(name)
     wb = within_between(read(space.matrix, sign, absolute), space.groups)
     units = 1.0 if absolute or sign > 0 else -1.0
@@ -218,8 +215,7 @@ def _cell_entry(model: ModelCells, cell: Cell, control: Cell | None, summarize: 
         progress()
     # one table of tests per checkpoint: Benjamini–Hochberg over its spaces' declared p-values
     names = list(spaces)
-    for name, q in zip(names, bh([spaces[n][spaces[n]["reading"]]["p"] if spaces[n][spaces[n]["reading"]]["p"]
-                                  is not None else float("nan") for n in names])):
+    for name, q in zip(names, bh([_nan(spaces[n][spaces[n]["reading"]]["p"]) for n in names])):
         spaces[name][spaces[name]["reading"]]["q"] = q
     reliability = {name: _reliability_entry(h, cell.spaces.get(name), summarize.bootstrap, summarize.seed)
                    for name, h in cell.halves.items()}

@@ -306,7 +306,7 @@ def headline(cmp: dict) -> dict:
              "gain_over_control_p": vc.get("p") if vc else None,
              "gain_over_control_q": vc.get("q") if vc else None,
              "coverage": s.get("coverage"), "interval_withheld": s.get("interval_withheld"),
-             "difference_ci": d.get("difference_ci"), "rho_ci": d.get("rho_ci"), "ari_ci": s.get("ari_ci")}
+             "difference_ci": d.get("difference_ci"), "rho_ci": d.get("rho_ci")}
         rel = s.get("reliability")
         if rel:
             full = rel.get("full") or {}
@@ -327,7 +327,7 @@ def headline(cmp: dict) -> dict:
                 f"= {_fmt(e['rho_ratio'], False, 2)} of the attainable {_fmt(e['rho_max'], False, 2)} "
                 f"(p = {_fmt_p(e['p'])}, q = {_fmt_p(e['q'])}"
                 + (f"; the smallest attainable p is {_fmt_p(e['min_p'])}" if _ok(e["min_p"]) and e["min_p"] > 0.05
-                   else "") + f"), ARI {fmt_with_ci(e['ari'], e['ari_ci'])} (p = {_fmt_p(e['ari_p'])})")
+                   else "") + f"), ARI {_fmt(e['ari'])} (p = {_fmt_p(e['ari_p'])})")
         if e["interval_withheld"]:
             line += f" — {e['interval_withheld']}"
         if rel:

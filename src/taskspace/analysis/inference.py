@@ -158,11 +158,13 @@ def gap_permutation_p(matrix: np.ndarray, groups: Sequence[str], *, permutations
     m = np.asarray(matrix, dtype=float)
     n = m.shape[0]
     out = {"gap": float("nan"), "p": float("nan"), "permutations": 0, "exact": False}
+    if n < 3:
+        return out
     _, gid = np.unique(np.asarray([str(x) for x in groups]), return_inverse=True)
-    onehot = np.eye(int(gid.max()) + 1 if n else 0)[gid] if n else np.zeros((0, 0))
-    sizes = onehot.sum(0) if n else np.zeros(0)
+    onehot = np.eye(int(gid.max()) + 1)[gid]                 # (n, k) group memberships
+    sizes = onehot.sum(0)
     contrasting = sizes >= 2
-    if n < 3 or not contrasting.any() or (sizes == n).all():
+    if not contrasting.any() or (sizes == n).all():
         return out
     if not np.isfinite(m[~np.eye(n, dtype=bool)]).all():
         raise ValueError("matrix has non-finite off-diagonal entries; select complete tasks first")

@@ -83,7 +83,7 @@ def _theory_row(c: dict, name: str, s: dict) -> list[str]:
             _ci(d.get("auc"), d.get("auc_ci")), _ci(d["rho"], d.get("rho_ci")), _f(d.get("rho_ratio"), False),
             _p(d["p"]) + ("†" if isinstance(mp, (int, float)) and mp > 0.05 else ""), _p(d.get("q")),
             _f(rel.get("reliability"), False), _f((rel.get("full") or {}).get("ceiling"), False),
-            _ci(s["ari"], s.get("ari_ci")),
+            _f(s["ari"]) + f" p {_p(s.get('ari_p'))}",
             (_ci(vc["difference"]["difference"], vc.get("difference_ci")) + f" p {_p(vc.get('p'))}")
             if vc else "–"]
 

@@ -276,13 +276,13 @@ def _headline_table(h: dict) -> str:
                      _f(e.get("rho_ratio"), False, 2), _p(e["p"]), _p(e.get("q")), _f(r.get("reliability"), False),
                      _f(r.get("ceiling"), False),
                      "withheld" if r.get("withheld") else _fc(r.get("fraction"), r.get("fraction_ci"), False),
-                     _f(e["difference_other"]), _f(e["rho_other"]), _fc(e["ari"], e.get("ari_ci")),
+                     _f(e["difference_other"]), _f(e["rho_other"]), _f(e["ari"]) + f" (p {_p(e.get('ari_p'))})",
                      _f(e.get("control_difference")),
                      _fc(e.get("gain_over_control"), e.get("gain_over_control_ci"))
                      + (f" (p {_p(e.get('gain_over_control_p'))})" if e.get("control") else "")])
     return _table(["space", "within", "between", "gap [95% CI]", "AUC", "ρ with H [95% CI]", "ρ ÷ ρmax", "Mantel p",
                    "q (BH)", "reliability", "pair-sampling ceiling", "ρ ÷ ceiling", "other reading: gap", "ρ",
-                   "ARI [95% CI]", "control gap",
+                   "ARI (permutation p)", "control gap",
                    "gap − control gap"], rows) if rows else ""
 
 
@@ -318,7 +318,7 @@ def _summary_table(cmp: dict) -> str:
                          _f(d["within"]), _f(d["between"]), _fc(d["difference"], d.get("difference_ci")),
                          _fc(d.get("auc"), d.get("auc_ci"), False), _fc(d["rho"], d.get("rho_ci")),
                          _f(d.get("rho_ratio"), False, 2), _p(d["p"]) + _minp(s), _p(d.get("q")), *_rel(s),
-                         _fc(s["ari"], s.get("ari_ci")) + f" (p {_p(s.get('ari_p'))})",
+                         _f(s["ari"]) + f" (p {_p(s.get('ari_p'))})",
                          _f(o["difference"]), _f(o["rho"]),
                          (_fc(vc["difference"]["difference"], vc.get("difference_ci"))
                           + f" (p {_p(vc.get('p'))}, q {_p(vc.get('q'))})") if vc else "–",
