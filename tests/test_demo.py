@@ -124,6 +124,11 @@ def test_demo_quick_end_to_end(quick_demo, tmp_path):
     assert f"transformers {meta['versions']['transformers']}" in r.stdout   # versions printed, one line
     assert isinstance(meta["torch_threads"], int)
     assert (out / "plan.toml").exists()
+    # the probes ran in the worker processes that trained the models (started once per run, not per phase)
+    done = [json.loads(line) for line in (out / ".jobs" / "log.jsonl").read_text().splitlines()]
+    done = [e for e in done if e["event"] == "done"]
+    trained = {e["pid"] for e in done if e["label"].startswith("pretrain ")}
+    assert trained and {e["pid"] for e in done if not e["label"].startswith("pretrain ")} <= trained
 
     copy = tmp_path / "demo"                                   # the shared run directory stays as it is
     shutil.copytree(out, copy, symlinks=True)

@@ -145,10 +145,12 @@ def test_atomic_writes_leave_no_temp_file_on_error(tmp_path):
 
 
 def test_rebuilt_report_removes_temp_files_of_a_killed_build(reported):
-    """``kill -9`` during a report skips atomic_path's cleanup; the next build removes what is left."""
-    from taskspace.report import build_report
+    """``kill -9`` during a report skips atomic_path's cleanup; the next build removes what is left.
+    The rebuild saves its figures in this process, the command line in worker processes: the same PNGs."""
+    from taskspace.report import build_report, save_workers
 
     root, _ = reported
+    pngs = {p.name: p.read_bytes() for p in (root / "figures").glob("*.png")}
     stale = [root / "figures" / ".sizes.png.k1ll3d.tmp", root / "figures" / ".heatmap_x.svg.abc.tmp",
              root / ".report.html.q9.tmp"]
     for f in stale:
@@ -158,3 +160,5 @@ def test_rebuilt_report_removes_temp_files_of_a_killed_build(reported):
     build_report(root, permutations=99)
     assert not any(f.exists() for f in stale)
     assert keep.exists() and not list((root / "figures").glob(".*.tmp"))
+    if save_workers() > 1:                     # the CLI saved in workers: the files must not depend on it
+        assert {p.name: p.read_bytes() for p in (root / "figures").glob("*.png")} == pngs

@@ -377,6 +377,7 @@ def test_local_workers_isolate_a_failure_and_block_what_depends_on_it(tmp_path):
     outcomes = {o.job.label: o for o in ex.gather()}
     assert outcomes["bad"].status == "failed" and outcomes["bad"].error
     assert outcomes["after"].status == "blocked"
+    ex.close()
     with pytest.raises(TaskspaceError, match="at least one worker"):
         LocalExecutor(tmp_path, workers=0)
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .provenance import usable_cpus
+
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
 
@@ -80,13 +82,7 @@ def demo_workers() -> int:
     """Worker processes of one torch thread each for the demo's jobs: one per CPU this process may use,
     at most 4. The demo's models are tiny, and two threads speed one job up far less than two jobs
     running side by side do (``benchmarks/README.md``, "Demo")."""
-    import os
-
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:               # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(4, cpus))
+    return max(1, min(4, usable_cpus()))
 
 
 def demo_tasks(cfg: DemoConfig) -> list[str] | None:

@@ -45,6 +45,16 @@ def torch_threads() -> int | None:
     return int(torch.get_num_threads())
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask on Linux, else the machine's count)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:               # not on Linux
+        return os.cpu_count() or 1
+
+
 def environment_line(versions_: dict[str, str] | None = None, threads: int | None = None) -> str:
     """One line naming the package versions and torch thread count a result was computed with, e.g.
     ``python 3.11.7 · taskspace 0.1.0 · torch 2.13.0+cpu · … · 2 torch threads``; the current process's

@@ -58,8 +58,8 @@ def report(
     bootstrap: int = BootstrapOpt,
 ) -> None:
     """Write RUN/figures/ (PNG + SVG) and RUN/report.html, one self-contained page; print its path."""
-    from ..report import build_report
+    from ..report import build_report, save_workers
 
-    path = build_report(run, permutations=permutations, seed=seed, bootstrap=bootstrap)
+    path = build_report(run, permutations=permutations, seed=seed, bootstrap=bootstrap, workers=save_workers())
     _console().print(f"wrote {path.parent / 'figures'}/ and {path}", highlight=False)
     typer.echo(str(path))

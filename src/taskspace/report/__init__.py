@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+from .figures import save_workers
 from .html import build_report, render_html
 
-__all__ = ["build_report", "render_html"]
+__all__ = ["build_report", "render_html", "save_workers"]

@@ -9,9 +9,12 @@ space of every checkpoint is in the report's interactive explorer, and drawing t
 more than every probe of the quick demo together (124 files for nine probes)."""
 from __future__ import annotations
 
+import multiprocessing
+import pickle
 import re
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -22,6 +25,7 @@ from ..analysis.hypothesis import group_blocks, group_order
 from ..io import atomic_path
 from ..probes.registry import generalization_spaces, is_signed_space, main_spaces
 from ..progress import progress_bar
+from ..provenance import usable_cpus
 from ..spaces import TaskSpace
 
 # matplotlib and scipy are imported where a figure is drawn: importing the report does not touch matplotlib's
@@ -294,9 +298,60 @@ def static_spaces(run: RunData, cmp: dict) -> list[str]:
     return [n for n in shown if n in head] or shown[:1]
 
 
-def write_figures(run: RunData, cmp: dict, out_dir: str | Path) -> dict[str, list[Path]]:
-    """Every figure of the report into ``out_dir``; returns ``{figure name: [png, svg]}``."""
+def write_figures(run: RunData, cmp: dict, out_dir: str | Path, *, workers: int = 1) -> dict[str, list[Path]]:
+    """Every figure of the report into ``out_dir``; returns ``{figure name: [png, svg]}`` (in drawing order).
+
+    ``workers`` > 1: the figures are still made here, but saved (rasterised and written in both formats,
+    about three quarters of the time) by that many spawned processes, each figure as soon as it is made.
+    The files are the same as with one process. Like any spawning code, a script that asks for workers
+    needs the ``if __name__ == "__main__":`` guard; the default saves in this process."""
     out_dir = Path(out_dir)
+    jobs = _figure_jobs(run, cmp)
+    with progress_bar("drawing figures", len(jobs)) as advance:
+        if workers <= 1 or len(jobs) < 2 * MIN_FIGURES_PER_WORKER:
+            out: dict[str, list[Path]] = {}
+            for name, make in jobs:
+                out[name] = save(make(), out_dir, name)
+                advance()
+            return out
+        return _save_in_workers(jobs, out_dir, min(workers, len(jobs) // MIN_FIGURES_PER_WORKER), advance)
+
+
+def save_workers() -> int:
+    """Processes that save a report's figures from the command line: one per usable CPU, at most 4."""
+    return max(1, min(4, usable_cpus()))
+
+
+#: fewer figures than this per worker process are saved faster in this process than a worker starts up
+MIN_FIGURES_PER_WORKER = 6
+
+
+def _save_in_workers(jobs: list, out_dir: Path, workers: int, advance: Callable[..., None]) -> dict[str, list[Path]]:
+    """Make each figure here and hand it, pickled, to one of ``workers`` spawned processes to save."""
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        pending = {}
+        for name, make in jobs:
+            fig = make()
+            pending[pool.submit(_save_pickled, pickle.dumps(fig, protocol=pickle.HIGHEST_PROTOCOL),
+                                str(out_dir), name)] = name
+            del fig
+        done: dict[str, list[Path]] = {}
+        for fut in as_completed(pending):
+            done[pending[fut]] = [Path(p) for p in fut.result()]
+            advance()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return {name: done[name] for name, _ in jobs}
+
+
+def _save_pickled(fig_bytes: bytes, out_dir: str, name: str) -> list[str]:
+    """:func:`save` in a worker process, of a figure made (and pickled) in the parent."""
+    return [str(p) for p in save(pickle.loads(fig_bytes), Path(out_dir), name)]
+
+
+def _figure_jobs(run: RunData, cmp: dict) -> list[tuple[str, Callable[[], object]]]:
+    """``(figure name, function that makes the figure)`` for every figure of the report, in drawing order."""
     jobs = []
     shown = static_spaces(run, cmp)
     for m in run.models:
@@ -331,9 +386,4 @@ def write_figures(run: RunData, cmp: dict, out_dir: str | Path) -> dict[str, lis
             jobs.append((f"dynamics_{_slug(slug)}", lambda slug=slug, per=per, gaps=gaps: fig_dynamics(slug, per, gaps)))
     if len(run.models) > 1 and cmp.get("sizes"):
         jobs.append(("sizes", lambda: fig_sizes(cmp["sizes"])))
-    out: dict[str, list[Path]] = {}
-    with progress_bar("drawing figures", len(jobs)) as advance:
-        for name, make in jobs:
-            out[name] = save(make(), out_dir, name)
-            advance()
-    return out
+    return jobs

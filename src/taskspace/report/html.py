@@ -656,8 +656,11 @@ def _comparison_is_fresh(path: Path, root: Path) -> bool:
 
 
 def build_report(run_dir: str | Path, *, comparison: dict | None = None, permutations: int = 999,
-                 seed: int = 0, bootstrap: int = BOOTSTRAP) -> Path:
+                 seed: int = 0, bootstrap: int = BOOTSTRAP, workers: int = 1) -> Path:
     """Write ``RUN/figures/*.png|svg`` and ``RUN/report.html``; return the page's path.
+
+    ``workers`` > 1 saves the figures in that many spawned processes (see :func:`write_figures`; a
+    script needs the ``if __name__ == "__main__":`` guard): the command line uses one per CPU, at most 4.
 
     Uses ``comparison`` when given, else ``RUN/comparison.json`` when it is newer than every result
     file, else computes (and writes) a fresh comparison.
@@ -674,7 +677,7 @@ def build_report(run_dir: str | Path, *, comparison: dict | None = None, permuta
     # a build killed mid-way (kill -9) leaves its temporary files: this build owns the figures now
     remove_stale_temps(figdir)
     remove_stale_temps(run.root, ("report.html", "comparison.json"))
-    write_figures(run, comparison, figdir)
+    write_figures(run, comparison, figdir, workers=workers)
     out = run.root / "report.html"
     write_text(out, render_html(run, comparison, figdir))
     return out

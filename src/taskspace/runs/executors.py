@@ -69,7 +69,9 @@ class Executor(ABC):
 
 class LocalExecutor(Executor):
     """Runs jobs on this machine: sequentially in submission order (a valid order: dependencies come
-    first), or with ``workers`` > 1 in that many worker processes of ``threads`` torch threads each."""
+    first), or with ``workers`` > 1 in that many worker processes of ``threads`` torch threads each. The worker
+    processes are started once and kept until :meth:`close`, so a run's second phase (its probes, after the
+    models it trains) does not pay for starting them and importing torch again."""
 
     def __init__(self, run_dir: str | Path, *, workers: int = 1, threads: int = 1) -> None:
         super().__init__(run_dir)
@@ -77,6 +79,13 @@ class LocalExecutor(Executor):
             raise TaskspaceError("an executor needs at least one worker and one thread per job")
         self.workers = workers
         self.threads = threads
+        self._pool: ProcessPoolExecutor | None = None
+
+    def close(self) -> None:
+        """Stop the worker processes (after the jobs they are running)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def gather(self) -> list[Outcome]:
         from ..progress import progress_bar
@@ -116,7 +125,9 @@ class LocalExecutor(Executor):
         waiting = list(jobs)
         running: dict[Any, Job] = {}
         ours = {j.key for j in jobs}
-        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = self._pool
         try:
             with progress_bar(f"jobs ({self.workers} workers)", total=len(jobs), fields=True) as advance:
                 while waiting or running:
@@ -146,9 +157,9 @@ class LocalExecutor(Executor):
                                                        summary=res.get("summary", {}))
                         advance(1)
         except BaseException:
+            self._pool = None
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-        pool.shutdown()
         return [results[j.key] for j in jobs]
 
 

@@ -369,9 +369,9 @@ def _run_compare(spec: dict, out: None, run_dir: Path) -> tuple[dict, list[str]]
 
 
 def _run_report(spec: dict, out: None, run_dir: Path) -> tuple[dict, list[str]]:
-    from ..report import build_report
+    from ..report import build_report, save_workers
 
-    path = Path(build_report(run_dir))
+    path = Path(build_report(run_dir, workers=save_workers()))
     files = [path.relative_to(run_dir).as_posix()] if path.is_relative_to(run_dir) else []
     fig = run_dir / "figures"
     if fig.is_dir():
