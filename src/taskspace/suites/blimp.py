@@ -89,16 +89,27 @@ def pairs_from_rows(rows: Iterable[tuple[int, Mapping[str, Any]]], *, file: str)
     uid_group = ""
     uid_line = 0
     blimp_field: str | None = None
+    # every row repeats its paradigm's UID and linguistics_term: a value that passed is not checked again
+    passed: dict[tuple[str, Any], str] = {}
+
+    def checked_id(value: Any, line: int, key: str) -> str:
+        ok = passed.get((key, value)) if isinstance(value, str) else None
+        if ok is None:
+            ok = check_id(value, file=file, line=line, field=key)
+            if isinstance(value, str):
+                passed[(key, value)] = ok
+        return ok
+
     for line, row in rows:
-        if not isinstance(row, Mapping):
+        if not isinstance(row, dict) and not isinstance(row, Mapping):   # dict first: the ABC check is slow
             raise InputError(f"expected a JSON object, got {kind_of(row)}", file=file, line=line)
         for key in BLIMP_KEYS:
             if key not in row:
                 raise InputError("missing field", file=file, line=line, field=key)
         good = check_sentence(row["sentence_good"], file=file, line=line, field="sentence_good")
         bad = check_sentence(row["sentence_bad"], file=file, line=line, field="sentence_bad")
-        task = check_id(row["UID"], file=file, line=line, field="UID")
-        group = check_id(row["linguistics_term"], file=file, line=line, field="linguistics_term")
+        task = checked_id(row["UID"], line, "UID")
+        group = checked_id(row["linguistics_term"], line, "linguistics_term")
         pair_id = check_id(row["pairID"], file=file, line=line, field="pairID")
         if uid is None:
             uid, uid_group, uid_line = task, group, line
