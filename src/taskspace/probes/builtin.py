@@ -85,7 +85,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         runner="taskspace.probes.kinds.gradients:run",
         cost="one backward pass per task over its training pairs",
         job="gradients", options=GRADIENT_OPTIONS, files=(("distributedness", "stats/distributedness.csv"),),
-        default=True,
+        method="gradient-cosine", default=True,
         demo="every",
     ),
     ProbeSpec(
@@ -96,7 +96,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         runner="taskspace.probes.kinds.gradients:run",
         cost="as gradients (computed in the same pass)",
         job="gradients", options=GRADIENT_OPTIONS, files=(("distributedness", "stats/distributedness.csv"),),
-        default=True,
+        method="mask-jaccard", default=True,
         demo="every",
     ),
     ProbeSpec(
@@ -107,7 +107,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         runner="taskspace.probes.kinds.transfer:run",
         cost="a fine-tuning and an evaluation of every task per task (the costliest)",
         per_task=True, options=(HELDOUT,), stages="taskspace.probes.kinds.transfer:TransferStages",
-        files=(("deltas", "deltas"), ("status", "ftgd")), halves=False, default=True,
+        files=(("deltas", "deltas"), ("status", "ftgd")), method="ftgd", halves=False, default=True,
         demo="last",
     ),
     ProbeSpec(
@@ -119,7 +119,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         runner="taskspace.probes.kinds.transfer:run",
         cost="as transfer, all parameters trained",
         per_task=True, options=(HELDOUT,), stages="taskspace.probes.kinds.transfer:TransferStages",
-        files=(("status", "baseline"),), halves=False,
+        files=(("status", "baseline"), ("deltas", "deltas/baseline")), method="full-finetune", halves=False,
         demo="largest",
     ),
     ProbeSpec(
@@ -130,6 +130,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         spaces=(SpaceSpec("activations", "activation-difference cosine", main=True, by="layer"),),
         runner="taskspace.probes.kinds.activations:run",
         cost="one forward pass per unique training sentence (no gradients)",
+        provides=("differences",),
         demo="ends",
     ),
     ProbeSpec(
@@ -202,7 +203,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         cost="the activations pass, a dev sweep of every layer's diagonal (L·(1+k) scorings of the dev pairs), "
              "then T·(1+k) scorings of all eval pairs at the chosen layer (forward only)",
         options=(CAUSAL_ALPHA, CAUSAL_RANDOM, CAUSAL_RANDOM_KIND, CAUSAL_LAYER, CAUSAL_LAYERS),
-        files=(("table", "stats/causal_steering.csv"),), halves=False,
+        files=(("table", "stats/causal_steering.csv"),), method="add-direction", halves=False,
     ),
     ProbeSpec(
         name="erasure",
@@ -216,7 +217,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         runner="taskspace.probes.kinds.steering:run_erasure",
         cost="as steering (forward only)",
         options=(CAUSAL_RANDOM, CAUSAL_RANDOM_KIND, CAUSAL_LAYER, CAUSAL_LAYERS),
-        files=(("table", "stats/causal_erasure.csv"),), halves=False,
+        files=(("table", "stats/causal_erasure.csv"),), method="erase-direction", halves=False,
     ),
     ProbeSpec(
         name="steering-estimate",
@@ -250,7 +251,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         cost="a subspace training per task and layer swept (rotation_steps forward+backward passes of batch_pairs "
              "pairs; dev scorings under it and the random pool), then 2T + k + 1 forward scorings of every task's "
              "alignable eval pairs at the chosen layer",
-        options=DAS_OPTIONS, files=(("table", "stats/das_tasks.csv"),), halves=False,
+        options=DAS_OPTIONS, files=(("table", "stats/das_tasks.csv"),), method="task-subspaces", halves=False,
         demo="largest", demo_options=DAS_DEMO,
     ),
     ProbeSpec(
@@ -263,7 +264,8 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         runner="taskspace.probes.kinds.das:run", job="das",
         cost="as das (its per-task subspaces are the comparison), plus one training per group on cause and isolate "
              "pairs and G·T forward scorings of the alignable eval pairs",
-        options=DAS_OPTIONS + (MDAS_WEIGHT,), files=(("table", "stats/mdas_tasks.csv"),), halves=False,
+        options=DAS_OPTIONS + (MDAS_WEIGHT,), files=(("table", "stats/mdas_tasks.csv"),), method="group-subspaces",
+        halves=False,
         demo="largest", demo_options=DAS_DEMO,
     ),
 )

@@ -19,6 +19,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..suites.schema import Pair, Suite
     from .settings import ProbeSettings
 
+#: the :attr:`~taskspace.probes.result.ProbeResult.extra` key of the tasks' mean good−bad residual-stream
+#: differences ``{task: [layers, width]}`` on the train pairs (the probe that provides it: its
+#: ``ProbeSpec.provides``): the directions of the steering, erasure and DAS probes
+DIFFERENCES = "differences"
+
 
 def sentence_coefficients(pairs: Sequence["Pair"]) -> dict[str, int]:
     """Unique sentences of a task with their coefficient in ``Σ_i (f(good_i) − f(bad_i))``; sentences
@@ -105,3 +110,15 @@ def normalize_rows(raw: np.ndarray) -> np.ndarray:
         out = raw / d[:, None]
     out[~np.isfinite(out)] = np.nan
     return out
+
+
+def provided(key: str, loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings") -> Any:
+    """``extra[key]`` of the probe that provides ``key`` (:func:`~taskspace.probes.registry.provider`), by
+    running its registered runner on this checkpoint (no split-half pass): its number, asked from the
+    registry, never imported."""
+    from .registry import provider
+    from .spec import RunContext
+
+    spec = provider(key)
+    res = spec.load_runner()(loaded, suite, settings, RunContext(progress=False, spec=spec), (spec.name,))
+    return res.extra[key]

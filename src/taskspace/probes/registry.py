@@ -22,15 +22,15 @@ import difflib
 import warnings
 from dataclasses import fields
 from importlib.metadata import entry_points
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import InputError
 from .builtin import BUILTIN
 from .settings import SCORING_SETTINGS, ProbeSettings
 from .spec import DEMO_PLACES, Option, ProbeSpec, RunContext, SpaceSpec
 
-__all__ = ["ENTRY_POINT_GROUP", "SCORE", "Option", "ProbeSpec", "RunContext", "SpaceSpec", "get", "names", "probes",
-           "register", "unregister"]
+__all__ = ["ENTRY_POINT_GROUP", "SCORE", "Option", "ProbeSpec", "RunContext", "SpaceSpec", "by_method", "get",
+           "names", "probes", "provider", "register", "runner_probes", "unregister"]
 
 #: the entry-point group other packages register probes under
 ENTRY_POINT_GROUP = "taskspace.probes"
@@ -71,6 +71,9 @@ def _check(spec: ProbeSpec, replace: bool) -> None:
     for need in spec.needs:
         if need not in _REGISTRY and need != spec.name:
             raise ValueError(f"probe {spec.name!r} needs unknown probe {need!r}")
+    same = [p.name for p in _REGISTRY.values() if p.name != spec.name and spec.method and p.method == spec.method]
+    if same:
+        raise ValueError(f"probe {spec.name!r}: method {spec.method!r} already belongs to {same[0]!r}")
 
 
 def register(spec: ProbeSpec, *, replace: bool = False) -> ProbeSpec:
@@ -140,6 +143,40 @@ def get(name: str) -> ProbeSpec:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise InputError(f"unknown probe {name!r}{hint}; choose from {', '.join(_REGISTRY)}", field="probe")
     return spec
+
+
+def by_method(method: str) -> ProbeSpec:
+    """The probe whose ``method`` is ``method`` (a runner serving several probes finds each by what it
+    computes: :attr:`ProbeSpec.method`)."""
+    for p in probes():
+        if p.method == method:
+            return p
+    raise KeyError(f"no registered probe has method {method!r}")
+
+
+def provider(key: str) -> ProbeSpec:
+    """The first probe (in registry order) whose runner provides ``key`` in its result's ``extra``
+    (:attr:`ProbeSpec.provides`)."""
+    for p in probes():
+        if key in p.provides:
+            return p
+    raise KeyError(f"no registered probe provides {key!r}")
+
+
+def runner_probes(run: Callable[..., Any], kinds: Sequence[str] | None = None,
+                  ctx: RunContext | None = None) -> list[ProbeSpec]:
+    """The registry entries one call of the runner ``run`` computes: those of ``kinds``; without kinds, the
+    one of ``ctx.spec``; without either (a direct call ``run(loaded, suite, settings, ctx)``), the first
+    probe registered with ``run`` as its runner. A runner reads its names, spaces and files from them."""
+    if kinds is not None:
+        return [get(k) for k in kinds]
+    if ctx is not None and ctx.spec is not None:
+        return [ctx.spec]
+    ref = f"{run.__module__}:{run.__name__}"
+    for p in probes():
+        if p.runner == ref:
+            return [p]
+    raise KeyError(f"no registered probe has the runner {ref!r}")
 
 
 def all_spaces() -> Iterator[tuple[ProbeSpec, SpaceSpec]]:

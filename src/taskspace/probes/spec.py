@@ -160,6 +160,15 @@ class ProbeSpec:
     - ``runner``: ``"module:function"`` called as ``run(loaded, suite, settings, ctx, kinds)``; imported
       only when the probe runs. ``job``: probes computed in one pass share one job (gradients, overlap).
     - ``needs``: probes whose results it reuses from the same folder (a run orders its job after theirs).
+    - ``method``: what a runner that serves several probes computes for this one, so the runner branches on
+      what a probe does, never on its name (``transfer`` / ``baseline``: FTGD or plain fine-tuning of every
+      parameter; ``steering`` / ``erasure``: a direction added or erased; ``gradients`` / ``overlap``: the
+      cosine of ḡ or the Jaccard of the masks; ``das`` / ``mdas``: a subspace per task or per group). Each
+      runner's module names its methods; a method belongs to one probe of the registry
+      (:func:`~taskspace.probes.registry.by_method`). Empty for a runner of one probe.
+    - ``provides``: keys of its :attr:`~taskspace.probes.result.ProbeResult.extra` that other runners call it
+      for (``activations``: ``differences``, the directions of steering, erasure and DAS's control), so they
+      ask :func:`~taskspace.probes.registry.provider` instead of naming it.
     - ``per_task``: its runner can compute only some source rows (``ctx.rows``); ``stages``: how a run
       splits it into one job per source task (``"module:object"`` with ``base``, ``row``, ``assemble``).
     - ``halves``: the split-half reliability pass runs by default (cheap probes) or only when asked.
@@ -188,6 +197,8 @@ class ProbeSpec:
     default: bool = False
     demo: str = ""
     demo_options: tuple[tuple[str, Any], ...] = ()
+    method: str = ""
+    provides: tuple[str, ...] = ()
 
     @property
     def job_kind(self) -> str:
