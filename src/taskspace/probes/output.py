@@ -68,11 +68,17 @@ def write_space(out: str | Path, name: str, space: "TaskSpace", module: str | No
     return space.save(space_path(out, name, module))
 
 
-def write_gradient_spaces(out: str | Path, space: "TaskSpace", by_module: Mapping[str, "TaskSpace"]) -> list[Path]:
-    """``spaces/gradients.csv|.json`` and ``spaces/gradients_by_module/<module>.csv|.json``."""
-    paths = [write_space(out, "gradients", space)]
+def write_gradient_spaces(out: str | Path, space: "TaskSpace", by_module: Mapping[str, "TaskSpace"],
+                          name: str | None = None) -> list[Path]:
+    """``spaces/<name>.csv|.json`` and ``spaces/<name>_by_module/<module>.csv|.json``; ``name``: by default
+    the space the registry declares per module (``SpaceSpec.by``: the gradients probe's)."""
+    if name is None:
+        from .registry import all_spaces
+
+        name = next(s.name for _, s in all_spaces() if s.by == "module")
+    paths = [write_space(out, name, space)]
     for module, sp in by_module.items():
-        paths.append(write_space(out, "gradients", sp, module=module))
+        paths.append(write_space(out, name, sp, module=module))
     return paths
 
 

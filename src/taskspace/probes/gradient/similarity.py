@@ -22,6 +22,8 @@ from ...provenance import timestamp
 from ...spaces import TaskSpace
 from ..common import convention_of, cosine_from_gram
 from ..output import probe_dir, write_distributedness, write_gradient_spaces, write_space
+from ..registry import by_method, get
+from ..registry import names as probe_names
 from ..settings import MASK_FRACTION, ProbeSettings
 from .bitsets import BitsetMask, overlap_from_bitsets
 from .differentials import TaskGradients, _unwrap, gradient_provenance, iter_task_gradients, task_gradients
@@ -47,6 +49,23 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ...models.loading import LoadedModel
     from ...suites.schema import Suite
+    from ..spec import ProbeSpec
+
+#: the methods (``ProbeSpec.method``) of the probes one gradient pass computes: the cosine of the tasks' ḡ_t
+#: (overall and per module) and the Jaccard overlap of their masks
+COSINE, JACCARD = "gradient-cosine", "mask-jaccard"
+
+
+def gradient_probes(probes: Sequence[str] | None = None) -> dict[str, "ProbeSpec"]:
+    """``{method: registry entry}`` of the gradient pass's probes named in ``probes`` (default: all of them);
+    a name that is not one of them is a ValueError."""
+    if probes is None:
+        return {m: by_method(m) for m in (COSINE, JACCARD)}
+    known = set(probe_names())
+    unknown = [p for p in probes if p not in known or get(p).method not in (COSINE, JACCARD)]
+    if unknown:
+        raise ValueError(f"unknown gradient probe(s): {', '.join(unknown)}")
+    return {get(p).method: get(p) for p in probes}
 
 
 def _provenance(grads: Any, probe: str, settings: ProbeSettings | None, **extra: Any) -> dict:
@@ -67,16 +86,26 @@ def _provenance(grads: Any, probe: str, settings: ProbeSettings | None, **extra:
 
 
 def gradient_space(grads: TaskGradients, settings: ProbeSettings | None = None) -> tuple[TaskSpace, dict[str, TaskSpace]]:
-    """The gradient probe: cosine of ḡ_a and ḡ_b over all parameters (kind ``gradients``), and a
-    space per module (``embed``, ``block0.attn`` …; provenance field ``module``).
+    """The gradient probe: cosine of ḡ_a and ḡ_b over all parameters (kind ``gradients``, the space of the
+    probe whose method is :data:`COSINE`), and a space per module (``embed``, ``block0.attn`` …; provenance
+    field ``module``).
 
     A task whose ḡ is zero (e.g. only identical pairs) gets NaN entries.
     """
     total, by_module = grads.gram(per_module=True)
-    prov = _provenance(grads, "gradients", settings)
-    space = TaskSpace(cosine_from_gram(total), grads.tasks, grads.groups, "gradients", prov)
-    modules = {m: TaskSpace(cosine_from_gram(g), grads.tasks, grads.groups, "gradients",
-                            dict(prov, module=m)) for m, g in by_module.items()}
+    return _cosine_spaces(grads, total, by_module, grads.tasks, grads.groups, settings)
+
+
+def _cosine_spaces(src: Any, total: np.ndarray, by_module: Mapping[str, np.ndarray], tasks: list[str],
+                   groups: list[str], settings: ProbeSettings | None) -> tuple[TaskSpace, dict[str, TaskSpace]]:
+    """The cosine space and its per-module spaces from Gram matrices (exact or sketched), named as the
+    registry names the probe of :data:`COSINE`."""
+    spec = by_method(COSINE)
+    name = spec.spaces[0].name
+    prov = _provenance(src, spec.name, settings)
+    space = TaskSpace(cosine_from_gram(total), tasks, groups, name, prov)
+    modules = {m: TaskSpace(cosine_from_gram(g), tasks, groups, name, dict(prov, module=m))
+               for m, g in by_module.items()}
     return space, modules
 
 
@@ -135,7 +164,8 @@ def compute_masks(grads: TaskGradients, settings: ProbeSettings, model: Any = No
 
 def overlap_space(grads: TaskGradients, fraction: float = MASK_FRACTION, threshold: float | None = None, *,
                   masks: Mapping[str, Mask] | None = None, settings: ProbeSettings | None = None) -> TaskSpace:
-    """The overlap probe: ``O[a, b] = |M_a ∩ M_b| / |M_a ∪ M_b|`` (kind ``overlap``).
+    """The overlap probe: ``O[a, b] = |M_a ∩ M_b| / |M_a ∪ M_b|`` (kind ``overlap``, the space of the probe
+    whose method is :data:`JACCARD`).
 
     Masks come from ``masks`` (e.g. :func:`compute_masks`), else from ``settings``, else from
     ``fraction`` / ``threshold``. Masks are packed to bits one task at a time (T × N/8 bytes).
@@ -150,8 +180,14 @@ def overlap_space(grads: TaskGradients, fraction: float = MASK_FRACTION, thresho
 
 def _overlap_from_packed(grads: TaskGradients, packed: Sequence[np.ndarray], settings: ProbeSettings | None,
                          mdesc: dict) -> TaskSpace:
-    prov = _provenance(grads, "overlap", settings, mask=mdesc)
-    return TaskSpace(overlap_matrix(packed), grads.tasks, grads.groups, "overlap", prov)
+    return _jaccard_space(grads, overlap_matrix(packed), grads.tasks, grads.groups, settings, mdesc)
+
+
+def _jaccard_space(src: Any, matrix: np.ndarray, tasks: list[str], groups: list[str],
+                   settings: ProbeSettings | None, mdesc: dict) -> TaskSpace:
+    """The overlap space, named as the registry names the probe of :data:`JACCARD`."""
+    spec = by_method(JACCARD)
+    return TaskSpace(matrix, tasks, groups, spec.spaces[0].name, _provenance(src, spec.name, settings, mask=mdesc))
 
 
 def _task_stats(task: str, group: str, grads: TaskGradients, g: Mapping[str, torch.Tensor], mask: Mask) -> dict:
@@ -186,7 +222,7 @@ class GradientProbeResult:
 
     grads: "TaskGradients | SketchedGradients"                      # no tensors in sketch mode
     masks: "MaskSet | BitsetMaskSet"
-    spaces: dict[str, TaskSpace] = field(default_factory=dict)     # "gradients", "overlap"
+    spaces: dict[str, TaskSpace] = field(default_factory=dict)     # by name: "gradients", "overlap"
     by_module: dict[str, TaskSpace] = field(default_factory=dict)  # module → gradient space
     distributedness: "pd.DataFrame | None" = None
     provenance: dict = field(default_factory=dict)
@@ -197,10 +233,11 @@ class GradientProbeResult:
         """Write into the layout of :mod:`taskspace.probes.output` (``DIR`` or ``DIR/control``)."""
         d = probe_dir(out, control)
         paths: list[Path] = []
-        if "gradients" in self.spaces:
-            paths += write_gradient_spaces(d, self.spaces["gradients"], self.by_module)
-        if "overlap" in self.spaces:
-            paths.append(write_space(d, "overlap", self.spaces["overlap"]))
+        cosine, jaccard = (by_method(m).spaces[0].name for m in (COSINE, JACCARD))
+        if cosine in self.spaces:
+            paths += write_gradient_spaces(d, self.spaces[cosine], self.by_module, name=cosine)
+        if jaccard in self.spaces:
+            paths.append(write_space(d, jaccard, self.spaces[jaccard]))
         if self.distributedness is not None:
             paths.append(write_distributedness(d, self.distributedness, self.provenance))
         if save_masks:
@@ -226,7 +263,7 @@ def resolve_gradient_mode(mode: str, n_parameters: int, n_tasks: int,
     return mode
 
 
-def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSettings, probes: Sequence[str],
+def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSettings, cosine: bool, jaccard: bool,
                    store: str | Path | None, progress: bool) -> GradientProbeResult:
     """The sketch mode: per task, ḡ_t is computed into ``.grad`` and, before the next task, sketched
     (k numbers), reduced to its distributedness row, and turned into a bitset mask written to disk;
@@ -267,23 +304,21 @@ def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSetting
                 zeros[n] = torch.zeros(shapes[n], device=device)
         full = {n: (v if v is not None else zeros[n]) for n, v in g.items()}
         acc = StreamedStats(modules)
-        bits = one_pass(task, full, set(zeros), sk if "gradients" in probes else None, acc, settings, shapes)
+        bits = one_pass(task, full, set(zeros), sk if cosine else None, acc, settings, shapes)
         rows.append(acc.row(task, train.group_of(task), len(by_task[task]), bits))
         bits.save(masks.path(task))
         del bits, full
     src = SketchedGradients(tasks, groups, prov, convention, {t: len(ps) for t, ps in by_task.items()})
     res = GradientProbeResult(grads=src, masks=masks, mode="sketch",
-                              sketches=sk if "gradients" in probes else None)
-    if "gradients" in probes:
+                              sketches=sk if cosine else None)
+    if cosine:
         total, by_module = sk.gram(per_module=True)
-        p = _provenance(src, "gradients", settings)
-        res.spaces["gradients"] = TaskSpace(cosine_from_gram(total), tasks, groups, "gradients", p)
-        res.by_module = {m: TaskSpace(cosine_from_gram(v), tasks, groups, "gradients", dict(p, module=m))
-                         for m, v in by_module.items()}
-    if "overlap" in probes:
+        space, res.by_module = _cosine_spaces(src, total, by_module, tasks, groups, settings)
+        res.spaces[space.kind] = space
+    if jaccard:
         o = overlap_from_bitsets([BitsetMask.load(masks.path(t)) for t in tasks])
-        res.spaces["overlap"] = TaskSpace(o, tasks, groups, "overlap",
-                                          _provenance(src, "overlap", settings, mask=mdesc))
+        space = _jaccard_space(src, o, tasks, groups, settings, mdesc)
+        res.spaces[space.kind] = space
     res.distributedness = pd.DataFrame(rows)
     res.provenance = _provenance(src, "distributedness", settings, mask=mdesc)
     return res
@@ -294,14 +329,15 @@ def run_gradient_probes(
     suite: "Suite",
     settings: ProbeSettings = ProbeSettings(),
     *,
-    probes: Sequence[str] = ("gradients", "overlap"),
+    probes: Sequence[str] | None = None,
     store: str | Path | None = None,
     storage_dtype: str = "float32",
     progress: bool = True,
 ) -> GradientProbeResult:
     """Gradient differentials on the training split of ``suite`` (per ``settings``), then the asked
-    ``probes`` (``gradients`` and/or ``overlap``) and the distributedness table, in one pass over the
-    tasks for masks and statistics.
+    ``probes`` (``gradients`` and/or ``overlap``: :func:`gradient_probes`; default both) and the
+    distributedness table, in one pass over the tasks for masks and statistics. ``spaces`` of the result
+    are keyed by the probes' space names.
 
     ``settings.gradient_mode``: ``exact`` keeps ḡ_t of every task (in memory, or in ``store``) and
     computes exact cosines; ``sketch`` keeps a count sketch of ``settings.sketch_dim`` numbers per task
@@ -309,31 +345,32 @@ def run_gradient_probes(
     folder), so memory does not grow with the number of tasks; ``auto`` picks by
     :func:`resolve_gradient_mode`. Every space's provenance records the mode, and the sketch's k and seed.
     """
-    unknown = [p for p in probes if p not in ("gradients", "overlap")]
-    if unknown:
-        raise ValueError(f"unknown gradient probe(s): {', '.join(unknown)}")
+    asked = gradient_probes(probes)
+    cosine, jaccard = COSINE in asked, JACCARD in asked
     train = settings.splits(suite)["train"]
     model = loaded.model if hasattr(loaded, "model") else loaded
     mode = resolve_gradient_mode(settings.gradient_mode, sum(p.numel() for p in model.parameters()),
                                  len(train.tasks))
     if mode == "sketch":
-        return _sketch_probes(loaded, train, settings, probes, store, progress)
+        return _sketch_probes(loaded, train, settings, cosine, jaccard, store, progress)
     grads = task_gradients(loaded, None, train, settings, store=store, storage_dtype=storage_dtype,
                            progress=progress)
     grads.provenance.update(gradient_mode="exact", sketch=None, autocast=settings.autocast)
     masks = compute_masks(grads, settings)
     res = GradientProbeResult(grads=grads, masks=masks)
-    if "gradients" in probes:
-        res.spaces["gradients"], res.by_module = gradient_space(grads, settings)
+    if cosine:
+        space, res.by_module = gradient_space(grads, settings)
+        res.spaces[space.kind] = space
     rows, packed = [], []
     for t, grp in zip(grads.tasks, grads.groups):
         g = grads.get(t)
         m = masks.mask_for(t, g)
         rows.append(_task_stats(t, grp, grads, g, m))
-        if "overlap" in probes:
+        if jaccard:
             packed.append(pack(m))
-    if "overlap" in probes:
-        res.spaces["overlap"] = _overlap_from_packed(grads, packed, settings, masks.describe())
+    if jaccard:
+        space = _overlap_from_packed(grads, packed, settings, masks.describe())
+        res.spaces[space.kind] = space
 
     res.distributedness = pd.DataFrame(rows)
     res.provenance = _provenance(grads, "distributedness", settings, mask=masks.describe())

@@ -35,6 +35,7 @@ from ..finetune.evaluation import transfer_matrices
 from ..gradient.differentials import task_gradient_stream
 from ..gradient.masks import mask_size, random_mask, task_seed
 from ..gradient.similarity import compute_masks
+from ..registry import runner_probes
 from ..result import ProbeResult
 from ..settings import LEVEL
 
@@ -46,8 +47,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..result import ProbeResult
     from ..settings import ProbeSettings
     from ..spec import RunContext
-
-NAME = "ablation"
 
 
 @contextmanager
@@ -133,12 +132,14 @@ def ablation_scores(loaded: "LoadedModel", train: "Suite", test: "Suite", rows: 
 
 
 def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
-        kinds: Sequence[str] = (NAME,)) -> "ProbeResult":
+        kinds: Sequence[str] | None = None) -> "ProbeResult":
     """The ``ablation`` probe on one checkpoint: ``ablation`` and ``ablation_random`` with bootstrap
     intervals, and ``stats/ablation.csv`` (mask size, own-task drop vs random per row).
 
     ``ctx.options["reference"]``: a model (or LoadedModel) of the same architecture whose values the
     masked entries take instead of zero, e.g. the control checkpoint."""
+    (spec,) = runner_probes(run, kinds, ctx)
+    own_space, random_space = (s.name for s in spec.spaces)      # as the registry declares them
     splits, tasks, rows = probe_tasks(suite, settings, ["train", "test"], ctx.rows)
     train, test = splits["train"], splits["test"]
     ref_opt = ctx.options.get("reference")
@@ -147,7 +148,7 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     groups = [suite.group_of(t) for t in tasks]
     value = ("zero" if reference is None else
              f"reference model {ref_opt.describe() if hasattr(ref_opt, 'describe') else type(ref_opt).__name__}")
-    prov = probe_provenance(loaded, suite.select(tasks), settings, NAME,
+    prov = probe_provenance(loaded, suite.select(tasks), settings, spec.name,
                             convention_of(loaded.model, loaded.tokenizer, settings), mask=mdesc,
                             ablation_value=value, n_train_pairs=train.counts(), n_eval_pairs=test.counts(),
                             bootstrap={"resamples": settings.bootstrap, "level": LEVEL, "paired": True,
@@ -155,13 +156,13 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
                             rows="task whose mask is ablated", columns="task evaluated",
                             perf="mean margin change")
     spaces = {}
-    for name, tables, what in ((NAME, masked, "M_a"), (f"{NAME}_random", rand, "random mask of |M_a| entries")):
+    for name, tables, what in ((own_space, masked, "M_a"), (random_space, rand, "random mask of |M_a| entries")):
         e = transfer_matrices(base, tables, tasks, bootstrap=settings.bootstrap, seed=settings.seed)[""]
         spaces[name] = TaskSpace(e.value, tasks, groups, name, dict(prov, ablated=what), e.low, e.high)
-    A, R = spaces[NAME].matrix, spaces[f"{NAME}_random"].matrix
+    A, R = spaces[own_space].matrix, spaces[random_space].matrix
     for row in stats:
         i = tasks.index(row["task"])
         row.update(group=groups[i], self_drop=float(A[i, i]), self_drop_random=float(R[i, i]))
-    res = ProbeResult(tuple(kinds), spaces=spaces, provenance=prov)
-    res.tables["stats/ablation.csv"] = (pd.DataFrame(stats), prov)
+    res = ProbeResult((spec.name,), spaces=spaces, provenance=prov)
+    res.tables[f"stats/{spec.name}.csv"] = (pd.DataFrame(stats), prov)
     return res

@@ -33,7 +33,8 @@ import torch
 
 from ...scoring import encode, length_batches, quiet_transformers, resolve_prefix
 from ...spaces import TaskSpace
-from ..common import convention_of, cosine_matrix, probe_provenance, probe_tasks, sentence_coefficients
+from ..common import DIFFERENCES, convention_of, cosine_matrix, probe_provenance, probe_tasks, sentence_coefficients
+from ..registry import runner_probes
 from ..result import ProbeResult
 from ..settings import with_overrides
 
@@ -44,9 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ...suites.schema import Suite
     from ..result import ProbeResult
     from ..settings import ProbeSettings
-    from ..spec import RunContext
-
-NAME = "activations"
+    from ..spec import RunContext, SpaceSpec
 
 
 # -- the computation ----------------------------------------------------------------------------------
@@ -117,32 +116,36 @@ def activation_differences(
 
 
 def activation_spaces(diffs: Mapping[str, "torch.Tensor"], tasks: Sequence[str], groups: Sequence[str],
-                      provenance: dict) -> dict[str, "Any"]:
-    """``{"activations": A, "activations_by_layer/layer<ℓ>": A_ℓ}`` from the differences."""
+                      provenance: dict, space: "SpaceSpec | None" = None) -> dict[str, "Any"]:
+    """``{"activations": A, "activations_by_layer/layer<ℓ>": A_ℓ}`` from the differences (``space``: the
+    probe's space in the registry, by default the activations probe's)."""
+    space = space if space is not None else runner_probes(run)[0].spaces[0]
+    name = space.name
     stack = np.stack([diffs[t].numpy() for t in tasks])            # [T, L, W]
-    spaces = {NAME: TaskSpace(cosine_matrix(stack.reshape(len(tasks), -1)), list(tasks), list(groups), NAME,
+    spaces = {name: TaskSpace(cosine_matrix(stack.reshape(len(tasks), -1)), list(tasks), list(groups), name,
                               dict(provenance, layers="all, concatenated"))}
     for layer in range(stack.shape[1]):
-        spaces[f"{NAME}_by_layer/layer{layer}"] = TaskSpace(
-            cosine_matrix(stack[:, layer]), list(tasks), list(groups), NAME, dict(provenance, layer=layer))
+        spaces[f"{space.parts_folder}/layer{layer}"] = TaskSpace(
+            cosine_matrix(stack[:, layer]), list(tasks), list(groups), name, dict(provenance, layer=layer))
     return spaces
 
 
 def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
-        kinds: Sequence[str] = (NAME,)) -> "ProbeResult":
+        kinds: Sequence[str] | None = None) -> "ProbeResult":
     """The ``activations`` probe on one checkpoint: differences on the training split, cosines per layer
     and over all layers, and ``stats/activations.csv`` (‖d_t^ℓ‖ per task and layer)."""
+    (spec,) = runner_probes(run, kinds, ctx)
     splits, tasks, _ = probe_tasks(suite, settings, ["train"])
     train = splits["train"]
     diffs = activation_differences(loaded.model, loaded.tokenizer, train, settings)
     groups = [suite.group_of(t) for t in tasks]
     conv = convention_of(loaded.model, loaded.tokenizer, settings)
-    prov = probe_provenance(loaded, train, settings, NAME, conv, n_train_pairs=train.counts(),
+    prov = probe_provenance(loaded, train, settings, spec.name, conv, n_train_pairs=train.counts(),
                             pooling="mean over the sentence's tokens (prefix position excluded), "
                                     "hidden_states[l+1] = output of block l")
-    spaces = activation_spaces(diffs, tasks, groups, prov)
+    spaces = activation_spaces(diffs, tasks, groups, prov, spec.spaces[0])
     rows = [{"task": t, "group": g, "layer": layer, "norm": float(diffs[t][layer].norm())}
             for t, g in zip(tasks, groups) for layer in range(diffs[t].shape[0])]
-    res = ProbeResult(tuple(kinds), spaces=spaces, provenance=prov, extra={"differences": diffs})
-    res.tables["stats/activations.csv"] = (pd.DataFrame(rows), prov)
+    res = ProbeResult((spec.name,), spaces=spaces, provenance=prov, extra={DIFFERENCES: diffs})
+    res.tables[f"stats/{spec.name}.csv"] = (pd.DataFrame(rows), prov)
     return res

@@ -57,8 +57,9 @@ import numpy as np
 
 from ...errors import InputError
 from ..causal import check_layer, choose_layer, frozen, n_layers
-from ..common import convention_of, probe_provenance, probe_tasks
+from ..common import DIFFERENCES, convention_of, probe_provenance, probe_tasks, provided
 from ..interchange import align_pairs
+from ..registry import by_method, runner_probes
 from ..settings import LEVEL
 from ..subspaces import (
     Runs,
@@ -79,19 +80,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from ...suites.schema import Suite
     from ..result import ProbeResult
     from ..settings import ProbeSettings
-    from ..spec import RunContext
+    from ..spec import ProbeSpec, RunContext
 
-NAME = "das"
-MDAS = "mdas"
-#: the probe whose differences d_t^ℓ are the mean-difference control (asked from the registry, never imported)
-DIRECTIONS_PROBE = "activations"
+#: the methods (``ProbeSpec.method``) of the two probes this module runs in one pass: a subspace per task
+#: (DAS) and a subspace per group (MDAS)
+PER_TASK, PER_GROUP = "task-subspaces", "group-subspaces"
 
 
 def option_defaults() -> dict[str, Any]:
     """The registry's defaults of the options of ``das`` and ``mdas`` (for a direct call with fewer options)."""
-    from ..registry import get
-
-    return {o.name: o.default for o in get(MDAS).options}
+    return {o.name: o.default for o in by_method(PER_GROUP).options}
 
 
 class Env:
@@ -228,14 +226,10 @@ def mean_difference_directions(loaded: "LoadedModel", suite: "Suite", settings: 
                                tasks: Sequence[str]) -> dict[str, np.ndarray]:
     """``{task: d̂_t^ℓ}`` (``[width]``): the activations probe's train-pair differences at ``layer``, normalised,
     by running that probe's registered runner (no split-half pass); a task with a zero difference is left out."""
-    from ..registry import get
-    from ..spec import RunContext
-
-    spec = get(DIRECTIONS_PROBE)
-    res = spec.load_runner()(loaded, suite, settings, RunContext(progress=False), (spec.name,))
+    diffs = provided(DIFFERENCES, loaded, suite, settings)
     out = {}
     for t in tasks:
-        d = np.asarray(res.extra["differences"][t][layer], dtype=np.float64)
+        d = np.asarray(diffs[t][layer], dtype=np.float64)
         norm = np.linalg.norm(d)
         if norm > 0 and np.isfinite(norm):
             out[t] = d / norm
@@ -388,8 +382,10 @@ def layers_table(r: dict[str, Any]) -> "Any":
 
 
 def mdas_tables(r: dict[str, Any], m: dict[str, Any], das_val: np.ndarray) -> tuple["Any", "Any"]:
-    """``stats/mdas_tasks.csv`` (per task, with its group's scores) and ``stats/mdas_groups.csv``
-    (RAVEL's table: per group, cause and isolate of its subspace beside per-task DAS's and the random pool's)."""
+    """``stats/mdas_tasks.csv`` (per task, with its group's scores; the columns of the two probes' own
+    recoveries named after them) and ``stats/mdas_groups.csv`` (RAVEL's table: per group, cause and isolate of
+    its subspace beside per-task DAS's and the random pool's)."""
+    das, mdas = by_method(PER_TASK).name, by_method(PER_GROUP).name
     import pandas as pd
 
     tasks, groups, kept = r["tasks"], r["groups"], r["kept"]
@@ -420,8 +416,8 @@ def mdas_tables(r: dict[str, Any], m: dict[str, Any], das_val: np.ndarray) -> tu
         row: dict[str, Any] = {"task": t, "group": g, "status": r["why"].get(t, "ok")}
         if t in kept:
             others = [rec[h][t] for h in m["groups"] if h != g]
-            row.update({"mdas": rec[g][t], "mdas_iia": iia(m["m_int"][g][t], r["test"][t]),
-                        "das": das_val[idx[t], idx[t]], "random": pool[t],
+            row.update({mdas: rec[g][t], f"{mdas}_iia": iia(m["m_int"][g][t], r["test"][t]),
+                        das: das_val[idx[t], idx[t]], "random": pool[t],
                         "other_group_subspaces": _mean(others),
                         **{f"group_{k}": by_group[g][k] for k in ("cause", "isolate", "das_cause", "das_isolate",
                                                                    "random_cause", "random_isolate")}})
@@ -430,10 +426,11 @@ def mdas_tables(r: dict[str, Any], m: dict[str, Any], das_val: np.ndarray) -> tu
 
 
 def _provenance(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", r: dict[str, Any],
-                probe: str) -> dict:
+                probe: "ProbeSpec") -> dict:
     o = r["env"].opts
+    group = probe.method == PER_GROUP
     return probe_provenance(
-        loaded, suite.select(r["tasks"]), settings, probe, convention_of(loaded.model, loaded.tokenizer, settings),
+        loaded, suite.select(r["tasks"]), settings, probe.name, convention_of(loaded.model, loaded.tokenizer, settings),
         n_train_pairs=r["splits"]["train"].counts(), n_eval_pairs=r["splits"]["test"].counts(),
         n_aligned_train={t: len(r["aligned"]["train"][t]) for t in r["tasks"]},
         n_aligned_eval={t: len(r["aligned"]["test"][t]) for t in r["tasks"]},
@@ -443,7 +440,7 @@ def _provenance(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings"
         layer_selectivity={str(k): v["dev_selectivity"] for k, v in r["curve"].items()},
         rank=int(o["rank"]), rotation_steps=int(o["rotation_steps"]), rotation_lr=float(o["rotation_lr"]),
         batch_pairs=settings.batch_pairs, random_subspaces=int(o["random_subspaces"]), min_pairs=int(o["min_pairs"]),
-        isolate_weight=float(o["isolate_weight"]) if probe == MDAS else None,
+        isolate_weight=float(o["isolate_weight"]) if group else None,
         intervention="h_base <- h_base + R^T (R h_source - R h_base) at the base run's site (last token of the "
                      "critical region), residual stream after block l (the last layer after the final norm)",
         counterfactual="base = bad sentence, source = good sentence, tokenised with the prefix token",
@@ -451,13 +448,14 @@ def _provenance(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings"
                 "sentences differ up to the end with a same-length region)",
         objective="mean (m_int - m_source)^2 / mean (m_source - m_base)^2 over the cause pairs" +
                   (" + isolate_weight * mean (m_int - m_base)^2 / mean (m_source - m_base)^2 over other groups' "
-                   "pairs" if probe == MDAS else "") + "; Adam, R orthonormal (torch orthogonal parametrization)",
+                   "pairs" if group else "") + "; Adam, R orthonormal (torch orthogonal parametrization)",
         recovery="sum_i sign(D_i)(m_int,i - m_base,i) / sum_i |D_i|, D_i = m_source,i - m_base,i, on eval pairs",
         bootstrap={"resamples": settings.bootstrap, "level": LEVEL, "unit": "eval pair"},
         scorer={"batch_tokens": settings.batch_tokens, "share_prefix": False, "split_head": r["env"].head.split})
 
 
 def _writer(name: str, tensors: dict[str, np.ndarray]) -> Any:
+    """Writes ``subspaces/<name>.safetensors`` (``name``: the probe's) into the probe folder."""
     def write(d: Any) -> list:
         from safetensors.numpy import save_file
 
@@ -478,42 +476,46 @@ def _space(value: tuple, r: dict[str, Any], name: str, prov: dict, **extra: Any)
 
 
 def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
-        kinds: Sequence[str] = (NAME,)) -> "ProbeResult":
+        kinds: Sequence[str] | None = None) -> "ProbeResult":
     """The ``das`` and / or ``mdas`` probe on one checkpoint (one pass; options ``rank``, ``layer``,
     ``rotation_steps``, ``rotation_lr``, ``random_subspaces``, ``min_pairs``, ``isolate_weight``)."""
     from ..result import ProbeResult
 
+    asked = {s.method: s for s in runner_probes(run, kinds, ctx)}
+    das, mdas = by_method(PER_TASK), by_method(PER_GROUP)    # the pass is das's (its provenance and files)
     r = das_scores(loaded, suite, settings, ctx.options, progress=ctx.progress)
     tasks, kept, layer = r["tasks"], r["kept"], r["layer"]
     boot, seed = settings.bootstrap, settings.seed
     own = space_values(r["own"], r["test"], tasks, kept, boot, seed)
-    prov = _provenance(loaded, suite, settings, r, NAME)
-    res = ProbeResult(tuple(kinds), provenance=prov, extra={"layer": layer, "kept": kept, "notes": [
-        f"{NAME}: {t} {w}" for t, w in r["why"].items()]})
-    res.tables["stats/das_layers.csv"] = (layers_table(r), prov)
-    if NAME in kinds:
+    prov = _provenance(loaded, suite, settings, r, das)
+    res = ProbeResult(tuple(s.name for s in asked.values()), provenance=prov, extra={
+        "layer": layer, "kept": kept, "notes": [f"{das.name}: {t} {w}" for t, w in r["why"].items()]})
+    res.tables[f"stats/{das.name}_layers.csv"] = (layers_table(r), prov)
+    if PER_TASK in asked:
+        own_space, md_space, random_space = (s.name for s in das.spaces)      # as the registry declares them
         md = space_values(r["mean_difference"], r["test"], tasks, kept, boot, seed)
         rnd = space_values(_pool_matrix(r), r["test"], tasks, kept, boot, seed)
-        res.spaces["das"] = _space(own, r, "das", prov, rows="task whose subspace is interchanged",
-                                   columns="task evaluated", perf="fraction of the margin recovered")
-        res.spaces["das_mean_difference"] = _space(md, r, "das_mean_difference", prov,
-                                                   subspace="rank 1 along the activations probe's d_a, normalised")
-        res.spaces["das_random"] = _space(rnd, r, "das_random", prov, subspace=(
+        res.spaces[own_space] = _space(own, r, own_space, prov, rows="task whose subspace is interchanged",
+                                       columns="task evaluated", perf="fraction of the margin recovered")
+        res.spaces[md_space] = _space(md, r, md_space, prov,
+                                      subspace="rank 1 along the activations probe's d_a, normalised")
+        res.spaces[random_space] = _space(rnd, r, random_space, prov, subspace=(
             f"mean of a shared pool of {r['env'].opts['random_subspaces']} random rank-k subspaces (every row the same)"))
-        res.tables["stats/das_tasks.csv"] = (das_table(r, own, md), prov)
-        res.writers.append(_writer("das", {t: r["subspaces"][layer][t]["R"] for t in kept}))
+        res.tables[das.file("table")] = (das_table(r, own, md), prov)
+        res.writers.append(_writer(das.name, {t: r["subspaces"][layer][t]["R"] for t in kept}))
         res.extra["subspaces"] = {t: r["subspaces"][layer][t]["R"] for t in kept}
-    if MDAS in kinds:
+    if PER_GROUP in asked:
+        (group_space,) = (s.name for s in mdas.spaces)
         m = mdas_scores(r)
-        mprov = _provenance(loaded, suite, settings, r, MDAS)
+        mprov = _provenance(loaded, suite, settings, r, mdas)
         group_of = dict(zip(tasks, r["groups"]))
         rows = {a: m["m_int"][group_of[a]] for a in kept}
-        res.spaces["mdas"] = _space(space_values(rows, r["test"], tasks, kept, boot, seed), r, "mdas", mprov,
-                                    rows="task whose group's subspace is interchanged (rows of one group are equal)",
-                                    columns="task evaluated", perf="fraction of the margin recovered")
+        res.spaces[group_space] = _space(space_values(rows, r["test"], tasks, kept, boot, seed), r, group_space, mprov,
+                                         rows="task whose group's subspace is interchanged (rows of one group are "
+                                              "equal)", columns="task evaluated", perf="fraction of the margin recovered")
         ttab, gtab = mdas_tables(r, m, own[0])
-        res.tables["stats/mdas_tasks.csv"] = (ttab, mprov)
-        res.tables["stats/mdas_groups.csv"] = (gtab, mprov)
-        res.writers.append(_writer("mdas", m["R"]))
+        res.tables[mdas.file("table")] = (ttab, mprov)
+        res.tables[f"stats/{mdas.name}_groups.csv"] = (gtab, mprov)
+        res.writers.append(_writer(mdas.name, m["R"]))
         res.extra["group_subspaces"] = m["R"]
     return res

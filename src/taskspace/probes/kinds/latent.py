@@ -33,6 +33,7 @@ from ...scoring import Head, encode, length_batches, resolve_prefix
 from ...scoring.batching import backward_batch_tokens
 from ...spaces import TaskSpace
 from ..common import convention_of, cosine_matrix, probe_provenance, probe_tasks, sentence_coefficients
+from ..registry import runner_probes
 from ..result import ProbeResult
 from ..settings import with_overrides
 
@@ -46,7 +47,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..settings import ProbeSettings
     from ..spec import RunContext
 
-NAME = "latent"
 CARD_COLUMNS = ["task", "group", "rank", "direction", "token", "token_id", "cosine"]
 
 
@@ -157,23 +157,25 @@ def task_cards(latents: dict[str, "torch.Tensor"], tasks: Sequence[str], groups:
 
 
 def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
-        kinds: Sequence[str] = (NAME,)) -> "ProbeResult":
+        kinds: Sequence[str] | None = None) -> "ProbeResult":
     """The ``latent`` probe on one checkpoint: ``h̄_t`` on the training split, the cosine space and the
     task cards (``cards/latent.csv``; ``ctx.options["card_tokens"]`` tokens per direction)."""
+    (spec,) = runner_probes(run, kinds, ctx)
+    name = spec.spaces[0].name
     k = int(ctx.options["card_tokens"])
     splits, tasks, _ = probe_tasks(suite, settings, ["train"])
     train = splits["train"]
     model, tok = loaded.model, loaded.tokenizer
     lat = latent_gradients(model, tok, train, settings)
     groups = [suite.group_of(t) for t in tasks]
-    prov = probe_provenance(loaded, train, settings, NAME, convention_of(model, tok, settings),
+    prov = probe_provenance(loaded, train, settings, spec.name, convention_of(model, tok, settings),
                             n_train_pairs=train.counts(),
                             latent="final hidden states after the final norm (input of W_U), "
                                    "gradient of the margin summed over positions")
-    space = TaskSpace(cosine_matrix(np.stack([lat[t].numpy() for t in tasks])), tasks, groups, NAME, prov)
+    space = TaskSpace(cosine_matrix(np.stack([lat[t].numpy() for t in tasks])), tasks, groups, name, prov)
     w_u = model.get_output_embeddings().weight
     cards = task_cards(lat, tasks, groups, w_u, tok, k)
-    res = ProbeResult(tuple(kinds), spaces={NAME: space}, provenance=prov, extra={"latents": lat})
-    res.tables["cards/latent.csv"] = (cards, dict(prov, card_tokens=k,
+    res = ProbeResult((spec.name,), spaces={name: space}, provenance=prov, extra={"latents": lat})
+    res.tables[spec.file("cards")] = (cards, dict(prov, card_tokens=k,
                                                    basis="b_v = pinv(W_U) e_v; cosine(h̄_t, b_v)"))
     return res

@@ -32,6 +32,7 @@ from ...spaces import TaskSpace
 from ..common import convention_of, normalize_rows, probe_provenance, probe_tasks
 from ..gradient.differentials import sparse_dots, task_gradient_stream
 from ..gradient.similarity import compute_masks
+from ..registry import runner_probes
 from ..result import ProbeResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,8 +43,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..result import ProbeResult
     from ..settings import ProbeSettings
     from ..spec import RunContext
-
-NAME = "lookahead"
 
 
 def masked_rows(model: Any, tokenizer: Any, train: "Suite", tasks: Sequence[str],
@@ -84,24 +83,27 @@ def lookahead_matrix(model: Any, tokenizer: Any, train: "Suite", test: "Suite", 
 
 
 def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
-        kinds: Sequence[str] = (NAME,)) -> "ProbeResult":
+        kinds: Sequence[str] | None = None) -> "ProbeResult":
     """The ``lookahead`` probe on one checkpoint: ``lookahead`` (normalised, main) and ``lookahead_raw``,
     and ``stats/lookahead.csv`` (mask size, ‖ḡ_a‖, ‖M_a ⊙ ḡ_a‖, L_raw[a, a] per task)."""
+    (spec,) = runner_probes(run, kinds, ctx)
+    normalized, raw_space = (s.name for s in spec.spaces)      # as the registry declares them
     splits, tasks, _ = probe_tasks(suite, settings, ["train", "test"])
     train, test = splits["train"], splits["test"]
     raw, mdesc, stats = lookahead_matrix(loaded.model, loaded.tokenizer, train, test, tasks, settings)
     groups = [suite.group_of(t) for t in tasks]
-    prov = probe_provenance(loaded, suite.select(tasks), settings, NAME,
+    prov = probe_provenance(loaded, suite.select(tasks), settings, spec.name,
                             convention_of(loaded.model, loaded.tokenizer, settings), mask=mdesc,
                             n_train_pairs=train.counts(), n_eval_pairs=test.counts(),
                             rows="task stepped on (masked train gradient)", columns="task evaluated (eval gradient)")
     spaces = {
-        NAME: TaskSpace(normalize_rows(raw), tasks, groups, NAME, dict(prov, value="L_raw[a,b] / |L_raw[a,a]|")),
-        f"{NAME}_raw": TaskSpace(raw, tasks, groups, f"{NAME}_raw", dict(prov, value="<ḡ_b^eval, M_a ⊙ ḡ_a>")),
+        normalized: TaskSpace(normalize_rows(raw), tasks, groups, normalized,
+                              dict(prov, value="L_raw[a,b] / |L_raw[a,a]|")),
+        raw_space: TaskSpace(raw, tasks, groups, raw_space, dict(prov, value="<ḡ_b^eval, M_a ⊙ ḡ_a>")),
     }
     for i, row in enumerate(stats):
         row["group"] = groups[i]
         row["self"] = float(raw[i, i])
-    res = ProbeResult(tuple(kinds), spaces=spaces, provenance=prov)
-    res.tables["stats/lookahead.csv"] = (pd.DataFrame(stats), prov)
+    res = ProbeResult((spec.name,), spaces=spaces, provenance=prov)
+    res.tables[f"stats/{spec.name}.csv"] = (pd.DataFrame(stats), prov)
     return res

@@ -56,12 +56,11 @@ from ..causal import (
     unit_directions,
     variance_share,
 )
-from ..common import convention_of, probe_provenance, probe_tasks
+from ..common import DIFFERENCES, convention_of, probe_provenance, probe_tasks, provided
 from ..finetune.evaluation import transfer_matrices
-from ..registry import get
+from ..registry import get, runner_probes
 from ..result import ProbeResult
 from ..settings import LEVEL
-from ..spec import RunContext
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -70,20 +69,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from ...suites.schema import Suite
     from ..result import ProbeResult
     from ..settings import ProbeSettings
-    from ..spec import RunContext
+    from ..spec import ProbeSpec, RunContext
 
-#: the probe whose differences d_t^ℓ are the directions (asked from the registry, never imported)
-DIRECTIONS_PROBE = "activations"
-#: per mode: the sign that makes "selective" positive (steering should help, erasure should hurt)
-SIGN = {"steering": 1, "erasure": -1}
+#: the methods (``ProbeSpec.method``) of the two probes this module runs: the direction added to the
+#: residual stream (steering) or projected out of it (erasure)
+ADD, ERASE = "add-direction", "erase-direction"
+#: per method: the sign that makes "selective" positive (steering should help, erasure should hurt)
+SIGN = {ADD: 1, ERASE: -1}
 
 
 def task_differences(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings") -> dict[str, Any]:
     """``{task: D_t}`` (``[layers, width]``): the activations probe's differences on the training split, by
-    running that probe's registered runner (no split-half pass)."""
-    spec = get(DIRECTIONS_PROBE)
-    res = spec.load_runner()(loaded, suite, settings, RunContext(progress=False, spec=spec), (spec.name,))
-    return res.extra["differences"]
+    running the registered runner of the probe that provides them (no split-half pass)."""
+    return provided(DIFFERENCES, loaded, suite, settings)
 
 
 def _mean_table(tables: Sequence["pd.DataFrame"]) -> "pd.DataFrame":
@@ -94,16 +92,17 @@ def _mean_table(tables: Sequence["pd.DataFrame"]) -> "pd.DataFrame":
     return out
 
 
-def intervention_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", mode: str, *,
+def intervention_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", probe: "ProbeSpec | str", *,
                         alpha: float = 0.5, n_random: int = 19, layer: int | None = None, all_layers: bool = False,
                         random_kind: str = "covariance", progress: bool = True) -> dict[str, Any]:
     """Everything the two probes compute: ``{"tasks", "groups", "scale" [L], "sweep" {ℓ: dev selectivity},
     "layer" (chosen), "base" (eval table), "changed" {ℓ: {a: table}}, "random" {ℓ: {a: [tables]}},
-    "splits", "directions" [L, T, W], "pool" {ℓ: [k, W]}, "covariance" [L, W, W]}``. ``mode``:
-    ``"steering"`` or ``"erasure"``; ``random_kind``: the control pool matched to the residual stream's
-    covariance, or isotropic."""
-    if mode not in SIGN:
-        raise KeyError(mode)
+    "splits", "directions" [L, T, W], "pool" {ℓ: [k, W]}, "covariance" [L, W, W]}``. ``probe``: the steering
+    or the erasure probe (its registry entry or name; its ``method`` says what is done to the direction);
+    ``random_kind``: the control pool matched to the residual stream's covariance, or isotropic."""
+    spec = get(probe) if isinstance(probe, str) else probe
+    if spec.method not in SIGN:
+        raise KeyError(spec.name)
     needed = ["train", "test"] + (["dev"] if layer is None else [])
     splits, tasks, _ = probe_tasks(suite, settings, needed)
     test = splits["test"]
@@ -120,7 +119,7 @@ def intervention_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeS
     scorer = Scorer(model, tok, reduction=settings.reduction, prefix=settings.prefix,
                     batch_tokens=settings.batch_tokens, share_prefix=False)
     _ = scorer.head      # the backbone/head split is checked before any hook is in place
-    iv = _Intervener(model, scorer, mode, skip, alpha, scale, cov, width, n_random, settings.seed, random_kind)
+    iv = _Intervener(model, scorer, spec, skip, alpha, scale, cov, width, n_random, settings.seed, random_kind)
     sweep: dict[int, float] = {}
     if layer is None:
         sweep = _layer_sweep(iv, splits["dev"], tasks, dirs, progress)
@@ -134,22 +133,23 @@ def intervention_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeS
 
 
 def _run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
-         kinds: Sequence[str], mode: str) -> "ProbeResult":
+         spec: "ProbeSpec") -> "ProbeResult":
     opts = ctx.options
+    add = spec.method == ADD
     # every option is present: the caller (probe(), the CLI, a run) fills in the spec's defaults
-    alpha = float(opts["alpha"]) if mode == "steering" else None
+    alpha = float(opts["alpha"]) if add else None
     n_random = int(opts["random_directions"])
     random_kind = str(opts["random_kind"])
     fixed = opts["layer"]
     all_layers = opts["layers"] == "all"
-    r = intervention_scores(loaded, suite, settings, mode, alpha=alpha if alpha is not None else 0.0,
+    r = intervention_scores(loaded, suite, settings, spec, alpha=alpha if alpha is not None else 0.0,
                             n_random=n_random, layer=fixed, all_layers=all_layers, random_kind=random_kind,
                             progress=ctx.progress)
     tasks, layer, splits = r["tasks"], r["layer"], r["splits"]
-    what = ("r ← r + α·s_ℓ·d̂_a at every sentence position after block ℓ" if mode == "steering"
+    what = ("r ← r + α·s_ℓ·d̂_a at every sentence position after block ℓ" if add
             else "r ← r − ⟨r, d̂_a⟩ d̂_a at every sentence position after block ℓ")
     prov = probe_provenance(
-        loaded, suite.select(tasks), settings, mode, convention_of(loaded.model, loaded.tokenizer, settings),
+        loaded, suite.select(tasks), settings, spec.name, convention_of(loaded.model, loaded.tokenizer, settings),
         n_train_pairs=splits["train"].counts(), n_eval_pairs=splits["test"].counts(),
         intervention=what, directions="d_t^l of the activations probe (train pairs), normalised",
         alpha=alpha, random_directions=n_random, random_kind=random_kind, layer=layer,
@@ -160,19 +160,19 @@ def _run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: 
         scale_definition="s_l = RMS norm of the residual stream at layer l over the eval sentences' positions",
         site="hidden_states[l+1]: output of block l; the last layer after the final norm",
         bootstrap={"resamples": settings.bootstrap, "level": LEVEL, "paired": True, "unit": "eval pair"},
-        rows="task whose direction is " + ("added" if mode == "steering" else "erased"),
+        rows=spec.spaces[0].rows,
         columns="task evaluated", perf="mean margin change (nats)", scorer=r["scorer"])
-    spaces, diag_eval = _spaces_by_layer(r, mode, prov, settings, n_random)
+    spaces, diag_eval = _spaces_by_layer(r, spec, prov, settings, n_random)
     layers_table = pd.DataFrame([{"layer": ell, "scale": float(r["scale"][ell]),
                                   "dev_selectivity": r["sweep"].get(ell, np.nan),
                                   "eval_selectivity": diag_eval.get(ell, np.nan), "chosen": ell == layer}
                                  for ell in range(len(r["scale"]))])
-    table = _causal_stats(r, mode, settings)
-    res = ProbeResult(tuple(kinds), spaces=spaces, provenance=prov,
+    table = _causal_stats(r, spec, settings)
+    res = ProbeResult((spec.name,), spaces=spaces, provenance=prov,
                       extra={"directions": r["directions"], "scale": r["scale"], "layer": layer})
-    res.tables[f"stats/{mode}_layers.csv"] = (layers_table, prov)
-    res.tables[f"stats/causal_{mode}.csv"] = (table, dict(
-        prov, cause=("gain of the row task's own accuracy" if mode == "steering" else
+    res.tables[f"stats/{spec.name}_layers.csv"] = (layers_table, prov)
+    res.tables[spec.file("table")] = (table, dict(
+        prov, cause=("gain of the row task's own accuracy" if add else
                      "drop of the row task's own accuracy"),
         within="mean fraction of pairs whose judgement flips, tasks of the row's group (row excluded)",
         isolate="1 − mean fraction of pairs whose judgement flips, tasks of other groups",
@@ -190,15 +190,15 @@ class _Intervener:
     """Scores pairs with one direction added (steering) or erased (erasure) at one layer, and draws each
     layer's pool of random control directions once."""
 
-    def __init__(self, model: Any, scorer: Any, mode: str, skip: int, alpha: float, scale: np.ndarray,
+    def __init__(self, model: Any, scorer: Any, spec: "ProbeSpec", skip: int, alpha: float, scale: np.ndarray,
                  cov: np.ndarray, width: int, n_random: int, seed: int, random_kind: str) -> None:
-        self.model, self.scorer, self.mode, self.skip, self.alpha, self.scale = model, scorer, mode, skip, alpha, scale
+        self.model, self.scorer, self.skip, self.alpha, self.scale = model, scorer, skip, alpha, scale
         self.cov, self.width, self.n_random, self.seed, self.random_kind = cov, width, n_random, seed, random_kind
-        self.sign = SIGN[mode]
+        self.probe, self.add, self.sign = spec.name, spec.method == ADD, SIGN[spec.method]
         self.pools: dict[int, np.ndarray] = {}
 
     def score(self, ell: int, u: np.ndarray, pairs: Sequence[Any]) -> "pd.DataFrame":
-        kw = {"add": self.alpha * self.scale[ell] * u} if self.mode == "steering" else {"erase": u}
+        kw = {"add": self.alpha * self.scale[ell] * u} if self.add else {"erase": u}
         with intervene(self.model, ell, skip=self.skip, **kw):
             return self.scorer.score_pairs(pairs)
 
@@ -217,7 +217,7 @@ def _layer_sweep(iv: _Intervener, dev: "Suite", tasks: list[str], dirs: np.ndarr
     L, n_random = dirs.shape[0], iv.n_random
     base_dev = {a: iv.scorer.score_pairs(dev.pairs_of(a)) for a in tasks}
     sweep: dict[int, float] = {}
-    with progress_bar(f"{iv.mode}: layer sweep on dev pairs", L * len(tasks) * (1 + n_random),
+    with progress_bar(f"{iv.probe}: layer sweep on dev pairs", L * len(tasks) * (1 + n_random),
                       show=progress) as advance:
         for ell in range(L):
             sel = []
@@ -243,7 +243,7 @@ def _intervened_scores(iv: _Intervener, pairs: Sequence[Any], tasks: list[str], 
     rand: dict[int, dict[str, list]] = {}
     for ell in layers:
         changed[ell], rand[ell] = {}, {}
-        with progress_bar(f"{iv.mode}: layer {ell}, tasks × tasks", len(tasks) + iv.n_random,
+        with progress_bar(f"{iv.probe}: layer {ell}, tasks × tasks", len(tasks) + iv.n_random,
                           show=progress) as advance:
             pool = []
             for r in iv.randoms(ell):
@@ -257,40 +257,43 @@ def _intervened_scores(iv: _Intervener, pairs: Sequence[Any], tasks: list[str], 
     return changed, rand
 
 
-def _spaces_by_layer(r: dict, mode: str, prov: dict, settings: "ProbeSettings",
+def _spaces_by_layer(r: dict, spec: "ProbeSpec", prov: dict, settings: "ProbeSettings",
                      n_random: int) -> tuple[dict[str, Any], dict[int, float]]:
     """The probe's spaces at every scored layer (and under the plain names at the chosen one), and per
     layer the mean diagonal selectivity on the eval pairs."""
     tasks, groups, layer = r["tasks"], r["groups"], r["layer"]
     spaces: dict[str, Any] = {}
     diag_eval: dict[int, float] = {}
-    sign = SIGN[mode]
+    sign = SIGN[spec.method]
+    # as the registry declares them: the main space, a normalised one where declared (steering), the control
+    main, *normalized, random = spec.spaces
     for ell in sorted(r["changed"]):
         pl = dict(prov, layer=ell)
         e = transfer_matrices(r["base"], r["changed"][ell], tasks, bootstrap=settings.bootstrap, seed=settings.seed)
         rnd = {a: _mean_table(ts) for a, ts in r["random"][ell].items()}
         c = transfer_matrices(r["base"], rnd, tasks, bootstrap=settings.bootstrap, seed=settings.seed)
-        named = [(mode, e[""], {}), (f"{mode}_random", c[""], {"directions": f"{n_random} random unit directions "
-                                                               "per row, averaged (seeded)"})]
-        if mode == "steering":
-            named.insert(1, (f"{mode}_normalized", e["_normalized"], {"normalised": "S / |S[a,a]|"}))
-        for name, est, extra in named:
+        named = [(main, e[""], {}), (random, c[""], {"directions": f"{n_random} random unit directions "
+                                                     "per row, averaged (seeded)"})]
+        if normalized:
+            named.insert(1, (normalized[0], e["_normalized"], {"normalised": "S / |S[a,a]|"}))
+        for space, est, extra in named:
+            name = space.name
             sp = TaskSpace(est.value, tasks, groups, name, dict(pl, **extra), est.low, est.high)
-            spaces[f"{name}_by_layer/layer{ell}"] = sp
+            spaces[f"{space.parts_folder}/layer{ell}"] = sp
             if ell == layer:
                 spaces[name] = TaskSpace(est.value, tasks, groups, name, dict(pl, **extra), est.low, est.high)
         diag_eval[ell] = float(np.nanmean(sign * (np.diag(e[""].value) - np.diag(c[""].value))))
     return spaces, diag_eval
 
 
-def _causal_stats(r: dict, mode: str, settings: "ProbeSettings") -> "pd.DataFrame":
+def _causal_stats(r: dict, spec: "ProbeSpec", settings: "ProbeSettings") -> "pd.DataFrame":
     """The per-row causal table at the chosen layer, with each direction's share of the residual
     stream's variance beside the control pool's."""
     tasks, layer = r["tasks"], r["layer"]
-    table = causal_table(r["base"], r["changed"][layer], r["random"][layer], tasks, r["groups"], sign=SIGN[mode],
+    table = causal_table(r["base"], r["changed"][layer], r["random"][layer], tasks, r["groups"], sign=SIGN[spec.method],
                          bootstrap=settings.bootstrap, seed=settings.seed)
     table.insert(2, "layer", layer)
-    table.insert(2, "intervention", mode)
+    table.insert(2, "intervention", spec.name)
     # how much of the residual stream's variance each direction holds (what erasing it removes), beside
     # the control pool's mean: a direction that holds far more variance than the pool's is no fair match
     idx = {t: i for i, t in enumerate(tasks)}
@@ -301,13 +304,15 @@ def _causal_stats(r: dict, mode: str, settings: "ProbeSettings") -> "pd.DataFram
 
 
 def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
-        kinds: Sequence[str] = ("steering",)) -> "ProbeResult":
+        kinds: Sequence[str] | None = None) -> "ProbeResult":
     """The ``steering`` probe on one checkpoint (options ``alpha``, ``random_directions``, ``layer``,
     ``layers``)."""
-    return _run(loaded, suite, settings, ctx, kinds, "steering")
+    (spec,) = runner_probes(run, kinds, ctx)
+    return _run(loaded, suite, settings, ctx, spec)
 
 
 def run_erasure(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
-                kinds: Sequence[str] = ("erasure",)) -> "ProbeResult":
+                kinds: Sequence[str] | None = None) -> "ProbeResult":
     """The ``erasure`` probe on one checkpoint (options ``random_directions``, ``layer``, ``layers``)."""
-    return _run(loaded, suite, settings, ctx, kinds, "erasure")
+    (spec,) = runner_probes(run_erasure, kinds, ctx)
+    return _run(loaded, suite, settings, ctx, spec)

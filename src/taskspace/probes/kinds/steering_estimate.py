@@ -43,12 +43,11 @@ from ..causal import (
     split_sentences,
     unit_directions,
 )
-from ..common import convention_of, probe_provenance, probe_tasks
+from ..common import DIFFERENCES, convention_of, probe_provenance, probe_tasks, provided
 from ..finetune.evaluation import transfer_matrices
-from ..registry import get
+from ..registry import runner_probes
 from ..result import ProbeResult
 from ..settings import LEVEL
-from ..spec import RunContext as Ctx
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -57,10 +56,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ...suites.schema import Suite
     from ..result import ProbeResult
     from ..settings import ProbeSettings
-    from ..spec import RunContext
-
-NAME = "steering_estimate"
-DIRECTIONS_PROBE = "activations"
+    from ..spec import RunContext, SpaceSpec
 
 
 def shift_gradients(model: Any, tokenizer: Any, sentences: Sequence[str], settings: "ProbeSettings",
@@ -134,10 +130,11 @@ def _tables(pairs: Sequence[Any], values: dict[str, np.ndarray]) -> tuple["pd.Da
 
 
 def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
-        kinds: Sequence[str] = ("steering-estimate",)) -> "ProbeResult":
+        kinds: Sequence[str] | None = None) -> "ProbeResult":
     """The ``steering-estimate`` probe on one checkpoint: the estimate, its normalised form and its random
     control at every layer (``…_by_layer/layer<ℓ>``) and at the chosen layer;
     ``stats/steering_estimate_layers.csv``."""
+    (spec,) = runner_probes(run, kinds, ctx)
     n_random = int(ctx.options["random_directions"])
     random_kind = str(ctx.options["random_kind"])
     fixed = ctx.options["layer"]
@@ -147,9 +144,7 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     model, tok = loaded.model, loaded.tokenizer
     L = n_layers(model)
     check_layer(fixed, L)
-    spec = get(DIRECTIONS_PROBE)
-    diffs = spec.load_runner()(loaded, suite, settings, Ctx(progress=False, spec=spec), (spec.name,)).extra["differences"]
-    dirs = unit_directions(diffs, tasks)
+    dirs = unit_directions(provided(DIFFERENCES, loaded, suite, settings), tasks)
     width = dirs.shape[2]
     stats = residual_statistics(model, tok, split_sentences(test), prefix=settings.prefix,
                                 batch_tokens=settings.batch_tokens, covariance=random_kind == "covariance")
@@ -167,7 +162,7 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     pairs = test.pairs
     grads = pair_gradients(model, tok, pairs, settings, progress=ctx.progress)
     prov = probe_provenance(
-        loaded, suite.select(tasks), settings, "steering-estimate",
+        loaded, suite.select(tasks), settings, spec.name,
         convention_of(model, tok, settings), n_train_pairs=splits["train"].counts(), n_eval_pairs=test.counts(),
         estimate="s_l · mean_i <Σ_pos ∇_{r_l} m_b,i, d̂_a^l> = ∂m_b/∂α at α = 0 (nats per unit α)",
         directions="d_t^l of the activations probe (train pairs), normalised", random_directions=n_random, random_kind=random_kind,
@@ -183,14 +178,14 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     for ell in range(L):
         own = {a: estimates(grads[ell], dirs[ell, i][None], scale[ell])[0] for i, a in enumerate(tasks)}
         ctrl = {a: estimates(grads[ell], rand[a, ell], scale[ell]).mean(0) for a in tasks}
-        e, c = _layer_spaces(spaces, pairs, own, ctrl, tasks, groups, dict(prov, layer=ell), settings,
+        e, c = _layer_spaces(spec.spaces, spaces, pairs, own, ctrl, tasks, groups, dict(prov, layer=ell), settings,
                              n_random, ell, chosen=ell == layer)
         layer_rows.append({"layer": ell, "scale": float(scale[ell]), "dev_selectivity": sweep.get(ell, np.nan),
                            "eval_selectivity": float(np.nanmean(np.diag(e[""].value) - np.diag(c[""].value))),
                            "chosen": ell == layer})
-    res = ProbeResult(tuple(kinds), spaces=spaces, provenance=prov,
+    res = ProbeResult((spec.name,), spaces=spaces, provenance=prov,
                       extra={"pair_gradients": grads, "directions": dirs, "scale": scale, "layer": layer})
-    res.tables["stats/steering_estimate_layers.csv"] = (pd.DataFrame(layer_rows), prov)
+    res.tables[f"stats/{spec.spaces[0].name}_layers.csv"] = (pd.DataFrame(layer_rows), prov)
     return res
 
 
@@ -214,21 +209,24 @@ def _dev_sweep(model: Any, tok: Any, dev: "Suite", tasks: list[str], dirs: np.nd
     return sweep
 
 
-def _layer_spaces(spaces: dict, pairs: Sequence[Any], own: dict, ctrl: dict, tasks: list[str], groups: list[str],
-                  prov: dict, settings: "ProbeSettings", n_random: int, ell: int, chosen: bool) -> tuple[dict, dict]:
-    """The estimate, its normalised form and its random control at layer ``ell`` into ``spaces``
-    (also under the plain names for the chosen layer); returns the estimate's and the control's
-    transfer matrices."""
+def _layer_spaces(declared: Sequence["SpaceSpec"], spaces: dict, pairs: Sequence[Any], own: dict, ctrl: dict,
+                  tasks: list[str], groups: list[str], prov: dict, settings: "ProbeSettings", n_random: int, ell: int,
+                  chosen: bool) -> tuple[dict, dict]:
+    """The estimate, its normalised form and its random control (``declared``: the probe's three spaces, as
+    the registry declares them) at layer ``ell`` into ``spaces`` (also under the plain names for the chosen
+    layer); returns the estimate's and the control's transfer matrices."""
     base, t_own = _tables(pairs, own)
     _, t_ctrl = _tables(pairs, ctrl)
     e = transfer_matrices(base, t_own, tasks, bootstrap=settings.bootstrap, seed=settings.seed)
     c = transfer_matrices(base, t_ctrl, tasks, bootstrap=settings.bootstrap, seed=settings.seed)
-    for name, est, extra in ((NAME, e[""], {}),
-                             (f"{NAME}_normalized", e["_normalized"], {"normalised": "Ŝ / |Ŝ[a,a]|"}),
-                             (f"{NAME}_random", c[""], {"directions": f"{n_random} random unit directions per "
-                                                                      "row, averaged (seeded)"})):
-        spaces[f"{name}_by_layer/layer{ell}"] = TaskSpace(est.value, tasks, groups, name, dict(prov, **extra),
-                                                          est.low, est.high)
+    estimate, normalized, random = declared
+    for space, est, extra in ((estimate, e[""], {}),
+                              (normalized, e["_normalized"], {"normalised": "Ŝ / |Ŝ[a,a]|"}),
+                              (random, c[""], {"directions": f"{n_random} random unit directions per "
+                                                             "row, averaged (seeded)"})):
+        name = space.name
+        spaces[f"{space.parts_folder}/layer{ell}"] = TaskSpace(est.value, tasks, groups, name, dict(prov, **extra),
+                                                               est.low, est.high)
         if chosen:
             spaces[name] = TaskSpace(est.value, tasks, groups, name, dict(prov, **extra), est.low, est.high)
     return e, c

@@ -55,6 +55,7 @@ from ..finetune.evaluation import METRICS, heldout_nll, lm_nll, self_transfer, t
 from ..finetune.ftgd import finetune_lm, ftgd
 from ..finetune.rows import row_keys, task_mask
 from ..output import task_filename
+from ..registry import by_method, get, runner_probes
 from ..result import ProbeResult
 from ..settings import LEVEL
 
@@ -68,7 +69,23 @@ if TYPE_CHECKING:  # pragma: no cover
     from ...suites.schema import Suite
     from ..result import ProbeResult
     from ..settings import ProbeSettings
-    from ..spec import RunContext
+    from ..spec import ProbeSpec, RunContext
+
+#: the methods (``ProbeSpec.method``) of the two probes this module runs: FTGD on the task's gradient mask
+#: (the transfer probe), or plain fine-tuning of every parameter on the task's good sentences (the baseline)
+FTGD, FULL = "ftgd", "full-finetune"
+#: the timing of the gradient pass behind a task's mask (``stats/<probe>_timings.json``, beside ``finetune``
+#: and ``eval``; the benchmarks read it): a stage of the fine-tuning, spelled like the gradients probe
+MASK_TIMING = "gradients"
+
+
+def fine_tuning_probe(probe: "ProbeSpec | str | None" = None, baseline: bool = False) -> "ProbeSpec":
+    """The registry entry of the probe to run: ``probe`` (an entry or a name), else the FTGD transfer probe
+    or, with ``baseline=True``, the entangled baseline (found by their ``method``)."""
+    if probe is None:
+        return by_method(FULL if baseline else FTGD)
+    return get(probe) if isinstance(probe, str) else probe
+
 
 def transfer_probe(
     loaded: "LoadedModel",
@@ -83,6 +100,7 @@ def transfer_probe(
     on_task: Callable[[str, dict], None] | None = None,
     rows: Sequence[str] | None = None,
     base_from: str | Path | None = None,
+    probe: "ProbeSpec | str | None" = None,
 ) -> dict[str, "TaskSpace"]:
     """Run the transfer probe (FTGD) or, with ``baseline=True``, the entangled baseline; write every
     result under ``out_dir`` and return the four spaces, keyed by ``probe + m`` for ``m`` in :data:`METRICS`.
@@ -95,28 +113,30 @@ def transfer_probe(
     ``rows``: fine-tune only these source tasks and return ``{}`` without assembling the spaces (one
     job per source task in a run; :func:`assemble_transfer` builds the spaces from the rows' files).
     ``base_from``: a folder where the base model's scores were already written (``scores/base.parquet``
-    and ``stats/<probe>_base.json``), so a row job does not score the base model again.
+    and ``stats/<probe>_base.json``), so a row job does not score the base model again. ``probe``: the
+    registry entry (or name) to run instead of choosing by ``baseline`` (:func:`fine_tuning_probe`).
 
     With ``settings.workers > 1`` the tasks run in that many spawned processes, each with a copy of
     the model; like any spawning code, a script that calls this needs the
     ``if __name__ == "__main__":`` guard.
     """
-    probe = "baseline" if baseline else "transfer"
+    spec = fine_tuning_probe(probe, baseline)
+    probe = spec.name
     out = Path(out_dir)
-    save_deltas = (not baseline) if save_deltas is None else save_deltas
+    save_deltas = (spec.method == FTGD) if save_deltas is None else save_deltas
     plan = _plan(loaded, suite, settings, probe, heldout)
     if rows is not None:
         unknown = [a for a in rows if a not in plan.tasks]
         if unknown:
             raise TaskspaceError(f"row task(s) {', '.join(unknown[:5])} are not among the probed tasks")
-    timings = {"base_eval": 0.0, "gradients": 0.0, "finetune": 0.0, "eval": 0.0}
+    timings = {"base_eval": 0.0, MASK_TIMING: 0.0, "finetune": 0.0, "eval": 0.0}
     t = time.perf_counter()
     cached = _cached_base(Path(base_from), probe, plan.base_key) if base_from is not None else None
     base_df, base_nll = cached if cached is not None else score_base(
-        loaded, suite, settings, out, baseline=baseline, heldout=heldout, progress=progress, plan=plan)
+        loaded, suite, settings, out, heldout=heldout, progress=progress, plan=plan, probe=spec)
     timings["base_eval"] = time.perf_counter() - t
 
-    status_dir = out / ("baseline" if baseline else "ftgd")
+    status_dir = out / spec.file("status")
     rows_dir = out / "scores" / probe
     wanted = list(rows) if rows is not None else plan.tasks
     t_tasks = time.perf_counter()
@@ -129,8 +149,8 @@ def transfer_probe(
     if rows is not None:
         write_json(out / "stats" / f"{probe}_timings" / f"{hash_records(list(rows))[:12]}.json", timings)
         return {}
-    return assemble_transfer(loaded.describe(), suite, settings, out, baseline=baseline, heldout=heldout,
-                             scorer=plan.scorer, timings=timings)
+    return assemble_transfer(loaded.describe(), suite, settings, out, heldout=heldout, scorer=plan.scorer,
+                             timings=timings, probe=spec)
 
 
 def _fine_tune_rows(loaded: "LoadedModel", plan: "_Plan", job: "_Job", wanted: Sequence[str], status_dir: Path,
@@ -200,14 +220,13 @@ def _plan(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", prob
 
 def score_base(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", out_dir: str | Path, *,
                baseline: bool = False, heldout: Sequence[str] | None = None, progress: bool = True,
-               plan: _Plan | None = None) -> tuple["pd.DataFrame", float]:
+               plan: _Plan | None = None, probe: "ProbeSpec | str | None" = None) -> tuple["pd.DataFrame", float]:
     """The base model's per-pair scores on every eval pair and its LM NLL, written to
     ``scores/base.parquet`` and ``stats/<probe>_base.json`` in ``out_dir`` — or read from there when an
     earlier run with the same model, convention and eval pairs wrote them (the first stage of a
-    transfer run; its row jobs and the assembly read it)."""
-
-
-    probe = "baseline" if baseline else "transfer"
+    transfer run; its row jobs and the assembly read it). ``probe`` / ``baseline``: as for
+    :func:`transfer_probe`."""
+    probe = fine_tuning_probe(probe, baseline).name
     plan = plan if plan is not None else _plan(loaded, suite, settings, probe, heldout)
     out = Path(out_dir)
     cached = _cached_base(out, probe, plan.base_key)
@@ -244,19 +263,22 @@ def _cached_base(folder: Path, probe: str, key: str) -> tuple["pd.DataFrame", fl
 
 def assemble_transfer(model_desc: dict | None, suite: "Suite", settings: "ProbeSettings", out_dir: str | Path, *,
                       baseline: bool = False, heldout: Sequence[str] | None = None, scorer: Any = None,
-                      timings: dict | None = None, source: str | Path | None = None) -> dict[str, "TaskSpace"]:
+                      timings: dict | None = None, source: str | Path | None = None,
+                      probe: "ProbeSpec | str | None" = None) -> dict[str, "TaskSpace"]:
     """The four spaces from the per-task files of every source task (written by :func:`transfer_probe`,
     in one run or in one job per row), into ``out_dir``; ``source`` is where those files are (default
     ``out_dir``; the base scores are then not copied). ``model_desc`` None: the description the base
-    stage recorded. A task without its files is an error naming it."""
-    probe = "baseline" if baseline else "transfer"
+    stage recorded. A task without its files is an error naming it. ``probe`` / ``baseline``: as for
+    :func:`transfer_probe`."""
+    spec = fine_tuning_probe(probe, baseline)
+    probe = spec.name
     out = Path(out_dir)
     src = Path(source) if source is not None else out
     t = time.perf_counter()
     timings = dict(timings or {})
     tasks = suite.select(list(settings.tasks) if settings.tasks is not None else None).tasks
     groups = {a: suite.group_of(a) for a in tasks}
-    status_dir, rows_dir = src / ("baseline" if baseline else "ftgd"), src / "scores" / probe
+    status_dir, rows_dir = src / spec.file("status"), src / "scores" / probe
     records: dict[str, dict] = {}
     for a in tasks:
         path = _task_path(status_dir, a, ".json")
@@ -302,7 +324,8 @@ def assemble_transfer(model_desc: dict | None, suite: "Suite", settings: "ProbeS
 
 @dataclass
 class _Job:
-    """What fine-tuning and evaluating one task needs besides the model (sent once to each worker)."""
+    """What fine-tuning and evaluating one task needs besides the model (sent once to each worker);
+    ``probe``: the name of the fine-tuning probe."""
 
     probe: str
     settings: "ProbeSettings"
@@ -319,7 +342,7 @@ class _Job:
 
     def run(self, a: str, loaded: "LoadedModel", scorer: Any) -> tuple[dict, dict]:
         """Fine-tune on ``a``, evaluate on every task; (record, timings of this task)."""
-        timings = {"gradients": 0.0, "finetune": 0.0, "eval": 0.0}
+        timings = {MASK_TIMING: 0.0, "finetune": 0.0, "eval": 0.0}
         rec = _run_task(a, probe=self.probe, loaded=loaded, scorer=scorer, settings=self.settings,
                         train_pairs=self.train_by[a], dev_pairs=self.dev_by[a], eval_pairs=self.eval_pairs,
                         base_df=self.base_df, base_nll=self.base_nll, heldout=self.heldout,
@@ -399,17 +422,20 @@ def _run_task(a: str, *, probe: str, loaded: "LoadedModel", scorer: Any, setting
               train_pairs: list, dev_pairs: list, eval_pairs: list, base_df: "pd.DataFrame",
               base_nll: float, heldout: Sequence[str] | None, groups: dict, out: Path, rows_dir: Path,
               save_deltas: bool, timings: dict) -> dict:
-    """Fine-tune on one task, evaluate on all, write its per-pair log and delta; return its record."""
+    """Fine-tune on one task, evaluate on all, write its per-pair log and delta; return its record
+    (``probe``: the name of the fine-tuning probe, whose registry entry says how it fine-tunes and where its
+    deltas go)."""
+    spec = get(probe)
     model, tokenizer = loaded.model, loaded.tokenizer
     mask_info: dict = {"kind": "all parameters"}
     grad_seconds = 0.0
-    if probe == "baseline":
+    if spec.method == FULL:
         res = finetune_lm(model, tokenizer, train_pairs, dev_pairs, settings)
     else:
         t = time.perf_counter()
         mask = task_mask(loaded, a, train_pairs, groups[a], settings)
         grad_seconds = time.perf_counter() - t
-        timings["gradients"] += grad_seconds
+        timings[MASK_TIMING] += grad_seconds
         mask_info = {"kind": settings.mask_kind, "fraction": settings.mask_fraction,
                      "threshold": settings.mask_threshold}
         res = ftgd(model, tokenizer, train_pairs, dev_pairs, mask, settings)
@@ -433,8 +459,7 @@ def _run_task(a: str, *, probe: str, loaded: "LoadedModel", scorer: Any, setting
     rec["eval_seconds"] = time.perf_counter() - t
     timings["eval"] += rec["eval_seconds"]
     if save_deltas:
-        sub = Path("deltas") / ("baseline" if probe == "baseline" else "")
-        save_delta(_task_path(out / sub, a, ".safetensors"), res.delta)
+        save_delta(_task_path(out / spec.file("deltas"), a, ".safetensors"), res.delta)
     _write_parquet(_task_path(rows_dir, a, ".parquet"), df)
     return rec
 
@@ -548,9 +573,10 @@ def summary(spaces: dict[str, "TaskSpace"], probe: str, records_csv: str | Path 
 def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
         kinds: Sequence[str]) -> "ProbeResult":
     """FTGD transfer or the entangled baseline (each its own job): fine-tune per task, evaluate on all."""
-    (kind,) = kinds
+    (spec,) = runner_probes(run, kinds, ctx)
+    kind = spec.name
     out = Path(ctx.out) if ctx.out is not None else Path(tempfile.mkdtemp(prefix=f"taskspace-{kind}-"))
-    spaces = transfer_probe(loaded, suite, settings, out, baseline=kind == "baseline", progress=ctx.progress,
+    spaces = transfer_probe(loaded, suite, settings, out, probe=spec, progress=ctx.progress,
                             heldout=ctx.options.get("heldout"), rows=ctx.rows)
     res = ProbeResult((kind,), spaces=spaces, workdir=out,
                       provenance=next(iter(spaces.values())).provenance if spaces else {})
@@ -570,26 +596,25 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
 class TransferStages:
     """How a run splits transfer / baseline into jobs: the base model's scores once (``base``), one
     fine-tuning per source task (``row``, reading the published base scores from ``cell``) and the
-    assembly of the spaces from every row's published files (``assemble``). ``options``: the probe's
-    prepared options (``heldout``)."""
+    assembly of the spaces from every row's published files (``assemble``). ``kind``: the probe's name;
+    ``options``: its prepared options (``heldout``)."""
 
     @staticmethod
     def base(kind: str, loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", out: Path,
              options: dict) -> dict:
-        score_base(loaded, suite, settings, out, baseline=kind == "baseline", heldout=options.get("heldout"),
-                   progress=True)
+        score_base(loaded, suite, settings, out, probe=kind, heldout=options.get("heldout"), progress=True)
         return {"stage": "base"}
 
     @staticmethod
     def row(kind: str, loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", out: Path, row: str,
             cell: Path, options: dict) -> dict:
-        transfer_probe(loaded, suite, settings, out, baseline=kind == "baseline", progress=False, rows=[row],
-                       base_from=cell, heldout=options.get("heldout"))
+        transfer_probe(loaded, suite, settings, out, probe=kind, progress=False, rows=[row], base_from=cell,
+                       heldout=options.get("heldout"))
         return {"row": row}
 
     @staticmethod
     def assemble(kind: str, suite: "Suite", settings: "ProbeSettings", out: Path, cell: Path,
                  options: dict) -> dict:
-        spaces = assemble_transfer(None, suite, settings, out, baseline=kind == "baseline", source=cell,
+        spaces = assemble_transfer(None, suite, settings, out, probe=kind, source=cell,
                                    heldout=options.get("heldout"))
         return {name: sp.within_between() for name, sp in spaces.items()}

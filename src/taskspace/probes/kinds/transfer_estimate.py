@@ -37,7 +37,7 @@ from ..finetune.ftgd import ftgd
 from ..finetune.rows import row_keys, task_mask
 from ..gradient.differentials import sparse_dots, task_gradient_stream
 from ..output import task_filename
-from ..registry import get
+from ..registry import get, runner_probes
 from ..result import ProbeResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,9 +49,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..result import ProbeResult
     from ..settings import ProbeSettings
     from ..spec import ProbeSpec, RunContext
-
-NAME = "transfer-estimate"
-SPACE = "transfer_estimate"
 
 
 def flat_delta(model: Any, delta: "Delta") -> tuple["torch.Tensor", "torch.Tensor"]:
@@ -95,9 +92,10 @@ def estimate_matrix(model: Any, tokenizer: Any, test: "Suite", tasks: Sequence[s
 
 
 def source_probe(spec: "ProbeSpec | None" = None) -> "ProbeSpec":
-    """The probe whose deltas this one reuses (``needs`` of this probe's registry entry ``spec``), which
-    declares where it writes them (``files``: ``deltas`` and the per-task ``status`` records)."""
-    return get((spec if spec is not None else get(NAME)).needs[0])
+    """The probe whose deltas this one reuses (``needs`` of this probe's registry entry ``spec``, by default
+    the one whose runner is :func:`run`), which declares where it writes them (``files``: ``deltas`` and the
+    per-task ``status`` records)."""
+    return get((spec if spec is not None else runner_probes(run)[0]).needs[0])
 
 
 def reusable_delta(loaded: "LoadedModel", out: Path, a: str, key: str) -> "Delta | None":
@@ -138,16 +136,18 @@ def run_ftgd(loaded: "LoadedModel", a: str, train_pairs: list, dev_pairs: list, 
 
 
 def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "RunContext",
-        kinds: Sequence[str] = (NAME,)) -> "ProbeResult":
+        kinds: Sequence[str] | None = None) -> "ProbeResult":
     """The ``transfer-estimate`` probe on one checkpoint: deltas (reused or fine-tuned), eval gradients,
     ``T̂`` and its normalised form; ``stats/transfer_estimate_tasks.csv`` says per row where its delta
     came from, and ``stats/transfer_estimate_timings.json`` how long each part took."""
+    (spec,) = runner_probes(run, kinds, ctx)
+    estimate, normalized = (s.name for s in spec.spaces)      # as the registry declares them
     splits, tasks, rows = probe_tasks(suite, settings, ["train", "test"], ctx.rows)
     train, dev, test = splits["train"], splits["dev"], splits["test"]
     groups = {t: suite.group_of(t) for t in tasks}
     out = Path(ctx.out) if ctx.out is not None else None
     keys = (transfer_keys(loaded, suite, settings, rows, ctx.options.get("heldout"))
-            if out is not None and (out / source_probe(ctx.spec).file("deltas")).is_dir() else {})
+            if out is not None and (out / source_probe(spec).file("deltas")).is_dir() else {})
     timings = {"finetune": 0.0, "eval_gradients": 0.0}
     deltas: dict[str, Delta | None] = {}
     records = []
@@ -166,7 +166,7 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
     t = time.perf_counter()
     est = estimate_matrix(loaded.model, loaded.tokenizer, test, tasks, settings, deltas)
     timings["eval_gradients"] = time.perf_counter() - t
-    prov = probe_provenance(loaded, suite.select(tasks), settings, NAME,
+    prov = probe_provenance(loaded, suite.select(tasks), settings, spec.name,
                             convention_of(loaded.model, loaded.tokenizer, settings),
                             n_train_pairs=train.counts(), n_eval_pairs=test.counts(),
                             delta_sources={r["task"]: r["source"] for r in records},
@@ -174,11 +174,11 @@ def run(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", ctx: "
                             rows="task fine-tuned on", columns="task evaluated (first order)")
     glist = [groups[t] for t in tasks]
     spaces = {
-        SPACE: TaskSpace(est, tasks, glist, SPACE, dict(prov, value="−<ḡ_b^eval, Δ_a>")),
-        f"{SPACE}_normalized": TaskSpace(normalize_rows(est), tasks, glist, f"{SPACE}_normalized",
-                                         dict(prov, value="T̂[a,b] / |T̂[a,a]|")),
+        estimate: TaskSpace(est, tasks, glist, estimate, dict(prov, value="−<ḡ_b^eval, Δ_a>")),
+        normalized: TaskSpace(normalize_rows(est), tasks, glist, normalized,
+                              dict(prov, value="T̂[a,b] / |T̂[a,a]|")),
     }
-    res = ProbeResult(tuple(kinds), spaces=spaces, provenance=prov, extra={"deltas": deltas})
-    res.tables["stats/transfer_estimate_tasks.csv"] = (pd.DataFrame(records), prov)
-    res.records["stats/transfer_estimate_timings.json"] = timings
+    res = ProbeResult((spec.name,), spaces=spaces, provenance=prov, extra={"deltas": deltas})
+    res.tables[f"stats/{estimate}_tasks.csv"] = (pd.DataFrame(records), prov)
+    res.records[f"stats/{estimate}_timings.json"] = timings
     return res
