@@ -361,15 +361,15 @@ def test_toy_small_learns_the_toy_suite(tmp_path):
 
     out = tmp_path / "small"
     # one thread: the same numbers everywhere, and immune to other processes on a shared CI machine
-    P.pretrain("toy", "small", out, steps=800, sentences=40_000, seed=0, progress=False, threads=1)
+    P.pretrain("toy", "small", out, steps=600, sentences=20_000, seed=0, progress=False, threads=1)
     test = split_suite(toy.toy_suite())["test"]
     acc = {}
-    for s in P.checkpoint_steps(800):
+    for s in P.checkpoint_steps(600):
         lm = load_model(str(out), f"step{s}")
         acc[s] = float(summarize_tasks(Scorer.from_loaded(lm).score_pairs(test.pairs))["accuracy"].mean())
     accs = list(acc.values())
     assert 0.35 < acc[0] < 0.65, acc            # the untrained init is near chance
-    assert acc[800] >= 0.90, acc                # the quality bar
+    assert acc[600] >= 0.90, acc                # the quality bar (0.954 when measured)
     assert all(b >= a - 0.02 for a, b in zip(accs, accs[1:])), acc  # rises across checkpoints
     assert accs[-1] - accs[1] > 0.2, acc
     held = [float(r["heldout_loss"]) for r in _csv(out / "training.csv")]
