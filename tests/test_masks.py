@@ -211,7 +211,7 @@ def test_taskspace_round_trip_with_ci_and_module_spaces(tmp_path):
     s = TaskSpace(m, ["a", "b", "c"], ["g", "g", "h"], "transfer_margin", prov, lo, hi)
     mods = {"block0.attn": TaskSpace(m * 2, s.tasks, s.groups, "gradients", dict(prov, module="block0.attn")),
             "embed": TaskSpace(-m, s.tasks, s.groups, "gradients", dict(prov, module="embed"))}
-    write_gradient_spaces(tmp_path, s, mods)
+    write_gradient_spaces(tmp_path, s, mods, name="gradients")
     write_space(tmp_path, "transfer_margin", s)
     assert (tmp_path / "spaces" / "gradients_by_module" / "block0.attn.csv").exists()
     assert (tmp_path / "spaces" / "gradients_by_module" / "block0.attn.json").exists()

@@ -10,6 +10,7 @@ entry points), and compare and the report show its space.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
 import subprocess
@@ -235,7 +236,7 @@ def test_runners_learn_their_probes_from_the_registry():
     from taskspace.probes import registry
     from taskspace.probes.common import DIFFERENCES
     from taskspace.probes.kinds import das, steering, transfer
-    from taskspace.probes.spec import ProbeSpec, RunContext
+    from taskspace.probes.spec import RunContext, SpaceSpec
 
     shared: dict[str, list] = {}
     for p in registry.probes():
@@ -253,11 +254,15 @@ def test_runners_learn_their_probes_from_the_registry():
         registry.get("baseline")]
     assert transfer.fine_tuning_probe(baseline=True) is registry.get("baseline")
     assert transfer.fine_tuning_probe() is registry.get("transfer")
-    clash = ProbeSpec(name="steering-twin", help="x", reads=(), spaces=(), runner="x:y",
-                      method=registry.get("steering").method)
-    with pytest.raises(ValueError, match="already belongs to 'steering'"):
-        registry.register(clash)
-    assert "steering-twin" not in registry.names()
+    # a variant of a built-in probe (same runner and method, another name) leaves the built-in found first
+    twin = dataclasses.replace(registry.get("steering"), name="steering-twin",
+                               spaces=(SpaceSpec("steering_twin", "a test space", main=True),))
+    registry.register(twin)
+    try:
+        assert registry.by_method(twin.method) is registry.get("steering")
+        assert registry.runner_probes(steering.run, ("steering-twin",)) == [twin]
+    finally:
+        registry.unregister(twin.name)
 
 
 def test_the_scoring_job_is_declared_in_the_registry_only():

@@ -70,12 +70,9 @@ def write_space(out: str | Path, name: str, space: "TaskSpace", module: str | No
 
 def write_gradient_spaces(out: str | Path, space: "TaskSpace", by_module: Mapping[str, "TaskSpace"],
                           name: str | None = None) -> list[Path]:
-    """``spaces/<name>.csv|.json`` and ``spaces/<name>_by_module/<module>.csv|.json``; ``name``: by default
-    the space the registry declares per module (``SpaceSpec.by``: the gradients probe's)."""
-    if name is None:
-        from .registry import all_spaces
-
-        name = next(s.name for _, s in all_spaces() if s.by == "module")
+    """``spaces/<name>.csv|.json`` and ``spaces/<name>_by_module/<module>.csv|.json`` (the gradients
+    probe's); ``name``: by default the space's own (``space.kind``)."""
+    name = name if name is not None else space.kind
     paths = [write_space(out, name, space)]
     for module, sp in by_module.items():
         paths.append(write_space(out, name, sp, module=module))

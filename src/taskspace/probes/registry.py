@@ -71,9 +71,6 @@ def _check(spec: ProbeSpec, replace: bool) -> None:
     for need in spec.needs:
         if need not in _REGISTRY and need != spec.name:
             raise ValueError(f"probe {spec.name!r} needs unknown probe {need!r}")
-    same = [p.name for p in _REGISTRY.values() if p.name != spec.name and spec.method and p.method == spec.method]
-    if same:
-        raise ValueError(f"probe {spec.name!r}: method {spec.method!r} already belongs to {same[0]!r}")
 
 
 def register(spec: ProbeSpec, *, replace: bool = False) -> ProbeSpec:
@@ -146,8 +143,9 @@ def get(name: str) -> ProbeSpec:
 
 
 def by_method(method: str) -> ProbeSpec:
-    """The probe whose ``method`` is ``method`` (a runner serving several probes finds each by what it
-    computes: :attr:`ProbeSpec.method`)."""
+    """The first probe (in registry order: a built-in before a variant registered later, e.g. with
+    ``dataclasses.replace``) whose ``method`` is ``method``: how a runner serving several probes finds each
+    by what it computes (:attr:`ProbeSpec.method`)."""
     for p in probes():
         if p.method == method:
             return p

@@ -164,8 +164,8 @@ class ProbeSpec:
       what a probe does, never on its name (``transfer`` / ``baseline``: FTGD or plain fine-tuning of every
       parameter; ``steering`` / ``erasure``: a direction added or erased; ``gradients`` / ``overlap``: the
       cosine of ḡ or the Jaccard of the masks; ``das`` / ``mdas``: a subspace per task or per group). Each
-      runner's module names its methods; a method belongs to one probe of the registry
-      (:func:`~taskspace.probes.registry.by_method`). Empty for a runner of one probe.
+      runner's module names its methods; :func:`~taskspace.probes.registry.by_method` finds the built-in
+      probe of a method. Empty for a runner of one probe.
     - ``provides``: keys of its :attr:`~taskspace.probes.result.ProbeResult.extra` that other runners call it
       for (``activations``: ``differences``, the directions of steering, erasure and DAS's control), so they
       ask :func:`~taskspace.probes.registry.provider` instead of naming it.
