@@ -148,6 +148,7 @@ def test_rebuilt_report_removes_temp_files_of_a_killed_build(reported):
     """``kill -9`` during a report skips atomic_path's cleanup; the next build removes what is left.
     The rebuild saves its figures in this process, the command line in worker processes: the same PNGs."""
     from taskspace.report import build_report, save_workers
+    from taskspace.report.figures import MIN_FIGURES_PER_WORKER
 
     root, _ = reported
     pngs = {p.name: p.read_bytes() for p in (root / "figures").glob("*.png")}
@@ -160,5 +161,6 @@ def test_rebuilt_report_removes_temp_files_of_a_killed_build(reported):
     build_report(root, permutations=99)
     assert not any(f.exists() for f in stale)
     assert keep.exists() and not list((root / "figures").glob(".*.tmp"))
+    assert len(pngs) >= 2 * MIN_FIGURES_PER_WORKER          # enough figures for the CLI to save in workers
     if save_workers() > 1:                     # the CLI saved in workers: the files must not depend on it
         assert {p.name: p.read_bytes() for p in (root / "figures").glob("*.png")} == pngs

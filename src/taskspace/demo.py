@@ -82,7 +82,7 @@ def demo_workers() -> int:
     """Worker processes of one torch thread each for the demo's jobs: one per CPU this process may use,
     at most 4. The demo's models are tiny, and two threads speed one job up far less than two jobs
     running side by side do (``benchmarks/README.md``, "Demo")."""
-    return max(1, min(4, usable_cpus()))
+    return usable_cpus(at_most=4)
 
 
 def demo_tasks(cfg: DemoConfig) -> list[str] | None:

@@ -45,14 +45,16 @@ def torch_threads() -> int | None:
     return int(torch.get_num_threads())
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask on Linux, else the machine's count)."""
+def usable_cpus(at_most: int | None = None) -> int:
+    """The CPUs this process may run on (its affinity mask on Linux, else the machine's count), at least one
+    and at most ``at_most``: how many worker processes to start."""
     import os
 
     try:
-        return len(os.sched_getaffinity(0))
+        n = len(os.sched_getaffinity(0))
     except AttributeError:               # not on Linux
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    return max(1, min(n, at_most) if at_most is not None else n)
 
 
 def environment_line(versions_: dict[str, str] | None = None, threads: int | None = None) -> str:

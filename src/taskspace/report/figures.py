@@ -32,6 +32,8 @@ from ..spaces import TaskSpace
 # backend
 
 FORMATS = ("png", "svg")
+#: fewer figures than this per worker process are saved faster in this process than a worker starts up
+MIN_FIGURES_PER_WORKER = 6
 
 
 def _figure(**kwargs):
@@ -307,23 +309,20 @@ def write_figures(run: RunData, cmp: dict, out_dir: str | Path, *, workers: int 
     needs the ``if __name__ == "__main__":`` guard; the default saves in this process."""
     out_dir = Path(out_dir)
     jobs = _figure_jobs(run, cmp)
+    workers = min(workers, len(jobs) // MIN_FIGURES_PER_WORKER)
     with progress_bar("drawing figures", len(jobs)) as advance:
-        if workers <= 1 or len(jobs) < 2 * MIN_FIGURES_PER_WORKER:
-            out: dict[str, list[Path]] = {}
-            for name, make in jobs:
-                out[name] = save(make(), out_dir, name)
-                advance()
-            return out
-        return _save_in_workers(jobs, out_dir, min(workers, len(jobs) // MIN_FIGURES_PER_WORKER), advance)
+        if workers > 1:
+            return _save_in_workers(jobs, out_dir, workers, advance)
+        out: dict[str, list[Path]] = {}
+        for name, make in jobs:
+            out[name] = save(make(), out_dir, name)
+            advance()
+        return out
 
 
 def save_workers() -> int:
     """Processes that save a report's figures from the command line: one per usable CPU, at most 4."""
-    return max(1, min(4, usable_cpus()))
-
-
-#: fewer figures than this per worker process are saved faster in this process than a worker starts up
-MIN_FIGURES_PER_WORKER = 6
+    return usable_cpus(at_most=4)
 
 
 def _save_in_workers(jobs: list, out_dir: Path, workers: int, advance: Callable[..., None]) -> dict[str, list[Path]]:

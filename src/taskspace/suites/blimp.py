@@ -90,15 +90,13 @@ def pairs_from_rows(rows: Iterable[tuple[int, Mapping[str, Any]]], *, file: str)
     uid_line = 0
     blimp_field: str | None = None
     # every row repeats its paradigm's UID and linguistics_term: a value that passed is not checked again
-    passed: dict[tuple[str, Any], str] = {}
+    passed: set[tuple[str, str]] = set()
 
     def checked_id(value: Any, line: int, key: str) -> str:
-        ok = passed.get((key, value)) if isinstance(value, str) else None
-        if ok is None:
-            ok = check_id(value, file=file, line=line, field=key)
-            if isinstance(value, str):
-                passed[(key, value)] = ok
-        return ok
+        if not (isinstance(value, str) and (key, value) in passed):
+            value = check_id(value, file=file, line=line, field=key)
+            passed.add((key, value))
+        return value
 
     for line, row in rows:
         if not isinstance(row, dict) and not isinstance(row, Mapping):   # dict first: the ABC check is slow
