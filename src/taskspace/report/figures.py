@@ -31,7 +31,8 @@ from ..spaces import TaskSpace
 # matplotlib and scipy are imported where a figure is drawn: importing the report does not touch matplotlib's
 # backend
 
-FORMATS = ("png", "svg")
+#: resolution of the PNGs (dots per inch); the SVGs are vector
+PNG_DPI = 130
 #: fewer figures than this per worker process are saved faster in this process than a worker starts up
 MIN_FIGURES_PER_WORKER = 6
 
@@ -282,14 +283,50 @@ def _slug(s: str) -> str:
 
 
 def save(fig, out_dir: Path, name: str) -> list[Path]:
-    """Save ``fig`` as ``name.png`` and ``name.svg`` in ``out_dir`` (atomically)."""
-    paths = []
-    for fmt in FORMATS:
-        p = out_dir / f"{name}.{fmt}"
-        with atomic_path(p) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=130 if fmt == "png" else None, bbox_inches="tight")
-        paths.append(p)
+    """Save ``fig`` as ``name.png`` and ``name.svg`` in ``out_dir`` (atomically), each cut to the figure's
+    tight bounding box plus ``savefig.pad_inches``, as ``savefig(bbox_inches="tight")`` does.
+
+    savefig's "tight" draws a figure twice per format (once to find the box, once to render). Here one
+    raster draw finds the box and is the PNG (cut out of it, with the figure's face colour where the padded
+    box reaches past the figure), and the SVG is drawn once with that box: two draws instead of four. The
+    PNG is the same picture up to a shift of under half a pixel."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.image import imsave
+
+    dpi = fig.get_dpi()
+    canvas = FigureCanvasAgg(fig)
+    fig.set_dpi(PNG_DPI)
+    try:
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        box = fig.get_tightbbox(renderer).padded(matplotlib.rcParams["savefig.pad_inches"])
+        png = _cut(np.asarray(renderer.buffer_rgba()), box, PNG_DPI, fig.get_facecolor())
+    finally:
+        fig.set_dpi(dpi)
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
+    with atomic_path(paths[0]) as tmp:
+        imsave(tmp, png, format="png", dpi=PNG_DPI)
+    with atomic_path(paths[1]) as tmp:
+        fig.savefig(tmp, format="svg", bbox_inches=box)
     return paths
+
+
+def _cut(pixels: np.ndarray, box, dpi: float, face) -> np.ndarray:
+    """The part of a rendered figure (``pixels``: rows from the top × columns × RGBA) inside ``box``
+    (inches from the bottom left), sized as savefig sizes a tight figure (whole pixels, rounded down);
+    where the box reaches past the figure, the figure's face colour."""
+    from matplotlib.colors import to_rgba
+
+    height, width = pixels.shape[:2]
+    w, h = int(box.width * dpi), int(box.height * dpi)
+    left, top = round(box.x0 * dpi), round(height - box.y1 * dpi)
+    out = np.empty((h, w, 4), np.uint8)
+    out[...] = np.round(np.asarray(to_rgba(face)) * 255).astype(np.uint8)
+    y0, y1, x0, x1 = max(top, 0), min(top + h, height), max(left, 0), min(left + w, width)
+    if y1 > y0 and x1 > x0:
+        out[y0 - top:y1 - top, x0 - left:x1 - left] = pixels[y0:y1, x0:x1]
+    return out
 
 
 def static_spaces(run: RunData, cmp: dict) -> list[str]:

@@ -647,11 +647,14 @@ def render_html(run: RunData, cmp: dict, figdir: Path) -> str:
 
 
 def _comparison_is_fresh(path: Path, root: Path) -> bool:
+    """Whether ``RUN/comparison.json`` is newer than every result file. The run's own ``run.json`` is not
+    one: a run rewrites it with its final status after its report job, which must not make every later
+    ``taskspace report`` compare the run again."""
     if not path.exists():
         return False
     t = path.stat().st_mtime
     return all(p.stat().st_mtime <= t for p in root.rglob("*") if p.suffix in (".csv", ".json")
-               and p.name != "comparison.json" and "figures" not in p.parts
+               and p.name != "comparison.json" and p != root / "run.json" and "figures" not in p.parts
                and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
