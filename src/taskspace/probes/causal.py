@@ -11,10 +11,11 @@ the ``ModuleList`` under the backbone (``get_decoder()``, else ``base_model``) w
 ``config.num_hidden_layers`` (GPT-2's ``h``, GPT-NeoX's ``layers``, Llama's ``layers``).
 
 Positions. An intervention changes every *sentence* position of every row: the prefix position (BOS, else
-EOS; absent with ``prefix="none"``) is left alone, as the activations probe leaves it out of ``d``.
-Scoring runs with ``share_prefix=False`` so that each row starts at the prefix token (with a shared
-prefix cache, positions would be split across calls). Padded positions are changed too; under a causal
-model nothing scored reads them.
+EOS; absent with ``prefix="none"``) is left alone, as the activations probe leaves it out of ``d``. With
+prefix sharing a sentence runs as a prefix call and a continuation on its KV cache; the hook reads where
+each call starts (:func:`taskspace.scoring.call_start`), so the same positions change as in one call over
+the whole sentence, and an intervened scoring shares prefixes as a plain one does. Padded positions are
+changed too; under a causal model nothing scored reads them.
 
 The hooks are removed in ``finally``; no parameter is touched, so the model is restored bit for bit.
 """
@@ -30,7 +31,7 @@ from scipy.stats import t as student_t
 
 from ..errors import InputError, TaskspaceError
 from ..multiple_testing import bh
-from ..scoring import encode, length_batches, quiet_transformers, resolve_prefix
+from ..scoring import call_start, encode, length_batches, quiet_transformers, resolve_prefix
 from ..scoring.convention import BATCH_TOKENS
 from .finetune.evaluation import bootstrap_counts
 from .gradient.masks import task_seed
@@ -108,8 +109,9 @@ def _sentence_part(h: "torch.Tensor", skip: int, fn: Callable[["torch.Tensor"], 
 @contextmanager
 def intervene(model: Any, layer: int, *, add: "np.ndarray | torch.Tensor | None" = None,
               erase: "np.ndarray | torch.Tensor | None" = None, skip: int = 1) -> Iterator[None]:
-    """Inside the block, the residual stream after layer ``layer`` becomes, at every position from
-    ``skip`` on (``skip=1``: the prefix token is left alone)::
+    """Inside the block, the residual stream after layer ``layer`` becomes, at every sentence position from
+    ``skip`` on (``skip=1``: the prefix token is left alone; a continuation call on a prefix cache counts its
+    positions from where it starts)::
 
         add:    r ← r + v                        (steering: v = α·s_ℓ·d̂)
         erase:  r ← r − ⟨r, u⟩ u                 (u a unit vector: the direction is projected out)
@@ -136,7 +138,7 @@ def intervene(model: Any, layer: int, *, add: "np.ndarray | torch.Tensor | None"
             return x - (x @ u).unsqueeze(-1) * u
 
     def hook(module: Any, args: Any, out: Any) -> Any:
-        return _with_state(out, lambda h: _sentence_part(h, skip, change))
+        return _with_state(out, lambda h: _sentence_part(h, max(0, skip - call_start()), change))
 
     handle = site.register_forward_hook(hook)
     try:

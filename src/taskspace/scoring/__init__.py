@@ -29,12 +29,13 @@ from .batching import length_batches, shared_prefix_length
 from .convention import CONVENTIONS, PREFIXES, REDUCTIONS, Convention, encode, resolve_prefix
 from .forward import batch_logprobs, prefix_sharing_exact
 from .fused import fused_activations
-from .head import Head, quiet_transformers
+from .head import Head, call_start, quiet_transformers
 from .results import ScoreResult, score, summarize_groups, summarize_tasks, wilson_interval
 from .scorer import Scorer
 
 __all__ = [
-    "CONVENTIONS", "Convention", "Head", "PREFIXES", "REDUCTIONS", "ScoreResult", "Scorer", "batch_logprobs", "encode",
+    "CONVENTIONS", "Convention", "Head", "PREFIXES", "REDUCTIONS", "ScoreResult", "Scorer", "batch_logprobs",
+    "call_start", "encode",
     "fused_activations", "length_batches", "prefix_sharing_exact", "quiet_transformers", "resolve_prefix",
     "score", "shared_prefix_length", "summarize_groups", "summarize_tasks", "wilson_interval",
 ]

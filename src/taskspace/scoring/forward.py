@@ -140,7 +140,7 @@ def _shared_unit(head: Head, families: Sequence[Sequence[Sequence[int]]], unit: 
         inp = padded([x[k:-1] for x in seqs], width, pad_id, dev)
         tgt = padded([x[k + 1 :] for x in seqs], width, pad_id, dev)
         own = torch.as_tensor([cont[j] for j in batch], dtype=torch.long, device=dev)
-        cstates, _ = head.forward(inp, past=select_cache(cache, slots[own]))
+        cstates, _ = head.forward(inp, past=select_cache(cache, slots[own]), start=k)
         lens = torch.as_tensor([cont_len[j] for j in batch], device=dev)
         keep = torch.arange(width, device=dev).unsqueeze(0) < lens.unsqueeze(1)
         clp = head.logprobs(cstates[keep], tgt[keep]).double()

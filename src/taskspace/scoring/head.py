@@ -6,6 +6,7 @@ cache. The split is used only where it is bit-for-bit what the model does (check
 from __future__ import annotations
 
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Iterator
 
 from .cache import cache_kwarg, output_cache
@@ -15,6 +16,9 @@ from .cache import cache_kwarg, output_cache
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+
+#: the sentence position of the first token of the model call in progress (see :func:`call_start`)
+_CALL_START: ContextVar[int] = ContextVar("taskspace_call_start", default=0)
 
 #: logits per head chunk (rows × vocabulary): small enough to stay in cache, large enough for a fast
 #: matmul against the whole output embedding.
@@ -36,6 +40,16 @@ def quiet_transformers() -> Iterator[None]:
         yield
     finally:
         hf_logging.set_verbosity(level)
+
+
+def call_start() -> int:
+    """The sentence position of the first input token of the model call in progress: 0 for a whole
+    sentence, the cached prefix's length for a continuation that runs on a shared prefix's KV cache.
+
+    A forward hook that treats positions differently (an intervention that leaves the prefix token alone)
+    reads it, so that a sentence split over a prefix call and a continuation call is changed at the same
+    positions as one call over the whole sentence."""
+    return _CALL_START.get()
 
 
 class Head:
@@ -98,22 +112,27 @@ class Head:
         except Exception:  # noqa: BLE001 - any failure means: use the plain forward pass
             return False
 
-    def forward(self, input_ids: "torch.Tensor", *, past: Any = None,
-                cache: bool = False) -> tuple["torch.Tensor", Any]:
+    def forward(self, input_ids: "torch.Tensor", *, past: Any = None, cache: bool = False,
+                start: int = 0) -> tuple["torch.Tensor", Any]:
         """Backbone output ``[batch, len, hidden]`` (or full logits when not split), and the KV cache
-        when ``cache`` is set. ``past``: a cache of earlier positions that the input continues."""
+        when ``cache`` is set. ``past``: a cache of earlier positions that the input continues; ``start``:
+        how many positions that is (what :func:`call_start` says during the call)."""
         kwargs: dict[str, Any] = {"use_cache": cache or past is not None}
         if past is not None:
             if self.cache_kwarg is None:
                 raise RuntimeError(f"{type(self.model).__name__}.forward takes no KV cache")
             kwargs[self.cache_kwarg] = past
-        with quiet_transformers():
-            if self.split:
-                out = self.base(input_ids=input_ids, **kwargs)
-                states = out.last_hidden_state
-            else:
-                out = self.model(input_ids=input_ids, **kwargs)
-                states = out.logits
+        token = _CALL_START.set(start)
+        try:
+            with quiet_transformers():
+                if self.split:
+                    out = self.base(input_ids=input_ids, **kwargs)
+                    states = out.last_hidden_state
+                else:
+                    out = self.model(input_ids=input_ids, **kwargs)
+                    states = out.logits
+        finally:
+            _CALL_START.reset(token)
         return states, (output_cache(out) if cache else None)
 
     def logprobs(self, rows: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tensor":

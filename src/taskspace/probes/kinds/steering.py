@@ -115,10 +115,10 @@ def intervention_scores(loaded: "LoadedModel", suite: "Suite", settings: "ProbeS
                                 batch_tokens=settings.batch_tokens)
     scale, cov = stats["scale"], stats["covariance"]
     skip = prefix_skip(tok, settings.prefix)
-    # no prefix sharing: each scored row must start at the prefix token for the positions to be right
+    # prefix sharing as the plain scorer does it: the hook counts positions from where each call starts
     scorer = Scorer(model, tok, reduction=settings.reduction, prefix=settings.prefix,
-                    batch_tokens=settings.batch_tokens, share_prefix=False)
-    _ = scorer.head      # the backbone/head split is checked before any hook is in place
+                    batch_tokens=settings.batch_tokens)
+    _ = scorer.shares_prefix   # the head split and prefix sharing are checked before any hook is in place
     iv = _Intervener(model, scorer, spec, skip, alpha, scale, cov, width, n_random, settings.seed, random_kind)
     sweep: dict[int, float] = {}
     if layer is None:
