@@ -21,7 +21,7 @@ HELDOUT = Option("heldout", str, None, "Text file (one sentence a line) for LM d
 GRADIENT_OPTIONS = (
     Option("save_masks", bool, False, "Also write masks/<task>.npy (packed bits) with masks/index.json."),
     Option("gradients_dir", str, None, "Stream each task's ḡ_t to this folder (bounded memory for large "
-           "models; exact mode).", kind="folder", key=False),
+           "models; exact mode; the split-half pass's halves in its halves/ folder).", kind="folder", key=False),
     Option("storage_dtype", str, "float32", "Storage precision of ḡ_t (exact mode).",
            choices=("float32", "bfloat16", "float16")),
 )
@@ -85,7 +85,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         runner="taskspace.probes.kinds.gradients:run",
         cost="one backward pass per task over its training pairs",
         job="gradients", options=GRADIENT_OPTIONS, files=(("distributedness", "stats/distributedness.csv"),),
-        method="gradient-cosine", default=True,
+        method="gradient-cosine", default=True, joint_halves=True,
         demo="every",
     ),
     ProbeSpec(
@@ -96,7 +96,7 @@ BUILTIN: tuple[ProbeSpec, ...] = (
         runner="taskspace.probes.kinds.gradients:run",
         cost="as gradients (computed in the same pass)",
         job="gradients", options=GRADIENT_OPTIONS, files=(("distributedness", "stats/distributedness.csv"),),
-        method="mask-jaccard", default=True,
+        method="mask-jaccard", default=True, joint_halves=True,
         demo="every",
     ),
     ProbeSpec(

@@ -26,7 +26,9 @@ class ProbeResult:
     already wrote per-task files into while it ran (FTGD's resume units, deltas, per-pair logs);
     :meth:`save` copies them when saving elsewhere. ``writers``: functions that write more files into
     the probe folder at save time (e.g. the masks with ``save_masks``; each returns the paths written).
-    ``extra``: in-memory objects for Python users (e.g. the gradients), never written.
+    ``extra``: in-memory objects for Python users (e.g. the gradients), never written. ``halves``: the
+    split-half pass's result, when the runner made it in the same call (``ProbeSpec.joint_halves``);
+    ``taskspace.probe`` files its main spaces as ``spaces["halves/<name>"]`` and lets it go.
     """
 
     kinds: tuple[str, ...]
@@ -37,6 +39,7 @@ class ProbeResult:
     provenance: dict = field(default_factory=dict)
     writers: list[Callable[[Path], list[Path]]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    halves: "ProbeResult | None" = None
 
     def main_spaces(self) -> dict[str, "TaskSpace"]:
         """The top-level spaces (not the per-module / per-layer ones)."""

@@ -14,7 +14,7 @@ from ..suites.splits import SplitSizes, halve_suite
 from .output import HALVES_DIR
 from .registry import get
 from .settings import ProbeSettings
-from .spec import ProbeSpec, RunContext
+from .spec import HalfPass, ProbeSpec, RunContext
 
 # the controls (torch) are imported where a control is loaded: `import taskspace` starts without them
 
@@ -70,30 +70,45 @@ def probe(
     ctx = RunContext(out=Path(out) if out is not None else None, progress=progress,
                      rows=tuple(rows) if rows is not None else None, options=values, spec=specs[0])
     runner = specs[0].load_runner()
-    res = runner(lm, suite, settings, ctx, kinds)
+    # the split-half pass is planned before the runner runs: one that cannot be halved with split_half "on"
+    # fails before any work, and a runner of joint_halves makes it in the same call
+    plan, skipped = None, None
     if rows is None and split_half(specs[0], settings):
+        plan, skipped = half_pass(suite, settings, ctx)
+    if plan is not None and specs[0].joint_halves:
+        ctx.halves = plan
+    res = runner(lm, suite, settings, ctx, kinds)
+    if skipped is not None:
+        res.extra.setdefault("notes", []).append(skipped)
+    if plan is not None:
         # the same probe on two disjoint halves of every task's pairs (tasks t~1, t~2): a 2T × 2T space per
         # main space, read by taskspace.analysis.reliability; its working files in a folder of their own.
-        # The suite of halves (groups as t's) serves probes that list their tasks from the suite and
-        # probes that read only the splits alike.
-        try:
-            half_settings = dataclasses.replace(settings, halves=True, tasks=None)
-            sizes = SplitSizes(settings.train_pairs, settings.dev_pairs, settings.eval_pairs)
-            halved = halve_suite(suite, sizes, settings.seed, settings.tasks)
-        except InputError as e:
-            if settings.split_half == "on":
-                raise
-            # auto: too few pairs to halve (e.g. one eval pair per task) — no split-half pass, said so
-            res.extra.setdefault("notes", []).append(f"split-half pass skipped: {e.message}")
-            return res
-        half_ctx = RunContext(out=ctx.out / HALVES_DIR if ctx.out is not None else None, progress=progress,
-                              options=values, spec=specs[0])
-        halves = runner(lm, halved, half_settings, half_ctx, kinds)
+        # A runner that made it already hands it back; else it is a second call of the runner.
+        halves = res.halves if res.halves is not None else runner(lm, plan.suite, plan.settings, plan.ctx, kinds)
+        res.halves = None           # only the halves' main spaces stay (their gradients, masks… go)
         for spec in specs:
             for name in spec.main_spaces():
                 if name in halves.spaces:
                     res.spaces[f"{HALVES_DIR}/{name}"] = halves.spaces[name]
     return res
+
+
+def half_pass(suite: "Suite", settings: "ProbeSettings", ctx: RunContext) -> tuple[HalfPass | None, str | None]:
+    """The split-half pass of a run on ``suite`` (:class:`HalfPass`: the suite of halves, their settings and
+    context), or ``(None, note)`` when ``split_half`` is ``auto`` and the tasks are too small to halve (e.g. one
+    eval pair per task); with ``split_half="on"`` that is an InputError. The suite of halves (groups as t's)
+    serves probes that list their tasks from the suite and probes that read only the splits alike."""
+    try:
+        half_settings = dataclasses.replace(settings, halves=True, tasks=None)
+        sizes = SplitSizes(settings.train_pairs, settings.dev_pairs, settings.eval_pairs)
+        halved = halve_suite(suite, sizes, settings.seed, settings.tasks)
+    except InputError as e:
+        if settings.split_half == "on":
+            raise
+        return None, f"split-half pass skipped: {e.message}"
+    half_ctx = RunContext(out=ctx.out / HALVES_DIR if ctx.out is not None else None, progress=ctx.progress,
+                          options=ctx.options, spec=ctx.spec)
+    return HalfPass(halved, half_settings, half_ctx), None
 
 
 def split_half(spec: ProbeSpec, settings: "ProbeSettings") -> bool:

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..suites.schema import Suite
     from .result import ProbeResult
+    from .settings import ProbeSettings
 
 #: what an :class:`Option` value is: a plain value, a text file of sentences (one a line; the runner gets
 #: the sentences, the job key their hash), a folder (where to keep working files; never in a key), or a
@@ -172,6 +174,11 @@ class ProbeSpec:
     - ``per_task``: its runner can compute only some source rows (``ctx.rows``); ``stages``: how a run
       splits it into one job per source task (``"module:object"`` with ``base``, ``row``, ``assemble``).
     - ``halves``: the split-half reliability pass runs by default (cheap probes) or only when asked.
+      ``joint_halves``: its runner makes the split-half pass itself, in the same call as the full one
+      (``taskspace.probe`` hands it the halves as ``ctx.halves``, a :class:`HalfPass`, and reads their spaces
+      from ``ProbeResult.halves``), for a probe whose full result can be derived from its halves' (the
+      gradient probes: ḡ_t is the pair-weighted mean of its halves' ḡ, so one round of backward passes on
+      the halves serves both). A runner may still return ``halves=None``; then the second call is made.
     - ``default``: a plan that names no ``probes`` runs it.
     - ``demo``: where ``taskspace demo`` runs it (one of :data:`DEMO_PLACES`): at ``"every"`` checkpoint, at
       the first and last (``"ends"``), at each size's final checkpoint (``"last"``), at the largest size's
@@ -194,6 +201,7 @@ class ProbeSpec:
     per_task: bool = False
     stages: str | None = None
     halves: bool = True
+    joint_halves: bool = False
     default: bool = False
     demo: str = ""
     demo_options: tuple[tuple[str, Any], ...] = ()
@@ -272,10 +280,25 @@ class RunContext:
     """What a runner gets besides the model, suite and settings (filled by the CLI or a run job):
     ``out`` the probe folder it may work in, ``rows`` the source tasks to compute (per-task probes),
     ``options`` its :class:`Option` values, prepared (sentences read, a reference revision loaded),
-    ``spec`` its own registry entry (the first of the kinds it runs), so it needs no lookup by name."""
+    ``spec`` its own registry entry (the first of the kinds it runs), so it needs no lookup by name;
+    ``halves`` the split-half pass to make in the same call (:class:`HalfPass`; only for a spec with
+    ``joint_halves``, and only when the pass runs), else None."""
 
     out: Any = None
     progress: bool = True
     rows: tuple[str, ...] | None = None
     options: dict = field(default_factory=dict)
     spec: "ProbeSpec | None" = None
+    halves: "HalfPass | None" = None
+
+
+@dataclass
+class HalfPass:
+    """The split-half pass as ``taskspace.probe`` would run it with a second call of the runner: the suite of
+    halves (tasks ``t~1``, ``t~2``), its settings (``halves=True``) and its context (working folder
+    ``out/halves``). A runner of a spec with ``joint_halves`` gets it as ``ctx.halves`` and returns the pass's
+    result as ``ProbeResult.halves``, as that second call would have returned it."""
+
+    suite: "Suite"
+    settings: "ProbeSettings"
+    ctx: RunContext

@@ -348,7 +348,22 @@ def task_gradients(
     """
     model, tokenizer, describe = _unwrap(model, tokenizer)
     s = with_overrides(settings, overrides, "task_gradients")
-    autocast = s.autocast
+    grads = empty_task_gradients(model, tokenizer, describe, suite_train, s, store=store,
+                                 storage_dtype=storage_dtype)
+    shapes = {n: p for n, p in model.named_parameters()}
+    for task, g in iter_task_gradients(model, tokenizer, suite_train.by_task(), s, progress=progress):
+        grads.put(task, {n: (v if v is not None else torch.zeros_like(shapes[n])) for n, v in g.items()})
+    if store is not None:
+        grads.save_index()
+    return grads
+
+
+def empty_task_gradients(model: Any, tokenizer: Any, describe: dict | None, suite_train: "Suite",
+                         settings: "ProbeSettings", *, store: str | Path | None = None,
+                         storage_dtype: torch.dtype | str = torch.float32) -> TaskGradients:
+    """A :class:`TaskGradients` for the tasks of ``suite_train`` with everything but the gradients: tasks,
+    groups, parameter names and shapes, modules, pairs per task, convention and provenance (what
+    :func:`task_gradients` fills, and the split-half pass's one-pass route fills from the halves)."""
     if isinstance(storage_dtype, str):
         if storage_dtype not in STORAGE_DTYPES:
             raise TaskspaceError(f"unknown storage dtype {storage_dtype!r}; choose one of "
@@ -357,23 +372,16 @@ def task_gradients(
     by_task = suite_train.by_task()
     if not by_task:
         raise InputError("the suite has no pairs to compute gradients from", field="tasks")
-
     params = list(model.named_parameters())
     names = [n for n, _ in params]
-    convention = convention_of(model, tokenizer, s)
-    prov = gradient_provenance(model, describe, suite_train, convention, s.batch_tokens)
-    if autocast not in (None, "", "none"):
-        prov["autocast"] = autocast
-    grads = TaskGradients(list(by_task), [suite_train.group_of(t) for t in by_task], names,
-                          {n: tuple(p.shape) for n, p in params}, modules=resolve_modules(model, names),
-                          n_pairs={t: len(ps) for t, ps in by_task.items()}, convention=convention,
-                          provenance=prov, store=store, storage_dtype=storage_dtype)
-    shapes = {n: p for n, p in params}
-    for task, g in iter_task_gradients(model, tokenizer, by_task, s, progress=progress):
-        grads.put(task, {n: (v if v is not None else torch.zeros_like(shapes[n])) for n, v in g.items()})
-    if store is not None:
-        grads.save_index()
-    return grads
+    convention = convention_of(model, tokenizer, settings)
+    prov = gradient_provenance(model, describe, suite_train, convention, settings.batch_tokens)
+    if settings.autocast not in (None, "", "none"):
+        prov["autocast"] = settings.autocast
+    return TaskGradients(list(by_task), [suite_train.group_of(t) for t in by_task], names,
+                         {n: tuple(p.shape) for n, p in params}, modules=resolve_modules(model, names),
+                         n_pairs={t: len(ps) for t, ps in by_task.items()}, convention=convention,
+                         provenance=prov, store=store, storage_dtype=storage_dtype)
 
 
 def _storage(model: Any) -> str:

@@ -80,7 +80,10 @@ def _provenance(grads: Any, probe: str, settings: ProbeSettings | None, **extra:
            "suite": base.get("suite"), "n_train_pairs": grads.n_pairs,
            "gradients_computed": base.get("created"), "versions": base.get("versions"),
            "gradient_mode": base.get("gradient_mode", "exact"), "sketch": base.get("sketch"),
-           "autocast": base.get("autocast", "none")}
+           "autocast": base.get("autocast", "none"),
+           # "from halves": ḡ_t is the pair-weighted mean of its halves' ḡ (the split-half pass's one-pass
+           # route, gradient/halves.py), the direct ḡ_t up to float rounding, not bit for bit
+           "gradient_pass": base.get("gradient_pass", "direct")}
     out.update(extra)
     return out
 
@@ -263,6 +266,92 @@ def resolve_gradient_mode(mode: str, n_parameters: int, n_tasks: int,
     return mode
 
 
+class SketchTasks:
+    """What the sketch mode keeps of a set of tasks while their gradients stream past, one task at a time
+    (:meth:`take`): their count sketches (``sk``, only when the cosine is asked), their masks as bitset
+    files (``store/masks``, or a temporary folder) and their distributedness rows; :meth:`result` turns
+    them into a :class:`GradientProbeResult`. Nothing of the model's size is kept per task. ``keeps``: whether
+    :meth:`take` holds on to the tensors it is given (no: they may be reused for the next task)."""
+
+    keeps = False
+
+    def __init__(self, train: "Suite", settings: ProbeSettings, sk: SketchSet, *, cosine: bool, prov: dict,
+                 convention: dict, modules: Mapping[str, str], shapes: Mapping[str, Sequence[int]],
+                 store: str | Path | None) -> None:
+        by_task = train.by_task()
+        self.tasks = list(by_task)
+        self.groups = [train.group_of(t) for t in self.tasks]
+        self.settings, self.modules, self.shapes = settings, modules, shapes
+        self.sk = sk if cosine else None
+        prov = dict(prov, gradient_mode="sketch", sketch=sk.describe(), autocast=settings.autocast)
+        self.src = SketchedGradients(self.tasks, self.groups, prov, convention,
+                                     {t: len(ps) for t, ps in by_task.items()})
+        keep = None
+        if store is not None:
+            folder = Path(store) / "masks"
+        else:
+            keep = tempfile.TemporaryDirectory(prefix="taskspace-masks-")
+            folder = Path(keep.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.mdesc = {"kind": settings.mask_kind,
+                      "fraction": None if settings.mask_threshold is not None else settings.mask_fraction,
+                      "threshold": settings.mask_threshold,
+                      "seed": settings.seed if settings.mask_kind == "random" else None, "storage": "bitset"}
+        self.masks = BitsetMaskSet(folder, self.tasks, self.mdesc, keep)
+        self.rows: dict[str, dict] = {}
+
+    @property
+    def provenance(self) -> dict:
+        """How the gradients were computed (every space's provenance reads it)."""
+        return self.src.provenance
+
+    def take(self, task: str, grads: Mapping[str, torch.Tensor], shared: set[str]) -> None:
+        """Sketch ``task``'s gradient (every parameter; ``shared``: zero stand-ins not to be written), reduce it
+        to its distributedness row and write its mask. ``grads`` is overwritten (:func:`one_pass`)."""
+        acc = StreamedStats(self.modules)
+        bits = one_pass(task, grads, shared, self.sk, acc, self.settings, self.shapes)
+        i = self.tasks.index(task)
+        self.rows[task] = acc.row(task, self.groups[i], self.src.n_pairs[task], bits)
+        bits.save(self.masks.path(task))
+
+    def result(self, jaccard: bool) -> GradientProbeResult:
+        """The spaces (the cosine when sketched, the overlap when ``jaccard``) and the distributedness table,
+        tasks in suite order whatever order they were taken in."""
+        tasks, groups, settings, src = self.tasks, self.groups, self.settings, self.src
+        res = GradientProbeResult(grads=src, masks=self.masks, mode="sketch", sketches=self.sk)
+        if self.sk is not None:
+            self.sk.reorder(tasks)
+            total, by_module = self.sk.gram(per_module=True)
+            space, res.by_module = _cosine_spaces(src, total, by_module, tasks, groups, settings)
+            res.spaces[space.kind] = space
+        if jaccard:
+            o = overlap_from_bitsets([BitsetMask.load(self.masks.path(t)) for t in tasks])
+            space = _jaccard_space(src, o, tasks, groups, settings, self.mdesc)
+            res.spaces[space.kind] = space
+        res.distributedness = pd.DataFrame([self.rows[t] for t in tasks])
+        res.provenance = _provenance(src, "distributedness", settings, mask=self.mdesc)
+        return res
+
+
+def zero_stand_ins(grads: Mapping[str, torch.Tensor | None], zeros: dict[str, torch.Tensor],
+                   shapes: Mapping[str, Sequence[int]], device: Any) -> dict[str, torch.Tensor]:
+    """``grads`` with a parameter the loss does not reach (no ``.grad``) given one shared zero tensor,
+    made once per parameter into ``zeros`` (whose names :func:`one_pass` must not write over)."""
+    for n, v in grads.items():
+        if v is None and n not in zeros:
+            zeros[n] = torch.zeros(shapes[n], device=device)
+    return {n: (v if v is not None else zeros[n]) for n, v in grads.items()}
+
+
+def sketch_setup(model: Any, settings: ProbeSettings) -> tuple[dict, dict, SketchSet]:
+    """The sketch mode's view of ``model``: parameter shapes, modules and an empty :class:`SketchSet`."""
+    params = list(model.named_parameters())
+    names = [n for n, _ in params]
+    shapes = {n: tuple(p.shape) for n, p in params}
+    modules = resolve_modules(model, names)
+    return shapes, modules, SketchSet(names, shapes, modules, dim=settings.sketch_dim, seed=settings.seed)
+
+
 def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSettings, cosine: bool, jaccard: bool,
                    store: str | Path | None, progress: bool) -> GradientProbeResult:
     """The sketch mode: per task, ḡ_t is computed into ``.grad`` and, before the next task, sketched
@@ -272,56 +361,17 @@ def _sketch_probes(loaded: "LoadedModel", train: "Suite", settings: ProbeSetting
     by_task = train.by_task()
     if not by_task:
         raise InputError("the suite has no pairs to compute gradients from", field="tasks")
-    params = list(model.named_parameters())
-    names = [n for n, _ in params]
-    shapes = {n: tuple(p.shape) for n, p in params}
-    modules = resolve_modules(model, names)
-    tasks = list(by_task)
-    groups = [train.group_of(t) for t in tasks]
+    shapes, modules, sk = sketch_setup(model, settings)
     convention = convention_of(model, tokenizer, settings)
     prov = gradient_provenance(model, describe, train, convention, settings.batch_tokens)
-    sk = SketchSet(names, shapes, modules, dim=settings.sketch_dim, seed=settings.seed)
-    prov.update(gradient_mode="sketch", sketch=sk.describe(), autocast=settings.autocast)
-    keep = None
-    if store is not None:
-        folder = Path(store) / "masks"
-    else:
-        keep = tempfile.TemporaryDirectory(prefix="taskspace-masks-")
-        folder = Path(keep.name)
-    folder.mkdir(parents=True, exist_ok=True)
-    mdesc = {"kind": settings.mask_kind,
-             "fraction": None if settings.mask_threshold is not None else settings.mask_fraction,
-             "threshold": settings.mask_threshold,
-             "seed": settings.seed if settings.mask_kind == "random" else None, "storage": "bitset"}
-    masks = BitsetMaskSet(folder, tasks, mdesc, keep)
-    rows = []
+    kept = SketchTasks(train, settings, sk, cosine=cosine, prov=prov, convention=convention, modules=modules,
+                       shapes=shapes, store=store)
     zeros: dict[str, torch.Tensor] = {}
-    device = params[0][1].device if params else torch.device("cpu")
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
     for task, g in iter_task_gradients(model, tokenizer, by_task, settings, reuse=True, progress=progress):
-        # a parameter the loss does not reach has no .grad: one shared zero tensor stands in
-        for n, v in g.items():
-            if v is None and n not in zeros:
-                zeros[n] = torch.zeros(shapes[n], device=device)
-        full = {n: (v if v is not None else zeros[n]) for n, v in g.items()}
-        acc = StreamedStats(modules)
-        bits = one_pass(task, full, set(zeros), sk if cosine else None, acc, settings, shapes)
-        rows.append(acc.row(task, train.group_of(task), len(by_task[task]), bits))
-        bits.save(masks.path(task))
-        del bits, full
-    src = SketchedGradients(tasks, groups, prov, convention, {t: len(ps) for t, ps in by_task.items()})
-    res = GradientProbeResult(grads=src, masks=masks, mode="sketch",
-                              sketches=sk if cosine else None)
-    if cosine:
-        total, by_module = sk.gram(per_module=True)
-        space, res.by_module = _cosine_spaces(src, total, by_module, tasks, groups, settings)
-        res.spaces[space.kind] = space
-    if jaccard:
-        o = overlap_from_bitsets([BitsetMask.load(masks.path(t)) for t in tasks])
-        space = _jaccard_space(src, o, tasks, groups, settings, mdesc)
-        res.spaces[space.kind] = space
-    res.distributedness = pd.DataFrame(rows)
-    res.provenance = _provenance(src, "distributedness", settings, mask=mdesc)
-    return res
+        kept.take(task, zero_stand_ins(g, zeros, shapes, device), set(zeros))
+    return kept.result(jaccard)
 
 
 def run_gradient_probes(
@@ -355,6 +405,12 @@ def run_gradient_probes(
         return _sketch_probes(loaded, train, settings, cosine, jaccard, store, progress)
     grads = task_gradients(loaded, None, train, settings, store=store, storage_dtype=storage_dtype,
                            progress=progress)
+    return exact_probes(grads, settings, cosine, jaccard)
+
+
+def exact_probes(grads: TaskGradients, settings: ProbeSettings, cosine: bool, jaccard: bool) -> GradientProbeResult:
+    """The exact mode's spaces from ``grads`` (the cosine overall and per module when ``cosine``, the overlap
+    when ``jaccard``) and the distributedness table, masks and statistics in one read of each ḡ_t."""
     grads.provenance.update(gradient_mode="exact", sketch=None, autocast=settings.autocast)
     masks = compute_masks(grads, settings)
     res = GradientProbeResult(grads=grads, masks=masks)

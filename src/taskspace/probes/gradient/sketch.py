@@ -221,6 +221,26 @@ class SketchSet:
         """Sketch ḡ_t of ``task`` and keep only the sketch (:attr:`numbers_per_task` float32 numbers)."""
         self.keep(task, *self.sketch(grads))
 
+    def reorder(self, tasks: Sequence[str]) -> None:
+        """Put the kept sketches in the order of ``tasks`` (the tasks kept, reordered): the split-half pass's
+        one-pass route sketches the halves t~1, t~2 of each task in turn, and its space lists every t~1 first.
+        The rows themselves are untouched, so the Gram matrix is the one of sketches kept in that order."""
+        if sorted(tasks) != sorted(self.tasks):
+            raise ValueError("reorder takes the tasks kept, in another order")
+        at = [self.tasks.index(t) for t in tasks]
+        self.tasks = list(tasks)
+        self._total = [self._total[i] for i in at]
+        self._mods = {m: [v[i] for i in at] for m, v in self._mods.items()}
+
+    def sibling(self) -> "SketchSet":
+        """An empty sketch set with the same parameters, ``dim``, seed and module sketches, sharing this one's
+        CPU cache of hash codes (:meth:`cached_codes`), so sketching a second set of tasks in the same pass
+        (the halves beside the full tasks) neither hashes again nor keeps a second cache."""
+        other = SketchSet(self.param_names, self.shapes, self.modules, dim=self.dim, seed=self.seed,
+                          module_dim=self.module_dim)
+        other._codes = self._codes
+        return other
+
     def vectors(self, module: str | None = None) -> np.ndarray:
         """tasks × numbers: the total sketches, or one module's vectors."""
         rows = self._total if module is None else self._mods[module]
