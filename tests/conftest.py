@@ -6,6 +6,8 @@ built once per test session, also when pytest-xdist spreads the session over sev
 They are read-only: a test that changes one works on a copy (``shutil.copytree``)."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -13,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -223,6 +226,128 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@contextlib.contextmanager
+def _capture_fds():
+    """File descriptors 1 and 2 sent to temporary files for the block; yields them (read after the
+    block). What bypasses ``sys.stdout``/``sys.stderr`` lands there: C code, and the processes the
+    command starts (spawned workers inherit the descriptors, as they inherit a subprocess's pipes)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    files = [tempfile.TemporaryFile() for _ in (1, 2)]
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        for f, fd in zip(files, (1, 2)):
+            os.dup2(f.fileno(), fd)
+        yield files
+    finally:
+        for fd, s in zip((1, 2), saved):
+            os.dup2(s, fd)
+            os.close(s)
+
+
+def _read_back(f) -> str:
+    f.seek(0)
+    text = f.read().decode("utf-8", errors="replace")
+    f.close()
+    return text
+
+
+def run_cli(*args, env: dict | None = None, cwd: str | Path | None = None,
+            input: str | None = None) -> subprocess.CompletedProcess:
+    """``taskspace ARGS`` run in this process through the console script's function (``taskspace.cli.main``),
+    returned as the :class:`subprocess.CompletedProcess` a ``subprocess.run([...], capture_output=True,
+    text=True)`` of the installed script gives: ``returncode``, ``stdout``, ``stderr``.
+
+    Why in-process: a new ``taskspace`` process imports torch and transformers again, about 2.3 CPU seconds
+    each, ~48 of them per test run; here they are imported once per test process. The code path is the
+    installed script's (``main(argv)``: typer's standalone mode, the one-line errors, the exit codes).
+
+    As a process would:
+
+    - the exit code is ``SystemExit``'s (``None`` → 0; a string → 1, the string on stderr); any other
+      exception → 1 with its traceback on stderr (so ``"Traceback" not in stderr`` keeps its meaning);
+    - stdout and stderr are captured as text at the Python level (click resolves ``sys.stdout`` when it
+      writes, the CLI's rich Consoles are made per command and resolve it lazily too, logging handlers
+      that hold ``sys.stderr`` are pointed at the capture for the call) and at the descriptor level (C
+      code, worker processes the command spawns), the latter appended after the former;
+    - ``env`` (variables set on top of ``os.environ``), ``cwd`` and ``sys.argv`` (``["taskspace", *args]``)
+      hold for the call only;
+    - process-wide state the CLI may change is put back afterwards, also on error: the whole environment,
+      the working directory, torch's thread count (``--threads``) and CPU RNG, numpy's and Python's global
+      RNGs, transformers' logging verbosity, every logger's level, the warnings filters.
+
+    Not for the tests that must stay real processes: a process killed (``kill -9``, ``TASKSPACE_CRASH_AT``),
+    a second process refused a run's lock, the exit behaviour of the installed ``taskspace`` executable and
+    of ``python -m taskspace``, what importing does (``import taskspace`` without torch, notebook and
+    backend isolation), variables a library reads when it is imported (``HF_HOME``, ``HF_HUB_CACHE``,
+    ``HF_HUB_OFFLINE``, ``HF_DATASETS_*``: huggingface_hub's and datasets' constants modules read them once),
+    plug-ins installed into another environment, and the wheel's quick demo (:func:`quick_demo`).
+    """
+    import logging
+    import random
+    import warnings
+
+    import numpy as np
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from taskspace.cli import main
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_cwd, saved_argv, saved_stdin = dict(os.environ), os.getcwd(), sys.argv, sys.stdin
+    threads, torch_rng = torch.get_num_threads(), torch.random.get_rng_state()
+    np_rng, py_rng, hf_verbosity = np.random.get_state(), random.getstate(), hf_logging.get_verbosity()
+    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger)]
+    levels = [(lg, lg.level) for lg in loggers]
+    # handlers made with the stream sys.stderr / sys.stdout was when they were made: the capture, for now
+    redirect = {id(sys.stderr): err, id(sys.__stderr__): err, id(sys.stdout): out, id(sys.__stdout__): out}
+    handlers = [(h, h.stream) for lg in loggers for h in lg.handlers
+                if type(h) is logging.StreamHandler and id(h.stream) in redirect]
+    code: int = 0
+    with warnings.catch_warnings(), _capture_fds() as (fd_out, fd_err):
+        try:
+            os.environ.update({k: str(v) for k, v in (env or {}).items()})
+            if cwd is not None:
+                os.chdir(cwd)
+            sys.argv, sys.stdin = ["taskspace", *argv], io.StringIO(input or "")
+            for h, stream in handlers:
+                h.setStream(redirect[id(stream)])
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    main(argv)
+                except SystemExit as e:
+                    if e.code is None or isinstance(e.code, int):
+                        code = e.code or 0
+                    else:                                  # as Python does with sys.exit("message")
+                        print(e.code, file=sys.stderr)
+                        code = 1
+                except Exception:                          # noqa: BLE001 - an uncaught error, as a process ends
+                    traceback.print_exc()
+                    code = 1
+        finally:
+            for h, stream in handlers:
+                h.setStream(stream)
+            sys.argv, sys.stdin = saved_argv, saved_stdin
+            os.chdir(saved_cwd)
+            for k in [k for k in os.environ if k not in saved_env]:
+                del os.environ[k]
+            for k, v in saved_env.items():
+                if os.environ.get(k) != v:
+                    os.environ[k] = v
+            torch.set_num_threads(threads)
+            torch.random.set_rng_state(torch_rng)
+            np.random.set_state(np_rng)
+            random.setstate(py_rng)
+            hf_logging.set_verbosity(hf_verbosity)
+            for lg, level in levels:
+                lg.setLevel(level)
+    return subprocess.CompletedProcess(["taskspace", *argv], code, out.getvalue() + _read_back(fd_out),
+                                       err.getvalue() + _read_back(fd_err))
 
 
 def shared_or_skip(path: Path) -> Path:

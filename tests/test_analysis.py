@@ -10,7 +10,6 @@ import itertools
 import json
 import math
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
+from conftest import run_cli
 from taskspace.analysis import (
     cluster_space,
     compare_run,
@@ -371,7 +371,8 @@ def test_bad_inputs_name_file_line_field(tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run(["taskspace", *map(str, args)], capture_output=True, text=True, timeout=300)
+    """``taskspace ARGS`` in this process (conftest's :func:`run_cli`: no interpreter start)."""
+    return run_cli(*args)
 
 
 def test_cli_compare(tmp_path):

@@ -1,6 +1,9 @@
-"""Bad input through the real console script: one line on stderr, exit code 2, no traceback, no files.
+"""Bad input through the CLI: one line on stderr, exit code 2, no traceback, no files.
 
-And one good `taskspace score` run whose tasks.csv, pairs.parquet and run.json are checked.
+And one good `taskspace score` run whose tasks.csv, pairs.parquet and run.json are checked. The commands
+run in this process through the console script's function (conftest's :func:`run_cli`, no interpreter
+start per command); one refusal runs the installed console script itself (:func:`run_script`), so the
+exit code and the one line are checked as a shell sees them too.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BLIMP
+from conftest import BLIMP, run_cli
 
 EXE = [shutil.which("taskspace")] if shutil.which("taskspace") else [sys.executable, "-m", "taskspace"]
 
@@ -25,7 +28,8 @@ GOOD_ROWS = [
 ]
 
 
-def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
+def run_script(*args: str | Path) -> subprocess.CompletedProcess:
+    """The installed ``taskspace`` executable (or ``python -m taskspace`` without one), a real process."""
     return subprocess.run([*EXE, *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
@@ -99,7 +103,7 @@ def test_score_refuses_bad_suite(tmp_path, tiny_model_dir, name, fname, content,
 def test_score_refuses_missing_suite_path(tmp_path, tiny_model_dir):
     out = tmp_path / "out"
     missing = tmp_path / "nowhere" / "pairs.jsonl"
-    proc = run_cli("score", "--model", tiny_model_dir, "--revision", "step0", "--suite", missing, "--out", out)
+    proc = run_script("score", "--model", tiny_model_dir, "--revision", "step0", "--suite", missing, "--out", out)
     assert_one_line_error(proc, f"{missing}: no such suite")
     assert_no_files(out)
 

@@ -1,13 +1,10 @@
 """Model loading: local folders with stepN revisions, clear errors, the fresh-init control, options."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 
-from conftest import BLIMP
+from conftest import BLIMP, run_cli
 from taskspace.errors import ModelLoadError
 from taskspace.models.loading import list_revisions, load_model
 
@@ -62,9 +59,7 @@ def test_hub_name_offline_is_one_clear_error(monkeypatch):
 def test_cli_reports_a_bad_revision_in_one_line(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     suite = str(BLIMP) if BLIMP.exists() else "toy"
-    proc = subprocess.run([sys.executable, "-m", "taskspace", "score", "--model", str(tiny_model_dir),
-                           "--revision", "step99", "--suite", suite, "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = run_cli("score", "--model", tiny_model_dir, "--revision", "step99", "--suite", suite, "--out", out)
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "step0, step10" in lines[0] and "Traceback" not in proc.stderr

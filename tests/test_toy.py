@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
 
+from conftest import run_cli
 from taskspace.suites.toy import (
     TASKS,
     TOY_GROUPS,
@@ -234,8 +233,7 @@ def test_load_suite_toy_spec(suite):
 
 def test_cli_corpus_toy(tmp_path):
     out = tmp_path / "c" / "toy.txt"
-    r = subprocess.run([sys.executable, "-m", "taskspace", "corpus", "toy", "--out", str(out),
-                        "--sentences", "500", "--seed", "2"], capture_output=True, text=True)
+    r = run_cli("corpus", "toy", "--out", out, "--sentences", "500", "--seed", "2")
     assert r.returncode == 0, r.stderr
     lines = out.read_text(encoding="utf-8").splitlines()
     assert lines == toy_corpus(500, seed=2)
@@ -243,11 +241,9 @@ def test_cli_corpus_toy(tmp_path):
 
 
 def test_cli_corpus_toy_bad_input(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "taskspace", "corpus", "toy", "--out", str(tmp_path),
-                        "--sentences", "10"], capture_output=True, text=True)
+    r = run_cli("corpus", "toy", "--out", tmp_path, "--sentences", "10")
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
-    r = subprocess.run(["taskspace", "corpus", "toy", "--out", str(tmp_path / "x.txt"), "--sentences", "0"],
-                       capture_output=True, text=True)
+    r = run_cli("corpus", "toy", "--out", tmp_path / "x.txt", "--sentences", "0")
     assert r.returncode == 2 and not (tmp_path / "x.txt").exists()
