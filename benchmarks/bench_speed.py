@@ -12,6 +12,8 @@ What each name runs (with one checkout's ``src/`` first on PYTHONPATH, in a fres
   each run starts from a fresh copy of it, so the comparison is rebuilt every time);
 - ``transfer8``: ``taskspace probe transfer`` on the first 8 BLiMP paradigms of gutenberg-gpt2-5m step2577
   at the default settings, one worker, one torch thread (needs ``../shared``);
+- ``gradients10``: ``taskspace probe gradients`` on 10 BLiMP paradigms (every sixth) of gutenberg-gpt2-5m
+  step2577, 30 train pairs, one thread, the split-half pass on (its default);
 - ``tests``: ``python3 -m pytest -q`` in that checkout (the README's test command; minutes).
 
 The before checkout is made with ``git worktree add`` under the temporary folder and removed at the end.
@@ -47,11 +49,12 @@ def _taskspace() -> list[str]:
     return [sys.executable, "-c", "import sys; from taskspace.cli import main; sys.argv[0] = 'taskspace'; main()"]
 
 
-def _first_tasks(n: int) -> str:
+def _first_tasks(n: int, every: int = 1) -> str:
+    """``n`` BLiMP paradigms: the first ``n``, or every ``every``-th from the first."""
     sys.path.insert(0, str(REPO / "src"))
     from taskspace.suites import load_suite
 
-    return ",".join(load_suite(str(BLIMP)).tasks[:n])
+    return ",".join(load_suite(str(BLIMP)).tasks[::every][:n])
 
 
 def command(what: str, tree: Path, work: Path, ready: dict) -> tuple[list[str], Path]:
@@ -69,6 +72,9 @@ def command(what: str, tree: Path, work: Path, ready: dict) -> tuple[list[str], 
     if what == "transfer8":
         return [*ts, "probe", "transfer", "--model", str(MODEL), "--revision", "step2577", "--suite", str(BLIMP),
                 "--tasks", ready["tasks8"], "--threads", "1", "--workers", "1", "--out", str(work / "t")], work
+    if what == "gradients10":
+        return [*ts, "probe", "gradients", "--model", str(MODEL), "--revision", "step2577", "--suite", str(BLIMP),
+                "--tasks", ready["tasks10"], "--train-pairs", "30", "--threads", "1", "--out", str(work / "g")], work
     if what == "tests":
         return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], tree
     raise SystemExit(f"unknown benchmark {what!r}")
@@ -92,7 +98,7 @@ def run_once(what: str, tree: Path, scratch: Path, ready: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", nargs="+", choices=["quick", "report", "transfer8", "tests"])
+    ap.add_argument("what", nargs="+", choices=["quick", "report", "transfer8", "gradients10", "tests"])
     ap.add_argument("--before", required=True, help="git commit of the code before")
     ap.add_argument("--after", default=None, help="git commit of the code after (default: this working tree)")
     ap.add_argument("--reps", type=int, default=2, help="runs per side (interleaved)")
@@ -119,6 +125,8 @@ def main() -> None:
                            check=True, capture_output=True)
         if "transfer8" in args.what:
             ready["tasks8"] = _first_tasks(8)
+        if "gradients10" in args.what:
+            ready["tasks10"] = _first_tasks(10, every=6)
         rows = []
         for what in args.what:
             got: dict[str, list[dict]] = {"before": [], "after": []}
