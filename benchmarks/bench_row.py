@@ -70,10 +70,11 @@ def main() -> None:
     cases = {"plain scoring": plain, "steering row": steered, "erasure row": erased,
              "steering row, no prefix sharing (before)": steered_whole}
     times: dict[str, list[float]] = {k: [] for k in cases}
+    last: dict[str, object] = {}
     for rep in range(args.reps):
         for name in (list(cases) if rep % 2 == 0 else list(cases)[::-1]):
             t0 = time.perf_counter()
-            cases[name]()
+            last[name] = cases[name]()
             times[name].append(time.perf_counter() - t0)
     base = statistics.median(times["plain scoring"])
     print(f"{len(pairs)} pairs ({args.pairs} per paradigm), layer {args.layer}, {args.threads} thread(s), "
@@ -81,6 +82,9 @@ def main() -> None:
     for name, ts in times.items():
         med = statistics.median(ts)
         print(f"  {name:42s} {med:6.2f} s (median of {len(ts)})  {med / base:5.2f}× plain")
+    a, b = last["steering row"], last["steering row, no prefix sharing (before)"]
+    moved = max(float(np.abs(a[c].to_numpy() - b[c].to_numpy()).max()) for c in ("logp_good", "logp_bad", "margin"))
+    print(f"  steering with and without prefix sharing: max |Δ| of a log-probability or margin {moved:.2e}")
 
 
 if __name__ == "__main__":
