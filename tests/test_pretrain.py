@@ -16,6 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import run_cli  # noqa: E402
 from taskspace.models import pretrain as P  # noqa: E402
 from taskspace.models.presets import PRESETS, get_preset, model_config, non_embedding_parameters, parameter_counts  # noqa: E402
 from taskspace.models.tokenizer_training import EOT, train_bpe_tokenizer, unknown_words, word_level_tokenizer  # noqa: E402
@@ -38,8 +39,14 @@ def _csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TASKSPACE_NO_PROGRESS="1")
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """``taskspace ARGS`` in this process (conftest's :func:`run_cli`: no interpreter start)."""
+    return run_cli(*args, env={"TASKSPACE_NO_PROGRESS": "1"})
+
+
+def _cli_process(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m taskspace ARGS`` as a real process: for the kill-and-resume test, whose process dies."""
+    env = dict(os.environ, TASKSPACE_NO_PROGRESS="1", **(env or {}))
     return subprocess.run([sys.executable, "-m", "taskspace", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -293,18 +300,17 @@ def test_kill_9_then_resume_gives_the_straight_run(tmp_path):
     # 60 steps: checkpoints 0, 1, 3, 6, 13, 27, 60 — the kill at step 8 falls between two of them
     args = ["pretrain", "--corpus", "toy", "--size", "tiny", "--steps", "60", "--sentences", "3000",
             "--threads", "1"]
-    straight = _cli(*args, "--out", str(tmp_path / "a"))
+    # all three are processes: the straight run and the resume, as the killed run, start from a fresh one
+    straight = _cli_process(*args, "--out", str(tmp_path / "a"))
     assert straight.returncode == 0, straight.stderr
     out = tmp_path / "b"
     steps = P.checkpoint_steps(60)
     kill_at = steps[3] + 2  # after the 4th checkpoint, between two checkpoints: those 2 steps are lost
     assert kill_at < steps[4]
-    env = dict(os.environ, TASKSPACE_NO_PROGRESS="1", TASKSPACE_CRASH_AT=f"pretrain_step:{kill_at}")
-    killed = subprocess.run([sys.executable, "-m", "taskspace", *args, "--out", str(out)], env=env,
-                            capture_output=True, text=True, timeout=300)
+    killed = _cli_process(*args, "--out", str(out), env={"TASKSPACE_CRASH_AT": f"pretrain_step:{kill_at}"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert (out / f"step{steps[3]}").is_dir() and not (out / f"step{steps[4]}").exists()
-    resumed = _cli(*args, "--out", str(out))
+    resumed = _cli_process(*args, "--out", str(out))
     assert resumed.returncode == 0, resumed.stderr
     for s in steps:
         assert _same_weights(out / f"step{s}", tmp_path / "a" / f"step{s}"), f"step{s} differs"

@@ -1,18 +1,16 @@
-"""`taskspace probe gradients|overlap` through the real console script, controls, and the gradient space
-on real models (gutenberg-gpt2-5m over BLiMP; a model pretrained on the toy world)."""
+"""`taskspace probe gradients|overlap` through the console script's function (in this process), controls,
+and the gradient space on real models (gutenberg-gpt2-5m over BLiMP; a model pretrained on the toy world)."""
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import BLIMP, GUTENBERG_MODEL, shared_or_skip
+from conftest import BLIMP, GUTENBERG_MODEL, run_cli, shared_or_skip
 from taskspace.errors import InputError, TaskspaceError
 from taskspace.probes import control_revision, summarize_with_control
 from taskspace.probes.output import read_distributedness, read_spaces
@@ -34,9 +32,9 @@ def write_suite(path: Path) -> Path:
 
 
 def taskspace(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TASKSPACE_NO_PROGRESS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    return subprocess.run([sys.executable, "-m", "taskspace", *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=600)
+    """``taskspace ARGS`` in this process (conftest's :func:`run_cli`: the console script's function, no
+    interpreter start)."""
+    return run_cli(*args, env={"TASKSPACE_NO_PROGRESS": "1", "TOKENIZERS_PARALLELISM": "false"})
 
 
 def test_cli_gradients_with_init_control_writes_the_layout(tiny_model_dir, tmp_path):

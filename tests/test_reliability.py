@@ -11,15 +11,13 @@ import dataclasses
 import json
 import math
 import random
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
 import taskspace
-from conftest import MINI_NOUNS, make_tiny_model, make_word_tokenizer
+from conftest import MINI_NOUNS, make_tiny_model, make_word_tokenizer, run_cli
 from taskspace.analysis import compare_run
 from taskspace.analysis.bootstrap import (
     paired_delta,
@@ -388,9 +386,7 @@ def test_gradients_on_halves_end_to_end(tiny_model_dir, tmp_path):
     s = cell["spaces"]["gradients"]["signed"]
     assert len(s["difference_ci"]) == 2 and len(s["rho_ci"]) == 2
     # the command line prints reliability and ceiling beside ρ; the report shows them
-    env_py = [sys.executable, "-m", "taskspace"]
-    r = subprocess.run([*env_py, "compare", str(out), "--permutations", "99", "--bootstrap", "100"],
-                       capture_output=True, text=True, timeout=300)
+    r = run_cli("compare", out, "--permutations", "99", "--bootstrap", "100")
     assert r.returncode == 0, r.stderr
     assert "how much of each space is signal" in r.stdout and "split-half r" in r.stdout and "ceil" in r.stdout
     on_disk = json.loads((out / "comparison.json").read_text())

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import run_cli
 from taskspace.spaces import TaskSpace
 from test_analysis import GROUPS4, TASKS4, block_space, make_run
 
@@ -21,8 +22,7 @@ CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/ch
 def reported(tmp_path_factory):
     """A two-size × three-checkpoint run, reported once through the real CLI."""
     root = make_run(tmp_path_factory.mktemp("report") / "run")
-    r = subprocess.run(["taskspace", "report", str(root), "--permutations", "99"], capture_output=True,
-                       text=True, timeout=600)
+    r = run_cli("report", root, "--permutations", "99")
     assert r.returncode == 0, r.stderr
     return root, r
 

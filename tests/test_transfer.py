@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import BLIMP, GUTENBERG_MODEL, make_tiny_model, make_word_tokenizer, shared_or_skip
+from conftest import BLIMP, GUTENBERG_MODEL, make_tiny_model, make_word_tokenizer, run_cli, shared_or_skip
 from taskspace.models.loading import LoadedModel
 from taskspace.probes.finetune.evaluation import transfer_matrices
 from taskspace.probes.settings import ProbeSettings
@@ -251,9 +251,10 @@ def _write_suite(path: Path) -> None:
 
 
 def _cli(*args, cwd=None):
-    env = dict(os.environ, TASKSPACE_NO_PROGRESS="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "taskspace", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=600)
+    """``taskspace ARGS`` in this process (conftest's :func:`run_cli`: no interpreter start), with one torch
+    thread as the processes it used to start (the module's ``one_thread``); worker processes get one too."""
+    return run_cli(*args, cwd=cwd, env={"TASKSPACE_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1",
+                                        "HF_HUB_OFFLINE": "1"})
 
 
 def test_cli_transfer_and_baseline(tiny_model_dir, tmp_path):
