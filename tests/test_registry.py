@@ -145,6 +145,8 @@ def test_every_registered_probe_runs_from_the_cli_with_provenance(name, tiny_mod
         prov = sp.provenance
         assert prov["model"]["revision"] == "step10" and prov["versions"]["torch"]
         assert prov["settings"]["seed"] == 0
+        # the thread count moves a float's last bits (1 vs 2 threads: ~1e-6), so every space says it
+        assert isinstance(prov["torch_threads"], int) and prov["torch_threads"] >= 1
 
 
 def test_every_registered_probe_flows_through_a_run_compare_and_report(tiny_model_dir, tmp_path):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..provenance import timestamp, versions
+from ..provenance import timestamp, torch_threads, versions
 from ..scoring import Convention, resolve_prefix
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,11 +47,12 @@ def convention_of(model: Any, tokenizer: Any, settings: "ProbeSettings") -> dict
 def probe_provenance(loaded: "LoadedModel", suite: "Suite", settings: "ProbeSettings", probe: str,
                      convention: dict, **extra: Any) -> dict:
     """Provenance of a task space of the newer probes (the fields of ``similarity._provenance``):
-    probe, model (``loaded.describe()``), revision, convention, settings, seed, suite, versions."""
+    probe, model (``loaded.describe()``), revision, convention, settings, seed, suite, versions and torch's
+    thread count (it can move a float's last bits)."""
     model = loaded.describe()
     out = {"probe": probe, "created": timestamp(), "model": model, "revision": model.get("revision"),
            "convention": convention, "settings": settings.to_dict(), "seed": settings.seed,
-           "suite": suite.describe(), "versions": versions()}
+           "suite": suite.describe(), "versions": versions(), "torch_threads": torch_threads()}
     out.update(extra)
     return out
 

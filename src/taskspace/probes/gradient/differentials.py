@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from ...errors import InputError, TaskspaceError
 from ...io import atomic_path, read_json, write_json
 from ...progress import progress_bar
-from ...provenance import timestamp, versions
+from ...provenance import timestamp, torch_threads, versions
 from ...scoring import Head, batch_logprobs, encode, fused_activations, length_batches, resolve_prefix
 from ...scoring.batching import backward_batch_tokens
 from ..common import convention_of, sentence_coefficients
@@ -312,7 +312,8 @@ def gradient_provenance(model: Any, describe: dict | None, suite_train: "Suite",
             "model": describe or {"architecture": type(model).__name__,
                                   "n_parameters": sum(p.numel() for p in model.parameters())},
             "convention": convention, "suite": suite_train.describe(), "batch_tokens": batch_tokens,
-            "backward_batch_tokens": backward_batch_tokens(batch_tokens), "versions": versions()}
+            "backward_batch_tokens": backward_batch_tokens(batch_tokens), "versions": versions(),
+            "torch_threads": torch_threads()}
 
 
 def _unwrap(model: Any, tokenizer: Any) -> tuple[Any, Any, dict | None]:

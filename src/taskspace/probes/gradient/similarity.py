@@ -79,6 +79,7 @@ def _provenance(grads: Any, probe: str, settings: ProbeSettings | None, **extra:
            "seed": settings.seed if settings is not None else None,
            "suite": base.get("suite"), "n_train_pairs": grads.n_pairs,
            "gradients_computed": base.get("created"), "versions": base.get("versions"),
+           "torch_threads": base.get("torch_threads"),
            "gradient_mode": base.get("gradient_mode", "exact"), "sketch": base.get("sketch"),
            "autocast": base.get("autocast", "none"),
            # "from halves": ḡ_t is the pair-weighted mean of its halves' ḡ (the split-half pass's one-pass

@@ -47,7 +47,7 @@ import torch
 from ...errors import TaskspaceError
 from ...io import atomic_path, read_json, write_json
 from ...progress import progress_bar
-from ...provenance import hash_records, timestamp, versions
+from ...provenance import hash_records, timestamp, torch_threads, versions
 from ...scoring import Scorer
 from ...spaces import TaskSpace
 from ..finetune.deltas import applied, save_delta
@@ -301,7 +301,7 @@ def assemble_transfer(model_desc: dict | None, suite: "Suite", settings: "ProbeS
         "bootstrap": {"resamples": settings.bootstrap, "level": LEVEL, "paired": True,
                       "unit": "eval pair"},
         "lm_damage_text": "heldout sentences" if heldout is not None else "good sentences of all eval pairs",
-        "failed_tasks": failed, "rows_measured": len(ok), "versions": versions(),
+        "failed_tasks": failed, "rows_measured": len(ok), "versions": versions(), "torch_threads": torch_threads(),
         "rows": "task fine-tuned on", "columns": "task evaluated",
     }
     spaces: dict[str, TaskSpace] = {}
