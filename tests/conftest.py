@@ -297,6 +297,8 @@ def run_cli(*args, env: dict | None = None, cwd: str | Path | None = None,
     from taskspace.cli import main
 
     argv = [str(a) for a in args]
+    if (env or {}).get("TASKSPACE_CRASH_AT") or os.environ.get("TASKSPACE_CRASH_AT"):
+        raise ValueError("TASKSPACE_CRASH_AT kills the process it is set in: run that command as a subprocess")
     out, err = io.StringIO(), io.StringIO()
     saved_env, saved_cwd, saved_argv, saved_stdin = dict(os.environ), os.getcwd(), sys.argv, sys.stdin
     threads, torch_rng = torch.get_num_threads(), torch.random.get_rng_state()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from taskspace.errors import InputError, RunLockedError, TaskspaceError
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -59,7 +60,14 @@ def write_plan(path: Path, model_dir: Path, suite: Path, *, probes=("score", "gr
     return path
 
 
-def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``taskspace ARGS`` in this process (conftest's :func:`run_cli`: no interpreter start)."""
+    return run_cli(*args, env={"TASKSPACE_NO_PROGRESS": "1", **(env or {})})
+
+
+def cli_process(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``taskspace ARGS`` as a real process of the installed console script: for the tests where the process
+    itself is the point (it is killed, or it is the second process on a run)."""
     e = dict(os.environ, TASKSPACE_NO_PROGRESS="1", **(env or {}))
     return subprocess.run(["taskspace", *args], capture_output=True, text=True, env=e, timeout=timeout)
 
@@ -304,7 +312,7 @@ def test_second_process_on_a_run_is_refused_by_the_cli(setup):
 
     tmp, _, _, plan = setup
     with RunLock(tmp / "run"):
-        r = cli("run", str(plan), "--out", str(tmp / "run"))
+        r = cli_process("run", str(plan), "--out", str(tmp / "run"))
     assert r.returncode == 2 and r.stderr.startswith("error: run directory") and f"process {os.getpid()}" in r.stderr
     assert r.stderr.strip().count("\n") == 0
     assert not (tmp / "run" / "run.json").exists()
@@ -525,10 +533,10 @@ def test_kill_9_at_any_point_resumes_to_identical_results(setup):
     # 2. kills inside a job's life: computed but not published, half the files linked, all linked but
     #    no done-record, done-record written but staging not cleaned; the last one in the 2nd job it runs
     for point in ("before_publish", "publish_half", "publish_linked", "after_record:2"):
-        r = cli("run", str(plan), "--out", str(run), env={"TASKSPACE_CRASH_AT": point, **threads})
+        r = cli_process("run", str(plan), "--out", str(run), env={"TASKSPACE_CRASH_AT": point, **threads})
         assert r.returncode == -signal.SIGKILL, (point, r.stdout, r.stderr)
 
-    r = cli("run", str(plan), "--out", str(run), env=threads)
+    r = cli_process("run", str(plan), "--out", str(run), env=threads)   # resumed by a fresh process
     assert r.returncode == 0, r.stderr
     assert results_of(run) == expected                         # byte-identical to the uninterrupted run
 
