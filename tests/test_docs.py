@@ -21,9 +21,9 @@ A command that takes minutes runs with a smaller limit (:data:`SUBSTITUTIONS`: e
 every option it has, only smaller; the reasons are in the table) — so the README's figures come from the
 full commands, not from here. Optional arguments written ``[--seed 0]`` are left out. Commands that need
 the network or would run this test itself are skipped, each with its reason (:data:`SKIPPED`). A
-``taskspace`` command runs in this process through the console script's function (``taskspace.cli.main``)
-with the working directory set: the same code path as the installed script, without paying torch's import
-once per command. A command that fails (exit code other than 0) fails its test, with its output.
+``taskspace`` command runs in this process through the console script's function (``taskspace.cli.main``,
+by conftest's ``run_cli``) with the working directory set: the same code path as the installed script,
+without paying torch's import once per command. A command that fails (exit code other than 0) fails its test, with its output.
 
 Each test runs the commands before it first (once each, in order), so one command can be run alone with
 ``-k``; a command whose prerequisite failed fails too. Expensive set-up is shared: the working directory
@@ -31,9 +31,6 @@ and everything the commands wrote in it live for the module.
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import os
 import re
 import shlex
 import shutil
@@ -44,7 +41,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SHARED
+from conftest import REPO, SHARED, run_cli
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 #: the first word of an indented line that makes it a command line
@@ -250,22 +247,8 @@ class Workdir:
         if words[0] != "taskspace":
             p = subprocess.run(command, shell=True, cwd=self.work, capture_output=True, text=True, timeout=600)
             return p.returncode, p.stdout + p.stderr, time.perf_counter() - t0
-        from taskspace.cli import main
-
-        out = io.StringIO()
-        here = os.getcwd()
-        code: int | str | None = 0
-        try:
-            os.chdir(self.work)
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-                try:
-                    main(words[1:])
-                except SystemExit as e:
-                    code = e.code
-        finally:
-            os.chdir(here)
-        return (0 if code in (0, None) else code if isinstance(code, int) else 1), out.getvalue(), \
-            time.perf_counter() - t0
+        p = run_cli(*words[1:], cwd=self.work)        # in this process, what it changes put back after
+        return p.returncode, p.stdout + p.stderr, time.perf_counter() - t0
 
 
 @pytest.fixture(scope="module")
