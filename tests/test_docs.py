@@ -23,7 +23,8 @@ full commands, not from here. Optional arguments written ``[--seed 0]`` are left
 the network or would run this test itself are skipped, each with its reason (:data:`SKIPPED`). A
 ``taskspace`` command runs in this process through the console script's function (``taskspace.cli.main``,
 by conftest's ``run_cli``) with the working directory set: the same code path as the installed script,
-without paying torch's import once per command. A command that fails (exit code other than 0) fails its test, with its output.
+without paying torch's import once per command. A command that fails (exit code other than 0) fails its
+test, with its output.
 
 Each test runs the commands before it first (once each, in order), so one command can be run alone with
 ``-k``; a command whose prerequisite failed fails too. Expensive set-up is shared: the working directory
