@@ -10,9 +10,9 @@ more than every probe of the quick demo together (124 files for nine probes)."""
 from __future__ import annotations
 
 import multiprocessing
-import pickle
 import re
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -340,10 +340,9 @@ def static_spaces(run: RunData, cmp: dict) -> list[str]:
 def write_figures(run: RunData, cmp: dict, out_dir: str | Path, *, workers: int = 1) -> dict[str, list[Path]]:
     """Every figure of the report into ``out_dir``; returns ``{figure name: [png, svg]}`` (in drawing order).
 
-    ``workers`` > 1: the figures are still made here, but saved (rasterised and written in both formats,
-    about three quarters of the time) by that many spawned processes, each figure as soon as it is made.
-    The files are the same as with one process. Like any spawning code, a script that asks for workers
-    needs the ``if __name__ == "__main__":`` guard; the default saves in this process."""
+    ``workers`` > 1: that many spawned processes make and save the figures (each job pickles: a function
+    over plain data); the files are the same as with one process. Like any spawning code, a script that
+    asks for workers needs the ``if __name__ == "__main__":`` guard; the default draws in this process."""
     out_dir = Path(out_dir)
     jobs = _figure_jobs(run, cmp)
     workers = min(workers, len(jobs) // MIN_FIGURES_PER_WORKER)
@@ -363,15 +362,11 @@ def save_workers() -> int:
 
 
 def _save_in_workers(jobs: list, out_dir: Path, workers: int, advance: Callable[..., None]) -> dict[str, list[Path]]:
-    """Make each figure here and hand it, pickled, to one of ``workers`` spawned processes to save."""
+    """Hand each figure's job (a picklable partial over plain data) to one of ``workers`` spawned processes,
+    which makes the figure and saves it."""
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
     try:
-        pending = {}
-        for name, make in jobs:
-            fig = make()
-            pending[pool.submit(_save_pickled, pickle.dumps(fig, protocol=pickle.HIGHEST_PROTOCOL),
-                                str(out_dir), name)] = name
-            del fig
+        pending = {pool.submit(_make_and_save, make, str(out_dir), name): name for name, make in jobs}
         done: dict[str, list[Path]] = {}
         for fut in as_completed(pending):
             done[pending[fut]] = [Path(p) for p in fut.result()]
@@ -381,14 +376,16 @@ def _save_in_workers(jobs: list, out_dir: Path, workers: int, advance: Callable[
     return {name: done[name] for name, _ in jobs}
 
 
-def _save_pickled(fig_bytes: bytes, out_dir: str, name: str) -> list[str]:
-    """:func:`save` in a worker process, of a figure made (and pickled) in the parent."""
-    return [str(p) for p in save(pickle.loads(fig_bytes), Path(out_dir), name)]
+def _make_and_save(make: Callable[[], object], out_dir: str, name: str) -> list[str]:
+    """:func:`save` of the figure ``make()`` draws, in a worker process."""
+    return [str(p) for p in save(make(), Path(out_dir), name)]
 
 
 def _figure_jobs(run: RunData, cmp: dict) -> list[tuple[str, Callable[[], object]]]:
-    """``(figure name, function that makes the figure)`` for every figure of the report, in drawing order."""
-    jobs = []
+    """``(figure name, function that makes the figure)`` for every figure of the report, in drawing order.
+    Each function is a :func:`functools.partial` of a module-level function over plain data, so it pickles:
+    worker processes make the figures as well as save them."""
+    jobs: list[tuple[str, Callable[[], object]]] = []
     shown = static_spaces(run, cmp)
     for m in run.models:
         if m.final is not None:
@@ -397,20 +394,20 @@ def _figure_jobs(run: RunData, cmp: dict) -> list[tuple[str, Callable[[], object
             for name in shown:
                 if name in cell.spaces:
                     c = ctrl.spaces.get(name) if ctrl is not None else None
-                    jobs.append((f"heatmap_{_slug(m.slug)}_{_slug(rev)}_{name}",
-                                 lambda cell=cell, c=c, name=name, m=m, rev=rev, ctrl=ctrl: fig_space(
-                                     cell.spaces[name], c, title=f"{label(name)} · {m.slug} @ {rev}",
-                                     control_label=f"control: {ctrl.revision}" if ctrl else "")))
+                    jobs.append((f"heatmap_{_slug(m.slug)}_{_slug(rev)}_{name}", partial(
+                        fig_space, cell.spaces[name], c, title=f"{label(name)} · {m.slug} @ {rev}",
+                        control_label=f"control: {ctrl.revision}" if ctrl else "")))
             for name in shown:
                 if name in m.final.spaces:
-                    jobs.append((f"clustered_{_slug(m.slug)}_{name}", lambda m=m, name=name: fig_clustered(
-                        m.final.spaces[name], title=f"{label(name)} · {m.slug} @ {m.final.revision}")))
+                    jobs.append((f"clustered_{_slug(m.slug)}_{name}", partial(
+                        fig_clustered, m.final.spaces[name], title=f"{label(name)} · {m.slug} @ {m.final.revision}")))
     for name, g in cmp.get("generalization", {}).items():
-        jobs.append((f"generalization_{name}", lambda g=g, name=name: fig_generalization(
-            g["by_checkpoint"], title=f"per-group generalisation ({label(name)}), every checkpoint")))
+        jobs.append((f"generalization_{name}", partial(
+            fig_generalization, g["by_checkpoint"], title=f"per-group generalisation ({label(name)}), every checkpoint")))
         if len(g["by_size"]["columns"]) > 1:
-            jobs.append((f"generalization_sizes_{name}", lambda g=g, name=name: fig_generalization(
-                g["by_size"], title=f"per-group generalisation ({label(name)}) by model size, final checkpoints")))
+            jobs.append((f"generalization_sizes_{name}", partial(
+                fig_generalization, g["by_size"],
+                title=f"per-group generalisation ({label(name)}) by model size, final checkpoints")))
     cells = {c["id"]: c for c in cmp.get("cells", [])}
     for slug, per in cmp.get("dynamics", {}).items():
         if per:
@@ -419,7 +416,7 @@ def _figure_jobs(run: RunData, cmp: dict) -> list[tuple[str, Callable[[], object
             if m.control and f"{slug}@{m.control}" in cells and m.control not in m.revisions:
                 sp = cells[f"{slug}@{m.control}"]["spaces"]
                 gaps = {n: sp[n][sp[n].get("reading", "signed")]["difference"] for n in per if n in sp}
-            jobs.append((f"dynamics_{_slug(slug)}", lambda slug=slug, per=per, gaps=gaps: fig_dynamics(slug, per, gaps)))
+            jobs.append((f"dynamics_{_slug(slug)}", partial(fig_dynamics, slug, per, gaps)))
     if len(run.models) > 1 and cmp.get("sizes"):
-        jobs.append(("sizes", lambda: fig_sizes(cmp["sizes"])))
+        jobs.append(("sizes", partial(fig_sizes, cmp["sizes"])))
     return jobs
