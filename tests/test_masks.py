@@ -67,6 +67,22 @@ def test_top_fraction_ties_are_broken_by_position_and_sign_does_not_matter():
     assert all(torch.equal(top_fraction_mask(neg, 0.4)[k], m[k]) for k in g)
 
 
+def test_the_cut_is_torchs_kthvalue_with_ties_nans_and_zeros():
+    """The mask's cut (numpy's introselect on the CPU) is the element torch.kthvalue picks, for every k,
+    on data with heavy ties, zeros and NaNs (which ``_flat_abs`` maps below every magnitude)."""
+    from taskspace.probes.gradient.masks import _flat_abs, _kth_smallest
+
+    rng = np.random.default_rng(5)
+    x = torch.tensor(rng.choice([0.0, 0.5, 1.0, 2.0, float("nan")], size=101).astype(np.float32)
+                     * rng.choice([-1, 1], size=101).astype(np.float32))
+    a = _flat_abs({"w": x})
+    for k in range(1, a.numel() + 1):
+        got = _kth_smallest(a, k)
+        assert got.dtype == a.dtype and torch.equal(got, torch.kthvalue(a, k).values), k
+    g = torch.tensor(rng.standard_normal(5000).astype(np.float32))
+    assert all(torch.equal(_kth_smallest(g, k), torch.kthvalue(g, k).values) for k in (1, 250, 4999, 5000))
+
+
 def test_threshold_mask_keeps_magnitudes_at_or_above_tau():
     g = {"x": torch.tensor([-2e-3, 1e-3, 5e-4, -1e-3, 0.0, 0.9999e-3])}
     assert threshold_mask(g, 1e-3)["x"].tolist() == [True, True, False, True, False, False]
