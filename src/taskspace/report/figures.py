@@ -357,7 +357,7 @@ def write_figures(run: RunData, cmp: dict, out_dir: str | Path, *, workers: int 
 
 
 def save_workers() -> int:
-    """Processes that save a report's figures from the command line: one per usable CPU, at most 4."""
+    """Processes that make and save a report's figures from the command line: one per usable CPU, at most 4."""
     return usable_cpus(at_most=4)
 
 

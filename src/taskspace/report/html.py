@@ -662,7 +662,7 @@ def build_report(run_dir: str | Path, *, comparison: dict | None = None, permuta
                  seed: int = 0, bootstrap: int = BOOTSTRAP, workers: int = 1) -> Path:
     """Write ``RUN/figures/*.png|svg`` and ``RUN/report.html``; return the page's path.
 
-    ``workers`` > 1 saves the figures in that many spawned processes (see :func:`write_figures`; a
+    ``workers`` > 1 makes and saves the figures in that many spawned processes (see :func:`write_figures`; a
     script needs the ``if __name__ == "__main__":`` guard): the command line uses one per CPU, at most 4.
 
     Uses ``comparison`` when given, else ``RUN/comparison.json`` when it is newer than every result
