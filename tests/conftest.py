@@ -382,6 +382,23 @@ def agreement_suite():
                  name="mini")
 
 
+def five_task_suite(name: str = "five"):
+    """Five tasks in three groups (agreement ×2, determiners ×2, a reflexive), 15 pairs each: enough to halve
+    every task's train / dev / eval pairs."""
+    from taskspace.suites import Pair, Suite
+
+    pairs = []
+    for i, (s, p) in enumerate(MINI_NOUNS):
+        for j, adv in enumerate(("", "never ", "ever ")):
+            k = f"{i}{j}"
+            pairs += [Pair("sv_sing", "agr", f"a{k}", f"the {s} {adv}sleeps .", f"the {s} {adv}sleep ."),
+                      Pair("sv_plur", "agr", f"b{k}", f"the {p} {adv}sleep .", f"the {p} {adv}sleeps ."),
+                      Pair("det_sing", "det", f"d{k}", f"this {s} {adv}ran .", f"these {s} {adv}ran ."),
+                      Pair("det_plur", "det", f"e{k}", f"these {p} {adv}ran .", f"this {p} {adv}ran ."),
+                      Pair("refl", "ana", f"c{k}", f"the {s} {adv}saw itself .", f"the {s} {adv}saw themselves .")]
+    return Suite(pairs, name=name)
+
+
 def mini_suite():
     """Three tasks over the word tokenizer: singular / plural agreement (one group) and a reflexive."""
     from taskspace.suites import Pair, Suite

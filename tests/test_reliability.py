@@ -17,7 +17,7 @@ import pytest
 from scipy.stats import spearmanr
 
 import taskspace
-from conftest import MINI_NOUNS, make_tiny_model, make_word_tokenizer, run_cli
+from conftest import five_task_suite, make_tiny_model, make_word_tokenizer, run_cli
 from taskspace.analysis import compare_run
 from taskspace.analysis.bootstrap import (
     paired_delta,
@@ -339,16 +339,7 @@ def test_paired_delta_and_verdicts_follow_the_intervals():
 
 # -- a real probe on halves, end to end ----------------------------------------------------------------
 def halves_suite() -> Suite:
-    pairs = []
-    for i, (s, p) in enumerate(MINI_NOUNS):
-        for j, adv in enumerate(("", "never ", "ever ")):
-            k = f"{i}{j}"
-            pairs += [Pair("sv_sing", "agr", f"a{k}", f"the {s} {adv}sleeps .", f"the {s} {adv}sleep ."),
-                      Pair("sv_plur", "agr", f"b{k}", f"the {p} {adv}sleep .", f"the {p} {adv}sleeps ."),
-                      Pair("det_sing", "det", f"d{k}", f"this {s} {adv}ran .", f"these {s} {adv}ran ."),
-                      Pair("det_plur", "det", f"e{k}", f"these {p} {adv}ran .", f"this {p} {adv}ran ."),
-                      Pair("refl", "ana", f"c{k}", f"the {s} {adv}saw itself .", f"the {s} {adv}saw themselves .")]
-    return Suite(pairs, name="mini-halves")
+    return five_task_suite("mini-halves")
 
 
 def test_gradients_on_halves_end_to_end(tiny_model_dir, tmp_path):

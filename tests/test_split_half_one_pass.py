@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import taskspace
-from conftest import MINI_NOUNS, make_tiny_model, make_word_tokenizer
+from conftest import five_task_suite, make_tiny_model, make_word_tokenizer
 from taskspace.models.loading import LoadedModel
 from taskspace.probes import ProbeSettings
 from taskspace.probes.gradient import halves as halves_mod
@@ -21,27 +21,13 @@ from taskspace.probes.gradient.differentials import TaskGradients, task_gradient
 from taskspace.probes.gradient.halves import FROM_HALVES, run_gradient_probes_with_halves
 from taskspace.probes.output import HALVES_DIR
 from taskspace.probes.registry import by_method
-from taskspace.suites import Pair, Suite
+from taskspace.suites import Suite
 from taskspace.suites.splits import SplitSizes, half_name, halve_suite
 
 KINDS = tuple(by_method(m).name for m in (similarity.COSINE, similarity.JACCARD))
 COS, JAC = (by_method(m).spaces[0].name for m in (similarity.COSINE, similarity.JACCARD))
 #: 7 training pairs a task: halves of 4 and 3
 SETTINGS = ProbeSettings(train_pairs=7, dev_pairs=0, eval_pairs=4, bootstrap=0)
-
-
-def five_tasks() -> Suite:
-    """Five tasks in three groups, 15 pairs each."""
-    pairs = []
-    for i, (s, p) in enumerate(MINI_NOUNS):
-        for j, adv in enumerate(("", "never ", "ever ")):
-            k = f"{i}{j}"
-            pairs += [Pair("sv_sing", "agr", f"a{k}", f"the {s} {adv}sleeps .", f"the {s} {adv}sleep ."),
-                      Pair("sv_plur", "agr", f"b{k}", f"the {p} {adv}sleep .", f"the {p} {adv}sleeps ."),
-                      Pair("det_sing", "det", f"d{k}", f"this {s} {adv}ran .", f"these {s} {adv}ran ."),
-                      Pair("det_plur", "det", f"e{k}", f"these {p} {adv}ran .", f"this {p} {adv}ran ."),
-                      Pair("refl", "ana", f"c{k}", f"the {s} {adv}saw itself .", f"the {s} {adv}saw themselves .")]
-    return Suite(pairs, name="five")
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +77,7 @@ def assert_same_as_two_passes(one, direct, alone) -> None:
 
 @pytest.mark.parametrize("mode", ["exact", "sketch"])
 def test_one_pass_gives_the_two_passes_spaces(lm, mode):
-    suite = five_tasks()
+    suite = five_task_suite()
     settings = dataclasses.replace(SETTINGS, gradient_mode=mode, sketch_dim=4096)
     one = taskspace.probe(lm, suite, KINDS, settings, progress=False)
     direct, alone = two_passes(lm, suite, settings)
@@ -106,15 +92,15 @@ def test_one_pass_gives_the_two_passes_spaces(lm, mode):
 def test_a_selection_of_tasks_in_another_order(lm):
     """``settings.tasks`` picks and orders the tasks; the halves follow them."""
     settings = dataclasses.replace(SETTINGS, tasks=("refl", "sv_plur", "det_sing"), gradient_mode="exact")
-    one = taskspace.probe(lm, five_tasks(), KINDS, settings, progress=False)
-    direct, alone = two_passes(lm, five_tasks(), settings)
+    one = taskspace.probe(lm, five_task_suite(), KINDS, settings, progress=False)
+    direct, alone = two_passes(lm, five_task_suite(), settings)
     assert_same_as_two_passes(one, direct, alone)
 
 
 def test_the_combined_gradient_is_the_pair_weighted_mean(lm):
     """ḡ_t from its halves equals the directly computed ḡ_t to float rounding; the plain mean of the halves
     (the wrong weighting with 4 and 3 pairs) is far off."""
-    suite = five_tasks()
+    suite = five_task_suite()
     settings = dataclasses.replace(SETTINGS, gradient_mode="exact")
     half_settings = dataclasses.replace(settings, halves=True, tasks=None)
     halved = halve_suite(suite, SplitSizes(7, 0, 4), settings.seed)
@@ -139,7 +125,7 @@ def test_split_half_off_is_the_direct_pass_unchanged(lm, monkeypatch):
         raise AssertionError("the one-pass route ran with split_half off")
 
     monkeypatch.setattr("taskspace.probes.kinds.gradients.run_gradient_probes_with_halves", refuse)
-    suite = five_tasks()
+    suite = five_task_suite()
     for mode in ("exact", "sketch"):
         settings = dataclasses.replace(SETTINGS, split_half="off", gradient_mode=mode, sketch_dim=4096)
         res = taskspace.probe(lm, suite, KINDS, settings, progress=False)
@@ -161,17 +147,17 @@ def test_mixed_modes_follow_each_side(lm, monkeypatch):
     monkeypatch.setattr(similarity, "resolve_gradient_mode", budget)
     monkeypatch.setattr(halves_mod, "resolve_gradient_mode", budget)
     settings = dataclasses.replace(SETTINGS, sketch_dim=4096)
-    one = taskspace.probe(lm, five_tasks(), KINDS, settings, progress=False)
+    one = taskspace.probe(lm, five_task_suite(), KINDS, settings, progress=False)
     assert one.spaces[COS].provenance["gradient_mode"] == "exact"
     assert one.spaces[f"{HALVES_DIR}/{COS}"].provenance["gradient_mode"] == "sketch"
-    assert_same_as_two_passes(one, *two_passes(lm, five_tasks(), settings))
+    assert_same_as_two_passes(one, *two_passes(lm, five_task_suite(), settings))
 
 
 @pytest.mark.parametrize("mode", ["exact", "sketch"])
 def test_stores_hold_the_tasks_and_the_halves_apart(lm, tmp_path, mode):
     """``gradients_dir``: the tasks' ḡ_t (exact) or masks (sketch) in the folder, the halves' in
     ``<folder>/halves``; running the same call again over the same folders gives the same spaces."""
-    suite = five_tasks()
+    suite = five_task_suite()
     settings = dataclasses.replace(SETTINGS, gradient_mode=mode, sketch_dim=4096)
     store = tmp_path / "g"
     first = taskspace.probe(lm, suite, KINDS, settings, progress=False, gradients_dir=str(store))
@@ -194,8 +180,8 @@ def test_a_runner_that_cannot_derive_the_tasks_makes_the_second_call(lm, monkeyp
     ``taskspace.probe`` runs the halves pass itself: the same spaces as two passes, all direct."""
     monkeypatch.setattr(halves_mod, "halves_plan", lambda full, half: None)
     settings = dataclasses.replace(SETTINGS, gradient_mode="exact")
-    one = taskspace.probe(lm, five_tasks(), KINDS, settings, progress=False)
-    direct, alone = two_passes(lm, five_tasks(), settings)
+    one = taskspace.probe(lm, five_task_suite(), KINDS, settings, progress=False)
+    direct, alone = two_passes(lm, five_task_suite(), settings)
     for name in (COS, JAC):
         np.testing.assert_array_equal(one.spaces[name].matrix, direct.spaces[name].matrix)
         np.testing.assert_array_equal(one.spaces[f"{HALVES_DIR}/{name}"].matrix, alone.spaces[name].matrix)
