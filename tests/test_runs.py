@@ -823,6 +823,44 @@ def test_dry_run_lists_the_jobs_a_run_executes_including_a_model_trained_in_it(t
     assert sorted(j.key for j in again.skipped) == sorted(o.job.key for o in result.outcomes)
 
 
+def test_a_models_probes_start_when_its_own_training_ends_and_the_longest_ready_job_first(tmp_path, one_thread):
+    """With two workers, a model trained in the run gets its probe jobs as soon as its own training ends, not
+    after every model's: toy-tiny's probes run while toy-small still trains. Among ready jobs the one the cost
+    model expects to take longest starts first (toy-small's training before toy-tiny's). The run has the
+    same trainings (and keys) as a dry run lists, and its run.json names both models."""
+    from taskspace.runs import load_plan, run_plan
+
+    suite = write_suite(tmp_path / "suite.jsonl", per_task=8)
+    plan_path = tmp_path / "plan.toml"
+    plan_path.write_text('probes = ["score", "gradients"]\nreport = false\n[suite]\n'
+                         f'spec = "{suite}"\n[[models]]\n'
+                         'pretrain = {corpus = "toy", size = "tiny", steps = 4, sentences = 300}\n'
+                         'revisions = ["step4"]\ncontrol = "step0"\n'
+                         '[[models]]\npretrain = {corpus = "toy", size = "small", steps = 40, sentences = 300}\n'
+                         'revisions = ["step40"]\ncontrol = "step0"\n'
+                         "[settings]\ntrain_pairs = 4\ndev_pairs = 1\neval_pairs = 2\n"
+                         "[executor]\nworkers = 2\n")
+    run = tmp_path / "run"
+    planned = sorted((pj.job.label, pj.job.key) for pj in run_plan(load_plan(plan_path), run, dry_run=True).dry.jobs
+                     if pj.job.kind == "pretrain")
+    result = run_plan(load_plan(plan_path), run)
+    assert not result.failed
+    log = events(run)
+    order = [(e["event"], e["label"]) for e in log]
+    # the longest job first: both trainings are ready at the start, and toy-small's is the longer one
+    assert [lb for ev, lb in order if ev == "start"][:2] == ["pretrain toy-small", "pretrain toy-tiny"]
+    # toy-tiny's probes started while toy-small was still training
+    first_tiny_probe = min(i for i, (ev, lb) in enumerate(order) if ev == "start" and "toy-tiny@" in lb)
+    assert first_tiny_probe < order.index(("done", "pretrain toy-small"))
+    labels = sorted(o.job.label for o in result.outcomes)
+    assert labels == sorted([f"{k} {m}@{r}" for k in ("score", "gradients") for m, revs in
+                             (("toy-tiny", ("step4", "step0")), ("toy-small", ("step40", "step0"))) for r in revs]
+                            + ["pretrain toy-small", "pretrain toy-tiny"])
+    assert sorted((o.job.label, o.job.key) for o in result.outcomes if o.job.kind == "pretrain") == planned
+    meta = json.loads((run / "run.json").read_text())
+    assert [m["slug"] for m in meta["models"]] == ["toy-tiny", "toy-small"] and meta["status"] == "complete"
+
+
 def test_a_models_probes_narrow_the_plans_probes_for_that_model_only(setup):
     """`probes` in a [[models]] table: that model runs only those probes, the others all of the plan's."""
     from taskspace.runs import load_plan, run_plan

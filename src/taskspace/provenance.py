@@ -69,8 +69,9 @@ def environment_line(versions_: dict[str, str] | None = None, threads: int | Non
     return " · ".join(parts)
 
 
-def timestamp() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+def timestamp(timespec: str = "seconds") -> str:
+    """The current UTC time in ISO 8601 (``timespec`` as for :meth:`datetime.isoformat`)."""
+    return datetime.now(UTC).isoformat(timespec=timespec)
 
 
 def hash_records(records: Iterable[Any]) -> str:

@@ -122,7 +122,7 @@ def dry_run(plan: Plan, run_dir: Path, executor: Any = None) -> RunResult:
     work = Workload(n_tasks, n_pairs / max(1, n_tasks), settings)
     sizes: dict[str, tuple[int | None, str]] = {}
     for m in models:
-        n, how = _parameters(plan, m)
+        n, how = model_parameters(plan, m)
         sizes[m.name] = (n, how)
         view.models.append({"slug": m.spec.slug, "name": m.name, "parameters": n, "from": how,
                             "device": m.spec.device, "dtype": m.spec.dtype,
@@ -140,17 +140,12 @@ def dry_run(plan: Plan, run_dir: Path, executor: Any = None) -> RunResult:
     for j in pre:
         slug = j.spec["out"].split("/", 1)[1]
         spec = next(m.spec for m in models if m.spec.slug == slug)
-        from ..models.presets import estimated_parameters, get_preset
-
-        p = spec.pretrain
-        cost = job_cost("pretrain", estimated_parameters(p.size, p.corpus), "float32", None,
-                        pretrain={"steps": p.planned_checkpoints()[-1], "batch_size": get_preset(p.size).batch_size})
-        view.jobs.append(PlannedJob(j, "done" if trained[slug] else "pending", cost))
+        view.jobs.append(PlannedJob(j, "done" if trained[slug] else "pending", pretrain_estimate(spec.pretrain)))
     for j in jobs:
         state = "done" if j.key and store.is_done(j.key) else ("pending" if j.key else "pending*")
         model = (j.spec.get("model") or {}).get("name")
         n = sizes.get(model, (None, ""))[0] if model else None
-        view.jobs.append(PlannedJob(j, state, _cost(j, n, dtype_of.get(model, "float32"), work)))
+        view.jobs.append(PlannedJob(j, state, job_estimate(j, n, dtype_of.get(model, "float32"), work)))
 
     result = RunResult(run_dir)
 
@@ -160,16 +155,42 @@ def dry_run(plan: Plan, run_dir: Path, executor: Any = None) -> RunResult:
     return result
 
 
-def _cost(job: Job, n_params: int | None, dtype: str, work: Workload) -> Cost:
+def job_estimate(job: Job, n_params: int | None, dtype: str, work: Workload) -> Cost:
+    """The estimated cost of a probe, ``score``, ``compare`` or ``report`` job (:mod:`.estimate`) on a model
+    of ``n_params`` parameters; a run also uses it to start the longest ready job first."""
     if job.kind in ("compare", "report", SCORE):
         return job_cost(job.kind, n_params, dtype, work)
     base = job.kind.partition(":")[0]
     specs = probes_of_job(base)
     return job_cost(job.kind, n_params, dtype, work, reads=reads_of_job(base),
-                    per_task=any(p.per_task for p in specs), staged=get(specs[0].name).stages is not None)
+                    per_task=any(p.per_task for p in specs), staged=get(specs[0].name).stages is not None,
+                    subspace_steps=_subspace_steps(job, specs))
 
 
-def _parameters(plan: Plan, m: Any) -> tuple[int | None, str]:
+def _subspace_steps(job: Job, specs: Any) -> float:
+    """Steps of one task's subspace trainings in ``job``: each of its probes with a ``rotation_steps``
+    option trains rotation_steps steps per layer swept (its ``layer`` option: one; none: a sweep)."""
+    from .estimate import SWEPT_LAYERS
+
+    total = 0.0
+    for spec in specs:
+        defaults = {o.name: o.default for o in spec.options}
+        if "rotation_steps" not in defaults:
+            continue
+        opts = {**defaults, **(job.spec.get("options") or {}).get(spec.name, {})}
+        total += opts["rotation_steps"] * (1 if opts.get("layer") is not None else SWEPT_LAYERS)
+    return total
+
+
+def pretrain_estimate(spec: Any) -> Cost:
+    """The estimated cost of training ``spec`` (a plan model's ``pretrain`` table) in the run."""
+    from ..models.presets import estimated_parameters, get_preset
+
+    return job_cost("pretrain", estimated_parameters(spec.size, spec.corpus), "float32", None,
+                    pretrain={"steps": spec.planned_checkpoints()[-1], "batch_size": get_preset(spec.size).batch_size})
+
+
+def model_parameters(plan: Plan, m: Any) -> tuple[int | None, str]:
     """The model's parameter count and where it was read, without loading weights."""
     if m.spec.pretrain is not None:
         from ..models.presets import estimated_parameters

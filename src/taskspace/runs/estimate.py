@@ -12,6 +12,9 @@ units follow from what the job does, read from the probe's registry entry, never
   units, plus its dev evaluations (steps / eval_every × dev pairs);
 - a probe that computes per source task (``per_task``) scores every task's eval pairs once per source
   task (T × eval pairs units per row); its ``base`` stage scores them once; its assembly is ~free;
+- a probe that trains subspaces (an option ``rotation_steps``: das, mdas) trains one per task and layer
+  swept: 3 × rotation_steps × batch_pairs units each (a sweep of every layer counted as 4 layers, the
+  toy and gutenberg models' depth), then scores every task's eval pairs 2T + 2 times;
 - ``pretrain``: steps × batch_size sequences, forward + backward + AdamW (3 units each);
 - ``compare`` and ``report``: fixed guesses (5 s and 30 s: the quick demo's jobs, benchmarks/README "Demo").
 
@@ -83,11 +86,18 @@ class Workload:
         return tr, dv, ev
 
 
+#: layers a subspace probe's dev sweep is counted as when no layer is given (see the module doc)
+SWEPT_LAYERS = 4
+
+
 def job_cost(kind: str, n_params: int | None, dtype: str, work: Workload | None, *, reads: tuple[str, ...] = (),
-             per_task: bool = False, staged: bool = False, pretrain: Mapping[str, Any] | None = None) -> Cost:
+             per_task: bool = False, staged: bool = False, pretrain: Mapping[str, Any] | None = None,
+             subspace_steps: float = 0.0) -> Cost:
     """The estimated :class:`Cost` of one job of ``kind`` (``score``, ``P``, ``P:base``, ``P:row``,
     ``pretrain``, ``compare``, ``report``). ``reads`` / ``per_task`` come from the probe's registry
-    entry; ``staged``: the probe splits into base / row / assembly jobs (``P`` is then the assembly)."""
+    entry; ``staged``: the probe splits into base / row / assembly jobs (``P`` is then the assembly).
+    ``subspace_steps``: training steps of one task's subspaces (rotation_steps × layers swept, summed over
+    the job's subspace probes; 0 for the other probes)."""
     if kind in FIXED_SECONDS:
         return Cost(FIXED_SECONDS[kind], BASE_BYTES)
     if n_params is None:
@@ -122,6 +132,8 @@ def job_cost(kind: str, n_params: int | None, dtype: str, work: Workload | None,
         units += rows * (BACKWARD * ft_steps * s["batch_pairs"] + ft_steps / max(1, s["eval_every"]) * dev)
     if per_task:
         units += rows * T * ev
+    if subspace_steps:
+        units += T * BACKWARD * subspace_steps * s["batch_pairs"] + (2 * T + 2) * T * ev
     peak = BASE_BYTES + 1.5 * model_bytes
     if finetunes:
         peak = BASE_BYTES + (2.5 if gradient else 7.0) * model_bytes

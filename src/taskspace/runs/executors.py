@@ -12,7 +12,11 @@
   (``cpus_per_job``; float32 sums are grouped by thread, so 1 and 2 threads differ in the last bits).
 
 An executor never decides *what* to run: the runner hands it only jobs that are not done, and
-:func:`~taskspace.runs.jobs.execute_job` writes results and done-records itself, wherever it runs.
+:func:`~taskspace.runs.jobs.execute_job` writes results and done-records itself, wherever it runs. Two hooks
+let the runner shape a gather without knowing how the executor works: ``more(outcome)`` returns jobs to add
+while it runs (a model's probe jobs once its training is done, not after every model's), and ``cost(job)``
+estimates a job's seconds, so that a local executor with several workers starts the longest ready job
+first (the long single jobs do not end up alone at the end of a run while the other workers idle).
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from abc import ABC, abstractmethod
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from ..errors import TaskspaceError
 from .jobs import Job, execute_job
@@ -42,6 +46,12 @@ class Outcome:
     summary: dict = field(default_factory=dict)
 
 
+#: ``more(outcome)``: jobs to add to a gather when a job ends (see :meth:`Executor.gather`)
+MoreJobs = Callable[[Outcome], Sequence[Job]]
+#: ``cost(job)``: a job's estimated seconds (None: unknown), for choosing among ready jobs
+JobCost = Callable[[Job], "float | None"]
+
+
 class Executor(ABC):
     """Runs jobs of one run directory while respecting their dependencies."""
 
@@ -52,16 +62,19 @@ class Executor(ABC):
 
     def submit(self, job: Job) -> None:
         """Queue ``job``. Its dependencies must be submitted before it or be done already."""
-        known = {j.key for j in self._jobs}
-        for dep in job.deps:
-            if dep not in known and not self.store.is_done(dep):
-                raise TaskspaceError(f"job {job.label} depends on a job that was neither submitted nor done")
+        _check_deps(job, {j.key for j in self._jobs}, self.store)
         self._jobs.append(job)
 
     @abstractmethod
-    def gather(self) -> list[Outcome]:
-        """Run everything submitted; one :class:`Outcome` per job, in submission order. A failing job
-        does not stop the others, only the jobs that depend on it (``blocked``)."""
+    def gather(self, more: "MoreJobs | None" = None, cost: "JobCost | None" = None) -> list[Outcome]:
+        """Run everything submitted; one :class:`Outcome` per job, in submission order (jobs that ``more``
+        added after them). A failing job does not stop the others, only the jobs that depend on it
+        (``blocked``).
+
+        ``more(outcome)``, called here (not in a worker) as each job ends: jobs to run as well, whose
+        dependencies are among the jobs of this gather or done. ``cost(job)``: its estimated seconds; an
+        executor that chooses among ready jobs starts the most expensive first (else submission order).
+        """
 
     def close(self) -> None:  # noqa: B027 (a hook: an executor that holds nothing need not override it)
         """Release what the executor holds (workers, connections)."""
@@ -70,7 +83,7 @@ class Executor(ABC):
 class LocalExecutor(Executor):
     """Runs jobs on this machine: sequentially in submission order (a valid order: dependencies come
     first), or with ``workers`` > 1 in that many worker processes of ``threads`` torch threads each. The worker
-    processes are started once and kept until :meth:`close`, so a run's second phase (its probes, after the
+    processes are started once and kept until :meth:`close`, so a run's later jobs (its probes, after the
     models it trains) does not pay for starting them and importing torch again."""
 
     def __init__(self, run_dir: str | Path, *, workers: int = 1, threads: int = 1) -> None:
@@ -87,75 +100,95 @@ class LocalExecutor(Executor):
             self._pool.shutdown()
             self._pool = None
 
-    def gather(self) -> list[Outcome]:
+    def gather(self, more: "MoreJobs | None" = None, cost: "JobCost | None" = None) -> list[Outcome]:
         from ..progress import progress_bar
 
         jobs, self._jobs = self._jobs, []
-        if self.workers > 1 and len(jobs) > 1:
-            return self._gather_parallel(jobs)
+        if self.workers > 1 and (len(jobs) > 1 or more is not None):
+            return self._gather_parallel(jobs, more, cost)
         outcomes: list[Outcome] = []
         failed: set[str] = set()
         with progress_bar("jobs", total=len(jobs), fields=True) as advance:
-            for job in jobs:
+            i = 0
+            while i < len(jobs):        # in submission order: `more` appends, so the list may grow
+                job = jobs[i]
+                i += 1
                 advance(0, job=job.label)
                 if any(d in failed for d in job.deps):
                     failed.add(job.key)
-                    outcomes.append(Outcome(job, "blocked", error="a job it depends on failed"))
+                    outcome = Outcome(job, "blocked", error="a job it depends on failed")
                     self.store.log("blocked", job.key, job.label)
-                    advance(1)
-                    continue
-                try:
-                    res = execute_job(job, self.run_dir)
-                    outcomes.append(Outcome(job, "done", res.get("seconds", 0.0), summary=res.get("summary", {})))
-                except KeyboardInterrupt:
-                    raise
-                except Exception as e:  # noqa: BLE001 - one job's failure must not stop the run
-                    failed.add(job.key)
-                    outcomes.append(Outcome(job, "failed", error=_one_line(e)))
-                    self.store.log("fail", job.key, job.label, error=_one_line(e))
-                advance(1)
+                else:
+                    try:
+                        res = execute_job(job, self.run_dir)
+                        outcome = Outcome(job, "done", res.get("seconds", 0.0), summary=res.get("summary", {}))
+                    except KeyboardInterrupt:
+                        raise
+                    except Exception as e:  # noqa: BLE001 - one job's failure must not stop the run
+                        failed.add(job.key)
+                        outcome = Outcome(job, "failed", error=_one_line(e))
+                        self.store.log("fail", job.key, job.label, error=_one_line(e))
+                outcomes.append(outcome)
+                added = _added(more, outcome, jobs, self.store)
+                jobs += added
+                advance(1, **({"total": len(jobs)} if added else {}))
         return outcomes
 
-    def _gather_parallel(self, jobs: list[Job]) -> list[Outcome]:
+    def _gather_parallel(self, jobs: list[Job], more: "MoreJobs | None", cost: "JobCost | None") -> list[Outcome]:
         """Worker processes (spawned: no state shared with this one); a job is sent once its dependencies
-        are done, in submission order, and blocked when one of them failed."""
+        are done — among ready jobs the one ``cost`` estimates longest, else the first submitted — and
+        blocked when one of them failed."""
         from ..progress import progress_bar
 
         results: dict[str, Outcome] = {}
         waiting = list(jobs)
+        order = {j.key: i for i, j in enumerate(jobs)}      # submission order: the tie-break, and "ours"
+        estimate: dict[str, float] = {}
         running: dict[Any, Job] = {}
-        ours = {j.key for j in jobs}
+
+        def rank(job: Job) -> tuple[float, int]:
+            if job.key not in estimate:
+                estimate[job.key] = float(cost(job) or 0.0) if cost is not None else 0.0
+            return (-estimate[job.key], order[job.key])
+
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
         pool = self._pool
         try:
             with progress_bar(f"jobs ({self.workers} workers)", total=len(jobs), fields=True) as advance:
+
+                def end(outcome: Outcome) -> None:
+                    results[outcome.job.key] = outcome
+                    added = _added(more, outcome, jobs, self.store)
+                    for j in added:
+                        order[j.key] = len(jobs)
+                        jobs.append(j)
+                        waiting.append(j)
+                    advance(1, **({"total": len(jobs)} if added else {}))
+
                 while waiting or running:
-                    for job in list(waiting):
-                        deps = [d for d in job.deps if d in ours]
+                    for job in sorted(waiting, key=rank):
+                        deps = [d for d in job.deps if d in order]
                         if any(d in results and results[d].status != "done" for d in deps):
                             waiting.remove(job)
-                            results[job.key] = Outcome(job, "blocked", error="a job it depends on failed")
                             self.store.log("blocked", job.key, job.label)
-                            advance(1)
+                            end(Outcome(job, "blocked", error="a job it depends on failed"))
                         elif len(running) < self.workers and all(d in results for d in deps):
                             waiting.remove(job)
                             running[pool.submit(_worker_execute, job.to_dict(), str(self.run_dir),
                                                 self.threads)] = job
                             advance(0, job=job.label)
                     if not running:
-                        continue
+                        continue    # jobs were blocked (or added): look at the waiting ones again
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for fut in done:
                         job = running.pop(fut)
                         res = fut.result()
                         if "error" in res:
-                            results[job.key] = Outcome(job, "failed", error=res["error"])
                             self.store.log("fail", job.key, job.label, error=res["error"])
+                            end(Outcome(job, "failed", error=res["error"]))
                         else:
-                            results[job.key] = Outcome(job, "done", res.get("seconds", 0.0),
-                                                       summary=res.get("summary", {}))
-                        advance(1)
+                            end(Outcome(job, "done", res.get("seconds", 0.0), summary=res.get("summary", {})))
         except BaseException:
             self._pool = None
             pool.shutdown(wait=False, cancel_futures=True)
@@ -190,17 +223,25 @@ class RayExecutor(Executor):
         self._threads = max(1, int(cpus_per_job))
         self._remote = ray.remote(num_cpus=cpus_per_job, max_retries=0)(_ray_execute)
 
-    def gather(self) -> list[Outcome]:
+    def gather(self, more: "MoreJobs | None" = None, cost: "JobCost | None" = None) -> list[Outcome]:
+        """Every job becomes a Ray task at once, its dependencies passed as object references; jobs that
+        ``more`` adds become tasks as they come. Ray, not this process, orders the ready ones (``cost``
+        is not used)."""
         from ..progress import progress_bar
 
         ray = self._ray
         jobs, self._jobs = self._jobs, []
         refs: dict[str, Any] = {}
-        for job in jobs:
-            dep_refs = [refs[d] for d in job.deps if d in refs]
-            refs[job.key] = self._remote.remote(job.to_dict(), str(self.run_dir.resolve()), self._threads,
-                                                *dep_refs)
-        by_ref = {refs[j.key]: j for j in jobs}
+        by_ref: dict[Any, Job] = {}
+
+        def launch(new: Sequence[Job]) -> None:
+            for job in new:
+                dep_refs = [refs[d] for d in job.deps if d in refs]
+                refs[job.key] = self._remote.remote(job.to_dict(), str(self.run_dir.resolve()), self._threads,
+                                                    *dep_refs)
+                by_ref[refs[job.key]] = job
+
+        launch(jobs)
         results: dict[str, Outcome] = {}
         pending = list(by_ref)
         with progress_bar("jobs (ray)", total=len(jobs)) as advance:
@@ -218,7 +259,11 @@ class RayExecutor(Executor):
                         results[job.key] = Outcome(job, status, error=_one_line(cause))
                         self.store.log(status if status == "blocked" else "fail", job.key, job.label,
                                        error=_one_line(cause))
-                    advance(1)
+                    added = _added(more, results[job.key], jobs, self.store)
+                    launch(added)
+                    jobs += added
+                    pending += [refs[j.key] for j in added]
+                    advance(1, **({"total": len(jobs)} if added else {}))
         return [results[j.key] for j in jobs]
 
     def close(self) -> None:
@@ -246,6 +291,25 @@ def _worker_execute(job: dict, run_dir: str, threads: int) -> dict:
         return execute_job(job, run_dir)
     except Exception as e:  # noqa: BLE001 - one job's failure must not stop the run
         return {"error": _one_line(e)}
+
+
+def _check_deps(job: Job, known: set[str] | dict[str, Any], store: JobStore) -> None:
+    for dep in job.deps:
+        if dep not in known and not store.is_done(dep):
+            raise TaskspaceError(f"job {job.label} depends on a job that was neither submitted nor done")
+
+
+def _added(more: "MoreJobs | None", outcome: Outcome, jobs: list[Job], store: JobStore) -> list[Job]:
+    """The jobs ``more`` adds after ``outcome``, each checked like a submitted one (its dependencies are
+    jobs of this gather, earlier ones among the added, or done)."""
+    if more is None:
+        return []
+    added = list(more(outcome))
+    known = {j.key for j in jobs}
+    for job in added:
+        _check_deps(job, known, store)
+        known.add(job.key)
+    return added
 
 
 def _blocked(job: Job, results: dict[str, Outcome]) -> bool:

@@ -1,11 +1,12 @@
 """A plan resolved, checked and expanded into jobs — what a run executes and what a dry run lists.
 
-Two phases, because the checkpoints of a model trained inside the run exist only after its training:
+The checkpoints of a model trained inside the run exist only after its training, so a run expands in steps
+(:mod:`.runner`):
 
 1. :func:`pretrain_jobs`: one job per ``pretrain`` model;
-2. with every model's revisions resolved (:func:`resolve_model`): :func:`probe_jobs`, one job per probe ×
-   model × revision (the control included), then :func:`finish_jobs`, ``compare`` and ``report``, which
-   depend on all of them.
+2. with a model's revisions resolved (:func:`resolve_model`; for a model trained in the run, once its
+   training has ended): :func:`probe_jobs`, one job per probe × revision (the control included);
+3. with every model's jobs made: :func:`finish_jobs`, ``compare`` and ``report``, which depend on all of them.
 
 Everything a run would refuse is refused here, before anything is written: the executor kind
 (:func:`check_executor`), the suite (:func:`load_plan_suite`) and every model (:func:`check_models`).

@@ -1,11 +1,15 @@
 """Running a plan: lock the run directory, expand the grid into jobs, skip what is done, execute the rest.
 
-Two phases, because the checkpoints of a model trained inside the run exist only after its training
-(:mod:`.expand` makes the jobs of each; :mod:`.dryrun` lists the same jobs without running them):
+The checkpoints of a model trained inside the run exist only after its training, so a run grows while it
+runs (:mod:`.expand` makes the jobs; :mod:`.dryrun` lists the same jobs without running them):
 
-1. pretraining jobs (one per ``pretrain`` model);
-2. with every model's revisions resolved: one job per probe × model × revision (the control included),
-   then ``compare`` and ``report``, which depend on all of them.
+1. the pretraining jobs (one per ``pretrain`` model), and the probe jobs of every other model;
+2. as each model's training ends, its probe jobs: one per probe × revision (the control included) — a
+   model's probes do not wait for a larger model's training;
+3. once every model's jobs are known, ``compare`` and ``report``, which depend on all of them.
+
+Among the jobs that are ready, a local executor with several workers starts the one the cost model
+(:mod:`.estimate`) expects to take longest, so that long single jobs do not run alone at the end.
 
 Layout of a run directory (docs/design.md, "Files")::
 
@@ -27,7 +31,8 @@ from ..errors import InputError, TaskspaceError
 from ..io import write_json, write_text
 from ..provenance import timestamp, torch_threads, versions
 from . import dryrun
-from .executors import Executor, make_executor
+from .estimate import Workload
+from .executors import Executor, Outcome, make_executor
 from .expand import (
     ResolvedModel,
     check_executor,
@@ -41,7 +46,7 @@ from .expand import (
 )
 from .jobs import Job
 from .lock import RunLock
-from .plan import Plan
+from .plan import ModelSpec, Plan
 from .result import RunResult
 from .store import JobStore
 
@@ -71,26 +76,16 @@ def run_plan(plan: Plan, run_dir: str | Path, *, executor: str | Executor | None
             write_text(run_dir / "plan.toml", plan_text)
         own_executor = not isinstance(executor, Executor)
         ex = executor if isinstance(executor, Executor) else _make_executor(plan, run_dir, executor)
-        models: list[ResolvedModel] | None = None
         try:
-            # phase 1: models trained in the run
-            pre_jobs = pretrain_jobs(plan, run_dir)
+            growth = _Growth(plan, run_dir, suite_info, store, result)
             _write_run_json(run_dir, plan, None, suite_info, "running")
-            result = _execute(ex, store, pre_jobs, result)
-            if any(o.job.kind == "pretrain" for o in result.failed):
-                raise TaskspaceError(_failure_line(result))
-            # phase 2: probes, then compare and report
-            models = [resolve_model(plan, m, run_dir) for m in plan.models]
-            _write_run_json(run_dir, plan, models, suite_info, "running")
-            jobs = probe_jobs(plan, models, suite_info, run_dir)
-            jobs += finish_jobs(plan, jobs)
-            result = _execute(ex, store, jobs, result)
+            _execute(ex, store, growth.first_jobs(), result, growth)
         finally:
-            if own_executor and ex is not None:
+            if own_executor:
                 ex.close()
         result.seconds = time.perf_counter() - t0
         status = "complete" if not result.failed else "failed"
-        _write_run_json(run_dir, plan, models, suite_info, status, result)
+        _write_run_json(run_dir, plan, growth.models(), suite_info, status, result)
     if result.failed:
         raise TaskspaceError(_failure_line(result))
     return result
@@ -116,7 +111,14 @@ def _make_executor(plan: Plan, run_dir: Path, kind: str | None) -> Executor:
             {"address": e.address, "num_cpus": e.num_cpus, "cpus_per_job": e.cpus_per_job})
     return make_executor(kind, run_dir, **opts)
 
-def _execute(ex: Executor, store: JobStore, jobs: Sequence[Job], result: RunResult) -> RunResult:
+def _execute(ex: Executor, store: JobStore, jobs: Sequence[Job], result: RunResult, growth: "_Growth") -> None:
+    for job in _not_done(jobs, store, result):
+        ex.submit(job)
+    result.outcomes.extend(ex.gather(more=growth.more, cost=growth.cost))
+
+
+def _not_done(jobs: Sequence[Job], store: JobStore, result: RunResult) -> list[Job]:
+    """``jobs`` less those done before (recorded as skipped)."""
     todo = []
     for job in jobs:
         if store.is_done(job.key):
@@ -124,11 +126,76 @@ def _execute(ex: Executor, store: JobStore, jobs: Sequence[Job], result: RunResu
             store.log("skip", job.key, job.label)
         else:
             todo.append(job)
-    for job in todo:
-        ex.submit(job)
-    if todo:
-        result.outcomes.extend(ex.gather())
-    return result
+    return todo
+
+
+class _Growth:
+    """A run's jobs, made as they become known: each model's probe jobs once its weights exist (at the
+    start, or when its training in the run ends), then ``compare`` and ``report`` once every model's are
+    made. A failed training adds nothing more: the run ends with the jobs already queued, and fails."""
+
+    def __init__(self, plan: Plan, run_dir: Path, suite_info: dict, store: JobStore, result: RunResult) -> None:
+        self.plan, self.run_dir, self.suite_info, self.store, self.result = plan, run_dir, suite_info, store, result
+        self.pre = pretrain_jobs(plan, run_dir)
+        trained = [m for m in plan.models if m.pretrain is not None]
+        self.trains = {j.key: m for j, m in zip(self.pre, trained)}
+        self.resolved: dict[int, ResolvedModel] = {}
+        self.jobs_of: dict[int, list[Job]] = {}
+        self.stopped = False
+        settings = plan.settings.to_dict()
+        n_tasks = max(1, int(suite_info.get("n_tasks") or len(suite_info.get("groups") or ()) or 1))
+        self.work = Workload(n_tasks, float(suite_info.get("n_pairs") or 0) / n_tasks, settings)
+        self.sizes: dict[str, int | None] = {}
+        self.dtypes: dict[str, str] = {}
+
+    def first_jobs(self) -> list[Job]:
+        """The pretraining jobs, and the probe jobs of every model whose weights exist already."""
+        jobs = list(self.pre)
+        for key, m in self.trains.items():
+            if self.store.is_done(key):
+                jobs += self._expand(m)
+        for m in self.plan.models:
+            if m.pretrain is None:
+                jobs += self._expand(m)
+        return jobs
+
+    def more(self, outcome: Outcome) -> list[Job]:
+        """Called as each job ends: after a training, its model's probe jobs (those not done before)."""
+        m = self.trains.get(outcome.job.key)
+        if m is None or self.stopped:
+            return []
+        if outcome.status != "done":
+            self.stopped = True
+            return []
+        return _not_done(self._expand(m), self.store, self.result)
+
+    def _expand(self, m: ModelSpec) -> list[Job]:
+        i = self.plan.models.index(m)
+        r = resolve_model(self.plan, m, self.run_dir)
+        self.resolved[i] = r
+        self.sizes[r.name] = dryrun.model_parameters(self.plan, r)[0]
+        self.dtypes[r.name] = r.spec.dtype
+        self.jobs_of[i] = probe_jobs(self.plan, [r], self.suite_info, self.run_dir)
+        jobs = list(self.jobs_of[i])
+        if len(self.resolved) == len(self.plan.models):
+            # every model is known: run.json names them before compare reads it
+            _write_run_json(self.run_dir, self.plan, self.models(), self.suite_info, "running")
+            everything = [j for k in sorted(self.jobs_of) for j in self.jobs_of[k]]
+            jobs += finish_jobs(self.plan, everything)
+        return jobs
+
+    def models(self) -> list[ResolvedModel] | None:
+        """Every model resolved, in plan order (None until all are)."""
+        if len(self.resolved) < len(self.plan.models):
+            return None
+        return [self.resolved[i] for i in range(len(self.plan.models))]
+
+    def cost(self, job: Job) -> float | None:
+        """A job's estimated seconds (:mod:`.estimate`), for the order of ready jobs."""
+        if job.kind == "pretrain":
+            return dryrun.pretrain_estimate(self.trains[job.key].pretrain).seconds
+        name = (job.spec.get("model") or {}).get("name")
+        return dryrun.job_estimate(job, self.sizes.get(name), self.dtypes.get(name, "float32"), self.work).seconds
 
 def _failure_line(result: RunResult) -> str:
     bad = [o for o in result.outcomes if o.status == "failed"]

@@ -150,7 +150,8 @@ class JobStore:
     def log(self, event: str, key: str, label: str, **extra: Any) -> None:
         """Append one event line (``start``, ``done``, ``skip``, ``fail``) to ``log.jsonl``."""
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"time": timestamp(), "event": event, "key": key, "label": label,
+        # milliseconds: a run's timeline (which job waited for which) is read from this log
+        line = json.dumps({"time": timestamp("milliseconds"), "event": event, "key": key, "label": label,
                            "pid": os.getpid(), **extra}, ensure_ascii=False, default=str)
         # one write() of a short line with O_APPEND is atomic enough for a log that humans read
         fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
