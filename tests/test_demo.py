@@ -136,3 +136,27 @@ def test_demo_quick_end_to_end(quick_demo, tmp_path):
     again = subprocess.run(["taskspace", "demo", "--quick", "--out", str(copy)], capture_output=True, text=True,
                            env=env, timeout=600)
     assert again.returncode == 0 and "0 job(s) run" in again.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("demo")
+def test_a_comparison_in_worker_processes_is_the_comparison_of_one_process(quick_demo, monkeypatch):
+    """compare_run with two spawned workers (forced for a run this small) writes the comparison the demo's
+    compare job wrote: every summary, interval, p-value, trajectory and finding, to the bit."""
+    from taskspace.analysis import compare as C
+
+    assert quick_demo.returncode == 0, quick_demo.stderr[-2000:]
+    written = json.loads((quick_demo.out / "comparison.json").read_text())
+    monkeypatch.setattr(C, "PARALLEL_WORK", 0)
+    spawned = json.loads(json.dumps(C.compare_run(quick_demo.out, workers=2, write=False)))
+    one = json.loads(json.dumps(C.compare_run(quick_demo.out, workers=1, write=False)))
+    for cmp in (written, spawned, one):
+        cmp["provenance"].pop("created")
+    assert spawned == one
+    for cmp in (written, spawned):
+        cmp["provenance"]["plan"] = None       # run.json: rewritten with the final status after the compare job
+        cmp.pop("run")                         # the demo ran with a relative path
+        for cell in cmp["cells"]:
+            cell.pop("path")
+    assert spawned == written
+    assert len(spawned["cells"]) >= 6 and spawned["dynamics"] and spawned["findings"]

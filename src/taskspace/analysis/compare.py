@@ -21,8 +21,12 @@ beside it gets its split-half reliability and noise ceiling (:mod:`taskspace.ana
 from __future__ import annotations
 
 import math
+import multiprocessing
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -192,6 +196,15 @@ class _Summaries:
                                                bootstrap=self.bootstrap)
         return self._cache[key]
 
+    def known(self, spaces: Sequence[TaskSpace], summaries: Sequence[dict]) -> None:
+        """Take the summaries of ``spaces`` computed elsewhere (they are the same: each is seeded)."""
+        for space, summary in zip(spaces, summaries):
+            self._cache[id(space)] = summary
+
+    def of(self, spaces: Sequence[TaskSpace]) -> list[tuple[TaskSpace, dict]]:
+        """``(space, summary)`` for those of ``spaces`` already summarised (to send with a cell to a worker)."""
+        return [(sp, self._cache[id(sp)]) for sp in spaces if id(sp) in self._cache]
+
 
 def _sharing(cell: Cell) -> TaskSpace | None:
     """The cell's parameter-sharing space (the first the registry marks ``sharing``), if present."""
@@ -252,25 +265,74 @@ def _cell_entry(model: ModelCells, cell: Cell, control: Cell | None, summarize: 
     return entry
 
 
+def _cell_job(model: ModelCells, cell: Cell, control: Cell | None, known: list[tuple[TaskSpace, dict]],
+              permutations: int, seed: int, bootstrap: int) -> dict:
+    """:func:`_cell_entry` in a worker process, with the summaries computed before (``known``; pickled with
+    the cell, so each space is the cell's own object)."""
+    summarize = _Summaries(permutations, seed, bootstrap)
+    summarize.known([sp for sp, _ in known], [sm for _, sm in known])
+    return _cell_entry(model, cell, control, summarize, lambda: None)
+
+
+def _summary_job(space: TaskSpace, permutations: int, seed: int, bootstrap: int) -> dict:
+    return summarize_space(space, permutations=permutations, seed=seed, bootstrap=bootstrap)
+
+
+#: below this much resampling work (Σ over spaces of tasks² × resamples, roughly one second of it) a
+#: comparison runs in this process: starting worker processes would cost more than they save
+PARALLEL_WORK = 2e7
+
+
+@contextmanager
+def _pool(workers: int, work: float) -> Iterator[Executor | None]:
+    """Spawned worker processes for a comparison large enough to gain from them; else None (this process)."""
+    if workers <= 1 or work < PARALLEL_WORK:
+        yield None
+        return
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _map(pool: Executor | None, fn: Callable[..., Any], items: Sequence[tuple], advance: Callable[[], None]) -> list:
+    """``[fn(*item) for item in items]``, in ``pool`` when given (results in the order of ``items``)."""
+    if pool is None:
+        out = []
+        for item in items:
+            out.append(fn(*item))
+            advance()
+        return out
+    futures = [pool.submit(fn, *item) for item in items]
+    for _ in as_completed(futures):
+        advance()
+    return [f.result() for f in futures]
+
+
 def compare_run(run_dir: str | Path, *, permutations: int = 999, seed: int = 0, write: bool = True,
-                progress: bool = False, bootstrap: int = RESAMPLES, above_chance: bool = False) -> dict:
+                progress: bool = False, bootstrap: int = RESAMPLES, above_chance: bool = False,
+                workers: int = 1) -> dict:
     """Compare every task space of a RUN (or of one probe DIR) with theory, controls, checkpoints and
     sizes; write ``comparison.json`` into it (atomically, with provenance) unless ``write=False``.
     ``bootstrap``: resamples over tasks for the intervals (0: none, and the verdicts that need an interval
     say "inconclusive"); ``seed`` seeds them and the permutation tests. ``above_chance``: also the whole
     comparison over the tasks above chance at every trained checkpoint (``above_chance`` key:
-    :data:`~taskspace.analysis.collect.ABOVE_CHANCE_RULE`), beside the full one.
+    :data:`~taskspace.analysis.collect.ABOVE_CHANCE_RULE`), beside the full one. ``workers`` > 1: a large
+    comparison's summaries, checkpoint entries and trajectories are computed in that many spawned worker
+    processes, each seeded as in one process, so the comparison is the same; a script that asks for workers
+    needs the ``if __name__ == "__main__":`` guard.
 
     Returns the comparison as a plain dict (see the module docstring for its keys).
     """
     run = load_run(run_dir)
-    out = _compare(run, permutations, seed, bootstrap, progress)
+    out = _compare(run, permutations, seed, bootstrap, progress, workers)
     if above_chance:
         kept, decided = above_chance_tasks(run)
         entry: dict[str, Any] = {"rule": ABOVE_CHANCE_RULE, "decided_by": decided, "tasks": kept,
                                  "n_tasks": len(kept)}
         if decided and len(kept) >= 3:
-            sub = _compare(restrict_run(run, kept), permutations, seed, bootstrap, False)
+            sub = _compare(restrict_run(run, kept), permutations, seed, bootstrap, False, workers)
             entry.update({k: sub[k] for k in ("cells", "findings", "headline", "dynamics", "sizes")})
         else:
             entry["skipped"] = ("no trained checkpoint has scores" if not decided else
@@ -294,19 +356,47 @@ def compare_run(run_dir: str | Path, *, permutations: int = 999, seed: int = 0, 
     return out
 
 
-def _compare(run: RunData, permutations: int, seed: int, bootstrap: int, progress: bool) -> dict:
+def _compare(run: RunData, permutations: int, seed: int, bootstrap: int, progress: bool, workers: int = 1) -> dict:
     """Everything of :func:`compare_run` but its provenance, for one (possibly restricted) run."""
     summarize = _Summaries(permutations, seed, bootstrap)
-    cells = []
-    n_spaces = sum(len(c.spaces) for _, c in run.cells())
-    with progress_bar("comparing task spaces", n_spaces if progress else None) as advance:
-        for model, cell in run.cells():
-            ctrl = model.control_of(cell.revision)
-            cells.append(_cell_entry(model, cell, ctrl, summarize, advance))
-            # A control tree inside the DIR gets its own entry too (once: checkpoints share their control).
-            if cell.control is not None and f"{model.slug}@{cell.control.revision}" not in {c["id"] for c in cells}:
-                cells.append(_cell_entry(model, cell.control, None, summarize, lambda: None))
-                cells[-1]["is_control"] = True
+    # one entry per checkpoint; a control tree gets its own entry too (once: checkpoints share their control)
+    entries: list[tuple[ModelCells, Cell, Cell | None, bool]] = []
+    seen: set[str] = set()
+    for model, cell in run.cells():
+        entries.append((model, cell, model.control_of(cell.revision), False))
+        seen.add(f"{model.slug}@{cell.revision}")
+        if cell.control is not None and f"{model.slug}@{cell.control.revision}" not in seen:
+            entries.append((model, cell.control, None, True))
+            seen.add(f"{model.slug}@{cell.control.revision}")
+    distinct: dict[int, TaskSpace] = {}
+    for _, cell, ctrl, _ in entries:
+        for sp in [*cell.spaces.values(), *(ctrl.spaces.values() if ctrl is not None else ())]:
+            distinct.setdefault(id(sp), sp)
+    spaces = list(distinct.values())
+    work = sum(sp.n_tasks ** 2 for sp in spaces) * max(bootstrap, 1)
+    total = len(spaces) + len(entries) + 3
+    with progress_bar("comparing task spaces", total if progress else None) as advance, \
+            _pool(workers, work) as pool:
+        args = (permutations, seed, bootstrap)
+        summarize.known(spaces, _map(pool, _summary_job, [(sp, *args) for sp in spaces], advance))
+        # the trajectories across checkpoints and sizes do not wait for the checkpoints' entries
+        pending = _map_later(pool, [(_generalization, (run, bootstrap, seed)), (_dynamics, (run, bootstrap, seed)),
+                                    (_size_deltas, (run, bootstrap, seed))])
+        if pool is None:
+            cells = []
+            for model, cell, ctrl, _ in entries:
+                cells.append(_cell_entry(model, cell, ctrl, summarize, lambda: None))
+                advance()
+        else:
+            jobs = [(model, cell, ctrl, summarize.of([*cell.spaces.values(),
+                                                      *(ctrl.spaces.values() if ctrl is not None else ())]), *args)
+                    for model, cell, ctrl, _ in entries]
+            cells = _map(pool, _cell_job, jobs, advance)
+        generalization, dynamics, size_deltas = [get() for get in pending]
+        advance(3)
+    for entry, (_, _, _, is_control) in zip(cells, entries):
+        if is_control:
+            entry["is_control"] = True
     out: dict[str, Any] = {
         "schema": SCHEMA,
         "run": str(run.root),
@@ -316,14 +406,23 @@ def _compare(run: RunData, permutations: int, seed: int, bootstrap: int, progres
                     "cells": [f"{m.slug}@{r}" for r in m.cells]} for m in run.models],
         "probes": run.probes,
         "cells": cells,
-        "generalization": _generalization(run, bootstrap, seed),
-        "dynamics": _dynamics(run, bootstrap, seed),
+        "generalization": generalization,
+        "dynamics": dynamics,
         "sizes": _sizes(run, cells),
-        "size_deltas": _size_deltas(run, bootstrap, seed),
+        "size_deltas": size_deltas,
     }
     out["findings"] = findings(out)
     out["headline"] = headline(out)
     return out
+
+
+def _map_later(pool: Executor | None, calls: Sequence[tuple[Callable[..., Any], tuple]]) -> list[Callable[[], Any]]:
+    """Start ``calls`` in ``pool`` now (each ``(fn, args)``); one getter of each result. Without a pool the
+    getters compute them."""
+    if pool is None:
+        return [partial(fn, *a) for fn, a in calls]
+    futures = [pool.submit(fn, *a) for fn, a in calls]
+    return [f.result for f in futures]
 
 
 def compare_spaces(probe_dir: str | Path, **kwargs: Any) -> dict:

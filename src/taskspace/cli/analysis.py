@@ -42,9 +42,10 @@ def compare(
     write RUN/comparison.json and print the tables."""
     from ..analysis.compare import compare_run
     from ..analysis.printing import print_comparison
+    from ..provenance import usable_cpus
 
     cmp = compare_run(run, permutations=permutations, seed=seed, progress=True, bootstrap=bootstrap,
-                      above_chance=above_chance)
+                      above_chance=above_chance, workers=usable_cpus(at_most=4))
     console = _console()
     print_comparison(console, cmp, all_spaces=all_spaces)
     console.print(f"wrote {Path(cmp['run']) / 'comparison.json'}", highlight=False)

@@ -663,7 +663,8 @@ def build_report(run_dir: str | Path, *, comparison: dict | None = None, permuta
     """Write ``RUN/figures/*.png|svg`` and ``RUN/report.html``; return the page's path.
 
     ``workers`` > 1 makes and saves the figures in that many spawned processes (see :func:`write_figures`; a
-    script needs the ``if __name__ == "__main__":`` guard): the command line uses one per CPU, at most 4.
+    script needs the ``if __name__ == "__main__":`` guard), and a comparison computed here uses as many
+    (:func:`~taskspace.analysis.compare.compare_run`): the command line uses one per CPU, at most 4.
 
     Uses ``comparison`` when given, else ``RUN/comparison.json`` when it is newer than every result
     file, else computes (and writes) a fresh comparison.
@@ -675,7 +676,8 @@ def build_report(run_dir: str | Path, *, comparison: dict | None = None, permuta
         if comparison.get("schema") != SCHEMA:
             comparison = None
     if comparison is None:
-        comparison = compare_run(run.root, permutations=permutations, seed=seed, bootstrap=bootstrap)
+        comparison = compare_run(run.root, permutations=permutations, seed=seed, bootstrap=bootstrap,
+                                 workers=workers)
     figdir = run.root / "figures"
     # a build killed mid-way (kill -9) leaves its temporary files: this build owns the figures now
     remove_stale_temps(figdir)

@@ -363,8 +363,9 @@ def _run_pretrain(spec: dict, out: None, run_dir: Path) -> tuple[dict, list[str]
 
 def _run_compare(spec: dict, out: None, run_dir: Path) -> tuple[dict, list[str]]:
     from ..analysis import compare_run
+    from ..provenance import usable_cpus
 
-    result = compare_run(run_dir)
+    result = compare_run(run_dir, workers=usable_cpus(at_most=4))
     return _headline(result), ["comparison.json"]
 
 
