@@ -141,19 +141,17 @@ def test_demo_quick_end_to_end(quick_demo, tmp_path):
 @pytest.mark.slow
 @pytest.mark.xdist_group("demo")
 def test_a_comparison_in_worker_processes_is_the_comparison_of_one_process(quick_demo, monkeypatch):
-    """compare_run with two spawned workers (forced for a run this small) writes the comparison the demo's
-    compare job wrote: every summary, interval, p-value, trajectory and finding, to the bit."""
+    """compare_run with two spawned workers (forced for a run this small) gives the comparison the demo's
+    compare job computed in one process (the quick demo is below the size that starts workers): every
+    summary, interval, p-value, trajectory and finding, to the bit."""
     from taskspace.analysis import compare as C
 
     assert quick_demo.returncode == 0, quick_demo.stderr[-2000:]
     written = json.loads((quick_demo.out / "comparison.json").read_text())
     monkeypatch.setattr(C, "PARALLEL_WORK", 0)
     spawned = json.loads(json.dumps(C.compare_run(quick_demo.out, workers=2, write=False)))
-    one = json.loads(json.dumps(C.compare_run(quick_demo.out, workers=1, write=False)))
-    for cmp in (written, spawned, one):
-        cmp["provenance"].pop("created")
-    assert spawned == one
     for cmp in (written, spawned):
+        cmp["provenance"].pop("created")
         cmp["provenance"]["plan"] = None       # run.json: rewritten with the final status after the compare job
         cmp.pop("run")                         # the demo ran with a relative path
         for cell in cmp["cells"]:
