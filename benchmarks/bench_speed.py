@@ -4,10 +4,12 @@ ratio before ÷ after and each run's peak RSS (ru_maxrss of the command's proces
 
     python benchmarks/bench_speed.py --before 44717e3 quick report transfer8
     python benchmarks/bench_speed.py --before 44717e3 --reps 1 tests
+    python benchmarks/bench_speed.py --before e0ef906 --reps 1 demo
 
 What each name runs (with one checkout's ``src/`` first on PYTHONPATH, in a fresh temporary folder):
 
 - ``quick``: ``taskspace demo --quick`` (the README's first command);
+- ``demo``: ``taskspace demo`` (the full demo: about ten minutes a run on two cores);
 - ``report``: ``taskspace report`` on a finished quick demo (made once beforehand with the *after* code;
   each run starts from a fresh copy of it, so the comparison is rebuilt every time);
 - ``transfer8``: ``taskspace probe transfer`` on the first 8 BLiMP paradigms of gutenberg-gpt2-5m step2577
@@ -62,6 +64,8 @@ def command(what: str, tree: Path, work: Path, ready: dict) -> tuple[list[str], 
     ts = _taskspace()
     if what == "quick":
         return [*ts, "demo", "--quick", "--out", str(work / "demo")], work
+    if what == "demo":
+        return [*ts, "demo", "--out", str(work / "demo")], work
     if what == "report":
         run = work / "run"
         shutil.copytree(ready["demo"], run, symlinks=True)
@@ -98,7 +102,7 @@ def run_once(what: str, tree: Path, scratch: Path, ready: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", nargs="+", choices=["quick", "report", "transfer8", "gradients10", "tests"])
+    ap.add_argument("what", nargs="+", choices=["quick", "demo", "report", "transfer8", "gradients10", "tests"])
     ap.add_argument("--before", required=True, help="git commit of the code before")
     ap.add_argument("--after", default=None, help="git commit of the code after (default: this working tree)")
     ap.add_argument("--reps", type=int, default=2, help="runs per side (interleaved)")
