@@ -609,6 +609,38 @@ def test_transfer_splits_into_one_job_per_source_task_with_the_same_spaces(setup
     assert not again.outcomes and len(again.skipped) == len(result.outcomes)
 
 
+def test_a_model_trained_on_ray_gets_its_probe_jobs_when_its_training_ends(tmp_path, ray_cluster):
+    """On Ray too, a run grows while it runs: the probe jobs of a model trained in the run become Ray tasks
+    once its training has ended, and their results equal the local executor's."""
+    import torch
+
+    from taskspace.runs import RayExecutor, load_plan, run_plan
+
+    suite = write_suite(tmp_path / "suite.jsonl", per_task=6)
+    plan_path = tmp_path / "plan.toml"
+    plan_path.write_text('probes = ["score", "gradients"]\nreport = false\n[suite]\n'
+                         f'spec = "{suite}"\n[[models]]\n'
+                         'pretrain = {corpus = "toy", size = "tiny", steps = 4, sentences = 200}\n'
+                         'revisions = ["step4"]\ncontrol = "step0"\n'
+                         "[settings]\ntrain_pairs = 3\ndev_pairs = 1\neval_pairs = 2\n")
+    run_plan(load_plan(plan_path), tmp_path / "local")
+    n = torch.get_num_threads()
+    ex = RayExecutor(tmp_path / "ray", cpus_per_job=n)
+    try:
+        result = run_plan(load_plan(plan_path), tmp_path / "ray", executor=ex)
+    finally:
+        ex.close()
+    assert not result.failed
+    assert sorted(o.job.label for o in result.outcomes) == sorted(
+        ["pretrain toy-tiny"] + [f"{k} toy-tiny@{r}" for k in ("score", "gradients") for r in ("step4", "step0")])
+    local, ray = results_of(tmp_path / "local"), results_of(tmp_path / "ray")
+    assert local.keys() == ray.keys() and len(local) > 10
+    assert {k: v for k, v in local.items() if "/models/" not in f"/{k}"} == \
+        {k: v for k, v in ray.items() if "/models/" not in f"/{k}"}
+    pids = {e["pid"] for e in events(tmp_path / "ray") if e["event"] == "done"}
+    assert os.getpid() not in pids
+
+
 def test_per_task_jobs_on_a_real_local_ray_cluster_match_the_local_executor(setup, ray_cluster):
     import torch
 
