@@ -374,6 +374,20 @@ def test_local_workers_give_the_same_results_in_other_processes(setup):
     assert json.loads((tmp / "two" / "run.json").read_text())["torch_threads"] == n
 
 
+def test_the_jobs_bar_grows_with_the_jobs_a_run_adds(monkeypatch, capsys):
+    """A run adds a model's probe jobs when its training ends: ``advance(total=N)`` moves the bar's total
+    (and is not shown as a field), so the bar ends at N of N."""
+    from taskspace import progress
+
+    monkeypatch.setattr(progress, "enabled", lambda: True)      # as on a terminal
+    with progress.progress_bar("jobs", total=2, fields=True) as advance:
+        advance(1, job="pretrain toy-tiny")
+        advance(1, total=5)
+        advance(3)
+    err = capsys.readouterr().err
+    assert "5/5" in err and "total" not in err
+
+
 def test_local_workers_isolate_a_failure_and_block_what_depends_on_it(tmp_path):
     from taskspace.runs import Job, LocalExecutor
 

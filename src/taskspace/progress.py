@@ -24,7 +24,7 @@ def progress_bar(description: str, total: int | None, *, fields: bool = False,
     (``show=False``: a caller whose progress is off gets the same ``advance`` that does nothing).
 
     With ``fields=True`` keyword arguments given to ``advance`` (e.g. ``loss=2.31``) are shown beside
-    the bar.
+    the bar; ``total=N`` is not shown but sets the bar's new total (work added while it runs).
     """
     if not (show and enabled()):
         yield lambda n=1, **kw: None
@@ -47,7 +47,9 @@ def progress_bar(description: str, total: int | None, *, fields: bool = False,
         tid = prog.add_task(description, total=total, info="")
 
         def advance(n: int = 1, **kw: object) -> None:
+            total_now = kw.pop("total", None)        # the work grew (a run adds jobs while it runs)
             info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in kw.items())
-            prog.update(tid, advance=n, **({"info": info} if kw else {}))
+            prog.update(tid, advance=n, **({"info": info} if kw else {}),
+                        **({"total": total_now} if total_now is not None else {}))
 
         yield advance
