@@ -276,6 +276,9 @@ def test_vectorised_bootstrap_equals_spaces_rebuilt_by_hand():
     counts = task_counts(idx, n)
     wb = within_between_draws(m, groups, counts)["difference"]
     rho, rho_other = rho_draws(m, h, counts), rho_draws(m, other, counts)
+    free = rng.normal(size=(n, n))                    # no ties: the ranks skip the tie runs
+    assert np.unique(free).size == n * n
+    rho_free = rho_draws(free, other, counts)
     for b, ix in enumerate(idx):
         sub, valid = m[np.ix_(ix, ix)], ix[:, None] != ix[None, :]
         # the gap of the rebuilt space by hand: per group, within − its entries with other tasks, then the mean
@@ -288,6 +291,7 @@ def test_vectorised_bootstrap_equals_spaces_rebuilt_by_hand():
         assert wb[b] == pytest.approx(np.mean(gaps))
         assert rho[b] == pytest.approx(spearmanr(sub[valid], h[np.ix_(ix, ix)][valid])[0])
         assert rho_other[b] == pytest.approx(spearmanr(sub[valid], other[np.ix_(ix, ix)][valid])[0])
+        assert rho_free[b] == pytest.approx(spearmanr(free[np.ix_(ix, ix)][valid], other[np.ix_(ix, ix)][valid])[0])
 
 
 def test_intervals_cover_a_known_within_minus_between_at_their_nominal_rate():

@@ -126,10 +126,14 @@ def _sorted_ties(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _multiset_ranks(w: np.ndarray, order: np.ndarray, starts: np.ndarray, run: np.ndarray) -> np.ndarray:
     """Mid-ranks of each entry in the multiset that holds entry ``i`` ``w[:, i]`` times (per row of w)."""
     ws = w[:, order]
-    gw = np.add.reduceat(ws, starts, axis=1)                     # weight of each run of ties
+    # weight of each run of ties; without ties every run is one entry, whose sum is that entry (the same
+    # floats, so the same ranks) and whose run index is its position: neither reduceat nor the gather
+    tied = starts.size < order.size
+    gw = np.add.reduceat(ws, starts, axis=1) if tied else ws
     before = np.cumsum(gw, axis=1) - gw
     ranks = np.empty_like(w)
-    ranks[:, order] = (before + (gw + 1.0) / 2.0)[:, run]
+    mid = before + (gw + 1.0) / 2.0
+    ranks[:, order] = mid[:, run] if tied else mid
     return ranks
 
 
