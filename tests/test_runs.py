@@ -374,6 +374,34 @@ def test_local_workers_give_the_same_results_in_other_processes(setup):
     assert json.loads((tmp / "two" / "run.json").read_text())["torch_threads"] == n
 
 
+def test_a_failed_training_adds_no_jobs_and_the_run_ends_failed_with_one_line(tmp_path, one_thread):
+    """One model's training fails (its corpus has one line): the other model's probe jobs still run (they
+    are kept for a rerun), the failed model gets none, no compare is made, run.json says "failed", and the
+    error is one line naming the job and the log."""
+    from taskspace.runs import load_plan, run_plan
+
+    suite = write_suite(tmp_path / "suite.jsonl", per_task=4)
+    (tmp_path / "one_line.txt").write_text("the cat sleeps .\n")
+    plan_path = tmp_path / "plan.toml"
+    plan_path.write_text('probes = ["score"]\nreport = true\n[suite]\n'
+                         f'spec = "{suite}"\n[[models]]\n'
+                         'pretrain = {corpus = "toy", size = "tiny", steps = 3, sentences = 200}\n'
+                         'revisions = ["step3"]\ncontrol = "none"\n'
+                         f'[[models]]\npretrain = {{corpus = "{tmp_path / "one_line.txt"}", size = "tiny", steps = 3}}\n'
+                         'revisions = ["step3"]\ncontrol = "none"\n')
+    run = tmp_path / "run"
+    with pytest.raises(TaskspaceError) as err:
+        run_plan(load_plan(plan_path), run)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("job pretrain one_line-tiny failed: ") and "2 non-empty lines" in msg
+    assert "(see " in msg and "( " not in msg
+    done = [e["label"] for e in events(run) if e["event"] == "done"]
+    assert sorted(done) == ["pretrain toy-tiny", "score toy-tiny@step3"]
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["status"] == "failed" and meta["jobs"]["failed"] == 1
+    assert not (run / "comparison.json").exists()
+
+
 def test_the_jobs_bar_grows_with_the_jobs_a_run_adds(monkeypatch, capsys):
     """A run adds a model's probe jobs when its training ends: ``advance(total=N)`` moves the bar's total
     (and is not shown as a field), so the bar ends at N of N."""

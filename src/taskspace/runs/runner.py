@@ -205,7 +205,7 @@ def _failure_line(result: RunResult) -> str:
     tail = (f" (and {more} more failed job(s)" if more > 0 else " (") + \
            (f"; {len(blocked)} job(s) not run" if blocked else "") + \
            f"; see {result.run_dir / '.jobs' / 'log.jsonl'}; finished jobs are kept, rerun to retry)"
-    return f"job {first.job.label} failed: {first.error}" + tail.replace(" (;", " (")
+    return f"job {first.job.label} failed: {first.error}" + tail.replace(" (; ", " (")
 
 def _write_run_json(run_dir: Path, plan: Plan, models: Sequence[ResolvedModel] | None, suite_info: dict,
                     status: str, result: RunResult | None = None) -> None:
