@@ -375,31 +375,50 @@ def test_local_workers_give_the_same_results_in_other_processes(setup):
 
 
 def test_a_failed_training_adds_no_jobs_and_the_run_ends_failed_with_one_line(tmp_path, one_thread):
-    """One model's training fails (its corpus has one line): the other model's probe jobs still run (they
-    are kept for a rerun), the failed model gets none, no compare is made, run.json says "failed", and the
-    error is one line naming the job and the log."""
+    """One model's training fails (a file stands where its checkpoints go): the other model's probe jobs
+    still run (kept for a rerun), the failed model gets none, no compare is made, run.json says "failed",
+    and the error is one line naming the job and the log."""
     from taskspace.runs import load_plan, run_plan
 
     suite = write_suite(tmp_path / "suite.jsonl", per_task=4)
-    (tmp_path / "one_line.txt").write_text("the cat sleeps .\n")
     plan_path = tmp_path / "plan.toml"
     plan_path.write_text('probes = ["score"]\nreport = true\n[suite]\n'
                          f'spec = "{suite}"\n[[models]]\n'
                          'pretrain = {corpus = "toy", size = "tiny", steps = 3, sentences = 200}\n'
-                         'revisions = ["step3"]\ncontrol = "none"\n'
-                         f'[[models]]\npretrain = {{corpus = "{tmp_path / "one_line.txt"}", size = "tiny", steps = 3}}\n'
+                         'revisions = ["step3"]\ncontrol = "none"\n[[models]]\n'
+                         'pretrain = {corpus = "toy", size = "small", steps = 3, sentences = 200}\n'
                          'revisions = ["step3"]\ncontrol = "none"\n')
     run = tmp_path / "run"
+    (run / "models").mkdir(parents=True)
+    (run / "models" / "toy-small").write_text("not a folder\n")
     with pytest.raises(TaskspaceError) as err:
         run_plan(load_plan(plan_path), run)
     msg = str(err.value)
-    assert "\n" not in msg and msg.startswith("job pretrain one_line-tiny failed: ") and "2 non-empty lines" in msg
-    assert "(see " in msg and "( " not in msg
+    assert "\n" not in msg and msg.startswith("job pretrain toy-small failed: "), msg
+    assert "(see " in msg and "( " not in msg and "log.jsonl" in msg
     done = [e["label"] for e in events(run) if e["event"] == "done"]
     assert sorted(done) == ["pretrain toy-tiny", "score toy-tiny@step3"]
     meta = json.loads((run / "run.json").read_text())
     assert meta["status"] == "failed" and meta["jobs"]["failed"] == 1
     assert not (run / "comparison.json").exists()
+
+
+def test_a_corpus_its_training_would_refuse_is_refused_before_the_run_writes_anything(tmp_path):
+    """A corpus file of one line passes the plan's check (it exists) but not pretraining's: the run refuses
+    it up front, with the file, and writes nothing."""
+    from taskspace.errors import InputError
+    from taskspace.runs import load_plan, run_plan
+
+    suite = write_suite(tmp_path / "suite.jsonl", per_task=4)
+    corpus = tmp_path / "one_line.txt"
+    corpus.write_text("the cat sleeps .\n")
+    plan_path = tmp_path / "plan.toml"
+    plan_path.write_text(f'probes = ["score"]\nreport = false\n[suite]\nspec = "{suite}"\n[[models]]\n'
+                         f'pretrain = {{corpus = "{corpus}", size = "tiny", steps = 3}}\n')
+    with pytest.raises(InputError, match="at least 2 non-empty lines") as err:
+        run_plan(load_plan(plan_path), tmp_path / "run")
+    assert err.value.file is not None and Path(err.value.file).name == "one_line.txt"
+    assert not (tmp_path / "run").exists()
 
 
 def test_the_jobs_bar_grows_with_the_jobs_a_run_adds(monkeypatch, capsys):

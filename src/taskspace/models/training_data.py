@@ -72,6 +72,14 @@ def load_corpus(corpus: "str | Path | Sequence[str]", *, sentences: int | None =
     return Corpus(docs, f"<list of {len(docs)} sentences>")
 
 
+def check_corpus_file(path: str | Path) -> None:
+    """Refuse a corpus file pretraining would refuse (missing, not UTF-8 — with its line —, fewer than two
+    non-empty lines), before a run writes anything; ``toy`` corpora pass."""
+    spec = str(path)
+    if not (spec == "toy" or spec.startswith("toy:")):
+        _read_text(Path(spec))
+
+
 def _read_text(path: Path) -> list[str]:
     if not path.is_file():
         raise InputError("no such corpus file (expected a text file or 'toy')", file=path)

@@ -77,9 +77,13 @@ def check_executor(plan: Plan, executor: str | Executor | None) -> None:
 def check_models(plan: Plan, run_dir: Path, pairs: "Callable[[], list | None]") -> list[ResolvedModel]:
     """Resolve and check every model of the plan (see :func:`preflight`); ``pairs()`` gives the suite's
     pairs for the context check (None: not known, skip it). Returns the resolved models."""
+    from ..models.training_data import check_corpus_file
+
     resolved_all = []
     cached: list | None = None
     for m in plan.models:
+        if m.pretrain is not None:
+            check_corpus_file(m.pretrain.corpus)      # what its training would refuse, refused now
         resolved = resolve_model(plan, m, run_dir)
         resolved_all.append(resolved)
         for kind_ in job_kinds(score=True):

@@ -94,7 +94,8 @@ def preflight(plan: Plan, run_dir: Path, executor: str | Executor | None = None)
     """Check what a run would refuse, writing nothing; returns the suite's info.
 
     The executor kind (and that Ray is installed), the suite, and every model: the revisions and control
-    of a model trained in the run are among the checkpoints its training will save; a local model's
+    of a model trained in the run are among the checkpoints its training will save, and its corpus file is
+    one its training accepts; a local model's
     folder, revisions and control exist, and each checkpoint loads as far as it can without its weights
     (:func:`~taskspace.models.loading.check_model_folder`: config, tokenizer, weight shapes), every
     sentence fits its context, and the ``[probe_revisions]`` name revisions it has.
