@@ -38,13 +38,13 @@ def main() -> None:
     print(f"{'start':>7} {'end':>7} {'secs':>6}  worker  job")
     for t0, t1, pid, label in sorted(jobs):
         print(f"{t0 - origin:7.2f} {t1 - origin:7.2f} {t1 - t0:6.2f}  w{workers.index(pid)}      {label}")
-    end = max(j[1] for j in jobs)
-    print(f"\nfirst job starts at {min(j[0] for j in jobs) - origin:.2f} s, last ends at {end - origin:.2f} s")
+    first, end = min(j[0] for j in jobs), max(j[1] for j in jobs)
+    print(f"\nfirst job starts at {first - origin:.2f} s, last ends at {end - origin:.2f} s")
     for w, pid in enumerate(workers):
-        mine = sorted(j for j in jobs if j[2] == pid)
+        mine = [j for j in jobs if j[2] == pid]
         busy = sum(t1 - t0 for t0, t1, _, _ in mine)
-        span = end - min(j[0] for j in jobs)
-        print(f"w{w} (pid {pid}): {len(mine)} jobs, busy {busy:.1f} s of {span:.1f} s, idle {span - busy:.1f} s")
+        print(f"w{w} (pid {pid}): {len(mine)} jobs, busy {busy:.1f} s of {end - first:.1f} s, "
+              f"idle {end - first - busy:.1f} s")
 
 
 if __name__ == "__main__":

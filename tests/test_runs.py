@@ -82,6 +82,23 @@ def results_of(run: Path) -> dict[str, bytes]:
     return out
 
 
+def trained_model(size: str, steps: int, *, corpus: str = "toy", sentences: int | None = 200,
+                  control: str = "none") -> str:
+    """One ``[[models]]`` table of a model trained in the run, probed at its last step (and ``control``)."""
+    more = f", sentences = {sentences}" if sentences is not None else ""
+    return (f'[[models]]\npretrain = {{corpus = "{corpus}", size = "{size}", steps = {steps}{more}}}\n'
+            f'revisions = ["step{steps}"]\ncontrol = "{control}"\n')
+
+
+def pretrain_plan(path: Path, suite: Path, *models: str, probes=("score",), report: bool = False,
+                  extra: str = "") -> Path:
+    """A plan over ``suite`` whose ``models`` (:func:`trained_model` tables) are trained in the run."""
+    names = ", ".join(f'"{p}"' for p in probes)
+    path.write_text(f'probes = [{names}]\nreport = {str(report).lower()}\n[suite]\nspec = "{suite}"\n'
+                    + "".join(models) + extra)
+    return path
+
+
 def events(run: Path) -> list[dict]:
     from taskspace.runs import JobStore
 
@@ -381,13 +398,8 @@ def test_a_failed_training_adds_no_jobs_and_the_run_ends_failed_with_one_line(tm
     from taskspace.runs import load_plan, run_plan
 
     suite = write_suite(tmp_path / "suite.jsonl", per_task=4)
-    plan_path = tmp_path / "plan.toml"
-    plan_path.write_text('probes = ["score"]\nreport = true\n[suite]\n'
-                         f'spec = "{suite}"\n[[models]]\n'
-                         'pretrain = {corpus = "toy", size = "tiny", steps = 3, sentences = 200}\n'
-                         'revisions = ["step3"]\ncontrol = "none"\n[[models]]\n'
-                         'pretrain = {corpus = "toy", size = "small", steps = 3, sentences = 200}\n'
-                         'revisions = ["step3"]\ncontrol = "none"\n')
+    plan_path = pretrain_plan(tmp_path / "plan.toml", suite, trained_model("tiny", 3), trained_model("small", 3),
+                              report=True)
     run = tmp_path / "run"
     (run / "models").mkdir(parents=True)
     (run / "models" / "toy-small").write_text("not a folder\n")
@@ -412,9 +424,8 @@ def test_a_corpus_its_training_would_refuse_is_refused_before_the_run_writes_any
     suite = write_suite(tmp_path / "suite.jsonl", per_task=4)
     corpus = tmp_path / "one_line.txt"
     corpus.write_text("the cat sleeps .\n")
-    plan_path = tmp_path / "plan.toml"
-    plan_path.write_text(f'probes = ["score"]\nreport = false\n[suite]\nspec = "{suite}"\n[[models]]\n'
-                         f'pretrain = {{corpus = "{corpus}", size = "tiny", steps = 3}}\n')
+    plan_path = pretrain_plan(tmp_path / "plan.toml", suite, trained_model("tiny", 3, corpus=str(corpus),
+                                                                           sentences=None))
     with pytest.raises(InputError, match="at least 2 non-empty lines") as err:
         run_plan(load_plan(plan_path), tmp_path / "run")
     assert err.value.file is not None and Path(err.value.file).name == "one_line.txt"
@@ -678,12 +689,9 @@ def test_a_model_trained_on_ray_gets_its_probe_jobs_when_its_training_ends(tmp_p
     from taskspace.runs import RayExecutor, load_plan, run_plan
 
     suite = write_suite(tmp_path / "suite.jsonl", per_task=6)
-    plan_path = tmp_path / "plan.toml"
-    plan_path.write_text('probes = ["score", "gradients"]\nreport = false\n[suite]\n'
-                         f'spec = "{suite}"\n[[models]]\n'
-                         'pretrain = {corpus = "toy", size = "tiny", steps = 4, sentences = 200}\n'
-                         'revisions = ["step4"]\ncontrol = "step0"\n'
-                         "[settings]\ntrain_pairs = 3\ndev_pairs = 1\neval_pairs = 2\n")
+    plan_path = pretrain_plan(tmp_path / "plan.toml", suite, trained_model("tiny", 4, control="step0"),
+                              probes=("score", "gradients"),
+                              extra="[settings]\ntrain_pairs = 3\ndev_pairs = 1\neval_pairs = 2\n")
     run_plan(load_plan(plan_path), tmp_path / "local")
     n = torch.get_num_threads()
     ex = RayExecutor(tmp_path / "ray", cpus_per_job=n)
@@ -934,15 +942,12 @@ def test_a_models_probes_start_when_its_own_training_ends_and_the_longest_ready_
     from taskspace.runs import load_plan, run_plan
 
     suite = write_suite(tmp_path / "suite.jsonl", per_task=8)
-    plan_path = tmp_path / "plan.toml"
-    plan_path.write_text('probes = ["score", "gradients"]\nreport = false\n[suite]\n'
-                         f'spec = "{suite}"\n[[models]]\n'
-                         'pretrain = {corpus = "toy", size = "tiny", steps = 4, sentences = 300}\n'
-                         'revisions = ["step4"]\ncontrol = "step0"\n'
-                         '[[models]]\npretrain = {corpus = "toy", size = "small", steps = 40, sentences = 300}\n'
-                         'revisions = ["step40"]\ncontrol = "step0"\n'
-                         "[settings]\ntrain_pairs = 4\ndev_pairs = 1\neval_pairs = 2\n"
-                         "[executor]\nworkers = 2\n")
+    plan_path = pretrain_plan(tmp_path / "plan.toml", suite,
+                              trained_model("tiny", 4, sentences=300, control="step0"),
+                              trained_model("small", 40, sentences=300, control="step0"),
+                              probes=("score", "gradients"),
+                              extra="[settings]\ntrain_pairs = 4\ndev_pairs = 1\neval_pairs = 2\n"
+                                    "[executor]\nworkers = 2\n")
     run = tmp_path / "run"
     planned = sorted((pj.job.label, pj.job.key) for pj in run_plan(load_plan(plan_path), run, dry_run=True).dry.jobs
                      if pj.job.kind == "pretrain")

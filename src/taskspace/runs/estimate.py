@@ -26,7 +26,8 @@ defaults (25.9 min measured, "The 67 × 67 BLiMP transfer space"; the model give
 2 CPU cores, float32, that sentences are BLiMP-short, and it leaves out what a probe does beyond these
 passes (a lookahead's eval backward, an ablation's second scoring, model loading): expect it within
 about 2× on 2 CPU cores for jobs of more than a few seconds; below that, the fixed costs it leaves out
-(imports, loading) dominate (the quick demo's ablation: < 1 s estimated, 1.7 s measured). **On a GPU it is an upper bound** (often by 10× or more); more cores shorten it.
+(imports, loading) dominate (the quick demo's ablation: < 1 s estimated, 1.7 s measured). **On a GPU
+it is an upper bound** (often by 10× or more); more cores shorten it.
 
 Peak memory: a process with torch, transformers and a suite loaded (``BASE_BYTES``, 0.45 GB: "after
 loading RSS 423 MiB" in "Probes") plus multiples of the model's bytes (``n_params × dtype bytes``):

@@ -293,7 +293,8 @@ def _worker_execute(job: dict, run_dir: str, threads: int) -> dict:
         return {"error": _one_line(e)}
 
 
-def _check_deps(job: Job, known: set[str] | dict[str, Any], store: JobStore) -> None:
+def _check_deps(job: Job, known: set[str], store: JobStore) -> None:
+    """Every dependency of ``job`` is among ``known`` (the keys submitted before it) or done."""
     for dep in job.deps:
         if dep not in known and not store.is_done(dep):
             raise TaskspaceError(f"job {job.label} depends on a job that was neither submitted nor done")

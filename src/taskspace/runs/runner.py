@@ -143,11 +143,9 @@ class _Growth:
         self.resolved: dict[int, ResolvedModel] = {}
         self.jobs_of: dict[int, list[Job]] = {}
         self.stopped = False
-        settings = plan.settings.to_dict()
-        n_tasks = max(1, int(suite_info.get("n_tasks") or len(suite_info.get("groups") or ()) or 1))
-        self.work = Workload(n_tasks, float(suite_info.get("n_pairs") or 0) / n_tasks, settings)
-        self.sizes: dict[str, int | None] = {}
-        self.dtypes: dict[str, str] = {}
+        n_tasks = max(1, suite_info["n_tasks"])
+        self.work = Workload(n_tasks, suite_info["n_pairs"] / n_tasks, plan.settings.to_dict())
+        self.sizes: dict[str, int | None] = {}          # model name → parameters (for the cost model)
 
     def first_jobs(self) -> list[Job]:
         """The pretraining jobs, and the probe jobs of every model whose weights exist already."""
@@ -175,7 +173,6 @@ class _Growth:
         r = resolve_model(self.plan, m, self.run_dir)
         self.resolved[i] = r
         self.sizes[r.name] = dryrun.model_parameters(self.plan, r)[0]
-        self.dtypes[r.name] = r.spec.dtype
         self.jobs_of[i] = probe_jobs(self.plan, [r], self.suite_info, self.run_dir)
         jobs = list(self.jobs_of[i])
         if len(self.resolved) == len(self.plan.models):
@@ -195,18 +192,19 @@ class _Growth:
         """A job's estimated seconds (:mod:`.estimate`), for the order of ready jobs."""
         if job.kind == "pretrain":
             return dryrun.pretrain_estimate(self.trains[job.key].pretrain).seconds
-        name = (job.spec.get("model") or {}).get("name")
-        return dryrun.job_estimate(job, self.sizes.get(name), self.dtypes.get(name, "float32"), self.work).seconds
+        model = job.spec.get("model") or {}
+        return dryrun.job_estimate(job, self.sizes.get(model.get("name")), model.get("dtype", "float32"),
+                                   self.work).seconds
 
 def _failure_line(result: RunResult) -> str:
     bad = [o for o in result.outcomes if o.status == "failed"]
     blocked = [o for o in result.outcomes if o.status == "blocked"]
     first = bad[0] if bad else blocked[0]
-    more = len(bad) - 1
-    tail = (f" (and {more} more failed job(s)" if more > 0 else " (") + \
-           (f"; {len(blocked)} job(s) not run" if blocked else "") + \
-           f"; see {result.run_dir / '.jobs' / 'log.jsonl'}; finished jobs are kept, rerun to retry)"
-    return f"job {first.job.label} failed: {first.error}" + tail.replace(" (; ", " (")
+    notes = [f"and {len(bad) - 1} more failed job(s)"] if len(bad) > 1 else []
+    if blocked:
+        notes.append(f"{len(blocked)} job(s) not run")
+    notes.append(f"see {result.run_dir / '.jobs' / 'log.jsonl'}; finished jobs are kept, rerun to retry")
+    return f"job {first.job.label} failed: {first.error} ({'; '.join(notes)})"
 
 def _write_run_json(run_dir: Path, plan: Plan, models: Sequence[ResolvedModel] | None, suite_info: dict,
                     status: str, result: RunResult | None = None) -> None:
