@@ -136,6 +136,49 @@ def test_post_processed_logits_fall_back_to_the_full_forward(tok):
     assert_close(df["logp_good"], want[0:14:2])
 
 
+def test_the_checks_run_once_per_model_and_again_when_its_state_changes(tok, monkeypatch):
+    """Every probe builds its own Head on the one loaded model: the split and prefix-cache checks run once
+    for it, and again for a hook on the model (one that caps its logits must turn the split off), for train
+    mode and for another dtype."""
+    from taskspace.scoring import forward, head as head_module
+
+    calls = {"split": 0, "cache": 0}
+    split_check, cache_check = Head._check, forward._check_cache
+
+    def counted_split(self):
+        calls["split"] += 1
+        return split_check(self)
+
+    def counted_cache(h):
+        calls["cache"] += 1
+        return cache_check(h)
+
+    monkeypatch.setattr(Head, "_check", counted_split)
+    monkeypatch.setattr(forward, "_check_cache", counted_cache)
+    model = make_tiny_model("gpt2", vocab_size=len(tok), seed=4).eval()
+    for _ in range(3):
+        h = Head(model)
+        assert h.split and prefix_sharing_exact(h)
+    assert calls == {"split": 1, "cache": 1}
+    def capped(module, args, out):
+        out.logits = 3.0 * torch.tanh(out.logits / 3.0)
+        return out
+
+    cap = model.register_forward_hook(capped)          # the model's logits are no longer the head's
+    try:
+        assert not Head(model).split                    # checked again, and not split
+        assert calls["split"] == 2
+    finally:
+        cap.remove()
+    assert Head(model).split and calls["split"] == 3    # the hook gone: a new state, checked again
+    model.train()
+    Head(model)
+    model.eval()
+    model.double()
+    assert Head(model).split and calls["split"] == 5    # train mode and float64: each its own check
+    assert set(head_module._VERDICTS[model]) == {"split", "prefix cache, split True"}
+
+
 def test_batch_logprobs_is_differentiable_and_exact(model32, tok):
     ids = encode(tok, SENTENCES[:6], tok.bos_token_id)
     lp = batch_logprobs(model32, ids, reduction="sum", pad_id=tok.pad_token_id)

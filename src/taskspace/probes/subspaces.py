@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from ..scoring.head import quiet_transformers
 from .interchange import Counterfactual, batches, intervened_outcomes, orthonormal, run_outcomes
 from .settings import LEVEL
 
@@ -195,26 +196,27 @@ def train_subspace(head: "Head", layer: int, rank: int, cause: Runs, *, steps: i
     draw_c = _sampler(len(cause), batch_pairs, rng)
     draw_i = _sampler(len(isolate), batch_pairs, rng) if use_iso else None
     losses = []
-    for _ in range(steps):
-        idx = draw_c()
-        sub = [cause.cfs[i] for i in idx]
-        m = intervened_outcomes(head, sub, layer, cause.h_source[layer][idx], lin.weight, pad_id=pad_id)
-        target = torch.as_tensor(cause.m_source[idx], dtype=m.dtype, device=m.device)
-        loss = ((m - target) ** 2).mean() / scale_c
-        if draw_i is not None:
-            j = draw_i()
-            sub_i = [isolate.cfs[i] for i in j]
-            mi = intervened_outcomes(head, sub_i, layer, isolate.h_source[layer][j], lin.weight, pad_id=pad_id)
-            keep = torch.as_tensor(isolate.m_base[j], dtype=mi.dtype, device=mi.device)
-            loss = loss + weight * ((mi - keep) ** 2).mean() / scale_i
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        if on_step is not None:
-            on_step(losses[-1])
-        if converged(losses):
-            break
+    with quiet_transformers():                   # once for all of the training's model calls
+        for _ in range(steps):
+            idx = draw_c()
+            sub = [cause.cfs[i] for i in idx]
+            m = intervened_outcomes(head, sub, layer, cause.h_source[layer][idx], lin.weight, pad_id=pad_id)
+            target = torch.as_tensor(cause.m_source[idx], dtype=m.dtype, device=m.device)
+            loss = ((m - target) ** 2).mean() / scale_c
+            if draw_i is not None:
+                j = draw_i()
+                sub_i = [isolate.cfs[i] for i in j]
+                mi = intervened_outcomes(head, sub_i, layer, isolate.h_source[layer][j], lin.weight, pad_id=pad_id)
+                keep = torch.as_tensor(isolate.m_base[j], dtype=mi.dtype, device=mi.device)
+                loss = loss + weight * ((mi - keep) ** 2).mean() / scale_i
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            if on_step is not None:
+                on_step(losses[-1])
+            if converged(losses):
+                break
     with torch.no_grad():
         return lin.weight.detach().double().cpu().numpy(), losses
 

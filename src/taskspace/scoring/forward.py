@@ -9,7 +9,6 @@ would not be exact (models without a usable cache, ...).
 """
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
@@ -17,15 +16,13 @@ import numpy as np
 from .batching import padded, shared_prefix_length, tight_batches
 from .cache import select_cache
 from .convention import REDUCTIONS
-from .head import Head
+from .head import Head, verdict
 
 # torch is imported inside the functions that use it: `import taskspace` and the command line start without it
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-#: Head → whether continuations on a prefix cache match the plain forward pass (checked once)
-_CACHE_VERDICTS: "weakref.WeakKeyDictionary[Head, bool]" = weakref.WeakKeyDictionary()
 
 
 def batch_logprobs(
@@ -156,12 +153,9 @@ def _shared_unit(head: Head, families: Sequence[Sequence[Sequence[int]]], unit: 
 
 def prefix_sharing_exact(head: Head) -> bool:
     """Whether scoring continuations on a prefix's KV cache matches the plain forward pass for
-    ``head``'s model (checked once per :class:`Head` on a short input; False for models without a
-    usable cache)."""
-    verdict = _CACHE_VERDICTS.get(head)
-    if verdict is None:
-        verdict = _CACHE_VERDICTS[head] = _check_cache(head)
-    return verdict
+    ``head``'s model (checked on a short input once per model and state, :func:`~.head.verdict`; False for
+    models without a usable cache)."""
+    return verdict(head.model, f"prefix cache, split {head.split}", lambda: _check_cache(head))
 
 
 def _check_cache(head: Head) -> bool:

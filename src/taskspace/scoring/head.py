@@ -5,9 +5,10 @@ cache. The split is used only where it is bit-for-bit what the model does (check
 """
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .cache import cache_kwarg, output_cache
 
@@ -20,9 +21,39 @@ if TYPE_CHECKING:  # pragma: no cover
 #: the sentence position of the first token of the model call in progress (see :func:`call_start`)
 _CALL_START: ContextVar[int] = ContextVar("taskspace_call_start", default=0)
 
+#: model → {check name: (the model's state when checked, verdict)}: see :func:`verdict`
+_VERDICTS: "weakref.WeakKeyDictionary[Any, dict[str, tuple[tuple, bool]]]" = weakref.WeakKeyDictionary()
+
 #: logits per head chunk (rows × vocabulary): small enough to stay in cache, large enough for a fast
 #: matmul against the whole output embedding.
 CHUNK_ELEMENTS = 1 << 21
+
+
+def verdict(model: Any, name: str, check: Callable[[], bool]) -> bool:
+    """``check()``, run once per model and state: the checks of how a model may be called (:class:`Head`'s
+    split, prefix sharing) ask what its code does, which its weights cannot change, so every probe's
+    scorers and fine-tunings of one loaded model share one answer. The state is what can change the answer:
+    train or eval mode, the dtype and device, and the forward hooks on the modules the checks compare (the
+    model, its backbone and its output head; a hook has its own handle id, so one added or removed is a new
+    state). Hooks inside the backbone act on both sides of each comparison alike: the interventions,
+    which hook layers, keep prefix sharing exact by design (:func:`call_start`)."""
+    state = _state(model)
+    seen = _VERDICTS.setdefault(model, {})
+    if name not in seen or seen[name][0] != state:
+        seen[name] = (state, check())
+    return seen[name][1]
+
+
+def _state(model: Any) -> tuple:
+    import torch.nn.modules.module as nn_module
+
+    first = next(model.parameters(), None)
+    outer = [model, getattr(model, "base_model", None)]
+    if hasattr(model, "get_output_embeddings"):
+        outer.append(model.get_output_embeddings())
+    hooks = tuple(k for m in outer if m is not None for d in (m._forward_hooks, m._forward_pre_hooks) for k in d)
+    return (model.training, getattr(first, "dtype", None), getattr(first, "device", None), hooks,
+            tuple(nn_module._global_forward_hooks), tuple(nn_module._global_forward_pre_hooks))
 
 
 @contextmanager
@@ -35,6 +66,11 @@ def quiet_transformers() -> Iterator[None]:
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
+    if level >= hf_logging.ERROR:
+        # quiet already (an outer call: a scoring or training loop holds it for all of its model calls).
+        # Setting a level clears every logger's cache, which costs more than a tiny model's forward pass
+        yield
+        return
     hf_logging.set_verbosity_error()
     try:
         yield
@@ -73,7 +109,7 @@ class Head:
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         if base is not None and base is not model and head is not None and hasattr(head, "weight"):
             self.base, self.head = base, head
-            self.split = self._check()
+            self.split = verdict(model, "split", self._check)
         self.cache_kwarg = cache_kwarg(self.base if self.split else model)
 
     @property

@@ -17,7 +17,7 @@ from .batching import shared_prefix_length, tight_batches
 from .convention import BATCH_TOKENS, REDUCTIONS, Convention, encode, resolve_prefix
 from .forward import batch_logprobs, prefix_sharing_exact, shared_sums
 from .fused import fused_activations
-from .head import Head
+from .head import Head, quiet_transformers
 
 # torch and pandas are imported inside the methods that use them: `import taskspace` and the command line
 # start without them
@@ -158,7 +158,7 @@ class Scorer:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode(), self._activations() as n_fused:
+            with torch.inference_mode(), quiet_transformers(), self._activations() as n_fused:
                 self._n_fused = n_fused
                 if groups and self.shares_prefix:
                     families = []

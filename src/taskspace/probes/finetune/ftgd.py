@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import InputError
-from ...scoring import Head, batch_logprobs, encode, fused_activations, resolve_prefix
+from ...scoring import Head, batch_logprobs, encode, fused_activations, quiet_transformers, resolve_prefix
 from ..gradient.differentials import autocast_context
 from ..settings import ProbeSettings, with_overrides
 from .deltas import Delta, applied
@@ -376,8 +376,9 @@ def _train(
         if trainable.n_entries == 0:
             raise _Failed("the mask is empty: nothing to fine-tune")
         opt = _adam(trainable, lr)
-        _fit_steps(fit, opt, train, _batches(len(train_pairs), batch_pairs, seed), steps=steps,
-                   eval_every=eval_every, patience=patience, on_step=on_step)
+        with quiet_transformers():               # once for all of the fine-tuning's model calls
+            _fit_steps(fit, opt, train, _batches(len(train_pairs), batch_pairs, seed), steps=steps,
+                       eval_every=eval_every, patience=patience, on_step=on_step)
         status, reason, delta = _outcome(fit)
     except _Failed as e:
         status, reason, delta = "failed", str(e), None
