@@ -52,8 +52,9 @@ def _state(model: Any) -> tuple:
     if hasattr(model, "get_output_embeddings"):
         outer.append(model.get_output_embeddings())
     hooks = tuple(k for m in outer if m is not None for d in (m._forward_hooks, m._forward_pre_hooks) for k in d)
-    return (model.training, getattr(first, "dtype", None), getattr(first, "device", None), hooks,
-            tuple(nn_module._global_forward_hooks), tuple(nn_module._global_forward_pre_hooks))
+    everywhere = tuple(k for name in ("_global_forward_hooks", "_global_forward_pre_hooks")
+                       for k in getattr(nn_module, name, {}))       # hooks on every module (torch's private dicts)
+    return (model.training, getattr(first, "dtype", None), getattr(first, "device", None), hooks, everywhere)
 
 
 @contextmanager
