@@ -47,18 +47,22 @@ B=$SHARED/data/blimp
 ts() { PYTHONPATH=$SRC python3 -c "import sys; from taskspace.cli import main; sys.argv[0] = 'taskspace'; main()" "$@"; }
 # checkouts from before the split-half pass have no --split-half; newer ones must turn it off
 HALF=(); if ts probe gradients --help | grep -q -- --split-half; then HALF=(--split-half off); fi
+# one torch thread: with two, one run of the same code can differ from another in its last bits (1 of 6
+# two-thread transfer runs on 2026-12-06: MKL and oneDNN do not promise run-to-run equality with threads), and
+# fine-tuning carries that to ~1e-4 in a transfer space; 37 one-thread runs of ablation gave one result
+TH=(); if ts score --help | grep -q -- --threads; then TH=(--threads 1); fi
 if [ "${FULL:-0}" = 1 ]; then
-  ts probe gradients --model "$M" --revision step2577 --suite "$B" --train-pairs 50 "${HALF[@]}" --out "$OUT/g"
+  ts probe gradients --model "$M" --revision step2577 --suite "$B" --train-pairs 50 "${HALF[@]}" "${TH[@]}" --out "$OUT/g"
   ts probe transfer --model "$M" --revision step2577 --suite "$B" --train-pairs 20 --dev-pairs 10 \
-     --eval-pairs 20 --steps 10 --bootstrap 0 "${HALF[@]}" --out "$OUT/t"
+     --eval-pairs 20 --steps 10 --bootstrap 0 "${HALF[@]}" "${TH[@]}" --out "$OUT/t"
   exit 0
 fi
 # two or three paradigms from each of four groups (agreement, islands, anaphora, argument structure)
 T=determiner_noun_agreement_1,determiner_noun_agreement_2,determiner_noun_agreement_irregular_1
 T=$T,adjunct_island,complex_NP_island,wh_island,anaphor_gender_agreement,anaphor_number_agreement
 T=$T,causative,drop_argument
-C=(--model "$M" --revision step2577 --suite "$B" --tasks "$T" --seed 0)
-ts score --model "$M" --revision step2577 --suite "$B" --tasks "$T" --out "$OUT/score"
+C=(--model "$M" --revision step2577 --suite "$B" --tasks "$T" --seed 0 "${TH[@]}")
+ts score --model "$M" --revision step2577 --suite "$B" --tasks "$T" "${TH[@]}" --out "$OUT/score"
 ts probe gradients "${C[@]}" --train-pairs 30 "${HALF[@]}" --out "$OUT/gradients"
 ts probe transfer "${C[@]}" --train-pairs 20 --dev-pairs 10 --eval-pairs 20 --steps 10 --bootstrap 0 \
    "${HALF[@]}" --out "$OUT/transfer"
