@@ -140,7 +140,8 @@ def test_the_checks_run_once_per_model_and_again_when_its_state_changes(tok, mon
     """Every probe builds its own Head on the one loaded model: the split and prefix-cache checks run once
     for it, and again for a hook on the model (one that caps its logits must turn the split off), for train
     mode and for another dtype."""
-    from taskspace.scoring import forward, head as head_module
+    from taskspace.scoring import forward
+    from taskspace.scoring import head as head_module
 
     calls = {"split": 0, "cache": 0}
     split_check, cache_check = Head._check, forward._check_cache
