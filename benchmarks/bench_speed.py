@@ -5,6 +5,7 @@ ratio before ÷ after and each run's peak RSS (ru_maxrss of the command's proces
     python benchmarks/bench_speed.py --before 44717e3 quick report transfer8
     python benchmarks/bench_speed.py --before 44717e3 --reps 1 tests
     python benchmarks/bench_speed.py --before e0ef906 --reps 1 demo
+    python benchmarks/bench_speed.py --before 44717e3 --reps 1 transfer67
 
 What each name runs (with one checkout's ``src/`` first on PYTHONPATH, in a fresh temporary folder):
 
@@ -14,6 +15,9 @@ What each name runs (with one checkout's ``src/`` first on PYTHONPATH, in a fres
   each run starts from a fresh copy of it, so the comparison is rebuilt every time);
 - ``transfer8``: ``taskspace probe transfer`` on the first 8 BLiMP paradigms of gutenberg-gpt2-5m step2577
   at the default settings, one worker, one torch thread (needs ``../shared``);
+- ``transfer67``: the 67 × 67 transfer space, all BLiMP paradigms of gutenberg-gpt2-5m step2577 at the
+  default settings, ``--workers 2`` (about a quarter of an hour a run); the first run of each side keeps its
+  output, and the two sides' CSV files are compared as ``check_numbers.sh --compare`` does;
 - ``gradients10``: ``taskspace probe gradients`` on 10 BLiMP paradigms (every sixth) of gutenberg-gpt2-5m
   step2577, 30 train pairs, one thread, the split-half pass on (its default);
 - ``tests``: ``python3 -m pytest -q`` in that checkout (the README's test command; minutes).
@@ -76,6 +80,9 @@ def command(what: str, tree: Path, work: Path, ready: dict) -> tuple[list[str], 
     if what == "transfer8":
         return [*ts, "probe", "transfer", "--model", str(MODEL), "--revision", "step2577", "--suite", str(BLIMP),
                 "--tasks", ready["tasks8"], "--threads", "1", "--workers", "1", "--out", str(work / "t")], work
+    if what == "transfer67":
+        return [*ts, "probe", "transfer", "--model", str(MODEL), "--revision", "step2577", "--suite", str(BLIMP),
+                "--workers", "2", "--out", str(work / "t")], work
     if what == "gradients10":
         return [*ts, "probe", "gradients", "--model", str(MODEL), "--revision", "step2577", "--suite", str(BLIMP),
                 "--tasks", ready["tasks10"], "--train-pairs", "30", "--threads", "1", "--out", str(work / "g")], work
@@ -84,7 +91,8 @@ def command(what: str, tree: Path, work: Path, ready: dict) -> tuple[list[str], 
     raise SystemExit(f"unknown benchmark {what!r}")
 
 
-def run_once(what: str, tree: Path, scratch: Path, ready: dict) -> dict:
+def run_once(what: str, tree: Path, scratch: Path, ready: dict, keep: Path | None = None) -> dict:
+    """One timed run; ``keep``: where to move the run's probe output (``t``) before its folder is removed."""
     work = Path(tempfile.mkdtemp(dir=scratch, prefix=f"{what}-"))
     argv, cwd = command(what, tree, work, ready)
     # the shared data stays where this checkout finds it (the before worktree has no ../shared beside it)
@@ -94,6 +102,8 @@ def run_once(what: str, tree: Path, scratch: Path, ready: dict) -> dict:
     out = subprocess.run([sys.executable, "-c", _WRAP, *argv], cwd=cwd, env=env, capture_output=True, text=True,
                          check=True).stdout.split()
     rc, seconds, rss_kb = int(out[0]), float(out[1]), int(out[2])
+    if keep is not None and rc == 0:
+        shutil.move(str(work / "t"), keep)
     shutil.rmtree(work, ignore_errors=True)
     if rc != 0:
         raise SystemExit(f"{what} failed (exit {rc}) with the code at {tree}: run it by hand to see why")
@@ -102,13 +112,14 @@ def run_once(what: str, tree: Path, scratch: Path, ready: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", nargs="+", choices=["quick", "demo", "report", "transfer8", "gradients10", "tests"])
+    ap.add_argument("what", nargs="+", choices=["quick", "demo", "report", "transfer8", "transfer67", "gradients10",
+                                                   "tests"])
     ap.add_argument("--before", required=True, help="git commit of the code before")
     ap.add_argument("--after", default=None, help="git commit of the code after (default: this working tree)")
     ap.add_argument("--reps", type=int, default=2, help="runs per side (interleaved)")
     args = ap.parse_args()
-    if "transfer8" in args.what and not (MODEL.is_dir() and BLIMP.is_dir()):
-        raise SystemExit(f"transfer8 needs {MODEL} and {BLIMP}")
+    if {"transfer8", "transfer67", "gradients10"} & set(args.what) and not (MODEL.is_dir() and BLIMP.is_dir()):
+        raise SystemExit(f"the transfer and gradient cases need {MODEL} and {BLIMP}")
     scratch = Path(tempfile.mkdtemp(prefix="bench-speed-"))
     trees = {"before": scratch / "before"}
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach", str(trees["before"]), args.before],
@@ -136,10 +147,14 @@ def main() -> None:
             got: dict[str, list[dict]] = {"before": [], "after": []}
             for r in range(args.reps):
                 for side in (("before", "after") if r % 2 == 0 else ("after", "before")):
-                    res = run_once(what, trees[side], scratch, ready)
+                    keep = scratch / f"{what}-{side}-out" if what == "transfer67" and r == 0 else None
+                    res = run_once(what, trees[side], scratch, ready, keep)
                     got[side].append(res)
                     print(f"{what:10s} {side:6s} {res['seconds']:8.1f} s  peak RSS {res['peak_rss_gb']:.2f} GB  "
                           f"load {res['load']:.1f}", flush=True)
+            if what == "transfer67":
+                subprocess.run(["bash", str(REPO / "benchmarks" / "check_numbers.sh"), "--compare",
+                                str(scratch / f"{what}-before-out"), str(scratch / f"{what}-after-out")], check=False)
             b = statistics.median(x["seconds"] for x in got["before"])
             a = statistics.median(x["seconds"] for x in got["after"])
             rows.append({"what": what, "before_s": round(b, 1), "after_s": round(a, 1), "ratio": round(b / a, 2),
