@@ -24,7 +24,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 
-
 def batch_logprobs(
     model: Any,
     ids: Sequence[Sequence[int]],
