@@ -16,7 +16,7 @@ What each name runs (with one checkout's ``src/`` first on PYTHONPATH, in a fres
 - ``transfer8``: ``taskspace probe transfer`` on the first 8 BLiMP paradigms of gutenberg-gpt2-5m step2577
   at the default settings, one worker, one torch thread (needs ``../shared``);
 - ``transfer67``: the 67 × 67 transfer space, all BLiMP paradigms of gutenberg-gpt2-5m step2577 at the
-  default settings, ``--workers 2`` (about a quarter of an hour a run); the first run of each side keeps its
+  default settings, ``--workers 2`` (17–18 minutes a run on two cores, 2026-12-06); the first run of each side keeps its
   output, and the two sides' CSV files are compared as ``check_numbers.sh --compare`` does;
 - ``gradients10``: ``taskspace probe gradients`` on 10 BLiMP paradigms (every sixth) of gutenberg-gpt2-5m
   step2577, 30 train pairs, one thread, the split-half pass on (its default);

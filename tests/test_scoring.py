@@ -177,7 +177,7 @@ def test_the_checks_run_once_per_model_and_again_when_its_state_changes(tok, mon
     model.eval()
     model.double()
     assert Head(model).split and calls["split"] == 5    # train mode and float64: each its own check
-    assert set(head_module._VERDICTS[model]) == {"split", "prefix cache, split True"}
+    assert set(head_module._VERDICTS[model]) == {"split", "prefix cache"}
 
 
 def test_batch_logprobs_is_differentiable_and_exact(model32, tok):

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from ..scoring.head import quiet_transformers
+from ..scoring import quiet_transformers
 from .interchange import Counterfactual, batches, intervened_outcomes, orthonormal, run_outcomes
 from .settings import LEVEL
 

@@ -154,7 +154,7 @@ def prefix_sharing_exact(head: Head) -> bool:
     """Whether scoring continuations on a prefix's KV cache matches the plain forward pass for
     ``head``'s model (checked on a short input once per model and state, :func:`~.head.verdict`; False for
     models without a usable cache)."""
-    return verdict(head.model, f"prefix cache, split {head.split}", lambda: _check_cache(head))
+    return verdict(head.model, "prefix cache", lambda: _check_cache(head))
 
 
 def _check_cache(head: Head) -> bool:
